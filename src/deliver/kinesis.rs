@@ -1,0 +1,325 @@
+//! What delivery needs from Kinesis (ListShards, PutRecords), behind a small trait,
+//! and its implementation on `aws-sdk-kinesis`.
+//!
+//! The trait exists so the producer benchmark can measure the pipeline alone with a
+//! client that accepts everything; the agent always uses [`SdkKinesis`], which talks
+//! to AWS, or to an emulator through an endpoint override, the same way.
+//!
+//! [`ErrorClass`] is the one place that decides how a Kinesis error is handled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+use crate::aggregate::Encoded;
+use crate::shard_map::Shard;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of one PutRecords entry.
+#[derive(Debug, Clone)]
+pub enum EntryResult {
+    /// Accepted, into this shard.
+    Accepted { shard_id: String },
+    /// Refused, with Kinesis's error code and message.
+    Failed { code: String, message: String },
+}
+
+/// An error of a whole request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed: {code}: {message}")]
+pub struct KinesisError {
+    pub operation: &'static str,
+    /// Kinesis's error code, or `Transport` / `Timeout` for a request that got no
+    /// answer.
+    pub code: String,
+    pub message: String,
+}
+
+/// How delivery treats an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The shard is over its limits: back off that shard.
+    Throttled,
+    /// Worth retrying soon (server error, transport failure, timeout).
+    Transient,
+    /// Needs an operator or a changed environment (credentials, a missing stream):
+    /// records stay spooled and are retried slowly.
+    Environment,
+    /// This record will never be accepted as it is.
+    Permanent,
+}
+
+impl ErrorClass {
+    /// Classifies an error code of Kinesis or of the transport.
+    pub fn of(code: &str) -> ErrorClass {
+        match code {
+            "ProvisionedThroughputExceededException"
+            | "KMSThrottlingException"
+            | "LimitExceededException"
+            | "ThrottlingException" => ErrorClass::Throttled,
+            "ResourceNotFoundException"
+            | "AccessDeniedException"
+            | "AccessDeniedExceptionReason"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ExpiredTokenException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "KMSAccessDeniedException"
+            | "KMSDisabledException"
+            | "KMSInvalidStateException"
+            | "KMSNotFoundException"
+            | "KMSOptInRequired"
+            | "ResourceInUseException"
+            | "Credentials" => ErrorClass::Environment,
+            // A request Kinesis considers malformed: with validated records, this
+            // means one of them is refused for good (for example larger than the
+            // stream allows).
+            "ValidationException" | "InvalidArgumentException" => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The Kinesis operations delivery uses.
+pub trait Kinesis: Send + Sync + 'static {
+    /// The open shards of a stream, all pages.
+    fn list_shards<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>>;
+
+    /// Sends one PutRecords request; on success, one result per entry, in order.
+    fn put_records<'a>(
+        &'a self,
+        stream: &'a str,
+        entries: &'a [Encoded],
+    ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>>;
+}
+
+/// Connection settings for [`SdkKinesis`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    /// Time limit of one request.
+    pub request_timeout: Option<Duration>,
+}
+
+/// Kinesis through `aws-sdk-kinesis`, with credentials and region from the
+/// standard `aws-config` chain.
+#[derive(Clone)]
+pub struct SdkKinesis {
+    client: aws_sdk_kinesis::Client,
+}
+
+impl SdkKinesis {
+    pub async fn new(options: &ClientOptions) -> SdkKinesis {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &options.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let timeout = options.request_timeout.unwrap_or(Duration::from_secs(30));
+        let config = aws_sdk_kinesis::config::Builder::from(&shared)
+            // Delivery retries by itself, so a request that must wait never holds
+            // a connection slot.
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5).min(timeout))
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build();
+        SdkKinesis {
+            client: aws_sdk_kinesis::Client::from_conf(config),
+        }
+    }
+
+    /// The underlying client (tests and tools use it to read streams back).
+    pub fn client(&self) -> &aws_sdk_kinesis::Client {
+        &self.client
+    }
+}
+
+fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> KinesisError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message) = match &err {
+        SdkError::ServiceError(e) => (
+            e.err().code().unwrap_or("Unknown").to_owned(),
+            e.err().message().unwrap_or_default().to_owned(),
+        ),
+        SdkError::TimeoutError(_) => ("Timeout".to_owned(), "request timed out".to_owned()),
+        SdkError::DispatchFailure(d) => {
+            let code = if d.is_timeout() {
+                "Timeout"
+            } else if d.is_io() {
+                "Transport"
+            } else {
+                "Credentials"
+            };
+            (code.to_owned(), error_chain(&err))
+        }
+        _ => ("Transport".to_owned(), error_chain(&err)),
+    };
+    KinesisError {
+        operation,
+        code,
+        message,
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn parse_hash_key(shard: &str, value: &str) -> Result<u128, KinesisError> {
+    value.parse::<u128>().map_err(|_| KinesisError {
+        operation: "ListShards",
+        code: "InvalidResponse".into(),
+        message: format!("shard {shard:?} has hash key {value:?}, not a decimal in 0..2^128"),
+    })
+}
+
+impl Kinesis for SdkKinesis {
+    fn list_shards<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
+        Box::pin(async move {
+            let mut shards = Vec::new();
+            let mut next_token: Option<String> = None;
+            loop {
+                // With a token, the stream name must not be sent again.
+                let request = match &next_token {
+                    Some(token) => self.client.list_shards().next_token(token),
+                    None => self.client.list_shards().stream_name(stream),
+                };
+                let page = request
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ListShards", e))?;
+                for s in page.shards() {
+                    let open = s
+                        .sequence_number_range()
+                        .is_none_or(|r| r.ending_sequence_number().is_none());
+                    let Some(range) = s.hash_key_range() else {
+                        continue;
+                    };
+                    if open {
+                        shards.push(Shard {
+                            id: s.shard_id().into(),
+                            start: parse_hash_key(s.shard_id(), range.starting_hash_key())?,
+                            end: parse_hash_key(s.shard_id(), range.ending_hash_key())?,
+                        });
+                    }
+                }
+                match page.next_token() {
+                    Some(t) if !t.is_empty() && !page.shards().is_empty() => {
+                        next_token = Some(t.to_owned())
+                    }
+                    _ => break,
+                }
+            }
+            Ok(shards)
+        })
+    }
+
+    fn put_records<'a>(
+        &'a self,
+        stream: &'a str,
+        entries: &'a [Encoded],
+    ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
+        Box::pin(async move {
+            let records = entries
+                .iter()
+                .map(|e| {
+                    PutRecordsRequestEntry::builder()
+                        .data(Blob::new(e.data.to_vec()))
+                        .partition_key(e.partition_key.clone())
+                        .set_explicit_hash_key(e.explicit_hash_key.clone())
+                        .build()
+                        .expect("data and partition key are always set")
+                })
+                .collect();
+            let out = self
+                .client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(records))
+                .send()
+                .await
+                .map_err(|e| sdk_error("PutRecords", e))?;
+            if out.records().len() != entries.len() {
+                return Err(KinesisError {
+                    operation: "PutRecords",
+                    code: "InvalidResponse".into(),
+                    message: format!(
+                        "{} results for {} entries",
+                        out.records().len(),
+                        entries.len()
+                    ),
+                });
+            }
+            Ok(out
+                .records()
+                .iter()
+                .map(|r| match (r.error_code(), r.shard_id()) {
+                    (None, Some(shard)) => EntryResult::Accepted {
+                        shard_id: shard.to_owned(),
+                    },
+                    (None, None) => EntryResult::Accepted {
+                        shard_id: String::new(),
+                    },
+                    (Some(code), _) => EntryResult::Failed {
+                        code: code.to_owned(),
+                        message: r.error_message().unwrap_or_default().to_owned(),
+                    },
+                })
+                .collect())
+        })
+    }
+}
+
+/// A shared Kinesis client.
+pub type SharedKinesis = Arc<dyn Kinesis>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(
+            ErrorClass::of("ProvisionedThroughputExceededException"),
+            ErrorClass::Throttled
+        );
+        assert_eq!(ErrorClass::of("InternalFailure"), ErrorClass::Transient);
+        assert_eq!(ErrorClass::of("Transport"), ErrorClass::Transient);
+        assert_eq!(
+            ErrorClass::of("ResourceNotFoundException"),
+            ErrorClass::Environment
+        );
+        assert_eq!(ErrorClass::of("ValidationException"), ErrorClass::Permanent);
+    }
+}

@@ -1,0 +1,884 @@
+//! Delivery: from the spool to Kinesis and back to the spool as acks.
+//!
+//! One *dispatcher* task per stream owns everything about that stream's records in
+//! memory: the shard map, one [`Aggregator`] per shard, the queue of sealed
+//! aggregates, per-shard backoff and the delivery progress of every loaded spool
+//! entry. It never waits on Kinesis: requests run on worker tasks, bounded across all
+//! streams by `max_connections`, and their outcomes come back to the dispatcher as
+//! messages. A request that must be retried therefore never holds a connection slot
+//! while it waits, and its entries go back to the *front* of the queue.
+//!
+//! # Memory and the spool
+//!
+//! The spool is the queue; memory holds a window of it. A batch just written by a
+//! source is handed over in memory while the dispatcher keeps up (`Intake::push`).
+//! When the hand-over channel is full, or at start-up, the stream *spills*: new
+//! batches go to the spool only, and the dispatcher reads them back in id order, as
+//! far as `max_inflight_bytes` allows, until it has caught up. The switch between the
+//! two paths happens under one lock with the appends, so no entry is loaded twice.
+//! Replay after a restart is just the spilled path starting at id 0.
+//!
+//! # Acks
+//!
+//! A user record is retired only by a successful PutRecords entry that carried it;
+//! a spool entry is deleted when all its records are retired, and a partly delivered
+//! entry's progress bitmap is written in the same atomic batch, so a restart re-sends
+//! only what was not accepted (up to one flush interval of acks, see [`crate::spool`]).
+//!
+//! # Resharding
+//!
+//! The shard map is refreshed on an interval, when a record's hash key falls outside
+//! every known shard, and when a result names a shard other than the predicted one. A
+//! changed map dissolves every aggregate not in flight and routes its records again;
+//! aggregates in flight keep the generation of the map they were built with and are
+//! dissolved if they come back failed.
+
+pub mod kinesis;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::aggregate::{Aggregate, Aggregator, Encoded, Limits, Pending};
+use crate::metrics::Metrics;
+use crate::record::UserRecord;
+use crate::shard_map::ShardMap;
+use crate::spool::{Entry, SpoolError, StreamSpool};
+use kinesis::{EntryResult, ErrorClass, KinesisError, SharedKinesis};
+
+/// Most entries in one PutRecords request (a Kinesis limit).
+pub const MAX_BATCH_RECORDS: usize = 500;
+/// Most bytes in one PutRecords request (a Kinesis limit).
+pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+/// Batches handed over in memory per stream before the stream spills to the spool:
+/// enough to absorb bursts of a few MiB without a spool read, small enough that the
+/// channel itself is a negligible part of memory.
+const INTAKE_CHANNEL_BATCHES: usize = 64;
+/// Capacity of the channel that brings request outcomes back to a dispatcher. Each
+/// worker sends exactly one message and holds a connection slot until then, so the
+/// channel never needs more than `max_connections`; it is a floor.
+const OUTCOME_CHANNEL_MIN: usize = 16;
+/// Backoff after a failed request: first step and cap.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Retry interval when the cause is outside the agent (credentials, missing stream).
+const ENVIRONMENT_RETRY: Duration = Duration::from_secs(5);
+/// How often the same kind of delivery problem is logged at most.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Settings of delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    pub max_connections: usize,
+    pub linger: Duration,
+    pub aggregation: Limits,
+    pub batch_max_records: usize,
+    pub batch_max_bytes: usize,
+    pub shard_refresh_interval: Duration,
+    /// Most bytes of spool entries loaded into memory per stream.
+    pub max_inflight_bytes: u64,
+}
+
+/// A batch handed to a dispatcher.
+struct Loaded {
+    id: u64,
+    bytes: u64,
+    records: Vec<UserRecord>,
+    delivered: Option<Vec<u64>>,
+}
+
+impl From<Entry> for Loaded {
+    fn from(e: Entry) -> Self {
+        Loaded {
+            id: e.id,
+            bytes: e.bytes,
+            records: e.records,
+            delivered: e.delivered,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IntakeState {
+    /// New batches go to the spool only; the dispatcher reads them back.
+    spilling: bool,
+    /// Next spool id the dispatcher reads while spilling.
+    cursor: u64,
+    /// Highest id appended so far.
+    last_appended: u64,
+}
+
+/// The way into one stream's pipeline: writes a batch to the spool and hands it to
+/// the dispatcher.
+#[derive(Clone)]
+pub struct Intake {
+    spool: StreamSpool,
+    tx: mpsc::Sender<Loaded>,
+    state: Arc<Mutex<IntakeState>>,
+    wake: Arc<Notify>,
+}
+
+impl Intake {
+    pub fn stream(&self) -> &Arc<str> {
+        self.spool.name()
+    }
+
+    /// Appends a batch of validated records to the spool and queues it for
+    /// delivery. Returns the spool entry id; on failure (a full spool) the records
+    /// come back with the error.
+    pub fn push(&self, records: Vec<UserRecord>) -> Result<u64, PushError> {
+        let mut state = self.state.lock().expect("intake lock poisoned");
+        let (id, bytes) = match self.spool.append(&records) {
+            Ok(appended) => appended,
+            Err(error) => return Err(PushError { error, records }),
+        };
+        state.last_appended = id;
+        if state.spilling {
+            drop(state);
+            self.wake.notify_one();
+            return Ok(id);
+        }
+        if self
+            .tx
+            .try_send(Loaded {
+                id,
+                bytes,
+                records,
+                delivered: None,
+            })
+            .is_err()
+        {
+            state.spilling = true;
+            state.cursor = id;
+            drop(state);
+            self.wake.notify_one();
+        }
+        Ok(id)
+    }
+}
+
+/// A batch the spool did not take, with the reason.
+#[derive(Debug)]
+pub struct PushError {
+    pub error: SpoolError,
+    pub records: Vec<UserRecord>,
+}
+
+/// What a dispatcher reports when it stops.
+#[derive(Debug, Default, Clone)]
+pub struct DrainReport {
+    /// User records loaded in memory but not delivered; they stay spooled.
+    pub undelivered_records: u64,
+}
+
+/// Starts the dispatcher of one stream and returns its intake.
+pub fn spawn_stream(
+    spool: StreamSpool,
+    kinesis: SharedKinesis,
+    permits: Arc<Semaphore>,
+    options: DeliveryOptions,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    drain_deadline: watch::Receiver<Option<Instant>>,
+    tracker: &TaskTracker,
+) -> (Intake, tokio::task::JoinHandle<DrainReport>) {
+    let (tx, rx) = mpsc::channel(INTAKE_CHANNEL_BATCHES);
+    let state = Arc::new(Mutex::new(IntakeState {
+        spilling: true,
+        cursor: 0,
+        last_appended: 0,
+    }));
+    let wake = Arc::new(Notify::new());
+    let intake = Intake {
+        spool: spool.clone(),
+        tx,
+        state: state.clone(),
+        wake: wake.clone(),
+    };
+    let stream: Arc<str> = spool.name().clone();
+    let (map_tx, map_rx) = watch::channel(None);
+    let refresh = Arc::new(Notify::new());
+    tracker.spawn(refresh_shard_map(
+        stream.clone(),
+        kinesis.clone(),
+        options.shard_refresh_interval,
+        map_tx,
+        refresh.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let outcome_capacity = options.max_connections.max(OUTCOME_CHANNEL_MIN);
+    let (outcome_tx, outcome_rx) = mpsc::channel(outcome_capacity);
+    let dispatcher = Dispatcher {
+        stream,
+        spool,
+        kinesis,
+        permits,
+        options,
+        metrics,
+        rx,
+        state,
+        wake,
+        map_rx,
+        refresh,
+        outcome_tx,
+        outcome_rx,
+        tracked: HashMap::new(),
+        loaded_bytes: 0,
+        map: None,
+        generation: 0,
+        aggs: Vec::new(),
+        open_since: Vec::new(),
+        linger_deadline: None,
+        unrouted: Vec::new(),
+        ready: VecDeque::new(),
+        shard_backoff: HashMap::new(),
+        stream_backoff: None,
+        in_flight: 0,
+        last_problem_log: None,
+    };
+    let handle = tracker.spawn(dispatcher.run(shutdown, drain_deadline));
+    (intake, handle)
+}
+
+/// Delivery progress of one loaded spool entry.
+struct Track {
+    remaining: u32,
+    delivered: Vec<u64>,
+    bytes: u64,
+}
+
+/// A sealed aggregate waiting to be sent (or sent again).
+struct Ready {
+    agg: Aggregate,
+    encoded: Option<Encoded>,
+    /// Shard it was built for, in the map of `generation`.
+    shard: usize,
+    generation: u64,
+    attempts: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    attempts: u32,
+}
+
+/// The outcome of one request, back from a worker.
+struct Outcome {
+    items: Vec<Ready>,
+    result: Result<Vec<EntryResult>, KinesisError>,
+}
+
+struct Dispatcher {
+    stream: Arc<str>,
+    spool: StreamSpool,
+    kinesis: SharedKinesis,
+    permits: Arc<Semaphore>,
+    options: DeliveryOptions,
+    metrics: Metrics,
+    rx: mpsc::Receiver<Loaded>,
+    state: Arc<Mutex<IntakeState>>,
+    wake: Arc<Notify>,
+    map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
+    refresh: Arc<Notify>,
+    outcome_tx: mpsc::Sender<Outcome>,
+    outcome_rx: mpsc::Receiver<Outcome>,
+
+    tracked: HashMap<u64, Track>,
+    loaded_bytes: u64,
+    map: Option<Arc<ShardMap>>,
+    generation: u64,
+    aggs: Vec<Aggregator>,
+    open_since: Vec<Option<Instant>>,
+    linger_deadline: Option<Instant>,
+    /// Records waiting for a shard map that covers their hash key.
+    unrouted: Vec<Pending>,
+    ready: VecDeque<Ready>,
+    shard_backoff: HashMap<Arc<str>, Backoff>,
+    stream_backoff: Option<Backoff>,
+    in_flight: usize,
+    last_problem_log: Option<Instant>,
+}
+
+fn backoff_delay(attempts: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempts.min(16));
+    let capped = exp.min(BACKOFF_MAX);
+    // Full jitter in [capped/2, capped]: spreads retries of many shards apart.
+    capped / 2 + capped.mul_f64(fastrand::f64() / 2.0)
+}
+
+impl Dispatcher {
+    async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut drain_deadline: watch::Receiver<Option<Instant>>,
+    ) -> DrainReport {
+        let mut draining = false;
+        let mut map_open = true;
+        loop {
+            if !draining && shutdown.is_cancelled() {
+                draining = true;
+                self.seal_all();
+            }
+            if draining {
+                let deadline = *drain_deadline.borrow();
+                let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+                if (self.ready.is_empty() && self.in_flight == 0) || out_of_time {
+                    break;
+                }
+            }
+            // Read spilled entries back while there is room.
+            if !draining && self.loaded_bytes < self.options.max_inflight_bytes {
+                if let Err(e) = self.read_spilled().await {
+                    tracing::error!(stream = %self.stream, error = %e, "Reading the spool failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            self.dispatch();
+            let can_send = self.has_sendable();
+            let room = !draining && self.loaded_bytes < self.options.max_inflight_bytes;
+            let wake_at = self.next_wake();
+            let permits = self.permits.clone();
+            tokio::select! {
+                biased;
+                Some(outcome) = self.outcome_rx.recv() => self.on_outcome(outcome),
+                _ = shutdown.cancelled(), if !draining => {}
+                _ = drain_deadline.changed(), if draining => {}
+                changed = self.map_rx.changed(), if map_open => {
+                    map_open = changed.is_ok();
+                    if map_open {
+                        let map = self.map_rx.borrow_and_update().clone();
+                        if let Some(map) = map {
+                            self.apply_map(map);
+                        }
+                    }
+                }
+                permit = permits.acquire_owned(), if can_send => {
+                    let permit = permit.expect("the connection semaphore is never closed");
+                    self.send(permit);
+                }
+                Some(batch) = self.rx.recv(), if room => self.load(batch),
+                _ = self.wake.notified(), if room => {}
+                _ = sleep_until_opt(wake_at) => self.on_timer(),
+            }
+        }
+        let undelivered = self.tracked.values().map(|t| t.remaining as u64).sum();
+        DrainReport {
+            undelivered_records: undelivered,
+        }
+    }
+
+    /// Reads entries that were spilled to the spool (or left there by an earlier
+    /// run), up to the memory budget.
+    async fn read_spilled(&mut self) -> Result<(), SpoolError> {
+        let cursor = {
+            let state = self.state.lock().expect("intake lock poisoned");
+            if !state.spilling {
+                return Ok(());
+            }
+            state.cursor
+        };
+        let budget = self.options.max_inflight_bytes - self.loaded_bytes;
+        let spool = self.spool.clone();
+        let (entries, next) =
+            tokio::task::spawn_blocking(move || spool.read_from(cursor, budget, |_| false))
+                .await
+                .expect("spool read task panicked")?;
+        let last_read = entries.last().map(|e| e.id);
+        for e in entries {
+            self.load(e.into());
+        }
+        let mut state = self.state.lock().expect("intake lock poisoned");
+        match next {
+            Some(next) => state.cursor = next,
+            None => {
+                let read_to = last_read
+                    .unwrap_or(cursor.saturating_sub(1))
+                    .max(cursor.saturating_sub(1));
+                if state.last_appended <= read_to {
+                    // Caught up: later batches come in memory again. Decided under
+                    // the lock that appends take, so none falls between the paths.
+                    state.spilling = false;
+                } else {
+                    state.cursor = read_to + 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, batch: Loaded) {
+        let Loaded {
+            id,
+            bytes,
+            records,
+            delivered,
+        } = batch;
+        let n = records.len();
+        let mut bits = delivered.unwrap_or_default();
+        bits.resize(n.div_ceil(64), 0);
+        let done = |i: usize| bits[i / 64] & (1 << (i % 64)) != 0;
+        let mut remaining = 0u32;
+        let mut pending = Vec::with_capacity(n);
+        for (i, r) in records.into_iter().enumerate() {
+            if !done(i) {
+                remaining += 1;
+                pending.push(Pending::new(id, i as u32, r));
+            }
+        }
+        if remaining == 0 {
+            // Everything was delivered before a restart; only the delete was lost.
+            if let Err(e) = self.spool.retire(&[(id, bytes)], &[]) {
+                tracing::error!(stream = %self.stream, error = %e, "Deleting a delivered spool entry failed");
+            }
+            return;
+        }
+        self.tracked.insert(
+            id,
+            Track {
+                remaining,
+                delivered: bits,
+                bytes,
+            },
+        );
+        self.loaded_bytes += bytes;
+        for p in pending {
+            self.route(p);
+        }
+    }
+
+    fn route(&mut self, p: Pending) {
+        let Some(map) = &self.map else {
+            self.unrouted.push(p);
+            return;
+        };
+        let Some(shard) = map.lookup(p.hash_key) else {
+            // A gap in the map: it is stale.
+            self.unrouted.push(p);
+            self.refresh.notify_one();
+            return;
+        };
+        let limits = self.options.aggregation;
+        let agg = &mut self.aggs[shard];
+        match agg.try_add(p, &limits) {
+            Ok(()) => {}
+            Err(p) => {
+                self.seal(shard);
+                self.aggs[shard]
+                    .try_add(p, &limits)
+                    .expect("an empty aggregator takes any valid record");
+            }
+        }
+        if self.aggs[shard].len() >= limits.max_records {
+            self.seal(shard);
+        } else if self.open_since[shard].is_none() {
+            let now = Instant::now();
+            self.open_since[shard] = Some(now);
+            let deadline = now + self.options.linger;
+            self.linger_deadline = Some(self.linger_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+    }
+
+    fn seal(&mut self, shard: usize) {
+        self.open_since[shard] = None;
+        let agg = self.aggs[shard].take();
+        if agg.is_empty() {
+            return;
+        }
+        self.ready.push_back(Ready {
+            agg,
+            encoded: None,
+            shard,
+            generation: self.generation,
+            attempts: 0,
+        });
+    }
+
+    fn seal_all(&mut self) {
+        for shard in 0..self.aggs.len() {
+            self.seal(shard);
+        }
+        self.linger_deadline = None;
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.linger_deadline.is_some_and(|d| d <= now) {
+            let linger = self.options.linger;
+            let mut next: Option<Instant> = None;
+            for shard in 0..self.aggs.len() {
+                if let Some(since) = self.open_since[shard] {
+                    if since + linger <= now {
+                        self.seal(shard);
+                    } else {
+                        next = Some(next.map_or(since + linger, |n| n.min(since + linger)));
+                    }
+                }
+            }
+            self.linger_deadline = next;
+        }
+        self.shard_backoff.retain(|_, b| b.until > now);
+        if self.stream_backoff.is_some_and(|b| b.until <= now) {
+            // Keep the attempt count until a request succeeds; only the wait ends.
+            if let Some(b) = &mut self.stream_backoff {
+                b.until = now;
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut wake = self.linger_deadline;
+        let mut consider = |t: Instant| {
+            if t > now {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        };
+        if let Some(b) = self.stream_backoff {
+            consider(b.until);
+        }
+        if !self.ready.is_empty() {
+            for b in self.shard_backoff.values() {
+                consider(b.until);
+            }
+        }
+        wake
+    }
+
+    fn shard_id(&self, item: &Ready) -> Option<Arc<str>> {
+        let map = self.map.as_ref()?;
+        (item.generation == self.generation).then(|| map.get(item.shard).id.clone())
+    }
+
+    fn is_blocked(&self, item: &Ready, now: Instant) -> bool {
+        self.shard_id(item)
+            .and_then(|id| self.shard_backoff.get(&id))
+            .is_some_and(|b| b.until > now)
+    }
+
+    fn has_sendable(&self) -> bool {
+        let now = Instant::now();
+        if self.stream_backoff.is_some_and(|b| b.until > now) {
+            return false;
+        }
+        self.ready.iter().any(|r| !self.is_blocked(r, now))
+    }
+
+    /// Nothing to do here but keep the queue moving: sealing happens on the linger
+    /// timer and when aggregates fill.
+    fn dispatch(&mut self) {
+        if self.map.is_some() && !self.unrouted.is_empty() && self.map_covers_unrouted() {
+            let unrouted = std::mem::take(&mut self.unrouted);
+            for p in unrouted {
+                self.route(p);
+            }
+        }
+    }
+
+    fn map_covers_unrouted(&self) -> bool {
+        let map = self.map.as_ref().expect("checked by the caller");
+        self.unrouted
+            .iter()
+            .all(|p| map.lookup(p.hash_key).is_some())
+    }
+
+    /// Takes a batch of sendable aggregates off the front of the queue and starts a
+    /// request for it.
+    fn send(&mut self, permit: OwnedSemaphorePermit) {
+        let now = Instant::now();
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut skipped = VecDeque::new();
+        let max_records = self.options.batch_max_records.min(MAX_BATCH_RECORDS);
+        let max_bytes = self.options.batch_max_bytes.min(MAX_BATCH_BYTES);
+        while let Some(item) = self.ready.pop_front() {
+            if self.is_blocked(&item, now) {
+                skipped.push_back(item);
+                continue;
+            }
+            let size = item.agg.size();
+            if !items.is_empty() && (items.len() >= max_records || bytes + size > max_bytes) {
+                self.ready.push_front(item);
+                break;
+            }
+            bytes += size;
+            items.push(item);
+        }
+        // Blocked items keep their place at the front.
+        while let Some(item) = skipped.pop_back() {
+            self.ready.push_front(item);
+        }
+        if items.is_empty() {
+            return;
+        }
+        self.in_flight += 1;
+        let kinesis = self.kinesis.clone();
+        let stream = self.stream.clone();
+        let tx = self.outcome_tx.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut items = items;
+            // Encoding (and its MD5) runs here, on the worker, so aggregates of
+            // different shards are hashed in parallel.
+            for item in &mut items {
+                if item.encoded.is_none() {
+                    item.encoded = Some(item.agg.encode());
+                }
+            }
+            let entries: Vec<Encoded> = items
+                .iter()
+                .map(|i| i.encoded.clone().expect("encoded above"))
+                .collect();
+            let started = std::time::Instant::now();
+            let result = kinesis.put_records(&stream, &entries).await;
+            metrics.observe_request(&stream, started.elapsed(), &result);
+            // The dispatcher outlives its workers unless the agent is stopping, in
+            // which case the records stay spooled.
+            let _ = tx.send(Outcome { items, result }).await;
+        });
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        self.in_flight -= 1;
+        let Outcome { items, result } = outcome;
+        match result {
+            Ok(results) => {
+                self.stream_backoff = None;
+                let mut retry = Vec::new();
+                let mut done = Vec::new();
+                let mut partial = Vec::new();
+                let mut delivered = 0u64;
+                let mut wrong_shard = 0u64;
+                for (item, res) in items.into_iter().zip(results) {
+                    match res {
+                        EntryResult::Accepted { shard_id } => {
+                            if let Some(predicted) = self.shard_id(&item) {
+                                if !shard_id.is_empty() && *predicted != *shard_id {
+                                    wrong_shard += 1;
+                                }
+                            }
+                            delivered += item.agg.len() as u64;
+                            for p in item.agg.records() {
+                                self.ack(p.entry, p.index, &mut done, &mut partial);
+                            }
+                        }
+                        EntryResult::Failed { code, message } => {
+                            let class = ErrorClass::of(&code);
+                            self.metrics.entry_failed(&self.stream, &code);
+                            if class == ErrorClass::Throttled {
+                                if let Some(id) = self.shard_id(&item) {
+                                    let b = self.shard_backoff.entry(id).or_insert(Backoff {
+                                        until: Instant::now(),
+                                        attempts: 0,
+                                    });
+                                    b.until = Instant::now() + backoff_delay(b.attempts);
+                                    b.attempts += 1;
+                                }
+                            } else {
+                                self.log_problem(&code, &message);
+                            }
+                            retry.push(item);
+                        }
+                    }
+                }
+                if wrong_shard > 0 {
+                    self.metrics.wrong_shard(&self.stream, wrong_shard);
+                    self.refresh.notify_one();
+                }
+                self.metrics.delivered(&self.stream, delivered);
+                self.commit_acks(done, partial);
+                self.requeue(retry);
+            }
+            Err(e) => {
+                let class = ErrorClass::of(&e.code);
+                let attempts = self.stream_backoff.map_or(0, |b| b.attempts);
+                let delay = match class {
+                    ErrorClass::Environment | ErrorClass::Permanent => ENVIRONMENT_RETRY,
+                    _ => backoff_delay(attempts),
+                };
+                self.stream_backoff = Some(Backoff {
+                    until: Instant::now() + delay,
+                    attempts: attempts + 1,
+                });
+                self.metrics.request_failed(&self.stream, &e.code);
+                self.log_problem(&e.code, &e.message);
+                if matches!(class, ErrorClass::Environment) {
+                    self.refresh.notify_one();
+                }
+                self.requeue(items);
+            }
+        }
+    }
+
+    fn log_problem(&mut self, code: &str, message: &str) {
+        let now = Instant::now();
+        if self
+            .last_problem_log
+            .is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL)
+        {
+            self.last_problem_log = Some(now);
+            tracing::warn!(
+                stream = %self.stream,
+                code,
+                error = message,
+                "Kinesis refused records; they stay spooled and are retried"
+            );
+        }
+    }
+
+    /// Puts failed aggregates back at the front of the queue, in their order; those
+    /// built with an older shard map are dissolved and routed again.
+    fn requeue(&mut self, items: Vec<Ready>) {
+        let mut stale = Vec::new();
+        for mut item in items.into_iter().rev() {
+            if item.generation != self.generation {
+                stale.push(item);
+                continue;
+            }
+            item.attempts += 1;
+            self.metrics.retried(&self.stream, item.agg.len() as u64);
+            self.ready.push_front(item);
+        }
+        for item in stale {
+            for p in item.agg.into_records() {
+                self.route(p);
+            }
+        }
+    }
+
+    fn ack(&mut self, entry: u64, index: u32, done: &mut Vec<(u64, u64)>, partial: &mut Vec<u64>) {
+        let Some(t) = self.tracked.get_mut(&entry) else {
+            return;
+        };
+        let (w, b) = (index as usize / 64, index % 64);
+        if t.delivered[w] & (1 << b) != 0 {
+            return;
+        }
+        t.delivered[w] |= 1 << b;
+        t.remaining -= 1;
+        if t.remaining == 0 {
+            done.push((entry, t.bytes));
+        } else {
+            partial.push(entry);
+        }
+    }
+
+    fn commit_acks(&mut self, done: Vec<(u64, u64)>, mut partial: Vec<u64>) {
+        for &(id, bytes) in &done {
+            self.tracked.remove(&id);
+            self.loaded_bytes -= bytes;
+        }
+        partial.sort_unstable();
+        partial.dedup();
+        let partial: Vec<(u64, &[u64])> = partial
+            .iter()
+            .filter_map(|id| self.tracked.get(id).map(|t| (*id, t.delivered.as_slice())))
+            .collect();
+        if let Err(e) = self.spool.retire(&done, &partial) {
+            // The records were delivered; at worst they are sent again after a
+            // restart.
+            tracing::error!(stream = %self.stream, error = %e, "Recording delivered records in the spool failed");
+        }
+    }
+
+    /// Takes a new shard map into use.
+    fn apply_map(&mut self, map: Arc<ShardMap>) {
+        if let Some(old) = &self.map {
+            if old.same_shards(&map) {
+                return;
+            }
+        }
+        self.metrics.shard_map_changed(&self.stream);
+        tracing::info!(stream = %self.stream, shards = map.len(), "Shard map changed");
+        // Dissolve everything not in flight and route it again.
+        let mut records = std::mem::take(&mut self.unrouted);
+        for agg in &mut self.aggs {
+            records.extend(agg.take().into_records());
+        }
+        for item in std::mem::take(&mut self.ready) {
+            records.extend(item.agg.into_records());
+        }
+        self.generation += 1;
+        self.aggs = (0..map.len()).map(|_| Aggregator::new()).collect();
+        self.open_since = vec![None; map.len()];
+        self.linger_deadline = None;
+        self.shard_backoff.clear();
+        self.map = Some(map);
+        // Keep the original order: entries of lower ids go first.
+        records.sort_by_key(|p| (p.entry, p.index));
+        for p in records {
+            self.route(p);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps a stream's shard map fresh: at start, on an interval, and whenever the
+/// dispatcher asks.
+async fn refresh_shard_map(
+    stream: Arc<str>,
+    kinesis: SharedKinesis,
+    interval: Duration,
+    tx: watch::Sender<Option<Arc<ShardMap>>>,
+    asked: Arc<Notify>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    let mut last_log: Option<Instant> = None;
+    loop {
+        let result = kinesis.list_shards(&stream).await;
+        let wait = match result
+            .map_err(|e| e.to_string())
+            .and_then(|shards| ShardMap::new(shards).map_err(|e| e.to_string()))
+        {
+            Ok(map) => {
+                if failures > 0 {
+                    tracing::info!(stream = %stream, shards = map.len(), "Shard map loaded after earlier failures");
+                }
+                failures = 0;
+                metrics.shard_map_refreshed(&stream);
+                let map = Arc::new(map);
+                tx.send_if_modified(|cur| {
+                    if cur.as_ref().is_some_and(|c| c.same_shards(&map)) {
+                        false
+                    } else {
+                        *cur = Some(map);
+                        true
+                    }
+                });
+                interval
+            }
+            Err(e) => {
+                failures += 1;
+                let now = Instant::now();
+                if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+                    last_log = Some(now);
+                    tracing::warn!(stream = %stream, error = %e, "Listing shards failed; records stay spooled until it succeeds");
+                }
+                backoff_delay(failures.min(6)).max(BACKOFF_BASE)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = asked.notified() => {
+                // Coalesce bursts of requests.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! shardline: a host agent that forwards log records to Amazon Kinesis Data Streams
+//! and never loses one.
+//!
+//! # Layout
+//!
+//! The modules follow the data flow:
+//!
+//! ```text
+//!  source::socket ─► producer ─► spool (sled WAL) ─► deliver (dispatcher per stream)
+//!                                  ▲                   │ shard_map: hash key → shard
+//!                                  │                   │ aggregate: KPL aggregates per shard
+//!                                  │                   ▼
+//!                                  └── acks ◄── worker pool ── PutRecords ──► Kinesis
+//! ```
+//!
+//! - [`config`]: the TOML file, validated with every problem listed at once.
+//! - [`record`]: user records, their limits and their hash keys.
+//! - [`source`]: where records come from (`socket`).
+//! - [`producer`]: the handle every source (and an embedding program) writes through.
+//! - [`spool`]: the write-ahead spool; a record leaves it only once Kinesis took it.
+//! - [`shard_map`]: open shards' hash key ranges, from ListShards.
+//! - [`aggregate`]: the KPL aggregation format, both ways.
+//! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding.
+//! - [`metrics`]: Prometheus counters.
+//! - [`agent`]: wires it all together and runs it until shutdown.
+
+pub mod agent;
+pub mod aggregate;
+pub mod config;
+pub mod deliver;
+pub mod metrics;
+pub mod producer;
+pub mod record;
+pub mod shard_map;
+pub mod source;
+pub mod spool;
+
+pub use producer::{ProduceError, Producer};
+pub use record::UserRecord;

@@ -1,0 +1,298 @@
+//! Counters and histograms of the pipeline, in Prometheus form
+//! (`prometheus-client`).
+//!
+//! Names follow `shardline_<thing>_<unit>` (`_total` is added to counters by the
+//! exposition); labels are bounded: stream, source kind, a rejection reason or a
+//! Kinesis error code — never a path or an error message. Everything is counted per
+//! batch, not per record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::deliver::kinesis::{EntryResult, KinesisError};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Kind of source: `socket`, `file`, `producer`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub source: String,
+    /// Why: `too_large`, `invalid_partition_key`, `invalid_explicit_hash_key`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub stream: String,
+    /// Kinesis error code.
+    pub code: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+struct Inner {
+    registry: Registry,
+    received: Family<SourceLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    spooled: Family<SourceLabels, Counter>,
+    delivered: Family<StreamLabels, Counter>,
+    requests: Family<StreamLabels, Counter>,
+    request_errors: Family<CodeLabels, Counter>,
+    entry_errors: Family<CodeLabels, Counter>,
+    retried: Family<StreamLabels, Counter>,
+    wrong_shard: Family<StreamLabels, Counter>,
+    shard_map_refreshes: Family<StreamLabels, Counter>,
+    shard_map_changes: Family<StreamLabels, Counter>,
+    latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
+}
+
+/// The agent's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn stream(s: &str) -> StreamLabels {
+    StreamLabels { stream: s.into() }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let received = Family::default();
+        let rejected = Family::default();
+        let spooled = Family::default();
+        let delivered = Family::default();
+        let requests = Family::default();
+        let request_errors = Family::default();
+        let entry_errors = Family::default();
+        let retried = Family::default();
+        let wrong_shard = Family::default();
+        let shard_map_refreshes = Family::default();
+        let shard_map_changes = Family::default();
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "shardline_records_received",
+            "User records received from sources",
+            received.clone(),
+        );
+        registry.register(
+            "shardline_records_rejected",
+            "User records refused at intake as invalid (too large, bad key); not spooled",
+            rejected.clone(),
+        );
+        registry.register(
+            "shardline_records_spooled",
+            "User records written to the spool",
+            spooled.clone(),
+        );
+        registry.register(
+            "shardline_records_delivered",
+            "User records accepted by Kinesis",
+            delivered.clone(),
+        );
+        registry.register(
+            "shardline_put_records_requests",
+            "PutRecords requests sent",
+            requests.clone(),
+        );
+        registry.register(
+            "shardline_put_records_errors",
+            "PutRecords requests that failed as a whole, by error code",
+            request_errors.clone(),
+        );
+        registry.register(
+            "shardline_put_records_entry_errors",
+            "PutRecords entries refused, by error code",
+            entry_errors.clone(),
+        );
+        registry.register(
+            "shardline_records_retried",
+            "User records queued again after a failed request or entry",
+            retried.clone(),
+        );
+        registry.register(
+            "shardline_wrong_shard_results",
+            "Accepted entries that landed in a shard other than the predicted one",
+            wrong_shard.clone(),
+        );
+        registry.register(
+            "shardline_shard_map_refreshes",
+            "Successful ListShards refreshes",
+            shard_map_refreshes.clone(),
+        );
+        registry.register(
+            "shardline_shard_map_changes",
+            "Shard map changes (reshards) taken into use",
+            shard_map_changes.clone(),
+        );
+        registry.register(
+            "shardline_put_records_duration_seconds",
+            "PutRecords request latency",
+            latency.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                received,
+                rejected,
+                spooled,
+                delivered,
+                requests,
+                request_errors,
+                entry_errors,
+                retried,
+                wrong_shard,
+                shard_map_refreshes,
+                shard_map_changes,
+                latency,
+            }),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn received(&self, source: &str, n: u64) {
+        self.inner
+            .received
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn rejected(&self, source: &str, reason: &str, n: u64) {
+        self.inner
+            .rejected
+            .get_or_create(&RejectLabels {
+                source: source.into(),
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn spooled(&self, source: &str, n: u64) {
+        self.inner
+            .spooled
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn delivered(&self, s: &str, n: u64) {
+        if n > 0 {
+            self.inner.delivered.get_or_create(&stream(s)).inc_by(n);
+        }
+    }
+
+    pub fn observe_request(
+        &self,
+        s: &str,
+        elapsed: Duration,
+        result: &Result<Vec<EntryResult>, KinesisError>,
+    ) {
+        let labels = stream(s);
+        self.inner.requests.get_or_create(&labels).inc();
+        if result.is_ok() {
+            self.inner
+                .latency
+                .get_or_create(&labels)
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn request_failed(&self, s: &str, code: &str) {
+        self.inner
+            .request_errors
+            .get_or_create(&CodeLabels {
+                stream: s.into(),
+                code: code.into(),
+            })
+            .inc();
+    }
+
+    pub fn entry_failed(&self, s: &str, code: &str) {
+        self.inner
+            .entry_errors
+            .get_or_create(&CodeLabels {
+                stream: s.into(),
+                code: code.into(),
+            })
+            .inc();
+    }
+
+    pub fn retried(&self, s: &str, n: u64) {
+        self.inner.retried.get_or_create(&stream(s)).inc_by(n);
+    }
+
+    pub fn wrong_shard(&self, s: &str, n: u64) {
+        self.inner.wrong_shard.get_or_create(&stream(s)).inc_by(n);
+    }
+
+    pub fn shard_map_refreshed(&self, s: &str) {
+        self.inner
+            .shard_map_refreshes
+            .get_or_create(&stream(s))
+            .inc();
+    }
+
+    pub fn shard_map_changed(&self, s: &str) {
+        self.inner.shard_map_changes.get_or_create(&stream(s)).inc();
+    }
+
+    /// Records rejected at intake from `source` for `reason` (for tests and status).
+    pub fn rejected_count(&self, source: &str, reason: &str) -> u64 {
+        self.inner
+            .rejected
+            .get_or_create(&RejectLabels {
+                source: source.into(),
+                reason: reason.into(),
+            })
+            .get()
+    }
+
+    /// Records delivered to `stream` so far.
+    pub fn delivered_count(&self, s: &str) -> u64 {
+        self.inner.delivered.get_or_create(&stream(s)).get()
+    }
+
+    /// Records spooled from `source` so far.
+    pub fn spooled_count(&self, source: &str) -> u64 {
+        self.inner
+            .spooled
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .get()
+    }
+}

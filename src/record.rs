@@ -1,0 +1,173 @@
+//! User records: what a source hands to the pipeline, its validation against the
+//! Kinesis limits, and the 128-bit hash key that decides its shard.
+//!
+//! Validation happens once, at the edge, before a record reaches the spool: a record
+//! that Kinesis would refuse for good must never occupy the spool or block a queue.
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+/// Largest Kinesis record: data plus partition key, in bytes.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Longest partition key, in Unicode scalar values.
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// One record as an application or a log line produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Partition key: 1 to 256 Unicode characters.
+    pub partition_key: String,
+    /// Explicit hash key; when set it decides the shard instead of MD5 of the
+    /// partition key.
+    pub explicit_hash_key: Option<u128>,
+    /// The payload.
+    pub data: Bytes,
+}
+
+/// Why a record cannot be sent to Kinesis.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("partition key is empty")]
+    EmptyPartitionKey,
+    #[error("partition key of {chars} characters exceeds the {MAX_PARTITION_KEY_CHARS}-character Kinesis limit")]
+    PartitionKeyTooLong { chars: usize },
+    #[error("record of {bytes} bytes exceeds the {MAX_RECORD_BYTES}-byte Kinesis limit")]
+    TooLarge { bytes: usize },
+    #[error("explicit hash key {value:?} is not a decimal integer in 0..2^128")]
+    InvalidExplicitHashKey { value: String },
+}
+
+impl UserRecord {
+    /// A record with a partition key and no explicit hash key.
+    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        UserRecord {
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
+    }
+
+    /// Checks the record against the Kinesis limits.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        validate_partition_key(&self.partition_key)?;
+        let bytes = self.size();
+        if bytes > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLarge { bytes });
+        }
+        Ok(())
+    }
+
+    /// Size as Kinesis counts it against the record limit: data plus partition key.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    /// The hash key that decides the record's shard.
+    pub fn hash_key(&self) -> u128 {
+        self.explicit_hash_key
+            .unwrap_or_else(|| partition_key_hash(&self.partition_key))
+    }
+}
+
+/// Checks a partition key: 1 to 256 Unicode characters.
+pub fn validate_partition_key(key: &str) -> Result<(), RecordError> {
+    if key.is_empty() {
+        return Err(RecordError::EmptyPartitionKey);
+    }
+    // A key of at most 256 bytes has at most 256 characters: skip the count.
+    if key.len() > MAX_PARTITION_KEY_CHARS {
+        let chars = key.chars().count();
+        if chars > MAX_PARTITION_KEY_CHARS {
+            return Err(RecordError::PartitionKeyTooLong { chars });
+        }
+    }
+    Ok(())
+}
+
+/// MD5 of the partition key's UTF-8 bytes, read as a big-endian integer: the
+/// hash key Kinesis itself computes.
+pub fn partition_key_hash(key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(key.as_bytes()).into())
+}
+
+/// Parses an explicit hash key as Kinesis writes it: a decimal integer in 0..2^128.
+pub fn parse_explicit_hash_key(value: &str) -> Result<u128, RecordError> {
+    let invalid = || RecordError::InvalidExplicitHashKey {
+        value: value.to_owned(),
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    value.parse::<u128>().map_err(|_| invalid())
+}
+
+/// A random partition key, for sources that have no key of their own: 16 hex
+/// digits spread records evenly over the hash key space.
+pub fn random_partition_key() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_key_limits() {
+        assert_eq!(
+            validate_partition_key(""),
+            Err(RecordError::EmptyPartitionKey)
+        );
+        assert!(validate_partition_key(&"k".repeat(256)).is_ok());
+        // 256 characters of 4 bytes each are within the limit.
+        assert!(validate_partition_key(&"🙂".repeat(256)).is_ok());
+        assert_eq!(
+            validate_partition_key(&"k".repeat(257)),
+            Err(RecordError::PartitionKeyTooLong { chars: 257 })
+        );
+    }
+
+    #[test]
+    fn record_size_limit_counts_the_partition_key() {
+        let ok = UserRecord::new("ab", vec![0u8; MAX_RECORD_BYTES - 2]);
+        assert!(ok.validate().is_ok());
+        let big = UserRecord::new("abc", vec![0u8; MAX_RECORD_BYTES - 2]);
+        assert_eq!(
+            big.validate(),
+            Err(RecordError::TooLarge {
+                bytes: MAX_RECORD_BYTES + 1
+            })
+        );
+        assert_eq!(
+            big.validate().unwrap_err().to_string(),
+            "record of 1048577 bytes exceeds the 1048576-byte Kinesis limit"
+        );
+    }
+
+    #[test]
+    fn explicit_hash_key_parsing() {
+        assert_eq!(parse_explicit_hash_key("0"), Ok(0));
+        assert_eq!(
+            parse_explicit_hash_key("340282366920938463463374607431768211455"),
+            Ok(u128::MAX)
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            "340282366920938463463374607431768211456",
+            " 1",
+        ] {
+            assert!(parse_explicit_hash_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn md5_hash_key_is_big_endian() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
+        assert_eq!(
+            partition_key_hash("a"),
+            0x0cc175b9c0f1b6a831c399e269772661u128
+        );
+    }
+}

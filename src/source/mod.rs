@@ -1,0 +1,7 @@
+//! Sources: where records come from. Each turns bytes into [`UserRecord`]s bound for
+//! a stream and hands them to the [`Producer`], the one way into the spool.
+//!
+//! [`UserRecord`]: crate::record::UserRecord
+//! [`Producer`]: crate::producer::Producer
+
+pub mod socket;
