@@ -523,7 +523,6 @@ impl Dispatcher {
             }
             self.linger_deadline = next;
         }
-        self.shard_backoff.retain(|_, b| b.until > now);
         if self.stream_backoff.is_some_and(|b| b.until <= now) {
             // Keep the attempt count until a request succeeds; only the wait ends.
             if let Some(b) = &mut self.stream_backoff {
@@ -660,6 +659,8 @@ impl Dispatcher {
                     match res {
                         EntryResult::Accepted { shard_id } => {
                             if let Some(predicted) = self.shard_id(&item) {
+                                // The shard took records again: its backoff starts over.
+                                self.shard_backoff.remove(&predicted);
                                 if !shard_id.is_empty() && *predicted != *shard_id {
                                     wrong_shard += 1;
                                 }
@@ -672,16 +673,18 @@ impl Dispatcher {
                         EntryResult::Failed { code, message } => {
                             let class = ErrorClass::of(&code);
                             self.metrics.entry_failed(&self.stream, &code);
-                            if class == ErrorClass::Throttled {
-                                if let Some(id) = self.shard_id(&item) {
-                                    let b = self.shard_backoff.entry(id).or_insert(Backoff {
-                                        until: Instant::now(),
-                                        attempts: 0,
-                                    });
-                                    b.until = Instant::now() + backoff_delay(b.attempts);
-                                    b.attempts += 1;
-                                }
-                            } else {
+                            // Back off the shard for any refused entry: throttling
+                            // needs it, and an internal failure retried at once
+                            // would only spin.
+                            if let Some(id) = self.shard_id(&item) {
+                                let b = self.shard_backoff.entry(id).or_insert(Backoff {
+                                    until: Instant::now(),
+                                    attempts: 0,
+                                });
+                                b.until = Instant::now() + backoff_delay(b.attempts);
+                                b.attempts += 1;
+                            }
+                            if class != ErrorClass::Throttled {
                                 self.log_problem(&code, &message);
                             }
                             retry.push(item);

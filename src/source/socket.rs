@@ -167,9 +167,11 @@ async fn connection(
                 lines.logged = true;
                 tracing::error!(
                     path = %config.path.display(),
-                    error = %crate::record::RecordError::TooLarge { bytes: lines.last_rejected_len },
-                    max_line_bytes = config.max_line_bytes,
-                    "Refused a line longer than max_line_bytes; further ones on this connection are only counted"
+                    error = %format!(
+                        "line of {} bytes exceeds the {}-byte line limit (max_line_bytes)",
+                        lines.last_rejected_len, config.max_line_bytes
+                    ),
+                    "Refused a record; further refusals on this connection are only counted"
                 );
             }
             lines.rejected = 0;

@@ -1,0 +1,136 @@
+//! The `shardline` binary: `validate`, `--version`, and `run` as a child process.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+fn shardline() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shardline"))
+}
+
+fn validate(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = shardline()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn shipped_example_config_validates() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shardline.toml");
+    let (ok, out) = validate(&std::fs::read_to_string(example).unwrap());
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn validate_names_an_unknown_key() {
+    let (ok, out) = validate(
+        "[kinesis]\nstream = \"s\"\nstraem = \"t\"\n[spool]\ndir = \"/tmp/x\"\n[[socket]]\npath = \"/tmp/s\"\n",
+    );
+    assert!(!ok);
+    assert!(out.contains("straem"), "{out}");
+}
+
+#[test]
+fn validate_lists_a_missing_stream_with_the_other_problems() {
+    let (ok, out) = validate("[kinesis]\nregion = \"eu-west-1\"\n[spool]\n[[socket]]\n");
+    assert!(!ok);
+    for needle in [
+        "kinesis.stream is missing",
+        "spool.dir is missing",
+        "socket[0].path is missing",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in {out}");
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let out = shardline().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("shardline {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// The real binary logs a refused line clearly, keeps serving, and drains on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_logs_a_refused_line_and_stops_gracefully() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let sock = work.path("in.sock");
+    let conf = work.path("shardline.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nlinger_ms = 20\n[spool]\ndir = \"{}\"\n{}",
+            emu.endpoint,
+            work.spool().display(),
+            socket_toml(&sock, None)
+        ),
+    )
+    .unwrap();
+    let child = shardline()
+        .args(["run", "--config"])
+        .arg(&conf)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the socket", Duration::from_secs(30), || sock.exists()).await;
+    send_lines(
+        &sock,
+        vec!["first".into(), "y".repeat(2 << 20), "second".into()],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, data) = check_shards_and_collect(&client, "logs").await;
+        if data.len() >= 2 {
+            let mut got: Vec<&[u8]> = data.iter().map(|d| d.as_ref()).collect();
+            got.sort();
+            assert_eq!(got, vec![&b"first"[..], b"second"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&exit.stderr);
+    assert!(exit.status.success(), "exit {:?}\n{log}", exit.status);
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(
+        log.contains(&format!("line of {} bytes exceeds", 2 << 20)),
+        "no clear error for the long line:\n{log}"
+    );
+    assert!(log.contains("Agent stopped"), "{log}");
+    assert!(!sock.exists(), "socket file left behind");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real agent against an in-process Kinesis emulator on
+//! loopback, the shared vectors of an independent implementation, and the public
+//! Node.js deaggregator.
+
+mod util;
+
+mod cli;
+mod codec;
+mod pipeline;

@@ -1,0 +1,410 @@
+//! Test support: an in-process Kinesis emulator on loopback, an agent built from a
+//! TOML snippet, socket clients, and readers that take a stream back apart.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use shardline::agent::Agent;
+use shardline::aggregate::deaggregate;
+use shardline::config::Config;
+use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
+use shardline::record::UserRecord;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+/// Credentials and region for the SDK: the emulator accepts any, and nothing may
+/// reach for the instance metadata service.
+pub fn aws_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::remove_var("AWS_PROFILE");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A ferrokinesis emulator served on 127.0.0.1 from this process.
+pub struct Emulator {
+    pub endpoint: String,
+    pub addr: std::net::SocketAddr,
+    pub store: ferrokinesis::store::Store,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Emulator {
+    pub async fn start() -> Emulator {
+        Self::start_with(ferrokinesis::store::StoreOptions {
+            create_stream_ms: 0,
+            delete_stream_ms: 0,
+            update_stream_ms: 0,
+            shard_limit: 1000,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: ferrokinesis::store::StoreOptions) -> Emulator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, options).await
+    }
+
+    /// Serves on an already bound listener (to come back on a known port).
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        options: ferrokinesis::store::StoreOptions,
+    ) -> Emulator {
+        aws_env();
+        let addr = listener.local_addr().unwrap();
+        let (app, store) = ferrokinesis::create_app(options);
+        // PutRecords may carry 5 MiB (as base64 JSON, more): lift axum's 2 MiB limit.
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(16 << 20));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Emulator {
+            endpoint: format!("http://{addr}"),
+            addr,
+            store,
+            task,
+        }
+    }
+
+    pub async fn client(&self) -> aws_sdk_kinesis::Client {
+        client(&self.endpoint).await
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+pub async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    aws_env();
+    SdkKinesis::new(&ClientOptions {
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.into()),
+        request_timeout: Some(Duration::from_secs(30)),
+    })
+    .await
+    .client()
+    .clone()
+}
+
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    wait_active(client, name).await;
+}
+
+pub async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap();
+        let status = d
+            .stream_description_summary()
+            .unwrap()
+            .stream_status()
+            .clone();
+        if status == aws_sdk_kinesis::types::StreamStatus::Active {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {name} not active: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One Kinesis record as read back, with its user records.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub shard_id: String,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Bytes,
+    pub users: Vec<UserRecord>,
+}
+
+/// A shard as ListShards reports it, closed ones included.
+#[derive(Debug, Clone)]
+pub struct ShardInfo {
+    pub id: String,
+    pub start: u128,
+    pub end: u128,
+}
+
+impl ShardInfo {
+    pub fn contains(&self, k: u128) -> bool {
+        self.start <= k && k <= self.end
+    }
+}
+
+pub async fn all_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardInfo> {
+    let out = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    out.shards()
+        .iter()
+        .map(|s| {
+            let r = s.hash_key_range().unwrap();
+            ShardInfo {
+                id: s.shard_id().to_owned(),
+                start: r.starting_hash_key().parse().unwrap(),
+                end: r.ending_hash_key().parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Reads every record of every shard (open and closed) from the start.
+pub async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ReadRecord> {
+    let mut out = Vec::new();
+    for shard in all_shards(client, stream).await {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&shard.id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(str::to_owned);
+        while let Some(it) = iterator {
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            for r in page.records() {
+                let data = Bytes::copy_from_slice(r.data().as_ref());
+                let pk = r.partition_key().unwrap_or_default().to_owned();
+                let users = deaggregate(&pk, None, &data)
+                    .unwrap_or_else(|e| panic!("record in {} does not decode: {e}", shard.id));
+                out.push(ReadRecord {
+                    shard_id: shard.id.clone(),
+                    partition_key: pk,
+                    explicit_hash_key: None,
+                    data,
+                    users,
+                });
+            }
+            if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
+                break;
+            }
+            iterator = page.next_shard_iterator().map(str::to_owned);
+        }
+    }
+    out
+}
+
+/// Checks the KCL rule: every user record lies in the hash key range of the shard
+/// it was read from. Returns the user records' data, in read order.
+pub async fn check_shards_and_collect(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (Vec<ReadRecord>, Vec<Bytes>) {
+    let shards: BTreeMap<String, ShardInfo> = all_shards(client, stream)
+        .await
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let records = read_stream(client, stream).await;
+    let mut data = Vec::new();
+    for r in &records {
+        let shard = &shards[&r.shard_id];
+        for u in &r.users {
+            let k = u.hash_key();
+            assert!(
+                shard.contains(k),
+                "user record with hash key {k} read from {} ({}..={})",
+                shard.id,
+                shard.start,
+                shard.end
+            );
+            data.push(u.data.clone());
+        }
+    }
+    (records, data)
+}
+
+/// A temp dir with the agent's spool and sockets.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.path("spool")
+    }
+}
+
+/// A config for tests: fast linger, the given endpoint and extra TOML.
+pub fn config(work: &Workdir, endpoint: &str, stream: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+shutdown_timeout_secs = 10
+[kinesis]
+stream = "{stream}"
+region = "us-east-1"
+endpoint = "{endpoint}"
+request_timeout_ms = 10000
+[delivery]
+linger_ms = 20
+shard_refresh_interval_secs = 5
+[spool]
+dir = "{spool}"
+flush_interval_ms = 50
+{extra}
+"#,
+        spool = work.spool().display()
+    );
+    shardline::config::parse(&text, Path::new("test.toml")).unwrap()
+}
+
+pub fn socket_toml(path: &Path, stream: Option<&str>) -> String {
+    let mut s = format!("[[socket]]\npath = \"{}\"\n", path.display());
+    if let Some(stream) = stream {
+        s.push_str(&format!("stream = \"{stream}\"\n"));
+    }
+    s
+}
+
+pub async fn start_agent(config: Config) -> Agent {
+    aws_env();
+    Agent::start(config).await.unwrap()
+}
+
+/// Writes lines to a stream socket and closes it.
+pub async fn send_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut s = UnixStream::connect(path).await.unwrap();
+    let mut buf = Vec::with_capacity(1 << 20);
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+        if buf.len() >= 1 << 20 {
+            s.write_all(&buf).await.unwrap();
+            buf.clear();
+        }
+    }
+    s.write_all(&buf).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+/// Polls `f` until it is true, failing the test after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The directory of the npm package `aws-kinesis-agg` installed by `.ci/test`.
+pub fn kinesis_agg_module() -> PathBuf {
+    if let Ok(p) = std::env::var("SHARDLINE_KINESIS_AGG") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop/node_modules/aws-kinesis-agg")
+}
+
+/// Decodes Kinesis records with the public Node.js deaggregator (`deaggregateSync`,
+/// checksums on). Returns the user records of each, or panics with what it said.
+pub fn node_deaggregate(records: &[(String, Option<String>, Bytes)]) -> Vec<Vec<UserRecord>> {
+    use base64::Engine as _;
+    let module = kinesis_agg_module();
+    assert!(
+        module.join("package.json").exists(),
+        "the npm package aws-kinesis-agg is not installed at {}; run .ci/test, which installs it",
+        module.display()
+    );
+    let input: Vec<serde_json::Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (pk, ehk, data))| {
+            serde_json::json!({
+                "partitionKey": pk,
+                "explicitPartitionKey": ehk,
+                "sequenceNumber": i.to_string(),
+                "data": base64::engine::general_purpose::STANDARD.encode(data),
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input_path = dir.path().join("in.json");
+    std::fs::write(&input_path, serde_json::to_vec(&input).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/deaggregate.js");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(&input_path)
+        .env("KINESIS_AGG_MODULE", &module)
+        .output()
+        .expect("node must be installed to run the interop check");
+    assert!(
+        out.status.success(),
+        "node deaggregation failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: Vec<Vec<serde_json::Value>> = serde_json::from_slice(&out.stdout).unwrap();
+    decoded
+        .into_iter()
+        .map(|users| {
+            users
+                .into_iter()
+                .map(|u| UserRecord {
+                    partition_key: u["partitionKey"].as_str().unwrap().to_owned(),
+                    explicit_hash_key: u["explicitPartitionKey"]
+                        .as_str()
+                        .map(|k| k.parse().unwrap()),
+                    data: base64::engine::general_purpose::STANDARD
+                        .decode(u["data"].as_str().unwrap())
+                        .unwrap()
+                        .into(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub type Shared<T> = Arc<std::sync::Mutex<T>>;
