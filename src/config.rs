@@ -86,6 +86,9 @@ pub struct RawDelivery {
     /// waits in the spool (kinesis-producer: `BacklogCount`, in bytes).
     #[serde(default = "default_max_inflight_bytes")]
     pub max_inflight_bytes: u64,
+    /// File (JSON lines) that receives records Kinesis refuses for good, before
+    /// they leave the spool. Default: `dead-letter.ndjson` in the spool directory.
+    pub dead_letter_path: Option<PathBuf>,
 }
 
 impl Default for RawDelivery {
@@ -99,6 +102,7 @@ impl Default for RawDelivery {
             batch_max_bytes: default_batch_max_bytes(),
             shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
             max_inflight_bytes: default_max_inflight_bytes(),
+            dead_letter_path: None,
         }
     }
 }
@@ -181,6 +185,7 @@ fn default_max_line_bytes() -> usize {
 pub struct Config {
     pub kinesis: KinesisConfig,
     pub delivery: DeliveryOptions,
+    pub dead_letter_path: PathBuf,
     pub spool: SpoolOptions,
     pub sockets: Vec<SocketConfig>,
     pub shutdown_timeout: Duration,
@@ -406,7 +411,11 @@ impl RawConfig {
         let k = kinesis.expect("checked above");
         let s = spool.expect("checked above");
         let d = self.delivery;
+        let spool_dir = s.dir.expect("checked above");
         Ok(Config {
+            dead_letter_path: d
+                .dead_letter_path
+                .unwrap_or_else(|| spool_dir.join("dead-letter.ndjson")),
             kinesis: KinesisConfig {
                 stream: k.stream.expect("checked above"),
                 region: k.region,
@@ -426,7 +435,7 @@ impl RawConfig {
                 max_inflight_bytes: d.max_inflight_bytes,
             },
             spool: SpoolOptions {
-                dir: s.dir.expect("checked above"),
+                dir: Some(spool_dir),
                 max_bytes: s.max_bytes,
                 flush_interval_ms: s.flush_interval_ms,
                 cache_capacity_bytes: s.cache_capacity_bytes,

@@ -57,6 +57,7 @@ struct Inner {
     request_errors: Family<CodeLabels, Counter>,
     entry_errors: Family<CodeLabels, Counter>,
     retried: Family<StreamLabels, Counter>,
+    failed: Family<StreamLabels, Counter>,
     wrong_shard: Family<StreamLabels, Counter>,
     shard_map_refreshes: Family<StreamLabels, Counter>,
     shard_map_changes: Family<StreamLabels, Counter>,
@@ -90,6 +91,7 @@ impl Metrics {
         let request_errors = Family::default();
         let entry_errors = Family::default();
         let retried = Family::default();
+        let failed = Family::default();
         let wrong_shard = Family::default();
         let shard_map_refreshes = Family::default();
         let shard_map_changes = Family::default();
@@ -135,6 +137,11 @@ impl Metrics {
             retried.clone(),
         );
         registry.register(
+            "shardline_records_failed",
+            "User records Kinesis refused for good, moved to the dead-letter file",
+            failed.clone(),
+        );
+        registry.register(
             "shardline_wrong_shard_results",
             "Accepted entries that landed in a shard other than the predicted one",
             wrong_shard.clone(),
@@ -165,6 +172,7 @@ impl Metrics {
                 request_errors,
                 entry_errors,
                 retried,
+                failed,
                 wrong_shard,
                 shard_map_refreshes,
                 shard_map_changes,
@@ -253,6 +261,15 @@ impl Metrics {
 
     pub fn retried(&self, s: &str, n: u64) {
         self.inner.retried.get_or_create(&stream(s)).inc_by(n);
+    }
+
+    pub fn failed(&self, s: &str, n: u64) {
+        self.inner.failed.get_or_create(&stream(s)).inc_by(n);
+    }
+
+    /// Records of `stream` refused for good so far.
+    pub fn failed_count(&self, s: &str) -> u64 {
+        self.inner.failed.get_or_create(&stream(s)).get()
     }
 
     pub fn wrong_shard(&self, s: &str, n: u64) {

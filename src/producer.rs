@@ -1,25 +1,56 @@
-//! The `Producer` handle: the one way into the pipeline, for the agent's own sources
-//! and for Rust programs that embed shardline.
+//! The `Producer`: the pipeline behind one handle, for the agent's own sources and
+//! for Rust programs that embed shardline.
 //!
 //! `put_batch` validates, writes the batch to the spool as one entry and hands it to
-//! the stream's dispatcher; it returns once the records are in the spool. While the
-//! spool is full it waits (backpressure) — sources that must not wait use
-//! `try_put_batch`.
+//! the stream's dispatcher; it returns once the records are in the spool (durable at
+//! the next group commit) with a [`Receipt`] that resolves when Kinesis has accepted
+//! every record of the batch. While the spool is full it waits (backpressure);
+//! `try_put_batch_to` fails instead. Records Kinesis refuses for good come out of
+//! [`Producer::failures`] with the records and the error code (and go to the
+//! dead-letter file). [`Producer::shutdown`] drains.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use shardline::producer::{Producer, ProducerOptions};
+//! use shardline::UserRecord;
+//!
+//! let config = shardline::config::load("shardline.toml".as_ref())?;
+//! let producer = Producer::start(ProducerOptions::from_config(&config)).await?;
+//! let receipt = producer.put(UserRecord::new("user-42", "hello")).await?;
+//! receipt.delivered().await?; // accepted by Kinesis
+//! let report = producer.shutdown().await?;
+//! println!("{} records left spooled", report.undelivered_records);
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::deliver::Intake;
+use crate::config::Config;
+use crate::deliver::kinesis::{ClientOptions, SdkKinesis, SharedKinesis};
+use crate::deliver::{
+    self, Context, DeadLetter, DeliveryError, DeliveryOptions, DeliveryResult, DrainReport,
+    Failure, Intake, PushFailure,
+};
 use crate::metrics::Metrics;
 use crate::record::{RecordError, UserRecord};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolError, SpoolOptions};
 
 /// Longest wait between two attempts while the spool is full (space is also
 /// announced as soon as it is freed; this only bounds a missed wake-up).
 const FULL_RETRY: Duration = Duration::from_millis(200);
+/// Permanent failures queued for [`Producer::failures`]; past this, they are only
+/// in the dead-letter file and the log (they are rare: records are validated).
+const FAILURE_CHANNEL: usize = 1024;
+/// Source label of records put by an embedding program.
+const SOURCE: &str = "producer";
 
 /// Why records were not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +71,70 @@ pub enum ProduceError {
     Spool(#[source] SpoolError),
 }
 
+/// Why the producer could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("spool failed")]
+    Spool(#[from] SpoolError),
+}
+
+/// Settings of a producer.
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    /// Destination streams; the first is the default one.
+    pub streams: Vec<String>,
+    pub client: ClientOptions,
+    pub delivery: DeliveryOptions,
+    pub spool: SpoolOptions,
+    /// Where records refused for good are written; `None` keeps them only in the
+    /// failure stream and the log.
+    pub dead_letter_path: Option<PathBuf>,
+    /// Longest drain at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl ProducerOptions {
+    pub fn from_config(config: &Config) -> ProducerOptions {
+        ProducerOptions {
+            streams: config.streams(),
+            client: ClientOptions {
+                region: config.kinesis.region.clone(),
+                endpoint: config.kinesis.endpoint.clone(),
+                request_timeout: Some(config.kinesis.request_timeout),
+            },
+            delivery: config.delivery.clone(),
+            spool: config.spool.clone(),
+            dead_letter_path: Some(config.dead_letter_path.clone()),
+            shutdown_timeout: config.shutdown_timeout,
+        }
+    }
+}
+
+/// Resolves when every record of a batch has been accepted by Kinesis.
+#[derive(Debug)]
+pub struct Receipt {
+    rx: oneshot::Receiver<DeliveryResult>,
+}
+
+impl Receipt {
+    /// Waits for delivery. `Err(NotDelivered)` if the producer stopped first (the
+    /// records stay spooled and go at the next start); `Err(Rejected)` if Kinesis
+    /// refused one of them for good.
+    pub async fn delivered(self) -> DeliveryResult {
+        self.rx.await.unwrap_or(Err(DeliveryError::NotDelivered))
+    }
+}
+
+/// What a shutdown left behind.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownReport {
+    /// User records that were loaded for delivery but not delivered; they are in the
+    /// spool (with any never loaded) and are sent at the next start.
+    pub undelivered_records: u64,
+    /// Bytes of records left in the spool.
+    pub spooled_bytes: u64,
+}
+
 /// Handle to the pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct Producer {
@@ -51,29 +146,81 @@ struct Inner {
     default_stream: String,
     spool: Spool,
     metrics: Metrics,
+    /// Cancelled when intake closes.
     stopped: CancellationToken,
+    delivery: CancellationToken,
+    drain_deadline: watch::Sender<Option<Instant>>,
+    tasks: TaskTracker,
+    dispatchers: Mutex<Option<Vec<tokio::task::JoinHandle<DrainReport>>>>,
+    failures: Mutex<Option<mpsc::Receiver<Failure>>>,
+    shutdown_timeout: Duration,
 }
 
 impl Producer {
-    pub(crate) fn new(
-        intakes: Vec<Intake>,
-        default_stream: String,
-        spool: Spool,
-        metrics: Metrics,
-        stopped: CancellationToken,
-    ) -> Producer {
-        Producer {
+    /// Starts a producer that talks to Kinesis through `aws-sdk-kinesis`.
+    pub async fn start(options: ProducerOptions) -> Result<Producer, ProducerError> {
+        let kinesis = SdkKinesis::new(&options.client).await;
+        Self::start_with(options, Arc::new(kinesis)).await
+    }
+
+    /// Starts a producer with the given Kinesis client.
+    pub async fn start_with(
+        options: ProducerOptions,
+        kinesis: SharedKinesis,
+    ) -> Result<Producer, ProducerError> {
+        let spool_options = options.spool.clone();
+        // Opening counts the bytes held, a scan: keep it off the async threads.
+        let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_options))
+            .await
+            .expect("spool open task panicked")?;
+        let held = spool.used_bytes();
+        if held > 0 {
+            tracing::info!(
+                bytes = held,
+                "Spool holds undelivered records; replaying them"
+            );
+        }
+        let metrics = Metrics::new();
+        let delivery = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (drain_deadline, drain_rx) = watch::channel(None);
+        let (failures_tx, failures_rx) = mpsc::channel(FAILURE_CHANNEL);
+        let ctx = Context {
+            kinesis,
+            permits: Arc::new(Semaphore::new(options.delivery.max_connections)),
+            options: options.delivery.clone(),
+            metrics: metrics.clone(),
+            failures: failures_tx,
+            dead_letter: options
+                .dead_letter_path
+                .clone()
+                .map(|p| Arc::new(DeadLetter::new(p))),
+            shutdown: delivery.clone(),
+            drain_deadline: drain_rx,
+        };
+        let mut intakes = HashMap::new();
+        let mut dispatchers = Vec::new();
+        for stream in &options.streams {
+            let (intake, handle) =
+                deliver::spawn_stream(spool.stream(stream)?, ctx.clone(), &tasks);
+            intakes.insert(stream.clone(), intake);
+            dispatchers.push(handle);
+        }
+        Ok(Producer {
             inner: Arc::new(Inner {
-                intakes: intakes
-                    .into_iter()
-                    .map(|i| (i.stream().to_string(), i))
-                    .collect(),
-                default_stream,
+                intakes,
+                default_stream: options.streams.first().cloned().unwrap_or_default(),
                 spool,
                 metrics,
-                stopped,
+                stopped: CancellationToken::new(),
+                delivery,
+                drain_deadline,
+                tasks,
+                dispatchers: Mutex::new(Some(dispatchers)),
+                failures: Mutex::new(Some(failures_rx)),
+                shutdown_timeout: options.shutdown_timeout,
             }),
-        }
+        })
     }
 
     /// The default destination stream.
@@ -85,15 +232,72 @@ impl Producer {
         &self.inner.metrics
     }
 
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
+    /// The stream of permanent delivery failures (each with its user records and
+    /// the Kinesis error code). Can be taken once; later calls get `None`.
+    pub fn failures(&self) -> Option<mpsc::Receiver<Failure>> {
+        self.inner
+            .failures
+            .lock()
+            .expect("failures lock poisoned")
+            .take()
+    }
+
     /// Spools one record for the default stream.
-    pub async fn put(&self, record: UserRecord) -> Result<(), ProduceError> {
+    pub async fn put(&self, record: UserRecord) -> Result<Receipt, ProduceError> {
         self.put_batch(vec![record]).await
     }
 
     /// Spools a batch for the default stream.
-    pub async fn put_batch(&self, records: Vec<UserRecord>) -> Result<(), ProduceError> {
+    pub async fn put_batch(&self, records: Vec<UserRecord>) -> Result<Receipt, ProduceError> {
         let stream = self.inner.default_stream.clone();
-        self.put_batch_to(&stream, "producer", records).await
+        self.put_batch_to(&stream, records).await
+    }
+
+    /// Spools a batch for `stream`, as one spool entry, waiting while the spool is
+    /// full.
+    pub async fn put_batch_to(
+        &self,
+        stream: &str,
+        records: Vec<UserRecord>,
+    ) -> Result<Receipt, ProduceError> {
+        let (tx, rx) = oneshot::channel();
+        if records.is_empty() {
+            let _ = tx.send(Ok(()));
+        } else {
+            self.inner.metrics.received(SOURCE, records.len() as u64);
+            self.spool_batch(stream, SOURCE, records, Some(tx)).await?;
+        }
+        Ok(Receipt { rx })
+    }
+
+    /// Spools a batch for `stream` without waiting: a full spool is an error.
+    pub async fn try_put_batch_to(
+        &self,
+        stream: &str,
+        records: Vec<UserRecord>,
+    ) -> Result<Receipt, ProduceError> {
+        let (tx, rx) = oneshot::channel();
+        if records.is_empty() {
+            let _ = tx.send(Ok(()));
+            return Ok(Receipt { rx });
+        }
+        let intake = self.intake(stream, &records)?;
+        let n = records.len() as u64;
+        self.inner.metrics.received(SOURCE, n);
+        intake
+            .push(records, Some(tx))
+            .await
+            .map_err(|e| match e.failure {
+                PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
+                PushFailure::Spool(other) => ProduceError::Spool(other),
+                PushFailure::Stopped => ProduceError::Stopped,
+            })?;
+        self.inner.metrics.spooled(SOURCE, n);
+        Ok(Receipt { rx })
     }
 
     fn intake(&self, stream: &str, records: &[UserRecord]) -> Result<&Intake, ProduceError> {
@@ -110,13 +314,13 @@ impl Producer {
             .ok_or_else(|| ProduceError::UnknownStream(stream.to_owned()))
     }
 
-    /// Spools a batch for `stream` (as one spool entry), waiting while the spool is
-    /// full. `source` labels the metrics.
-    pub async fn put_batch_to(
+    /// Spools a batch (the path every source takes); `source` labels the metrics.
+    pub(crate) async fn spool_batch(
         &self,
         stream: &str,
         source: &str,
         records: Vec<UserRecord>,
+        receipt: Option<oneshot::Sender<DeliveryResult>>,
     ) -> Result<(), ProduceError> {
         if records.is_empty() {
             return Ok(());
@@ -124,13 +328,14 @@ impl Producer {
         let intake = self.intake(stream, &records)?;
         let n = records.len() as u64;
         let mut records = records;
+        let mut receipt = receipt;
         loop {
             // Registered before the attempt, so space freed in between is not missed.
             let freed = self.inner.spool.space_freed();
-            match intake.push(records) {
+            match intake.push(records, receipt.take()).await {
                 Ok(_) => break,
-                Err(e) => match e.error {
-                    SpoolError::Full { .. } => {
+                Err(e) => match e.failure {
+                    PushFailure::Spool(SpoolError::Full { .. }) => {
                         records = e.records;
                         tokio::select! {
                             _ = freed => {}
@@ -138,7 +343,8 @@ impl Producer {
                             _ = self.inner.stopped.cancelled() => return Err(ProduceError::Stopped),
                         }
                     }
-                    other => return Err(ProduceError::Spool(other)),
+                    PushFailure::Spool(other) => return Err(ProduceError::Spool(other)),
+                    PushFailure::Stopped => return Err(ProduceError::Stopped),
                 },
             }
         }
@@ -146,23 +352,41 @@ impl Producer {
         Ok(())
     }
 
-    /// Spools a batch for `stream` without waiting: a full spool is an error.
-    pub fn try_put_batch_to(
-        &self,
-        stream: &str,
-        source: &str,
-        records: Vec<UserRecord>,
-    ) -> Result<(), ProduceError> {
-        if records.is_empty() {
-            return Ok(());
+    /// Stops intake (later puts fail with `Stopped`), seals partial aggregates, lets
+    /// in-flight and queued requests finish for up to the shutdown timeout, and
+    /// flushes the spool. What was not delivered stays spooled for the next start.
+    /// Later calls return an empty report.
+    pub async fn shutdown(&self) -> Result<ShutdownReport, ProducerError> {
+        self.inner.stopped.cancel();
+        let Some(dispatchers) = self
+            .inner
+            .dispatchers
+            .lock()
+            .expect("dispatchers lock poisoned")
+            .take()
+        else {
+            return Ok(ShutdownReport::default());
+        };
+        let deadline = Instant::now() + self.inner.shutdown_timeout;
+        let _ = self.inner.drain_deadline.send(Some(deadline));
+        self.inner.delivery.cancel();
+        let mut report = ShutdownReport::default();
+        for d in dispatchers {
+            if let Ok(r) = d.await {
+                report.undelivered_records += r.undelivered_records;
+            }
         }
-        let intake = self.intake(stream, &records)?;
-        let n = records.len() as u64;
-        intake.push(records).map_err(|e| match e.error {
-            full @ SpoolError::Full { .. } => ProduceError::SpoolFull(full),
-            other => ProduceError::Spool(other),
-        })?;
-        self.inner.metrics.spooled(source, n);
-        Ok(())
+        self.inner.tasks.close();
+        // Requests still in flight past the deadline are abandoned; their records
+        // stay spooled.
+        let _ = tokio::time::timeout_at(deadline, self.inner.tasks.wait()).await;
+        self.inner.spool.flush().await?;
+        report.spooled_bytes = self.inner.spool.used_bytes();
+        tracing::info!(
+            undelivered_records = report.undelivered_records,
+            spooled_bytes = report.spooled_bytes,
+            "Producer stopped; undelivered records stay spooled for the next start"
+        );
+        Ok(report)
     }
 }

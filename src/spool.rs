@@ -69,7 +69,9 @@ pub enum SpoolError {
 /// Settings of the spool.
 #[derive(Debug, Clone)]
 pub struct SpoolOptions {
-    pub dir: PathBuf,
+    /// Directory of the database; `None` keeps nothing on disk (no durability: for
+    /// benchmarks of the pipeline alone and for embedders that do not need it).
+    pub dir: Option<PathBuf>,
     /// Most bytes of entries the spool holds; writers wait or are refused past it.
     pub max_bytes: u64,
     /// Interval of the group commit (fsync).
@@ -131,7 +133,8 @@ pub struct Spool {
 }
 
 struct SpoolInner {
-    db: sled::Db,
+    /// `None` in memory-only mode.
+    db: Option<sled::Db>,
     space: Arc<Space>,
     streams: Mutex<HashMap<String, StreamSpool>>,
 }
@@ -148,17 +151,21 @@ struct Space {
 impl Spool {
     /// Opens (or creates) the spool and counts the bytes it holds.
     pub fn open(options: &SpoolOptions) -> Result<Spool, SpoolError> {
-        let open_err = |source| SpoolError::Open {
-            path: options.dir.clone(),
-            source,
+        let db = match &options.dir {
+            None => None,
+            Some(dir) => Some(
+                sled::Config::new()
+                    .path(dir)
+                    .cache_capacity(options.cache_capacity_bytes)
+                    .flush_every_ms(Some(options.flush_interval_ms.max(1)))
+                    .mode(sled::Mode::HighThroughput)
+                    .open()
+                    .map_err(|source| SpoolError::Open {
+                        path: dir.clone(),
+                        source,
+                    })?,
+            ),
         };
-        let db = sled::Config::new()
-            .path(&options.dir)
-            .cache_capacity(options.cache_capacity_bytes)
-            .flush_every_ms(Some(options.flush_interval_ms.max(1)))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(open_err)?;
         let spool = Spool {
             inner: Arc::new(SpoolInner {
                 db,
@@ -173,8 +180,8 @@ impl Spool {
         let names: Vec<String> = spool
             .inner
             .db
-            .tree_names()
-            .into_iter()
+            .iter()
+            .flat_map(|db| db.tree_names())
             .filter_map(|n| {
                 n.strip_prefix(b"stream/")
                     .map(|s| String::from_utf8_lossy(s).into_owned())
@@ -196,10 +203,16 @@ impl Spool {
         if let Some(s) = streams.get(name) {
             return Ok(s.clone());
         }
-        let tree = self.inner.db.open_tree(format!("stream/{name}"))?;
+        let tree = match &self.inner.db {
+            Some(db) => Some(db.open_tree(format!("stream/{name}"))?),
+            None => None,
+        };
         let mut bytes = 0u64;
         let mut last = None;
-        for kv in tree.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)) {
+        for kv in tree
+            .iter()
+            .flat_map(|t| t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)))
+        {
             let (k, v) = kv?;
             bytes += v.len() as u64;
             last = key_id(&k);
@@ -231,8 +244,15 @@ impl Spool {
 
     /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), SpoolError> {
-        self.inner.db.flush_async().await?;
+        if let Some(db) = &self.inner.db {
+            db.flush_async().await?;
+        }
         Ok(())
+    }
+
+    /// Whether records are kept in memory only.
+    pub fn is_memory_only(&self) -> bool {
+        self.inner.db.is_none()
     }
 
     /// Waits until some space has been freed.
@@ -242,7 +262,10 @@ impl Spool {
 
     /// Bytes the spool directory takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, SpoolError> {
-        Ok(self.inner.db.size_on_disk()?)
+        match &self.inner.db {
+            Some(db) => Ok(db.size_on_disk()?),
+            None => Ok(0),
+        }
     }
 }
 
@@ -254,7 +277,8 @@ pub struct StreamSpool {
 
 struct StreamInner {
     name: Arc<str>,
-    tree: sled::Tree,
+    /// `None` in memory-only mode.
+    tree: Option<sled::Tree>,
     next_id: AtomicU64,
     space: Arc<Space>,
 }
@@ -264,9 +288,19 @@ impl StreamSpool {
         &self.inner.name
     }
 
-    /// Writes a batch of records as one entry and returns its id. Fails with
-    /// [`SpoolError::Full`] when the spool has no room for it.
+    /// Whether records are kept in memory only.
+    pub fn is_memory_only(&self) -> bool {
+        self.inner.tree.is_none()
+    }
+
+    /// Writes a batch of records as one entry and returns its id and size. Fails
+    /// with [`SpoolError::Full`] when the spool has no room for it. In memory-only
+    /// mode it only assigns the id.
     pub fn append(&self, records: &[UserRecord]) -> Result<(u64, u64), SpoolError> {
+        let Some(tree) = &self.inner.tree else {
+            let bytes = records.iter().map(|r| r.size() as u64).sum();
+            return Ok((self.inner.next_id.fetch_add(1, Ordering::Relaxed), bytes));
+        };
         let stored = EntryV1 {
             stream: &self.inner.name,
             records: records
@@ -303,7 +337,7 @@ impl StreamSpool {
             });
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.inner.tree.insert(key(NS_ENTRY, id), value) {
+        if let Err(e) = tree.insert(key(NS_ENTRY, id), value) {
             spool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(e.into());
         }
@@ -322,11 +356,10 @@ impl StreamSpool {
         let mut out = Vec::new();
         let mut total = 0u64;
         let mut next = None;
-        for kv in self
-            .inner
-            .tree
-            .range(key(NS_ENTRY, from)..=key(NS_ENTRY, u64::MAX))
-        {
+        let Some(tree) = &self.inner.tree else {
+            return Ok((out, next));
+        };
+        for kv in tree.range(key(NS_ENTRY, from)..=key(NS_ENTRY, u64::MAX)) {
             let (k, v) = kv?;
             let id = key_id(&k).ok_or_else(|| SpoolError::Corrupt {
                 id: 0,
@@ -341,7 +374,7 @@ impl StreamSpool {
             }
             total += v.len() as u64;
             let records = decode_entry(id, &v)?;
-            let delivered = match self.inner.tree.get(key(NS_PROGRESS, id))? {
+            let delivered = match tree.get(key(NS_PROGRESS, id))? {
                 Some(p) => Some(decode_progress(id, &p)?),
                 None => None,
             };
@@ -359,6 +392,9 @@ impl StreamSpool {
     /// bytes) are removed with their progress, `partial` entries get their progress
     /// bitmap stored.
     pub fn retire(&self, done: &[(u64, u64)], partial: &[(u64, &[u64])]) -> Result<(), SpoolError> {
+        let Some(tree) = &self.inner.tree else {
+            return Ok(());
+        };
         if done.is_empty() && partial.is_empty() {
             return Ok(());
         }
@@ -375,7 +411,7 @@ impl StreamSpool {
             }
             batch.insert(&key(NS_PROGRESS, id), v);
         }
-        self.inner.tree.apply_batch(batch)?;
+        tree.apply_batch(batch)?;
         let freed: u64 = done.iter().map(|&(_, b)| b).sum();
         if freed > 0 {
             self.inner
@@ -389,11 +425,11 @@ impl StreamSpool {
 
     /// Number of entries held (scans the keys; for tests and status).
     pub fn entry_count(&self) -> usize {
-        self.inner
-            .tree
-            .range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX))
-            .keys()
-            .count()
+        self.inner.tree.as_ref().map_or(0, |t| {
+            t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX))
+                .keys()
+                .count()
+        })
     }
 }
 
@@ -436,7 +472,7 @@ fn decode_progress(id: u64, v: &[u8]) -> Result<Vec<u64>, SpoolError> {
 /// Opens a spool at `dir` with the given limits (for tests and tools).
 pub fn open_at(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
     Spool::open(&SpoolOptions {
-        dir: dir.to_owned(),
+        dir: Some(dir.to_owned()),
         max_bytes,
         flush_interval_ms: 100,
         cache_capacity_bytes: 16 << 20,
@@ -492,7 +528,7 @@ mod tests {
     }
 
     fn futures_flush(spool: &Spool) {
-        spool.inner.db.flush().unwrap();
+        spool.inner.db.as_ref().unwrap().flush().unwrap();
     }
 
     #[test]

@@ -36,10 +36,12 @@
 pub mod kinesis;
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,6 +115,76 @@ struct IntakeState {
     last_appended: u64,
 }
 
+/// The outcome a receipt resolves to.
+pub type DeliveryResult = Result<(), DeliveryError>;
+
+/// Why records of a batch were not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("Kinesis refused a record for good ({code}: {message}); it was written to the dead-letter file")]
+    Rejected { code: String, message: String },
+    #[error(
+        "not delivered before the producer stopped; the records stay spooled for the next start"
+    )]
+    NotDelivered,
+}
+
+/// Senders of delivery receipts, by spool entry.
+#[derive(Default)]
+struct Waiters {
+    /// Lets the dispatcher skip the lock when nobody waits (the common case).
+    count: AtomicUsize,
+    /// `None` once the dispatcher has stopped.
+    map: Mutex<Option<HashMap<u64, oneshot::Sender<DeliveryResult>>>>,
+}
+
+impl Waiters {
+    fn new() -> Waiters {
+        Waiters {
+            count: AtomicUsize::new(0),
+            map: Mutex::new(Some(HashMap::new())),
+        }
+    }
+
+    fn add(&self, id: u64, tx: oneshot::Sender<DeliveryResult>) {
+        match self.map.lock().expect("waiters lock poisoned").as_mut() {
+            Some(map) => {
+                map.insert(id, tx);
+                self.count.fetch_add(1, Ordering::Release);
+            }
+            None => {
+                let _ = tx.send(Err(DeliveryError::NotDelivered));
+            }
+        }
+    }
+
+    /// The dispatcher stopped: every receipt still waiting learns its records were
+    /// not delivered (they stay spooled).
+    fn close(&self) {
+        let waiting = self.map.lock().expect("waiters lock poisoned").take();
+        for (_, tx) in waiting.into_iter().flatten() {
+            let _ = tx.send(Err(DeliveryError::NotDelivered));
+        }
+    }
+
+    fn resolve(&self, id: u64, result: DeliveryResult) {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let removed = self
+            .map
+            .lock()
+            .expect("waiters lock poisoned")
+            .as_mut()
+            .and_then(|m| m.remove(&id));
+        if let Some(tx) = removed {
+            self.count.fetch_sub(1, Ordering::Release);
+            // The receipt may have been dropped: nobody waits any more.
+            let _ = tx.send(result);
+        }
+    }
+}
+
 /// The way into one stream's pipeline: writes a batch to the spool and hands it to
 /// the dispatcher.
 #[derive(Clone)]
@@ -121,6 +193,22 @@ pub struct Intake {
     tx: mpsc::Sender<Loaded>,
     state: Arc<Mutex<IntakeState>>,
     wake: Arc<Notify>,
+    waiters: Arc<Waiters>,
+}
+
+/// Why a batch was not taken.
+#[derive(Debug)]
+pub enum PushFailure {
+    Spool(SpoolError),
+    /// The dispatcher is gone (the producer stopped).
+    Stopped,
+}
+
+/// A batch the pipeline did not take, with the reason.
+#[derive(Debug)]
+pub struct PushError {
+    pub failure: PushFailure,
+    pub records: Vec<UserRecord>,
 }
 
 impl Intake {
@@ -129,14 +217,52 @@ impl Intake {
     }
 
     /// Appends a batch of validated records to the spool and queues it for
-    /// delivery. Returns the spool entry id; on failure (a full spool) the records
-    /// come back with the error.
-    pub fn push(&self, records: Vec<UserRecord>) -> Result<u64, PushError> {
+    /// delivery; `receipt` is told when every record of it is delivered. Returns the
+    /// spool entry id; on failure (a full spool) the records come back with the
+    /// error.
+    pub async fn push(
+        &self,
+        records: Vec<UserRecord>,
+        receipt: Option<oneshot::Sender<DeliveryResult>>,
+    ) -> Result<u64, PushError> {
+        if self.spool.is_memory_only() {
+            // Nothing to read back from: the hand-over channel is the only queue,
+            // and waiting on it is the backpressure.
+            let (id, bytes) = self
+                .spool
+                .append(&records)
+                .expect("memory-only append cannot fail");
+            if let Some(tx) = receipt {
+                self.waiters.add(id, tx);
+            }
+            let loaded = Loaded {
+                id,
+                bytes,
+                records,
+                delivered: None,
+            };
+            return match self.tx.send(loaded).await {
+                Ok(()) => Ok(id),
+                Err(mpsc::error::SendError(loaded)) => Err(PushError {
+                    failure: PushFailure::Stopped,
+                    records: loaded.records,
+                }),
+            };
+        }
         let mut state = self.state.lock().expect("intake lock poisoned");
         let (id, bytes) = match self.spool.append(&records) {
             Ok(appended) => appended,
-            Err(error) => return Err(PushError { error, records }),
+            Err(error) => {
+                return Err(PushError {
+                    failure: PushFailure::Spool(error),
+                    records,
+                })
+            }
         };
+        // Registered before the dispatcher can see the entry.
+        if let Some(tx) = receipt {
+            self.waiters.add(id, tx);
+        }
         state.last_appended = id;
         if state.spilling {
             drop(state);
@@ -162,13 +288,6 @@ impl Intake {
     }
 }
 
-/// A batch the spool did not take, with the reason.
-#[derive(Debug)]
-pub struct PushError {
-    pub error: SpoolError,
-    pub records: Vec<UserRecord>,
-}
-
 /// What a dispatcher reports when it stops.
 #[derive(Debug, Default, Clone)]
 pub struct DrainReport {
@@ -176,15 +295,93 @@ pub struct DrainReport {
     pub undelivered_records: u64,
 }
 
+/// A user record Kinesis refused for good, with the reason.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub stream: String,
+    /// The user records of the refused Kinesis record.
+    pub records: Vec<UserRecord>,
+    /// Kinesis's error code.
+    pub code: String,
+    pub message: String,
+}
+
+/// The dead-letter file: records Kinesis refused for good, one JSON object per line
+/// (`stream`, `partition_key`, `explicit_hash_key`, `data_base64`, `code`,
+/// `message`, `time`). Written and fsynced before the records leave the spool.
+pub struct DeadLetter {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl DeadLetter {
+    pub fn new(path: PathBuf) -> DeadLetter {
+        DeadLetter {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    fn write(&self, f: &Failure) -> std::io::Result<()> {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut out = Vec::new();
+        for r in &f.records {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "stream": f.stream,
+                    "partition_key": r.partition_key,
+                    "explicit_hash_key": r.explicit_hash_key.map(|k| k.to_string()),
+                    "data_base64": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                    "code": f.code,
+                    "message": f.message,
+                    "time": time,
+                }),
+            )?;
+            out.push(b'\n');
+        }
+        let _guard = self.lock.lock().expect("dead-letter lock poisoned");
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(&out)?;
+        file.sync_data()
+    }
+}
+
+/// What every stream's dispatcher shares.
+#[derive(Clone)]
+pub struct Context {
+    pub kinesis: SharedKinesis,
+    /// Connection slots, across all streams (`max_connections`).
+    pub permits: Arc<Semaphore>,
+    pub options: DeliveryOptions,
+    pub metrics: Metrics,
+    /// Where permanent failures are reported (if anyone listens).
+    pub failures: mpsc::Sender<Failure>,
+    pub dead_letter: Option<Arc<DeadLetter>>,
+    /// Cancelled when the producer stops: dispatchers flush and drain.
+    pub shutdown: CancellationToken,
+    /// Set when the producer stops: draining ends at this instant.
+    pub drain_deadline: watch::Receiver<Option<Instant>>,
+}
+
 /// Starts the dispatcher of one stream and returns its intake.
 pub fn spawn_stream(
     spool: StreamSpool,
-    kinesis: SharedKinesis,
-    permits: Arc<Semaphore>,
-    options: DeliveryOptions,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-    drain_deadline: watch::Receiver<Option<Instant>>,
+    ctx: Context,
     tracker: &TaskTracker,
 ) -> (Intake, tokio::task::JoinHandle<DrainReport>) {
     let (tx, rx) = mpsc::channel(INTAKE_CHANNEL_BATCHES);
@@ -194,36 +391,43 @@ pub fn spawn_stream(
         last_appended: 0,
     }));
     let wake = Arc::new(Notify::new());
+    let waiters = Arc::new(Waiters::new());
     let intake = Intake {
         spool: spool.clone(),
         tx,
         state: state.clone(),
         wake: wake.clone(),
+        waiters: waiters.clone(),
     };
     let stream: Arc<str> = spool.name().clone();
     let (map_tx, map_rx) = watch::channel(None);
     let refresh = Arc::new(Notify::new());
     tracker.spawn(refresh_shard_map(
         stream.clone(),
-        kinesis.clone(),
-        options.shard_refresh_interval,
+        ctx.kinesis.clone(),
+        ctx.options.shard_refresh_interval,
         map_tx,
         refresh.clone(),
-        metrics.clone(),
-        shutdown.clone(),
+        ctx.metrics.clone(),
+        ctx.shutdown.clone(),
     ));
-    let outcome_capacity = options.max_connections.max(OUTCOME_CHANNEL_MIN);
+    let outcome_capacity = ctx.options.max_connections.max(OUTCOME_CHANNEL_MIN);
     let (outcome_tx, outcome_rx) = mpsc::channel(outcome_capacity);
+    let shutdown = ctx.shutdown.clone();
+    let drain_deadline = ctx.drain_deadline.clone();
     let dispatcher = Dispatcher {
         stream,
         spool,
-        kinesis,
-        permits,
-        options,
-        metrics,
+        kinesis: ctx.kinesis,
+        permits: ctx.permits,
+        options: ctx.options,
+        metrics: ctx.metrics,
+        failures: ctx.failures,
+        dead_letter: ctx.dead_letter,
         rx,
         state,
         wake,
+        waiters,
         map_rx,
         refresh,
         outcome_tx,
@@ -251,6 +455,8 @@ struct Track {
     remaining: u32,
     delivered: Vec<u64>,
     bytes: u64,
+    /// Set when a record of the entry was refused for good.
+    failure: Option<(String, String)>,
 }
 
 /// A sealed aggregate waiting to be sent (or sent again).
@@ -261,6 +467,9 @@ struct Ready {
     shard: usize,
     generation: u64,
     attempts: u32,
+    /// Send in a request of its own: a request with it was refused as a whole for
+    /// good, and the culprit is being isolated.
+    alone: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -282,9 +491,12 @@ struct Dispatcher {
     permits: Arc<Semaphore>,
     options: DeliveryOptions,
     metrics: Metrics,
+    failures: mpsc::Sender<Failure>,
+    dead_letter: Option<Arc<DeadLetter>>,
     rx: mpsc::Receiver<Loaded>,
     state: Arc<Mutex<IntakeState>>,
     wake: Arc<Notify>,
+    waiters: Arc<Waiters>,
     map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
     refresh: Arc<Notify>,
     outcome_tx: mpsc::Sender<Outcome>,
@@ -368,6 +580,7 @@ impl Dispatcher {
                 _ = sleep_until_opt(wake_at) => self.on_timer(),
             }
         }
+        self.waiters.close();
         let undelivered = self.tracked.values().map(|t| t.remaining as u64).sum();
         DrainReport {
             undelivered_records: undelivered,
@@ -433,6 +646,7 @@ impl Dispatcher {
             }
         }
         if remaining == 0 {
+            self.waiters.resolve(id, Ok(()));
             // Everything was delivered before a restart; only the delete was lost.
             if let Err(e) = self.spool.retire(&[(id, bytes)], &[]) {
                 tracing::error!(stream = %self.stream, error = %e, "Deleting a delivered spool entry failed");
@@ -445,6 +659,7 @@ impl Dispatcher {
                 remaining,
                 delivered: bits,
                 bytes,
+                failure: None,
             },
         );
         self.loaded_bytes += bytes;
@@ -497,6 +712,7 @@ impl Dispatcher {
             shard,
             generation: self.generation,
             attempts: 0,
+            alone: false,
         });
     }
 
@@ -602,12 +818,18 @@ impl Dispatcher {
                 continue;
             }
             let size = item.agg.size();
-            if !items.is_empty() && (items.len() >= max_records || bytes + size > max_bytes) {
+            if !items.is_empty()
+                && (item.alone || items.len() >= max_records || bytes + size > max_bytes)
+            {
                 self.ready.push_front(item);
                 break;
             }
+            let alone = item.alone;
             bytes += size;
             items.push(item);
+            if alone {
+                break;
+            }
         }
         // Blocked items keep their place at the front.
         while let Some(item) = skipped.pop_back() {
@@ -673,6 +895,10 @@ impl Dispatcher {
                         EntryResult::Failed { code, message } => {
                             let class = ErrorClass::of(&code);
                             self.metrics.entry_failed(&self.stream, &code);
+                            if class == ErrorClass::Permanent {
+                                self.isolate(item, &code, &message, &mut done, &mut partial);
+                                continue;
+                            }
                             // Back off the shard for any refused entry: throttling
                             // needs it, and an internal failure retried at once
                             // would only spin.
@@ -701,16 +927,37 @@ impl Dispatcher {
             }
             Err(e) => {
                 let class = ErrorClass::of(&e.code);
+                self.metrics.request_failed(&self.stream, &e.code);
+                if class == ErrorClass::Permanent {
+                    // Kinesis refused the request as a whole for good: find the
+                    // record it objects to by sending every aggregate alone.
+                    self.log_problem(&e.code, &e.message);
+                    if items.len() == 1 && items[0].alone {
+                        let item = items.into_iter().next().expect("one item");
+                        let (mut done, mut partial) = (Vec::new(), Vec::new());
+                        self.isolate(item, &e.code, &e.message, &mut done, &mut partial);
+                        self.commit_acks(done, partial);
+                    } else {
+                        let items = items
+                            .into_iter()
+                            .map(|mut i| {
+                                i.alone = true;
+                                i
+                            })
+                            .collect();
+                        self.requeue(items);
+                    }
+                    return;
+                }
                 let attempts = self.stream_backoff.map_or(0, |b| b.attempts);
                 let delay = match class {
-                    ErrorClass::Environment | ErrorClass::Permanent => ENVIRONMENT_RETRY,
+                    ErrorClass::Environment => ENVIRONMENT_RETRY,
                     _ => backoff_delay(attempts),
                 };
                 self.stream_backoff = Some(Backoff {
                     until: Instant::now() + delay,
                     attempts: attempts + 1,
                 });
-                self.metrics.request_failed(&self.stream, &e.code);
                 self.log_problem(&e.code, &e.message);
                 if matches!(class, ErrorClass::Environment) {
                     self.refresh.notify_one();
@@ -718,6 +965,86 @@ impl Dispatcher {
                 self.requeue(items);
             }
         }
+    }
+
+    /// An aggregate Kinesis refused for good: an aggregate of several records is
+    /// split so each is tried alone; a lone record is a permanent failure — it goes
+    /// to the dead-letter file and the failure stream, and leaves the spool.
+    fn isolate(
+        &mut self,
+        item: Ready,
+        code: &str,
+        message: &str,
+        done: &mut Vec<(u64, u64)>,
+        partial: &mut Vec<u64>,
+    ) {
+        if item.agg.len() > 1 {
+            let limits = Limits {
+                max_bytes: usize::MAX,
+                max_records: 1,
+            };
+            for p in item.agg.into_records().into_iter().rev() {
+                let mut one = Aggregator::new();
+                one.try_add(p, &limits)
+                    .expect("an empty aggregator takes any record");
+                self.ready.push_front(Ready {
+                    agg: one.take(),
+                    encoded: None,
+                    shard: item.shard,
+                    generation: item.generation,
+                    attempts: item.attempts,
+                    alone: true,
+                });
+            }
+            return;
+        }
+        let failure = Failure {
+            stream: self.stream.to_string(),
+            records: item
+                .agg
+                .records()
+                .iter()
+                .map(|p| p.record.clone())
+                .collect(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+        };
+        if let Some(dl) = &self.dead_letter {
+            if let Err(e) = dl.write(&failure) {
+                // Not written anywhere safe: keep it spooled and try again later.
+                tracing::error!(
+                    stream = %self.stream,
+                    path = %dl.path().display(),
+                    error = %e,
+                    "Writing a refused record to the dead-letter file failed; it stays spooled"
+                );
+                self.stream_backoff = Some(Backoff {
+                    until: Instant::now() + ENVIRONMENT_RETRY,
+                    attempts: 1,
+                });
+                self.requeue(vec![item]);
+                return;
+            }
+        }
+        tracing::error!(
+            stream = %self.stream,
+            code,
+            error = message,
+            records = failure.records.len(),
+            dead_letter = ?self.dead_letter.as_ref().map(|d| d.path().display().to_string()),
+            "Kinesis refused a record for good; it was moved to the dead-letter file"
+        );
+        self.metrics
+            .failed(&self.stream, failure.records.len() as u64);
+        for p in item.agg.records() {
+            if let Some(t) = self.tracked.get_mut(&p.entry) {
+                t.failure
+                    .get_or_insert_with(|| (code.to_owned(), message.to_owned()));
+            }
+            self.ack(p.entry, p.index, done, partial);
+        }
+        // Nobody listening, or a slow listener: the dead-letter file has it.
+        let _ = self.failures.try_send(failure);
     }
 
     fn log_problem(&mut self, code: &str, message: &str) {
@@ -775,7 +1102,13 @@ impl Dispatcher {
 
     fn commit_acks(&mut self, done: Vec<(u64, u64)>, mut partial: Vec<u64>) {
         for &(id, bytes) in &done {
-            self.tracked.remove(&id);
+            if let Some(t) = self.tracked.remove(&id) {
+                let result = match t.failure {
+                    None => Ok(()),
+                    Some((code, message)) => Err(DeliveryError::Rejected { code, message }),
+                };
+                self.waiters.resolve(id, result);
+            }
             self.loaded_bytes -= bytes;
         }
         partial.sort_unstable();

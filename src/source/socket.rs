@@ -192,7 +192,9 @@ async fn send(
         return Ok(());
     }
     producer.metrics().received(KIND, batch.len() as u64);
-    producer.put_batch_to(&config.stream, KIND, batch).await
+    producer
+        .spool_batch(&config.stream, KIND, batch, None)
+        .await
 }
 
 /// Splits a read buffer into lines, refusing those over the limit.
