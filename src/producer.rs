@@ -128,8 +128,8 @@ impl Receipt {
 /// What a shutdown left behind.
 #[derive(Debug, Clone, Default)]
 pub struct ShutdownReport {
-    /// User records that were loaded for delivery but not delivered; they are in the
-    /// spool (with any never loaded) and are sent at the next start.
+    /// User records not delivered; they stay in the spool and are sent at the next
+    /// start.
     pub undelivered_records: u64,
     /// Bytes of records left in the spool.
     pub spooled_bytes: u64,
@@ -372,9 +372,8 @@ impl Producer {
         self.inner.delivery.cancel();
         let mut report = ShutdownReport::default();
         for d in dispatchers {
-            if let Ok(r) = d.await {
-                report.undelivered_records += r.undelivered_records;
-            }
+            // Its report (records loaded but not sent) is part of the spool's count.
+            let _ = d.await;
         }
         self.inner.tasks.close();
         // Requests still in flight past the deadline are abandoned; their records
@@ -382,6 +381,7 @@ impl Producer {
         let _ = tokio::time::timeout_at(deadline, self.inner.tasks.wait()).await;
         self.inner.spool.flush().await?;
         report.spooled_bytes = self.inner.spool.used_bytes();
+        report.undelivered_records = self.inner.spool.records();
         tracing::info!(
             undelivered_records = report.undelivered_records,
             spooled_bytes = report.spooled_bytes,

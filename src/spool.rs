@@ -144,6 +144,8 @@ struct Space {
     max_bytes: u64,
     /// Bytes of entries in all streams.
     used_bytes: AtomicU64,
+    /// Records not yet delivered, in all streams.
+    records: AtomicU64,
     /// Woken whenever space is freed.
     freed: Notify,
 }
@@ -172,6 +174,7 @@ impl Spool {
                 space: Arc::new(Space {
                     max_bytes: options.max_bytes,
                     used_bytes: AtomicU64::new(0),
+                    records: AtomicU64::new(0),
                     freed: Notify::new(),
                 }),
                 streams: Mutex::new(HashMap::new()),
@@ -208,19 +211,27 @@ impl Spool {
             None => None,
         };
         let mut bytes = 0u64;
+        let mut records = 0u64;
         let mut last = None;
-        for kv in tree
-            .iter()
-            .flat_map(|t| t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)))
-        {
-            let (k, v) = kv?;
-            bytes += v.len() as u64;
-            last = key_id(&k);
+        if let Some(t) = &tree {
+            for kv in t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)) {
+                let (k, v) = kv?;
+                bytes += v.len() as u64;
+                records += entry_count(&v) as u64;
+                last = key_id(&k);
+            }
+            for kv in t.range(key(NS_PROGRESS, 0)..=key(NS_PROGRESS, u64::MAX)) {
+                let (k, v) = kv?;
+                let delivered: u64 = decode_progress(key_id(&k).unwrap_or(0), &v)?
+                    .iter()
+                    .map(|w| w.count_ones() as u64)
+                    .sum();
+                records = records.saturating_sub(delivered);
+            }
         }
-        self.inner
-            .space
-            .used_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
+        let space = &self.inner.space;
+        space.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+        space.records.fetch_add(records, Ordering::Relaxed);
         let s = StreamSpool {
             inner: Arc::new(StreamInner {
                 name: name.into(),
@@ -236,6 +247,11 @@ impl Spool {
     /// Bytes of entries held, in all streams.
     pub fn used_bytes(&self) -> u64 {
         self.inner.space.used_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records held and not yet delivered, in all streams.
+    pub fn records(&self) -> u64 {
+        self.inner.space.records.load(Ordering::Relaxed)
     }
 
     pub fn max_bytes(&self) -> u64 {
@@ -319,6 +335,7 @@ impl StreamSpool {
                 .sum::<usize>(),
         );
         value.push(FORMAT_VERSION);
+        value.extend_from_slice(&(records.len() as u32).to_le_bytes());
         bincode::serde::encode_into_std_write(&stored, &mut value, bincode_config()).map_err(
             |source| SpoolError::Encode {
                 records: records.len(),
@@ -341,6 +358,9 @@ impl StreamSpool {
             spool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(e.into());
         }
+        spool
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         Ok((id, bytes))
     }
 
@@ -390,11 +410,20 @@ impl StreamSpool {
 
     /// Records the outcome of deliveries in one atomic write: `done` entries (id,
     /// bytes) are removed with their progress, `partial` entries get their progress
-    /// bitmap stored.
-    pub fn retire(&self, done: &[(u64, u64)], partial: &[(u64, &[u64])]) -> Result<(), SpoolError> {
+    /// bitmap stored; `records` user records were delivered (or given up) in all.
+    pub fn retire(
+        &self,
+        done: &[(u64, u64)],
+        partial: &[(u64, &[u64])],
+        records: u64,
+    ) -> Result<(), SpoolError> {
         let Some(tree) = &self.inner.tree else {
             return Ok(());
         };
+        self.inner
+            .space
+            .records
+            .fetch_sub(records, Ordering::Relaxed);
         if done.is_empty() && partial.is_empty() {
             return Ok(());
         }
@@ -436,12 +465,13 @@ impl StreamSpool {
 fn decode_entry(id: u64, v: &[u8]) -> Result<Vec<UserRecord>, SpoolError> {
     let corrupt = |reason: String| SpoolError::Corrupt { id, reason };
     match v.first() {
-        Some(&FORMAT_VERSION) => {}
+        Some(&FORMAT_VERSION) if v.len() >= 5 => {}
+        Some(&FORMAT_VERSION) => return Err(corrupt("truncated header".into())),
         Some(other) => return Err(corrupt(format!("unknown format version {other}"))),
         None => return Err(corrupt("empty value".into())),
     }
     // One copy of the value; every record's data is a slice of it.
-    let whole = Bytes::copy_from_slice(&v[1..]);
+    let whole = Bytes::copy_from_slice(&v[5..]);
     let (entry, _): (EntryV1<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(&whole, bincode_config())
             .map_err(|e| corrupt(e.to_string()))?;
@@ -454,6 +484,12 @@ fn decode_entry(id: u64, v: &[u8]) -> Result<Vec<UserRecord>, SpoolError> {
             data: whole.slice_ref(r.data),
         })
         .collect())
+}
+
+/// The record count of an entry, from its header.
+fn entry_count(v: &[u8]) -> u32 {
+    v.get(1..5)
+        .map_or(0, |c| u32::from_le_bytes(c.try_into().expect("four bytes")))
 }
 
 fn decode_progress(id: u64, v: &[u8]) -> Result<Vec<u64>, SpoolError> {
@@ -498,12 +534,15 @@ mod tests {
             assert!(id2 > id1);
             let other = spool.stream("b").unwrap();
             other.append(&[rec("x", "elsewhere")]).unwrap();
-            s.retire(&[], &[(id1, &[0b01])]).unwrap();
+            s.retire(&[], &[(id1, &[0b01])], 1).unwrap();
+            assert_eq!(spool.records(), 3);
             assert!(b1 > 0);
             futures_flush(&spool);
         }
         let spool = open_at(dir.path(), 1 << 20).unwrap();
         assert!(spool.used_bytes() > 0);
+        // Four records written, one delivered.
+        assert_eq!(spool.records(), 3);
         let s = spool.stream("a").unwrap();
         let (entries, next) = s.read_from(0, u64::MAX, |_| false).unwrap();
         assert_eq!(next, None);
@@ -516,7 +555,8 @@ mod tests {
         let (id3, _) = s.append(&[rec("z", "four")]).unwrap();
         assert!(id3 > entries[1].id);
         let before = spool.used_bytes();
-        s.retire(&[(entries[0].id, entries[0].bytes)], &[]).unwrap();
+        s.retire(&[(entries[0].id, entries[0].bytes)], &[], 1)
+            .unwrap();
         assert_eq!(spool.used_bytes(), before - entries[0].bytes);
         let (entries, _) = s.read_from(0, u64::MAX, |_| false).unwrap();
         assert_eq!(entries.len(), 2);

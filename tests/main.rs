@@ -7,3 +7,4 @@ mod util;
 mod cli;
 mod codec;
 mod pipeline;
+mod producer;

@@ -292,7 +292,7 @@ impl Intake {
 #[derive(Debug, Default, Clone)]
 pub struct DrainReport {
     /// User records loaded in memory but not delivered; they stay spooled.
-    pub undelivered_records: u64,
+    pub loaded_undelivered: u64,
 }
 
 /// A user record Kinesis refused for good, with the reason.
@@ -445,6 +445,7 @@ pub fn spawn_stream(
         stream_backoff: None,
         in_flight: 0,
         last_problem_log: None,
+        acked: 0,
     };
     let handle = tracker.spawn(dispatcher.run(shutdown, drain_deadline));
     (intake, handle)
@@ -516,6 +517,8 @@ struct Dispatcher {
     stream_backoff: Option<Backoff>,
     in_flight: usize,
     last_problem_log: Option<Instant>,
+    /// User records acked since the last spool commit.
+    acked: u64,
 }
 
 fn backoff_delay(attempts: u32) -> Duration {
@@ -583,7 +586,7 @@ impl Dispatcher {
         self.waiters.close();
         let undelivered = self.tracked.values().map(|t| t.remaining as u64).sum();
         DrainReport {
-            undelivered_records: undelivered,
+            loaded_undelivered: undelivered,
         }
     }
 
@@ -648,7 +651,7 @@ impl Dispatcher {
         if remaining == 0 {
             self.waiters.resolve(id, Ok(()));
             // Everything was delivered before a restart; only the delete was lost.
-            if let Err(e) = self.spool.retire(&[(id, bytes)], &[]) {
+            if let Err(e) = self.spool.retire(&[(id, bytes)], &[], 0) {
                 tracing::error!(stream = %self.stream, error = %e, "Deleting a delivered spool entry failed");
             }
             return;
@@ -1083,6 +1086,7 @@ impl Dispatcher {
         }
     }
 
+    /// Marks one user record delivered (or given up).
     fn ack(&mut self, entry: u64, index: u32, done: &mut Vec<(u64, u64)>, partial: &mut Vec<u64>) {
         let Some(t) = self.tracked.get_mut(&entry) else {
             return;
@@ -1093,6 +1097,7 @@ impl Dispatcher {
         }
         t.delivered[w] |= 1 << b;
         t.remaining -= 1;
+        self.acked += 1;
         if t.remaining == 0 {
             done.push((entry, t.bytes));
         } else {
@@ -1117,7 +1122,8 @@ impl Dispatcher {
             .iter()
             .filter_map(|id| self.tracked.get(id).map(|t| (*id, t.delivered.as_slice())))
             .collect();
-        if let Err(e) = self.spool.retire(&done, &partial) {
+        let acked = std::mem::take(&mut self.acked);
+        if let Err(e) = self.spool.retire(&done, &partial, acked) {
             // The records were delivered; at worst they are sent again after a
             // restart.
             tracing::error!(stream = %self.stream, error = %e, "Recording delivered records in the spool failed");

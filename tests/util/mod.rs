@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
@@ -43,6 +45,8 @@ pub struct Emulator {
     pub endpoint: String,
     pub addr: std::net::SocketAddr,
     pub store: ferrokinesis::store::Store,
+    /// Faults to inject between the agent and the emulator.
+    pub faults: Arc<faults::Faults>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,8 +75,14 @@ impl Emulator {
         aws_env();
         let addr = listener.local_addr().unwrap();
         let (app, store) = ferrokinesis::create_app(options);
-        // PutRecords may carry 5 MiB (as base64 JSON, more): lift axum's 2 MiB limit.
-        let app = app.layer(axum::extract::DefaultBodyLimit::max(16 << 20));
+        let faults = Arc::new(faults::Faults::default());
+        let app = app
+            .layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                faults::layer,
+            ))
+            // PutRecords may carry 5 MiB (as base64 JSON, more): lift axum's 2 MiB limit.
+            .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -80,6 +90,7 @@ impl Emulator {
             endpoint: format!("http://{addr}"),
             addr,
             store,
+            faults,
             task,
         }
     }
@@ -244,7 +255,14 @@ pub async fn check_shards_and_collect(
     let mut data = Vec::new();
     for r in &records {
         let shard = &shards[&r.shard_id];
+        // A record sent unaggregated was placed by Kinesis itself (by an explicit
+        // hash key that GetRecords does not return); the rule is about aggregates.
+        let aggregated = shardline::aggregate::is_aggregated(&r.data);
         for u in &r.users {
+            if !aggregated {
+                data.push(u.data.clone());
+                continue;
+            }
             let k = u.hash_key();
             assert!(
                 shard.contains(k),

@@ -1,0 +1,153 @@
+//! A fault-injecting layer in front of the emulator's handler: it sees every request
+//! between the agent and the emulator and can answer in the emulator's place with
+//! faults the emulator cannot make itself.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine as _;
+use bytes::Bytes;
+
+/// What to inject; change it while the agent runs.
+#[derive(Default)]
+pub struct Faults {
+    /// PutRecords requests to answer with HTTP 500 `InternalFailure` (counts down).
+    pub fail_requests: AtomicU32,
+    /// A request carrying a user record whose data contains this marker is refused
+    /// as a whole with 400 `ValidationException`.
+    pub poison: Mutex<Option<Vec<u8>>>,
+    /// PutRecords entries to refuse with `ProvisionedThroughputExceededException`
+    /// (counts down); they are taken out of the request before it reaches the
+    /// emulator, as Kinesis does not store a throttled entry.
+    pub throttle_entries: AtomicU32,
+    /// Delay before each PutRecords request is handled.
+    pub delay_ms: AtomicU64,
+    /// PutRecords requests seen.
+    pub put_records: AtomicU64,
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = Response::new(Body::from(serde_json::to_vec(&body).unwrap()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    r
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn entry_data(entry: &serde_json::Value) -> Bytes {
+    base64::engine::general_purpose::STANDARD
+        .decode(entry["Data"].as_str().unwrap_or_default())
+        .unwrap_or_default()
+        .into()
+}
+
+pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) -> Response {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !target.ends_with(".PutRecords") {
+        return next.run(req).await;
+    }
+    faults.put_records.fetch_add(1, Ordering::Relaxed);
+    let delay = faults.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let take = |counter: &AtomicU32| {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    if take(&faults.fail_requests) {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"__type": "InternalFailure", "message": "injected"}),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let mut request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let poison = faults.poison.lock().unwrap().clone();
+    if let Some(marker) = poison {
+        for e in request["Records"].as_array().unwrap() {
+            let data = entry_data(e);
+            let users = shardline::aggregate::deaggregate("p", None, &data).unwrap();
+            if users.iter().any(|u| contains(&u.data, &marker)) {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"__type": "ValidationException", "message": "injected: record refused"}),
+                );
+            }
+        }
+    }
+    // Take throttled entries out; answer for them after the emulator answered the rest.
+    let entries = request["Records"].as_array().unwrap().clone();
+    let mut throttled = vec![false; entries.len()];
+    for t in throttled.iter_mut() {
+        if take(&faults.throttle_entries) {
+            *t = true;
+        } else {
+            break;
+        }
+    }
+    let kept: Vec<serde_json::Value> = entries
+        .iter()
+        .zip(&throttled)
+        .filter(|(_, t)| !**t)
+        .map(|(e, _)| e.clone())
+        .collect();
+    let throttled_count = throttled.iter().filter(|t| **t).count();
+    let mut upstream_results = Vec::new();
+    if !kept.is_empty() {
+        request["Records"] = serde_json::Value::Array(kept);
+        let forwarded =
+            Request::from_parts(parts, Body::from(serde_json::to_vec(&request).unwrap()));
+        let response = next.run(forwarded).await;
+        if throttled_count == 0 || !response.status().is_success() {
+            return response;
+        }
+        let (_, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        upstream_results = v["Records"].as_array().unwrap().clone();
+    }
+    let mut upstream = upstream_results.into_iter();
+    let mut failed = 0;
+    let results: Vec<serde_json::Value> = throttled
+        .iter()
+        .map(|t| {
+            if *t {
+                failed += 1;
+                serde_json::json!({
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": "injected: rate exceeded for shard"
+                })
+            } else {
+                let r = upstream.next().unwrap();
+                if r.get("ErrorCode").is_some() {
+                    failed += 1;
+                }
+                r
+            }
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({"FailedRecordCount": failed, "Records": results}),
+    )
+}
