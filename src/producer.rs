@@ -41,7 +41,7 @@ use crate::deliver::{
 };
 use crate::metrics::Metrics;
 use crate::record::{RecordError, UserRecord};
-use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::spool::{Checkpoint, Spool, SpoolError, SpoolOptions};
 
 /// Longest wait between two attempts while the spool is full (space is also
 /// announced as soon as it is freed; this only bounds a missed wake-up).
@@ -236,6 +236,21 @@ impl Producer {
         &self.inner.spool
     }
 
+    /// The checkpoints kept for `stream` (sources read them at start-up).
+    pub(crate) fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
+        let intake = self.intake(stream, &[])?;
+        intake.spool().checkpoints().map_err(ProduceError::Spool)
+    }
+
+    /// Removes a checkpoint of `stream` (its source is gone).
+    pub(crate) fn remove_checkpoint(&self, stream: &str, name: &[u8]) -> Result<(), ProduceError> {
+        let intake = self.intake(stream, &[])?;
+        intake
+            .spool()
+            .remove_checkpoint(name)
+            .map_err(ProduceError::Spool)
+    }
+
     /// The stream of permanent delivery failures (each with its user records and
     /// the Kinesis error code). Can be taken once; later calls get `None`.
     pub fn failures(&self) -> Option<mpsc::Receiver<Failure>> {
@@ -269,7 +284,8 @@ impl Producer {
             let _ = tx.send(Ok(()));
         } else {
             self.inner.metrics.received(SOURCE, records.len() as u64);
-            self.spool_batch(stream, SOURCE, records, Some(tx)).await?;
+            self.spool_batch(stream, SOURCE, records, Some(tx), None)
+                .await?;
         }
         Ok(Receipt { rx })
     }
@@ -289,7 +305,7 @@ impl Producer {
         let n = records.len() as u64;
         self.inner.metrics.received(SOURCE, n);
         intake
-            .push(records, Some(tx))
+            .push(records, Some(tx), None)
             .await
             .map_err(|e| match e.failure {
                 PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
@@ -315,14 +331,23 @@ impl Producer {
     }
 
     /// Spools a batch (the path every source takes); `source` labels the metrics.
+    /// A `checkpoint` is written in the same atomic batch as the records.
     pub(crate) async fn spool_batch(
         &self,
         stream: &str,
         source: &str,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
+        checkpoint: Option<&Checkpoint>,
     ) -> Result<(), ProduceError> {
         if records.is_empty() {
+            if let Some(c) = checkpoint {
+                let intake = self.intake(stream, &records)?;
+                intake
+                    .spool()
+                    .set_checkpoint(c)
+                    .map_err(ProduceError::Spool)?;
+            }
             return Ok(());
         }
         let intake = self.intake(stream, &records)?;
@@ -332,7 +357,7 @@ impl Producer {
         loop {
             // Registered before the attempt, so space freed in between is not missed.
             let freed = self.inner.spool.space_freed();
-            match intake.push(records, receipt.take()).await {
+            match intake.push(records, receipt.take(), checkpoint).await {
                 Ok(_) => break,
                 Err(e) => match e.failure {
                     PushFailure::Spool(SpoolError::Full { .. }) => {

@@ -18,6 +18,9 @@
 //!   hundreds of MiB/s in values of tens of KiB.
 //! - `0x01 id`: the *progress* of a partly delivered entry: a bitmap of the records
 //!   already accepted, so a restart re-sends only the rest.
+//! - `0x02 name`: a source's *checkpoint* (a file's read position), written in the
+//!   same atomic batch as the records read up to it, so a crash can neither lose nor
+//!   duplicate a record between a source and the spool.
 //!
 //! # Durability
 //!
@@ -42,6 +45,7 @@ use crate::record::UserRecord;
 const FORMAT_VERSION: u8 = 1;
 const NS_ENTRY: u8 = 0x00;
 const NS_PROGRESS: u8 = 0x01;
+const NS_CHECKPOINT: u8 = 0x02;
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +119,22 @@ fn key(ns: u8, id: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = ns;
     k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A source's read position, stored with the records read up to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Source-defined name (for a file: its identity).
+    pub name: Vec<u8>,
+    /// Source-defined value (for a file: its position and fingerprint).
+    pub value: Vec<u8>,
+}
+
+fn checkpoint_key(name: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(NS_CHECKPOINT);
+    k.extend_from_slice(name);
     k
 }
 
@@ -313,6 +333,16 @@ impl StreamSpool {
     /// with [`SpoolError::Full`] when the spool has no room for it. In memory-only
     /// mode it only assigns the id.
     pub fn append(&self, records: &[UserRecord]) -> Result<(u64, u64), SpoolError> {
+        self.append_with_checkpoint(records, None)
+    }
+
+    /// Like [`append`](Self::append), and writes a checkpoint (name, value) in the
+    /// same atomic batch.
+    pub fn append_with_checkpoint(
+        &self,
+        records: &[UserRecord],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(u64, u64), SpoolError> {
         let Some(tree) = &self.inner.tree else {
             let bytes = records.iter().map(|r| r.size() as u64).sum();
             return Ok((self.inner.next_id.fetch_add(1, Ordering::Relaxed), bytes));
@@ -354,7 +384,16 @@ impl StreamSpool {
             });
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = tree.insert(key(NS_ENTRY, id), value) {
+        let written = match checkpoint {
+            None => tree.insert(key(NS_ENTRY, id), value).map(|_| ()),
+            Some(c) => {
+                let mut batch = sled::Batch::default();
+                batch.insert(&key(NS_ENTRY, id), value);
+                batch.insert(checkpoint_key(&c.name), c.value.as_slice());
+                tree.apply_batch(batch)
+            }
+        };
+        if let Err(e) = written {
             spool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(e.into());
         }
@@ -448,6 +487,42 @@ impl StreamSpool {
                 .used_bytes
                 .fetch_sub(freed, Ordering::AcqRel);
             self.inner.space.freed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint alone (a position that moved without records, such as
+    /// past refused lines).
+    pub fn set_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), SpoolError> {
+        if let Some(tree) = &self.inner.tree {
+            tree.insert(
+                checkpoint_key(&checkpoint.name),
+                checkpoint.value.as_slice(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every checkpoint of this stream, by name.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, SpoolError> {
+        let Some(tree) = &self.inner.tree else {
+            return Ok(Vec::new());
+        };
+        tree.scan_prefix([NS_CHECKPOINT])
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok(Checkpoint {
+                    name: k[1..].to_vec(),
+                    value: v.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a checkpoint (its source is gone).
+    pub fn remove_checkpoint(&self, name: &[u8]) -> Result<(), SpoolError> {
+        if let Some(tree) = &self.inner.tree {
+            tree.remove(checkpoint_key(name))?;
         }
         Ok(())
     }
@@ -569,6 +644,40 @@ mod tests {
 
     fn futures_flush(spool: &Spool) {
         spool.inner.db.as_ref().unwrap().flush().unwrap();
+    }
+
+    #[test]
+    fn checkpoints_are_written_with_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = open_at(dir.path(), 1 << 20).unwrap();
+            let s = spool.stream("a").unwrap();
+            let c = Checkpoint {
+                name: b"file-1".to_vec(),
+                value: b"pos=10".to_vec(),
+            };
+            s.append_with_checkpoint(&[rec("k", "line")], Some(&c))
+                .unwrap();
+            s.set_checkpoint(&Checkpoint {
+                name: b"file-2".to_vec(),
+                value: b"pos=3".to_vec(),
+            })
+            .unwrap();
+            s.remove_checkpoint(b"file-2").unwrap();
+            futures_flush(&spool);
+        }
+        let spool = open_at(dir.path(), 1 << 20).unwrap();
+        let s = spool.stream("a").unwrap();
+        assert_eq!(
+            s.checkpoints().unwrap(),
+            vec![Checkpoint {
+                name: b"file-1".to_vec(),
+                value: b"pos=10".to_vec()
+            }]
+        );
+        // Checkpoints are not entries.
+        assert_eq!(s.entry_count(), 1);
+        assert_eq!(spool.records(), 1);
     }
 
     #[test]

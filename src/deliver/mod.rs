@@ -50,7 +50,7 @@ use crate::aggregate::{Aggregate, Aggregator, Encoded, Limits, Pending};
 use crate::metrics::Metrics;
 use crate::record::UserRecord;
 use crate::shard_map::ShardMap;
-use crate::spool::{Entry, SpoolError, StreamSpool};
+use crate::spool::{Checkpoint, Entry, SpoolError, StreamSpool};
 use kinesis::{EntryResult, ErrorClass, KinesisError, SharedKinesis};
 
 /// Most entries in one PutRecords request (a Kinesis limit).
@@ -216,6 +216,11 @@ impl Intake {
         self.spool.name()
     }
 
+    /// The stream's spool (for sources that keep checkpoints).
+    pub fn spool(&self) -> &StreamSpool {
+        &self.spool
+    }
+
     /// Appends a batch of validated records to the spool and queues it for
     /// delivery; `receipt` is told when every record of it is delivered. Returns the
     /// spool entry id; on failure (a full spool) the records come back with the
@@ -224,6 +229,7 @@ impl Intake {
         &self,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
+        checkpoint: Option<&Checkpoint>,
     ) -> Result<u64, PushError> {
         if self.spool.is_memory_only() {
             // Nothing to read back from: the hand-over channel is the only queue,
@@ -250,7 +256,7 @@ impl Intake {
             };
         }
         let mut state = self.state.lock().expect("intake lock poisoned");
-        let (id, bytes) = match self.spool.append(&records) {
+        let (id, bytes) = match self.spool.append_with_checkpoint(&records, checkpoint) {
             Ok(appended) => appended,
             Err(error) => {
                 return Err(PushError {

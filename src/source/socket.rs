@@ -193,7 +193,7 @@ async fn send(
     }
     producer.metrics().received(KIND, batch.len() as u64);
     producer
-        .spool_batch(&config.stream, KIND, batch, None)
+        .spool_batch(&config.stream, KIND, batch, None, None)
         .await
 }
 

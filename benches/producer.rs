@@ -1,0 +1,245 @@
+//! The producer benchmark, op for op against the Go kinesis-producer's
+//! `BenchmarkProducer`: records built before timing (a random 36-character UUID
+//! partition key, 1024 bytes of data), two producer threads, default settings, and a
+//! Kinesis client that accepts every entry (the one place a stub is right: it
+//! isolates the producer's own cost). Timing covers the puts and the final flush
+//! (every record acknowledged).
+//!
+//! Cases: `default_producer` (one shard, one aggregator), `10_shard_count`,
+//! `500_shard_count`, and both shard counts `_using_explicit_hash_key`, where record
+//! i's explicit hash key is the starting hash key of shard i % N. Each runs twice:
+//! `memory` (the pipeline alone, no spool) and `sled` (with the spool in the path).
+//! Puts go in batches of 64 records (`put_batch`, what one socket read produces);
+//! `single_put` measures one record per `put`.
+//!
+//! `md5_floor` hashes the same bytes on two threads: MD5 of every aggregate is
+//! required by the format, so it is the physical floor of this work.
+//!
+//! ```text
+//! cargo bench --bench producer
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use md5::{Digest, Md5};
+use shardline::aggregate::Encoded;
+use shardline::config::Config;
+use shardline::deliver::kinesis::{BoxFuture, EntryResult, Kinesis, KinesisError};
+use shardline::producer::{Producer, ProducerOptions};
+use shardline::shard_map::Shard;
+use shardline::UserRecord;
+
+const DATA_BYTES: usize = 1024;
+const THREADS: usize = 2;
+const BATCH: usize = 64;
+
+/// Accepts everything; lists `n` shards splitting the hash key space evenly.
+struct AcceptAll {
+    shards: Vec<Shard>,
+}
+
+impl AcceptAll {
+    fn new(n: u128) -> AcceptAll {
+        let step = u128::MAX / n;
+        let shards = (0..n)
+            .map(|i| Shard {
+                id: format!("shardId-{i:012}").into(),
+                start: i * step,
+                end: if i == n - 1 {
+                    u128::MAX
+                } else {
+                    (i + 1) * step - 1
+                },
+            })
+            .collect();
+        AcceptAll { shards }
+    }
+}
+
+impl Kinesis for AcceptAll {
+    fn list_shards<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
+        Box::pin(async move { Ok(self.shards.clone()) })
+    }
+
+    fn put_records<'a>(
+        &'a self,
+        _: &'a str,
+        entries: &'a [Encoded],
+    ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
+        Box::pin(async move {
+            Ok(entries
+                .iter()
+                .map(|_| EntryResult::Accepted {
+                    shard_id: String::new(),
+                })
+                .collect())
+        })
+    }
+}
+
+fn uuid() -> String {
+    let a = fastrand::u128(..);
+    let h = format!("{a:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn records(n: u64, explicit: Option<&AcceptAll>, data: &Bytes) -> Vec<UserRecord> {
+    (0..n as usize)
+        .map(|i| UserRecord {
+            partition_key: uuid(),
+            explicit_hash_key: explicit.map(|k| k.shards[i % k.shards.len()].start),
+            data: data.clone(),
+        })
+        .collect()
+}
+
+fn options(spool: Option<&std::path::Path>) -> ProducerOptions {
+    let text = r#"
+        [kinesis]
+        stream = "bench"
+        [spool]
+        dir = "/unused"
+        [[socket]]
+        path = "/unused.sock"
+    "#;
+    let config: Config =
+        shardline::config::parse(text, "bench.toml".as_ref()).expect("bench config");
+    let mut o = ProducerOptions::from_config(&config);
+    o.spool.dir = spool.map(|p| p.to_owned());
+    o.dead_letter_path = None;
+    o
+}
+
+/// Runs one timed pass: two threads put `records`, then wait for every receipt.
+fn timed(
+    rt: &tokio::runtime::Runtime,
+    shards: u128,
+    explicit: bool,
+    sled: bool,
+    batch: usize,
+    iters: u64,
+) -> Duration {
+    let kinesis = Arc::new(AcceptAll::new(shards));
+    let data = Bytes::from(vec![b'x'; DATA_BYTES]);
+    let all = records(iters, explicit.then_some(&*kinesis), &data);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let producer = rt
+        .block_on(Producer::start_with(
+            options(sled.then_some(dir.path())),
+            kinesis.clone(),
+        ))
+        .expect("producer starts");
+    // Warm up: the shard map is loaded and the pipeline is running.
+    rt.block_on(async {
+        producer
+            .put(UserRecord::new("warm-up", data.clone()))
+            .await
+            .unwrap()
+            .delivered()
+            .await
+            .unwrap();
+    });
+    let mut halves: Vec<Vec<UserRecord>> = Vec::new();
+    let per = all.len().div_ceil(THREADS);
+    let mut all = all;
+    while !all.is_empty() {
+        let rest = all.split_off(per.min(all.len()));
+        halves.push(std::mem::replace(&mut all, rest));
+    }
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for half in halves {
+            let p = producer.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                let mut half = half.into_iter().peekable();
+                while half.peek().is_some() {
+                    let chunk: Vec<UserRecord> = half.by_ref().take(batch).collect();
+                    receipts.push(p.put_batch(chunk).await.unwrap());
+                }
+                receipts
+            }));
+        }
+        for t in tasks {
+            for r in t.await.unwrap() {
+                r.delivered().await.unwrap();
+            }
+        }
+    });
+    let elapsed = start.elapsed();
+    rt.block_on(producer.shutdown()).unwrap();
+    elapsed
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(THREADS)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn producer_bench(c: &mut Criterion) {
+    let rt = runtime();
+    let cases: [(&str, u128, bool); 5] = [
+        ("default_producer", 1, false),
+        ("10_shard_count", 10, false),
+        ("500_shard_count", 500, false),
+        ("10_shard_count_using_explicit_hash_key", 10, true),
+        ("500_shard_count_using_explicit_hash_key", 500, true),
+    ];
+    for spool in ["memory", "sled"] {
+        let mut group = c.benchmark_group(format!("producer/{spool}"));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        group.measurement_time(Duration::from_secs(4));
+        for (name, shards, explicit) in cases {
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter_custom(|iters| timed(&rt, shards, explicit, spool == "sled", BATCH, iters))
+            });
+        }
+        group.bench_function(
+            BenchmarkId::from_parameter("10_shard_count_single_put"),
+            |b| b.iter_custom(|iters| timed(&rt, 10, false, spool == "sled", 1, iters)),
+        );
+        group.finish();
+    }
+}
+
+/// MD5 of 1024 bytes per op, on two threads: the floor.
+fn md5_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("md5_floor");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.bench_function("1024_bytes_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let data = vec![b'x'; DATA_BYTES];
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..THREADS {
+                    s.spawn(|| {
+                        for _ in 0..iters.div_ceil(THREADS as u64) {
+                            std::hint::black_box(Md5::digest(std::hint::black_box(&data)));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, md5_floor, producer_bench);
+criterion_main!(benches);
