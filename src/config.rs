@@ -89,6 +89,11 @@ pub struct RawDelivery {
     /// File (JSON lines) that receives records Kinesis refuses for good, before
     /// they leave the spool. Default: `dead-letter.ndjson` in the spool directory.
     pub dead_letter_path: Option<PathBuf>,
+    /// Fraction of each shard's write limits (1 MiB/s and 1000 records/s) that
+    /// delivery uses, so that throttling is rare in the first place; 0 < f <= 1, or 0
+    /// for no limit (an endpoint without shard limits).
+    #[serde(default = "default_shard_rate_factor")]
+    pub shard_rate_factor: f64,
 }
 
 impl Default for RawDelivery {
@@ -103,6 +108,7 @@ impl Default for RawDelivery {
             shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
             max_inflight_bytes: default_max_inflight_bytes(),
             dead_letter_path: None,
+            shard_rate_factor: default_shard_rate_factor(),
         }
     }
 }
@@ -165,6 +171,9 @@ fn default_shard_refresh_interval_secs() -> u64 {
 }
 fn default_max_inflight_bytes() -> u64 {
     64 << 20
+}
+fn default_shard_rate_factor() -> f64 {
+    0.8
 }
 fn default_spool_max_bytes() -> u64 {
     8 << 30
@@ -341,6 +350,12 @@ impl RawConfig {
         if d.shard_refresh_interval_secs == 0 {
             problems.push("delivery.shard_refresh_interval_secs must be at least 1".into());
         }
+        if !(d.shard_rate_factor >= 0.0 && d.shard_rate_factor <= 1.0) {
+            problems.push(format!(
+                "delivery.shard_rate_factor {} is outside 0..=1",
+                d.shard_rate_factor
+            ));
+        }
         if d.max_inflight_bytes < MAX_RECORD_BYTES as u64 {
             problems.push(format!(
                 "delivery.max_inflight_bytes {} is below one record ({MAX_RECORD_BYTES})",
@@ -433,6 +448,7 @@ impl RawConfig {
                 batch_max_bytes: d.batch_max_bytes,
                 shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),
                 max_inflight_bytes: d.max_inflight_bytes,
+                shard_rate_factor: d.shard_rate_factor,
             },
             spool: SpoolOptions {
                 dir: Some(spool_dir),

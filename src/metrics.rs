@@ -59,6 +59,7 @@ struct Inner {
     retried: Family<StreamLabels, Counter>,
     failed: Family<StreamLabels, Counter>,
     wrong_shard: Family<StreamLabels, Counter>,
+    misrouted: Family<StreamLabels, Counter>,
     shard_map_refreshes: Family<StreamLabels, Counter>,
     shard_map_changes: Family<StreamLabels, Counter>,
     latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
@@ -93,6 +94,7 @@ impl Metrics {
         let retried = Family::default();
         let failed = Family::default();
         let wrong_shard = Family::default();
+        let misrouted = Family::default();
         let shard_map_refreshes = Family::default();
         let shard_map_changes = Family::default();
         let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -147,6 +149,11 @@ impl Metrics {
             wrong_shard.clone(),
         );
         registry.register(
+            "shardline_records_misrouted",
+            "User records sent again because their aggregate landed in a shard whose range does not hold them",
+            misrouted.clone(),
+        );
+        registry.register(
             "shardline_shard_map_refreshes",
             "Successful ListShards refreshes",
             shard_map_refreshes.clone(),
@@ -174,6 +181,7 @@ impl Metrics {
                 retried,
                 failed,
                 wrong_shard,
+                misrouted,
                 shard_map_refreshes,
                 shard_map_changes,
                 latency,
@@ -276,11 +284,35 @@ impl Metrics {
         self.inner.wrong_shard.get_or_create(&stream(s)).inc_by(n);
     }
 
+    pub fn misrouted(&self, s: &str, n: u64) {
+        self.inner.misrouted.get_or_create(&stream(s)).inc_by(n);
+    }
+
+    /// Records of `stream` sent again after landing out of their shard's range.
+    pub fn misrouted_count(&self, s: &str) -> u64 {
+        self.inner.misrouted.get_or_create(&stream(s)).get()
+    }
+
+    /// PutRecords requests sent to `stream` so far.
+    pub fn requests_count(&self, s: &str) -> u64 {
+        self.inner.requests.get_or_create(&stream(s)).get()
+    }
+
+    /// Records of `stream` queued again after a failure so far.
+    pub fn retried_count(&self, s: &str) -> u64 {
+        self.inner.retried.get_or_create(&stream(s)).get()
+    }
+
     pub fn shard_map_refreshed(&self, s: &str) {
         self.inner
             .shard_map_refreshes
             .get_or_create(&stream(s))
             .inc();
+    }
+
+    /// Shard map changes taken into use for `stream` so far.
+    pub fn shard_map_changes_count(&self, s: &str) -> u64 {
+        self.inner.shard_map_changes.get_or_create(&stream(s)).get()
     }
 
     pub fn shard_map_changed(&self, s: &str) {

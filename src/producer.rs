@@ -377,6 +377,15 @@ impl Producer {
         Ok(())
     }
 
+    /// Sends every partial aggregate now, without waiting for `linger_ms` (the
+    /// kinesis-producer's `Flush`). Records still in the spool only are sent as
+    /// they are read back.
+    pub fn flush(&self) {
+        for intake in self.inner.intakes.values() {
+            intake.flush();
+        }
+    }
+
     /// Stops intake (later puts fail with `Stopped`), seals partial aggregates, lets
     /// in-flight and queued requests finish for up to the shutdown timeout, and
     /// flushes the spool. What was not delivered stays spooled for the next start.

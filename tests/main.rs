@@ -6,5 +6,6 @@ mod util;
 
 mod cli;
 mod codec;
+mod delivery;
 mod pipeline;
 mod producer;

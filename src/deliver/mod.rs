@@ -84,6 +84,54 @@ pub struct DeliveryOptions {
     pub shard_refresh_interval: Duration,
     /// Most bytes of spool entries loaded into memory per stream.
     pub max_inflight_bytes: u64,
+    /// Fraction of a shard's write limits (1 MiB/s, 1000 records/s) the per-shard
+    /// rate limit allows; 0 turns the limit off.
+    pub shard_rate_factor: f64,
+}
+
+/// A shard's write limits (Kinesis).
+pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
+/// Burst a shard's token bucket holds, as time at the full rate: short, because
+/// Kinesis counts a shard's writes in one-second windows and a burst on top of the
+/// steady rate would cross the limit.
+const BUCKET_BURST: f64 = 0.1;
+
+/// A shard's token bucket: bytes and Kinesis records, refilled at the limited rate.
+/// A request may take it below zero (an aggregate can be larger than the burst);
+/// the shard then waits until it is back at zero.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    bytes: f64,
+    records: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant, rate: (f64, f64)) -> Bucket {
+        Bucket {
+            bytes: rate.0 * BUCKET_BURST,
+            records: rate.1 * BUCKET_BURST,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: (f64, f64)) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.bytes = (self.bytes + dt * rate.0).min(rate.0 * BUCKET_BURST);
+        self.records = (self.records + dt * rate.1).min(rate.1 * BUCKET_BURST);
+        self.at = now;
+    }
+
+    /// When the bucket will allow a record of `size` bytes (`None`: now). A record
+    /// larger than the burst waits for a full bucket.
+    fn ready_at(&self, size: usize, rate: (f64, f64)) -> Option<Instant> {
+        let need_bytes = (size as f64).min(rate.0 * BUCKET_BURST);
+        let wait_bytes = (need_bytes - self.bytes) / rate.0;
+        let wait_records = (1.0 - self.records) / rate.1;
+        let wait = wait_bytes.max(wait_records);
+        (wait > 0.0).then(|| self.at + Duration::from_secs_f64(wait))
+    }
 }
 
 /// A batch handed to a dispatcher.
@@ -194,6 +242,7 @@ pub struct Intake {
     state: Arc<Mutex<IntakeState>>,
     wake: Arc<Notify>,
     waiters: Arc<Waiters>,
+    flush: Arc<Notify>,
 }
 
 /// Why a batch was not taken.
@@ -214,6 +263,11 @@ pub struct PushError {
 impl Intake {
     pub fn stream(&self) -> &Arc<str> {
         self.spool.name()
+    }
+
+    /// Seals every partial aggregate now instead of at the end of its linger.
+    pub fn flush(&self) {
+        self.flush.notify_one();
     }
 
     /// The stream's spool (for sources that keep checkpoints).
@@ -398,12 +452,14 @@ pub fn spawn_stream(
     }));
     let wake = Arc::new(Notify::new());
     let waiters = Arc::new(Waiters::new());
+    let flush = Arc::new(Notify::new());
     let intake = Intake {
         spool: spool.clone(),
         tx,
         state: state.clone(),
         wake: wake.clone(),
         waiters: waiters.clone(),
+        flush: flush.clone(),
     };
     let stream: Arc<str> = spool.name().clone();
     let (map_tx, map_rx) = watch::channel(None);
@@ -434,6 +490,7 @@ pub fn spawn_stream(
         state,
         wake,
         waiters,
+        flush,
         map_rx,
         refresh,
         outcome_tx,
@@ -446,8 +503,10 @@ pub fn spawn_stream(
         open_since: Vec::new(),
         linger_deadline: None,
         unrouted: Vec::new(),
+        held: Vec::new(),
         ready: VecDeque::new(),
         shard_backoff: HashMap::new(),
+        buckets: HashMap::new(),
         stream_backoff: None,
         in_flight: 0,
         last_problem_log: None,
@@ -470,8 +529,9 @@ struct Track {
 struct Ready {
     agg: Aggregate,
     encoded: Option<Encoded>,
-    /// Shard it was built for, in the map of `generation`.
+    /// Shard it was built for, in `map` (of `generation`).
     shard: usize,
+    map: Option<Arc<ShardMap>>,
     generation: u64,
     attempts: u32,
     /// Send in a request of its own: a request with it was refused as a whole for
@@ -483,6 +543,16 @@ struct Ready {
 struct Backoff {
     until: Instant,
     attempts: u32,
+}
+
+/// Where an accepted entry landed.
+enum Placement {
+    /// In the shard it was built for.
+    Expected,
+    /// In another shard whose range holds all its records (a stale map).
+    Elsewhere,
+    /// In a shard whose range does not hold all its records (or is unknown).
+    OutOfRange,
 }
 
 /// The outcome of one request, back from a worker.
@@ -504,6 +574,7 @@ struct Dispatcher {
     state: Arc<Mutex<IntakeState>>,
     wake: Arc<Notify>,
     waiters: Arc<Waiters>,
+    flush: Arc<Notify>,
     map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
     refresh: Arc<Notify>,
     outcome_tx: mpsc::Sender<Outcome>,
@@ -518,8 +589,11 @@ struct Dispatcher {
     linger_deadline: Option<Instant>,
     /// Records waiting for a shard map that covers their hash key.
     unrouted: Vec<Pending>,
+    /// Records to send again once the next shard map refresh has answered.
+    held: Vec<Pending>,
     ready: VecDeque<Ready>,
     shard_backoff: HashMap<Arc<str>, Backoff>,
+    buckets: HashMap<Arc<str>, Bucket>,
     stream_backoff: Option<Backoff>,
     in_flight: usize,
     last_problem_log: Option<Instant>,
@@ -585,6 +659,13 @@ impl Dispatcher {
                     self.send(permit);
                 }
                 Some(batch) = self.rx.recv(), if room => self.load(batch),
+                _ = self.flush.notified() => {
+                    // Take in what was handed over before the flush was asked for.
+                    while let Ok(batch) = self.rx.try_recv() {
+                        self.load(batch);
+                    }
+                    self.seal_all();
+                }
                 _ = self.wake.notified(), if room => {}
                 _ = sleep_until_opt(wake_at) => self.on_timer(),
             }
@@ -719,6 +800,7 @@ impl Dispatcher {
             agg,
             encoded: None,
             shard,
+            map: self.map.clone(),
             generation: self.generation,
             attempts: 0,
             alone: false,
@@ -756,6 +838,11 @@ impl Dispatcher {
         }
     }
 
+    fn rate(&self) -> (f64, f64) {
+        let f = self.options.shard_rate_factor;
+        (SHARD_BYTES_PER_SEC * f, SHARD_RECORDS_PER_SEC * f)
+    }
+
     fn next_wake(&self) -> Option<Instant> {
         let now = Instant::now();
         let mut wake = self.linger_deadline;
@@ -767,9 +854,9 @@ impl Dispatcher {
         if let Some(b) = self.stream_backoff {
             consider(b.until);
         }
-        if !self.ready.is_empty() {
-            for b in self.shard_backoff.values() {
-                consider(b.until);
+        for item in &self.ready {
+            if let Some(t) = self.blocked_until(item, now) {
+                consider(t);
             }
         }
         wake
@@ -780,10 +867,46 @@ impl Dispatcher {
         (item.generation == self.generation).then(|| map.get(item.shard).id.clone())
     }
 
+    /// Until when the item's shard cannot take it (backoff or rate limit).
+    fn blocked_until(&self, item: &Ready, now: Instant) -> Option<Instant> {
+        let id = self.shard_id(item)?;
+        let backoff = self
+            .shard_backoff
+            .get(&id)
+            .map(|b| b.until)
+            .filter(|&u| u > now);
+        let limited = self.options.shard_rate_factor > 0.0;
+        let bucket = self.buckets.get(&id).filter(|_| limited).and_then(|b| {
+            let mut b = *b;
+            b.refill(now, self.rate());
+            b.ready_at(item.agg.size(), self.rate())
+        });
+        match (backoff, bucket) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn is_blocked(&self, item: &Ready, now: Instant) -> bool {
-        self.shard_id(item)
-            .and_then(|id| self.shard_backoff.get(&id))
-            .is_some_and(|b| b.until > now)
+        self.blocked_until(item, now).is_some()
+    }
+
+    /// Takes the item's bytes and one record from its shard's bucket.
+    fn take_tokens(&mut self, item: &Ready, now: Instant) {
+        if self.options.shard_rate_factor <= 0.0 {
+            return;
+        }
+        let Some(id) = self.shard_id(item) else {
+            return;
+        };
+        let rate = self.rate();
+        let b = self
+            .buckets
+            .entry(id)
+            .or_insert_with(|| Bucket::new(now, rate));
+        b.refill(now, rate);
+        b.bytes -= item.agg.size() as f64;
+        b.records -= 1.0;
     }
 
     fn has_sendable(&self) -> bool {
@@ -835,6 +958,7 @@ impl Dispatcher {
             }
             let alone = item.alone;
             bytes += size;
+            self.take_tokens(&item, now);
             items.push(item);
             if alone {
                 break;
@@ -886,14 +1010,23 @@ impl Dispatcher {
                 let mut partial = Vec::new();
                 let mut delivered = 0u64;
                 let mut wrong_shard = 0u64;
+                let mut misrouted = Vec::new();
                 for (item, res) in items.into_iter().zip(results) {
                     match res {
                         EntryResult::Accepted { shard_id } => {
                             if let Some(predicted) = self.shard_id(&item) {
                                 // The shard took records again: its backoff starts over.
                                 self.shard_backoff.remove(&predicted);
-                                if !shard_id.is_empty() && *predicted != *shard_id {
+                            }
+                            match self.check_placement(&item, &shard_id) {
+                                Placement::Expected => {}
+                                Placement::Elsewhere => wrong_shard += 1,
+                                Placement::OutOfRange => {
+                                    // A KCL consumer drops this aggregate: send its
+                                    // records again, through a fresh map.
                                     wrong_shard += 1;
+                                    misrouted.extend(item.agg.into_records());
+                                    continue;
                                 }
                             }
                             delivered += item.agg.len() as u64;
@@ -929,6 +1062,16 @@ impl Dispatcher {
                 if wrong_shard > 0 {
                     self.metrics.wrong_shard(&self.stream, wrong_shard);
                     self.refresh.notify_one();
+                }
+                if !misrouted.is_empty() {
+                    self.metrics.misrouted(&self.stream, misrouted.len() as u64);
+                    self.log_problem(
+                        "WrongShard",
+                        "an aggregate landed in a shard whose range does not hold all its records; they are sent again after the shard map refresh",
+                    );
+                    // Held until the refresh answers: routed through the stale map
+                    // they would land wrong again.
+                    self.held.extend(misrouted);
                 }
                 self.metrics.delivered(&self.stream, delivered);
                 self.commit_acks(done, partial);
@@ -1000,6 +1143,7 @@ impl Dispatcher {
                     agg: one.take(),
                     encoded: None,
                     shard: item.shard,
+                    map: item.map.clone(),
                     generation: item.generation,
                     attempts: item.attempts,
                     alone: true,
@@ -1054,6 +1198,39 @@ impl Dispatcher {
         }
         // Nobody listening, or a slow listener: the dead-letter file has it.
         let _ = self.failures.try_send(failure);
+    }
+
+    /// Where an accepted entry landed, against where its records belong.
+    fn check_placement(&self, item: &Ready, actual: &str) -> Placement {
+        let Some(built_for) = &item.map else {
+            return Placement::Expected;
+        };
+        if actual.is_empty() || *built_for.get(item.shard).id == *actual {
+            return Placement::Expected;
+        }
+        // Kinesis routed a lone record by its own key: it is where it belongs.
+        if item.agg.len() == 1 {
+            return Placement::Elsewhere;
+        }
+        let range = built_for
+            .position(actual)
+            .map(|i| built_for.get(i).clone())
+            .or_else(|| {
+                let map = self.map.as_ref()?;
+                map.position(actual).map(|i| map.get(i).clone())
+            });
+        match range {
+            Some(shard)
+                if item
+                    .agg
+                    .records()
+                    .iter()
+                    .all(|p| shard.contains(p.hash_key)) =>
+            {
+                Placement::Elsewhere
+            }
+            _ => Placement::OutOfRange,
+        }
     }
 
     fn log_problem(&mut self, code: &str, message: &str) {
@@ -1140,6 +1317,9 @@ impl Dispatcher {
     fn apply_map(&mut self, map: Arc<ShardMap>) {
         if let Some(old) = &self.map {
             if old.same_shards(&map) {
+                for p in std::mem::take(&mut self.held) {
+                    self.route(p);
+                }
                 return;
             }
         }
@@ -1147,6 +1327,7 @@ impl Dispatcher {
         tracing::info!(stream = %self.stream, shards = map.len(), "Shard map changed");
         // Dissolve everything not in flight and route it again.
         let mut records = std::mem::take(&mut self.unrouted);
+        records.append(&mut self.held);
         for agg in &mut self.aggs {
             records.extend(agg.take().into_records());
         }
@@ -1158,6 +1339,7 @@ impl Dispatcher {
         self.open_since = vec![None; map.len()];
         self.linger_deadline = None;
         self.shard_backoff.clear();
+        self.buckets.clear();
         self.map = Some(map);
         // Keep the original order: entries of lower ids go first.
         records.sort_by_key(|p| (p.entry, p.index));
@@ -1199,15 +1381,8 @@ async fn refresh_shard_map(
                 }
                 failures = 0;
                 metrics.shard_map_refreshed(&stream);
-                let map = Arc::new(map);
-                tx.send_if_modified(|cur| {
-                    if cur.as_ref().is_some_and(|c| c.same_shards(&map)) {
-                        false
-                    } else {
-                        *cur = Some(map);
-                        true
-                    }
-                });
+                // Sent even when unchanged: records held for a refresh go then.
+                tx.send_replace(Some(Arc::new(map)));
                 interval
             }
             Err(e) => {

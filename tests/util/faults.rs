@@ -2,7 +2,7 @@
 //! between the agent and the emulator and can answer in the emulator's place with
 //! faults the emulator cannot make itself.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +28,23 @@ pub struct Faults {
     pub throttle_entries: AtomicU32,
     /// Delay before each PutRecords request is handled.
     pub delay_ms: AtomicU64,
+    /// PutRecords requests whose connection is cut before they reach the emulator
+    /// (counts down): the client sees a reset, nothing is stored.
+    pub reset_requests: AtomicU32,
+    /// While set, every request's connection is cut: the endpoint is gone.
+    pub outage: AtomicBool,
+    /// Accepted PutRecords entries whose reported ShardId is swapped for another
+    /// shard's (counts down): the records are stored where they belong, but the
+    /// answer says otherwise.
+    pub wrong_shard: AtomicU32,
     /// PutRecords requests seen.
     pub put_records: AtomicU64,
+}
+
+/// Ends the connection without an answer: the task serving it dies, and the client
+/// sees the connection closed under its request.
+fn cut_connection() -> ! {
+    std::panic::resume_unwind(Box::new("injected connection reset"))
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
@@ -60,6 +75,9 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if faults.outage.load(Ordering::Acquire) {
+        cut_connection();
+    }
     if !target.ends_with(".PutRecords") {
         return next.run(req).await;
     }
@@ -73,6 +91,9 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
             .is_ok()
     };
+    if take(&faults.reset_requests) {
+        cut_connection();
+    }
     if take(&faults.fail_requests) {
         return json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,7 +139,8 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
         let forwarded =
             Request::from_parts(parts, Body::from(serde_json::to_vec(&request).unwrap()));
         let response = next.run(forwarded).await;
-        if throttled_count == 0 || !response.status().is_success() {
+        let swap = faults.wrong_shard.load(Ordering::Acquire) > 0;
+        if (throttled_count == 0 && !swap) || !response.status().is_success() {
             return response;
         }
         let (_, body) = response.into_parts();
@@ -138,9 +160,17 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
                     "ErrorMessage": "injected: rate exceeded for shard"
                 })
             } else {
-                let r = upstream.next().unwrap();
+                let mut r = upstream.next().unwrap();
                 if r.get("ErrorCode").is_some() {
                     failed += 1;
+                } else if take(&faults.wrong_shard) {
+                    let id = r["ShardId"].as_str().unwrap_or_default().to_owned();
+                    let other = if id.ends_with('0') {
+                        format!("{}1", &id[..id.len() - 1])
+                    } else {
+                        format!("{}0", &id[..id.len() - 1])
+                    };
+                    r["ShardId"] = serde_json::Value::String(other);
                 }
                 r
             }

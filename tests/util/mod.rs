@@ -240,41 +240,44 @@ pub async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<
     out
 }
 
-/// Checks the KCL rule: every user record lies in the hash key range of the shard
-/// it was read from. Returns the user records' data, in read order.
-pub async fn check_shards_and_collect(
+/// Every user record in the stream, with whether it lies in the hash key range of
+/// the shard it was read from (the KCL rule: a consumer drops an aggregate holding
+/// a record outside its shard's range). A record sent unaggregated was placed by
+/// Kinesis itself (by an explicit hash key that GetRecords does not return): it
+/// counts as in range.
+pub async fn collect_with_placement(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
-) -> (Vec<ReadRecord>, Vec<Bytes>) {
+) -> (Vec<ReadRecord>, Vec<(Bytes, bool)>) {
     let shards: BTreeMap<String, ShardInfo> = all_shards(client, stream)
         .await
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect();
     let records = read_stream(client, stream).await;
-    let mut data = Vec::new();
+    let mut out = Vec::new();
     for r in &records {
         let shard = &shards[&r.shard_id];
-        // A record sent unaggregated was placed by Kinesis itself (by an explicit
-        // hash key that GetRecords does not return); the rule is about aggregates.
         let aggregated = shardline::aggregate::is_aggregated(&r.data);
         for u in &r.users {
-            if !aggregated {
-                data.push(u.data.clone());
-                continue;
-            }
-            let k = u.hash_key();
-            assert!(
-                shard.contains(k),
-                "user record with hash key {k} read from {} ({}..={})",
-                shard.id,
-                shard.start,
-                shard.end
-            );
-            data.push(u.data.clone());
+            out.push((u.data.clone(), !aggregated || shard.contains(u.hash_key())));
         }
     }
-    (records, data)
+    (records, out)
+}
+
+/// Checks the KCL rule for every user record and returns their data, in read order.
+pub async fn check_shards_and_collect(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (Vec<ReadRecord>, Vec<Bytes>) {
+    let (records, placed) = collect_with_placement(client, stream).await;
+    let outside = placed.iter().filter(|(_, ok)| !ok).count();
+    assert_eq!(
+        outside, 0,
+        "{outside} user records outside their shard's range"
+    );
+    (records, placed.into_iter().map(|(d, _)| d).collect())
 }
 
 /// A temp dir with the agent's spool and sockets.
