@@ -64,7 +64,7 @@ impl Agent {
         // Bind every socket before serving any, so a bad path fails the start.
         let mut listeners = Vec::new();
         for s in &config.sockets {
-            match socket::bind(&s.path) {
+            match socket::bind(s) {
                 Ok(l) => listeners.push((l, s.clone())),
                 Err(e) => {
                     agent.stop().await?;

@@ -132,14 +132,73 @@ pub struct RawSpool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSocket {
-    /// Path of the Unix stream socket; newline-delimited records.
+    /// Path of the Unix socket.
     pub path: Option<PathBuf>,
+    /// `stream` (connections) or `datagram` (one datagram = one record).
+    #[serde(default)]
+    pub mode: SocketMode,
+    /// For stream sockets: `lines` (newline-delimited records) or `frames` (the
+    /// length-prefixed protocol with per-record keys and acks, see the README).
+    #[serde(default)]
+    pub framing: Framing,
     /// Destination stream (default: `kinesis.stream`).
     pub stream: Option<String>,
-    /// Longest line accepted, in bytes; a longer line is refused with an error and
-    /// counted. At most 1048576 minus the partition key.
+    /// Longest line or datagram accepted, in bytes; a longer one is refused with an
+    /// error and counted. At most 1048576 minus the partition key.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Permissions of the socket file, octal.
+    #[serde(default = "default_file_mode")]
+    pub file_mode: String,
+    /// Owner of the socket file (user name or uid); default: the agent's user.
+    pub owner: Option<String>,
+    /// Group of the socket file (group name or gid); default: the agent's group.
+    pub group: Option<String>,
+    /// Only peers with one of these uids may connect (stream sockets; checked with
+    /// SO_PEERCRED). Empty with `allow_gids` empty: anyone who can open the file.
+    #[serde(default)]
+    pub allow_uids: Vec<u32>,
+    /// Only peers with one of these gids may connect (stream sockets).
+    #[serde(default)]
+    pub allow_gids: Vec<u32>,
+    /// Most simultaneous connections; further clients wait in the accept queue.
+    #[serde(default = "default_socket_max_connections")]
+    pub max_connections: usize,
+    /// When the spool is full: `wait` (stop reading: clients feel backpressure) or
+    /// `refuse` (answer `SPOOL_FULL`; frames only, lines and datagrams always wait).
+    #[serde(default)]
+    pub on_full: OnFull,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketMode {
+    #[default]
+    Stream,
+    Datagram,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    #[default]
+    Lines,
+    Frames,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    #[default]
+    Wait,
+    Refuse,
+}
+
+fn default_file_mode() -> String {
+    "0660".into()
+}
+fn default_socket_max_connections() -> usize {
+    1024
 }
 
 fn default_shutdown_timeout_secs() -> u64 {
@@ -211,8 +270,17 @@ pub struct KinesisConfig {
 #[derive(Debug, Clone)]
 pub struct SocketConfig {
     pub path: PathBuf,
+    pub mode: SocketMode,
+    pub framing: Framing,
     pub stream: String,
     pub max_line_bytes: usize,
+    pub file_mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    pub max_connections: usize,
+    pub on_full: OnFull,
 }
 
 impl Config {
@@ -258,6 +326,23 @@ impl fmt::Display for Problems<'_> {
         }
         Ok(())
     }
+}
+
+/// Resolves a user or group (name or number) with the system's database file.
+fn lookup_id(db: &str, name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    let text = std::fs::read_to_string(db).map_err(|e| format!("cannot read {db}: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let id = f.nth(1)?.parse::<u32>().ok()?;
+            (n == name).then_some(id)
+        })
+        .next()
+        .ok_or_else(|| format!("no such entry in {db}"))
 }
 
 /// Reads and validates a config file.
@@ -410,13 +495,59 @@ impl RawConfig {
                     MAX_RECORD_BYTES - 16
                 ));
             }
-            if let (Some(path), Some(stream)) =
-                (&s.path, s.stream.clone().or(default_stream.clone()))
-            {
+            let file_mode = match u32::from_str_radix(&s.file_mode, 8) {
+                Ok(m) if m <= 0o777 => Some(m),
+                _ => {
+                    problems.push(format!(
+                        "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
+                        s.file_mode
+                    ));
+                    None
+                }
+            };
+            let owner = s.owner.as_deref().and_then(|o| {
+                lookup_id("/etc/passwd", o)
+                    .map_err(|e| problems.push(format!("{field}.owner {o:?}: {e}")))
+                    .ok()
+            });
+            let group = s.group.as_deref().and_then(|g| {
+                lookup_id("/etc/group", g)
+                    .map_err(|e| problems.push(format!("{field}.group {g:?}: {e}")))
+                    .ok()
+            });
+            if s.mode == SocketMode::Datagram {
+                if s.framing == Framing::Frames {
+                    problems.push(format!(
+                        "{field}: framing = \"frames\" needs mode = \"stream\""
+                    ));
+                }
+                if !s.allow_uids.is_empty() || !s.allow_gids.is_empty() {
+                    problems.push(format!(
+                        "{field}: allow_uids/allow_gids need mode = \"stream\" (a datagram has no peer credentials)"
+                    ));
+                }
+            }
+            if s.max_connections == 0 {
+                problems.push(format!("{field}.max_connections must be at least 1"));
+            }
+            if let (Some(path), Some(stream), Some(file_mode)) = (
+                &s.path,
+                s.stream.clone().or(default_stream.clone()),
+                file_mode,
+            ) {
                 sockets.push(SocketConfig {
                     path: path.clone(),
+                    mode: s.mode,
+                    framing: s.framing,
                     stream,
                     max_line_bytes: s.max_line_bytes,
+                    file_mode,
+                    owner,
+                    group,
+                    allow_uids: s.allow_uids.clone(),
+                    allow_gids: s.allow_gids.clone(),
+                    max_connections: s.max_connections,
+                    on_full: s.on_full,
                 });
             }
         }

@@ -26,6 +26,20 @@ enum Command {
         #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
         config: PathBuf,
     },
+    /// Send lines (from stdin or a file) to the agent's framed socket.
+    Send {
+        /// The agent's socket (a `[[socket]]` with `framing = "frames"`).
+        #[arg(long)]
+        socket: PathBuf,
+        /// Partition key for every record (default: a random one each).
+        #[arg(long)]
+        partition_key: Option<String>,
+        /// Wait until the agent has made the records durable, and report it.
+        #[arg(long)]
+        ack: bool,
+        /// File to send instead of stdin.
+        file: Option<PathBuf>,
+    },
     /// Check a config file and list every problem in it.
     Validate {
         /// Config file.
@@ -44,6 +58,19 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Send {
+            socket,
+            partition_key,
+            ack,
+            file,
+        } => match send(socket, partition_key, ack, file) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -71,6 +98,59 @@ fn run(config: PathBuf) -> anyhow::Result<()> {
         shardline::agent::run(config, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// `shardline send`: true when every record was taken.
+fn send(
+    socket: PathBuf,
+    partition_key: Option<String>,
+    ack: bool,
+    file: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    use shardline::source::socket::client::send_lines;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        match &file {
+            Some(path) => {
+                let f = tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                Ok::<_, anyhow::Error>(
+                    send_lines(
+                        &socket,
+                        partition_key.as_deref(),
+                        ack,
+                        tokio::io::BufReader::new(f),
+                    )
+                    .await?,
+                )
+            }
+            None => Ok(send_lines(
+                &socket,
+                partition_key.as_deref(),
+                ack,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+            )
+            .await?),
+        }
+    })?;
+    for e in &report.errors {
+        eprintln!("refused: {e}");
+    }
+    if ack {
+        println!(
+            "sent {}, acknowledged {}, refused {}",
+            report.sent, report.acknowledged, report.refused
+        );
+    } else {
+        println!("sent {}, refused {}", report.sent, report.refused);
+    }
+    Ok(report.refused == 0
+        && report.errors.is_empty()
+        && (!ack || report.acknowledged == report.sent))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -31,6 +31,13 @@ pub struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceErrorLabels {
+    pub source: String,
+    /// `bad_frame`, `truncated_frame`, `peer_refused`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
     pub stream: String,
 }
@@ -51,6 +58,7 @@ struct Inner {
     registry: Registry,
     received: Family<SourceLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    source_errors: Family<SourceErrorLabels, Counter>,
     spooled: Family<SourceLabels, Counter>,
     delivered: Family<StreamLabels, Counter>,
     requests: Family<StreamLabels, Counter>,
@@ -86,6 +94,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let received = Family::default();
         let rejected = Family::default();
+        let source_errors = Family::default();
         let spooled = Family::default();
         let delivered = Family::default();
         let requests = Family::default();
@@ -107,6 +116,11 @@ impl Metrics {
             "shardline_records_rejected",
             "User records refused at intake as invalid (too large, bad key); not spooled",
             rejected.clone(),
+        );
+        registry.register(
+            "shardline_source_errors",
+            "Protocol errors and refused peers at the sources (bad or truncated frames, peers not allowed)",
+            source_errors.clone(),
         );
         registry.register(
             "shardline_records_spooled",
@@ -173,6 +187,7 @@ impl Metrics {
                 registry,
                 received,
                 rejected,
+                source_errors,
                 spooled,
                 delivered,
                 requests,
@@ -214,6 +229,27 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc_by(n);
+    }
+
+    pub fn socket_error(&self, source: &str, kind: &str) {
+        self.inner
+            .source_errors
+            .get_or_create(&SourceErrorLabels {
+                source: source.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Source errors of `kind` so far.
+    pub fn source_error_count(&self, source: &str, kind: &str) -> u64 {
+        self.inner
+            .source_errors
+            .get_or_create(&SourceErrorLabels {
+                source: source.into(),
+                kind: kind.into(),
+            })
+            .get()
     }
 
     pub fn spooled(&self, source: &str, n: u64) {

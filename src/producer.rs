@@ -386,6 +386,28 @@ impl Producer {
         }
     }
 
+    /// Spools a batch without waiting (for sources that refuse when the spool is
+    /// full); `source` labels the metrics.
+    pub(crate) fn try_spool_batch(
+        &self,
+        stream: &str,
+        source: &str,
+        records: Vec<UserRecord>,
+    ) -> Result<(), ProduceError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let intake = self.intake(stream, &records)?;
+        let n = records.len() as u64;
+        intake.try_push(records).map_err(|e| match e.failure {
+            PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
+            PushFailure::Spool(other) => ProduceError::Spool(other),
+            PushFailure::Stopped => ProduceError::Stopped,
+        })?;
+        self.inner.metrics.spooled(source, n);
+        Ok(())
+    }
+
     /// Stops intake (later puts fail with `Stopped`), seals partial aggregates, lets
     /// in-flight and queued requests finish for up to the shutdown timeout, and
     /// flushes the spool. What was not delivered stays spooled for the next start.

@@ -156,6 +156,11 @@ struct SpoolInner {
     /// `None` in memory-only mode.
     db: Option<sled::Db>,
     space: Arc<Space>,
+    /// One group-commit flush at a time; those who wait behind it usually find
+    /// their writes covered by it.
+    commit: tokio::sync::Mutex<()>,
+    /// Value of `space.writes` covered by the last completed flush.
+    durable: AtomicU64,
     streams: Mutex<HashMap<String, StreamSpool>>,
 }
 
@@ -166,6 +171,8 @@ struct Space {
     used_bytes: AtomicU64,
     /// Records not yet delivered, in all streams.
     records: AtomicU64,
+    /// Entries written so far (the group commit's clock).
+    writes: AtomicU64,
     /// Woken whenever space is freed.
     freed: Notify,
 }
@@ -195,8 +202,11 @@ impl Spool {
                     max_bytes: options.max_bytes,
                     used_bytes: AtomicU64::new(0),
                     records: AtomicU64::new(0),
+                    writes: AtomicU64::new(0),
                     freed: Notify::new(),
                 }),
+                commit: tokio::sync::Mutex::new(()),
+                durable: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
             }),
         };
@@ -283,6 +293,28 @@ impl Spool {
         if let Some(db) = &self.inner.db {
             db.flush_async().await?;
         }
+        Ok(())
+    }
+
+    /// Waits until every entry written before the call is durable (group commit):
+    /// concurrent callers share one fsync, and a caller whose writes an earlier
+    /// flush already covered returns at once.
+    pub async fn durable(&self) -> Result<(), SpoolError> {
+        let Some(db) = &self.inner.db else {
+            return Ok(());
+        };
+        let target = self.inner.space.writes.load(Ordering::Acquire);
+        if self.inner.durable.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let _turn = self.inner.commit.lock().await;
+        if self.inner.durable.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        // Every write counted here is already in sled's log: the flush covers it.
+        let covering = self.inner.space.writes.load(Ordering::Acquire);
+        db.flush_async().await?;
+        self.inner.durable.fetch_max(covering, Ordering::AcqRel);
         Ok(())
     }
 
@@ -400,6 +432,7 @@ impl StreamSpool {
         spool
             .records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
+        spool.writes.fetch_add(1, Ordering::Release);
         Ok((id, bytes))
     }
 

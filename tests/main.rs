@@ -9,3 +9,4 @@ mod codec;
 mod delivery;
 mod pipeline;
 mod producer;
+mod socket;

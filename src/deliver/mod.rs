@@ -309,6 +309,49 @@ impl Intake {
                 }),
             };
         }
+        self.push_spooled(records, receipt, checkpoint)
+    }
+
+    /// Like [`push`](Self::push), but never waits: in memory-only mode a full
+    /// hand-over is reported as a full spool.
+    pub fn try_push(&self, records: Vec<UserRecord>) -> Result<u64, PushError> {
+        if !self.spool.is_memory_only() {
+            return self.push_spooled(records, None, None);
+        }
+        let (id, bytes) = self
+            .spool
+            .append(&records)
+            .expect("memory-only append cannot fail");
+        let loaded = Loaded {
+            id,
+            bytes,
+            records,
+            delivered: None,
+        };
+        match self.tx.try_send(loaded) {
+            Ok(()) => Ok(id),
+            Err(mpsc::error::TrySendError::Full(loaded)) => Err(PushError {
+                failure: PushFailure::Spool(SpoolError::Full {
+                    used: loaded.bytes,
+                    max: 0,
+                    needed: loaded.bytes,
+                }),
+                records: loaded.records,
+            }),
+            Err(mpsc::error::TrySendError::Closed(loaded)) => Err(PushError {
+                failure: PushFailure::Stopped,
+                records: loaded.records,
+            }),
+        }
+    }
+
+    /// The spooled path: append (with the checkpoint) and hand over, or spill.
+    fn push_spooled(
+        &self,
+        records: Vec<UserRecord>,
+        receipt: Option<oneshot::Sender<DeliveryResult>>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<u64, PushError> {
         let mut state = self.state.lock().expect("intake lock poisoned");
         let (id, bytes) = match self.spool.append_with_checkpoint(&records, checkpoint) {
             Ok(appended) => appended,

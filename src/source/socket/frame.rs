@@ -1,0 +1,241 @@
+//! The framed socket protocol, version 1: length-prefixed protobuf messages, so any
+//! language can implement a client.
+//!
+//! ```text
+//! frame    = length:u32 (big-endian, of what follows) version:u8 (= 1) message
+//! client → agent: message = Request  { id, records[], ack }
+//! agent → client: message = Response { id, status, message, records }
+//! ```
+//!
+//! A `Request` carries a batch of records, each with its own partition key and
+//! optional explicit hash key; its records are spooled together or not at all. With
+//! `ack` set the agent answers once the records are durable in the spool (after the
+//! group-commit flush that covers them); an error is always answered, with a status
+//! code and a message. Clients may pipeline any number of requests before reading;
+//! responses come in request order. A frame longer than [`MAX_FRAME_BYTES`] cannot be
+//! skipped safely: the agent answers `BAD_FRAME` and closes the connection.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+
+/// Protocol version byte.
+pub const VERSION: u8 = 1;
+/// Longest frame accepted: a few maximum-size records.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+const HEADER_BYTES: usize = 4;
+
+/// A batch of records from a client.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Request {
+    /// Chosen by the client, echoed in the response.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub records: Vec<Record>,
+    /// Answer once the records are durable.
+    #[prost(bool, tag = "3")]
+    pub ack: bool,
+}
+
+/// One record of a request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Record {
+    /// 1 to 256 Unicode characters.
+    #[prost(string, tag = "1")]
+    pub partition_key: String,
+    /// Decimal integer in 0..2^128; overrides the partition key's hash.
+    #[prost(string, optional, tag = "2")]
+    pub explicit_hash_key: Option<String>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: Bytes,
+}
+
+/// The agent's answer to a request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Response {
+    /// The request's id (0 when the frame could not be read).
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(enumeration = "Status", tag = "2")]
+    pub status: i32,
+    /// What went wrong, for a human.
+    #[prost(string, tag = "3")]
+    pub message: String,
+    /// Records spooled for this request.
+    #[prost(uint32, tag = "4")]
+    pub records: u32,
+}
+
+/// Response status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Status {
+    /// Durable in the spool.
+    Ok = 0,
+    /// A record's partition key or explicit hash key is invalid.
+    InvalidRecord = 1,
+    /// A record exceeds the Kinesis record limit.
+    RecordTooLarge = 2,
+    /// The spool is full (the socket is configured to refuse rather than wait).
+    SpoolFull = 3,
+    /// The agent is stopping.
+    ShuttingDown = 4,
+    /// The frame could not be read.
+    BadFrame = 5,
+    /// The spool failed.
+    Internal = 6,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte frame limit")]
+    TooLarge { len: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("unsupported protocol version {got} (this agent speaks {VERSION})")]
+    Version { got: u8 },
+    #[error("frame is not a valid protobuf message: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+}
+
+impl FrameError {
+    /// Whether the connection can go on (the frame's end is known).
+    pub fn recoverable(&self) -> bool {
+        !matches!(self, FrameError::TooLarge { .. })
+    }
+}
+
+/// Takes the next complete frame off `buf` and decodes it with `M`. `Ok(None)`: more
+/// bytes are needed (room for them is reserved, never beyond the frame limit).
+pub fn decode<M: Message + Default>(buf: &mut BytesMut) -> Result<Option<M>, FrameError> {
+    if buf.len() < HEADER_BYTES {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[..HEADER_BYTES].try_into().expect("four bytes")) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge { len });
+    }
+    if buf.len() < HEADER_BYTES + len {
+        buf.reserve(HEADER_BYTES + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(HEADER_BYTES);
+    let mut frame = buf.split_to(len).freeze();
+    if frame.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    let version = frame.get_u8();
+    if version != VERSION {
+        return Err(FrameError::Version { got: version });
+    }
+    Ok(Some(M::decode(frame)?))
+}
+
+/// Appends one frame holding `message`.
+pub fn encode<M: Message>(message: &M, buf: &mut BytesMut) {
+    let len = 1 + message.encoded_len();
+    buf.reserve(HEADER_BYTES + len);
+    buf.put_u32(len as u32);
+    buf.put_u8(VERSION);
+    message
+        .encode(buf)
+        .expect("the buffer was reserved for the whole message");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request() -> Request {
+        Request {
+            id: 7,
+            records: vec![
+                Record {
+                    partition_key: "k".into(),
+                    explicit_hash_key: Some("42".into()),
+                    data: Bytes::from_static(b"hello"),
+                },
+                Record {
+                    partition_key: "ключ".into(),
+                    explicit_hash_key: None,
+                    data: Bytes::new(),
+                },
+            ],
+            ack: true,
+        }
+    }
+
+    #[test]
+    fn frames_roundtrip_across_partial_reads() {
+        let mut wire = BytesMut::new();
+        encode(&request(), &mut wire);
+        encode(&request(), &mut wire);
+        let wire = wire.freeze();
+        // Fed one byte at a time, the decoder yields exactly two requests.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in wire.iter() {
+            buf.put_u8(*b);
+            while let Some(r) = decode::<Request>(&mut buf).unwrap() {
+                got.push(r);
+            }
+        }
+        assert_eq!(got, vec![request(), request()]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn bad_frames_are_reported() {
+        let mut buf = BytesMut::from(&[0xFF, 0xFF, 0xFF, 0xFF][..]);
+        let e = decode::<Request>(&mut buf).unwrap_err();
+        assert!(matches!(e, FrameError::TooLarge { len: 4294967295 }));
+        assert!(!e.recoverable());
+        assert_eq!(
+            e.to_string(),
+            "frame of 4294967295 bytes exceeds the 8388608-byte frame limit"
+        );
+        // Nothing was allocated for the claimed size.
+        assert!(buf.capacity() < 1024);
+        let mut buf = BytesMut::from(&[0, 0, 0, 2, 9, 0][..]);
+        assert!(matches!(
+            decode::<Request>(&mut buf),
+            Err(FrameError::Version { got: 9 })
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 3, 1, 0xFF, 0xFF][..]);
+        assert!(matches!(
+            decode::<Request>(&mut buf),
+            Err(FrameError::Protobuf(_))
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert!(matches!(
+            decode::<Request>(&mut buf),
+            Err(FrameError::Empty)
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Arbitrary bytes never panic the decoder nor make it reserve more than one
+        /// frame's worth, and it always makes progress or asks for more.
+        #[test]
+        fn decoder_survives_arbitrary_bytes(chunks in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..64), 0..32)) {
+            let mut buf = BytesMut::new();
+            for c in chunks {
+                buf.extend_from_slice(&c);
+                loop {
+                    let before = buf.len();
+                    match decode::<Request>(&mut buf) {
+                        Ok(Some(_)) => prop_assert!(buf.len() < before),
+                        Ok(None) => break,
+                        Err(e) if e.recoverable() => prop_assert!(buf.len() < before),
+                        Err(_) => { buf.clear(); break; }
+                    }
+                }
+                prop_assert!(buf.capacity() <= MAX_FRAME_BYTES + 4 + 64 * 32);
+            }
+        }
+    }
+}
