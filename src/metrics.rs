@@ -62,6 +62,7 @@ struct Inner {
     spooled: Family<SourceLabels, Counter>,
     delivered: Family<StreamLabels, Counter>,
     requests: Family<StreamLabels, Counter>,
+    request_bytes: Family<StreamLabels, Counter>,
     request_errors: Family<CodeLabels, Counter>,
     entry_errors: Family<CodeLabels, Counter>,
     retried: Family<StreamLabels, Counter>,
@@ -98,6 +99,7 @@ impl Metrics {
         let spooled = Family::default();
         let delivered = Family::default();
         let requests = Family::default();
+        let request_bytes = Family::default();
         let request_errors = Family::default();
         let entry_errors = Family::default();
         let retried = Family::default();
@@ -136,6 +138,11 @@ impl Metrics {
             "shardline_put_records_requests",
             "PutRecords requests sent",
             requests.clone(),
+        );
+        registry.register(
+            "shardline_put_records_bytes",
+            "Bytes of Kinesis records (data plus partition keys) sent in PutRecords requests",
+            request_bytes.clone(),
         );
         registry.register(
             "shardline_put_records_errors",
@@ -191,6 +198,7 @@ impl Metrics {
                 spooled,
                 delivered,
                 requests,
+                request_bytes,
                 request_errors,
                 entry_errors,
                 retried,
@@ -270,11 +278,13 @@ impl Metrics {
     pub fn observe_request(
         &self,
         s: &str,
+        bytes: u64,
         elapsed: Duration,
         result: &Result<Vec<EntryResult>, KinesisError>,
     ) {
         let labels = stream(s);
         self.inner.requests.get_or_create(&labels).inc();
+        self.inner.request_bytes.get_or_create(&labels).inc_by(bytes);
         if result.is_ok() {
             self.inner
                 .latency
@@ -332,6 +342,11 @@ impl Metrics {
     /// PutRecords requests sent to `stream` so far.
     pub fn requests_count(&self, s: &str) -> u64 {
         self.inner.requests.get_or_create(&stream(s)).get()
+    }
+
+    /// Bytes sent to `stream` in PutRecords requests so far.
+    pub fn request_bytes_count(&self, s: &str) -> u64 {
+        self.inner.request_bytes.get_or_create(&stream(s)).get()
     }
 
     /// Records of `stream` queued again after a failure so far.

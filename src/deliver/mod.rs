@@ -1033,9 +1033,10 @@ impl Dispatcher {
                 .iter()
                 .map(|i| i.encoded.clone().expect("encoded above"))
                 .collect();
+            let bytes = entries.iter().map(|e| e.size() as u64).sum();
             let started = std::time::Instant::now();
             let result = kinesis.put_records(&stream, &entries).await;
-            metrics.observe_request(&stream, started.elapsed(), &result);
+            metrics.observe_request(&stream, bytes, started.elapsed(), &result);
             // The dispatcher outlives its workers unless the agent is stopping, in
             // which case the records stay spooled.
             let _ = tx.send(Outcome { items, result }).await;
