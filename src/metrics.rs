@@ -26,7 +26,7 @@ pub struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
     pub source: String,
-    /// Why: `too_large`, `invalid_partition_key`, `invalid_explicit_hash_key`.
+    /// Why: `too_large`, `invalid_record`.
     pub reason: String,
 }
 
