@@ -24,7 +24,9 @@ async fn emulator(shards: i32) -> String {
     std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
         create_stream_ms: 0,
@@ -82,7 +84,9 @@ fn delivery_bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("shards", shards), |b| {
             b.iter_custom(|iters| {
                 let records: Vec<UserRecord> = (0..iters)
-                    .map(|i| UserRecord::new(format!("key-{i}-{}", fastrand::u64(..)), payload.clone()))
+                    .map(|i| {
+                        UserRecord::new(format!("key-{i}-{}", fastrand::u64(..)), payload.clone())
+                    })
                     .collect();
                 let start = Instant::now();
                 rt.block_on(async {

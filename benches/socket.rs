@@ -113,7 +113,9 @@ fn socket_bench(c: &mut Criterion) {
                     }
                 });
                 // Per request of 1,000 records.
-                start.elapsed().mul_f64(iters as f64 / (per_client * connections) as f64)
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_client * connections) as f64)
             })
         });
     }

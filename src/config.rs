@@ -94,6 +94,10 @@ pub struct RawDelivery {
     /// for no limit (an endpoint without shard limits).
     #[serde(default = "default_shard_rate_factor")]
     pub shard_rate_factor: f64,
+    /// Give up records not delivered this long after they were spooled: they go to
+    /// the dead-letter file with a clear log line. Default: never (records wait in
+    /// the spool as long as it takes).
+    pub max_record_age_secs: Option<u64>,
 }
 
 impl Default for RawDelivery {
@@ -109,6 +113,7 @@ impl Default for RawDelivery {
             max_inflight_bytes: default_max_inflight_bytes(),
             dead_letter_path: None,
             shard_rate_factor: default_shard_rate_factor(),
+            max_record_age_secs: None,
         }
     }
 }
@@ -441,6 +446,9 @@ impl RawConfig {
                 d.shard_rate_factor
             ));
         }
+        if d.max_record_age_secs == Some(0) {
+            problems.push("delivery.max_record_age_secs must be at least 1 (or left out)".into());
+        }
         if d.max_inflight_bytes < MAX_RECORD_BYTES as u64 {
             problems.push(format!(
                 "delivery.max_inflight_bytes {} is below one record ({MAX_RECORD_BYTES})",
@@ -580,6 +588,7 @@ impl RawConfig {
                 shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),
                 max_inflight_bytes: d.max_inflight_bytes,
                 shard_rate_factor: d.shard_rate_factor,
+                max_record_age: d.max_record_age_secs.map(Duration::from_secs),
             },
             spool: SpoolOptions {
                 dir: Some(spool_dir),

@@ -284,7 +284,10 @@ impl Metrics {
     ) {
         let labels = stream(s);
         self.inner.requests.get_or_create(&labels).inc();
-        self.inner.request_bytes.get_or_create(&labels).inc_by(bytes);
+        self.inner
+            .request_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes);
         if result.is_ok() {
             self.inner
                 .latency

@@ -113,6 +113,8 @@ pub struct Entry {
     /// Records already accepted by Kinesis (bit i = record i), for a partly
     /// delivered entry.
     pub delivered: Option<Vec<u64>>,
+    /// When the entry was spooled, in milliseconds since the Unix epoch.
+    pub spooled_at_ms: u64,
 }
 
 fn key(ns: u8, id: u64) -> [u8; 9] {
@@ -398,6 +400,7 @@ impl StreamSpool {
         );
         value.push(FORMAT_VERSION);
         value.extend_from_slice(&(records.len() as u32).to_le_bytes());
+        value.extend_from_slice(&now_ms().to_le_bytes());
         bincode::serde::encode_into_std_write(&stored, &mut value, bincode_config()).map_err(
             |source| SpoolError::Encode {
                 records: records.len(),
@@ -475,6 +478,7 @@ impl StreamSpool {
                 bytes: v.len() as u64,
                 records,
                 delivered,
+                spooled_at_ms: entry_time(&v),
             });
         }
         Ok((out, next))
@@ -573,13 +577,13 @@ impl StreamSpool {
 fn decode_entry(id: u64, v: &[u8]) -> Result<Vec<UserRecord>, SpoolError> {
     let corrupt = |reason: String| SpoolError::Corrupt { id, reason };
     match v.first() {
-        Some(&FORMAT_VERSION) if v.len() >= 5 => {}
+        Some(&FORMAT_VERSION) if v.len() >= HEADER_BYTES => {}
         Some(&FORMAT_VERSION) => return Err(corrupt("truncated header".into())),
         Some(other) => return Err(corrupt(format!("unknown format version {other}"))),
         None => return Err(corrupt("empty value".into())),
     }
     // One copy of the value; every record's data is a slice of it.
-    let whole = Bytes::copy_from_slice(&v[5..]);
+    let whole = Bytes::copy_from_slice(&v[HEADER_BYTES..]);
     let (entry, _): (EntryV1<'_>, usize) =
         bincode::serde::borrow_decode_from_slice(&whole, bincode_config())
             .map_err(|e| corrupt(e.to_string()))?;
@@ -592,6 +596,23 @@ fn decode_entry(id: u64, v: &[u8]) -> Result<Vec<UserRecord>, SpoolError> {
             data: whole.slice_ref(r.data),
         })
         .collect())
+}
+
+/// Entry header: version, record count, spool time.
+const HEADER_BYTES: usize = 1 + 4 + 8;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// When an entry was spooled, from its header.
+fn entry_time(v: &[u8]) -> u64 {
+    v.get(5..13).map_or(0, |c| {
+        u64::from_le_bytes(c.try_into().expect("eight bytes"))
+    })
 }
 
 /// The record count of an entry, from its header.

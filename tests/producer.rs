@@ -231,3 +231,38 @@ async fn a_record_refused_for_good_goes_to_the_failure_stream_and_dead_letter_fi
     let report = producer.shutdown().await.unwrap();
     assert_eq!(report.spooled_bytes, 0, "refused record left in the spool");
 }
+
+/// With `max_record_age_secs` set, records that cannot be delivered in time go to
+/// the dead-letter file with a clear reason instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_past_max_age_go_to_the_dead_letter_file() {
+    aws_env();
+    let work = Workdir::new();
+    let mut o = options(&work, &dead_endpoint(), "");
+    o.delivery.max_record_age = Some(Duration::from_secs(1));
+    let producer = Producer::start(o).await.unwrap();
+    let mut failures = producer.failures().unwrap();
+    let receipt = producer
+        .put_batch(
+            (0..10)
+                .map(|i| UserRecord::new(format!("k{i}"), format!("old-{i}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), receipt.delivered())
+        .await
+        .expect("expired records are given up");
+    assert!(
+        matches!(result, Err(DeliveryError::Rejected { ref code, .. }) if code == "Expired"),
+        "{result:?}"
+    );
+    let failure = failures.recv().await.unwrap();
+    assert_eq!(failure.records.len(), 10);
+    let dead = std::fs::read_to_string(work.spool().join("dead-letter.ndjson")).unwrap();
+    assert_eq!(dead.lines().count(), 10);
+    assert!(dead.contains("max_record_age_secs"), "{dead}");
+    let report = producer.shutdown().await.unwrap();
+    assert_eq!(report.undelivered_records, 0);
+    assert_eq!(report.spooled_bytes, 0);
+}

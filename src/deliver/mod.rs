@@ -70,6 +70,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Retry interval when the cause is outside the agent (credentials, missing stream).
 const ENVIRONMENT_RETRY: Duration = Duration::from_secs(5);
+/// How often records waiting for a shard map are checked for expiry.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How often the same kind of delivery problem is logged at most.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -87,6 +89,9 @@ pub struct DeliveryOptions {
     /// Fraction of a shard's write limits (1 MiB/s, 1000 records/s) the per-shard
     /// rate limit allows; 0 turns the limit off.
     pub shard_rate_factor: f64,
+    /// Records older than this are given up (dead-letter file) instead of retried;
+    /// `None`: records wait as long as it takes.
+    pub max_record_age: Option<Duration>,
 }
 
 /// A shard's write limits (Kinesis).
@@ -140,6 +145,7 @@ struct Loaded {
     bytes: u64,
     records: Vec<UserRecord>,
     delivered: Option<Vec<u64>>,
+    spooled_at_ms: u64,
 }
 
 impl From<Entry> for Loaded {
@@ -149,6 +155,7 @@ impl From<Entry> for Loaded {
             bytes: e.bytes,
             records: e.records,
             delivered: e.delivered,
+            spooled_at_ms: e.spooled_at_ms,
         }
     }
 }
@@ -300,6 +307,7 @@ impl Intake {
                 bytes,
                 records,
                 delivered: None,
+                spooled_at_ms: crate::spool::now_ms(),
             };
             return match self.tx.send(loaded).await {
                 Ok(()) => Ok(id),
@@ -327,6 +335,7 @@ impl Intake {
             bytes,
             records,
             delivered: None,
+            spooled_at_ms: crate::spool::now_ms(),
         };
         match self.tx.try_send(loaded) {
             Ok(()) => Ok(id),
@@ -379,6 +388,7 @@ impl Intake {
                 bytes,
                 records,
                 delivered: None,
+                spooled_at_ms: crate::spool::now_ms(),
             })
             .is_err()
         {
@@ -554,6 +564,7 @@ pub fn spawn_stream(
         in_flight: 0,
         last_problem_log: None,
         acked: 0,
+        next_sweep: None,
     };
     let handle = tracker.spawn(dispatcher.run(shutdown, drain_deadline));
     (intake, handle)
@@ -566,6 +577,7 @@ struct Track {
     bytes: u64,
     /// Set when a record of the entry was refused for good.
     failure: Option<(String, String)>,
+    spooled_at_ms: u64,
 }
 
 /// A sealed aggregate waiting to be sent (or sent again).
@@ -642,6 +654,8 @@ struct Dispatcher {
     last_problem_log: Option<Instant>,
     /// User records acked since the last spool commit.
     acked: u64,
+    /// When records waiting for a shard map are next checked for expiry.
+    next_sweep: Option<Instant>,
 }
 
 fn backoff_delay(attempts: u32) -> Duration {
@@ -679,6 +693,12 @@ impl Dispatcher {
                 }
             }
             self.dispatch();
+            if self.options.max_record_age.is_some()
+                && !self.unrouted.is_empty()
+                && self.next_sweep.is_none()
+            {
+                self.next_sweep = Some(Instant::now() + EXPIRY_SWEEP);
+            }
             let can_send = self.has_sendable();
             let room = !draining && self.loaded_bytes < self.options.max_inflight_bytes;
             let wake_at = self.next_wake();
@@ -765,6 +785,7 @@ impl Dispatcher {
             bytes,
             records,
             delivered,
+            spooled_at_ms,
         } = batch;
         let n = records.len();
         let mut bits = delivered.unwrap_or_default();
@@ -793,9 +814,11 @@ impl Dispatcher {
                 delivered: bits,
                 bytes,
                 failure: None,
+                spooled_at_ms,
             },
         );
         self.loaded_bytes += bytes;
+        let pending = self.drop_expired(pending);
         for p in pending {
             self.route(p);
         }
@@ -859,6 +882,10 @@ impl Dispatcher {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            self.next_sweep = None;
+            self.sweep_expired();
+        }
         if self.linger_deadline.is_some_and(|d| d <= now) {
             let linger = self.options.linger;
             let mut next: Option<Instant> = None;
@@ -896,6 +923,9 @@ impl Dispatcher {
         };
         if let Some(b) = self.stream_backoff {
             consider(b.until);
+        }
+        if let Some(t) = self.next_sweep {
+            consider(t);
         }
         for item in &self.ready {
             if let Some(t) = self.blocked_until(item, now) {
@@ -1195,32 +1225,43 @@ impl Dispatcher {
             }
             return;
         }
+        let records = item.agg.into_records();
+        let kept = self.give_up(records, code, message, done, partial);
+        if !kept.is_empty() {
+            self.stream_backoff = Some(Backoff {
+                until: Instant::now() + ENVIRONMENT_RETRY,
+                attempts: 1,
+            });
+            self.unrouted.extend(kept);
+        }
+    }
+
+    /// Gives records up for good: writes them to the dead-letter file (fsynced),
+    /// reports them on the failure stream, and retires them from the spool. If the
+    /// dead-letter file cannot be written they stay spooled and are returned.
+    fn give_up(
+        &mut self,
+        records: Vec<Pending>,
+        code: &str,
+        message: &str,
+        done: &mut Vec<(u64, u64)>,
+        partial: &mut Vec<u64>,
+    ) -> Vec<Pending> {
         let failure = Failure {
             stream: self.stream.to_string(),
-            records: item
-                .agg
-                .records()
-                .iter()
-                .map(|p| p.record.clone())
-                .collect(),
+            records: records.iter().map(|p| p.record.clone()).collect(),
             code: code.to_owned(),
             message: message.to_owned(),
         };
         if let Some(dl) = &self.dead_letter {
             if let Err(e) = dl.write(&failure) {
-                // Not written anywhere safe: keep it spooled and try again later.
                 tracing::error!(
                     stream = %self.stream,
                     path = %dl.path().display(),
                     error = %e,
-                    "Writing a refused record to the dead-letter file failed; it stays spooled"
+                    "Writing records to the dead-letter file failed; they stay spooled"
                 );
-                self.stream_backoff = Some(Backoff {
-                    until: Instant::now() + ENVIRONMENT_RETRY,
-                    attempts: 1,
-                });
-                self.requeue(vec![item]);
-                return;
+                return records;
             }
         }
         tracing::error!(
@@ -1229,11 +1270,11 @@ impl Dispatcher {
             error = message,
             records = failure.records.len(),
             dead_letter = ?self.dead_letter.as_ref().map(|d| d.path().display().to_string()),
-            "Kinesis refused a record for good; it was moved to the dead-letter file"
+            "Gave up records; they were moved to the dead-letter file"
         );
         self.metrics
             .failed(&self.stream, failure.records.len() as u64);
-        for p in item.agg.records() {
+        for p in &records {
             if let Some(t) = self.tracked.get_mut(&p.entry) {
                 t.failure
                     .get_or_insert_with(|| (code.to_owned(), message.to_owned()));
@@ -1242,6 +1283,7 @@ impl Dispatcher {
         }
         // Nobody listening, or a slow listener: the dead-letter file has it.
         let _ = self.failures.try_send(failure);
+        Vec::new()
     }
 
     /// Where an accepted entry landed, against where its records belong.
@@ -1298,7 +1340,9 @@ impl Dispatcher {
     fn requeue(&mut self, items: Vec<Ready>) {
         let mut stale = Vec::new();
         for mut item in items.into_iter().rev() {
-            if item.generation != self.generation {
+            let expired = self.options.max_record_age.is_some()
+                && item.agg.records().iter().any(|p| self.is_expired(p));
+            if item.generation != self.generation || expired {
                 stale.push(item);
                 continue;
             }
@@ -1307,9 +1351,46 @@ impl Dispatcher {
             self.ready.push_front(item);
         }
         for item in stale {
-            for p in item.agg.into_records() {
+            for p in self.drop_expired(item.agg.into_records()) {
                 self.route(p);
             }
+        }
+    }
+
+    fn is_expired(&self, p: &Pending) -> bool {
+        let (Some(max), Some(t)) = (self.options.max_record_age, self.tracked.get(&p.entry)) else {
+            return false;
+        };
+        crate::spool::now_ms().saturating_sub(t.spooled_at_ms) > max.as_millis() as u64
+    }
+
+    /// Gives up the records older than `max_record_age` (dead-letter file) and
+    /// returns the rest.
+    fn drop_expired(&mut self, records: Vec<Pending>) -> Vec<Pending> {
+        let Some(max) = self.options.max_record_age else {
+            return records;
+        };
+        let (expired, fresh): (Vec<Pending>, Vec<Pending>) =
+            records.into_iter().partition(|p| self.is_expired(p));
+        if !expired.is_empty() {
+            let (mut done, mut partial) = (Vec::new(), Vec::new());
+            let message = format!(
+                "not delivered within max_record_age_secs ({} s)",
+                max.as_secs()
+            );
+            let kept = self.give_up(expired, "Expired", &message, &mut done, &mut partial);
+            self.commit_acks(done, partial);
+            self.unrouted.extend(kept);
+        }
+        fresh
+    }
+
+    /// Expires the records waiting for a shard map (a missing stream, say).
+    fn sweep_expired(&mut self) {
+        if self.options.max_record_age.is_some() && !self.unrouted.is_empty() {
+            let waiting = std::mem::take(&mut self.unrouted);
+            let fresh = self.drop_expired(waiting);
+            self.unrouted.extend(fresh);
         }
     }
 
