@@ -219,7 +219,9 @@ fn default_linger_ms() -> u64 {
     100
 }
 fn default_aggregation_max_bytes() -> usize {
-    256 * 1024
+    // The KPL's and kinesis-producer's default: small enough that aggregate
+    // buffers come from the allocator's heap, not fresh pages.
+    51_200
 }
 fn default_aggregation_max_records() -> usize {
     10_000
