@@ -79,11 +79,23 @@ fn throttle_feed_secs() -> f64 {
 
 /// One shard with the emulator's write limits enforced, fed at three times its
 /// capacity: every record arrives once, and while the shard is saturated the agent
-/// paces its requests instead of spinning.
+/// paces its requests instead of spinning (with its own per-shard rate limit, it
+/// is not even throttled).
 /// `SHARDLINE_THROTTLE_FEED_SECS=60 cargo test --test main sustained_throttling`
 /// runs the full minute of overload (20 s by default, to keep the suite short).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_throttling_loses_nothing_and_does_not_spin() {
+    overload(throttle_feed_secs(), None).await;
+}
+
+/// The same overload with the agent's rate limit off: Kinesis (the emulator)
+/// throttles, and per-shard backoff alone keeps the request rate bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_without_the_rate_limit_backoff_bounds_the_requests() {
+    overload(8.0, Some(0.0)).await;
+}
+
+async fn overload(secs: f64, shard_rate_factor: Option<f64>) {
     let emu = Emulator::start_with(ferrokinesis::store::StoreOptions {
         create_stream_ms: 0,
         enforce_limits: true,
@@ -95,14 +107,11 @@ async fn sustained_throttling_loses_nothing_and_does_not_spin() {
     create_stream(&client, "logs", 1).await;
     let work = Workdir::new();
     let sock = work.path("in.sock");
-    let agent = start_agent(config(
-        &work,
-        &emu.endpoint,
-        "logs",
-        &socket_toml(&sock, None),
-    ))
-    .await;
-    let secs = throttle_feed_secs();
+    let mut c = config(&work, &emu.endpoint, "logs", &socket_toml(&sock, None));
+    if let Some(f) = shard_rate_factor {
+        c.delivery.shard_rate_factor = f;
+    }
+    let agent = start_agent(c).await;
     let started = Instant::now();
     // 3 MiB/s of 256-byte lines: three times a shard's 1 MiB/s.
     let sent = feed(sock.clone(), "thr", 12_288, 256, secs).await;
@@ -117,18 +126,25 @@ async fn sustained_throttling_loses_nothing_and_does_not_spin() {
     let elapsed = started.elapsed().as_secs_f64();
     let requests = emu.faults.put_records.load(Ordering::Relaxed);
     let per_sec = requests as f64 / elapsed;
+    let retried = m.retried_count("logs");
     println!(
-        "throttling: {n} records in {elapsed:.1} s, {requests} PutRecords ({per_sec:.1}/s), {} retried",
-        m.retried_count("logs")
+        "throttling (rate factor {shard_rate_factor:?}): {n} records in {elapsed:.1} s, \
+         {requests} PutRecords ({per_sec:.1}/s), {retried} records retried"
     );
-    // Paced by the shard's rate and by backoff: a few requests a second carry a
-    // saturated shard's megabyte; a spinning retry loop makes thousands.
-    assert!(per_sec < 30.0, "{per_sec:.1} PutRecords/s while throttled");
+    // The bucket allows ~16 aggregates of 50 KiB a second; throttled retries back
+    // off from 100 ms. A spinning loop would make thousands.
+    assert!(per_sec < 50.0, "{per_sec:.1} PutRecords/s while throttled");
     // It took as long as the shard's limit demands, no less.
     assert!(
         elapsed > secs * 3.0 * 0.9,
         "{elapsed:.1} s for {secs} s of 3x load"
     );
+    if shard_rate_factor == Some(0.0) {
+        assert!(
+            retried > 0,
+            "the emulator never throttled: the test proves nothing"
+        );
+    }
     let report = agent.stop().await.unwrap();
     assert_eq!(report.spooled_bytes, 0);
     let (_, got) = check_shards_and_collect(&client, "logs").await;

@@ -68,6 +68,9 @@ const OUTCOME_CHANNEL_MIN: usize = 16;
 /// Backoff after a failed request: first step and cap.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Cap of a shard's backoff: Kinesis counts a shard's writes in one-second
+/// windows, so a throttled shard has room again within a second or so.
+const SHARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Retry interval when the cause is outside the agent (credentials, missing stream).
 const ENVIRONMENT_RETRY: Duration = Duration::from_secs(5);
 /// How often records waiting for a shard map are checked for expiry.
@@ -1085,12 +1088,13 @@ impl Dispatcher {
                 let mut delivered = 0u64;
                 let mut wrong_shard = 0u64;
                 let mut misrouted = Vec::new();
+                let mut accepted_shards = std::collections::HashSet::new();
+                let mut refused_shards = std::collections::HashSet::new();
                 for (item, res) in items.into_iter().zip(results) {
                     match res {
                         EntryResult::Accepted { shard_id } => {
                             if let Some(predicted) = self.shard_id(&item) {
-                                // The shard took records again: its backoff starts over.
-                                self.shard_backoff.remove(&predicted);
+                                accepted_shards.insert(predicted);
                             }
                             match self.check_placement(&item, &shard_id) {
                                 Placement::Expected => {}
@@ -1115,22 +1119,37 @@ impl Dispatcher {
                                 self.isolate(item, &code, &message, &mut done, &mut partial);
                                 continue;
                             }
-                            // Back off the shard for any refused entry: throttling
-                            // needs it, and an internal failure retried at once
-                            // would only spin.
                             if let Some(id) = self.shard_id(&item) {
-                                let b = self.shard_backoff.entry(id).or_insert(Backoff {
-                                    until: Instant::now(),
-                                    attempts: 0,
-                                });
-                                b.until = Instant::now() + backoff_delay(b.attempts);
-                                b.attempts += 1;
+                                refused_shards.insert(id);
                             }
                             if class != ErrorClass::Throttled {
                                 self.log_problem(&code, &message);
                             }
                             retry.push(item);
                         }
+                    }
+                }
+                // Once per shard and response: a shard that refused entries backs
+                // off (throttling needs it, and an internal failure retried at once
+                // would only spin); one that took all of them starts over. A shard
+                // that took some and refused others is at its limit, not failing:
+                // it waits the shortest step, without growing.
+                let now = Instant::now();
+                for id in refused_shards {
+                    let took_some = accepted_shards.remove(&id);
+                    let b = self.shard_backoff.entry(id).or_insert(Backoff {
+                        until: now,
+                        attempts: 0,
+                    });
+                    if took_some {
+                        b.attempts = 0;
+                    }
+                    b.until = now + backoff_delay(b.attempts).min(SHARD_BACKOFF_MAX);
+                    b.attempts += 1;
+                }
+                for id in accepted_shards {
+                    if self.shard_backoff.get(&id).is_some_and(|b| b.until <= now) {
+                        self.shard_backoff.remove(&id);
                     }
                 }
                 if wrong_shard > 0 {
