@@ -6,5 +6,6 @@ mod util;
 
 mod cli;
 mod codec;
+mod file;
 mod pipeline;
 mod producer;

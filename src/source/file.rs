@@ -460,8 +460,15 @@ struct Counts {
 /// One open file.
 struct Tailed {
     block: Arc<FileConfig>,
+    /// Identity of the open handle.
     id: FileId,
+    /// Whose checkpoint this file carries: its own, or (reading a copy of a file
+    /// truncated while the agent was stopped) the original's.
+    checkpoint_id: FileId,
     path: PathBuf,
+    /// The included path it was found at, kept in its checkpoint (a rotated file's
+    /// new name is usually not included; start-up looks for it near this path).
+    tailed_path: PathBuf,
     /// Partition key for `file_path`.
     path_key: String,
     file: File,
@@ -517,12 +524,12 @@ impl Tailed {
             .min(FINGERPRINT_BYTES)
             .min(self.prefix.len());
         Checkpoint {
-            name: self.id.checkpoint_name(),
+            name: self.checkpoint_id.checkpoint_name(),
             value: Position {
                 offset,
                 fingerprint_len: len as u16,
                 fingerprint: fnv1a(&self.prefix[..len]),
-                path: self.path.clone(),
+                path: self.tailed_path.clone(),
             }
             .encode(),
         }
@@ -848,6 +855,7 @@ impl<S: Sink> Tail<S> {
                     }
                     tracing::info!(from = %t.path.display(), to = %path.display(), "Tailed file was renamed; following it");
                     t.set_path(path.to_owned());
+                    t.tailed_path = path.to_owned();
                     t.draining = None;
                     t.dirty = true;
                     self.by_path.insert(path.to_owned(), seq);
@@ -907,7 +915,9 @@ impl<S: Sink> Tail<S> {
         let mut t = Tailed {
             block: config.clone(),
             id,
+            checkpoint_id: id,
             path: PathBuf::new(),
+            tailed_path: path.to_owned(),
             path_key: String::new(),
             file,
             buf: BytesMut::new(),
@@ -942,7 +952,7 @@ impl<S: Sink> Tail<S> {
                         size = meta.len(),
                         "File no longer matches its checkpoint (truncated while the agent was stopped, or a new file on a reused inode); reading it from the start"
                     );
-                    self.read_copy_of(&mut t, &p)?;
+                    let _ = self.read_copy_of(&mut t, &p)?;
                     (0, false)
                 }
                 Err(source) => {
@@ -1003,9 +1013,9 @@ impl<S: Sink> Tail<S> {
 
     /// A file was truncated while the agent was stopped: reads what its copy (if
     /// there is one) holds past the checkpoint, under the file's checkpoint.
-    fn read_copy_of(&mut self, t: &mut Tailed, p: &Position) -> Result<(), FileError> {
+    fn read_copy_of(&mut self, t: &mut Tailed, p: &Position) -> Result<bool, FileError> {
         if p.fingerprint_len == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let (len, hash) = (p.fingerprint_len as usize, p.fingerprint);
         let copy = find_file(&t.path, |c, meta| {
@@ -1017,8 +1027,9 @@ impl<S: Sink> Tail<S> {
         if let Some((copy_path, copy)) = copy {
             t.prefix = read_head(&copy, len.min(p.offset as usize)).unwrap_or_default();
             self.drain_copy(t, copy, &copy_path, p.offset)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Reads `copy` from `from` to its end as the content of `t`, then points `t`
@@ -1075,19 +1086,46 @@ impl<S: Sink> Tail<S> {
                 .blocks
                 .iter()
                 .position(|b| b.stream == stream && b.matches(&p.path));
-            let moved = block.and_then(|_| {
-                find_file(&p.path, |f, meta| {
-                    FileId::of(meta) == id
-                        && meta.len() >= p.offset
-                        && read_head(f, p.fingerprint_len as usize).is_ok_and(|h| {
-                            h.len() == p.fingerprint_len as usize && fnv1a(&h) == p.fingerprint
-                        })
+            let same_start = |f: &File| {
+                read_head(f, p.fingerprint_len as usize).is_ok_and(|h| {
+                    h.len() == p.fingerprint_len as usize && fnv1a(&h) == p.fingerprint
                 })
-            });
-            match (block, moved) {
-                (Some(block), Some((path, file))) if path != p.path => {
-                    // Rotated while the agent was stopped: finish it.
-                    self.open_draining(block, id, path, file, &p)?;
+            };
+            let Some(block) = block else {
+                tracing::info!(
+                    path = %p.path.display(),
+                    stream = %stream,
+                    "Removing the checkpoint of a file that is no longer tailed"
+                );
+                self.remove_checkpoint(&stream, id)?;
+                continue;
+            };
+            let found = find_file(&p.path, |_, meta| FileId::of(meta) == id);
+            match found {
+                Some((path, file)) if path != p.path => {
+                    // Rotated while the agent was stopped: finish it. If it no
+                    // longer starts as it did, it was truncated (or is a new file on
+                    // the same inode) and is read from the start.
+                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    let verified = size >= p.offset && same_start(&file);
+                    self.open_draining(block, id, path, file, &p, verified)?;
+                }
+                None if p.fingerprint_len > 0 => {
+                    // Truncated (copytruncate) and then deleted while the agent was
+                    // stopped: what was not read is in the copy, if there is one.
+                    let copy = find_file(&p.path, |f, meta| {
+                        let other = FileId::of(meta);
+                        !self.by_id.contains_key(&other) && meta.len() >= p.offset && same_start(f)
+                    });
+                    match copy {
+                        Some((path, file)) => {
+                            self.open_draining(block, id, path, file, &p, true)?
+                        }
+                        None => {
+                            tracing::info!(path = %p.path.display(), stream = %stream, "Removing the checkpoint of a file that is gone");
+                            self.remove_checkpoint(&stream, id)?;
+                        }
+                    }
                 }
                 _ => {
                     tracing::info!(
@@ -1109,11 +1147,12 @@ impl<S: Sink> Tail<S> {
         path: PathBuf,
         file: File,
         p: &Position,
+        verified: bool,
     ) -> Result<(), FileError> {
         tracing::info!(
             path = %path.display(),
             was = %p.path.display(),
-            position = p.offset,
+            position = if verified { p.offset } else { 0 },
             "File was rotated while the agent was stopped; reading it to the end"
         );
         let now = Instant::now();
@@ -1121,10 +1160,13 @@ impl<S: Sink> Tail<S> {
             path: path.clone(),
             source,
         };
+        let own = FileId::of(&file.metadata().map_err(read_err)?);
         let mut t = Tailed {
             block: self.blocks[block].clone(),
-            id,
+            id: own,
+            checkpoint_id: id,
             path: PathBuf::new(),
+            tailed_path: p.path.clone(),
             path_key: String::new(),
             prefix: read_head(&file, (p.offset as usize).min(FINGERPRINT_BYTES))
                 .map_err(read_err)?,
@@ -1149,9 +1191,20 @@ impl<S: Sink> Tail<S> {
         };
         t.set_path(path.clone());
         t.reset_to(p.offset).map_err(read_err)?;
+        if !verified {
+            self.metrics.file_event("truncated");
+            tracing::warn!(
+                path = %path.display(),
+                position = p.offset,
+                "Rotated file no longer matches its checkpoint (truncated while the agent was stopped); reading it from the start"
+            );
+            if !self.read_copy_of(&mut t, p)? {
+                self.restart_at_zero(&mut t)?;
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.by_id.insert(id, seq);
+        self.by_id.insert(own, seq);
         self.files.insert(seq, t);
         Ok(())
     }
@@ -1183,10 +1236,12 @@ impl<S: Sink> Tail<S> {
             self.flush(t)?;
         }
         if let Some(since) = t.draining {
+            // Now, not the pass's start: the read above may have just moved `grew`.
+            let now = Instant::now();
             if t.at_eof && !more && now >= since.max(t.grew) + t.block.rotate_wait {
                 self.finish_lines(t)?;
                 self.flush(t)?;
-                self.remove_checkpoint(&t.block.stream.clone(), t.id)?;
+                self.remove_checkpoint(&t.block.stream.clone(), t.checkpoint_id)?;
                 self.metrics.file_event("closed");
                 tracing::info!(path = %t.path.display(), position = t.read_pos, "Closed a rotated or removed file after reading it to the end");
                 return Ok(Serviced::Closed);
