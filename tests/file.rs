@@ -311,11 +311,31 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
     agent.stop().await.unwrap();
 }
 
+/// The agent binary: `SHARDLINE_BIN` if set (an installed build), else the one
+/// cargo built for these tests.
+fn shardline_bin() -> PathBuf {
+    std::env::var_os("SHARDLINE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shardline")))
+}
+
 fn shardline() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardline"))
+    Command::new(shardline_bin())
 }
 
 fn spawn_binary(conf: &Path, log: &Path, rust_log: &str) -> Child {
+    // A binary that does not know the config would only show as a timeout later.
+    let check = shardline()
+        .args(["validate", "--config"])
+        .arg(conf)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{} refuses the config: {}",
+        shardline_bin().display(),
+        String::from_utf8_lossy(&check.stderr)
+    );
     shardline()
         .args(["run", "--config"])
         .arg(conf)
