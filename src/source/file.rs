@@ -1703,7 +1703,7 @@ enum ReadEnd {
 }
 
 fn memchr(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', buf)
 }
 
 /// Where `read_from = "end"` starts: after the last newline near the end.
