@@ -42,8 +42,8 @@
 //! shorter than the fingerprint, and two existing files never share it. The
 //! checkpoint's *value* holds the position, the length and FNV-1a hash of the
 //! fingerprint (the first `min(256, position)` bytes: the bytes already consumed, so
-//! it grows with a short file and is fixed from 256 bytes on) and the path last seen
-//! (for start-up and logs):
+//! it grows with a short file and is fixed from 256 bytes on) and the included path
+//! the file was tailed under (start-up looks for a rotated file near it):
 //!
 //! ```text
 //! version (1) | position u64 LE | fingerprint length u16 LE | fingerprint FNV-1a u64 LE | path bytes
@@ -58,7 +58,9 @@
 //! always start at 0, so nothing written after start-up is skipped). A checkpoint
 //! that matches no included file is looked for in its last directory: found under
 //! another name (rotated while the agent was stopped), that file is read to its end
-//! from the stored position and then closed; otherwise its file is gone and the
+//! from the stored position (from 0, after its copy, if it was truncated too) and
+//! then closed; gone but with a copy (copytruncate, then deleted), the copy is read
+//! from the stored position under the original's checkpoint; otherwise the
 //! checkpoint is removed. A file that is closed at run time (rotated or deleted, read
 //! to the end) has its checkpoint removed too. A checkpoint is written when a file is
 //! opened, so a crash before its first line cannot make a `read_from = "end"` restart
