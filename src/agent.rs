@@ -1,7 +1,10 @@
 //! The agent: the [`Producer`] (spool and delivery) plus the configured sources, and
 //! the order in which they stop.
 //!
-//! Shutdown order: sources stop accepting and spool what they hold; then the
+//! Sources are the sockets and the file tailer (one thread for every `[[file]]`
+//! block). Shutdown order: sources stop accepting and spool what they hold (the file
+//! tailer finishes the batch in hand unless the spool is full; lines not spooled are
+//! read again at the next start from the checkpoint); then the
 //! producer closes intake, seals partial aggregates, lets requests finish for up to
 //! `shutdown_timeout_secs`, and flushes the spool. Whatever was not delivered stays
 //! in the spool and is replayed at the next start.
@@ -16,6 +19,7 @@ use crate::config::Config;
 use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
 use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
+use crate::source::file;
 use crate::source::socket::{self, SocketError};
 
 /// Why the agent could not start or stop cleanly.
@@ -81,9 +85,18 @@ impl Agent {
                 agent.source_tasks.clone(),
             ));
         }
+        if !config.files.is_empty() {
+            file::spawn(
+                config.files.clone(),
+                agent.producer.clone(),
+                agent.sources.clone(),
+                &agent.source_tasks,
+            );
+        }
         tracing::info!(
             streams = ?config.streams(),
             sockets = config.sockets.len(),
+            file_blocks = config.files.len(),
             "Agent started"
         );
         Ok(agent)

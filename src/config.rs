@@ -31,6 +31,9 @@ pub struct RawConfig {
     /// Unix socket sources.
     #[serde(default)]
     pub socket: Vec<RawSocket>,
+    /// Tailed files.
+    #[serde(default)]
+    pub file: Vec<RawFile>,
     /// Longest graceful shutdown: sources stop, partial aggregates are flushed and
     /// in-flight requests may finish for this long; what is left stays spooled.
     #[serde(default = "default_shutdown_timeout_secs")]
@@ -206,6 +209,122 @@ fn default_socket_max_connections() -> usize {
     1024
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Glob patterns of the files to tail, absolute paths. `*`, `?` and `[...]` do
+    /// not cross `/`; `**` does. Required.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Glob patterns of files never tailed, even when included.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Destination stream (default: `kinesis.stream`).
+    pub stream: Option<String>,
+    /// Where to start in a file that has no checkpoint and is already there when the
+    /// agent starts: `"beginning"` or `"end"`. A file that appears later is always
+    /// read from its beginning.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Partition key of each record: `"random"` (16 hex digits), `"line_hash"` (a
+    /// hash of the record, so equal lines go to one shard), `"file_path"` (every
+    /// line of a file to one shard), or `{ json_field = "name" }` (the top-level
+    /// field of a JSON line; random when the field is missing).
+    #[serde(default)]
+    pub partition_key: RawPartitionKey,
+    /// Regular expression that matches the first line of a record; a line that does
+    /// not match is appended (after a `\n`) to the record before it. None: every
+    /// line is a record.
+    pub multiline_start: Option<String>,
+    /// A multiline record is sent once no line was added to it for this long.
+    #[serde(default = "default_multiline_timeout_ms")]
+    pub multiline_timeout_ms: u64,
+    /// Largest record (line), in bytes. At most 1048320: the Kinesis record limit
+    /// less the longest partition key this source makes (256 bytes).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// What happens to a longer line: `"split"` (into records of
+    /// `max_record_bytes`) or `"truncate"` (its first `max_record_bytes` are sent,
+    /// the rest dropped). Either way it is logged and counted.
+    #[serde(default)]
+    pub oversized: Oversized,
+    /// What happens to a line that is not valid UTF-8: `"pass"` (sent as it is),
+    /// `"replace"` (invalid bytes become U+FFFD) or `"reject"` (not sent). Either way
+    /// it is logged and counted.
+    #[serde(default)]
+    pub invalid_utf8: InvalidUtf8,
+    /// Files not modified for this long are not opened (until they are modified).
+    /// None: no age limit.
+    pub ignore_older_secs: Option<u64>,
+    /// How often the include globs are walked again and every open file is checked
+    /// for rotation and new data, besides the inotify events (the fallback when
+    /// events are missed, as on network filesystems).
+    #[serde(default = "default_rescan_interval_ms")]
+    pub rescan_interval_ms: u64,
+    /// A rotated or deleted file is read until it has not grown for this long, then
+    /// closed (a writer may still append to its old handle for a while).
+    #[serde(default = "default_rotate_wait_ms")]
+    pub rotate_wait_ms: u64,
+}
+
+/// Where to start in a file found at start-up without a checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// What to do with a line longer than `max_record_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversized {
+    #[default]
+    Split,
+    Truncate,
+}
+
+/// What to do with a line that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    #[default]
+    Pass,
+    Replace,
+    Reject,
+}
+
+/// `partition_key` as written: a name, or `{ json_field = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPartitionKey {
+    Named(String),
+    Field(RawJsonField),
+}
+
+impl Default for RawPartitionKey {
+    fn default() -> Self {
+        RawPartitionKey::Named("random".into())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonField {
+    /// Name of the top-level field of a JSON line whose value is the partition key.
+    pub json_field: String,
+}
+
+/// How a file record's partition key is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionKey {
+    Random,
+    LineHash,
+    FilePath,
+    JsonField(String),
+}
+
 fn default_shutdown_timeout_secs() -> u64 {
     30
 }
@@ -254,6 +373,23 @@ fn default_cache_capacity_bytes() -> u64 {
 fn default_max_line_bytes() -> usize {
     MAX_RECORD_BYTES - 16
 }
+/// Room left for the longest partition key a file source makes.
+fn default_max_record_bytes() -> usize {
+    MAX_FILE_RECORD_BYTES
+}
+fn default_multiline_timeout_ms() -> u64 {
+    1000
+}
+fn default_rescan_interval_ms() -> u64 {
+    1000
+}
+fn default_rotate_wait_ms() -> u64 {
+    5000
+}
+
+/// Largest file record: the Kinesis limit less 256 bytes, the longest partition key
+/// the file source makes (it cuts a path or a JSON field to that).
+pub const MAX_FILE_RECORD_BYTES: usize = MAX_RECORD_BYTES - 256;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -263,6 +399,7 @@ pub struct Config {
     pub dead_letter_path: PathBuf,
     pub spool: SpoolOptions,
     pub sockets: Vec<SocketConfig>,
+    pub files: Vec<FileConfig>,
     pub shutdown_timeout: Duration,
 }
 
@@ -290,17 +427,169 @@ pub struct SocketConfig {
     pub on_full: OnFull,
 }
 
+/// A validated `[[file]]` block.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// The include patterns as written (their literal leading directories are
+    /// watched).
+    pub include: Vec<String>,
+    pub include_set: globset::GlobSet,
+    pub exclude_set: globset::GlobSet,
+    pub stream: String,
+    pub read_from: ReadFrom,
+    pub partition_key: PartitionKey,
+    pub multiline_start: Option<regex::bytes::Regex>,
+    pub multiline_timeout: Duration,
+    pub max_record_bytes: usize,
+    pub oversized: Oversized,
+    pub invalid_utf8: InvalidUtf8,
+    pub ignore_older: Option<Duration>,
+    pub rescan_interval: Duration,
+    pub rotate_wait: Duration,
+}
+
+impl FileConfig {
+    /// Whether this block tails `path`.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.include_set.is_match(path) && !self.exclude_set.is_match(path)
+    }
+}
+
 impl Config {
     /// Every destination stream, default first.
     pub fn streams(&self) -> Vec<String> {
         let mut out = vec![self.kinesis.stream.clone()];
-        for s in &self.sockets {
-            if !out.contains(&s.stream) {
-                out.push(s.stream.clone());
+        let sources = self.sockets.iter().map(|s| &s.stream);
+        for s in sources.chain(self.files.iter().map(|f| &f.stream)) {
+            if !out.contains(s) {
+                out.push(s.clone());
             }
         }
         out
     }
+}
+
+/// Compiles glob patterns as the file source matches them: `*` stays within one
+/// path component.
+fn glob_set(
+    patterns: &[String],
+    field: &str,
+    problems: &mut Vec<String>,
+) -> Option<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    let mut ok = true;
+    for p in patterns {
+        if !p.starts_with('/') {
+            problems.push(format!("{field} pattern {p:?} is not an absolute path"));
+            ok = false;
+            continue;
+        }
+        match globset::GlobBuilder::new(p).literal_separator(true).build() {
+            Ok(g) => {
+                builder.add(g);
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "{field} pattern {p:?} is not a valid glob: {}",
+                    e.kind()
+                ));
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match builder.build() {
+        Ok(set) => Some(set),
+        Err(e) => {
+            problems.push(format!("{field} patterns cannot be compiled: {e}"));
+            None
+        }
+    }
+}
+
+/// Checks one `[[file]]` block.
+fn validate_file(
+    i: usize,
+    f: RawFile,
+    default_stream: Option<&String>,
+    problems: &mut Vec<String>,
+) -> Option<FileConfig> {
+    let field = format!("file[{i}]");
+    let before = problems.len();
+    if f.include.is_empty() {
+        problems.push(format!(
+            "{field}.include is missing (a list of glob patterns)"
+        ));
+    }
+    let include_set = glob_set(&f.include, &format!("{field}.include"), problems);
+    let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
+    if let Some(stream) = &f.stream {
+        check_stream_name(stream, &format!("{field}.stream"), problems);
+    }
+    let partition_key = match f.partition_key {
+        RawPartitionKey::Named(n) => match n.as_str() {
+            "random" => Some(PartitionKey::Random),
+            "line_hash" => Some(PartitionKey::LineHash),
+            "file_path" => Some(PartitionKey::FilePath),
+            _ => {
+                problems.push(format!(
+                    "{field}.partition_key {n:?} is not one of \"random\", \"line_hash\", \"file_path\" or {{ json_field = \"...\" }}"
+                ));
+                None
+            }
+        },
+        RawPartitionKey::Field(RawJsonField { json_field }) => {
+            if json_field.is_empty() {
+                problems.push(format!("{field}.partition_key.json_field is empty"));
+            }
+            Some(PartitionKey::JsonField(json_field))
+        }
+    };
+    let multiline_start = match f.multiline_start.as_deref().map(regex::bytes::Regex::new) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            problems.push(format!(
+                "{field}.multiline_start {:?} is not a valid regular expression: {}",
+                f.multiline_start.as_deref().unwrap_or_default(),
+                e.to_string().lines().last().unwrap_or_default().trim()
+            ));
+            None
+        }
+    };
+    if f.multiline_timeout_ms == 0 {
+        problems.push(format!("{field}.multiline_timeout_ms must be at least 1"));
+    }
+    if f.max_record_bytes == 0 || f.max_record_bytes > MAX_FILE_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
+            f.max_record_bytes
+        ));
+    }
+    if f.rescan_interval_ms == 0 {
+        problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(FileConfig {
+        include: f.include,
+        include_set: include_set?,
+        exclude_set: exclude_set?,
+        stream: f.stream.or(default_stream.cloned())?,
+        read_from: f.read_from,
+        partition_key: partition_key?,
+        multiline_start,
+        multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
+        max_record_bytes: f.max_record_bytes,
+        oversized: f.oversized,
+        invalid_utf8: f.invalid_utf8,
+        ignore_older: f.ignore_older_secs.map(Duration::from_secs),
+        rescan_interval: Duration::from_millis(f.rescan_interval_ms),
+        rotate_wait: Duration::from_millis(f.rotate_wait_ms),
+    })
 }
 
 /// Why a configuration cannot be used.
@@ -479,8 +768,8 @@ impl RawConfig {
                 Some(s)
             }
         };
-        if self.socket.is_empty() {
-            problems.push("no sources: add at least one [[socket]]".into());
+        if self.socket.is_empty() && self.file.is_empty() {
+            problems.push("no sources: add at least one [[socket]] or [[file]]".into());
         }
         let default_stream = kinesis.as_ref().and_then(|k| k.stream.clone());
         let mut paths = HashSet::new();
@@ -561,6 +850,12 @@ impl RawConfig {
                 });
             }
         }
+        let mut files = Vec::new();
+        for (i, f) in self.file.into_iter().enumerate() {
+            if let Some(f) = validate_file(i, f, default_stream.as_ref(), &mut problems) {
+                files.push(f);
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -599,6 +894,7 @@ impl RawConfig {
                 cache_capacity_bytes: s.cache_capacity_bytes,
             },
             sockets,
+            files,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
         })
     }
@@ -671,5 +967,100 @@ mod tests {
             assert!(all.contains(needle), "{needle:?} not in\n{all}");
         }
         assert_eq!(problems.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn file_block_gets_defaults_and_its_stream() {
+        let c = check(
+            r#"
+            [kinesis]
+            stream = "logs"
+            [spool]
+            dir = "/tmp/x"
+            [[file]]
+            include = ["/var/log/app/*.log"]
+            [[file]]
+            include = ["/var/log/**/*.json"]
+            exclude = ["/var/log/private/**"]
+            stream = "json"
+            read_from = "end"
+            partition_key = { json_field = "user" }
+            multiline_start = '^\d{4}-'
+            oversized = "truncate"
+            invalid_utf8 = "replace"
+            ignore_older_secs = 86400
+        "#,
+        )
+        .unwrap();
+        assert!(c.sockets.is_empty());
+        assert_eq!(c.streams(), vec!["logs", "json"]);
+        let (a, b) = (&c.files[0], &c.files[1]);
+        assert_eq!(a.stream, "logs");
+        assert_eq!(a.read_from, ReadFrom::Beginning);
+        assert_eq!(a.partition_key, PartitionKey::Random);
+        assert_eq!(a.max_record_bytes, MAX_FILE_RECORD_BYTES);
+        assert_eq!(a.oversized, Oversized::Split);
+        assert_eq!(a.invalid_utf8, InvalidUtf8::Pass);
+        assert!(a.matches(Path::new("/var/log/app/x.log")));
+        assert!(
+            !a.matches(Path::new("/var/log/app/sub/x.log")),
+            "* crossed a /"
+        );
+        assert_eq!(b.partition_key, PartitionKey::JsonField("user".into()));
+        assert!(b.matches(Path::new("/var/log/a/b/c.json")));
+        assert!(!b.matches(Path::new("/var/log/private/c.json")));
+        assert!(b
+            .multiline_start
+            .as_ref()
+            .unwrap()
+            .is_match(b"2024-01-01 x"));
+        assert_eq!(b.ignore_older, Some(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn every_file_problem_is_listed() {
+        let e = check(
+            r#"
+            [kinesis]
+            stream = "logs"
+            [spool]
+            dir = "/tmp/x"
+            [[file]]
+            include = ["relative/*.log", "/a/[z.log"]
+            partition_key = "shard"
+            multiline_start = "("
+            max_record_bytes = 1048576
+            [[file]]
+            stream = "bad name"
+        "#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &e else {
+            panic!("{e}");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "file[0].include pattern \"relative/*.log\" is not an absolute path",
+            "file[0].include pattern \"/a/[z.log\" is not a valid glob",
+            "file[0].partition_key \"shard\"",
+            "file[0].multiline_start \"(\"",
+            "file[0].max_record_bytes 1048576",
+            "file[1].include is missing",
+            "file[1].stream \"bad name\"",
+        ] {
+            assert!(all.contains(needle), "{needle:?} not in\n{all}");
+        }
+        assert_eq!(problems.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn no_sources_is_a_problem() {
+        let e = check("[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no sources: add at least one [[socket]] or [[file]]"),
+            "{e}"
+        );
     }
 }

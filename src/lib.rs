@@ -6,7 +6,8 @@
 //! The modules follow the data flow:
 //!
 //! ```text
-//!  source::socket ─► producer ─► spool (sled WAL) ─► deliver (dispatcher per stream)
+//!  source::file ──┐
+//!  source::socket ─┴► producer ─► spool (sled WAL) ─► deliver (dispatcher per stream)
 //!                                  ▲                   │ shard_map: hash key → shard
 //!                                  │                   │ aggregate: KPL aggregates per shard
 //!                                  │                   ▼
@@ -15,7 +16,8 @@
 //!
 //! - [`config`]: the TOML file, validated with every problem listed at once.
 //! - [`record`]: user records, their limits and their hash keys.
-//! - [`source`]: where records come from (`socket`).
+//! - [`source`]: where records come from (`file`, tailed with its read position
+//!   in the spool; `socket`).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
 //! - [`spool`]: the write-ahead spool; a record leaves it only once Kinesis took it.
 //! - [`shard_map`]: open shards' hash key ranges, from ListShards.

@@ -38,6 +38,21 @@ pub struct SourceErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LineLabels {
+    pub source: String,
+    /// What was done to the line: `split`, `truncated` (too long); `passed`,
+    /// `replaced`, `rejected` (invalid UTF-8).
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileEventLabels {
+    /// `opened`, `replaced` (a new file at a tailed path), `removed` (the path is
+    /// gone), `truncated`, `closed`.
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
     pub stream: String,
 }
@@ -72,6 +87,10 @@ struct Inner {
     shard_map_refreshes: Family<StreamLabels, Counter>,
     shard_map_changes: Family<StreamLabels, Counter>,
     latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
+    oversized: Family<LineLabels, Counter>,
+    invalid_utf8: Family<LineLabels, Counter>,
+    key_fallbacks: Family<SourceLabels, Counter>,
+    file_events: Family<FileEventLabels, Counter>,
 }
 
 /// The agent's metrics; cheap to clone.
@@ -109,6 +128,30 @@ impl Metrics {
         let shard_map_refreshes = Family::default();
         let shard_map_changes = Family::default();
         let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let oversized = Family::default();
+        let invalid_utf8 = Family::default();
+        let key_fallbacks = Family::default();
+        let file_events = Family::default();
+        registry.register(
+            "shardline_lines_oversized",
+            "Lines longer than the record limit, split into several records or truncated",
+            oversized.clone(),
+        );
+        registry.register(
+            "shardline_lines_invalid_utf8",
+            "Lines that are not valid UTF-8, passed as they are, replaced or rejected",
+            invalid_utf8.clone(),
+        );
+        registry.register(
+            "shardline_partition_key_fallbacks",
+            "Records that got a random partition key because their key field was missing",
+            key_fallbacks.clone(),
+        );
+        registry.register(
+            "shardline_file_events",
+            "Tailed files opened, replaced, removed, truncated and closed",
+            file_events.clone(),
+        );
         registry.register(
             "shardline_records_received",
             "User records received from sources",
@@ -208,6 +251,10 @@ impl Metrics {
                 shard_map_refreshes,
                 shard_map_changes,
                 latency,
+                oversized,
+                invalid_utf8,
+                key_fallbacks,
+                file_events,
             }),
         }
     }
@@ -393,6 +440,100 @@ impl Metrics {
     pub fn spooled_count(&self, source: &str) -> u64 {
         self.inner
             .spooled
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .get()
+    }
+
+    /// `n` lines of `source` longer than the record limit were split or truncated.
+    pub fn oversized(&self, source: &str, action: &str, n: u64) {
+        self.inner
+            .oversized
+            .get_or_create(&LineLabels {
+                source: source.into(),
+                action: action.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// `n` lines of `source` were not valid UTF-8 (`action`: what was done).
+    pub fn invalid_utf8(&self, source: &str, action: &str, n: u64) {
+        self.inner
+            .invalid_utf8
+            .get_or_create(&LineLabels {
+                source: source.into(),
+                action: action.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// `n` records of `source` got a random key for want of their key field.
+    pub fn partition_key_fallback(&self, source: &str, n: u64) {
+        self.inner
+            .key_fallbacks
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// A tailed file event.
+    pub fn file_event(&self, event: &str) {
+        self.inner
+            .file_events
+            .get_or_create(&FileEventLabels {
+                event: event.into(),
+            })
+            .inc();
+    }
+
+    /// Lines split or truncated so far (for tests and status).
+    pub fn oversized_count(&self, source: &str, action: &str) -> u64 {
+        self.inner
+            .oversized
+            .get_or_create(&LineLabels {
+                source: source.into(),
+                action: action.into(),
+            })
+            .get()
+    }
+
+    /// Invalid UTF-8 lines so far (for tests and status).
+    pub fn invalid_utf8_count(&self, source: &str, action: &str) -> u64 {
+        self.inner
+            .invalid_utf8
+            .get_or_create(&LineLabels {
+                source: source.into(),
+                action: action.into(),
+            })
+            .get()
+    }
+
+    /// Partition key fallbacks so far (for tests and status).
+    pub fn partition_key_fallback_count(&self, source: &str) -> u64 {
+        self.inner
+            .key_fallbacks
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .get()
+    }
+
+    /// File events so far (for tests and status).
+    pub fn file_event_count(&self, event: &str) -> u64 {
+        self.inner
+            .file_events
+            .get_or_create(&FileEventLabels {
+                event: event.into(),
+            })
+            .get()
+    }
+
+    /// Records received from `source` so far.
+    pub fn received_count(&self, source: &str) -> u64 {
+        self.inner
+            .received
             .get_or_create(&SourceLabels {
                 source: source.into(),
             })

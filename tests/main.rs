@@ -7,6 +7,7 @@ mod util;
 mod cli;
 mod codec;
 mod delivery;
+mod file;
 mod pipeline;
 mod producer;
 mod socket;

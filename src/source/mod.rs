@@ -4,4 +4,5 @@
 //! [`UserRecord`]: crate::record::UserRecord
 //! [`Producer`]: crate::producer::Producer
 
+pub mod file;
 pub mod socket;

@@ -332,6 +332,39 @@ pub fn socket_toml(path: &Path, stream: Option<&str>) -> String {
     s
 }
 
+/// A `[[file]]` block tailing `patterns`, with extra keys.
+pub fn file_toml(patterns: &[&Path], extra: &str) -> String {
+    let include: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
+    format!("[[file]]\ninclude = [{}]\n{extra}\n", include.join(", "))
+}
+
+/// Every user record of the spool at `dir` (the agent must not be running), per
+/// stream entry order, and the stream's checkpoints.
+pub fn spool_contents(
+    dir: &Path,
+    stream: &str,
+) -> (Vec<UserRecord>, Vec<shardline::spool::Checkpoint>) {
+    let spool = shardline::spool::open_at(dir, u64::MAX).unwrap();
+    let s = spool.stream(stream).unwrap();
+    let (entries, _) = s.read_from(0, u64::MAX, |_| false).unwrap();
+    let mut records = Vec::new();
+    for e in entries {
+        for (i, r) in e.records.into_iter().enumerate() {
+            let done = e
+                .delivered
+                .as_ref()
+                .is_some_and(|bits| bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0));
+            if !done {
+                records.push(r);
+            }
+        }
+    }
+    (records, s.checkpoints().unwrap())
+}
+
 pub async fn start_agent(config: Config) -> Agent {
     aws_env();
     Agent::start(config).await.unwrap()
