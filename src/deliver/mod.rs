@@ -640,11 +640,18 @@ impl Dispatcher {
             let room = !draining && self.loaded_bytes < self.options.max_inflight_bytes;
             let wake_at = self.next_wake();
             let permits = self.permits.clone();
+            // Requests in flight may outlast the drain: wake at its deadline.
+            let drain_until = if draining {
+                *drain_deadline.borrow()
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 Some(outcome) = self.outcome_rx.recv() => self.on_outcome(outcome),
                 _ = shutdown.cancelled(), if !draining => {}
                 _ = drain_deadline.changed(), if draining => {}
+                _ = sleep_until_opt(drain_until) => {}
                 changed = self.map_rx.changed(), if map_open => {
                     map_open = changed.is_ok();
                     if map_open {
