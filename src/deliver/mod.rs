@@ -1018,6 +1018,7 @@ impl Dispatcher {
                 let mut delivered = 0u64;
                 let mut wrong_shard = 0u64;
                 let mut misrouted = Vec::new();
+                let mut refused: Option<(String, String)> = None;
                 for (item, res) in items.into_iter().zip(results) {
                     match res {
                         EntryResult::Accepted { shard_id } => {
@@ -1044,6 +1045,9 @@ impl Dispatcher {
                         EntryResult::Failed { code, message } => {
                             let class = ErrorClass::of(&code);
                             self.metrics.entry_failed(&self.stream, &code);
+                            if refused.is_none() {
+                                refused = Some((code.clone(), message.clone()));
+                            }
                             if class == ErrorClass::Permanent {
                                 self.isolate(item, &code, &message, &mut done, &mut partial);
                                 continue;
@@ -1066,6 +1070,10 @@ impl Dispatcher {
                         }
                     }
                 }
+                if let Some((code, message)) = refused {
+                    // One per response, not per entry.
+                    self.metrics.note_error(&self.stream, &code, &message);
+                }
                 if wrong_shard > 0 {
                     self.metrics.wrong_shard(&self.stream, wrong_shard);
                     self.refresh.notify_one();
@@ -1087,6 +1095,7 @@ impl Dispatcher {
             Err(e) => {
                 let class = ErrorClass::of(&e.code);
                 self.metrics.request_failed(&self.stream, &e.code);
+                self.metrics.note_error(&self.stream, &e.code, &e.message);
                 if class == ErrorClass::Permanent {
                     // Kinesis refused the request as a whole for good: find the
                     // record it objects to by sending every aggregate alone.
@@ -1379,9 +1388,10 @@ async fn refresh_shard_map(
     loop {
         let result = kinesis.list_shards(&stream).await;
         let wait = match result
-            .map_err(|e| e.to_string())
-            .and_then(|shards| ShardMap::new(shards).map_err(|e| e.to_string()))
-        {
+            .map_err(|e| (e.code.clone(), e.to_string()))
+            .and_then(|shards| {
+                ShardMap::new(shards).map_err(|e| ("InvalidShardMap".to_owned(), e.to_string()))
+            }) {
             Ok(map) => {
                 if failures > 0 {
                     tracing::info!(stream = %stream, shards = map.len(), "Shard map loaded after earlier failures");
@@ -1392,8 +1402,9 @@ async fn refresh_shard_map(
                 tx.send_replace(Some(Arc::new(map)));
                 interval
             }
-            Err(e) => {
+            Err((code, e)) => {
                 failures += 1;
+                metrics.note_error(&stream, &code, &e);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
                     last_log = Some(now);
