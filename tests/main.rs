@@ -7,5 +7,8 @@ mod util;
 mod cli;
 mod codec;
 mod delivery;
+mod packaging;
 mod pipeline;
 mod producer;
+mod service;
+mod status;
