@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::deliver::kinesis::{EntryResult, KinesisError};
-use crate::spool::Spool;
+use crate::spool::{Spool, WeakSpool};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
@@ -72,8 +72,9 @@ struct Inner {
     shard_map_refreshes: Family<StreamLabels, Counter>,
     shard_map_changes: Family<StreamLabels, Counter>,
     latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
-    /// The spool the gauges read, set once it is open.
-    spool: Arc<OnceLock<Spool>>,
+    /// The spool the gauges read, set once it is open; weak, so metrics kept
+    /// after the agent stopped do not keep the database open.
+    spool: Arc<OnceLock<WeakSpool>>,
     last_error: Mutex<Option<LastError>>,
 }
 
@@ -90,13 +91,16 @@ pub struct LastError {
 
 /// Reads the spool gauges at each scrape.
 struct SpoolCollector {
-    spool: Arc<OnceLock<Spool>>,
+    spool: Arc<OnceLock<WeakSpool>>,
 }
 
 impl std::fmt::Debug for SpoolCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpoolCollector")
-            .field("attached", &self.spool.get().is_some())
+            .field(
+                "open",
+                &self.spool.get().and_then(WeakSpool::upgrade).is_some(),
+            )
             .finish()
     }
 }
@@ -114,7 +118,7 @@ fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
 
 impl Collector for SpoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(spool) = self.spool.get() else {
+        let Some(spool) = self.spool.get().and_then(WeakSpool::upgrade) else {
             return Ok(());
         };
         encode_gauge(
@@ -283,7 +287,7 @@ impl Metrics {
 
     /// Gives the spool gauges their spool (once; later calls are ignored).
     pub fn attach_spool(&self, spool: &Spool) {
-        let _ = self.inner.spool.set(spool.clone());
+        let _ = self.inner.spool.set(spool.downgrade());
     }
 
     /// Remembers a delivery problem for the status endpoint (call once per failed

@@ -333,6 +333,12 @@ impl Spool {
         self.inner.db.is_none()
     }
 
+    /// A handle that does not keep the spool open, for observers (the metrics)
+    /// that may outlive the agent: the database closes when the agent is done.
+    pub fn downgrade(&self) -> WeakSpool {
+        WeakSpool(Arc::downgrade(&self.inner))
+    }
+
     /// Waits until some space has been freed.
     pub async fn space_freed(&self) {
         self.inner.space.freed.notified().await
@@ -344,6 +350,17 @@ impl Spool {
             Some(db) => Ok(db.size_on_disk()?),
             None => Ok(0),
         }
+    }
+}
+
+/// See [`Spool::downgrade`].
+#[derive(Clone)]
+pub struct WeakSpool(std::sync::Weak<SpoolInner>);
+
+impl WeakSpool {
+    /// The spool, while it is open.
+    pub fn upgrade(&self) -> Option<Spool> {
+        self.0.upgrade().map(|inner| Spool { inner })
     }
 }
 

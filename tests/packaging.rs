@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::util::shardline_bin;
+
 /// Highest `systemd-analyze security` exposure the unit may have ("OK" is up to
 /// 4.9; this is the project's own bar).
 const MAX_EXPOSURE: f64 = 2.5;
@@ -92,8 +94,14 @@ fn systemd_verify_catches_a_misspelt_key() {
 fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("shardline.deb");
+    // cargo-deb takes the binary from <target>/debug: a target directory of our
+    // own holding the binary under test, whatever else shares the real one.
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("debug")).unwrap();
+    std::os::unix::fs::symlink(shardline_bin(), target.join("debug/shardline")).unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = run(Command::new(cargo)
+        .env("CARGO_TARGET_DIR", &target)
         .args(["deb", "--no-build", "--profile", "dev", "--fast", "--quiet"])
         .arg("--manifest-path")
         .arg(root().join("Cargo.toml"))
