@@ -1,5 +1,5 @@
 //! The agent's HTTP endpoint — `GET /metrics` (Prometheus text, from
-//! [`Metrics::encode`]) and `GET /status` (a JSON [`Status`]) — and the client side
+//! [`Metrics::encode`](crate::metrics::Metrics::encode)) and `GET /status` (a JSON [`Status`]) — and the client side
 //! that `shardline status` uses.
 //!
 //! It is a few lines of hyper rather than a web framework: two fixed routes do not
