@@ -1,6 +1,6 @@
 //! The agent's HTTP endpoint — `GET /metrics` (Prometheus text, from
-//! [`Metrics::encode`](crate::metrics::Metrics::encode)) and `GET /status` (a JSON [`Status`]) — and the client side
-//! that `shardline status` uses.
+//! [`Metrics::encode`](crate::metrics::Metrics::encode)) and `GET /status` (a
+//! JSON [`Status`]) — and the client side that `shardline status` uses.
 //!
 //! It is a few lines of hyper rather than a web framework: two fixed routes do not
 //! need a router, and hyper is in the tree already through the AWS SDK. The status
