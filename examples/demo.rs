@@ -67,7 +67,7 @@ async fn main() {
         &config_path,
         format!(
             "[kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             [spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\n",
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\n",
             work.path().join("spool").display(),
             socket.display()
         ),

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct RawConfig {
     /// Tailed files.
     #[serde(default)]
     pub file: Vec<RawFile>,
+    /// The HTTP endpoint for metrics and status.
+    #[serde(default)]
+    pub metrics: RawMetrics,
     /// Longest graceful shutdown: sources stop, partial aggregates are flushed and
     /// in-flight requests may finish for this long; what is left stays spooled.
     #[serde(default = "default_shutdown_timeout_secs")]
@@ -325,6 +329,28 @@ pub enum PartitionKey {
     JsonField(String),
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Address (`IP:port`) of the HTTP endpoint serving `GET /metrics` (Prometheus
+    /// text) and `GET /status` (JSON); `shardline status` reads it from here. Port 0
+    /// takes any free port. The endpoint has no authentication: keep it on loopback.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9717".into()
+}
+
 fn default_shutdown_timeout_secs() -> u64 {
     30
 }
@@ -400,7 +426,14 @@ pub struct Config {
     pub spool: SpoolOptions,
     pub sockets: Vec<SocketConfig>,
     pub files: Vec<FileConfig>,
+    pub metrics: MetricsConfig,
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where the metrics and status endpoint listens.
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -768,6 +801,16 @@ impl RawConfig {
                 Some(s)
             }
         };
+        let metrics_listen = match self.metrics.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "metrics.listen {:?} is not an IP address and port (like \"127.0.0.1:9717\")",
+                    self.metrics.listen
+                ));
+                None
+            }
+        };
         if self.socket.is_empty() && self.file.is_empty() {
             problems.push("no sources: add at least one [[socket]] or [[file]]".into());
         }
@@ -895,6 +938,9 @@ impl RawConfig {
             },
             sockets,
             files,
+            metrics: MetricsConfig {
+                listen: metrics_listen.expect("checked above"),
+            },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
         })
     }
@@ -928,6 +974,21 @@ mod tests {
         assert_eq!(c.streams(), vec!["logs", "other"]);
         assert_eq!(c.delivery.max_connections, 24);
         assert_eq!(c.delivery.batch_max_records, 500);
+        assert_eq!(c.metrics.listen, "127.0.0.1:9717".parse().unwrap());
+    }
+
+    #[test]
+    fn metrics_listen_must_be_an_address() {
+        let c = check(&format!("{MINIMAL}\n[metrics]\nlisten = \"[::1]:0\"\n")).unwrap();
+        assert_eq!(c.metrics.listen, "[::1]:0".parse().unwrap());
+        let e = check(&format!("{MINIMAL}\n[metrics]\nlisten = \"localhost\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.listen \"localhost\""), "{e}");
+        let e = check(&format!("{MINIMAL}\n[metrics]\nport = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! - [`shard_map`]: open shards' hash key ranges, from ListShards.
 //! - [`aggregate`]: the KPL aggregation format, both ways.
 //! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding.
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: Prometheus counters, and the spool's gauges.
+//! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.
+//! - [`systemd`]: readiness and watchdog notifications to systemd.
 //! - [`agent`]: wires it all together and runs it until shutdown.
 
 pub mod agent;
@@ -36,6 +38,8 @@ pub mod record;
 pub mod shard_map;
 pub mod source;
 pub mod spool;
+pub mod status;
+pub mod systemd;
 
 pub use producer::{ProduceError, Producer};
 pub use record::UserRecord;

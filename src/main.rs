@@ -1,11 +1,23 @@
 //! The `shardline` command: parses the CLI, sets up logging, loads the config and
-//! runs the agent.
+//! runs the agent, or asks a running one for its status.
 
+use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Longest wait for the agent's answer to `shardline status`.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Exit status of `shardline status` when no agent answers (as `systemctl status`
+/// and LSB init scripts say "not running").
+const EXIT_NOT_RUNNING: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -14,8 +26,23 @@ use clap::{Parser, Subcommand};
     about = "Forwards log records to Amazon Kinesis Data Streams without losing one"
 )]
 struct Cli {
+    /// Log format: `auto` is `journal` under systemd (JOURNAL_STREAM names stderr),
+    /// else `human`; `human` has colours on a terminal only.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Auto,
+    /// Timestamp, level, message and fields.
+    Human,
+    /// One JSON object per line, fields at the top level.
+    Json,
+    /// For journald: a `<N>` syslog priority prefix, no timestamp, no colours.
+    Journal,
 }
 
 #[derive(Subcommand)]
@@ -25,6 +52,10 @@ enum Command {
         /// Config file.
         #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
         config: PathBuf,
+        /// Once started, write the process id and the metrics endpoint's bound
+        /// address here (JSON); removed at exit.
+        #[arg(long)]
+        status_file: Option<PathBuf>,
     },
     /// Send lines (from stdin or a file) to the agent's framed socket.
     Send {
@@ -45,6 +76,19 @@ enum Command {
         /// Config file.
         #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
         config: PathBuf,
+    },
+    /// Show a running agent's backlog, delivery rate and last error; exits with 3
+    /// when no agent answers.
+    Status {
+        /// Config file; the agent is asked at its `metrics.listen` address.
+        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        config: PathBuf,
+        /// Ask this address instead of the config's `metrics.listen`.
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -74,8 +118,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => match run(config) {
-            Ok(()) => ExitCode::SUCCESS,
+        Command::Run {
+            config,
+            status_file,
+        } => {
+            init_logging(cli.log_format);
+            match run(config, status_file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // Through the log, so journald files it as an error.
+                    tracing::error!(error = format!("{e:#}"), "Agent failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { config, addr, json } => match status(config, addr, json) {
+            Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
@@ -84,18 +142,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: PathBuf) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn run(config: PathBuf, status_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = shardline::config::load(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        shardline::agent::run(config, shutdown_signal()).await?;
+        let options = shardline::agent::RunOptions { status_file };
+        shardline::agent::run_with(config, shutdown_signal(), options).await?;
         Ok(())
     })
 }
@@ -154,14 +206,134 @@ fn send(
 }
 
 /// Resolves on SIGTERM or SIGINT.
+
+fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
+    let addr = match addr {
+        Some(a) => a,
+        None => {
+            let listen = shardline::config::load(&config)?.metrics.listen;
+            anyhow::ensure!(
+                listen.port() != 0,
+                "metrics.listen in {} has port 0 (any free port): pass the agent's address with --addr",
+                config.display()
+            );
+            listen
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match runtime.block_on(shardline::status::fetch(addr, STATUS_TIMEOUT)) {
+        Ok(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Ok(s) => print!("{}", s.render()),
+        Err(e) if e.is_unreachable() => {
+            let why = format!("{:#}", anyhow::Error::from(e));
+            if json {
+                let down = serde_json::json!({"running": false, "addr": addr, "error": why});
+                println!("{}", serde_json::to_string_pretty(&down)?);
+            }
+            eprintln!("shardline is not running (no answer at {addr}): {why}");
+            return Ok(ExitCode::from(EXIT_NOT_RUNNING));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether stderr is the journal stream systemd gave us: `JOURNAL_STREAM` is
+/// `device:inode` of that stream (`systemd.exec(5)`), so a stderr redirected
+/// elsewhere by the unit or a shell does not count.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(expected) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    expected == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error … `<7>` debug), which
+/// journald reads as the entry's priority.
+struct PriorityPrefix<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for PriorityPrefix<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let format = match format {
+        LogFormat::Auto if stderr_is_journal() => LogFormat::Journal,
+        LogFormat::Auto => LogFormat::Human,
+        f => f,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Journal => builder
+            .with_ansi(false)
+            .event_format(PriorityPrefix(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_ansi(false),
+            ))
+            .init(),
+        LogFormat::Human | LogFormat::Auto => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. SIGHUP (a reload, later) is logged and
+/// otherwise ignored, so `systemctl reload` does not kill the agent.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
     let mut int =
         signal(SignalKind::interrupt()).expect("installing a SIGINT handler cannot fail on Unix");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup =
+        signal(SignalKind::hangup()).expect("installing a SIGHUP handler cannot fail on Unix");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::info!(
+                "Reload requested; reloading is not supported yet, the running configuration stays"
+            ),
+        }
     }
 }

@@ -5,17 +5,26 @@
 //! exposition); labels are bounded: stream, source kind, a rejection reason or a
 //! Kinesis error code — never a path or an error message. Everything is counted per
 //! batch, not per record.
+//!
+//! The spool gauges (`shardline_spool_bytes`, `shardline_spool_records`,
+//! `shardline_spool_oldest_record_age_seconds`, `shardline_spool_max_bytes`) are
+//! read from the [`Spool`] at each scrape by a collector, so they are never stale
+//! and cost nothing between scrapes. The last delivery error is kept here too, for
+//! the status endpoint only: an error message is not a bounded label.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::deliver::kinesis::{EntryResult, KinesisError};
+use crate::spool::{Spool, WeakSpool};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
@@ -91,6 +100,87 @@ struct Inner {
     invalid_utf8: Family<LineLabels, Counter>,
     key_fallbacks: Family<SourceLabels, Counter>,
     file_events: Family<FileEventLabels, Counter>,
+    /// The spool the gauges read, set once it is open; weak, so metrics kept
+    /// after the agent stopped do not keep the database open.
+    spool: Arc<OnceLock<WeakSpool>>,
+    last_error: Mutex<Option<LastError>>,
+}
+
+/// The most recent delivery problem (a refused request or entry, a failed
+/// ListShards), for `shardline status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastError {
+    pub stream: String,
+    /// Kinesis's error code, or `Transport` / `Timeout`.
+    pub code: String,
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// Reads the spool gauges at each scrape.
+struct SpoolCollector {
+    spool: Arc<OnceLock<WeakSpool>>,
+}
+
+impl std::fmt::Debug for SpoolCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolCollector")
+            .field(
+                "open",
+                &self.spool.get().and_then(WeakSpool::upgrade).is_some(),
+            )
+            .finish()
+    }
+}
+
+fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+    gauge.encode(metric)
+}
+
+impl Collector for SpoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(spool) = self.spool.get().and_then(WeakSpool::upgrade) else {
+            return Ok(());
+        };
+        encode_gauge(
+            &mut encoder,
+            "shardline_spool_bytes",
+            "Bytes of undelivered records held in the spool",
+            spool.used_bytes(),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "shardline_spool_records",
+            "User records held in the spool, not yet accepted by Kinesis",
+            spool.records(),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "shardline_spool_max_bytes",
+            "Most bytes of records the spool holds (spool.max_bytes); sources wait past it",
+            spool.max_bytes(),
+        )?;
+        match spool.oldest_record_age() {
+            Ok(age) => encode_gauge(
+                &mut encoder,
+                "shardline_spool_oldest_record_age_seconds",
+                "Time the oldest record in the spool has waited (0 when empty), to within a second",
+                age.unwrap_or_default().as_secs_f64(),
+            )?,
+            // Leaving the gauge out tells the scraper the value is unknown.
+            Err(e) => {
+                tracing::warn!(error = %e, "Reading the oldest spool record's age failed")
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The agent's metrics; cheap to clone.
@@ -152,6 +242,10 @@ impl Metrics {
             "Tailed files opened, replaced, removed, truncated and closed",
             file_events.clone(),
         );
+        let spool = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(SpoolCollector {
+            spool: spool.clone(),
+        }));
         registry.register(
             "shardline_records_received",
             "User records received from sources",
@@ -255,8 +349,39 @@ impl Metrics {
                 invalid_utf8,
                 key_fallbacks,
                 file_events,
+                spool,
+                last_error: Mutex::new(None),
             }),
         }
+    }
+
+    /// Gives the spool gauges their spool (once; later calls are ignored).
+    pub fn attach_spool(&self, spool: &Spool) {
+        let _ = self.inner.spool.set(spool.downgrade());
+    }
+
+    /// Remembers a delivery problem for the status endpoint (call once per failed
+    /// request or batch of entries, not per record).
+    pub fn note_error(&self, stream: &str, code: &str, message: &str) {
+        *self
+            .inner
+            .last_error
+            .lock()
+            .expect("last error lock poisoned") = Some(LastError {
+            stream: stream.to_owned(),
+            code: code.to_owned(),
+            message: message.to_owned(),
+            at: SystemTime::now(),
+        });
+    }
+
+    /// The most recent delivery problem, if any.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.inner
+            .last_error
+            .lock()
+            .expect("last error lock poisoned")
+            .clone()
     }
 
     /// The Prometheus text exposition of every metric.

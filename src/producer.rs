@@ -181,6 +181,7 @@ impl Producer {
             );
         }
         let metrics = Metrics::new();
+        metrics.attach_spool(&spool);
         let delivery = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (drain_deadline, drain_rx) = watch::channel(None);

@@ -21,6 +21,14 @@
 //! - `0x02 name`: a source's *checkpoint* (a file's read position), written in the
 //!   same atomic batch as the records read up to it, so a crash can neither lose nor
 //!   duplicate a record between a source and the spool.
+//! - `0x03 id`: a *time mark*: the wall-clock time (Unix milliseconds, big-endian
+//!   `u64`) at which entry `id` was appended. A mark is written with an entry at most
+//!   once per [`MARK_INTERVAL`], so every entry was appended less than that after the
+//!   mark at or before its id; the age of the oldest record is read from the mark at
+//!   or before the first entry ([`Spool::oldest_record_age`]), an over-estimate by
+//!   less than [`MARK_INTERVAL`]. Marks behind the first entry are pruned as entries
+//!   are retired. Entries carry no time themselves: a mark per second costs one small
+//!   key, a time per entry would cost a format change and a scan.
 //!
 //! # Durability
 //!
@@ -30,10 +38,11 @@
 //! since acks (deletes) are writes too, the records re-sent after a crash are at most
 //! those accepted by Kinesis since the last flush.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -46,6 +55,10 @@ const FORMAT_VERSION: u8 = 1;
 const NS_ENTRY: u8 = 0x00;
 const NS_PROGRESS: u8 = 0x01;
 const NS_CHECKPOINT: u8 = 0x02;
+const NS_MARK: u8 = 0x03;
+/// Least time between two time marks of a stream, hence the precision of
+/// [`Spool::oldest_record_age`]: one small key per second of traffic at most.
+pub const MARK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +274,10 @@ impl Spool {
                 records = records.saturating_sub(delivered);
             }
         }
+        let marks = match &tree {
+            Some(t) => load_marks(t, last)?,
+            None => BTreeMap::new(),
+        };
         let space = &self.inner.space;
         space.used_bytes.fetch_add(bytes, Ordering::Relaxed);
         space.records.fetch_add(records, Ordering::Relaxed);
@@ -270,6 +287,10 @@ impl Spool {
                 tree,
                 next_id: AtomicU64::new(last.map_or(1, |l| l + 1)),
                 space: self.inner.space.clone(),
+                marks: Mutex::new(Marks {
+                    by_id: marks,
+                    last: None,
+                }),
             }),
         };
         streams.insert(name.to_owned(), s.clone());
@@ -288,6 +309,27 @@ impl Spool {
 
     pub fn max_bytes(&self) -> u64 {
         self.inner.space.max_bytes
+    }
+
+    /// How long the oldest record held has waited, over all streams; `None` when
+    /// the spool is empty or memory-only. Precise to [`MARK_INTERVAL`] (never
+    /// under the real age). A few key lookups per stream: cheap enough per scrape.
+    pub fn oldest_record_age(&self) -> Result<Option<Duration>, SpoolError> {
+        let streams: Vec<StreamSpool> = self
+            .inner
+            .streams
+            .lock()
+            .expect("spool stream table lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut oldest = None;
+        for s in streams {
+            if let Some(age) = s.oldest_record_age()? {
+                oldest = oldest.max(Some(age));
+            }
+        }
+        Ok(oldest)
     }
 
     /// Makes everything written so far durable.
@@ -325,6 +367,12 @@ impl Spool {
         self.inner.db.is_none()
     }
 
+    /// A handle that does not keep the spool open, for observers (the metrics)
+    /// that may outlive the agent: the database closes when the agent is done.
+    pub fn downgrade(&self) -> WeakSpool {
+        WeakSpool(Arc::downgrade(&self.inner))
+    }
+
     /// Waits until some space has been freed.
     pub async fn space_freed(&self) {
         self.inner.space.freed.notified().await
@@ -336,6 +384,17 @@ impl Spool {
             Some(db) => Ok(db.size_on_disk()?),
             None => Ok(0),
         }
+    }
+}
+
+/// See [`Spool::downgrade`].
+#[derive(Clone)]
+pub struct WeakSpool(std::sync::Weak<SpoolInner>);
+
+impl WeakSpool {
+    /// The spool, while it is open.
+    pub fn upgrade(&self) -> Option<Spool> {
+        self.0.upgrade().map(|inner| Spool { inner })
     }
 }
 
@@ -351,6 +410,62 @@ struct StreamInner {
     tree: Option<sled::Tree>,
     next_id: AtomicU64,
     space: Arc<Space>,
+    /// The time marks, as stored (see the module docs). Held while a mark is
+    /// written with its entry and while marks are pruned, so a pruning never misses
+    /// an entry whose mark it has seen.
+    marks: Mutex<Marks>,
+}
+
+struct Marks {
+    /// Entry id → Unix milliseconds of its append.
+    by_id: BTreeMap<u64, u64>,
+    /// When this process last wrote a mark.
+    last: Option<std::time::Instant>,
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// The id of the first entry of a tree.
+fn first_entry_id(tree: &sled::Tree) -> Result<Option<u64>, SpoolError> {
+    match tree
+        .range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX))
+        .keys()
+        .next()
+    {
+        Some(k) => Ok(key_id(&k?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads a stream's time marks at open. Marks past the last entry are left from
+/// ids used before a restart (ids start again after the last entry held) and go;
+/// entries without a mark at or before them (a spool older than marks) get one at
+/// the current time, so their age counts at least from this start.
+fn load_marks(tree: &sled::Tree, last: Option<u64>) -> Result<BTreeMap<u64, u64>, SpoolError> {
+    let mut marks = BTreeMap::new();
+    let mut stale = sled::Batch::default();
+    for kv in tree.range(key(NS_MARK, 0)..=key(NS_MARK, u64::MAX)) {
+        let (k, v) = kv?;
+        let id = key_id(&k).unwrap_or(0);
+        match (last, <[u8; 8]>::try_from(v.as_ref())) {
+            (Some(last), Ok(ms)) if id <= last => {
+                marks.insert(id, u64::from_be_bytes(ms));
+            }
+            _ => stale.remove(&k),
+        }
+    }
+    if let Some(first) = first_entry_id(tree)? {
+        if marks.range(..=first).next().is_none() {
+            let now = unix_millis(SystemTime::now());
+            stale.insert(&key(NS_MARK, first), &now.to_be_bytes());
+            marks.insert(first, now);
+        }
+    }
+    tree.apply_batch(stale)?;
+    Ok(marks)
 }
 
 impl StreamSpool {
@@ -418,16 +533,41 @@ impl StreamSpool {
                 needed: bytes,
             });
         }
+        let now = std::time::Instant::now();
+        let mut marks = Some(self.inner.marks.lock().expect("spool marks lock poisoned"));
+        // The lock is kept only by an append that writes a mark (once a second).
+        let mark = match marks.as_mut() {
+            Some(m)
+                if m.last
+                    .is_none_or(|t| now.duration_since(t) >= MARK_INTERVAL) =>
+            {
+                m.last = Some(now);
+                Some(unix_millis(SystemTime::now()))
+            }
+            _ => {
+                marks = None;
+                None
+            }
+        };
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let written = match checkpoint {
-            None => tree.insert(key(NS_ENTRY, id), value).map(|_| ()),
-            Some(c) => {
+        let written = match (checkpoint, mark) {
+            (None, None) => tree.insert(key(NS_ENTRY, id), value).map(|_| ()),
+            (c, m) => {
                 let mut batch = sled::Batch::default();
                 batch.insert(&key(NS_ENTRY, id), value);
-                batch.insert(checkpoint_key(&c.name), c.value.as_slice());
+                if let Some(c) = c {
+                    batch.insert(checkpoint_key(&c.name), c.value.as_slice());
+                }
+                if let Some(ms) = m {
+                    batch.insert(&key(NS_MARK, id), &ms.to_be_bytes());
+                }
                 tree.apply_batch(batch)
             }
         };
+        if let (Some(m), Some(ms), true) = (marks.as_mut(), mark, written.is_ok()) {
+            m.by_id.insert(id, ms);
+        }
+        drop(marks);
         if let Err(e) = written {
             spool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(e.into());
@@ -525,7 +665,61 @@ impl StreamSpool {
                 .fetch_sub(freed, Ordering::AcqRel);
             self.inner.space.freed.notify_waiters();
         }
+        if !done.is_empty() {
+            self.prune_marks(tree)?;
+        }
         Ok(())
+    }
+
+    /// Drops the time marks behind the first entry, keeping the one at or before it
+    /// (it dates that entry) and always the newest (it dates the entries appended
+    /// after it without a mark of their own).
+    fn prune_marks(&self, tree: &sled::Tree) -> Result<(), SpoolError> {
+        let mut marks = self.inner.marks.lock().expect("spool marks lock poisoned");
+        if marks.by_id.len() < 2 {
+            return Ok(());
+        }
+        let newest = marks.by_id.keys().next_back().copied().unwrap_or(0);
+        let keep_from = match first_entry_id(tree)? {
+            Some(first) => marks
+                .by_id
+                .range(..=first)
+                .next_back()
+                .map_or(0, |(&id, _)| id),
+            None => newest,
+        };
+        let stale: Vec<u64> = marks.by_id.range(..keep_from).map(|(&id, _)| id).collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for id in &stale {
+            batch.remove(&key(NS_MARK, *id));
+            marks.by_id.remove(id);
+        }
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// How long this stream's oldest record has waited (see [`Spool::oldest_record_age`]).
+    pub fn oldest_record_age(&self) -> Result<Option<Duration>, SpoolError> {
+        let Some(tree) = &self.inner.tree else {
+            return Ok(None);
+        };
+        let marks = self.inner.marks.lock().expect("spool marks lock poisoned");
+        let Some(first) = first_entry_id(tree)? else {
+            return Ok(None);
+        };
+        // The mark at or before the first entry; failing that (an entry appended
+        // while its mark was being pruned), the next one, off by under a second.
+        let appended = marks
+            .by_id
+            .range(..=first)
+            .next_back()
+            .or_else(|| marks.by_id.range(first..).next())
+            .map(|(_, &ms)| ms);
+        Ok(appended
+            .map(|ms| Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(ms))))
     }
 
     /// Writes a checkpoint alone (a position that moved without records, such as
@@ -732,6 +926,71 @@ mod tests {
         // Checkpoints are not entries.
         assert_eq!(s.entry_count(), 1);
         assert_eq!(spool.records(), 1);
+    }
+
+    /// Moves the time mark of entry `id` back by `by` (as if written that long ago).
+    fn backdate_mark(s: &StreamSpool, id: u64, by: Duration) {
+        let ms = unix_millis(SystemTime::now() - by);
+        let mut marks = s.inner.marks.lock().unwrap();
+        marks.by_id.insert(id, ms);
+        s.inner
+            .tree
+            .as_ref()
+            .unwrap()
+            .insert(key(NS_MARK, id), &ms.to_be_bytes())
+            .unwrap();
+    }
+
+    fn age_secs(spool: &Spool) -> Option<u64> {
+        spool.oldest_record_age().unwrap().map(|d| d.as_secs())
+    }
+
+    #[test]
+    fn oldest_record_age_comes_from_time_marks_across_retires_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = open_at(dir.path(), 1 << 20).unwrap();
+            let s = spool.stream("a").unwrap();
+            assert_eq!(age_secs(&spool), None);
+            let e1 = s.append(&[rec("k", "one")]).unwrap();
+            backdate_mark(&s, e1.0, Duration::from_secs(60));
+            // A mark is due again (as a second later).
+            s.inner.marks.lock().unwrap().last = None;
+            let e2 = s.append(&[rec("k", "two")]).unwrap();
+            backdate_mark(&s, e2.0, Duration::from_secs(30));
+            // Appended within MARK_INTERVAL of e2's own mark: no mark of its own.
+            let e3 = s.append(&[rec("k", "three")]).unwrap();
+            assert_eq!(s.inner.marks.lock().unwrap().by_id.len(), 2);
+            let age = age_secs(&spool).unwrap();
+            assert!((60..62).contains(&age), "{age}");
+            s.retire(&[e1], &[], 1).unwrap();
+            // e1's mark is pruned; e2's dates the first entry.
+            assert_eq!(
+                s.inner.marks.lock().unwrap().by_id.keys().next(),
+                Some(&e2.0)
+            );
+            let age = age_secs(&spool).unwrap();
+            assert!((30..32).contains(&age), "{age}");
+            futures_flush(&spool);
+            let _ = e3;
+        }
+        {
+            let spool = open_at(dir.path(), 1 << 20).unwrap();
+            let age = age_secs(&spool).unwrap();
+            assert!((30..32).contains(&age), "marks survive a reopen: {age}");
+            let s = spool.stream("a").unwrap();
+            let (entries, _) = s.read_from(0, u64::MAX, |_| false).unwrap();
+            let done: Vec<(u64, u64)> = entries.iter().map(|e| (e.id, e.bytes)).collect();
+            s.retire(&done, &[], 2).unwrap();
+            assert_eq!(age_secs(&spool), None);
+            futures_flush(&spool);
+        }
+        let spool = open_at(dir.path(), 1 << 20).unwrap();
+        let s = spool.stream("a").unwrap();
+        // Ids start again after an empty spool: the old marks are gone.
+        assert!(s.inner.marks.lock().unwrap().by_id.is_empty());
+        s.append(&[rec("k", "new")]).unwrap();
+        assert_eq!(age_secs(&spool), Some(0));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::util::*;
 
 fn shardline() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shardline"))
+    Command::new(shardline_bin())
 }
 
 fn validate(text: &str) -> (bool, String) {
@@ -76,7 +76,7 @@ async fn binary_logs_a_refused_line_and_stops_gracefully() {
     std::fs::write(
         &conf,
         format!(
-            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nlinger_ms = 20\n[spool]\ndir = \"{}\"\n{}",
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{}",
             emu.endpoint,
             work.spool().display(),
             socket_toml(&sock, None)

@@ -706,11 +706,18 @@ impl Dispatcher {
             let room = !draining && self.loaded_bytes < self.options.max_inflight_bytes;
             let wake_at = self.next_wake();
             let permits = self.permits.clone();
+            // Requests in flight may outlast the drain: wake at its deadline.
+            let drain_until = if draining {
+                *drain_deadline.borrow()
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 Some(outcome) = self.outcome_rx.recv() => self.on_outcome(outcome),
                 _ = shutdown.cancelled(), if !draining => {}
                 _ = drain_deadline.changed(), if draining => {}
+                _ = sleep_until_opt(drain_until) => {}
                 changed = self.map_rx.changed(), if map_open => {
                     map_open = changed.is_ok();
                     if map_open {
@@ -1090,6 +1097,7 @@ impl Dispatcher {
                 let mut misrouted = Vec::new();
                 let mut accepted_shards = std::collections::HashSet::new();
                 let mut refused_shards = std::collections::HashSet::new();
+                let mut refused: Option<(String, String)> = None;
                 for (item, res) in items.into_iter().zip(results) {
                     match res {
                         EntryResult::Accepted { shard_id } => {
@@ -1115,6 +1123,9 @@ impl Dispatcher {
                         EntryResult::Failed { code, message } => {
                             let class = ErrorClass::of(&code);
                             self.metrics.entry_failed(&self.stream, &code);
+                            if refused.is_none() {
+                                refused = Some((code.clone(), message.clone()));
+                            }
                             if class == ErrorClass::Permanent {
                                 self.isolate(item, &code, &message, &mut done, &mut partial);
                                 continue;
@@ -1152,6 +1163,10 @@ impl Dispatcher {
                         self.shard_backoff.remove(&id);
                     }
                 }
+                if let Some((code, message)) = refused {
+                    // One per response, not per entry.
+                    self.metrics.note_error(&self.stream, &code, &message);
+                }
                 if wrong_shard > 0 {
                     self.metrics.wrong_shard(&self.stream, wrong_shard);
                     self.refresh.notify_one();
@@ -1173,6 +1188,7 @@ impl Dispatcher {
             Err(e) => {
                 let class = ErrorClass::of(&e.code);
                 self.metrics.request_failed(&self.stream, &e.code);
+                self.metrics.note_error(&self.stream, &e.code, &e.message);
                 if class == ErrorClass::Permanent {
                     // Kinesis refused the request as a whole for good: find the
                     // record it objects to by sending every aggregate alone.
@@ -1516,9 +1532,10 @@ async fn refresh_shard_map(
     loop {
         let result = kinesis.list_shards(&stream).await;
         let wait = match result
-            .map_err(|e| e.to_string())
-            .and_then(|shards| ShardMap::new(shards).map_err(|e| e.to_string()))
-        {
+            .map_err(|e| (e.code.clone(), e.to_string()))
+            .and_then(|shards| {
+                ShardMap::new(shards).map_err(|e| ("InvalidShardMap".to_owned(), e.to_string()))
+            }) {
             Ok(map) => {
                 if failures > 0 {
                     tracing::info!(stream = %stream, shards = map.len(), "Shard map loaded after earlier failures");
@@ -1529,8 +1546,9 @@ async fn refresh_shard_map(
                 tx.send_replace(Some(Arc::new(map)));
                 interval
             }
-            Err(e) => {
+            Err((code, e)) => {
                 failures += 1;
+                metrics.note_error(&stream, &code, &e);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
                     last_log = Some(now);

@@ -314,6 +314,8 @@ request_timeout_ms = 10000
 [delivery]
 linger_ms = 20
 shard_refresh_interval_secs = 5
+[metrics]
+listen = "127.0.0.1:0"
 [spool]
 dir = "{spool}"
 flush_interval_ms = 50
@@ -462,3 +464,167 @@ pub fn node_deaggregate(records: &[(String, Option<String>, Bytes)]) -> Vec<Vec<
 }
 
 pub type Shared<T> = Arc<std::sync::Mutex<T>>;
+
+/// The `shardline` binary under test: Cargo's build of it, or `SHARDLINE_BIN` (a
+/// copy of it, when other checkouts share the target directory and may replace
+/// `target/debug/shardline` while the tests run).
+pub fn shardline_bin() -> PathBuf {
+    std::env::var_os("SHARDLINE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_shardline")))
+}
+
+/// The real `shardline` binary, with test credentials and none of the service
+/// environment of whatever runs the tests (a CI job under systemd must not notify
+/// its own manager).
+pub fn shardline_command() -> std::process::Command {
+    let mut c = std::process::Command::new(shardline_bin());
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .env_remove("AWS_PROFILE")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Writes a config file for the binary: one socket (`in.sock`), the metrics
+/// endpoint on an ephemeral loopback port, and `extra` TOML at the top level
+/// (before any section). Returns its path.
+pub fn write_binary_config(work: &Workdir, endpoint: &str, top: &str) -> PathBuf {
+    let path = work.path("shardline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{top}\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
+             request_timeout_ms = 60000\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nflush_interval_ms = 50\n{}",
+            work.spool().display(),
+            socket_toml(&work.path("in.sock"), None)
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running `shardline run`, its log going to a file (a pipe nobody reads could
+/// fill up and stall it).
+pub struct AgentProcess {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub status_file: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `shardline [args] run --config CONFIG --status-file …`, stderr to
+    /// `log` (`name`.log in the work dir); `prepare` adjusts the command.
+    pub fn spawn(
+        work: &Workdir,
+        name: &str,
+        config: &Path,
+        args: &[&str],
+        prepare: impl FnOnce(&mut std::process::Command),
+    ) -> AgentProcess {
+        let log = work.path(&format!("{name}.log"));
+        let status_file = work.path(&format!("{name}.status"));
+        let mut c = shardline_command();
+        c.args(args)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--status-file")
+            .arg(&status_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        prepare(&mut c);
+        AgentProcess {
+            child: c.spawn().unwrap(),
+            log,
+            status_file,
+        }
+    }
+
+    /// Waits for the status file and returns the metrics endpoint's address.
+    pub async fn metrics_addr(&mut self) -> std::net::SocketAddr {
+        let path = self.status_file.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let f: shardline::agent::StatusFile = serde_json::from_str(&text).unwrap();
+                assert_eq!(f.pid, self.child.id());
+                return f.metrics_addr;
+            }
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                panic!(
+                    "agent exited with {exit} before starting:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no status file:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (up to `limit`) for the process to exit; returns its status and how
+    /// long it took.
+    pub async fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, Duration, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                return (exit, started.elapsed(), self.log_text());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("agent did not exit within {limit:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    pub async fn stop(self) -> String {
+        self.signal("TERM");
+        let (exit, _, log) = self.wait(Duration::from_secs(60)).await;
+        assert!(exit.success(), "exit {exit}:\n{log}");
+        log
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave the agent running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Every user record's data in `stream`, sorted (duplicates kept).
+pub async fn stream_data(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Bytes> {
+    let (_, mut data) = check_shards_and_collect(client, stream).await;
+    data.sort();
+    data
+}

@@ -1,0 +1,183 @@
+//! The systemd unit (hardening score, `systemd-analyze verify`) and the Debian
+//! package (built by `cargo deb` from the test build's binary, unpacked into a
+//! scratch root, its agent checking its own shipped config). `.ci/test` installs
+//! `systemd-analyze` and `cargo-deb` when they are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::util::shardline_bin;
+
+/// Highest `systemd-analyze security` exposure the unit may have ("OK" is up to
+/// 4.9; this is the project's own bar).
+const MAX_EXPOSURE: f64 = 2.5;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn unit() -> PathBuf {
+    root().join("packaging/systemd/shardline.service")
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?} ({e}); .ci/test installs it"))
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn systemd_unit_exposure_is_at_most_2_5() {
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit()));
+    let all = text(&out);
+    let line = all
+        .lines()
+        .find(|l| l.contains("Overall exposure level for shardline.service:"))
+        .unwrap_or_else(|| panic!("no overall exposure in\n{all}"));
+    let exposure: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line:?}"));
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} above {MAX_EXPOSURE}:\n{all}"
+    );
+    assert!(line.contains("OK"), "{line}");
+}
+
+/// The unit, with its commands pointed at `binary`, passes `systemd-analyze verify`
+/// with nothing to say (it exits 0 even for unknown keys, so warnings count too).
+fn verify_unit(unit_text: &str, binary: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shardline.service");
+    std::fs::write(
+        &path,
+        unit_text.replace("/usr/bin/shardline", binary.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    let all = text(&out);
+    assert!(out.status.success(), "verify failed:\n{all}");
+    assert!(all.trim().is_empty(), "verify complains:\n{all}");
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    verify_unit(
+        &std::fs::read_to_string(unit()).unwrap(),
+        Path::new(env!("CARGO_BIN_EXE_shardline")),
+    );
+}
+
+#[test]
+fn systemd_verify_catches_a_misspelt_key() {
+    // The check above must be able to fail.
+    let unit_text = std::fs::read_to_string(unit())
+        .unwrap()
+        .replace("WatchdogSec=", "WatchdogSek=");
+    let result = std::panic::catch_unwind(|| {
+        verify_unit(&unit_text, Path::new(env!("CARGO_BIN_EXE_shardline")))
+    });
+    assert!(result.is_err(), "a misspelt key passed verification");
+}
+
+/// `cargo deb` from the binary this test build made (debug profile: no second,
+/// release build), unpacked into a scratch root.
+#[test]
+fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = dir.path().join("shardline.deb");
+    // cargo-deb takes the binary from <target>/debug: a target directory of our
+    // own holding the binary under test, whatever else shares the real one.
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("debug")).unwrap();
+    std::os::unix::fs::symlink(shardline_bin(), target.join("debug/shardline")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(cargo)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["deb", "--no-build", "--profile", "dev", "--fast", "--quiet"])
+        .arg("--manifest-path")
+        .arg(root().join("Cargo.toml"))
+        .arg("--output")
+        .arg(&deb));
+    assert!(
+        out.status.success(),
+        "cargo deb failed (.ci/test installs cargo-deb):\n{}",
+        text(&out)
+    );
+
+    let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    let info = text(&info);
+    assert!(info.contains("Package: shardline"), "{info}");
+    assert!(info.contains("Depends: adduser"), "{info}");
+    let conffiles = run(Command::new("dpkg-deb").args(["--ctrl-tarfile"]).arg(&deb));
+    let ctrl = dir.path().join("control");
+    std::fs::create_dir(&ctrl).unwrap();
+    let mut tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(&ctrl)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &conffiles.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(ctrl.join("conffiles"))
+            .unwrap()
+            .trim(),
+        "/etc/shardline/shardline.toml"
+    );
+    let postinst = std::fs::read_to_string(ctrl.join("postinst")).unwrap();
+    assert!(
+        postinst.contains("adduser --quiet --system --group"),
+        "{postinst}"
+    );
+    assert!(
+        postinst.contains("adduser --quiet shardline adm"),
+        "{postinst}"
+    );
+    assert!(postinst.contains("/var/lib/shardline"), "{postinst}");
+    let sh = run(Command::new("sh").arg("-n").arg(ctrl.join("postinst")));
+    assert!(sh.status.success(), "postinst syntax:\n{}", text(&sh));
+
+    let root = dir.path().join("root");
+    let x = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+    assert!(x.status.success(), "{}", text(&x));
+    let binary = root.join("usr/bin/shardline");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&binary).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o755);
+    let unit_text =
+        std::fs::read_to_string(root.join("lib/systemd/system/shardline.service")).unwrap();
+    assert_eq!(unit_text, std::fs::read_to_string(unit()).unwrap());
+    let config = root.join("etc/shardline/shardline.toml");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        std::fs::read_to_string(root_file("config/shardline.toml")).unwrap()
+    );
+
+    let version = run(Command::new(&binary).arg("--version"));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("shardline {}", env!("CARGO_PKG_VERSION"))
+    );
+    let validate = run(Command::new(&binary)
+        .args(["validate", "--config"])
+        .arg(&config));
+    assert!(validate.status.success(), "{}", text(&validate));
+    assert!(text(&validate).contains(": ok"));
+    // The unit as packaged, with the packaged binary.
+    verify_unit(&unit_text, &binary);
+}
+
+fn root_file(p: &str) -> PathBuf {
+    root().join(p)
+}

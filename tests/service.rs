@@ -1,0 +1,269 @@
+//! The binary as a service: systemd readiness and watchdog notifications, log
+//! formats, SIGHUP, and SIGTERM under load.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Receives notifications until `until` says stop; returns each with the time it
+/// arrived and whether the ingest socket existed then.
+fn receive(
+    socket: &UnixDatagram,
+    ingest: &std::path::Path,
+    mut until: impl FnMut(&[(String, Instant, bool)]) -> bool,
+) -> Vec<(String, Instant, bool)> {
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !until(&got) {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification within {LIMIT:?} ({e}); got {got:?}"));
+        got.push((
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Instant::now(),
+            ingest.exists(),
+        ));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_gets_ready_after_the_socket_exists_then_watchdog_pings() {
+    let emu = Emulator::start().await;
+    create_stream(&emu.client().await, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+    let notify_path = work.path("notify.sock");
+    let listener = UnixDatagram::bind(&notify_path).unwrap();
+    let ingest = work.path("in.sock");
+    let agent = AgentProcess::spawn(&work, "agent", &config, &[], |c| {
+        c.env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "2000000");
+    });
+    let (listener, got) = tokio::task::spawn_blocking(move || {
+        let got = receive(&listener, &ingest, |got| {
+            got.iter().filter(|(m, ..)| m == "WATCHDOG=1").count() >= 3
+        });
+        (listener, got)
+    })
+    .await
+    .unwrap();
+    let (first, ready_at, socket_existed) = &got[0];
+    assert!(
+        first.lines().any(|l| l == "READY=1"),
+        "first notification is not READY=1: {got:?}"
+    );
+    assert!(
+        socket_existed,
+        "READY=1 came before the ingest socket existed"
+    );
+    // Pings every WATCHDOG_USEC / 2 (1 s): three of them take about 2 s, well
+    // within what a 2 s watchdog allows between two.
+    let pings: Vec<Instant> = got
+        .iter()
+        .filter(|(m, ..)| m == "WATCHDOG=1")
+        .map(|(_, t, _)| *t)
+        .collect();
+    assert!(pings.iter().all(|t| t >= ready_at));
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap < Duration::from_secs(2),
+            "watchdog gap {gap:?} exceeds WATCHDOG_USEC"
+        );
+    }
+
+    agent.signal("TERM");
+    let ingest = work.path("in.sock");
+    let stopping = tokio::task::spawn_blocking(move || {
+        receive(&listener, &ingest, |got| {
+            got.iter()
+                .any(|(m, ..)| m.lines().any(|l| l == "STOPPING=1"))
+        })
+    })
+    .await
+    .unwrap();
+    assert!(!stopping.is_empty());
+    let (exit, _, log) = agent.wait(LIMIT).await;
+    assert!(exit.success(), "{log}");
+}
+
+/// Starts the agent with `args` (and the env `prepare` sets), waits until it
+/// runs, stops it and returns its log.
+async fn log_of(
+    work: &Workdir,
+    name: &str,
+    config: &std::path::Path,
+    args: &[&str],
+    prepare: impl FnOnce(&mut std::process::Command),
+) -> String {
+    let mut agent = AgentProcess::spawn(work, name, config, args, prepare);
+    agent.metrics_addr().await;
+    agent.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_on_request_and_journal_lines_under_systemd() {
+    use std::os::unix::fs::MetadataExt;
+    let emu = Emulator::start().await;
+    create_stream(&emu.client().await, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+
+    let json = log_of(&work, "json", &config, &["--log-format", "json"], |_| {}).await;
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let started = events
+        .iter()
+        .find(|e| e["message"] == "Agent started")
+        .unwrap_or_else(|| panic!("no start event in\n{json}"));
+    assert_eq!(started["level"], "INFO");
+    assert!(started["timestamp"].is_string());
+    assert!(events
+        .iter()
+        .any(|e| e["message"] == "Metrics endpoint listening"
+            && e["addr"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("127.0.0.1:"))));
+
+    // Under systemd, JOURNAL_STREAM names stderr by device and inode.
+    let log_path = work.path("journal.log");
+    std::fs::File::create(&log_path).unwrap();
+    let meta = std::fs::metadata(&log_path).unwrap();
+    let journal_stream = format!("{}:{}", meta.dev(), meta.ino());
+    let journal = log_of(&work, "journal", &config, &[], |c| {
+        c.env("JOURNAL_STREAM", &journal_stream);
+    })
+    .await;
+    assert!(!journal.contains('\u{1b}'), "colours in\n{journal}");
+    for line in journal.lines() {
+        let rest = line
+            .strip_prefix("<6>")
+            .or_else(|| line.strip_prefix("<4>"))
+            .or_else(|| line.strip_prefix("<3>"))
+            .unwrap_or_else(|| panic!("no priority prefix: {line:?}"));
+        assert!(
+            rest.trim_start().starts_with("INFO")
+                || rest.trim_start().starts_with("WARN")
+                || rest.trim_start().starts_with("ERROR"),
+            "a timestamp or something else before the level: {line:?}"
+        );
+    }
+    assert!(
+        journal.contains("<6> INFO") && journal.contains("Agent started"),
+        "{journal}"
+    );
+
+    // A JOURNAL_STREAM that is not our stderr (inherited, redirected): human.
+    let human = log_of(&work, "human", &config, &[], |c| {
+        c.env("JOURNAL_STREAM", "1:1");
+    })
+    .await;
+    assert!(!human.contains('\u{1b}'), "colours in a file:\n{human}");
+    let first = human.lines().next().unwrap();
+    assert!(
+        first.starts_with(|c: char| c.is_ascii_digit()) && first.contains(" INFO "),
+        "no timestamp: {first:?}"
+    );
+}
+
+/// SIGHUP (a reload, later) is logged and the agent keeps running and serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_agent_running() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    agent.metrics_addr().await;
+    agent.signal("HUP");
+    wait_for("the reload request in the log", LIMIT, || {
+        agent.log_text().contains("Reload requested")
+    })
+    .await;
+    send_lines(&work.path("in.sock"), vec!["after hup".to_owned()]).await;
+    let deadline = Instant::now() + LIMIT;
+    while stream_data(&client, "logs").await.is_empty() {
+        assert!(Instant::now() < deadline, "not delivered after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(agent.child.try_wait().unwrap().is_none());
+    agent.stop().await;
+}
+
+/// SIGTERM while Kinesis is slow and records wait: the agent exits within
+/// `shutdown_timeout_secs` (not when the requests would end), and a restart
+/// delivers every record left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_within_the_timeout_and_a_restart_delivers_the_rest() {
+    const LINES: usize = 5000;
+    const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let config = write_binary_config(
+        &work,
+        &emu.endpoint,
+        &format!("shutdown_timeout_secs = {}", SHUTDOWN_TIMEOUT.as_secs()),
+    );
+    // Each PutRecords takes 30 s: far longer than the shutdown timeout.
+    emu.faults.delay_ms.store(30_000, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "first", &config, &[], |_| {});
+    agent.metrics_addr().await;
+    let lines: Vec<String> = (0..LINES).map(|i| format!("load {i:05}")).collect();
+    send_lines(&work.path("in.sock"), lines.clone()).await;
+    wait_for("requests in flight", LIMIT, || {
+        emu.faults.put_records.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    agent.signal("TERM");
+    let (exit, took, log) = agent.wait(LIMIT).await;
+    assert!(exit.success(), "exit {exit}:\n{log}");
+    // Process start-up and teardown on a loaded machine: a liveness margin, far
+    // below the 30 s the requests would take.
+    assert!(
+        took < SHUTDOWN_TIMEOUT + Duration::from_secs(10),
+        "stopping took {took:?}:\n{log}"
+    );
+    let undelivered: u64 = log
+        .lines()
+        .find_map(|l| l.split("undelivered_records=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no shutdown report in\n{log}"))
+        .parse()
+        .unwrap();
+    assert!(undelivered > 0, "nothing was left to deliver:\n{log}");
+
+    emu.faults.delay_ms.store(0, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "second", &config, &[], |_| {});
+    agent.metrics_addr().await;
+    let mut want: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+    want.sort();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let mut got = stream_data(&client, "logs").await;
+        // At least once: a request abandoned at the deadline may still land.
+        got.dedup();
+        let got: Vec<&[u8]> = got.iter().map(|d| d.as_ref()).collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {LINES} lines delivered after the restart",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = agent.stop().await;
+    assert!(log.contains("replaying"), "no replay at start:\n{log}");
+}

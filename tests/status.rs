@@ -1,0 +1,235 @@
+//! The metrics endpoint (`/metrics`, `/status`) and `shardline status`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shardline::status::{self, Status};
+
+use crate::util::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let (code, body) = status::get(addr, path, Duration::from_secs(10))
+        .await
+        .unwrap();
+    (code, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn fetch(addr: std::net::SocketAddr) -> Status {
+    status::fetch(addr, Duration::from_secs(10)).await.unwrap()
+}
+
+/// The value of an unlabelled sample, or of the one with exactly these labels.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == name_and_labels).then(|| value.parse().unwrap())
+    })
+}
+
+/// Polls the status until `f` holds.
+async fn wait_status(
+    addr: std::net::SocketAddr,
+    what: &str,
+    mut f: impl FnMut(&Status) -> bool,
+) -> Status {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let s = fetch(addr).await;
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let sock = work.path("in.sock");
+    let agent = start_agent(config(
+        &work,
+        &emu.endpoint,
+        "logs",
+        &socket_toml(&sock, None),
+    ))
+    .await;
+    let addr = agent.metrics_addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_ne!(addr.port(), 0, "the bound port is reported, not 0");
+
+    send_lines(&sock, (0..200).map(|i| format!("line {i}"))).await;
+    wait_for("200 delivered", LIMIT, || {
+        agent.metrics().delivered_count("logs") == 200
+    })
+    .await;
+    let (code, text) = get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(text.ends_with("# EOF\n"), "not OpenMetrics text:\n{text}");
+    assert!(
+        text.contains("# TYPE shardline_spool_bytes gauge"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "shardline_records_delivered_total{stream=\"logs\"}"),
+        Some(200.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "shardline_spool_records"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "shardline_spool_bytes"), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "shardline_spool_oldest_record_age_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "shardline_spool_max_bytes").unwrap() > 0.0,
+        "{text}"
+    );
+    let s = fetch(addr).await;
+    assert_eq!(s.pid, std::process::id());
+    assert_eq!(s.spool.records, 0);
+    assert_eq!(s.spool.oldest_record_age_seconds, None);
+    assert_eq!(s.delivered_records_total, 200);
+    assert!(s.delivery_rate_records_per_second > 0.0, "{s:#?}");
+    assert_eq!(s.streams.len(), 1);
+    assert_eq!(s.streams[0].stream, "logs");
+    assert_eq!(s.last_error, None);
+    assert_eq!(get(addr, "/nothing").await.0, 404);
+
+    // Kinesis goes away: records wait in the spool, and the status says so.
+    emu.faults.outage.store(true, Ordering::Release);
+    let sent = Instant::now();
+    send_lines(&sock, (0..50).map(|i| format!("later {i}"))).await;
+    let s = wait_status(addr, "a backlog of 50 with an error", |s| {
+        s.spool.records == 50 && s.last_error.is_some() && sent.elapsed().as_secs_f64() > 1.5
+    })
+    .await;
+    assert!(s.spool.bytes > 0);
+    let age = s
+        .spool
+        .oldest_record_age_seconds
+        .expect("an age while records wait");
+    assert!(
+        age >= 1.0 && age <= sent.elapsed().as_secs_f64() + 1.0,
+        "age {age} s, sent {:?} ago",
+        sent.elapsed()
+    );
+    let (_, text) = get(addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "shardline_spool_records"),
+        Some(50.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "shardline_spool_oldest_record_age_seconds").unwrap() >= 1.0,
+        "{text}"
+    );
+    let e = s.last_error.unwrap();
+    assert_eq!(e.stream, "logs");
+    assert!(!e.code.is_empty() && !e.message.is_empty(), "{e:?}");
+
+    emu.faults.outage.store(false, Ordering::Release);
+    let s = wait_status(addr, "the backlog delivered", |s| s.spool.records == 0).await;
+    assert_eq!(s.delivered_records_total, 250);
+    assert_eq!(s.spool.oldest_record_age_seconds, None);
+    agent.stop().await.unwrap();
+}
+
+fn status_command(config: &std::path::Path, json: bool) -> std::process::Output {
+    let mut c = shardline_command();
+    c.arg("status").arg("--config").arg(config);
+    if json {
+        c.arg("--json");
+    }
+    c.output().unwrap()
+}
+
+/// `shardline status` against the real binary: human and JSON output while it
+/// runs, exit status 3 once it is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_command_reports_the_running_agent_and_fails_when_it_is_down() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    // `status` reads the address from the config: one naming the bound port.
+    let status_config = work.path("status.toml");
+    std::fs::write(
+        &status_config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("127.0.0.1:0", &addr.to_string()),
+    )
+    .unwrap();
+    send_lines(&work.path("in.sock"), (0..100).map(|i| format!("r{i}"))).await;
+
+    let deadline = Instant::now() + LIMIT;
+    let s: Status = loop {
+        let out = status_command(&status_config, true);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: Status = serde_json::from_slice(&out.stdout).unwrap();
+        if s.delivered_records_total == 100 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s.pid, agent.child.id());
+    assert_eq!(s.spool.records, 0);
+    let out = status_command(&status_config, false);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        &format!("shardline {}, pid {}", env!("CARGO_PKG_VERSION"), s.pid),
+        "backlog:        0 records, 0 B",
+        "oldest unsent:  none",
+        "100 delivered since start",
+        "last error:     none",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
+    // Port 0 in the config cannot name a running agent.
+    let out = status_command(&config, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--addr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let status_file = agent.status_file.clone();
+    agent.stop().await;
+    assert!(!status_file.exists(), "status file left behind");
+    let out = status_command(&status_config, false);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("shardline is not running (no answer at {addr})")),
+        "{err}"
+    );
+    let out = status_command(&status_config, true);
+    assert_eq!(out.status.code(), Some(3));
+    let down: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(down["running"], false);
+    assert_eq!(down["addr"], addr.to_string());
+}
