@@ -27,7 +27,7 @@ fn agent(dir: &Path) -> Agent {
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     let text = format!(
         "[kinesis]\nstream = \"bench\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9\"\n\
-         [spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\nframing = \"frames\"\n",
+         [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\nframing = \"frames\"\n",
         dir.join("spool").display(),
         dir.join("in.sock").display()
     );

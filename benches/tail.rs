@@ -81,7 +81,7 @@ fn tail_once(rt: &tokio::runtime::Runtime, source: &Path) -> Duration {
     let logs = work.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
     let text = format!(
-        "shutdown_timeout_secs = 1\n[kinesis]\nstream = \"bench\"\n[spool]\ndir = \"{}\"\n[[file]]\ninclude = [\"{}/*.log\"]\n",
+        "shutdown_timeout_secs = 1\n[kinesis]\nstream = \"bench\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n[[file]]\ninclude = [\"{}/*.log\"]\n",
         work.path().join("spool").display(),
         logs.display()
     );

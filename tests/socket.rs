@@ -365,7 +365,7 @@ async fn acked_records_survive_sigkill() {
             &path,
             format!(
                 "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-                 [delivery]\nlinger_ms = 20\n[spool]\ndir = \"{}\"\n\
+                 [delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n\
                  # a long group-commit interval: only the acks' own flushes make records durable\n\
                  flush_interval_ms = 60000\n{}",
                 work.spool().display(),
