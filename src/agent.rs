@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
 use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
@@ -54,6 +54,12 @@ pub struct Agent {
     producer: Producer,
     sources: CancellationToken,
     source_tasks: TaskTracker,
+    /// The configuration running now (reload compares against it).
+    config: Config,
+    /// Running sockets, by path: each can be stopped on its own at a reload.
+    sockets: Vec<RunningSource<SocketConfig>>,
+    /// The file tailer (one for all `[[file]]` blocks), restarted when they change.
+    files: Option<RunningSource<Vec<FileConfig>>>,
     metrics_addr: SocketAddr,
     endpoint: CancellationToken,
     endpoint_tasks: TaskTracker,
@@ -66,6 +72,8 @@ pub struct RunOptions {
     /// `metrics_addr`, the endpoint's bound address (useful with port 0) — and
     /// removed when it stops.
     pub status_file: Option<PathBuf>,
+    /// The config file, read again on SIGHUP (a reload); `None`: SIGHUP is ignored.
+    pub config_path: Option<PathBuf>,
 }
 
 /// What the status file holds.
@@ -76,6 +84,48 @@ pub struct StatusFile {
 }
 
 /// Runs the agent until `shutdown` resolves, then stops it gracefully.
+/// A source running under its own stop token, so a reload can stop it alone.
+struct RunningSource<C> {
+    config: C,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl<C> RunningSource<C> {
+    fn new(parent: &CancellationToken, config: C) -> Self {
+        RunningSource {
+            config,
+            stop: parent.child_token(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("stream {stream:?} is new: adding a destination stream needs a restart")]
+    NewStream { stream: String },
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    pub sockets_added: Vec<PathBuf>,
+    pub sockets_removed: Vec<PathBuf>,
+    /// Sockets of the new configuration that could not be bound.
+    pub failed: Vec<PathBuf>,
+    pub files_restarted: bool,
+    /// Sections whose changes wait for a restart.
+    pub needs_restart: Vec<String>,
+}
+
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
@@ -110,18 +160,26 @@ pub async fn run_with(
     }
     notify(&notifier, "READY=1\nSTATUS=Forwarding records");
     tokio::pin!(shutdown);
-    match notifier.watchdog_interval() {
-        None => shutdown.await,
-        Some(every) => {
-            // The main loop proves it runs by pinging; a stuck runtime misses the
-            // pings and systemd restarts the agent.
-            let mut ping = tokio::time::interval(every);
-            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = ping.tick() => notify(&notifier, "WATCHDOG=1"),
-                }
+    let mut agent = agent;
+    let mut hangup = match &options.config_path {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .expect("installing a SIGHUP handler cannot fail on Unix"),
+        ),
+        None => None,
+    };
+    let every = notifier.watchdog_interval();
+    let mut ping = tokio::time::interval(every.unwrap_or(std::time::Duration::from_secs(3600)));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ping.tick(), if every.is_some() => notify(&notifier, "WATCHDOG=1"),
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                let path = options.config_path.as_deref().expect("SIGHUP is only watched with a config path");
+                notify(&notifier, "RELOADING=1");
+                reload(&mut agent, path).await;
+                notify(&notifier, "READY=1");
             }
         }
     }
@@ -133,6 +191,34 @@ pub async fn run_with(
         }
     }
     agent.stop().await
+}
+
+/// Reads the config file again and applies it; on any problem the running
+/// configuration stays and the reason is logged.
+async fn reload(agent: &mut Agent, path: &Path) {
+    tracing::info!(path = %path.display(), "Reloading the configuration");
+    let config = match crate::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Reload refused: the new configuration is invalid; the running one stays");
+            return;
+        }
+    };
+    match agent.reload(config).await {
+        Ok(r) => {
+            if !r.needs_restart.is_empty() {
+                tracing::warn!(sections = ?r.needs_restart, "Changes in these sections take effect at the next restart");
+            }
+            tracing::info!(
+                sockets_added = r.sockets_added.len(),
+                sockets_removed = r.sockets_removed.len(),
+                sockets_failed = r.failed.len(),
+                files_restarted = r.files_restarted,
+                "Configuration reloaded"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "Reload refused; the running configuration stays"),
+    }
 }
 
 fn notify(notifier: &Notifier, state: &str) {
@@ -174,6 +260,9 @@ impl Agent {
             producer,
             sources: CancellationToken::new(),
             source_tasks: TaskTracker::new(),
+            config: config.clone(),
+            sockets: Vec::new(),
+            files: None,
             metrics_addr,
             endpoint: CancellationToken::new(),
             endpoint_tasks: TaskTracker::new(),
@@ -186,33 +275,22 @@ impl Agent {
         ));
         tracing::info!(addr = %metrics_addr, "Metrics endpoint listening");
         // Bind every socket before serving any, so a bad path fails the start.
-        let mut listeners = Vec::new();
+        let mut agent = agent;
+        // Bind every socket before serving any, so a bad path fails the start.
+        let mut bound = Vec::new();
         for s in &config.sockets {
             match socket::bind(s) {
-                Ok(l) => listeners.push((l, s.clone())),
+                Ok(l) => bound.push((l, s.clone())),
                 Err(e) => {
                     agent.stop().await?;
                     return Err(e.into());
                 }
             }
         }
-        for (listener, s) in listeners {
-            agent.source_tasks.spawn(socket::serve(
-                listener,
-                s,
-                agent.producer.clone(),
-                agent.sources.clone(),
-                agent.source_tasks.clone(),
-            ));
+        for (listener, s) in bound {
+            agent.serve_socket(listener, s);
         }
-        if !config.files.is_empty() {
-            file::spawn(
-                config.files.clone(),
-                agent.producer.clone(),
-                agent.sources.clone(),
-                &agent.source_tasks,
-            );
-        }
+        agent.start_files(config.files.clone());
         tracing::info!(
             streams = ?config.streams(),
             sockets = config.sockets.len(),
@@ -224,6 +302,120 @@ impl Agent {
 
     pub fn producer(&self) -> &Producer {
         &self.producer
+    }
+
+    fn serve_socket(&mut self, listener: socket::Bound, config: SocketConfig) {
+        let source = RunningSource::new(&self.sources, config.clone());
+        source.tasks.spawn(socket::serve(
+            listener,
+            config,
+            self.producer.clone(),
+            source.stop.clone(),
+            source.tasks.clone(),
+        ));
+        self.sockets.push(source);
+    }
+
+    fn start_files(&mut self, files: Vec<FileConfig>) {
+        if files.is_empty() {
+            return;
+        }
+        let source = RunningSource::new(&self.sources, files.clone());
+        file::spawn(
+            files,
+            self.producer.clone(),
+            source.stop.clone(),
+            &source.tasks,
+        );
+        self.files = Some(source);
+    }
+
+    /// Takes a new configuration into use without a restart: sockets and file
+    /// blocks are added, removed or restarted as they changed; a file tailer
+    /// restarted resumes every file at its checkpoint, so no position is lost.
+    /// Changes elsewhere (Kinesis, delivery, spool, metrics) need a restart and are
+    /// reported, not applied; a source for a stream the agent does not deliver to
+    /// refuses the whole reload. On error the running configuration stays.
+    pub async fn reload(&mut self, new: Config) -> Result<ReloadReport, ReloadError> {
+        let running: std::collections::HashSet<String> =
+            self.config.streams().into_iter().collect();
+        if let Some(s) = new.streams().into_iter().find(|s| !running.contains(s)) {
+            return Err(ReloadError::NewStream { stream: s });
+        }
+        let mut report = ReloadReport::default();
+        for (section, changed) in [
+            (
+                "kinesis",
+                format!("{:?}", self.config.kinesis) != format!("{:?}", new.kinesis),
+            ),
+            (
+                "delivery",
+                format!("{:?}", self.config.delivery) != format!("{:?}", new.delivery),
+            ),
+            (
+                "spool",
+                format!("{:?}", self.config.spool) != format!("{:?}", new.spool),
+            ),
+            (
+                "metrics",
+                format!("{:?}", self.config.metrics) != format!("{:?}", new.metrics),
+            ),
+            (
+                "shutdown_timeout_secs",
+                self.config.shutdown_timeout != new.shutdown_timeout,
+            ),
+        ] {
+            if changed {
+                report.needs_restart.push(section.to_owned());
+            }
+        }
+        // Bind the new sockets first: a path that cannot be bound refuses the
+        // reload before anything running is touched.
+        let unchanged = |s: &SocketConfig| {
+            self.sockets
+                .iter()
+                .any(|r| format!("{:?}", r.config) == format!("{s:?}"))
+        };
+        let added: Vec<SocketConfig> = new
+            .sockets
+            .iter()
+            .filter(|s| !unchanged(s))
+            .cloned()
+            .collect();
+        let removed: Vec<usize> = (0..self.sockets.len())
+            .filter(|&i| {
+                let c = format!("{:?}", self.sockets[i].config);
+                !new.sockets.iter().any(|s| format!("{s:?}") == c)
+            })
+            .collect();
+        // A socket whose settings changed is stopped before it is bound again.
+        for &i in removed.iter().rev() {
+            let source = self.sockets.remove(i);
+            report.sockets_removed.push(source.config.path.clone());
+            source.stop().await;
+        }
+        for s in added {
+            match socket::bind(&s) {
+                Ok(l) => {
+                    report.sockets_added.push(s.path.clone());
+                    self.serve_socket(l, s);
+                }
+                Err(e) => {
+                    // What could be applied is; this socket stays out.
+                    tracing::error!(path = %s.path.display(), error = %e, "A reloaded socket cannot be bound; it is left out");
+                    report.failed.push(s.path.clone());
+                }
+            }
+        }
+        if format!("{:?}", self.config.files) != format!("{:?}", new.files) {
+            if let Some(files) = self.files.take() {
+                files.stop().await;
+            }
+            self.start_files(new.files.clone());
+            report.files_restarted = true;
+        }
+        self.config = new;
+        Ok(report)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -242,6 +434,12 @@ impl Agent {
         self.sources.cancel();
         self.source_tasks.close();
         self.source_tasks.wait().await;
+        for s in self.sockets {
+            s.stop().await;
+        }
+        if let Some(files) = self.files {
+            files.stop().await;
+        }
         let report = self.producer.shutdown().await;
         self.endpoint.cancel();
         self.endpoint_tasks.close();

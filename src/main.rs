@@ -143,10 +143,14 @@ fn main() -> ExitCode {
 }
 
 fn run(config: PathBuf, status_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config_path = config.clone();
     let config = shardline::config::load(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let options = shardline::agent::RunOptions { status_file };
+        let options = shardline::agent::RunOptions {
+            status_file,
+            config_path: Some(config_path),
+        };
         shardline::agent::run_with(config, shutdown_signal(), options).await?;
         Ok(())
     })
@@ -317,23 +321,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. SIGHUP (a reload, later) is logged and
-/// otherwise ignored, so `systemctl reload` does not kill the agent.
+/// Resolves on SIGTERM or SIGINT. (SIGHUP reloads the config: the agent's run
+/// loop handles it.)
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
     let mut int =
         signal(SignalKind::interrupt()).expect("installing a SIGINT handler cannot fail on Unix");
-    let mut hup =
-        signal(SignalKind::hangup()).expect("installing a SIGHUP handler cannot fail on Unix");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => tracing::info!(
-                "Reload requested; reloading is not supported yet, the running configuration stays"
-            ),
-        }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }

@@ -185,3 +185,48 @@ async fn oversized_line_is_refused_and_counted_while_the_rest_flows() {
     assert_eq!(got, vec![&b"after"[..], b"before", b"later"]);
     agent.stop().await.unwrap();
 }
+
+/// A reload adds and removes sockets without a restart; a source for a stream the
+/// agent does not deliver to refuses the whole reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_sockets() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let (a, b) = (work.path("a.sock"), work.path("b.sock"));
+    let mut agent = start_agent(config(&work, &emu.endpoint, "logs", &socket_toml(&a, None))).await;
+    send_lines(&a, vec!["via a".into()]).await;
+    let e = agent
+        .reload(config(
+            &work,
+            &emu.endpoint,
+            "logs",
+            &socket_toml(&b, Some("other")),
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("\"other\" is new"), "{e}");
+    assert!(
+        a.exists() && !b.exists(),
+        "a refused reload changed the sources"
+    );
+    let report = agent
+        .reload(config(&work, &emu.endpoint, "logs", &socket_toml(&b, None)))
+        .await
+        .unwrap();
+    assert_eq!(report.sockets_added, vec![b.clone()]);
+    assert_eq!(report.sockets_removed, vec![a.clone()]);
+    assert!(!a.exists(), "the removed socket's file is left");
+    send_lines(&b, vec!["via b".into()]).await;
+    let m = agent.metrics().clone();
+    wait_for("both records delivered", LONG, || {
+        m.delivered_count("logs") >= 2
+    })
+    .await;
+    let (_, data) = check_shards_and_collect(&client, "logs").await;
+    let mut got: Vec<&[u8]> = data.iter().map(|d| d.as_ref()).collect();
+    got.sort();
+    assert_eq!(got, vec![&b"via a"[..], b"via b"]);
+    agent.stop().await.unwrap();
+}

@@ -174,29 +174,99 @@ async fn logs_are_json_on_request_and_journal_lines_under_systemd() {
     );
 }
 
-/// SIGHUP (a reload, later) is logged and the agent keeps running and serving.
+/// SIGHUP reloads the config: a changed one adds a file source (the socket keeps
+/// serving); a broken one is refused and the running sources keep going, the file
+/// at its position (no line twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_keeps_the_agent_running() {
+async fn sighup_adds_a_file_source_and_a_broken_config_keeps_the_old_one() {
     let emu = Emulator::start().await;
     let client = emu.client().await;
     create_stream(&client, "logs", 1).await;
     let work = Workdir::new();
     let config = write_binary_config(&work, &emu.endpoint, "");
+    let base = std::fs::read_to_string(&config).unwrap();
     let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
     agent.metrics_addr().await;
+    send_lines(&work.path("in.sock"), vec!["before reload".to_owned()]).await;
+
+    // Add a [[file]] block.
+    let logs = work.path("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let app_log = logs.join("app.log");
+    std::fs::write(&app_log, "file line 1\nfile line 2\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("{base}\n{}", file_toml(&[&logs.join("*.log")], "")),
+    )
+    .unwrap();
     agent.signal("HUP");
-    wait_for("the reload request in the log", LIMIT, || {
-        agent.log_text().contains("Reload requested")
+    wait_for("the reload in the log", LIMIT, || {
+        agent.log_text().contains("Configuration reloaded")
     })
     .await;
-    send_lines(&work.path("in.sock"), vec!["after hup".to_owned()]).await;
+    wait_until_stream_holds(&client, 3).await;
+
+    // A broken config: refused, everything keeps running.
+    std::fs::write(&config, format!("{base}\nnot_a_key = 1\n")).unwrap();
+    agent.signal("HUP");
+    wait_for("the refusal in the log", LIMIT, || {
+        agent.log_text().contains("Reload refused")
+    })
+    .await;
+    assert!(
+        agent.log_text().contains("not_a_key"),
+        "the refusal does not name the problem"
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent died on a broken config"
+    );
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&app_log)
+            .unwrap();
+        f.write_all(b"file line 3\n").unwrap();
+    }
+    send_lines(
+        &work.path("in.sock"),
+        vec!["after broken reload".to_owned()],
+    )
+    .await;
+    let data = wait_until_stream_holds(&client, 5).await;
+    let mut got: Vec<String> = data
+        .iter()
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "after broken reload",
+            "before reload",
+            "file line 1",
+            "file line 2",
+            "file line 3"
+        ]
+    );
+    agent.stop().await;
+}
+
+async fn wait_until_stream_holds(client: &aws_sdk_kinesis::Client, n: usize) -> Vec<bytes::Bytes> {
     let deadline = Instant::now() + LIMIT;
-    while stream_data(&client, "logs").await.is_empty() {
-        assert!(Instant::now() < deadline, "not delivered after SIGHUP");
+    loop {
+        let data = stream_data(client, "logs").await;
+        if data.len() >= n {
+            return data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records in the stream",
+            data.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(agent.child.try_wait().unwrap().is_none());
-    agent.stop().await;
 }
 
 /// SIGTERM while Kinesis is slow and records wait: the agent exits within
