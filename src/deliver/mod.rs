@@ -147,6 +147,9 @@ struct Loaded {
     id: u64,
     bytes: u64,
     records: Vec<UserRecord>,
+    /// The records' hash keys when the sender computed them (on its own thread, so
+    /// the MD5s of many senders run in parallel); empty: computed at load.
+    hash_keys: Vec<u128>,
     delivered: Option<Vec<u64>>,
     spooled_at_ms: u64,
 }
@@ -157,6 +160,7 @@ impl From<Entry> for Loaded {
             id: e.id,
             bytes: e.bytes,
             records: e.records,
+            hash_keys: Vec::new(),
             delivered: e.delivered,
             spooled_at_ms: e.spooled_at_ms,
         }
@@ -308,6 +312,7 @@ impl Intake {
             let loaded = Loaded {
                 id,
                 bytes,
+                hash_keys: records.iter().map(UserRecord::hash_key).collect(),
                 records,
                 delivered: None,
                 spooled_at_ms: crate::spool::now_ms(),
@@ -336,6 +341,7 @@ impl Intake {
         let loaded = Loaded {
             id,
             bytes,
+            hash_keys: records.iter().map(UserRecord::hash_key).collect(),
             records,
             delivered: None,
             spooled_at_ms: crate::spool::now_ms(),
@@ -364,6 +370,8 @@ impl Intake {
         receipt: Option<oneshot::Sender<DeliveryResult>>,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<u64, PushError> {
+        // Outside the lock: the MD5s of concurrent senders run in parallel.
+        let hash_keys: Vec<u128> = records.iter().map(UserRecord::hash_key).collect();
         let mut state = self.state.lock().expect("intake lock poisoned");
         let (id, bytes) = match self.spool.append_with_checkpoint(&records, checkpoint) {
             Ok(appended) => appended,
@@ -389,6 +397,7 @@ impl Intake {
             .try_send(Loaded {
                 id,
                 bytes,
+                hash_keys,
                 records,
                 delivered: None,
                 spooled_at_ms: crate::spool::now_ms(),
@@ -794,6 +803,7 @@ impl Dispatcher {
             id,
             bytes,
             records,
+            hash_keys,
             delivered,
             spooled_at_ms,
         } = batch;
@@ -806,7 +816,13 @@ impl Dispatcher {
         for (i, r) in records.into_iter().enumerate() {
             if !done(i) {
                 remaining += 1;
-                pending.push(Pending::new(id, i as u32, r));
+                let hash_key = hash_keys.get(i).copied().unwrap_or_else(|| r.hash_key());
+                pending.push(Pending {
+                    entry: id,
+                    index: i as u32,
+                    hash_key,
+                    record: r,
+                });
             }
         }
         if remaining == 0 {
@@ -937,12 +953,20 @@ impl Dispatcher {
         if let Some(t) = self.next_sweep {
             consider(t);
         }
-        for item in &self.ready {
-            if let Some(t) = self.blocked_until(item, now) {
-                consider(t);
+        if !self.nothing_blocks() {
+            for item in &self.ready {
+                if let Some(t) = self.blocked_until(item, now) {
+                    consider(t);
+                }
             }
         }
         wake
+    }
+
+    /// No shard is backing off and no rate limit applies: every queued aggregate is
+    /// sendable, and the queue need not be searched.
+    fn nothing_blocks(&self) -> bool {
+        self.shard_backoff.is_empty() && self.options.shard_rate_factor <= 0.0
     }
 
     fn shard_id(&self, item: &Ready) -> Option<Arc<str>> {
@@ -996,6 +1020,9 @@ impl Dispatcher {
         let now = Instant::now();
         if self.stream_backoff.is_some_and(|b| b.until > now) {
             return false;
+        }
+        if self.nothing_blocks() {
+            return !self.ready.is_empty();
         }
         self.ready.iter().any(|r| !self.is_blocked(r, now))
     }
