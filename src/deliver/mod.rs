@@ -560,7 +560,7 @@ pub fn spawn_stream(
         refresh,
         outcome_tx,
         outcome_rx,
-        tracked: HashMap::new(),
+        tracked: HashMap::default(),
         loaded_bytes: 0,
         map: None,
         generation: 0,
@@ -647,7 +647,7 @@ struct Dispatcher {
     outcome_tx: mpsc::Sender<Outcome>,
     outcome_rx: mpsc::Receiver<Outcome>,
 
-    tracked: HashMap<u64, Track>,
+    tracked: HashMap<u64, Track, crate::aggregate::KeyHash>,
     loaded_bytes: u64,
     map: Option<Arc<ShardMap>>,
     generation: u64,
