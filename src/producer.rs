@@ -71,6 +71,16 @@ pub enum ProduceError {
     Spool(#[source] SpoolError),
 }
 
+impl From<PushFailure> for ProduceError {
+    fn from(f: PushFailure) -> Self {
+        match f {
+            PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
+            PushFailure::Spool(other) => ProduceError::Spool(other),
+            PushFailure::Stopped => ProduceError::Stopped,
+        }
+    }
+}
+
 /// Why the producer could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -292,7 +302,7 @@ impl Producer {
     }
 
     /// Spools a batch for `stream` without waiting: a full spool is an error.
-    pub async fn try_put_batch_to(
+    pub fn try_put_batch_to(
         &self,
         stream: &str,
         records: Vec<UserRecord>,
@@ -300,20 +310,10 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         if records.is_empty() {
             let _ = tx.send(Ok(()));
-            return Ok(Receipt { rx });
+        } else {
+            self.inner.metrics.received(SOURCE, records.len() as u64);
+            self.try_spool_batch(stream, SOURCE, records, Some(tx))?;
         }
-        let intake = self.intake(stream, &records)?;
-        let n = records.len() as u64;
-        self.inner.metrics.received(SOURCE, n);
-        intake
-            .push(records, Some(tx), None)
-            .await
-            .map_err(|e| match e.failure {
-                PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
-                PushFailure::Spool(other) => ProduceError::Spool(other),
-                PushFailure::Stopped => ProduceError::Stopped,
-            })?;
-        self.inner.metrics.spooled(SOURCE, n);
         Ok(Receipt { rx })
     }
 
@@ -394,17 +394,16 @@ impl Producer {
         stream: &str,
         source: &str,
         records: Vec<UserRecord>,
+        receipt: Option<oneshot::Sender<DeliveryResult>>,
     ) -> Result<(), ProduceError> {
         if records.is_empty() {
             return Ok(());
         }
         let intake = self.intake(stream, &records)?;
         let n = records.len() as u64;
-        intake.try_push(records).map_err(|e| match e.failure {
-            PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
-            PushFailure::Spool(other) => ProduceError::Spool(other),
-            PushFailure::Stopped => ProduceError::Stopped,
-        })?;
+        intake
+            .try_push(records, receipt)
+            .map_err(|e| ProduceError::from(e.failure))?;
         self.inner.metrics.spooled(source, n);
         Ok(())
     }

@@ -110,9 +110,7 @@ async fn a_full_spool_is_refused_by_try_put() {
     let producer = Producer::start(options).await.unwrap();
     let mut refused = None;
     for i in 0..16 {
-        match producer
-            .try_put_batch_to("logs", vec![UserRecord::new(format!("k{i}"), big.clone())])
-            .await
+        match producer.try_put_batch_to("logs", vec![UserRecord::new(format!("k{i}"), big.clone())])
         {
             Ok(_) => {}
             Err(e) => {

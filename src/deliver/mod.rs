@@ -220,6 +220,19 @@ impl Waiters {
         }
     }
 
+    /// Drops the receipt of a batch that was not taken after all.
+    fn forget(&self, id: u64) {
+        let removed = self
+            .map
+            .lock()
+            .expect("waiters lock poisoned")
+            .as_mut()
+            .and_then(|m| m.remove(&id));
+        if removed.is_some() {
+            self.count.fetch_sub(1, Ordering::Release);
+        }
+    }
+
     /// The dispatcher stopped: every receipt still waiting learns its records were
     /// not delivered (they stay spooled).
     fn close(&self) {
@@ -302,21 +315,11 @@ impl Intake {
         if self.spool.is_memory_only() {
             // Nothing to read back from: the hand-over channel is the only queue,
             // and waiting on it is the backpressure.
-            let (id, bytes) = self
-                .spool
-                .append(&records)
-                .expect("memory-only append cannot fail");
+            let loaded = self.in_memory(records);
             if let Some(tx) = receipt {
-                self.waiters.add(id, tx);
+                self.waiters.add(loaded.id, tx);
             }
-            let loaded = Loaded {
-                id,
-                bytes,
-                hash_keys: records.iter().map(UserRecord::hash_key).collect(),
-                records,
-                delivered: None,
-                spooled_at_ms: crate::spool::now_ms(),
-            };
+            let id = loaded.id;
             return match self.tx.send(loaded).await {
                 Ok(()) => Ok(id),
                 Err(mpsc::error::SendError(loaded)) => Err(PushError {
@@ -330,23 +333,24 @@ impl Intake {
 
     /// Like [`push`](Self::push), but never waits: in memory-only mode a full
     /// hand-over is reported as a full spool.
-    pub fn try_push(&self, records: Vec<UserRecord>) -> Result<u64, PushError> {
+    pub fn try_push(
+        &self,
+        records: Vec<UserRecord>,
+        receipt: Option<oneshot::Sender<DeliveryResult>>,
+    ) -> Result<u64, PushError> {
         if !self.spool.is_memory_only() {
-            return self.push_spooled(records, None, None);
+            return self.push_spooled(records, receipt, None);
         }
-        let (id, bytes) = self
-            .spool
-            .append(&records)
-            .expect("memory-only append cannot fail");
-        let loaded = Loaded {
-            id,
-            bytes,
-            hash_keys: records.iter().map(UserRecord::hash_key).collect(),
-            records,
-            delivered: None,
-            spooled_at_ms: crate::spool::now_ms(),
-        };
-        match self.tx.try_send(loaded) {
+        let loaded = self.in_memory(records);
+        let id = loaded.id;
+        if let Some(tx) = receipt {
+            self.waiters.add(id, tx);
+        }
+        let sent = self.tx.try_send(loaded);
+        if sent.is_err() {
+            self.waiters.forget(id);
+        }
+        match sent {
             Ok(()) => Ok(id),
             Err(mpsc::error::TrySendError::Full(loaded)) => Err(PushError {
                 failure: PushFailure::Spool(SpoolError::Full {
@@ -360,6 +364,22 @@ impl Intake {
                 failure: PushFailure::Stopped,
                 records: loaded.records,
             }),
+        }
+    }
+
+    /// A batch of the memory-only mode: an id, no spool write.
+    fn in_memory(&self, records: Vec<UserRecord>) -> Loaded {
+        let (id, bytes) = self
+            .spool
+            .append(&records)
+            .expect("memory-only append cannot fail");
+        Loaded {
+            id,
+            bytes,
+            hash_keys: records.iter().map(UserRecord::hash_key).collect(),
+            records,
+            delivered: None,
+            spooled_at_ms: crate::spool::now_ms(),
         }
     }
 

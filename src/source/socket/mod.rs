@@ -386,7 +386,9 @@ async fn frames_connection(
                                 .spool_batch(&config.stream, KIND, records, None, None)
                                 .await
                         }
-                        OnFull::Refuse => producer.try_spool_batch(&config.stream, KIND, records),
+                        OnFull::Refuse => {
+                            producer.try_spool_batch(&config.stream, KIND, records, None)
+                        }
                     };
                     match result {
                         Ok(()) if req.ack => Owed::Ack {
