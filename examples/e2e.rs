@@ -7,7 +7,10 @@
 //! ```text
 //! cargo run --release --example e2e -- [LINES] [LINE_BYTES] [SHARDS]
 //! cargo run --release --example e2e -- 4000000 256 4     # 1 GiB of 256-byte lines
+//! E2E_DELIVERY="max_inflight_bytes = 8388608" cargo run --release --example e2e
 //! ```
+//!
+//! `E2E_DELIVERY` adds lines to the agent's `[delivery]` section.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -59,8 +62,9 @@ fn main() {
     let payload = lines * line_bytes as u64;
     let text = format!(
         "[kinesis]\nstream = \"bench\"\nregion = \"us-east-1\"\nendpoint = \"http://{addr}\"\n\
-         [delivery]\nshard_rate_factor = 0.0\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [delivery]\nshard_rate_factor = 0.0\n{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
          [spool]\ndir = \"{}\"\n[[file]]\ninclude = [\"{}/*.log\"]\n",
+        std::env::var("E2E_DELIVERY").unwrap_or_default(),
         work.path().join("spool").display(),
         logs.display()
     );
