@@ -291,11 +291,25 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
     let agent = start_agent(conf).await;
     let m = agent.metrics().clone();
     let spool = agent.producer().spool().clone();
-    wait_for("a full spool", LONG, || {
-        spool.used_bytes() > (2 << 20) - 128 * 1024
+    wait_for("a nearly full spool", LONG, || {
+        spool.used_bytes() > (2 << 20) - 256 * 1024
     })
     .await;
-    let stalled = m.spooled_count("file");
+    // Full: the next batch does not fit, and the count stops moving.
+    let deadline = std::time::Instant::now() + LONG;
+    let mut last = m.spooled_count("file");
+    let stalled = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = m.spooled_count("file");
+        if now == last {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tailer never stopped"
+        );
+        last = now;
+    };
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(m.spooled_count("file"), stalled, "tailer kept spooling");
     assert!(stalled < n, "everything fit: the test needs a fuller file");
