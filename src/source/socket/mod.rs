@@ -158,21 +158,41 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    // Once stopping, connections already waiting in the accept queue are still
+    // taken: their clients wrote before the stop, and what they wrote is spooled.
+    let mut stopping = false;
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
+        let permit = if stopping {
+            slots.clone().acquire_owned().await
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => { stopping = true; continue; }
+                p = slots.clone().acquire_owned() => p,
+            }
+        }
+        .expect("the connection semaphore is never closed");
+        let accepted = if stopping {
+            // A connection already queued, or none within the grace period.
+            match tokio::time::timeout(DRAIN_GRACE, listener.accept()).await {
+                Ok(a) => a,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => { stopping = true; continue; }
+                a = listener.accept() => a,
+            }
         };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(path = %config.path.display(), error = %e, "Accepting a socket connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if stopping {
+                    break;
                 }
-            },
+                tracing::warn!(path = %config.path.display(), error = %e, "Accepting a socket connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         if let Ok(cred) = stream.peer_cred() {
             if !peer_allowed(&config, cred.uid(), cred.gid()) {
@@ -210,16 +230,14 @@ async fn lines_connection(
     shutdown: &CancellationToken,
 ) -> Result<(), ProduceError> {
     let mut buf = BytesMut::with_capacity(READ_BYTES);
+    let mut drained = None;
     let mut lines = LineSplitter::new(config.max_line_bytes);
     let metrics = producer.metrics().clone();
     loop {
         if buf.capacity() - buf.len() < READ_BYTES / 4 {
             buf.reserve(READ_BYTES);
         }
-        let n = tokio::select! {
-            _ = shutdown.cancelled() => 0,
-            r = stream.read_buf(&mut buf) => r.unwrap_or(0),
-        };
+        let n = read_or_drain(&mut stream, &mut buf, shutdown, &mut drained).await;
         let eof = n == 0;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
@@ -256,6 +274,41 @@ async fn lines_connection(
         }
     }
 }
+
+/// Bytes a connection may still take in once its source stops: what clients had
+/// already written is spooled, but a client that keeps writing cannot hold the stop.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Reads from a client; 0 means the end. Once the source stops, only what is
+/// already waiting in the socket is read (up to [`DRAIN_BYTES`]), then the end.
+async fn read_or_drain<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+    shutdown: &CancellationToken,
+    drained: &mut Option<usize>,
+) -> usize {
+    if drained.is_none() {
+        tokio::select! {
+            _ = shutdown.cancelled() => *drained = Some(0),
+            r = stream.read_buf(buf) => return r.unwrap_or(0),
+        }
+    }
+    let so_far = drained.get_or_insert(0);
+    if *so_far >= DRAIN_BYTES {
+        return 0;
+    }
+    // Nothing more within the grace period, or an error: the end.
+    let n = match tokio::time::timeout(DRAIN_GRACE, stream.read_buf(buf)).await {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    };
+    *so_far += n;
+    n
+}
+
+/// How long a stopping source waits for input its clients already sent (the
+/// socket's readiness may not have been seen yet).
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 async fn send(
     producer: &Producer,
@@ -340,14 +393,12 @@ async fn frames_connection(
     let writer = tokio::spawn(answer(wr, rx, producer.clone()));
     let metrics = producer.metrics().clone();
     let mut buf = BytesMut::with_capacity(READ_BYTES);
+    let mut drained = None;
     'read: loop {
         if buf.capacity() - buf.len() < READ_BYTES / 4 {
             buf.reserve(READ_BYTES);
         }
-        let n = tokio::select! {
-            _ = shutdown.cancelled() => 0,
-            r = rd.read_buf(&mut buf) => r.unwrap_or(0),
-        };
+        let n = read_or_drain(&mut rd, &mut buf, shutdown, &mut drained).await;
         loop {
             let mut req: Request = match frame::decode(&mut buf) {
                 Ok(Some(r)) => r,
