@@ -248,27 +248,9 @@ async fn wait_stream_active(client: &aws_sdk_kinesis::Client) {
 }
 
 async fn open_shards(client: &aws_sdk_kinesis::Client) -> Vec<ShardInfo> {
-    let out = client
-        .list_shards()
-        .stream_name("logs")
-        .send()
-        .await
-        .unwrap();
-    out.shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .is_none_or(|r| r.ending_sequence_number().is_none())
-        })
-        .map(|s| {
-            let r = s.hash_key_range().unwrap();
-            ShardInfo {
-                id: s.shard_id().to_owned(),
-                start: r.starting_hash_key().parse().unwrap(),
-                end: r.ending_hash_key().parse().unwrap(),
-            }
-        })
-        .collect()
+    let mut shards = all_shards(client, "logs").await;
+    shards.retain(|s| s.open);
+    shards
 }
 
 /// While 200,000 records flow, the stream is split 1→2 (SplitShard), scaled 2→4

@@ -168,6 +168,8 @@ pub struct ShardInfo {
     pub id: String,
     pub start: u128,
     pub end: u128,
+    /// Not closed by a reshard.
+    pub open: bool,
 }
 
 impl ShardInfo {
@@ -191,6 +193,9 @@ pub async fn all_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<S
                 id: s.shard_id().to_owned(),
                 start: r.starting_hash_key().parse().unwrap(),
                 end: r.ending_hash_key().parse().unwrap(),
+                open: s
+                    .sequence_number_range()
+                    .is_none_or(|r| r.ending_sequence_number().is_none()),
             }
         })
         .collect()
@@ -462,8 +467,6 @@ pub fn node_deaggregate(records: &[(String, Option<String>, Bytes)]) -> Vec<Vec<
         })
         .collect()
 }
-
-pub type Shared<T> = Arc<std::sync::Mutex<T>>;
 
 /// The `shardline` binary under test: Cargo's build of it, or `SHARDLINE_BIN` (a
 /// copy of it, when other checkouts share the target directory and may replace
