@@ -10,7 +10,8 @@
 //! E2E_DELIVERY="max_inflight_bytes = 8388608" cargo run --release --example e2e
 //! ```
 //!
-//! `E2E_DELIVERY` adds lines to the agent's `[delivery]` section.
+//! `E2E_DELIVERY` and `E2E_SPOOL` add lines to the agent's `[delivery]` and `[spool]`
+//! sections.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -63,9 +64,10 @@ fn main() {
     let text = format!(
         "[kinesis]\nstream = \"bench\"\nregion = \"us-east-1\"\nendpoint = \"http://{addr}\"\n\
          [delivery]\nshard_rate_factor = 0.0\n{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
-         [spool]\ndir = \"{}\"\n[[file]]\ninclude = [\"{}/*.log\"]\n",
+         [spool]\ndir = \"{}\"\n{}\n[[file]]\ninclude = [\"{}/*.log\"]\n",
         std::env::var("E2E_DELIVERY").unwrap_or_default(),
         work.path().join("spool").display(),
+        std::env::var("E2E_SPOOL").unwrap_or_default(),
         logs.display()
     );
     let config = shardline::config::parse(&text, "e2e.toml".as_ref()).expect("config");
@@ -76,9 +78,20 @@ fn main() {
         let agent = shardline::agent::Agent::start(config).await.expect("agent");
         let m = agent.metrics().clone();
         let mut spool_peak = 0;
+        let mut rss = Vec::new();
         while m.delivered_count("bench") < lines {
             spool_peak = spool_peak.max(dir_bytes(&work.path().join("spool")));
+            rss.push(status_kib("VmRSS:"));
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        rss.sort_unstable();
+        if !rss.is_empty() {
+            println!(
+                "RSS samples      median {:.1} MiB, max {:.1} MiB ({} samples)",
+                rss[rss.len() / 2] as f64 / 1024.0,
+                rss[rss.len() - 1] as f64 / 1024.0,
+                rss.len()
+            );
         }
         let elapsed = started.elapsed();
         // Until the spool is empty: the last acks are retired and flushed.
@@ -177,11 +190,16 @@ fn cpu_seconds() -> f64 {
 }
 
 fn peak_rss() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// A `kB` field of /proc/self/status.
+fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -46,6 +46,22 @@ use crate::spool::{Checkpoint, Spool, SpoolError, SpoolOptions};
 /// Longest wait between two attempts while the spool is full (space is also
 /// announced as soon as it is freed; this only bounds a missed wake-up).
 const FULL_RETRY: Duration = Duration::from_millis(200);
+
+/// How a source whose data is safe where it is (a file: what is not read yet stays
+/// in the file) keeps pace with delivery instead of copying itself into the spool.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Longest wait for delivery to take a batch in memory before it goes to the
+    /// spool only.
+    pub handover_wait: Duration,
+    /// While the spool holds more than this and delivery is making progress, the
+    /// source waits before it adds more.
+    pub read_ahead_bytes: u64,
+    /// Delivery counts as stalled (an outage, long throttling) when nothing was
+    /// delivered for this long; then the source fills the spool at full speed, so
+    /// rotation and deletion cannot take what it has not read yet.
+    pub stalled_after: Duration,
+}
 /// Permanent failures queued for [`Producer::failures`]; past this, they are only
 /// in the dead-letter file and the log (they are rare: records are validated).
 const FAILURE_CHANNEL: usize = 1024;
@@ -295,7 +311,7 @@ impl Producer {
             let _ = tx.send(Ok(()));
         } else {
             self.inner.metrics.received(SOURCE, records.len() as u64);
-            self.spool_batch(stream, SOURCE, records, Some(tx), None)
+            self.spool_batch(stream, SOURCE, records, Some(tx), None, None)
                 .await?;
         }
         Ok(Receipt { rx })
@@ -340,6 +356,7 @@ impl Producer {
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
         checkpoint: Option<&Checkpoint>,
+        pace: Option<Pace>,
     ) -> Result<(), ProduceError> {
         if records.is_empty() {
             if let Some(c) = checkpoint {
@@ -352,13 +369,23 @@ impl Producer {
             return Ok(());
         }
         let intake = self.intake(stream, &records)?;
+        if let Some(pace) = pace {
+            self.keep_pace(&pace).await?;
+        }
         let n = records.len() as u64;
         let mut records = records;
         let mut receipt = receipt;
         loop {
             // Registered before the attempt, so space freed in between is not missed.
             let freed = self.inner.spool.space_freed();
-            match intake.push(records, receipt.take(), checkpoint).await {
+            match intake
+                .push(
+                    records,
+                    receipt.take(),
+                    checkpoint,
+                    pace.map(|p| p.handover_wait),
+                )
+                .await {
                 Ok(_) => break,
                 Err(e) => match e.failure {
                     PushFailure::Spool(SpoolError::Full { .. }) => {
@@ -376,6 +403,26 @@ impl Producer {
         }
         self.inner.metrics.spooled(source, n);
         Ok(())
+    }
+
+    /// Waits while the spool holds more than the read-ahead and delivery is
+    /// making progress (see [`Pace`]).
+    async fn keep_pace(&self, pace: &Pace) -> Result<(), ProduceError> {
+        let spool = &self.inner.spool;
+        loop {
+            let freed = spool.space_freed();
+            let progressing = spool
+                .since_freed()
+                .is_some_and(|since| since < pace.stalled_after);
+            if spool.used_bytes() <= pace.read_ahead_bytes || !progressing {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = tokio::time::sleep(FULL_RETRY) => {}
+                _ = self.inner.stopped.cancelled() => return Err(ProduceError::Stopped),
+            }
+        }
     }
 
     /// Sends every partial aggregate now, without waiting for `linger_ms` (the

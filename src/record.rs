@@ -69,6 +69,26 @@ impl UserRecord {
     }
 }
 
+/// The hash keys of a batch: records that share the partition key of the record
+/// before them (a file batch shares one) share its hash, computed once.
+pub fn hash_keys(records: &[UserRecord]) -> Vec<u128> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut last: Option<(&str, u128)> = None;
+    for r in records {
+        let h = match (r.explicit_hash_key, last) {
+            (Some(e), _) => e,
+            (None, Some((pk, h))) if pk == r.partition_key => h,
+            (None, _) => {
+                let h = partition_key_hash(&r.partition_key);
+                last = Some((&r.partition_key, h));
+                h
+            }
+        };
+        out.push(h);
+    }
+    out
+}
+
 /// Checks a partition key: 1 to 256 Unicode characters.
 pub fn validate_partition_key(key: &str) -> Result<(), RecordError> {
     if key.is_empty() {
@@ -110,6 +130,25 @@ pub fn random_partition_key() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_hash_keys_match_one_by_one() {
+        let records = vec![
+            UserRecord::new("a", "1"),
+            UserRecord::new("a", "2"),
+            UserRecord {
+                partition_key: "a".into(),
+                explicit_hash_key: Some(7),
+                data: "3".into(),
+            },
+            UserRecord::new("a", "4"),
+            UserRecord::new("b", "5"),
+            UserRecord::new("a", "6"),
+        ];
+        let one_by_one: Vec<u128> = records.iter().map(UserRecord::hash_key).collect();
+        assert_eq!(hash_keys(&records), one_by_one);
+        assert_eq!(one_by_one[2], 7);
+    }
 
     #[test]
     fn partition_key_limits() {

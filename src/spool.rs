@@ -16,6 +16,14 @@
 //!   produced). Value: format version byte, then the bincode [`EntryV1`]. Batching is
 //!   what makes the spool fast: sled takes ~30 MiB/s as single 256-byte records but
 //!   hundreds of MiB/s in values of tens of KiB.
+//! - `0x00 id chunk`: an entry stored in *chunks* (`chunk` a big-endian `u16`): the
+//!   value cut in pieces of [`CHUNK_BYTES`], concatenated on reading. Entries that
+//!   wait in the spool (written while the stream is behind, see
+//!   [`StreamSpool::append_with_checkpoint`]) are stored so: sled keeps one leaf page
+//!   per LRU shard (256) in memory whatever its cache capacity, and a leaf holds up to
+//!   16 values, so large values held for long set a memory floor of hundreds of MiB;
+//!   small ones keep it near 256 × 16 × 4 KiB. Entries handed over in memory are
+//!   written whole (fewer, larger writes: cheaper) and deleted soon after.
 //! - `0x01 id`: the *progress* of a partly delivered entry: a bitmap of the records
 //!   already accepted, so a restart re-sends only the rest.
 //! - `0x02 name`: a source's *checkpoint* (a file's read position), written in the
@@ -38,7 +46,7 @@
 //! since acks (deletes) are writes too, the records re-sent after a crash are at most
 //! those accepted by Kinesis since the last flush.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +64,8 @@ const NS_ENTRY: u8 = 0x00;
 const NS_PROGRESS: u8 = 0x01;
 const NS_CHECKPOINT: u8 = 0x02;
 const NS_MARK: u8 = 0x03;
+/// Size of the pieces of a chunked entry (part of the format).
+pub const CHUNK_BYTES: usize = 4 << 10;
 /// Least time between two time marks of a stream, hence the precision of
 /// [`Spool::oldest_record_age`]: one small key per second of traffic at most.
 pub const MARK_INTERVAL: Duration = Duration::from_secs(1);
@@ -130,6 +140,24 @@ pub struct Entry {
     pub spooled_at_ms: u64,
 }
 
+fn chunk_key(id: u64, chunk: u16) -> [u8; 11] {
+    let mut k = [0u8; 11];
+    k[1..9].copy_from_slice(&id.to_be_bytes());
+    k[9..].copy_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// Number of chunks of a chunked entry of `bytes`.
+fn chunks_of(bytes: u64) -> u64 {
+    bytes.div_ceil(CHUNK_BYTES as u64)
+}
+
+/// Whether an entry key is a chunk other than the first (the first carries the
+/// header).
+fn is_later_chunk(k: &[u8]) -> bool {
+    k.len() == 11 && k[9..] != [0, 0]
+}
+
 fn key(ns: u8, id: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = ns;
@@ -190,6 +218,8 @@ struct Space {
     writes: AtomicU64,
     /// Woken whenever space is freed.
     freed: Notify,
+    /// When space was last freed (Unix milliseconds; 0: never).
+    freed_at_ms: AtomicU64,
 }
 
 impl Spool {
@@ -219,6 +249,7 @@ impl Spool {
                     records: AtomicU64::new(0),
                     writes: AtomicU64::new(0),
                     freed: Notify::new(),
+                    freed_at_ms: AtomicU64::new(0),
                 }),
                 commit: tokio::sync::Mutex::new(()),
                 durable: AtomicU64::new(0),
@@ -258,12 +289,18 @@ impl Spool {
         let mut bytes = 0u64;
         let mut records = 0u64;
         let mut last = None;
+        let mut chunked = HashSet::new();
         if let Some(t) = &tree {
             for kv in t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)) {
                 let (k, v) = kv?;
                 bytes += v.len() as u64;
-                records += entry_count(&v) as u64;
                 last = key_id(&k);
+                if k.len() == 11 {
+                    chunked.extend(last);
+                }
+                if !is_later_chunk(&k) {
+                    records += entry_count(&v) as u64;
+                }
             }
             for kv in t.range(key(NS_PROGRESS, 0)..=key(NS_PROGRESS, u64::MAX)) {
                 let (k, v) = kv?;
@@ -287,6 +324,7 @@ impl Spool {
                 tree,
                 next_id: AtomicU64::new(last.map_or(1, |l| l + 1)),
                 space: self.inner.space.clone(),
+                chunked: Mutex::new(chunked),
                 marks: Mutex::new(Marks {
                     by_id: marks,
                     last: None,
@@ -373,6 +411,15 @@ impl Spool {
         WeakSpool(Arc::downgrade(&self.inner))
     }
 
+    /// How long ago space was last freed (records delivered); `None` if never
+    /// since the spool was opened.
+    pub fn since_freed(&self) -> Option<Duration> {
+        match self.inner.space.freed_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(now_ms().saturating_sub(at))),
+        }
+    }
+
     /// Waits until some space has been freed.
     pub async fn space_freed(&self) {
         self.inner.space.freed.notified().await
@@ -410,6 +457,8 @@ struct StreamInner {
     tree: Option<sled::Tree>,
     next_id: AtomicU64,
     space: Arc<Space>,
+    /// Ids of the entries stored in chunks.
+    chunked: Mutex<HashSet<u64>>,
     /// The time marks, as stored (see the module docs). Held while a mark is
     /// written with its entry and while marks are pruned, so a pruning never misses
     /// an entry whose mark it has seen.
@@ -482,15 +531,17 @@ impl StreamSpool {
     /// with [`SpoolError::Full`] when the spool has no room for it. In memory-only
     /// mode it only assigns the id.
     pub fn append(&self, records: &[UserRecord]) -> Result<(u64, u64), SpoolError> {
-        self.append_with_checkpoint(records, None)
+        self.append_with_checkpoint(records, None, false)
     }
 
     /// Like [`append`](Self::append), and writes a checkpoint (name, value) in the
-    /// same atomic batch.
+    /// same atomic batch. `waits` says the entry will wait in the spool (the stream
+    /// is behind): it is stored in chunks (see the module docs).
     pub fn append_with_checkpoint(
         &self,
         records: &[UserRecord],
         checkpoint: Option<&Checkpoint>,
+        waits: bool,
     ) -> Result<(u64, u64), SpoolError> {
         let Some(tree) = &self.inner.tree else {
             let bytes = records.iter().map(|r| r.size() as u64).sum();
@@ -549,12 +600,28 @@ impl StreamSpool {
                 None
             }
         };
+        let chunked = waits
+            && value.len() > CHUNK_BYTES
+            && chunks_of(value.len() as u64) <= u64::from(u16::MAX);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let written = match (checkpoint, mark) {
-            (None, None) => tree.insert(key(NS_ENTRY, id), value).map(|_| ()),
-            (c, m) => {
+        if chunked {
+            self.inner
+                .chunked
+                .lock()
+                .expect("spool chunk set lock poisoned")
+                .insert(id);
+        }
+        let written = match (checkpoint, mark, chunked) {
+            (None, None, false) => tree.insert(key(NS_ENTRY, id), value).map(|_| ()),
+            (c, m, _) => {
                 let mut batch = sled::Batch::default();
-                batch.insert(&key(NS_ENTRY, id), value);
+                if chunked {
+                    for (i, piece) in value.chunks(CHUNK_BYTES).enumerate() {
+                        batch.insert(&chunk_key(id, i as u16), piece);
+                    }
+                } else {
+                    batch.insert(&key(NS_ENTRY, id), value);
+                }
                 if let Some(c) = c {
                     batch.insert(checkpoint_key(&c.name), c.value.as_slice());
                 }
@@ -569,6 +636,13 @@ impl StreamSpool {
         }
         drop(marks);
         if let Err(e) = written {
+            if chunked {
+                self.inner
+                    .chunked
+                    .lock()
+                    .expect("spool chunk set lock poisoned")
+                    .remove(&id);
+            }
             spool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(e.into());
         }
@@ -594,12 +668,26 @@ impl StreamSpool {
         let Some(tree) = &self.inner.tree else {
             return Ok((out, next));
         };
-        for kv in tree.range(key(NS_ENTRY, from)..=key(NS_ENTRY, u64::MAX)) {
+        let mut values = tree
+            .range(key(NS_ENTRY, from)..=key(NS_ENTRY, u64::MAX))
+            .peekable();
+        while let Some(kv) = values.next() {
             let (k, v) = kv?;
             let id = key_id(&k).ok_or_else(|| SpoolError::Corrupt {
                 id: 0,
                 reason: "short key".into(),
             })?;
+            // The rest of a chunked entry.
+            let mut pieces = Vec::new();
+            while k.len() == 11 {
+                match values.peek() {
+                    Some(Ok((n, _))) if n.len() == 11 && key_id(n) == Some(id) => {
+                        let (_, piece) = values.next().expect("peeked")?;
+                        pieces.push(piece);
+                    }
+                    _ => break,
+                }
+            }
             if skip(id) {
                 continue;
             }
@@ -607,18 +695,28 @@ impl StreamSpool {
                 next = Some(id);
                 break;
             }
-            total += v.len() as u64;
-            let records = decode_entry(id, &v)?;
+            let value: std::borrow::Cow<'_, [u8]> = if pieces.is_empty() {
+                std::borrow::Cow::Borrowed(&v)
+            } else {
+                let mut whole = Vec::with_capacity(v.len() + pieces.len() * CHUNK_BYTES);
+                whole.extend_from_slice(&v);
+                for p in &pieces {
+                    whole.extend_from_slice(p);
+                }
+                std::borrow::Cow::Owned(whole)
+            };
+            total += value.len() as u64;
+            let records = decode_entry(id, &value)?;
             let delivered = match tree.get(key(NS_PROGRESS, id))? {
                 Some(p) => Some(decode_progress(id, &p)?),
                 None => None,
             };
             out.push(Entry {
                 id,
-                bytes: v.len() as u64,
+                bytes: value.len() as u64,
                 records,
                 delivered,
-                spooled_at_ms: entry_time(&v),
+                spooled_at_ms: entry_time(&value),
             });
         }
         Ok((out, next))
@@ -644,9 +742,22 @@ impl StreamSpool {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for &(id, _) in done {
-            batch.remove(&key(NS_ENTRY, id));
-            batch.remove(&key(NS_PROGRESS, id));
+        {
+            let mut chunked = self
+                .inner
+                .chunked
+                .lock()
+                .expect("spool chunk set lock poisoned");
+            for &(id, bytes) in done {
+                if chunked.remove(&id) {
+                    for i in 0..chunks_of(bytes) {
+                        batch.remove(&chunk_key(id, i as u16));
+                    }
+                } else {
+                    batch.remove(&key(NS_ENTRY, id));
+                }
+                batch.remove(&key(NS_PROGRESS, id));
+            }
         }
         for &(id, bits) in partial {
             let mut v = Vec::with_capacity(1 + bits.len() * 8);
@@ -663,6 +774,10 @@ impl StreamSpool {
                 .space
                 .used_bytes
                 .fetch_sub(freed, Ordering::AcqRel);
+            self.inner
+                .space
+                .freed_at_ms
+                .store(now_ms(), Ordering::Relaxed);
             self.inner.space.freed.notify_waiters();
         }
         if !done.is_empty() {
@@ -763,6 +878,7 @@ impl StreamSpool {
         self.inner.tree.as_ref().map_or(0, |t| {
             t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX))
                 .keys()
+                .filter(|k| k.as_ref().is_ok_and(|k| !is_later_chunk(k)))
                 .count()
         })
     }
@@ -904,7 +1020,7 @@ mod tests {
                 name: b"file-1".to_vec(),
                 value: b"pos=10".to_vec(),
             };
-            s.append_with_checkpoint(&[rec("k", "line")], Some(&c))
+            s.append_with_checkpoint(&[rec("k", "line")], Some(&c), false)
                 .unwrap();
             s.set_checkpoint(&Checkpoint {
                 name: b"file-2".to_vec(),
@@ -991,6 +1107,64 @@ mod tests {
         assert!(s.inner.marks.lock().unwrap().by_id.is_empty());
         s.append(&[rec("k", "new")]).unwrap();
         assert_eq!(age_secs(&spool), Some(0));
+    }
+
+    #[test]
+    fn waiting_entries_are_chunked_read_whole_and_retired_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<UserRecord> = (0..40)
+            .map(|i| rec(&format!("k{i}"), &format!("{i:0>500}")))
+            .collect();
+        let ids = {
+            let spool = open_at(dir.path(), 1 << 24).unwrap();
+            let s = spool.stream("a").unwrap();
+            let whole = s.append(&big).unwrap();
+            let c = Checkpoint {
+                name: b"file-1".to_vec(),
+                value: b"pos=1".to_vec(),
+            };
+            let chunked = s.append_with_checkpoint(&big, Some(&c), true).unwrap();
+            let small = s
+                .append_with_checkpoint(&[rec("k", "small")], None, true)
+                .unwrap();
+            assert_eq!(whole.1, chunked.1, "the same value, stored in pieces");
+            let tree = s.inner.tree.as_ref().unwrap();
+            let pieces = tree
+                .scan_prefix(&key(NS_ENTRY, chunked.0)[..])
+                .count() as u64;
+            assert_eq!(pieces, chunks_of(chunked.1));
+            assert!(pieces > 1);
+            // A value under one chunk is stored whole.
+            assert!(tree.get(key(NS_ENTRY, small.0)).unwrap().is_some());
+            assert_eq!(s.entry_count(), 3);
+            s.retire(&[], &[(chunked.0, &[0b11])], 2).unwrap();
+            futures_flush(&spool);
+            [whole, chunked, small]
+        };
+        let spool = open_at(dir.path(), 1 << 24).unwrap();
+        assert_eq!(spool.records(), 40 + 40 - 2 + 1);
+        assert_eq!(spool.used_bytes(), ids.iter().map(|e| e.1).sum::<u64>());
+        let s = spool.stream("a").unwrap();
+        assert_eq!(s.checkpoints().unwrap().len(), 1);
+        // Reading from the middle of the ids and across chunked and whole entries.
+        let (entries, next) = s.read_from(ids[1].0, u64::MAX, |_| false).unwrap();
+        assert_eq!(next, None);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].records, big);
+        assert_eq!(entries[0].bytes, ids[1].1);
+        assert_eq!(entries[0].delivered, Some(vec![0b11]));
+        assert_eq!(entries[1].records, vec![rec("k", "small")]);
+        let (entries, next) = s.read_from(0, 1, |_| false).unwrap();
+        assert_eq!((entries.len(), next), (1, Some(ids[1].0)));
+        // The chunked entry is known as chunked after the reopen: retiring it
+        // removes every piece.
+        s.retire(&[(ids[1].0, ids[1].1), (ids[0].0, ids[0].1)], &[], 78)
+            .unwrap();
+        let tree = s.inner.tree.as_ref().unwrap();
+        assert_eq!(tree.scan_prefix([NS_ENTRY]).count(), 1);
+        assert_eq!(tree.scan_prefix([NS_PROGRESS]).count(), 0);
+        assert_eq!(s.entry_count(), 1);
+        assert_eq!(spool.used_bytes(), ids[2].1);
     }
 
     #[test]

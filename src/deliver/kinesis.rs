@@ -164,9 +164,13 @@ where
         ),
         SdkError::TimeoutError(_) => ("Timeout".to_owned(), "request timed out".to_owned()),
         SdkError::DispatchFailure(d) => {
+            // An error the connector classified (a connection closed under the
+            // request is a transient "other" error, not an I/O one) is the
+            // transport's; an unclassified one arose before the request was sent
+            // (resolving credentials, signing).
             let code = if d.is_timeout() {
                 "Timeout"
-            } else if d.is_io() {
+            } else if d.is_io() || d.as_other().is_some() {
                 "Transport"
             } else {
                 "Credentials"
@@ -321,5 +325,30 @@ mod tests {
             ErrorClass::Environment
         );
         assert_eq!(ErrorClass::of("ValidationException"), ErrorClass::Permanent);
+    }
+
+    fn dispatch_code(e: aws_sdk_kinesis::error::ConnectorError) -> String {
+        let err: SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError, ()> =
+            SdkError::dispatch_failure(e);
+        sdk_error("PutRecords", err).code
+    }
+
+    #[test]
+    fn a_connection_closed_under_a_request_is_a_transport_error() {
+        use aws_sdk_kinesis::error::ConnectorError;
+        use aws_smithy_types::retry::ErrorKind;
+        let closed = || "connection closed before message completed".into();
+        assert_eq!(
+            dispatch_code(ConnectorError::other(closed(), Some(ErrorKind::TransientError))),
+            "Transport"
+        );
+        assert_eq!(dispatch_code(ConnectorError::io(closed())), "Transport");
+        assert_eq!(dispatch_code(ConnectorError::timeout(closed())), "Timeout");
+        // Failed before sending: no credentials, say.
+        assert_eq!(
+            dispatch_code(ConnectorError::other("no credentials".into(), None)),
+            "Credentials"
+        );
+        assert_eq!(ErrorClass::of("Transport"), ErrorClass::Transient);
     }
 }

@@ -311,6 +311,7 @@ impl Intake {
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
         checkpoint: Option<&Checkpoint>,
+        pace: Option<Duration>,
     ) -> Result<u64, PushError> {
         if self.spool.is_memory_only() {
             // Nothing to read back from: the hand-over channel is the only queue,
@@ -328,7 +329,25 @@ impl Intake {
                 }),
             };
         }
-        self.push_spooled(records, receipt, checkpoint)
+        // A paced source (a file, whose data is safe where it is) waits a while for
+        // room in the hand-over before its batch goes to the spool only: while
+        // delivery keeps up, it reads at delivery's pace instead of copying the file
+        // into the spool. Nothing is written before the wait, so dropping this
+        // future (a stop) leaves no trace.
+        let slot = match pace {
+            Some(limit) if !self.is_spilling() => {
+                tokio::time::timeout(limit, self.tx.reserve())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            _ => None,
+        };
+        self.push_spooled(records, receipt, checkpoint, slot)
+    }
+
+    fn is_spilling(&self) -> bool {
+        self.state.lock().expect("intake lock poisoned").spilling
     }
 
     /// Like [`push`](Self::push), but never waits: in memory-only mode a full
@@ -339,7 +358,7 @@ impl Intake {
         receipt: Option<oneshot::Sender<DeliveryResult>>,
     ) -> Result<u64, PushError> {
         if !self.spool.is_memory_only() {
-            return self.push_spooled(records, receipt, None);
+            return self.push_spooled(records, receipt, None, None);
         }
         let loaded = self.in_memory(records);
         let id = loaded.id;
@@ -376,7 +395,7 @@ impl Intake {
         Loaded {
             id,
             bytes,
-            hash_keys: records.iter().map(UserRecord::hash_key).collect(),
+            hash_keys: crate::record::hash_keys(&records),
             records,
             delivered: None,
             spooled_at_ms: crate::spool::now_ms(),
@@ -384,50 +403,59 @@ impl Intake {
     }
 
     /// The spooled path: append (with the checkpoint) and hand over, or spill.
+    /// `slot` is room in the hand-over already reserved.
     fn push_spooled(
         &self,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
         checkpoint: Option<&Checkpoint>,
+        slot: Option<mpsc::Permit<'_, Loaded>>,
     ) -> Result<u64, PushError> {
         // Outside the lock: the MD5s of concurrent senders run in parallel.
-        let hash_keys: Vec<u128> = records.iter().map(UserRecord::hash_key).collect();
+        let hash_keys = crate::record::hash_keys(&records);
         let mut state = self.state.lock().expect("intake lock poisoned");
-        let (id, bytes) = match self.spool.append_with_checkpoint(&records, checkpoint) {
-            Ok(appended) => appended,
-            Err(error) => {
-                return Err(PushError {
-                    failure: PushFailure::Spool(error),
-                    records,
-                })
-            }
+        // Decided before the write: an entry that will wait in the spool is stored
+        // for waiting (see the spool's docs on chunks).
+        let slot = match slot {
+            _ if state.spilling => None,
+            Some(slot) => Some(slot),
+            None => self.tx.try_reserve().ok(),
         };
+        let (id, bytes) =
+            match self
+                .spool
+                .append_with_checkpoint(&records, checkpoint, slot.is_none())
+            {
+                Ok(appended) => appended,
+                Err(error) => {
+                    return Err(PushError {
+                        failure: PushFailure::Spool(error),
+                        records,
+                    })
+                }
+            };
         // Registered before the dispatcher can see the entry.
         if let Some(tx) = receipt {
             self.waiters.add(id, tx);
         }
         state.last_appended = id;
-        if state.spilling {
-            drop(state);
-            self.wake.notify_one();
-            return Ok(id);
-        }
-        if self
-            .tx
-            .try_send(Loaded {
+        match slot {
+            Some(slot) => slot.send(Loaded {
                 id,
                 bytes,
                 hash_keys,
                 records,
                 delivered: None,
                 spooled_at_ms: crate::spool::now_ms(),
-            })
-            .is_err()
-        {
-            state.spilling = true;
-            state.cursor = id;
-            drop(state);
-            self.wake.notify_one();
+            }),
+            None => {
+                if !state.spilling {
+                    state.spilling = true;
+                    state.cursor = id;
+                }
+                drop(state);
+                self.wake.notify_one();
+            }
         }
         Ok(id)
     }
@@ -589,6 +617,7 @@ pub fn spawn_stream(
         linger_deadline: None,
         unrouted: Vec::new(),
         held: Vec::new(),
+        unverified: Vec::new(),
         ready: VecDeque::new(),
         shard_backoff: HashMap::new(),
         buckets: HashMap::new(),
@@ -638,8 +667,11 @@ enum Placement {
     Expected,
     /// In another shard whose range holds all its records (a stale map).
     Elsewhere,
-    /// In a shard whose range does not hold all its records (or is unknown).
+    /// In a shard whose range does not hold all its records.
     OutOfRange,
+    /// In a shard neither map knows (it was just made by a reshard): checked
+    /// against the next map.
+    Unknown,
 }
 
 /// The outcome of one request, back from a worker.
@@ -678,6 +710,9 @@ struct Dispatcher {
     unrouted: Vec<Pending>,
     /// Records to send again once the next shard map refresh has answered.
     held: Vec<Pending>,
+    /// Aggregates accepted by a shard no map knew, by that shard: delivered if the
+    /// next map gives it a range that holds them all, sent again otherwise.
+    unverified: Vec<(String, Vec<Pending>)>,
     ready: VecDeque<Ready>,
     shard_backoff: HashMap<Arc<str>, Backoff>,
     buckets: HashMap<Arc<str>, Bucket>,
@@ -828,6 +863,12 @@ impl Dispatcher {
             spooled_at_ms,
         } = batch;
         let n = records.len();
+        // Read back from the spool: hashed here.
+        let hash_keys = if hash_keys.len() == n {
+            hash_keys
+        } else {
+            crate::record::hash_keys(&records)
+        };
         let mut bits = delivered.unwrap_or_default();
         bits.resize(n.div_ceil(64), 0);
         let done = |i: usize| bits[i / 64] & (1 << (i % 64)) != 0;
@@ -836,7 +877,7 @@ impl Dispatcher {
         for (i, r) in records.into_iter().enumerate() {
             if !done(i) {
                 remaining += 1;
-                let hash_key = hash_keys.get(i).copied().unwrap_or_else(|| r.hash_key());
+                let hash_key = hash_keys[i];
                 pending.push(Pending {
                     entry: id,
                     index: i as u32,
@@ -1161,6 +1202,11 @@ impl Dispatcher {
                                     misrouted.extend(item.agg.into_records());
                                     continue;
                                 }
+                                Placement::Unknown => {
+                                    wrong_shard += 1;
+                                    self.unverified.push((shard_id, item.agg.into_records()));
+                                    continue;
+                                }
                             }
                             delivered += item.agg.len() as u64;
                             for p in item.agg.records() {
@@ -1397,7 +1443,8 @@ impl Dispatcher {
             {
                 Placement::Elsewhere
             }
-            _ => Placement::OutOfRange,
+            Some(_) => Placement::OutOfRange,
+            None => Placement::Unknown,
         }
     }
 
@@ -1520,8 +1567,40 @@ impl Dispatcher {
         }
     }
 
+    /// Settles the aggregates that landed in shards no map knew, with the map
+    /// that now does: those inside their shard's range are delivered, the others
+    /// (or all, if the map still does not know the shard) go back to be sent.
+    fn verify_landings(&mut self, map: &ShardMap) {
+        let (mut done, mut partial) = (Vec::new(), Vec::new());
+        let mut delivered = 0u64;
+        for (shard, records) in std::mem::take(&mut self.unverified) {
+            let fits = map.position(&shard).is_some_and(|i| {
+                let range = map.get(i);
+                records.iter().all(|p| range.contains(p.hash_key))
+            });
+            if fits {
+                delivered += records.len() as u64;
+                for p in &records {
+                    self.ack(p.entry, p.index, &mut done, &mut partial);
+                }
+            } else {
+                self.metrics.misrouted(&self.stream, records.len() as u64);
+                self.log_problem(
+                    "WrongShard",
+                    "an aggregate landed in a shard whose range does not hold all its records; they are sent again",
+                );
+                self.held.extend(records);
+            }
+        }
+        if delivered > 0 {
+            self.metrics.delivered(&self.stream, delivered);
+        }
+        self.commit_acks(done, partial);
+    }
+
     /// Takes a new shard map into use.
     fn apply_map(&mut self, map: Arc<ShardMap>) {
+        self.verify_landings(&map);
         if let Some(old) = &self.map {
             if old.same_shards(&map) {
                 for p in std::mem::take(&mut self.held) {

@@ -115,7 +115,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey, ReadFrom};
 use crate::metrics::Metrics;
-use crate::producer::{ProduceError, Producer};
+use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{random_partition_key, UserRecord};
 use crate::spool::Checkpoint;
 
@@ -139,6 +139,15 @@ pub const MAX_KEY_BYTES: usize = 256;
 const END_LOOKBACK_BYTES: u64 = 64 * 1024;
 /// Wait before reading a file again after a read or spool error.
 const RETRY: Duration = Duration::from_secs(1);
+/// While delivery keeps up, a file is read at its pace (the file itself holds what
+/// is not read yet, so copying it ahead into the spool would only cost); when
+/// delivery stalls (an outage), the file is read into the spool, where rotation and
+/// deletion cannot reach it.
+const PACE: Pace = Pace {
+    handover_wait: Duration::from_millis(500),
+    read_ahead_bytes: 64 << 20,
+    stalled_after: Duration::from_secs(5),
+};
 const CHECKPOINT_PREFIX: &[u8] = b"file/";
 const CHECKPOINT_VERSION: u8 = 1;
 
@@ -221,7 +230,7 @@ impl Sink for ProducerSink {
             // the next start.
             tokio::select! {
                 biased;
-                r = producer.spool_batch(stream, KIND, records, None, Some(checkpoint)) => r,
+                r = producer.spool_batch(stream, KIND, records, None, Some(checkpoint), Some(PACE)) => r,
                 _ = shutdown.cancelled() => Err(ProduceError::Stopped),
             }
         })
@@ -1272,7 +1281,7 @@ impl<S: Sink> Tail<S> {
             path = %t.path.display(),
             position = t.read_pos,
             size,
-            "File was truncated (copytruncate); reading it again from the start. Lines written between the copy and the truncation are lost"
+            "File was truncated (copytruncate); reading it again from the start"
         );
         let (prefix, committed, own_id) = (t.prefix.clone(), t.committed, t.id);
         let copy = if prefix.is_empty() {
@@ -1288,7 +1297,14 @@ impl<S: Sink> Tail<S> {
         };
         match copy {
             Some((copy_path, copy)) => self.drain_copy(t, copy, &copy_path, committed),
-            None => self.restart_at_zero(t),
+            None => {
+                tracing::warn!(
+                    path = %t.path.display(),
+                    position = t.read_pos,
+                    "No copy of the truncated file was found: lines written after the last read and before the truncation, if any, are lost"
+                );
+                self.restart_at_zero(t)
+            }
         }
     }
 
@@ -1632,7 +1648,12 @@ impl<S: Sink> Tail<S> {
     /// Adds a record to the batch, sending the batch when it is full.
     fn record(&mut self, t: &mut Tailed, data: Bytes) -> Result<(), FileError> {
         let partition_key = match &t.block.partition_key {
-            PartitionKey::Random => random_partition_key(),
+            // One random key per batch: the batch goes to one shard, in order, and
+            // is hashed once; batches spread over the shards.
+            PartitionKey::Random => match t.batch.first() {
+                Some(first) => first.partition_key.clone(),
+                None => random_partition_key(),
+            },
             PartitionKey::LineHash => format!("{:016x}", fnv1a(&data)),
             PartitionKey::FilePath => t.path_key.clone(),
             PartitionKey::JsonField(field) => match json_field(&data, field) {
@@ -2288,6 +2309,22 @@ mod tests {
         tail.poll().unwrap();
         let keys = sink.0.lock().unwrap().keys.clone();
         assert_eq!(keys[0], dir.path().join("a.log").display().to_string());
+
+        // Random: one key per batch, a new one for the next batch.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        append(&path, b"1\n2\n3\n");
+        let sink = MemSink::default();
+        let mut tail = start(dir.path(), "", &sink);
+        tail.poll().unwrap();
+        append(&path, b"4\n5\n");
+        tail.poll().unwrap();
+        let keys = sink.0.lock().unwrap().keys.clone();
+        assert_eq!(keys.len(), 5);
+        assert!(keys.iter().all(|k| k.len() == 16));
+        assert!(keys[..3].iter().all(|k| *k == keys[0]));
+        assert_eq!(keys[3], keys[4]);
+        assert_ne!(keys[0], keys[3]);
     }
 
     #[test]

@@ -320,7 +320,7 @@ async fn send(
     }
     producer.metrics().received(KIND, batch.len() as u64);
     producer
-        .spool_batch(&config.stream, KIND, batch, None, None)
+        .spool_batch(&config.stream, KIND, batch, None, None, None)
         .await
 }
 
@@ -434,7 +434,7 @@ async fn frames_connection(
                     let result = match config.on_full {
                         OnFull::Wait => {
                             producer
-                                .spool_batch(&config.stream, KIND, records, None, None)
+                                .spool_batch(&config.stream, KIND, records, None, None, None)
                                 .await
                         }
                         OnFull::Refuse => {
