@@ -385,7 +385,8 @@ impl Producer {
                     checkpoint,
                     pace.map(|p| p.handover_wait),
                 )
-                .await {
+                .await
+            {
                 Ok(_) => break,
                 Err(e) => match e.failure {
                     PushFailure::Spool(SpoolError::Full { .. }) => {
@@ -482,7 +483,9 @@ impl Producer {
         // Requests still in flight past the deadline are abandoned; their records
         // stay spooled.
         let _ = tokio::time::timeout_at(deadline, self.inner.tasks.wait()).await;
-        self.inner.spool.flush().await?;
+        // The dispatchers are gone: nothing retires any more, and the sources have
+        // stopped (a late append only makes the summary fail its check).
+        self.inner.spool.close().await?;
         report.spooled_bytes = self.inner.spool.used_bytes();
         report.undelivered_records = self.inner.spool.records();
         tracing::info!(

@@ -38,6 +38,11 @@
 //!   are retired. Entries carry no time themselves: a mark per second costs one small
 //!   key, a time per entry would cost a format change and a scan.
 //!
+//! - `0x04`: the *summary* a clean stop leaves: the last entry id, the bytes and
+//!   the records held. The next open takes it (and removes it) instead of reading
+//!   every entry, so a large backlog does not delay the start; it is trusted only
+//!   if the last entry id still matches. After a crash, the open reads the entries.
+//!
 //! # Durability
 //!
 //! Writes go to sled's log at once and are made durable by a group commit: sled
@@ -64,6 +69,7 @@ const NS_ENTRY: u8 = 0x00;
 const NS_PROGRESS: u8 = 0x01;
 const NS_CHECKPOINT: u8 = 0x02;
 const NS_MARK: u8 = 0x03;
+const NS_SUMMARY: u8 = 0x04;
 /// Size of the pieces of a chunked entry (part of the format).
 pub const CHUNK_BYTES: usize = 4 << 10;
 /// Least time between two time marks of a stream, hence the precision of
@@ -286,29 +292,18 @@ impl Spool {
             Some(db) => Some(db.open_tree(format!("stream/{name}"))?),
             None => None,
         };
-        let mut bytes = 0u64;
-        let mut records = 0u64;
-        let mut last = None;
+        let (mut bytes, mut records, mut last) = (0u64, 0u64, None);
         let mut chunked = HashSet::new();
         if let Some(t) = &tree {
-            for kv in t.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)) {
-                let (k, v) = kv?;
-                bytes += v.len() as u64;
-                last = key_id(&k);
-                if k.len() == 11 {
-                    chunked.extend(last);
-                }
-                if !is_later_chunk(&k) {
-                    records += entry_count(&v) as u64;
-                }
-            }
-            for kv in t.range(key(NS_PROGRESS, 0)..=key(NS_PROGRESS, u64::MAX)) {
-                let (k, v) = kv?;
-                let delivered: u64 = decode_progress(key_id(&k).unwrap_or(0), &v)?
-                    .iter()
-                    .map(|w| w.count_ones() as u64)
-                    .sum();
-                records = records.saturating_sub(delivered);
+            last = t
+                .range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX))
+                .keys()
+                .next_back()
+                .transpose()?
+                .and_then(|k| key_id(&k));
+            match take_summary(t, last)? {
+                Some(summary) => (bytes, records) = summary,
+                None => (bytes, records, chunked) = count_entries(t)?,
             }
         }
         let marks = match &tree {
@@ -321,6 +316,8 @@ impl Spool {
         let s = StreamSpool {
             inner: Arc::new(StreamInner {
                 name: name.into(),
+                bytes: AtomicU64::new(bytes),
+                records: AtomicU64::new(records),
                 tree,
                 next_id: AtomicU64::new(last.map_or(1, |l| l + 1)),
                 space: self.inner.space.clone(),
@@ -405,6 +402,42 @@ impl Spool {
         self.inner.db.is_none()
     }
 
+    /// Leaves a summary of every stream for the next open (see the module docs)
+    /// and flushes. Call it when nothing appends or retires any more.
+    pub async fn close(&self) -> Result<(), SpoolError> {
+        let streams: Vec<StreamSpool> = self
+            .inner
+            .streams
+            .lock()
+            .expect("spool stream table lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for s in streams {
+            let Some(tree) = &s.inner.tree else {
+                continue;
+            };
+            let last = tree
+                .range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX))
+                .keys()
+                .next_back()
+                .transpose()?
+                .and_then(|k| key_id(&k))
+                .unwrap_or(0);
+            let mut v = Vec::with_capacity(25);
+            v.push(FORMAT_VERSION);
+            for n in [
+                last,
+                s.inner.bytes.load(Ordering::Relaxed),
+                s.inner.records.load(Ordering::Relaxed),
+            ] {
+                v.extend_from_slice(&n.to_le_bytes());
+            }
+            tree.insert([NS_SUMMARY], v)?;
+        }
+        self.flush().await
+    }
+
     /// A handle that does not keep the spool open, for observers (the metrics)
     /// that may outlive the agent: the database closes when the agent is done.
     pub fn downgrade(&self) -> WeakSpool {
@@ -457,8 +490,12 @@ struct StreamInner {
     tree: Option<sled::Tree>,
     next_id: AtomicU64,
     space: Arc<Space>,
-    /// Ids of the entries stored in chunks.
+    /// Ids of the entries stored in chunks, of those appended or read since the
+    /// open (every entry is one or the other before it is retired).
     chunked: Mutex<HashSet<u64>>,
+    /// This stream's share of the space's counts.
+    bytes: AtomicU64,
+    records: AtomicU64,
     /// The time marks, as stored (see the module docs). Held while a mark is
     /// written with its entry and while marks are pruned, so a pruning never misses
     /// an entry whose mark it has seen.
@@ -475,6 +512,53 @@ struct Marks {
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// Reads every entry of a tree: the bytes and records held (less those a progress
+/// bitmap marks delivered) and the ids of the chunked entries.
+fn count_entries(tree: &sled::Tree) -> Result<(u64, u64, HashSet<u64>), SpoolError> {
+    let (mut bytes, mut records) = (0u64, 0u64);
+    let mut chunked = HashSet::new();
+    for kv in tree.range(key(NS_ENTRY, 0)..=key(NS_ENTRY, u64::MAX)) {
+        let (k, v) = kv?;
+        bytes += v.len() as u64;
+        if k.len() == 11 {
+            chunked.extend(key_id(&k));
+        }
+        if !is_later_chunk(&k) {
+            records += entry_count(&v) as u64;
+        }
+    }
+    for kv in tree.range(key(NS_PROGRESS, 0)..=key(NS_PROGRESS, u64::MAX)) {
+        let (k, v) = kv?;
+        let delivered: u64 = decode_progress(key_id(&k).unwrap_or(0), &v)?
+            .iter()
+            .map(|w| w.count_ones() as u64)
+            .sum();
+        records = records.saturating_sub(delivered);
+    }
+    Ok((bytes, records, chunked))
+}
+
+/// Takes the summary a clean stop left (bytes, records), if it still describes
+/// the tree: its last entry id is `last`. Removed either way, so a crash after
+/// this open cannot leave a stale one.
+fn take_summary(tree: &sled::Tree, last: Option<u64>) -> Result<Option<(u64, u64)>, SpoolError> {
+    let Some(v) = tree.remove([NS_SUMMARY])? else {
+        return Ok(None);
+    };
+    let field = |i: usize| {
+        v.get(1 + 8 * i..9 + 8 * i)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")))
+    };
+    match (v.first(), field(0), field(1), field(2)) {
+        (Some(&FORMAT_VERSION), Some(id), Some(bytes), Some(records))
+            if v.len() == 25 && last.unwrap_or(0) == id =>
+        {
+            Ok(Some((bytes, records)))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The id of the first entry of a tree.
@@ -649,6 +733,10 @@ impl StreamSpool {
         spool
             .records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.inner
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
         spool.writes.fetch_add(1, Ordering::Release);
         Ok((id, bytes))
     }
@@ -695,6 +783,13 @@ impl StreamSpool {
                 next = Some(id);
                 break;
             }
+            if k.len() == 11 {
+                self.inner
+                    .chunked
+                    .lock()
+                    .expect("spool chunk set lock poisoned")
+                    .insert(id);
+            }
             let value: std::borrow::Cow<'_, [u8]> = if pieces.is_empty() {
                 std::borrow::Cow::Borrowed(&v)
             } else {
@@ -738,6 +833,7 @@ impl StreamSpool {
             .space
             .records
             .fetch_sub(records, Ordering::Relaxed);
+        self.inner.records.fetch_sub(records, Ordering::Relaxed);
         if done.is_empty() && partial.is_empty() {
             return Ok(());
         }
@@ -749,7 +845,10 @@ impl StreamSpool {
                 .lock()
                 .expect("spool chunk set lock poisoned");
             for &(id, bytes) in done {
-                if chunked.remove(&id) {
+                // An entry neither appended nor read since the open is looked up.
+                let is_chunked = chunked.remove(&id)
+                    || (bytes as usize > CHUNK_BYTES && !tree.contains_key(key(NS_ENTRY, id))?);
+                if is_chunked {
                     for i in 0..chunks_of(bytes) {
                         batch.remove(&chunk_key(id, i as u16));
                     }
@@ -769,6 +868,7 @@ impl StreamSpool {
         }
         tree.apply_batch(batch)?;
         let freed: u64 = done.iter().map(|&(_, b)| b).sum();
+        self.inner.bytes.fetch_sub(freed, Ordering::Relaxed);
         if freed > 0 {
             self.inner
                 .space
@@ -1129,9 +1229,7 @@ mod tests {
                 .unwrap();
             assert_eq!(whole.1, chunked.1, "the same value, stored in pieces");
             let tree = s.inner.tree.as_ref().unwrap();
-            let pieces = tree
-                .scan_prefix(&key(NS_ENTRY, chunked.0)[..])
-                .count() as u64;
+            let pieces = tree.scan_prefix(&key(NS_ENTRY, chunked.0)[..]).count() as u64;
             assert_eq!(pieces, chunks_of(chunked.1));
             assert!(pieces > 1);
             // A value under one chunk is stored whole.
@@ -1165,6 +1263,92 @@ mod tests {
         assert_eq!(tree.scan_prefix([NS_PROGRESS]).count(), 0);
         assert_eq!(s.entry_count(), 1);
         assert_eq!(spool.used_bytes(), ids[2].1);
+    }
+
+    #[test]
+    fn a_clean_close_leaves_a_summary_the_next_open_trusts_only_if_it_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let big: Vec<UserRecord> = (0..20).map(|i| rec("k", &format!("{i:0>400}"))).collect();
+        let (bytes, kept) = {
+            let spool = open_at(dir.path(), 1 << 24).unwrap();
+            let s = spool.stream("a").unwrap();
+            let a = s.append(&big).unwrap();
+            let b = s.append_with_checkpoint(&big, None, true).unwrap();
+            s.append(&[rec("k", "gone")]).unwrap();
+            let c = spool.stream("b").unwrap().append(&[rec("k", "b")]).unwrap();
+            s.retire(&[], &[(a.0, &[0b111])], 3).unwrap();
+            let (entries, _) = s.read_from(0, u64::MAX, |_| false).unwrap();
+            s.retire(&[(entries[2].id, entries[2].bytes)], &[], 1)
+                .unwrap();
+            rt.block_on(spool.close()).unwrap();
+            (a.1 + b.1 + c.1, b)
+        };
+        let counts = |spool: &Spool| (spool.used_bytes(), spool.records());
+        // Taken from the summary: the same counts as a full read gives.
+        let summary_counts = {
+            let spool = open_at(dir.path(), 1 << 24).unwrap();
+            let s = spool.stream("a").unwrap();
+            assert!(s.inner.chunked.lock().unwrap().is_empty(), "nothing read");
+            assert!(s
+                .inner
+                .tree
+                .as_ref()
+                .unwrap()
+                .get([NS_SUMMARY])
+                .unwrap()
+                .is_none());
+            let got = counts(&spool);
+            assert_eq!(got, (bytes, 20 - 3 + 20 + 1));
+            // A chunked entry is known once read, and retired whole.
+            let (entries, _) = s.read_from(kept.0, u64::MAX, |_| false).unwrap();
+            assert_eq!(entries[0].records, big);
+            assert!(s.inner.chunked.lock().unwrap().contains(&kept.0));
+            rt.block_on(spool.close()).unwrap();
+            got
+        };
+        {
+            let spool = open_at(dir.path(), 1 << 24).unwrap();
+            let s = spool.stream("a").unwrap();
+            assert_eq!(counts(&spool), summary_counts);
+            // Retired without being read first: found chunked all the same.
+            s.retire(&[kept], &[], 20).unwrap();
+            assert_eq!(
+                s.inner
+                    .tree
+                    .as_ref()
+                    .unwrap()
+                    .scan_prefix(&key(NS_ENTRY, kept.0)[..])
+                    .count(),
+                0
+            );
+            futures_flush(&spool);
+        }
+        {
+            // No summary (the last open took it and there was no clean close):
+            // every entry is read.
+            let spool = open_at(dir.path(), 1 << 24).unwrap();
+            assert_eq!(counts(&spool), (bytes - kept.1, 20 - 3 + 1));
+            rt.block_on(spool.close()).unwrap();
+            // Written after the summary: it no longer matches and is not used.
+            spool
+                .stream("a")
+                .unwrap()
+                .append(&[rec("k", "late")])
+                .unwrap();
+            futures_flush(&spool);
+        }
+        // sled lets go of its lock file when its background flush is done.
+        let spool = (0..100)
+            .find_map(|_| {
+                open_at(dir.path(), 1 << 24)
+                    .inspect_err(|_| std::thread::sleep(Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("spool opens again");
+        assert_eq!(spool.records(), 20 - 3 + 1 + 1);
     }
 
     #[test]

@@ -339,7 +339,10 @@ mod tests {
         use aws_smithy_types::retry::ErrorKind;
         let closed = || "connection closed before message completed".into();
         assert_eq!(
-            dispatch_code(ConnectorError::other(closed(), Some(ErrorKind::TransientError))),
+            dispatch_code(ConnectorError::other(
+                closed(),
+                Some(ErrorKind::TransientError)
+            )),
             "Transport"
         );
         assert_eq!(dispatch_code(ConnectorError::io(closed())), "Transport");

@@ -335,12 +335,10 @@ impl Intake {
         // into the spool. Nothing is written before the wait, so dropping this
         // future (a stop) leaves no trace.
         let slot = match pace {
-            Some(limit) if !self.is_spilling() => {
-                tokio::time::timeout(limit, self.tx.reserve())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
+            Some(limit) if !self.is_spilling() => tokio::time::timeout(limit, self.tx.reserve())
+                .await
+                .ok()
+                .and_then(Result::ok),
             _ => None,
         };
         self.push_spooled(records, receipt, checkpoint, slot)
