@@ -247,5 +247,46 @@ fn md5_floor(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, md5_floor, producer_bench);
+/// The spool alone, for the same bytes on the same two threads: each thread appends
+/// batches of 64 records (one entry each, as `put_batch` writes them) and retires
+/// them a few entries behind, as delivery does. The floor of the `sled` cases.
+fn spool_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spool_floor");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("1024_bytes_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let spool = shardline::spool::Spool::open(&options(Some(dir.path())).spool)
+                .expect("spool opens");
+            let data = Bytes::from(vec![b'x'; DATA_BYTES]);
+            let batch = records(BATCH as u64, None, &data);
+            let entries = iters.div_ceil((BATCH * THREADS) as u64);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let stream = spool.stream(&format!("s{t}")).expect("stream");
+                    let batch = &batch;
+                    s.spawn(move || {
+                        let mut live = std::collections::VecDeque::new();
+                        for _ in 0..entries {
+                            live.push_back(stream.append(batch).expect("append"));
+                            if live.len() >= 16 {
+                                let done: Vec<(u64, u64)> = live.drain(..8).collect();
+                                stream.retire(&done, &[], 8 * BATCH as u64).expect("retire");
+                            }
+                        }
+                        let done: Vec<(u64, u64)> = live.drain(..).collect();
+                        stream.retire(&done, &[], 0).expect("retire");
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, md5_floor, spool_floor, producer_bench);
 criterion_main!(benches);

@@ -374,14 +374,18 @@ fn default_aggregation_max_records() -> usize {
 fn default_batch_max_records() -> usize {
     MAX_BATCH_RECORDS
 }
+/// 1 MiB: one full record fits; larger requests only hold more memory (the body
+/// is built whole, as JSON) for the same throughput.
 fn default_batch_max_bytes() -> usize {
-    MAX_BATCH_BYTES
+    1 << 20
 }
 fn default_shard_refresh_interval_secs() -> u64 {
     60
 }
+/// 8 MiB: enough for ~160 MiB/s at 50 ms per request; records, their aggregates
+/// and request bodies are each about this size in memory.
 fn default_max_inflight_bytes() -> u64 {
-    64 << 20
+    8 << 20
 }
 fn default_shard_rate_factor() -> f64 {
     0.8
@@ -393,7 +397,7 @@ fn default_flush_interval_ms() -> u64 {
     200
 }
 fn default_cache_capacity_bytes() -> u64 {
-    32 << 20
+    16 << 20
 }
 /// Room left for a random partition key (16 characters) within the record limit.
 fn default_max_line_bytes() -> usize {

@@ -391,6 +391,7 @@ impl Producer {
                 Err(e) => match e.failure {
                     PushFailure::Spool(SpoolError::Full { .. }) => {
                         records = e.records;
+                        receipt = e.receipt;
                         tokio::select! {
                             _ = freed => {}
                             _ = tokio::time::sleep(FULL_RETRY) => {}

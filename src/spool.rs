@@ -226,6 +226,17 @@ struct Space {
     freed: Notify,
     /// When space was last freed (Unix milliseconds; 0: never).
     freed_at_ms: AtomicU64,
+    /// Held by every write to the database: one writer at a time. sled 0.34
+    /// deadlocks under concurrent writers of large values (two threads inserting
+    /// and removing 64 KiB values hang in `Log::reserve` within minutes here;
+    /// sled issue 1412); its write path is fast enough alone.
+    writer: Mutex<()>,
+}
+
+impl Space {
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Spool {
@@ -256,6 +267,7 @@ impl Spool {
                     writes: AtomicU64::new(0),
                     freed: Notify::new(),
                     freed_at_ms: AtomicU64::new(0),
+                    writer: Mutex::new(()),
                 }),
                 commit: tokio::sync::Mutex::new(()),
                 durable: AtomicU64::new(0),
@@ -433,6 +445,7 @@ impl Spool {
             ] {
                 v.extend_from_slice(&n.to_le_bytes());
             }
+            let _writing = self.inner.space.writing();
             tree.insert([NS_SUMMARY], v)?;
         }
         self.flush().await
@@ -627,9 +640,29 @@ impl StreamSpool {
         checkpoint: Option<&Checkpoint>,
         waits: bool,
     ) -> Result<(u64, u64), SpoolError> {
+        let id = self.reserve_id();
+        let bytes = self.write(id, records, checkpoint, waits)?;
+        Ok((id, bytes))
+    }
+
+    /// Takes the next entry id, for a [`write`](Self::write) that may come later
+    /// (ids order the entries; one taken and never written leaves a harmless gap).
+    pub fn reserve_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Writes a batch of records as entry `id` (from [`reserve_id`](Self::reserve_id))
+    /// with an optional checkpoint, and returns its size; see
+    /// [`append_with_checkpoint`](Self::append_with_checkpoint).
+    pub fn write(
+        &self,
+        id: u64,
+        records: &[UserRecord],
+        checkpoint: Option<&Checkpoint>,
+        waits: bool,
+    ) -> Result<u64, SpoolError> {
         let Some(tree) = &self.inner.tree else {
-            let bytes = records.iter().map(|r| r.size() as u64).sum();
-            return Ok((self.inner.next_id.fetch_add(1, Ordering::Relaxed), bytes));
+            return Ok(records.iter().map(|r| r.size() as u64).sum());
         };
         let stored = EntryV1 {
             stream: &self.inner.name,
@@ -687,7 +720,6 @@ impl StreamSpool {
         let chunked = waits
             && value.len() > CHUNK_BYTES
             && chunks_of(value.len() as u64) <= u64::from(u16::MAX);
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if chunked {
             self.inner
                 .chunked
@@ -695,6 +727,7 @@ impl StreamSpool {
                 .expect("spool chunk set lock poisoned")
                 .insert(id);
         }
+        let writing = spool.writing();
         let written = match (checkpoint, mark, chunked) {
             (None, None, false) => tree.insert(key(NS_ENTRY, id), value).map(|_| ()),
             (c, m, _) => {
@@ -715,6 +748,7 @@ impl StreamSpool {
                 tree.apply_batch(batch)
             }
         };
+        drop(writing);
         if let (Some(m), Some(ms), true) = (marks.as_mut(), mark, written.is_ok()) {
             m.by_id.insert(id, ms);
         }
@@ -738,7 +772,7 @@ impl StreamSpool {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
         spool.writes.fetch_add(1, Ordering::Release);
-        Ok((id, bytes))
+        Ok(bytes)
     }
 
     /// Reads up to `max_bytes` of entries (at least one, if any) with ids `>= from`,
@@ -866,7 +900,11 @@ impl StreamSpool {
             }
             batch.insert(&key(NS_PROGRESS, id), v);
         }
-        tree.apply_batch(batch)?;
+        {
+            // Released before the marks are pruned (they lock marks, then this).
+            let _writing = self.inner.space.writing();
+            tree.apply_batch(batch)?;
+        }
         let freed: u64 = done.iter().map(|&(_, b)| b).sum();
         self.inner.bytes.fetch_sub(freed, Ordering::Relaxed);
         if freed > 0 {
@@ -912,6 +950,7 @@ impl StreamSpool {
             batch.remove(&key(NS_MARK, *id));
             marks.by_id.remove(id);
         }
+        let _writing = self.inner.space.writing();
         tree.apply_batch(batch)?;
         Ok(())
     }
@@ -941,6 +980,7 @@ impl StreamSpool {
     /// past refused lines).
     pub fn set_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), SpoolError> {
         if let Some(tree) = &self.inner.tree {
+            let _writing = self.inner.space.writing();
             tree.insert(
                 checkpoint_key(&checkpoint.name),
                 checkpoint.value.as_slice(),
@@ -968,6 +1008,7 @@ impl StreamSpool {
     /// Removes a checkpoint (its source is gone).
     pub fn remove_checkpoint(&self, name: &[u8]) -> Result<(), SpoolError> {
         if let Some(tree) = &self.inner.tree {
+            let _writing = self.inner.space.writing();
             tree.remove(checkpoint_key(name))?;
         }
         Ok(())

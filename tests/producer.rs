@@ -126,6 +126,55 @@ async fn a_full_spool_is_refused_by_try_put() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_waited_for_a_full_spool_keeps_its_receipt() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    let work = Workdir::new();
+    // The stream does not exist yet: the spool fills and stays full.
+    let mut options = options(&work, &emu.endpoint, "");
+    options.spool.max_bytes = 2 * MAX_RECORD_BYTES as u64;
+    let producer = Producer::start(options).await.unwrap();
+    let big = Bytes::from(vec![b'x'; 512 * 1024]);
+    let mut receipts = Vec::new();
+    for i in 0.. {
+        match producer.try_put_batch_to("logs", vec![UserRecord::new(format!("k{i}"), big.clone())])
+        {
+            Ok(r) => receipts.push(r),
+            Err(ProduceError::SpoolFull(_)) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+        assert!(i < 16, "a 2 MiB spool took 8 MiB");
+    }
+    let waiting = tokio::spawn({
+        let producer = producer.clone();
+        let big = big.clone();
+        async move {
+            producer
+                .put_batch(vec![UserRecord::new("waited", big)])
+                .await
+                .unwrap()
+                .delivered()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the put waits while the spool is full"
+    );
+    create_stream(&client, "logs", 1).await;
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the waiting put gets in and is delivered")
+        .unwrap()
+        .expect("its receipt says delivered");
+    for r in receipts {
+        r.delivered().await.unwrap();
+    }
+    producer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_resolve_only_after_kinesis_accepted_the_records() {
     let emu = Emulator::start().await;
     let client = emu.client().await;

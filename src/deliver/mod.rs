@@ -173,7 +173,7 @@ struct IntakeState {
     spilling: bool,
     /// Next spool id the dispatcher reads while spilling.
     cursor: u64,
-    /// Highest id appended so far.
+    /// Highest id spilled so far.
     last_appended: u64,
 }
 
@@ -221,7 +221,8 @@ impl Waiters {
     }
 
     /// Drops the receipt of a batch that was not taken after all.
-    fn forget(&self, id: u64) {
+    /// Takes back the receipt of an entry that was not written after all.
+    fn take(&self, id: u64) -> Option<oneshot::Sender<DeliveryResult>> {
         let removed = self
             .map
             .lock()
@@ -231,6 +232,7 @@ impl Waiters {
         if removed.is_some() {
             self.count.fetch_sub(1, Ordering::Release);
         }
+        removed
     }
 
     /// The dispatcher stopped: every receipt still waiting learns its records were
@@ -285,6 +287,8 @@ pub enum PushFailure {
 pub struct PushError {
     pub failure: PushFailure,
     pub records: Vec<UserRecord>,
+    /// The receipt given with the records, for another attempt.
+    pub receipt: Option<oneshot::Sender<DeliveryResult>>,
 }
 
 impl Intake {
@@ -326,6 +330,7 @@ impl Intake {
                 Err(mpsc::error::SendError(loaded)) => Err(PushError {
                     failure: PushFailure::Stopped,
                     records: loaded.records,
+                    receipt: self.waiters.take(id),
                 }),
             };
         }
@@ -363,11 +368,7 @@ impl Intake {
         if let Some(tx) = receipt {
             self.waiters.add(id, tx);
         }
-        let sent = self.tx.try_send(loaded);
-        if sent.is_err() {
-            self.waiters.forget(id);
-        }
-        match sent {
+        match self.tx.try_send(loaded) {
             Ok(()) => Ok(id),
             Err(mpsc::error::TrySendError::Full(loaded)) => Err(PushError {
                 failure: PushFailure::Spool(SpoolError::Full {
@@ -376,10 +377,12 @@ impl Intake {
                     needed: loaded.bytes,
                 }),
                 records: loaded.records,
+                receipt: self.waiters.take(id),
             }),
             Err(mpsc::error::TrySendError::Closed(loaded)) => Err(PushError {
                 failure: PushFailure::Stopped,
                 records: loaded.records,
+                receipt: self.waiters.take(id),
             }),
         }
     }
@@ -412,49 +415,57 @@ impl Intake {
         // Outside the lock: the MD5s of concurrent senders run in parallel.
         let hash_keys = crate::record::hash_keys(&records);
         let mut state = self.state.lock().expect("intake lock poisoned");
-        // Decided before the write: an entry that will wait in the spool is stored
-        // for waiting (see the spool's docs on chunks).
         let slot = match slot {
             _ if state.spilling => None,
             Some(slot) => Some(slot),
             None => self.tx.try_reserve().ok(),
         };
-        let (id, bytes) =
-            match self
-                .spool
-                .append_with_checkpoint(&records, checkpoint, slot.is_none())
-            {
-                Ok(appended) => appended,
-                Err(error) => {
-                    return Err(PushError {
-                        failure: PushFailure::Spool(error),
-                        records,
-                    })
-                }
-            };
+        // The path is decided, and the id taken, under the lock: an entry handed
+        // over always has a lower id than the first one of a later spill, so the
+        // dispatcher never reads it back from the spool too.
+        let id = self.spool.reserve_id();
         // Registered before the dispatcher can see the entry.
         if let Some(tx) = receipt {
             self.waiters.add(id, tx);
         }
-        state.last_appended = id;
-        match slot {
-            Some(slot) => slot.send(Loaded {
-                id,
-                bytes,
-                hash_keys,
+        let failed = |error, records| {
+            Err(PushError {
+                failure: PushFailure::Spool(error),
                 records,
-                delivered: None,
-                spooled_at_ms: crate::spool::now_ms(),
-            }),
-            None => {
-                if !state.spilling {
-                    state.spilling = true;
-                    state.cursor = id;
-                }
-                drop(state);
-                self.wake.notify_one();
+                receipt: self.waiters.take(id),
+            })
+        };
+        let Some(slot) = slot else {
+            // Spilled entries are written under the lock, in id order: the
+            // dispatcher reading them back never finds a gap it would skip. They
+            // wait in the spool: stored for waiting (see the spool's chunks).
+            if let Err(error) = self.spool.write(id, &records, checkpoint, true) {
+                return failed(error, records);
             }
-        }
+            state.last_appended = id;
+            if !state.spilling {
+                state.spilling = true;
+                state.cursor = id;
+            }
+            drop(state);
+            self.wake.notify_one();
+            return Ok(id);
+        };
+        drop(state);
+        // Handed over: written outside the lock, so concurrent senders' writes run
+        // in parallel; the reserved slot keeps its place in the hand-over.
+        let bytes = match self.spool.write(id, &records, checkpoint, false) {
+            Ok(bytes) => bytes,
+            Err(error) => return failed(error, records),
+        };
+        slot.send(Loaded {
+            id,
+            bytes,
+            hash_keys,
+            records,
+            delivered: None,
+            spooled_at_ms: crate::spool::now_ms(),
+        });
         Ok(id)
     }
 }
