@@ -174,7 +174,21 @@ pub async fn run_with(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = ping.tick(), if every.is_some() => notify(&notifier, "WATCHDOG=1"),
+            _ = ping.tick(), if every.is_some() => {
+                // Only while the spool answers: a hung spool write gets the
+                // service restarted (nothing is lost: the spool is replayed).
+                let spool = agent.producer().spool().clone();
+                let answered = tokio::time::timeout(
+                    every.unwrap_or_default(),
+                    tokio::task::spawn_blocking(move || spool.heartbeat()),
+                )
+                .await;
+                match answered {
+                    Ok(Ok(Ok(()))) => notify(&notifier, "WATCHDOG=1"),
+                    Ok(Ok(Err(e))) => tracing::error!(error = %e, "The spool failed a write; the watchdog is not told"),
+                    _ => tracing::error!("The spool did not answer a write in time; the watchdog is not told, so the service is restarted"),
+                }
+            }
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 let path = options.config_path.as_deref().expect("SIGHUP is only watched with a config path");
                 notify(&notifier, "RELOADING=1");
