@@ -226,10 +226,12 @@ struct Space {
     freed: Notify,
     /// When space was last freed (Unix milliseconds; 0: never).
     freed_at_ms: AtomicU64,
-    /// Held by every write to the database: one writer at a time. sled 0.34
-    /// deadlocks under concurrent writers of large values (two threads inserting
-    /// and removing 64 KiB values hang in `Log::reserve` within minutes here;
-    /// sled issue 1412); its write path is fast enough alone.
+    /// Held by every write to the database: one writer at a time. sled 0.34 can
+    /// hang under heavy write load (a writer holding its segment accountant waits
+    /// for a file truncation queued behind I/O threads that wait for that lock;
+    /// seen within minutes with two threads writing 64 KiB values): one writer
+    /// makes it rarer, and its write path is fast enough alone. The service's
+    /// watchdog covers the rest (see [`Spool::heartbeat`]).
     writer: Mutex<()>,
 }
 

@@ -768,6 +768,11 @@ impl Dispatcher {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+            // A full window brings no more records to the open aggregates: waiting
+            // out their linger would only stall (many shards share the window).
+            if !draining && self.loaded_bytes >= self.options.max_inflight_bytes {
+                self.seal_all();
+            }
             self.dispatch();
             if self.options.max_record_age.is_some()
                 && !self.unrouted.is_empty()
