@@ -66,10 +66,10 @@
 //! rate. The child is then stopped with SIGTERM (a clean stop: it leaves a summary),
 //! or with `--crash` SIGKILLed (the next open reads every entry). Phase 2: the ack
 //! endpoint starts, the agent starts again in this process on the same spool and
-//! file; reported: the time from `Agent::start` to its return and to the first
-//! PutRecords the endpoint received, the drain rate (records/s and MiB/s from the
-//! first PutRecords until the spool is empty), RSS samples while draining, CPU per
-//! GiB and the time until the spool is empty.
+//! file; reported: the time from `Agent::start` to its return (and the RSS then)
+//! and to the first PutRecords the endpoint received, the drain rate (records/s and
+//! MiB/s from the first PutRecords until the spool is empty), RSS samples while
+//! draining, CPU per GiB and the time until the spool is empty.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -398,7 +398,7 @@ fn backlog(args: &Args) {
     let (opened, drain_rss, empty) = runtime.block_on(async {
         let agent = shardline::agent::Agent::start(config).await.expect("agent");
         let opened = started.elapsed();
-        let mut rss = Vec::new();
+        let mut rss = vec![status_kib("self", "VmRSS:")];
         while agent.producer().spool().records() > 0 {
             rss.push(status_kib("self", "VmRSS:"));
             tokio::time::sleep(SAMPLE).await;
@@ -420,7 +420,11 @@ fn backlog(args: &Args) {
             "a clean stop"
         }
     );
-    println!("Agent::start in  {:.3} s", opened.as_secs_f64());
+    println!(
+        "Agent::start in  {:.3} s, RSS {:.1} MiB when it returned",
+        opened.as_secs_f64(),
+        drain_rss.first().copied().unwrap_or(0) as f64 / 1024.0
+    );
     println!(
         "first PutRecords {:.3} s after Agent::start",
         first.as_secs_f64()
