@@ -39,6 +39,9 @@
 //! jump and fall back); a directory that keeps what it has cleaned has a steady
 //! positive slope, and would exceed any fixed bound in a longer run.
 //!
+//! A spool call that does not return for 60 s ends the run with exit status 3
+//! (a hang; sled 0.34 can deadlock, see the README).
+//!
 //! At the end the spool is drained, closed (`Spool::close`) and reopened, and the
 //! directory is measured after each step: what a restart gives back.
 //!
@@ -50,6 +53,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -58,6 +63,10 @@ use shardline::spool::{Checkpoint, Spool, SpoolOptions, StreamSpool};
 use shardline::UserRecord;
 
 const STREAM: &str = "churn";
+/// A spool call that has not returned for this long is taken for a hang: the
+/// run stops with exit status 3 (sled 0.34 can deadlock when it grows its file
+/// again while a truncation of it is pending).
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Payload between two measurements of the directory.
 const MEASURE_EVERY: u64 = 64 << 20;
 /// Entry bytes retired per `retire` call in steady state: about one PutRecords
@@ -123,6 +132,8 @@ struct Churn {
     live_peak: u64,
     /// Record data written.
     payload: u64,
+    /// Spool calls made so far, for the stall watchdog.
+    calls: Arc<AtomicU64>,
     /// (payload, directory allocated bytes) of every measurement.
     measured: Vec<(u64, u64)>,
     rss: Vec<u64>,
@@ -142,6 +153,7 @@ impl Churn {
             .stream
             .append_with_checkpoint(&self.records, Some(&self.checkpoint), waits)
             .expect("append");
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.live.push_back((id, bytes));
         self.live_bytes += bytes;
         self.live_peak = self.live_peak.max(self.live_bytes);
@@ -177,6 +189,7 @@ impl Churn {
     fn retire(&mut self, done: &[(u64, u64)]) {
         let records = (done.len() * self.records.len()) as u64;
         self.stream.retire(done, &[], records).expect("retire");
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.live_bytes -= done.iter().map(|e| e.1).sum::<u64>();
     }
 
@@ -232,6 +245,7 @@ fn main() -> ExitCode {
         live_bytes: 0,
         live_peak: 0,
         payload: 0,
+        calls: watchdog(),
         measured: Vec::new(),
         rss: Vec::new(),
     };
@@ -372,6 +386,33 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Starts a thread that ends the process (status 3) when the returned counter
+/// has not moved for [`STALL_LIMIT`].
+fn watchdog() -> Arc<AtomicU64> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        let mut last = (0, Instant::now());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let now = seen.load(Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > STALL_LIMIT {
+                eprintln!(
+                    "churn: no spool call returned for {} s: the spool hangs (see the backtraces \
+                     with `gdb -p {} -batch -ex 'thread apply all bt'`)",
+                    STALL_LIMIT.as_secs(),
+                    std::process::id()
+                );
+                println!("verdict          hung");
+                std::process::exit(3);
+            }
+        }
+    });
+    calls
 }
 
 /// Least-squares slope of the directory size over payload, in MiB per GiB.

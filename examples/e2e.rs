@@ -83,8 +83,8 @@ use clap::{Parser, ValueEnum};
 const STREAM: &str = "bench";
 /// RSS, spool and progress sampling period.
 const SAMPLE: Duration = Duration::from_millis(100);
-/// Longest wait for the phase 1 agent to start or stop, and for it to spool a
-/// backlog that stopped growing.
+/// Longest wait for the phase 1 agent to start or stop, and longest time without
+/// progress (lines spooled or delivered) before the run is declared hung.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 /// Marks the endpoint's stdout line that reports its first PutRecords.
 const FIRST_PUT: &str = "first-put ";
@@ -140,8 +140,14 @@ fn main() {
     // The child processes: this program again, in another role.
     let raw: Vec<String> = std::env::args().collect();
     match raw.get(1).map(String::as_str) {
-        Some("--serve-endpoint") => return serve_endpoint(raw[2].parse().expect("shard count")),
-        Some("--serve-emulator") => return serve_emulator(raw[2].parse().expect("shard count")),
+        Some("--serve-endpoint") => {
+            exit_with_parent();
+            return serve_endpoint(raw[2].parse().expect("shard count"));
+        }
+        Some("--serve-emulator") => {
+            exit_with_parent();
+            return serve_emulator(raw[2].parse().expect("shard count"));
+        }
         Some("--send-lines") => {
             return send_lines(
                 Path::new(&raw[2]),
@@ -211,7 +217,9 @@ fn deliver(args: &Args) {
         let m = agent.metrics().clone();
         let mut spool_peak = 0;
         let mut rss = Vec::new();
+        let mut progress = Progress::new("delivered lines");
         while m.delivered_count(STREAM) < lines {
+            progress.check(m.delivered_count(STREAM));
             spool_peak = spool_peak.max(dir_usage(&work.path().join("spool")).0);
             rss.push(status_kib("self", "VmRSS:"));
             tokio::time::sleep(SAMPLE).await;
@@ -399,7 +407,9 @@ fn backlog(args: &Args) {
         let agent = shardline::agent::Agent::start(config).await.expect("agent");
         let opened = started.elapsed();
         let mut rss = vec![status_kib("self", "VmRSS:")];
+        let mut progress = Progress::new("records held");
         while agent.producer().spool().records() > 0 {
+            progress.check(agent.producer().spool().records());
             rss.push(status_kib("self", "VmRSS:"));
             tokio::time::sleep(SAMPLE).await;
         }
@@ -532,6 +542,7 @@ impl Endpoint {
         };
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .args([role, &shards.to_string()])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("endpoint process");
@@ -584,6 +595,15 @@ fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// An endpoint process ends when its parent does (its stdin, a pipe from the
+/// parent, closes), also when the parent exits without stopping it.
+fn exit_with_parent() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
 }
 
 /// Prints `first-put <unix ns>` on stdout for the first PutRecords request.
@@ -743,6 +763,36 @@ fn agent_binary() -> Result<PathBuf, String> {
             "no agent binary at {}: run `cargo build --release --bin shardline` or set SHARDLINE_BIN",
             bin.display()
         ))
+    }
+}
+
+/// Ends the benchmark when a count stops moving: the agent hangs.
+struct Progress {
+    what: &'static str,
+    last: (u64, Instant),
+}
+
+impl Progress {
+    fn new(what: &'static str) -> Progress {
+        Progress {
+            what,
+            last: (u64::MAX, Instant::now()),
+        }
+    }
+
+    fn check(&mut self, now: u64) {
+        if now != self.last.0 {
+            self.last = (now, Instant::now());
+        } else if self.last.1.elapsed() > CHILD_LIMIT {
+            // Not a panic: dropping the runtime would wait for the hung spool threads.
+            eprintln!(
+                "e2e: {} stuck at {now} for {CHILD_LIMIT:?}: the agent hangs (see the \
+                 backtraces with `gdb -p {} -batch -ex 'thread apply all bt'`)",
+                self.what,
+                std::process::id()
+            );
+            std::process::exit(3);
+        }
     }
 }
 
