@@ -39,8 +39,9 @@
 //! jump and fall back); a directory that keeps what it has cleaned has a steady
 //! positive slope, and would exceed any fixed bound in a longer run.
 //!
-//! A spool call that does not return for 60 s ends the run with exit status 3
-//! (a hang; sled 0.34 can deadlock, see the README).
+//! A spool call that does not return for 60 s ends the run with exit status 3 (a
+//! hang; sled 0.34 can deadlock, see the README), after printing every thread's
+//! backtrace with gdb when it is installed.
 //!
 //! At the end the spool is drained, closed (`Spool::close`) and reopened, and the
 //! directory is measured after each step: what a restart gives back.
@@ -402,11 +403,10 @@ fn watchdog() -> Arc<AtomicU64> {
                 last = (now, Instant::now());
             } else if last.1.elapsed() > STALL_LIMIT {
                 eprintln!(
-                    "churn: no spool call returned for {} s: the spool hangs (see the backtraces \
-                     with `gdb -p {} -batch -ex 'thread apply all bt'`)",
-                    STALL_LIMIT.as_secs(),
-                    std::process::id()
+                    "churn: no spool call returned for {} s: the spool hangs",
+                    STALL_LIMIT.as_secs()
                 );
+                print_backtraces();
                 println!("verdict          hung");
                 std::process::exit(3);
             }
@@ -487,4 +487,18 @@ fn dir_usage(dir: &std::path::Path) -> (u64, u64) {
             })
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     })
+}
+
+/// Prints every thread's backtrace of this process to stderr, with gdb if it is
+/// installed (what a hang report needs).
+fn print_backtraces() {
+    let pid = std::process::id().to_string();
+    match std::process::Command::new("gdb")
+        .args(["-p", &pid, "-batch", "-ex", "thread apply all bt 30"])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => eprintln!("no backtraces: cannot run gdb: {e}"),
+    }
 }

@@ -53,6 +53,10 @@
 //! on disk* is the largest apparent size of the spool directory seen in those
 //! samples; *first PutRecords* is when the endpoint received the first one.
 //!
+//! When the count of delivered lines (or, in phase 2 below, of records held) has
+//! not moved for 60 s, the agent is taken for hung: every thread's backtrace is
+//! printed (with gdb, when installed) and the program exits with status 3.
+//!
 //! # Backlog recovery (`--backlog`)
 //!
 //! File source and ack endpoint only. Phase 1: the real `shardline` binary (a child
@@ -786,11 +790,10 @@ impl Progress {
         } else if self.last.1.elapsed() > CHILD_LIMIT {
             // Not a panic: dropping the runtime would wait for the hung spool threads.
             eprintln!(
-                "e2e: {} stuck at {now} for {CHILD_LIMIT:?}: the agent hangs (see the \
-                 backtraces with `gdb -p {} -batch -ex 'thread apply all bt'`)",
-                self.what,
-                std::process::id()
+                "e2e: {} stuck at {now} for {CHILD_LIMIT:?}: the agent hangs",
+                self.what
             );
+            print_backtraces();
             std::process::exit(3);
         }
     }
@@ -901,4 +904,18 @@ fn dir_usage(dir: &Path) -> (u64, u64) {
             })
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     })
+}
+
+/// Prints every thread's backtrace of this process to stderr, with gdb if it is
+/// installed (what a hang report needs).
+fn print_backtraces() {
+    let pid = std::process::id().to_string();
+    match std::process::Command::new("gdb")
+        .args(["-p", &pid, "-batch", "-ex", "thread apply all bt 30"])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => eprintln!("no backtraces: cannot run gdb: {e}"),
+    }
 }
