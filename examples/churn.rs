@@ -1,0 +1,504 @@
+//! Spool churn: sustained write-and-delete through the spool alone, to show whether
+//! the spool directory stays bounded (sled reuses the space of deleted entries) or
+//! grows with what was ever written.
+//!
+//! ```text
+//! cargo run --release --example churn                     # one hour at 5 MiB/s, compressed
+//! cargo run --release --example churn -- --gib 4 --cache-mib 8 --flush-ms 1000
+//! ```
+//!
+//! What a busy host writes in an hour (`--gib`, default 17.58: 5 MiB/s for 3,600 s)
+//! is written as fast as the spool takes it. Like the file source, each entry is a
+//! batch of `--entry-kib` (64) of `--record-bytes` (256) records under one random
+//! 16-character partition key, appended with a checkpoint in the same atomic write
+//! (`StreamSpool::append_with_checkpoint`).
+//!
+//! - **Steady state**: entries are appended whole (handed over in memory, as while
+//!   delivery keeps up) and retired oldest first, 1 MiB of entries per `retire`
+//!   (about one PutRecords result), so that `--lag-mib` (16) of entries stay live.
+//! - **Backlog bursts**: every `--burst-every-gib` (2) of payload, delivery stops:
+//!   `--burst-mib` (256) are appended as entries that wait
+//!   (`append_with_checkpoint(.., true)`: stored in 4 KiB chunks), then everything
+//!   live is read back with `StreamSpool::read_from` in 4 MiB steps and retired, as
+//!   the dispatcher does when it catches up.
+//!
+//! Every 64 MiB of payload the directory is measured; every `--sample-gib` (1) a line
+//! is printed: payload written, live entry bytes, the directory's apparent and
+//! allocated bytes, sled's `size_on_disk`, RSS, and bytes written to disk so far
+//! (`write_bytes` of /proc/self/io). The end report gives the largest and the final
+//! directory size, bytes written to disk per payload byte, CPU seconds per GiB of
+//! payload and peak RSS.
+//!
+//! **The bound.** The run fails (exit status 1) if the directory ever exceeds
+//! `--bound-mib`, by default 2 × the most live entry bytes (lag plus a burst) plus
+//! 256 MiB: the backlog target (spool on disk at most twice what it holds) with room
+//! for the segments sled has not cleaned yet. It also fails if the directory keeps
+//! growing: if the least-squares slope of its allocated size over the second half
+//! of the measurements exceeds `--max-growth` MiB per GiB written (default 1, i.e.
+//! 0.1 % of what passes through). A plateau has a slope near 0 (the bursts make it
+//! jump and fall back); a directory that keeps what it has cleaned has a steady
+//! positive slope, and would exceed any fixed bound in a longer run.
+//!
+//! A spool call that does not return for 60 s ends the run with exit status 3 (a
+//! hang; sled 0.34 can deadlock, see the README), after printing every thread's
+//! backtrace with gdb when it is installed.
+//!
+//! At the end the spool is drained, closed (`Spool::close`) and reopened, and the
+//! directory is measured after each step: what a restart gives back.
+//!
+//! **The knobs.** `--cache-mib` is `spool.cache_capacity_bytes` (default 32 MiB),
+//! `--flush-ms` is `spool.flush_interval_ms` (default 200). sled's segment size
+//! (512 KiB) is the other knob of its space use, but sled 0.34 marks
+//! `Config::segment_size` as a testing-only method and the spool does not expose
+//! it, so it stays at its default here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use clap::Parser;
+use shardline::spool::{Checkpoint, Spool, SpoolOptions, StreamSpool};
+use shardline::UserRecord;
+
+const STREAM: &str = "churn";
+/// A spool call that has not returned for this long is taken for a hang: the
+/// run stops with exit status 3 (sled 0.34 can deadlock when it grows its file
+/// again while a truncation of it is pending).
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Payload between two measurements of the directory.
+const MEASURE_EVERY: u64 = 64 << 20;
+/// Entry bytes retired per `retire` call in steady state: about one PutRecords
+/// result.
+const RETIRE_BYTES: u64 = 1 << 20;
+/// Bytes read back per `read_from` while a backlog is drained.
+const READ_BYTES: u64 = 4 << 20;
+
+#[derive(Parser)]
+#[command(about = "Sustained write-and-delete through the spool")]
+struct Args {
+    /// Payload (record data) to write, in GiB [default: 5 MiB/s for an hour].
+    #[arg(long, default_value_t = 17.58)]
+    gib: f64,
+    /// Bytes of data per record.
+    #[arg(long, default_value_t = 256)]
+    record_bytes: usize,
+    /// Data bytes per entry (one batch), in KiB.
+    #[arg(long, default_value_t = 64)]
+    entry_kib: usize,
+    /// Entry bytes kept live in steady state (appended, not yet retired), in MiB.
+    #[arg(long, default_value_t = 16)]
+    lag_mib: u64,
+    /// Payload between two backlog bursts, in GiB; 0: no bursts.
+    #[arg(long, default_value_t = 2.0)]
+    burst_every_gib: f64,
+    /// Payload of a backlog burst, in MiB.
+    #[arg(long, default_value_t = 256)]
+    burst_mib: u64,
+    /// Payload between two printed samples, in GiB.
+    #[arg(long, default_value_t = 1.0)]
+    sample_gib: f64,
+    /// The spool's page cache (spool.cache_capacity_bytes), in MiB.
+    #[arg(long, default_value_t = 32)]
+    cache_mib: u64,
+    /// Group commit interval (spool.flush_interval_ms).
+    #[arg(long, default_value_t = 200)]
+    flush_ms: u64,
+    /// Largest allowed directory size, in MiB [default: 2 × most live + 256].
+    #[arg(long)]
+    bound_mib: Option<u64>,
+    /// Largest allowed growth of the directory over the second half of the run,
+    /// in MiB per GiB written.
+    #[arg(long, default_value_t = 1.0)]
+    max_growth: f64,
+    /// Parent of the spool directory [default: the system's temp directory].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// Live entries, oldest first: (id, bytes).
+type Live = std::collections::VecDeque<(u64, u64)>;
+
+struct Churn {
+    stream: StreamSpool,
+    spool: Spool,
+    dir: PathBuf,
+    records: Vec<UserRecord>,
+    checkpoint: Checkpoint,
+    live: Live,
+    live_bytes: u64,
+    /// Largest `live_bytes` seen.
+    live_peak: u64,
+    /// Record data written.
+    payload: u64,
+    /// Spool calls made so far, for the stall watchdog.
+    calls: Arc<AtomicU64>,
+    /// (payload, directory allocated bytes) of every measurement.
+    measured: Vec<(u64, u64)>,
+    rss: Vec<u64>,
+}
+
+impl Churn {
+    /// Appends one entry; `waits`: as a backlog entry (chunked).
+    fn append(&mut self, waits: bool) {
+        let position = self.payload.to_be_bytes();
+        self.checkpoint.value.clear();
+        self.checkpoint.value.extend_from_slice(&position);
+        let partition_key = shardline::record::random_partition_key();
+        for r in &mut self.records {
+            r.partition_key.clone_from(&partition_key);
+        }
+        let (id, bytes) = self
+            .stream
+            .append_with_checkpoint(&self.records, Some(&self.checkpoint), waits)
+            .expect("append");
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.live.push_back((id, bytes));
+        self.live_bytes += bytes;
+        self.live_peak = self.live_peak.max(self.live_bytes);
+        let before = self.payload;
+        self.payload += self
+            .records
+            .iter()
+            .map(|r| r.data.len() as u64)
+            .sum::<u64>();
+        if before / MEASURE_EVERY != self.payload / MEASURE_EVERY {
+            self.measured.push((self.payload, dir_usage(&self.dir).1));
+            self.rss.push(status_kib("VmRSS:"));
+        }
+    }
+
+    /// Retires the oldest entries, `RETIRE_BYTES` at a time, down to `keep` live
+    /// bytes.
+    fn retire_down_to(&mut self, keep: u64) {
+        while self.live_bytes > keep + RETIRE_BYTES {
+            let mut done = Vec::new();
+            let mut bytes = 0;
+            while bytes < RETIRE_BYTES {
+                let Some(e) = self.live.pop_front() else {
+                    break;
+                };
+                bytes += e.1;
+                done.push(e);
+            }
+            self.retire(&done);
+        }
+    }
+
+    fn retire(&mut self, done: &[(u64, u64)]) {
+        let records = (done.len() * self.records.len()) as u64;
+        self.stream.retire(done, &[], records).expect("retire");
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.live_bytes -= done.iter().map(|e| e.1).sum::<u64>();
+    }
+
+    /// Reads every live entry back and retires it, `READ_BYTES` at a time.
+    fn drain(&mut self) {
+        while let Some(&(first, _)) = self.live.front() {
+            let (entries, _) = self
+                .stream
+                .read_from(first, READ_BYTES, |_| false)
+                .expect("read_from");
+            assert!(!entries.is_empty(), "live entry {first} not found");
+            let done: Vec<(u64, u64)> = entries.iter().map(|e| (e.id, e.bytes)).collect();
+            for &(id, _) in &done {
+                let front = self.live.pop_front().expect("read entries are live");
+                assert_eq!(front.0, id, "entries read back out of order");
+            }
+            self.retire(&done);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::tempdir_in(&parent).expect("temp dir");
+    let dir = work.path().join("spool");
+    let options = SpoolOptions {
+        dir: Some(dir.clone()),
+        max_bytes: u64::MAX / 2,
+        flush_interval_ms: args.flush_ms,
+        cache_capacity_bytes: args.cache_mib << 20,
+    };
+    let spool = Spool::open(&options).expect("open the spool");
+    let stream = spool.stream(STREAM).expect("stream");
+    let per_entry = ((args.entry_kib << 10) / args.record_bytes.max(1)).max(1);
+    let data = Bytes::from(vec![b'x'; args.record_bytes]);
+    let records: Vec<UserRecord> = (0..per_entry)
+        .map(|_| UserRecord::new("0000000000000000", data.clone()))
+        .collect();
+    let total = (args.gib * (1u64 << 30) as f64) as u64;
+    let burst_every = (args.burst_every_gib * (1u64 << 30) as f64) as u64;
+    let sample_every = ((args.sample_gib * (1u64 << 30) as f64) as u64).max(1);
+    let mut c = Churn {
+        stream,
+        spool,
+        dir,
+        records,
+        checkpoint: Checkpoint {
+            name: b"file/churn".to_vec(),
+            value: Vec::new(),
+        },
+        live: Live::new(),
+        live_bytes: 0,
+        live_peak: 0,
+        payload: 0,
+        calls: watchdog(),
+        measured: Vec::new(),
+        rss: Vec::new(),
+    };
+    println!(
+        "churn: {:.2} GiB of {}-byte records in {} KiB entries, lag {} MiB, \
+         bursts of {} MiB every {} GiB, cache {} MiB, flush every {} ms",
+        args.gib,
+        args.record_bytes,
+        args.entry_kib,
+        args.lag_mib,
+        args.burst_mib,
+        args.burst_every_gib,
+        args.cache_mib,
+        args.flush_ms,
+    );
+    println!(
+        "{:>8} {:>9} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "GiB", "live MiB", "dir MiB", "alloc MiB", "sled MiB", "RSS MiB", "disk GiB", "secs"
+    );
+    let io_before = write_bytes();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let mut next_burst = if burst_every > 0 {
+        burst_every
+    } else {
+        u64::MAX
+    };
+    let mut next_sample = sample_every;
+    let lag = args.lag_mib << 20;
+    while c.payload < total {
+        if c.payload >= next_burst {
+            let until = c.payload + (args.burst_mib << 20);
+            while c.payload < until {
+                c.append(true);
+            }
+            c.drain();
+            next_burst += burst_every;
+        }
+        c.append(false);
+        c.retire_down_to(lag);
+        if c.payload >= next_sample || c.payload >= total {
+            let (apparent, allocated) = dir_usage(&c.dir);
+            println!(
+                "{:>8.2} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>10.2} {:>8.1}",
+                gib(c.payload),
+                mib(c.live_bytes),
+                mib(apparent),
+                mib(allocated),
+                mib(c.spool.size_on_disk().unwrap_or(0)),
+                status_kib("VmRSS:") as f64 / 1024.0,
+                gib(write_bytes() - io_before),
+                started.elapsed().as_secs_f64()
+            );
+            next_sample += sample_every;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    let written = write_bytes() - io_before;
+    let (_, at_end) = dir_usage(&c.dir);
+    let max = c.measured.iter().map(|m| m.1).max().unwrap_or(0);
+    let growth = slope(&c.measured[c.measured.len() / 2..]);
+    let bound = args
+        .bound_mib
+        .map_or(2 * c.live_peak + (256 << 20), |m| m << 20);
+
+    // What a restart gives back.
+    c.drain();
+    let (_, drained) = dir_usage(&c.dir);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(c.spool.close()).expect("close the spool");
+    let Churn {
+        stream,
+        spool,
+        dir,
+        mut rss,
+        payload,
+        live_peak,
+        ..
+    } = c;
+    drop((stream, spool));
+    let (_, closed) = dir_usage(&dir);
+    let reopened = {
+        let spool = Spool::open(&options).expect("reopen the spool");
+        runtime.block_on(spool.flush()).expect("flush");
+        dir_usage(&dir).1
+    };
+
+    rss.sort_unstable();
+    println!(
+        "payload          {:.2} GiB in {elapsed:.1} s ({:.1} MiB/s)",
+        gib(payload),
+        mib(payload) / elapsed
+    );
+    println!("live entries     {:.1} MiB at most", mib(live_peak));
+    println!(
+        "directory        {:.1} MiB at most, {:.1} MiB at the end (allocated)",
+        mib(max),
+        mib(at_end)
+    );
+    println!("growth           {growth:.2} MiB per GiB written over the second half");
+    println!(
+        "restart          drained {:.1} MiB, closed {:.1} MiB, reopened {:.1} MiB",
+        mib(drained),
+        mib(closed),
+        mib(reopened)
+    );
+    println!(
+        "written to disk  {:.2} GiB, {:.2} bytes per payload byte",
+        gib(written),
+        written as f64 / payload as f64
+    );
+    println!("CPU s per GiB    {:.2}", cpu / gib(payload));
+    println!(
+        "RSS              median {:.1} MiB, peak {:.1} MiB",
+        rss.get(rss.len() / 2).copied().unwrap_or(0) as f64 / 1024.0,
+        status_kib("VmHWM:") as f64 / 1024.0
+    );
+    let bounded = max <= bound;
+    let level = growth <= args.max_growth;
+    println!(
+        "verdict          {} ({:.1} of {} MiB), {} ({growth:.2} of {} MiB per GiB)",
+        if bounded {
+            "within the bound"
+        } else {
+            "over the bound"
+        },
+        mib(max),
+        bound >> 20,
+        if level { "level" } else { "still growing" },
+        args.max_growth
+    );
+    if bounded && level {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Starts a thread that ends the process (status 3) when the returned counter
+/// has not moved for [`STALL_LIMIT`].
+fn watchdog() -> Arc<AtomicU64> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        let mut last = (0, Instant::now());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let now = seen.load(Ordering::Relaxed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > STALL_LIMIT {
+                eprintln!(
+                    "churn: no spool call returned for {} s: the spool hangs",
+                    STALL_LIMIT.as_secs()
+                );
+                print_backtraces();
+                println!("verdict          hung");
+                std::process::exit(3);
+            }
+        }
+    });
+    calls
+}
+
+/// Least-squares slope of the directory size over payload, in MiB per GiB.
+fn slope(points: &[(u64, u64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let xs: Vec<f64> = points.iter().map(|p| gib(p.0)).collect();
+    let ys: Vec<f64> = points.iter().map(|p| mib(p.1)).collect();
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    if sxx > 0.0 {
+        sxy / sxx
+    } else {
+        0.0
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// Bytes this process caused to be written to storage (/proc/self/io).
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of this process.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("stat")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+/// A `kB` field of /proc/self/status.
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of the files under `dir`: apparent (lengths) and allocated (blocks).
+fn dir_usage(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir).map_or((0, 0), |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_usage(&e.path()),
+                Ok(m) => (m.len(), m.blocks() * 512),
+                Err(_) => (0, 0),
+            })
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    })
+}
+
+/// Prints every thread's backtrace of this process to stderr, with gdb if it is
+/// installed (what a hang report needs).
+fn print_backtraces() {
+    let pid = std::process::id().to_string();
+    match std::process::Command::new("gdb")
+        .args(["-p", &pid, "-batch", "-ex", "thread apply all bt 30"])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
+        Err(e) => eprintln!("no backtraces: cannot run gdb: {e}"),
+    }
+}
