@@ -62,6 +62,18 @@ pub struct Pace {
     /// rotation and deletion cannot take what it has not read yet.
     pub stalled_after: Duration,
 }
+
+impl Pace {
+    /// For sources whose data lives only in the request (a socket, an embedding
+    /// program): a short wait for room in the hand-over, so a batch that delivery
+    /// is about to take is not written to the spool for waiting, read back and
+    /// copied again; no read-ahead limit.
+    pub const HANDOVER: Pace = Pace {
+        handover_wait: Duration::from_millis(500),
+        read_ahead_bytes: u64::MAX,
+        stalled_after: Duration::ZERO,
+    };
+}
 /// Permanent failures queued for [`Producer::failures`]; past this, they are only
 /// in the dead-letter file and the log (they are rare: records are validated).
 const FAILURE_CHANNEL: usize = 1024;
@@ -311,8 +323,15 @@ impl Producer {
             let _ = tx.send(Ok(()));
         } else {
             self.inner.metrics.received(SOURCE, records.len() as u64);
-            self.spool_batch(stream, SOURCE, records, Some(tx), None, None)
-                .await?;
+            self.spool_batch(
+                stream,
+                SOURCE,
+                records,
+                Some(tx),
+                None,
+                Some(Pace::HANDOVER),
+            )
+            .await?;
         }
         Ok(Receipt { rx })
     }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Framing, OnFull, SocketConfig, SocketMode};
-use crate::producer::{ProduceError, Producer};
+use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{parse_explicit_hash_key, random_partition_key, RecordError, UserRecord};
 use frame::{Request, Response, Status};
 
@@ -320,7 +320,14 @@ async fn send(
     }
     producer.metrics().received(KIND, batch.len() as u64);
     producer
-        .spool_batch(&config.stream, KIND, batch, None, None, None)
+        .spool_batch(
+            &config.stream,
+            KIND,
+            batch,
+            None,
+            None,
+            Some(Pace::HANDOVER),
+        )
         .await
 }
 
@@ -434,7 +441,14 @@ async fn frames_connection(
                     let result = match config.on_full {
                         OnFull::Wait => {
                             producer
-                                .spool_batch(&config.stream, KIND, records, None, None, None)
+                                .spool_batch(
+                                    &config.stream,
+                                    KIND,
+                                    records,
+                                    None,
+                                    None,
+                                    Some(Pace::HANDOVER),
+                                )
                                 .await
                         }
                         OnFull::Refuse => {
