@@ -161,13 +161,10 @@ pub async fn run_with(
     notify(&notifier, "READY=1\nSTATUS=Forwarding records");
     tokio::pin!(shutdown);
     let mut agent = agent;
-    let mut hangup = match &options.config_path {
-        Some(_) => Some(
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .expect("installing a SIGHUP handler cannot fail on Unix"),
-        ),
-        None => None,
-    };
+    let mut hangup = options.config_path.as_ref().map(|_| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("installing a SIGHUP handler cannot fail on Unix")
+    });
     let every = notifier.watchdog_interval();
     let mut ping = tokio::time::interval(every.unwrap_or(std::time::Duration::from_secs(3600)));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

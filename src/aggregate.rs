@@ -313,6 +313,9 @@ impl Aggregator {
     /// Adds a record if the aggregate stays within `limits`; gives it back otherwise.
     /// An empty aggregator always takes the record (a record alone is within the
     /// Kinesis limit by validation, and is sent unaggregated).
+    // The record comes back whole when it does not fit: the caller seals and
+    // tries again; boxing it would cost an allocation per record.
+    #[allow(clippy::result_large_err)]
     pub fn try_add(&mut self, p: Pending, limits: &Limits) -> Result<(), Pending> {
         let (size, keys, new_pk, new_ehk) = self.size_with(&p);
         if !self.is_empty()

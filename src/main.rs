@@ -209,8 +209,6 @@ fn send(
         && (!ack || report.acknowledged == report.sent))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-
 fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
     let addr = match addr {
         Some(a) => a,
