@@ -52,6 +52,8 @@
 //! `Config::segment_size` as a testing-only method and the spool does not expose
 //! it, so it stays at its default here.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +167,8 @@ impl Churn {
             .map(|r| r.data.len() as u64)
             .sum::<u64>();
         if before / MEASURE_EVERY != self.payload / MEASURE_EVERY {
-            self.measured.push((self.payload, dir_usage(&self.dir).1));
+            self.measured
+                .push((self.payload, common::dir_usage(&self.dir).1));
             self.rss.push(status_kib("VmRSS:"));
         }
     }
@@ -267,7 +270,7 @@ fn main() -> ExitCode {
         "GiB", "live MiB", "dir MiB", "alloc MiB", "sled MiB", "RSS MiB", "disk GiB", "secs"
     );
     let io_before = write_bytes();
-    let cpu_before = cpu_seconds();
+    let cpu_before = common::cpu_seconds("self");
     let started = Instant::now();
     let mut next_burst = if burst_every > 0 {
         burst_every
@@ -288,7 +291,7 @@ fn main() -> ExitCode {
         c.append(false);
         c.retire_down_to(lag);
         if c.payload >= next_sample || c.payload >= total {
-            let (apparent, allocated) = dir_usage(&c.dir);
+            let (apparent, allocated) = common::dir_usage(&c.dir);
             println!(
                 "{:>8.2} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>10.2} {:>8.1}",
                 gib(c.payload),
@@ -304,9 +307,9 @@ fn main() -> ExitCode {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu_before;
+    let cpu = common::cpu_seconds("self") - cpu_before;
     let written = write_bytes() - io_before;
-    let (_, at_end) = dir_usage(&c.dir);
+    let (_, at_end) = common::dir_usage(&c.dir);
     let max = c.measured.iter().map(|m| m.1).max().unwrap_or(0);
     let growth = slope(&c.measured[c.measured.len() / 2..]);
     let bound = args
@@ -315,7 +318,7 @@ fn main() -> ExitCode {
 
     // What a restart gives back.
     c.drain();
-    let (_, drained) = dir_usage(&c.dir);
+    let (_, drained) = common::dir_usage(&c.dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -331,11 +334,11 @@ fn main() -> ExitCode {
         ..
     } = c;
     drop((stream, spool));
-    let (_, closed) = dir_usage(&dir);
+    let (_, closed) = common::dir_usage(&dir);
     let reopened = {
         let spool = Spool::open(&options).expect("reopen the spool");
         runtime.block_on(spool.flush()).expect("flush");
-        dir_usage(&dir).1
+        common::dir_usage(&dir).1
     };
 
     rss.sort_unstable();
@@ -406,7 +409,7 @@ fn watchdog() -> Arc<AtomicU64> {
                     "churn: no spool call returned for {} s: the spool hangs",
                     STALL_LIMIT.as_secs()
                 );
-                print_backtraces();
+                common::print_backtraces();
                 println!("verdict          hung");
                 std::process::exit(3);
             }
@@ -451,20 +454,6 @@ fn write_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU seconds of this process.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / 100.0
-}
-
 /// A `kB` field of /proc/self/status.
 fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -472,33 +461,4 @@ fn status_kib(field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         .unwrap_or(0)
-}
-
-/// Bytes of the files under `dir`: apparent (lengths) and allocated (blocks).
-fn dir_usage(dir: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir).map_or((0, 0), |entries| {
-        entries
-            .flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => dir_usage(&e.path()),
-                Ok(m) => (m.len(), m.blocks() * 512),
-                Err(_) => (0, 0),
-            })
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-    })
-}
-
-/// Prints every thread's backtrace of this process to stderr, with gdb if it is
-/// installed (what a hang report needs).
-fn print_backtraces() {
-    let pid = std::process::id().to_string();
-    match std::process::Command::new("gdb")
-        .args(["-p", &pid, "-batch", "-ex", "thread apply all bt 30"])
-        .stdin(std::process::Stdio::null())
-        .output()
-    {
-        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
-        Err(e) => eprintln!("no backtraces: cannot run gdb: {e}"),
-    }
 }

@@ -75,8 +75,10 @@
 //! MiB/s from the first PutRecords until the spool is empty), RSS samples while
 //! draining, CPU per GiB and the time until the spool is empty.
 
+mod common;
+
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -199,7 +201,7 @@ fn deliver(args: &Args) {
     let payload = lines * line_bytes as u64;
     let config = config(&endpoint.url(), work.path(), &source);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let cpu_before = cpu_seconds("self");
+    let cpu_before = common::cpu_seconds("self");
     let started = Instant::now();
     let mut sender = None;
     let (elapsed, spool_peak, rss) = runtime.block_on(async {
@@ -224,7 +226,7 @@ fn deliver(args: &Args) {
         let mut progress = Progress::new("delivered lines");
         while m.delivered_count(STREAM) < lines {
             progress.check(m.delivered_count(STREAM));
-            spool_peak = spool_peak.max(dir_usage(&work.path().join("spool")).0);
+            spool_peak = spool_peak.max(common::dir_usage(&work.path().join("spool")).0);
             rss.push(status_kib("self", "VmRSS:"));
             tokio::time::sleep(SAMPLE).await;
         }
@@ -237,7 +239,7 @@ fn deliver(args: &Args) {
         (elapsed, spool_peak, rss)
     });
     let drained = started.elapsed();
-    let cpu = cpu_seconds("self") - cpu_before;
+    let cpu = common::cpu_seconds("self") - cpu_before;
     if let Some(mut s) = sender {
         let status = s.wait().expect("socket client");
         assert!(status.success(), "the socket client failed: {status}");
@@ -284,7 +286,7 @@ fn backlog(args: &Args) {
     let lines = args.lines.unwrap_or(10_000_000);
     let line_bytes = args.line_bytes;
     let payload = lines * line_bytes as u64;
-    let bin = agent_binary().unwrap_or_else(|e| {
+    let bin = common::agent_binary().unwrap_or_else(|e| {
         eprintln!("e2e: {e}");
         std::process::exit(2);
     });
@@ -347,7 +349,7 @@ fn backlog(args: &Args) {
         std::thread::sleep(SAMPLE);
     }
     let filled = started.elapsed();
-    let fill_cpu = cpu_seconds(&pid);
+    let fill_cpu = common::cpu_seconds(&pid);
     let mut hold_rss = Vec::new();
     let hold = Instant::now();
     while hold.elapsed() < Duration::from_secs(args.hold_secs) {
@@ -355,7 +357,7 @@ fn backlog(args: &Args) {
         std::thread::sleep(SAMPLE);
     }
     let spool_bytes = scrape_gauge(&metrics, "shardline_spool_bytes").unwrap_or(0);
-    let (held_apparent, held_allocated) = dir_usage(&spool_dir);
+    let (held_apparent, held_allocated) = common::dir_usage(&spool_dir);
     let fill_hwm = status_kib(&pid, "VmHWM:");
     let stopping = Instant::now();
     let signal = if args.crash { "KILL" } else { "TERM" };
@@ -367,7 +369,7 @@ fn backlog(args: &Args) {
     assert!(killed.success(), "kill -{signal} {pid} failed");
     let exit = wait_exit(&mut child);
     let stopped = stopping.elapsed();
-    let (apparent, allocated) = dir_usage(&spool_dir);
+    let (apparent, allocated) = common::dir_usage(&spool_dir);
 
     println!("-- phase 1: endpoint down, the agent (child process) spools every line");
     println!(
@@ -405,7 +407,7 @@ fn backlog(args: &Args) {
     let endpoint = Endpoint::start(EndpointKind::Ack, args.shards);
     let config = config(&endpoint.url(), work.path(), &source);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let cpu_before = cpu_seconds("self");
+    let cpu_before = common::cpu_seconds("self");
     let started = Instant::now();
     let (opened, drain_rss, empty) = runtime.block_on(async {
         let agent = shardline::agent::Agent::start(config).await.expect("agent");
@@ -421,7 +423,7 @@ fn backlog(args: &Args) {
         agent.stop().await.expect("stop");
         (opened, rss, empty)
     });
-    let cpu = cpu_seconds("self") - cpu_before;
+    let cpu = common::cpu_seconds("self") - cpu_before;
     let first = endpoint
         .first_put_since(started)
         .expect("the endpoint received no PutRecords");
@@ -732,44 +734,6 @@ fn serve_emulator(shards: u32) {
     });
 }
 
-/// The agent binary for phase 1 of `--backlog`.
-fn agent_binary() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("SHARDLINE_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    // target/<profile>/examples/e2e → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected location {}", exe.display()))?;
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        // Under `cargo run`: build the agent too, with the same profile, so a
-        // stale binary is never measured.
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(p) => p.to_owned(),
-        };
-        let status = Command::new(cargo)
-            .args(["build", "--bin", "shardline", "--profile", &profile])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("building the agent failed: {status}"));
-        }
-    }
-    let bin = profile_dir.join("shardline");
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "no agent binary at {}: run `cargo build --release --bin shardline` or set SHARDLINE_BIN",
-            bin.display()
-        ))
-    }
-}
-
 /// Ends the benchmark when a count stops moving: the agent hangs.
 struct Progress {
     what: &'static str,
@@ -793,7 +757,7 @@ impl Progress {
                 "e2e: {} stuck at {now} for {CHILD_LIMIT:?}: the agent hangs",
                 self.what
             );
-            print_backtraces();
+            common::print_backtraces();
             std::process::exit(3);
         }
     }
@@ -868,20 +832,6 @@ fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
-/// User + system CPU seconds of a process (`self` or a pid).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / 100.0
-}
-
 /// A `kB` field of /proc/PID/status (`self` or a pid); 0 once the process is gone.
 fn status_kib(pid: &str, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -889,33 +839,4 @@ fn status_kib(pid: &str, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         .unwrap_or(0)
-}
-
-/// Bytes of the files under `dir`: apparent (lengths) and allocated (blocks).
-fn dir_usage(dir: &Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir).map_or((0, 0), |entries| {
-        entries
-            .flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => dir_usage(&e.path()),
-                Ok(m) => (m.len(), m.blocks() * 512),
-                Err(_) => (0, 0),
-            })
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-    })
-}
-
-/// Prints every thread's backtrace of this process to stderr, with gdb if it is
-/// installed (what a hang report needs).
-fn print_backtraces() {
-    let pid = std::process::id().to_string();
-    match std::process::Command::new("gdb")
-        .args(["-p", &pid, "-batch", "-ex", "thread apply all bt 30"])
-        .stdin(std::process::Stdio::null())
-        .output()
-    {
-        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
-        Err(e) => eprintln!("no backtraces: cannot run gdb: {e}"),
-    }
 }

@@ -45,6 +45,8 @@
 //! first with the same profile. The work directory (spool, logs, the agent's JSON
 //! logs) is removed after a passing run, unless `--keep`.
 
+mod common;
+
 #[path = "../tests/util/faults.rs"]
 mod faults;
 
@@ -167,7 +169,7 @@ fn main() -> ExitCode {
 
 /// Runs the soak in a new work directory, kept unless the run passed.
 async fn soak(args: Args) -> Result<bool, String> {
-    let bin = agent_binary()?;
+    let bin = common::agent_binary()?;
     let work = tempfile::Builder::new()
         .prefix("shardline-soak-")
         .tempdir()
@@ -360,44 +362,6 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
         final_exit,
         work,
     }))
-}
-
-/// The agent binary: `SHARDLINE_BIN`, else `shardline` beside `examples/`.
-fn agent_binary() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("SHARDLINE_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    // target/<profile>/examples/soak → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected location {}", exe.display()))?;
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        // Under `cargo run`: build the agent too, with the same profile, so a
-        // stale binary is never soaked.
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(p) => p.to_owned(),
-        };
-        let status = Command::new(cargo)
-            .args(["build", "--bin", "shardline", "--profile", &profile])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("building the agent failed: {status}"));
-        }
-    }
-    let bin = profile_dir.join("shardline");
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "no agent binary at {}: run `cargo build --release --bin shardline` or set SHARDLINE_BIN",
-            bin.display()
-        ))
-    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -346,6 +346,17 @@ impl Spool {
         Ok(s)
     }
 
+    /// The streams opened so far.
+    fn open_streams(&self) -> Vec<StreamSpool> {
+        self.inner
+            .streams
+            .lock()
+            .expect("spool stream table lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Bytes of entries held, in all streams.
     pub fn used_bytes(&self) -> u64 {
         self.inner.space.used_bytes.load(Ordering::Relaxed)
@@ -364,14 +375,7 @@ impl Spool {
     /// the spool is empty or memory-only. Precise to [`MARK_INTERVAL`] (never
     /// under the real age). A few key lookups per stream: cheap enough per scrape.
     pub fn oldest_record_age(&self) -> Result<Option<Duration>, SpoolError> {
-        let streams: Vec<StreamSpool> = self
-            .inner
-            .streams
-            .lock()
-            .expect("spool stream table lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let streams = self.open_streams();
         let mut oldest = None;
         for s in streams {
             if let Some(age) = s.oldest_record_age()? {
@@ -431,14 +435,7 @@ impl Spool {
     /// Leaves a summary of every stream for the next open (see the module docs)
     /// and flushes. Call it when nothing appends or retires any more.
     pub async fn close(&self) -> Result<(), SpoolError> {
-        let streams: Vec<StreamSpool> = self
-            .inner
-            .streams
-            .lock()
-            .expect("spool stream table lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let streams = self.open_streams();
         for s in streams {
             let Some(tree) = &s.inner.tree else {
                 continue;
