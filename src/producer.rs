@@ -69,7 +69,7 @@ impl Pace {
     /// is about to take is not written to the spool for waiting, read back and
     /// copied again; no read-ahead limit.
     pub const HANDOVER: Pace = Pace {
-        handover_wait: Duration::from_millis(500),
+        handover_wait: Duration::from_millis(50),
         read_ahead_bytes: u64::MAX,
         stalled_after: Duration::ZERO,
     };
