@@ -36,8 +36,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::deliver::kinesis::{ClientOptions, SdkKinesis, SharedKinesis};
 use crate::deliver::{
-    self, Context, DeadLetter, DeliveryError, DeliveryOptions, DeliveryResult, DrainReport,
-    Failure, Intake, PushFailure,
+    self, Context, DeadLetter, DeliveryError, DeliveryOptions, DeliveryResult, Failure, Intake,
+    PushFailure,
 };
 use crate::metrics::Metrics;
 use crate::record::{RecordError, UserRecord};
@@ -189,7 +189,7 @@ struct Inner {
     delivery: CancellationToken,
     drain_deadline: watch::Sender<Option<Instant>>,
     tasks: TaskTracker,
-    dispatchers: Mutex<Option<Vec<tokio::task::JoinHandle<DrainReport>>>>,
+    dispatchers: Mutex<Option<Vec<tokio::task::JoinHandle<()>>>>,
     failures: Mutex<Option<mpsc::Receiver<Failure>>>,
     shutdown_timeout: Duration,
 }
@@ -496,7 +496,7 @@ impl Producer {
         self.inner.delivery.cancel();
         let mut report = ShutdownReport::default();
         for d in dispatchers {
-            // Its report (records loaded but not sent) is part of the spool's count.
+            // What it loaded and did not send stays in the spool's count.
             let _ = d.await;
         }
         self.inner.tasks.close();

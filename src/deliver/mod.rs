@@ -174,7 +174,7 @@ struct IntakeState {
     /// Next spool id the dispatcher reads while spilling.
     cursor: u64,
     /// Highest id spilled so far.
-    last_appended: u64,
+    last_spilled: u64,
 }
 
 /// The outcome a receipt resolves to.
@@ -412,8 +412,6 @@ impl Intake {
         checkpoint: Option<&Checkpoint>,
         slot: Option<mpsc::Permit<'_, Loaded>>,
     ) -> Result<u64, PushError> {
-        // Outside the lock: the MD5s of concurrent senders run in parallel.
-        let hash_keys = crate::record::hash_keys(&records);
         let mut state = self.state.lock().expect("intake lock poisoned");
         let slot = match slot {
             _ if state.spilling => None,
@@ -442,7 +440,7 @@ impl Intake {
             if let Err(error) = self.spool.write(id, &records, checkpoint, true) {
                 return failed(error, records);
             }
-            state.last_appended = id;
+            state.last_spilled = id;
             if !state.spilling {
                 state.spilling = true;
                 state.cursor = id;
@@ -452,8 +450,10 @@ impl Intake {
             return Ok(id);
         };
         drop(state);
-        // Handed over: written outside the lock, so concurrent senders' writes run
-        // in parallel; the reserved slot keeps its place in the hand-over.
+        // Handed over: hashed and written outside the lock, so concurrent senders
+        // run in parallel; the reserved slot keeps its place in the hand-over. (A
+        // spilled batch is hashed when it is read back, not here.)
+        let hash_keys = crate::record::hash_keys(&records);
         let bytes = match self.spool.write(id, &records, checkpoint, false) {
             Ok(bytes) => bytes,
             Err(error) => return failed(error, records),
@@ -468,13 +468,6 @@ impl Intake {
         });
         Ok(id)
     }
-}
-
-/// What a dispatcher reports when it stops.
-#[derive(Debug, Default, Clone)]
-pub struct DrainReport {
-    /// User records loaded in memory but not delivered; they stay spooled.
-    pub loaded_undelivered: u64,
 }
 
 /// A user record Kinesis refused for good, with the reason.
@@ -565,12 +558,12 @@ pub fn spawn_stream(
     spool: StreamSpool,
     ctx: Context,
     tracker: &TaskTracker,
-) -> (Intake, tokio::task::JoinHandle<DrainReport>) {
+) -> (Intake, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(INTAKE_CHANNEL_BATCHES);
     let state = Arc::new(Mutex::new(IntakeState {
         spilling: true,
         cursor: 0,
-        last_appended: 0,
+        last_spilled: 0,
     }));
     let wake = Arc::new(Notify::new());
     let waiters = Arc::new(Waiters::new());
@@ -746,7 +739,7 @@ impl Dispatcher {
         mut self,
         shutdown: CancellationToken,
         mut drain_deadline: watch::Receiver<Option<Instant>>,
-    ) -> DrainReport {
+    ) {
         let mut draining = false;
         let mut map_open = true;
         loop {
@@ -822,10 +815,6 @@ impl Dispatcher {
             }
         }
         self.waiters.close();
-        let undelivered = self.tracked.values().map(|t| t.remaining as u64).sum();
-        DrainReport {
-            loaded_undelivered: undelivered,
-        }
     }
 
     /// Reads entries that were spilled to the spool (or left there by an earlier
@@ -855,7 +844,7 @@ impl Dispatcher {
                 let read_to = last_read
                     .unwrap_or(cursor.saturating_sub(1))
                     .max(cursor.saturating_sub(1));
-                if state.last_appended <= read_to {
+                if state.last_spilled <= read_to {
                     // Caught up: later batches come in memory again. Decided under
                     // the lock that appends take, so none falls between the paths.
                     state.spilling = false;
