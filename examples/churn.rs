@@ -225,6 +225,7 @@ fn main() -> ExitCode {
         max_bytes: u64::MAX / 2,
         flush_interval_ms: args.flush_ms,
         cache_capacity_bytes: args.cache_mib << 20,
+        ..SpoolOptions::default()
     };
     let spool = Spool::open(&options).expect("open the spool");
     let stream = spool.stream(STREAM).expect("stream");

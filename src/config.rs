@@ -128,17 +128,26 @@ impl Default for RawDelivery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSpool {
-    /// Directory of the spool database (created if missing).
+    /// Directory of the spool (created if missing, mode 0700).
     pub dir: Option<PathBuf>,
-    /// Most bytes of records the spool holds; when full, sources wait.
+    /// Most bytes of segment files the spool holds; when full, sources wait.
     #[serde(default = "default_spool_max_bytes")]
     pub max_bytes: u64,
-    /// Group commit interval: the spool is fsynced at most this often.
+    /// Group commit interval: the spool is fdatasynced at least this often (and at
+    /// once when a socket client waits for a durability ack).
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
-    /// Memory for the spool's page cache.
+    /// Memory for the page cache of the spool's index (sled).
     #[serde(default = "default_cache_capacity_bytes")]
     pub cache_capacity_bytes: u64,
+    /// Size at which a segment file is sealed and the next one started (at most
+    /// an eighth of `max_bytes`).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Free space left on the spool's filesystem: below it the spool counts as
+    /// full (sources wait), so the spool never takes the host's last bytes.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,8 +405,14 @@ fn default_spool_max_bytes() -> u64 {
 fn default_flush_interval_ms() -> u64 {
     200
 }
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_min_free_bytes() -> u64 {
+    64 << 20
+}
 fn default_cache_capacity_bytes() -> u64 {
-    16 << 20
+    4 << 20
 }
 /// Room left for a random partition key (16 characters) within the record limit.
 fn default_max_line_bytes() -> usize {
@@ -802,6 +817,12 @@ impl RawConfig {
                 if s.flush_interval_ms == 0 {
                     problems.push("spool.flush_interval_ms must be at least 1".into());
                 }
+                if s.segment_bytes < 1 << 20 {
+                    problems.push(format!(
+                        "spool.segment_bytes {} is below 1 MiB (1048576)",
+                        s.segment_bytes
+                    ));
+                }
                 Some(s)
             }
         };
@@ -939,6 +960,8 @@ impl RawConfig {
                 max_bytes: s.max_bytes,
                 flush_interval_ms: s.flush_interval_ms,
                 cache_capacity_bytes: s.cache_capacity_bytes,
+                segment_bytes: s.segment_bytes,
+                min_free_bytes: s.min_free_bytes,
             },
             sockets,
             files,

@@ -102,7 +102,7 @@ pub enum ProduceError {
 impl From<PushFailure> for ProduceError {
     fn from(f: PushFailure) -> Self {
         match f {
-            PushFailure::Spool(full @ SpoolError::Full { .. }) => ProduceError::SpoolFull(full),
+            PushFailure::Spool(full) if full.is_full() => ProduceError::SpoolFull(full),
             PushFailure::Spool(other) => ProduceError::Spool(other),
             PushFailure::Stopped => ProduceError::Stopped,
         }
@@ -408,7 +408,7 @@ impl Producer {
             {
                 Ok(_) => break,
                 Err(e) => match e.failure {
-                    PushFailure::Spool(SpoolError::Full { .. }) => {
+                    PushFailure::Spool(full) if full.is_full() => {
                         records = e.records;
                         receipt = e.receipt;
                         tokio::select! {
