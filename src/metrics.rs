@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -167,6 +167,30 @@ impl Collector for SpoolCollector {
             "Most bytes of records the spool holds (spool.max_bytes); sources wait past it",
             spool.max_bytes(),
         )?;
+        encode_gauge(
+            &mut encoder,
+            "shardline_spool_segment_bytes",
+            "Bytes of the spool's segment files (what counts against spool.max_bytes)",
+            spool.disk_bytes(),
+        )?;
+        if let Some(free) = spool.disk_free_bytes() {
+            encode_gauge(
+                &mut encoder,
+                "shardline_spool_disk_free_bytes",
+                "Free bytes of the spool's filesystem; below spool.min_free_bytes the spool is full",
+                free,
+            )?;
+        }
+        {
+            let damaged = ConstCounter::new(spool.damaged().0);
+            let metric = encoder.encode_descriptor(
+                "shardline_spool_damaged_frames",
+                "Damaged spool frames or files found (reported, skipped; their records are lost)",
+                None,
+                damaged.metric_type(),
+            )?;
+            damaged.encode(metric)?;
+        }
         match spool.oldest_record_age() {
             Ok(age) => encode_gauge(
                 &mut encoder,

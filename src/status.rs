@@ -122,6 +122,18 @@ pub struct SpoolStatus {
     /// How long the oldest waiting record has waited (to within a second); `None`
     /// when nothing waits, or for a memory-only spool.
     pub oldest_record_age_seconds: Option<f64>,
+    /// Bytes of the spool's segment files (what counts against `max_bytes`).
+    #[serde(default)]
+    pub segment_bytes: u64,
+    /// Free bytes of the spool's filesystem (`None` for a memory-only spool).
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    /// `spool.min_free_bytes`: below it the spool is full.
+    #[serde(default)]
+    pub min_free_bytes: u64,
+    /// Damaged spool frames or files found since the start (their records are lost).
+    #[serde(default)]
+    pub damaged_frames: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +262,10 @@ impl View {
                 bytes: spool.used_bytes(),
                 max_bytes: spool.max_bytes(),
                 oldest_record_age_seconds: oldest.map(|d| d.as_secs_f64()),
+                segment_bytes: spool.disk_bytes(),
+                disk_free_bytes: spool.disk_free_bytes(),
+                min_free_bytes: spool.min_free_bytes(),
+                damaged_frames: spool.damaged().0,
             },
             delivered_records_total: totals.iter().sum(),
             delivery_rate_records_per_second: rates.iter().sum(),
@@ -487,12 +503,32 @@ impl Status {
             s.records,
             human_bytes(s.bytes),
             human_bytes(s.max_bytes),
-            if s.bytes >= s.max_bytes {
+            if s.segment_bytes >= s.max_bytes {
                 ", FULL: sources are waiting"
             } else {
                 ""
             }
         );
+        if let Some(free) = s.disk_free_bytes {
+            let _ = writeln!(
+                out,
+                "spool disk:     {} in segment files, {} free on its filesystem{}",
+                human_bytes(s.segment_bytes),
+                human_bytes(free),
+                if free < s.min_free_bytes {
+                    " (below spool.min_free_bytes: DISK FULL, sources are waiting)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if s.damaged_frames > 0 {
+            let _ = writeln!(
+                out,
+                "spool damage:   {} damaged frames or files skipped (their records are lost; see the log)",
+                s.damaged_frames
+            );
+        }
         let oldest = match (s.oldest_record_age_seconds, s.records) {
             (Some(age), _) => human_duration(age),
             (None, 0) => "none".into(),
@@ -566,6 +602,10 @@ mod tests {
                 bytes: 3 << 20,
                 max_bytes: 8 << 30,
                 oldest_record_age_seconds: Some(75.4),
+                segment_bytes: 4 << 20,
+                disk_free_bytes: Some(10 << 30),
+                min_free_bytes: 64 << 20,
+                damaged_frames: 0,
             },
             delivered_records_total: 9000,
             delivery_rate_records_per_second: 150.25,

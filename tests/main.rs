@@ -13,4 +13,5 @@ mod pipeline;
 mod producer;
 mod service;
 mod socket;
+mod spool;
 mod status;

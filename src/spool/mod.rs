@@ -507,6 +507,11 @@ impl Spool {
         self.inner.space.max_bytes
     }
 
+    /// Free space the spool leaves on its filesystem (`spool.min_free_bytes`).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.inner.space.min_free_bytes
+    }
+
     /// Damaged frames found so far (at open and on reading), and the records
     /// they held as far as known.
     pub fn damaged(&self) -> (u64, u64) {

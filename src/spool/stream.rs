@@ -78,8 +78,10 @@ pub(super) struct Segment {
     sealed: bool,
     /// Written since the last fdatasync.
     dirty: bool,
-    /// Checkpoint frames it holds: removing it needs the table carried forward.
-    checkpoints: u32,
+    /// Names of the checkpoints it holds frames of: removing it needs the table
+    /// carried forward, and a removal recorded in the table stays there while a
+    /// segment may still hold an older value of that checkpoint.
+    names: BTreeSet<Vec<u8>>,
     /// Ack frames not written yet.
     acks: Vec<u8>,
     ack_file: Option<Arc<dyn StoredFile>>,
@@ -221,11 +223,6 @@ impl StreamInner {
         };
         let mut max_id = 0u64;
         let mut max_ckpt = 0u64;
-        let keep = |table: &mut BTreeMap<Vec<u8>, CheckpointRecord>, c: CheckpointRecord| {
-            if table.get(&c.name).is_none_or(|old| old.seq < c.seq) {
-                table.insert(c.name.clone(), c);
-            }
-        };
         // The table carried forward.
         let table_path = dir.join(CHECKPOINT_FILE);
         if storage.exists(&table_path) {
@@ -244,7 +241,7 @@ impl StreamInner {
                 Ok((Some(_), Some(table))) => {
                     for c in table {
                         max_ckpt = max_ckpt.max(c.seq);
-                        keep(&mut state.checkpoints, c);
+                        keep_later(&mut state.checkpoints, c);
                     }
                 }
                 _ => {
@@ -282,14 +279,14 @@ impl StreamInner {
                 live_bytes: 0,
                 sealed: true,
                 dirty: false,
-                checkpoints: checkpoints.len() as u32,
+                names: checkpoints.iter().map(|c| c.name.clone()).collect(),
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
             };
             for c in checkpoints {
                 max_ckpt = max_ckpt.max(c.seq);
-                keep(&mut state.checkpoints, c);
+                keep_later(&mut state.checkpoints, c);
             }
             for p in placed {
                 max_id = max_id.max(p.id);
@@ -436,6 +433,14 @@ pub(super) fn move_aside(storage: &dyn Storage, path: &Path, damaged_dir: &Path)
 
 type Found = (Vec<Placed>, Vec<CheckpointRecord>);
 
+/// Keeps the later of two records of one checkpoint (by sequence, not by place:
+/// an entry copied forward carries its old checkpoint after newer ones).
+fn keep_later(table: &mut BTreeMap<Vec<u8>, CheckpointRecord>, c: CheckpointRecord) {
+    if table.get(&c.name).is_none_or(|old| old.seq < c.seq) {
+        table.insert(c.name.clone(), c);
+    }
+}
+
 /// Reads a sealed segment's footer: `None` when it has none (or a bad one),
 /// `Some(Err(version))` for a format this binary does not know.
 fn read_sealed(file: &dyn StoredFile, len: u64) -> Option<Result<Found, u8>> {
@@ -501,13 +506,13 @@ fn scan(
                         at_ms: head.at_ms,
                     });
                     if let Some(c) = head.checkpoint {
-                        checkpoints.insert(c.name.clone(), c);
+                        keep_later(&mut checkpoints, c);
                     }
                 }
             }
             Some(&frame::CHECKPOINT) => {
                 if let Some(c) = frame::parse_checkpoint(body) {
-                    checkpoints.insert(c.name.clone(), c);
+                    keep_later(&mut checkpoints, c);
                 }
             }
             _ => {}
@@ -589,7 +594,7 @@ impl Disk {
                 live_bytes: 0,
                 sealed: false,
                 dirty: true,
-                checkpoints: 0,
+                names: BTreeSet::new(),
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
@@ -736,8 +741,8 @@ impl StreamSpool {
         let seg = state.segments.get_mut(&seq).expect("just written");
         seg.live += 1;
         seg.live_bytes += len;
-        if c.is_some() {
-            seg.checkpoints += 1;
+        if let Some(c) = &c {
+            seg.names.insert(c.name.clone());
         }
         let open = state.open.as_mut().expect("just written");
         open.placed.push(Placed {
@@ -902,7 +907,9 @@ impl StreamSpool {
             return Ok(None);
         };
         let state = disk.lock();
-        let oldest = state.entries.values().map(|l| l.at_ms).min();
+        // Ids follow the order of writes but for entries written concurrently
+        // (a few milliseconds apart): the first few hold the oldest.
+        let oldest = state.entries.values().take(64).map(|l| l.at_ms).min();
         Ok(oldest.map(|ms| Duration::from_millis(now_ms().saturating_sub(ms))))
     }
 
@@ -933,7 +940,12 @@ impl StreamSpool {
         let mut state = disk.lock();
         let (seq, _) = disk.append(&self.inner.name, &mut state, &buf)?;
         self.inner.space.disk_bytes.fetch_add(len, Ordering::Relaxed);
-        state.segments.get_mut(&seq).expect("just written").checkpoints += 1;
+        state
+            .segments
+            .get_mut(&seq)
+            .expect("just written")
+            .names
+            .insert(c.name.clone());
         let open = state.open.as_mut().expect("just written");
         open.checkpoints.insert(c.name.clone(), c.clone());
         state.checkpoints.insert(c.name.clone(), c);
@@ -1019,7 +1031,7 @@ impl Disk {
             }
             if seg.sealed && seg.live == 0 {
                 c.remove.push(seq);
-                carry |= seg.checkpoints > 0;
+                carry |= !seg.names.is_empty();
                 continue;
             }
             if !seg.acks.is_empty() {
@@ -1032,7 +1044,23 @@ impl Disk {
             }
         }
         if carry {
-            c.table = Some(state.checkpoints.values().cloned().collect());
+            // A removal is kept while a segment that stays may hold an older value
+            // of that checkpoint (else the older value would come back); the
+            // others are dropped with the segments that recorded them.
+            let staying: BTreeSet<&Vec<u8>> = state
+                .segments
+                .iter()
+                .filter(|(q, _)| !c.remove.contains(q))
+                .flat_map(|(_, s)| s.names.iter())
+                .collect();
+            c.table = Some(
+                state
+                    .checkpoints
+                    .values()
+                    .filter(|r| r.value.is_some() || staying.contains(&r.name))
+                    .cloned()
+                    .collect(),
+            );
         }
         c
     }
@@ -1140,9 +1168,7 @@ impl Disk {
         let _ = self.storage.remove_file(&tmp);
         let f = self.storage.open(&tmp, true).map_err(|e| io_err(&tmp, e))?;
         let mut b = frame::frame(&frame::header(frame::ROLE_CHECKPOINTS, stream, 0));
-        // Removed checkpoints are dropped here: the segments that set them go now.
-        let kept: Vec<CheckpointRecord> = table.iter().filter(|c| c.value.is_some()).cloned().collect();
-        frame::push_frame(&mut b, &frame::table(&kept));
+        frame::push_frame(&mut b, &frame::table(table));
         f.write_at(0, &b).map_err(|e| io_err(&tmp, e))?;
         f.sync_data().map_err(|e| io_err(&tmp, e))?;
         self.storage.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
@@ -1193,11 +1219,17 @@ impl Disk {
                 old.live -= 1;
                 old.live_bytes -= u64::from(loc.len);
                 let progress = state.progress.get(&id).cloned();
+                // The copy carries its entry's (old) checkpoint: the new segment
+                // holds a value of it, and its footer says so.
+                let copied = frame::check(&buf)
+                    .and_then(frame::entry_head)
+                    .and_then(|(head, _)| head.checkpoint);
                 let to = state.segments.get_mut(&new_seq).expect("just written");
                 to.live += 1;
                 to.live_bytes += u64::from(loc.len);
-                // An entry's checkpoint is carried by the table when the old
-                // segment goes; the copy's own frame holds it too.
+                if let Some(c) = &copied {
+                    to.names.insert(c.name.clone());
+                }
                 if let Some(bits) = progress {
                     frame::push_frame(&mut to.acks, &frame::progress(id, &bits));
                 }
@@ -1209,6 +1241,9 @@ impl Disk {
                         count: loc.count,
                         at_ms: loc.at_ms,
                     });
+                    if let Some(c) = copied {
+                        keep_later(&mut open.checkpoints, c);
+                    }
                 }
                 if seg_len(state, new_seq) >= self.segment_bytes {
                     let added = self.seal(state);

@@ -538,6 +538,7 @@ async fn datagrams(
     let mut buf = vec![0u8; config.max_line_bytes + 1];
     let metrics = producer.metrics().clone();
     let mut logged = false;
+    let mut last_spool_warn: Option<std::time::Instant> = None;
     loop {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
@@ -586,12 +587,30 @@ async fn datagrams(
                 );
             }
         }
-        if let Err(e) = send(producer, config, batch).await {
-            tracing::debug!(error = %e, "Datagram source stopped");
-            return;
+        let n = batch.len() as u64;
+        match send(producer, config, batch).await {
+            Ok(()) => {}
+            Err(ProduceError::Stopped) => {
+                tracing::debug!("Datagram source stopped");
+                return;
+            }
+            Err(e) => {
+                // A datagram has no sender to tell: it is counted and dropped, and
+                // the source goes on (a WARN per interval, not per datagram).
+                metrics.rejected(KIND, "spool_error", n);
+                let now = std::time::Instant::now();
+                if last_spool_warn.is_none_or(|t| now.duration_since(t) >= SPOOL_WARN_INTERVAL) {
+                    last_spool_warn = Some(now);
+                    tracing::warn!(path = %config.path.display(), error = %e, records = n,
+                        "The spool refused datagrams; they are dropped and counted (shardline_records_rejected_total, reason spool_error)");
+                }
+            }
         }
     }
 }
+
+/// Least time between two warnings about datagrams the spool refused.
+const SPOOL_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Splits a read buffer into lines, refusing those over the limit.
 struct LineSplitter {

@@ -1,0 +1,333 @@
+//! The spool under the real binary: SIGKILLs at random moments of acked load
+//! (writes, group commits, acks, segment rolls and removals), with the spool's
+//! own files damaged between runs the way a crash or an operator leaves them,
+//! and a real full filesystem.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use shardline::source::socket::frame::{self, Record, Request, Response, Status};
+
+use crate::util::*;
+
+fn spool_config(work: &Workdir, endpoint: &str, spool_extra: &str, socket_extra: &str) -> PathBuf {
+    let path = work.path("shardline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
+             request_timeout_ms = 5000\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\n{spool_extra}\n\
+             [[socket]]\npath = \"{}\"\nframing = \"frames\"\n{socket_extra}\n",
+            work.spool().display(),
+            work.path("in.sock").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A client that sends acked requests of `per` records until stopped, over and
+/// over through agent restarts, and keeps the records the agent answered OK.
+struct Sender {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Bytes>>>,
+    /// Answers other than OK, by status.
+    refused: Arc<Mutex<Vec<Status>>>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Sender {
+    fn start(sock: PathBuf, per: usize, size: usize) -> Sender {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, acked, refused) = (stop.clone(), acked.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut next = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut conn) = UnixStream::connect(&sock) else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut buf = BytesMut::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let data: Vec<Bytes> = (0..per)
+                            .map(|i| {
+                                let head = format!("rec-{next:08}-{i:04}-");
+                                Bytes::from(format!("{head}{}", "p".repeat(size.saturating_sub(head.len()))))
+                            })
+                            .collect();
+                        let req = Request {
+                            id: next,
+                            records: data
+                                .iter()
+                                .map(|d| Record {
+                                    partition_key: format!("k{}", fastrand::u32(..)),
+                                    explicit_hash_key: None,
+                                    data: d.clone(),
+                                })
+                                .collect(),
+                            ack: true,
+                        };
+                        next += 1;
+                        let mut wire = BytesMut::new();
+                        frame::encode(&req, &mut wire);
+                        if conn.write_all(&wire).is_err() {
+                            break;
+                        }
+                        let answer = loop {
+                            if let Ok(Some(r)) = frame::decode::<Response>(&mut buf) {
+                                break Some(r);
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => break None,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        match answer {
+                            Some(r) if r.status == Status::Ok as i32 => {
+                                assert_eq!(r.id, req.id);
+                                acked.lock().unwrap().extend(data);
+                            }
+                            Some(r) => {
+                                refused.lock().unwrap().push(Status::try_from(r.status).unwrap());
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                next
+            })
+        };
+        Sender {
+            stop,
+            acked,
+            refused,
+            thread: Some(thread),
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn finish(mut self) -> (Vec<Bytes>, Vec<Status>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        let refused = std::mem::take(&mut *self.refused.lock().unwrap());
+        (acked, refused)
+    }
+}
+
+fn stream_dir(spool: &Path) -> PathBuf {
+    // The one stream "logs", in hex.
+    spool.join("streams").join("6c6f6773")
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Waits until every acked record is in the stream; returns the stream's data.
+async fn wait_delivered(client: &aws_sdk_kinesis::Client, acked: &[Bytes], log: &dyn Fn() -> String) -> Vec<Bytes> {
+    let want: HashSet<&Bytes> = acked.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let data = stream_data(client, "logs").await;
+        let got: HashSet<&Bytes> = data.iter().collect();
+        let missing = want.iter().filter(|d| !got.contains(*d)).count();
+        if missing == 0 {
+            return data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acked records never reached the stream\n{}",
+            want.len(),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The crash matrix: SIGKILL at random moments of acked load on 1 MiB segments
+/// (so kills land during writes, between a write and its fdatasync, between the
+/// fdatasync and the OK, during rolls and during removals), with Kinesis
+/// refusing in some runs and accepting in others; between runs the spool is
+/// damaged as crashes and operators leave it: a torn last frame, a short ack
+/// file, a missing index. Every record answered OK reaches the stream; nothing
+/// reaches it that was not sent; none of that counts as damage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let conf = spool_config(
+        &work,
+        &emu.endpoint,
+        "segment_bytes = 1048576\nflush_interval_ms = 100",
+        "",
+    );
+    let sender = Sender::start(work.path("in.sock"), 20, 300);
+    let streams = stream_dir(&work.spool());
+    let runs = 10;
+    for run in 0..runs {
+        // Kinesis refuses in runs 0–2 (everything accumulates in segments), then
+        // accepts every other run (acks, removals, copies forward).
+        let refuse = run < 3 || run % 2 == 1;
+        emu.faults
+            .fail_requests
+            .store(if refuse { u32::MAX } else { 0 }, Ordering::Relaxed);
+        let mut agent = AgentProcess::spawn(&work, &format!("run{run}"), &conf, &[], |_| {});
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(400..1800))).await;
+        agent.child.kill().unwrap();
+        agent.child.wait().unwrap();
+        match run % 4 {
+            // A torn last frame: half a frame's worth of garbage after the end.
+            0 => {
+                if let Some(seg) = files_with(&streams, "seg").pop() {
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+                    f.write_all(b"SLf2\x00\x10\x00\x00torn").unwrap();
+                }
+            }
+            // A short ack file: its last bytes cut.
+            1 => {
+                if let Some(ack) = files_with(&streams, "ack").pop() {
+                    let len = std::fs::metadata(&ack).unwrap().len();
+                    let f = std::fs::OpenOptions::new().write(true).open(&ack).unwrap();
+                    f.set_len(len.saturating_sub(7)).unwrap();
+                }
+            }
+            // The index lost.
+            2 => {
+                let _ = std::fs::remove_dir_all(work.spool().join("index"));
+            }
+            _ => {}
+        }
+    }
+    assert!(sender.acked() > 0);
+    emu.faults.fail_requests.store(0, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "last", &conf, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let (acked, _) = sender.finish();
+    let log = || {
+        (0..runs)
+            .map(|r| std::fs::read_to_string(work.path(&format!("run{r}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let data = wait_delivered(&client, &acked, &log).await;
+    for d in &data {
+        assert!(d.starts_with(b"rec-"), "never sent: {d:?}");
+    }
+    let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(
+        text.contains("shardline_spool_damaged_frames_total 0"),
+        "a crash is not damage:\n{text}\n{}",
+        log()
+    );
+    agent.stop().await;
+}
+
+/// A real full filesystem (a 12 MiB tmpfs; root only): frames clients get
+/// SPOOL_FULL, nothing acked is lost, the agent starts on the full disk, drains
+/// it and takes records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("skipped: mounting a small filesystem needs root");
+        return;
+    }
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let mount = work.path("spool");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    // No reserve: the spool meets the real ENOSPC, not only its own bound.
+    let conf = spool_config(
+        &work,
+        &emu.endpoint,
+        "segment_bytes = 1048576\nmin_free_bytes = 0",
+        "on_full = \"refuse\"",
+    );
+    emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "full", &conf, &[], |_| {});
+    agent.metrics_addr().await;
+    let sender = Sender::start(work.path("in.sock"), 50, 1000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.refused.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the filesystem never filled:\n{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (acked, refused) = sender.finish();
+    assert!(acked.len() > 1000, "{} acked", acked.len());
+    assert!(
+        refused.iter().all(|s| *s == Status::SpoolFull),
+        "a full disk is SPOOL_FULL, nothing else: {refused:?}"
+    );
+    // SIGKILL on the full disk, then a start on it: it opens and drains.
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    emu.faults.fail_requests.store(0, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "drain", &conf, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let log = agent.log.clone();
+    wait_delivered(&client, &acked, &|| std::fs::read_to_string(&log).unwrap_or_default()).await;
+    // It takes records again once delivery freed the disk.
+    let sender = Sender::start(work.path("in.sock"), 10, 100);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.acked() < 100 {
+        assert!(Instant::now() < deadline, "no record taken after the drain:\n{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (more, _) = sender.finish();
+    wait_delivered(&client, &more, &|| std::fs::read_to_string(&log).unwrap_or_default()).await;
+    let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("shardline_spool_disk_free_bytes "), "{text}");
+    agent.stop().await;
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
