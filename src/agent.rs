@@ -172,8 +172,9 @@ pub async fn run_with(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = ping.tick(), if every.is_some() => {
-                // Only while the spool answers: a hung spool write gets the
-                // service restarted (nothing is lost: the spool is replayed).
+                // Only while the spool's group commits go through: a commit
+                // stuck on a failing disk gets the service restarted (nothing is
+                // lost: the spool is replayed).
                 let spool = agent.producer().spool().clone();
                 let answered = tokio::time::timeout(
                     every.unwrap_or_default(),
@@ -182,8 +183,8 @@ pub async fn run_with(
                 .await;
                 match answered {
                     Ok(Ok(Ok(()))) => notify(&notifier, "WATCHDOG=1"),
-                    Ok(Ok(Err(e))) => tracing::error!(error = %e, "The spool failed a write; the watchdog is not told"),
-                    _ => tracing::error!("The spool did not answer a write in time; the watchdog is not told, so the service is restarted"),
+                    Ok(Ok(Err(e))) => tracing::error!(error = %e, "The spool's commits are not going through; the watchdog is not told, so the service is restarted"),
+                    _ => tracing::error!("The spool did not answer in time; the watchdog is not told, so the service is restarted"),
                 }
             }
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {

@@ -57,13 +57,17 @@ impl Sender {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
-                    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
                     let mut buf = BytesMut::new();
                     while !stop.load(Ordering::Relaxed) {
                         let data: Vec<Bytes> = (0..per)
                             .map(|i| {
                                 let head = format!("rec-{next:08}-{i:04}-");
-                                Bytes::from(format!("{head}{}", "p".repeat(size.saturating_sub(head.len()))))
+                                Bytes::from(format!(
+                                    "{head}{}",
+                                    "p".repeat(size.saturating_sub(head.len()))
+                                ))
                             })
                             .collect();
                         let req = Request {
@@ -100,7 +104,10 @@ impl Sender {
                                 acked.lock().unwrap().extend(data);
                             }
                             Some(r) => {
-                                refused.lock().unwrap().push(Status::try_from(r.status).unwrap());
+                                refused
+                                    .lock()
+                                    .unwrap()
+                                    .push(Status::try_from(r.status).unwrap());
                                 std::thread::sleep(Duration::from_millis(20));
                             }
                             None => break,
@@ -149,7 +156,11 @@ fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
 }
 
 /// Waits until every acked record is in the stream; returns the stream's data.
-async fn wait_delivered(client: &aws_sdk_kinesis::Client, acked: &[Bytes], log: &dyn Fn() -> String) -> Vec<Bytes> {
+async fn wait_delivered(
+    client: &aws_sdk_kinesis::Client,
+    acked: &[Bytes],
+    log: &dyn Fn() -> String,
+) -> Vec<Bytes> {
     let want: HashSet<&Bytes> = acked.iter().collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -276,7 +287,10 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(mount.clone());
@@ -293,7 +307,11 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
     let sender = Sender::start(work.path("in.sock"), 50, 1000);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sender.refused.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the filesystem never filled:\n{}", agent.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the filesystem never filled:\n{}",
+            agent.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (acked, refused) = sender.finish();
@@ -309,16 +327,26 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
     let mut agent = AgentProcess::spawn(&work, "drain", &conf, &[], |_| {});
     let addr = agent.metrics_addr().await;
     let log = agent.log.clone();
-    wait_delivered(&client, &acked, &|| std::fs::read_to_string(&log).unwrap_or_default()).await;
+    wait_delivered(&client, &acked, &|| {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     // It takes records again once delivery freed the disk.
     let sender = Sender::start(work.path("in.sock"), 10, 100);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sender.acked() < 100 {
-        assert!(Instant::now() < deadline, "no record taken after the drain:\n{}", agent.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no record taken after the drain:\n{}",
+            agent.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (more, _) = sender.finish();
-    wait_delivered(&client, &more, &|| std::fs::read_to_string(&log).unwrap_or_default()).await;
+    wait_delivered(&client, &more, &|| {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(10))
         .await
         .unwrap();

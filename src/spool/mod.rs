@@ -69,8 +69,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::record::UserRecord;
-pub use stream::StreamSpool;
 use stream::StreamInner;
+pub use stream::StreamSpool;
 
 use self::index::Index;
 use self::storage::{Fs, Storage};
@@ -100,7 +100,11 @@ pub enum SpoolError {
     #[error("spool is full: {used} of {max} bytes used, {needed} more needed")]
     Full { used: u64, max: u64, needed: u64 },
     #[error("the disk holding the spool is full ({free} bytes free, {reserve} kept free, {needed} more needed)")]
-    DiskFull { free: u64, reserve: u64, needed: u64 },
+    DiskFull {
+        free: u64,
+        reserve: u64,
+        needed: u64,
+    },
     #[error("the disk holding the spool is full (writing {path})")]
     NoSpace { path: PathBuf },
     #[error("spool file {path} has format version {version}, which this shardline does not know (it reads version 2); use the shardline that wrote it, or move the spool aside")]
@@ -403,7 +407,9 @@ impl Spool {
                 Some(stream) => {
                     spool.open_stream(&stream, &damaged)?;
                 }
-                None => tracing::warn!(path = %streams_dir.join(&name).display(), "Ignoring a directory in the spool that names no stream"),
+                None => {
+                    tracing::warn!(path = %streams_dir.join(&name).display(), "Ignoring a directory in the spool that names no stream")
+                }
             }
         }
         let weak = Arc::downgrade(&spool.inner);
@@ -411,7 +417,13 @@ impl Spool {
             .name("spool-commit".into())
             .spawn(move || flusher(weak, commit))
             .map_err(open_err)?;
-        *spool.store().expect("on disk").commit.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        *spool
+            .store()
+            .expect("on disk")
+            .commit
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(spool)
     }
 
@@ -439,8 +451,12 @@ impl Spool {
             index.reset(name, &disk.segment_seqs())?;
         }
         let space = &self.inner.space;
-        space.damaged_frames.fetch_add(found.damaged_frames, Ordering::Relaxed);
-        space.lost_records.fetch_add(found.lost_records, Ordering::Relaxed);
+        space
+            .damaged_frames
+            .fetch_add(found.damaged_frames, Ordering::Relaxed);
+        space
+            .lost_records
+            .fetch_add(found.lost_records, Ordering::Relaxed);
         let s = StreamSpool {
             inner: Arc::new(inner),
         };
@@ -763,7 +779,9 @@ fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
             Ok((bytes, catalog)) => {
                 freed += bytes;
                 if let (Some(index), false) = (&store.index, catalog.is_empty()) {
-                    let removed = catalog.iter().any(|e| matches!(e, index::CatalogEvent::Removed(_)));
+                    let removed = catalog
+                        .iter()
+                        .any(|e| matches!(e, index::CatalogEvent::Removed(_)));
                     let applied = index.apply(&s.inner.name, &catalog).and_then(|()| {
                         if removed {
                             index.flush()
@@ -796,17 +814,17 @@ fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
         space.freed.notify_waiters();
     }
     if ok {
+        store.commit.durable.send_if_modified(|d| match d {
+            Ok(v) if *v >= covering => false,
+            _ => {
+                *d = Ok(covering);
+                true
+            }
+        });
         store
             .commit
-            .durable
-            .send_if_modified(|d| match d {
-                Ok(v) if *v >= covering => false,
-                _ => {
-                    *d = Ok(covering);
-                    true
-                }
-            });
-        store.commit.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+            .last_commit_ms
+            .store(now_ms(), Ordering::Relaxed);
     }
     ok
 }
@@ -818,7 +836,9 @@ fn flusher(spool: std::sync::Weak<SpoolInner>, commit: Arc<CommitState>) {
             let asked = commit.asked.lock().unwrap_or_else(|e| e.into_inner());
             let (mut asked, _) = commit
                 .wake
-                .wait_timeout_while(asked, commit.interval, |a| !*a && !commit.stop.load(Ordering::Relaxed))
+                .wait_timeout_while(asked, commit.interval, |a| {
+                    !*a && !commit.stop.load(Ordering::Relaxed)
+                })
                 .unwrap_or_else(|e| e.into_inner());
             *asked = false;
         }

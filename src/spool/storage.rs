@@ -111,7 +111,6 @@ impl Storage for Fs {
     }
 }
 
-
 #[cfg(test)]
 pub(crate) mod sim {
     //! A storage layer with a power switch. Every file has the bytes a power cut
@@ -123,8 +122,8 @@ pub(crate) mod sim {
     //! garbled. It can also run out of space (ENOSPC) at a set size.
 
     use super::*;
-    use std::path::PathBuf;
     use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -232,7 +231,9 @@ pub(crate) mod sim {
 
         pub(crate) fn read(&self, path: &Path) -> Option<Vec<u8>> {
             let s = self.state.lock().unwrap();
-            s.current.get(path).map(|i| i.lock().unwrap().current.clone())
+            s.current
+                .get(path)
+                .map(|i| i.lock().unwrap().current.clone())
         }
     }
 

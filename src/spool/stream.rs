@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::frame::{self, CheckpointRecord, Placed};
 use super::index::CatalogEvent;
-use super::storage::{StoredFile, Storage};
+use super::storage::{Storage, StoredFile};
 use super::{now_ms, Checkpoint, Entry, Space, SpoolError};
 use crate::record::UserRecord;
 
@@ -552,7 +552,10 @@ impl Disk {
         }
         let open = state.open.as_mut().expect("created above");
         let seq = open.seq;
-        let seg = state.segments.get_mut(&seq).expect("the open segment is listed");
+        let seg = state
+            .segments
+            .get_mut(&seq)
+            .expect("the open segment is listed");
         let offset = seg.len;
         if let Err(e) = seg.file.write_at(offset, buf) {
             // Nothing of a failed write may stay: the next frame goes here.
@@ -808,7 +811,8 @@ impl StreamSpool {
                 .ok()
                 .and_then(|()| frame::check(&buf).map(|b| b.len()))
                 .and_then(|body_len| {
-                    let body = Bytes::from(buf).slice(frame::FRAME_HEADER..frame::FRAME_HEADER + body_len);
+                    let body =
+                        Bytes::from(buf).slice(frame::FRAME_HEADER..frame::FRAME_HEADER + body_len);
                     frame::entry_records(&body)
                 })
                 .filter(|(head, _)| head.id == id);
@@ -842,8 +846,14 @@ impl StreamSpool {
         tracing::error!(stream = %self.inner.name,
             segment = %disk.dir.join(seg_name(loc.seg)).display(), offset = loc.offset, records = lost,
             "A damaged frame in the spool was skipped: the records it held are lost");
-        self.inner.space.damaged_frames.fetch_add(1, Ordering::Relaxed);
-        self.inner.space.lost_records.fetch_add(lost, Ordering::Relaxed);
+        self.inner
+            .space
+            .damaged_frames
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .space
+            .lost_records
+            .fetch_add(lost, Ordering::Relaxed);
         let _ = self.retire(&[(id, u64::from(loc.len))], &[], lost);
     }
 
@@ -873,7 +883,10 @@ impl StreamSpool {
             for &(id, _) in done {
                 if let Some(loc) = state.entries.remove(&id) {
                     state.progress.remove(&id);
-                    let seg = state.segments.get_mut(&loc.seg).expect("live entries have segments");
+                    let seg = state
+                        .segments
+                        .get_mut(&loc.seg)
+                        .expect("live entries have segments");
                     seg.live -= 1;
                     seg.live_bytes -= u64::from(loc.len);
                     freed += u64::from(loc.len);
@@ -889,7 +902,10 @@ impl StreamSpool {
                     continue;
                 };
                 state.progress.insert(id, bits.to_vec());
-                let seg = state.segments.get_mut(&loc.seg).expect("live entries have segments");
+                let seg = state
+                    .segments
+                    .get_mut(&loc.seg)
+                    .expect("live entries have segments");
                 frame::push_frame(&mut seg.acks, &frame::progress(id, bits));
             }
         }
@@ -939,7 +955,10 @@ impl StreamSpool {
         // source records positions past refused lines. Only the disk can refuse.
         let mut state = disk.lock();
         let (seq, _) = disk.append(&self.inner.name, &mut state, &buf)?;
-        self.inner.space.disk_bytes.fetch_add(len, Ordering::Relaxed);
+        self.inner
+            .space
+            .disk_bytes
+            .fetch_add(len, Ordering::Relaxed);
         state
             .segments
             .get_mut(&seq)
@@ -1078,7 +1097,10 @@ impl Disk {
             let (file, mut len) = match file {
                 Some(f) => (f, len),
                 None => {
-                    let f = self.storage.open(&path, true).map_err(|e| io_err(&path, e))?;
+                    let f = self
+                        .storage
+                        .open(&path, true)
+                        .map_err(|e| io_err(&path, e))?;
                     let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
                     f.write_at(0, &head).map_err(|e| io_err(&path, e))?;
                     c.dir_dirty = true;
@@ -1141,7 +1163,11 @@ impl Disk {
             for seq in c.remove {
                 // Still nothing live (a copy-forward cannot add entries to a
                 // sealed segment, so this holds; checked anyway).
-                if state.segments.get(&seq).is_some_and(|s| s.live == 0 && s.sealed) {
+                if state
+                    .segments
+                    .get(&seq)
+                    .is_some_and(|s| s.live == 0 && s.sealed)
+                {
                     let seg = state.segments.remove(&seq).expect("checked");
                     freed += seg.len;
                     removed.push(seq);
@@ -1152,7 +1178,9 @@ impl Disk {
             let _ = self.storage.remove_file(&self.dir.join(ack_name(seq)));
             match self.storage.remove_file(&self.dir.join(seg_name(seq))) {
                 Ok(()) => catalog.push(CatalogEvent::Removed(seq)),
-                Err(e) => tracing::warn!(stream, error = %e, "Removing a delivered spool segment failed"),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "Removing a delivered spool segment failed")
+                }
             }
         }
         if !removed.is_empty() {
@@ -1171,8 +1199,12 @@ impl Disk {
         frame::push_frame(&mut b, &frame::table(table));
         f.write_at(0, &b).map_err(|e| io_err(&tmp, e))?;
         f.sync_data().map_err(|e| io_err(&tmp, e))?;
-        self.storage.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-        self.storage.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))
+        self.storage
+            .rename(&tmp, &path)
+            .map_err(|e| io_err(&path, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io_err(&self.dir, e))
     }
 
     /// Copies the live entries of sealed segments that they pin (less than a
@@ -1208,7 +1240,9 @@ impl Disk {
                 let Ok((new_seq, offset)) = self.append(stream, state, &buf) else {
                     return;
                 };
-                space.disk_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                space
+                    .disk_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 let new = Loc {
                     seg: new_seq,
                     offset,

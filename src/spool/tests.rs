@@ -49,7 +49,8 @@ fn entries_survive_reopen_and_partial_progress_is_kept() {
     let (id3, _) = s.append(&[rec("z", "four")]).unwrap();
     assert!(id3 > entries[1].id);
     let before = spool.used_bytes();
-    s.retire(&[(entries[0].id, entries[0].bytes)], &[], 1).unwrap();
+    s.retire(&[(entries[0].id, entries[0].bytes)], &[], 1)
+        .unwrap();
     assert_eq!(spool.used_bytes(), before - entries[0].bytes);
     assert_eq!(all(&s).len(), 2);
     let b = spool.stream("b").unwrap();
@@ -158,7 +159,13 @@ fn a_drained_spool_gives_its_disk_back_and_rolls_segments() {
     let segs = |d: &Path| {
         std::fs::read_dir(d.join("streams").join(stream::dir_name("a")))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".seg")
+            })
             .count()
     };
     assert!(segs(dir.path()) >= 3);
@@ -166,7 +173,10 @@ fn a_drained_spool_gives_its_disk_back_and_rolls_segments() {
     s.retire(first, &[], 200).unwrap();
     commit(&spool);
     let half = spool.disk_bytes();
-    assert!(half < 300 * 1050, "sealed segments with nothing live are removed: {half}");
+    assert!(
+        half < 300 * 1050,
+        "sealed segments with nothing live are removed: {half}"
+    );
     s.retire(&written[200..], &[], 200).unwrap();
     commit(&spool);
     // The open segment goes once idle.
@@ -205,19 +215,32 @@ fn a_spool_written_by_0_1_is_migrated_once() {
             r.explicit_hash_key = Some(u128::MAX);
             r
         }];
-        want.extend((0..20).map(|i| rec(&format!("big{i}"), &format!("alpha-big-{i}-{}", "x".repeat(500)))));
+        want.extend((0..20).map(|i| {
+            rec(
+                &format!("big{i}"),
+                &format!("alpha-big-{i}-{}", "x".repeat(500)),
+            )
+        }));
         assert_eq!(got, want);
         let mut c = a.checkpoints().unwrap();
         c.sort_by(|x, y| x.name.cmp(&y.name));
         assert_eq!(
-            c.iter().map(|c| (&c.name[..], &c.value[..])).collect::<Vec<_>>(),
-            vec![(&b"file-1"[..], &b"pos=200"[..]), (&b"file-2"[..], &b"pos=7"[..])]
+            c.iter()
+                .map(|c| (&c.name[..], &c.value[..]))
+                .collect::<Vec<_>>(),
+            vec![
+                (&b"file-1"[..], &b"pos=200"[..]),
+                (&b"file-2"[..], &b"pos=7"[..])
+            ]
         );
         let b = spool.stream("beta").unwrap();
         let got: Vec<UserRecord> = all(&b).into_iter().flat_map(|e| e.records).collect();
         assert_eq!(
             got,
-            vec![rec("b1", "beta-1"), UserRecord::new("b2", vec![0u8, 255, 1, 2])]
+            vec![
+                rec("b1", "beta-1"),
+                UserRecord::new("b2", vec![0u8, 255, 1, 2])
+            ]
         );
         assert_eq!(spool.records(), 24);
     }
@@ -261,7 +284,10 @@ fn crash(spool: Spool) {
 
 /// The record a file source would read as line `line` of file `file`.
 fn line(file: usize, line: usize) -> UserRecord {
-    rec(&format!("f{file}"), &format!("file {file} line {line} {}", "z".repeat(line % 300)))
+    rec(
+        &format!("f{file}"),
+        &format!("file {file} line {line} {}", "z".repeat(line % 300)),
+    )
 }
 
 fn parse_line(r: &UserRecord) -> (usize, usize) {
@@ -303,7 +329,8 @@ fn power_cut_run(seed: u64) {
     let mut durable: BTreeMap<u64, Vec<UserRecord>> = BTreeMap::new();
     let rounds = rng.usize(1..4);
     for round in 0..rounds {
-        let spool = sim_open(&sim, 4096).unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
+        let spool =
+            sim_open(&sim, 4096).unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
         let s = spool.stream("s").unwrap();
         // What the reopen found: every durable entry is there, uncorrupted.
         let found: BTreeMap<u64, Entry> = all(&s).into_iter().map(|e| (e.id, e)).collect();
@@ -313,7 +340,11 @@ fn power_cut_run(seed: u64) {
                 .unwrap_or_else(|| panic!("seed {seed}: durable entry {id} lost"));
             assert_eq!(&e.records, records, "seed {seed}: entry {id} changed");
         }
-        assert_eq!(spool.damaged().0, 0, "seed {seed}: a power cut is not damage");
+        assert_eq!(
+            spool.damaged().0,
+            0,
+            "seed {seed}: a power cut is not damage"
+        );
         // No checkpoint ahead of its records: every line before a file's
         // position is in the spool or was delivered.
         let present: BTreeSet<(usize, usize)> = found
@@ -322,7 +353,10 @@ fn power_cut_run(seed: u64) {
             .collect();
         for c in s.checkpoints().unwrap() {
             let f: usize = std::str::from_utf8(&c.name).unwrap()[1..].parse().unwrap();
-            assert!(!committed_gone[f], "seed {seed}: file {f}'s removed checkpoint came back");
+            assert!(
+                !committed_gone[f],
+                "seed {seed}: file {f}'s removed checkpoint came back"
+            );
             let pos: usize = std::str::from_utf8(&c.value).unwrap().parse().unwrap();
             for l in 0..pos {
                 assert!(
@@ -350,7 +384,10 @@ fn power_cut_run(seed: u64) {
             } else {
                 // A removal not yet committed may also have survived it.
                 if !gone[f] {
-                    assert_eq!(committed[f], 0, "seed {seed}: file {f}'s checkpoint is lost");
+                    assert_eq!(
+                        committed[f], 0,
+                        "seed {seed}: file {f}'s checkpoint is lost"
+                    );
                 }
                 read[f] = 0;
             }
@@ -372,7 +409,8 @@ fn power_cut_run(seed: u64) {
                 0..=4 => {
                     let f = active(&mut rng, &gone);
                     let n = rng.usize(1..6);
-                    let records: Vec<UserRecord> = (read[f]..read[f] + n).map(|l| line(f, l)).collect();
+                    let records: Vec<UserRecord> =
+                        (read[f]..read[f] + n).map(|l| line(f, l)).collect();
                     read[f] += n;
                     let c = Checkpoint {
                         name: format!("f{f}").into_bytes(),
@@ -426,7 +464,14 @@ fn power_cut_run(seed: u64) {
         }
         if std::env::var("SEED").is_ok() {
             eprintln!("round {round}: files before cut {:?}", sim.files());
-            eprintln!("ckpts {:?}", s.checkpoints().unwrap().iter().map(|c| String::from_utf8_lossy(&c.name).into_owned()).collect::<Vec<_>>());
+            eprintln!(
+                "ckpts {:?}",
+                s.checkpoints()
+                    .unwrap()
+                    .iter()
+                    .map(|c| String::from_utf8_lossy(&c.name).into_owned())
+                    .collect::<Vec<_>>()
+            );
         }
         crash(spool);
         sim.power_cut(&mut rng);
@@ -496,7 +541,10 @@ fn the_min_free_reserve_is_a_full_spool() {
     .unwrap();
     let s = spool.stream("s").unwrap();
     let e = s.append(&[rec("k", &"x".repeat(3000))]).unwrap_err();
-    assert!(matches!(e, SpoolError::DiskFull { reserve: 8_000, .. }), "{e}");
+    assert!(
+        matches!(e, SpoolError::DiskFull { reserve: 8_000, .. }),
+        "{e}"
+    );
 }
 
 fn seg_paths(sim: &Sim) -> Vec<PathBuf> {
@@ -533,7 +581,10 @@ fn a_damaged_frame_is_reported_and_everything_around_it_delivered() {
             .flat_map(|e| e.records)
             .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
             .collect();
-        let want: Vec<String> = (0..10).filter(|&i| i != 3).map(|i| format!("record {i}")).collect();
+        let want: Vec<String> = (0..10)
+            .filter(|&i| i != 3)
+            .map(|i| format!("record {i}"))
+            .collect();
         assert_eq!(got, want, "sealed: {sealed}");
         assert_eq!(spool.damaged().0, 1, "sealed: {sealed}");
         assert_eq!(spool.records(), 9, "sealed: {sealed}");
