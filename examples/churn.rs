@@ -1,6 +1,6 @@
 //! Spool churn: sustained write-and-delete through the spool alone, to show whether
-//! the spool directory stays bounded (sled reuses the space of deleted entries) or
-//! grows with what was ever written.
+//! the spool directory stays bounded (delivered segments are removed) or grows with
+//! what was ever written, and what the spool costs per byte.
 //!
 //! ```text
 //! cargo run --release --example churn                     # one hour at 5 MiB/s, compressed
@@ -18,21 +18,22 @@
 //!   (about one PutRecords result), so that `--lag-mib` (16) of entries stay live.
 //! - **Backlog bursts**: every `--burst-every-gib` (2) of payload, delivery stops:
 //!   `--burst-mib` (256) are appended as entries that wait
-//!   (`append_with_checkpoint(.., true)`: stored in 4 KiB chunks), then everything
+//!   (`append_with_checkpoint(.., true)`), then everything
 //!   live is read back with `StreamSpool::read_from` in 4 MiB steps and retired, as
 //!   the dispatcher does when it catches up.
 //!
 //! Every 64 MiB of payload the directory is measured; every `--sample-gib` (1) a line
 //! is printed: payload written, live entry bytes, the directory's apparent and
-//! allocated bytes, sled's `size_on_disk`, RSS, and bytes written to disk so far
+//! allocated bytes, the spool's own count of its files (`size_on_disk`), RSS, and
+//! bytes written to disk so far
 //! (`write_bytes` of /proc/self/io). The end report gives the largest and the final
 //! directory size, bytes written to disk per payload byte, CPU seconds per GiB of
 //! payload and peak RSS.
 //!
 //! **The bound.** The run fails (exit status 1) if the directory ever exceeds
-//! `--bound-mib`, by default 2 × the most live entry bytes (lag plus a burst) plus
-//! 256 MiB: the backlog target (spool on disk at most twice what it holds) with room
-//! for the segments sled has not cleaned yet. It also fails if the directory keeps
+//! `--bound-mib`, by default the most live entry bytes (lag plus a burst) plus two
+//! segments (`--segment-mib`, 64) and 16 MiB for ack files and the index: live data,
+//! the open segment and one being removed. It also fails if the directory keeps
 //! growing: if the least-squares slope of its allocated size over the second half
 //! of the measurements exceeds `--max-growth` MiB per GiB written (default 1, i.e.
 //! 0.1 % of what passes through). A plateau has a slope near 0 (the bursts make it
@@ -40,17 +41,14 @@
 //! positive slope, and would exceed any fixed bound in a longer run.
 //!
 //! A spool call that does not return for 60 s ends the run with exit status 3 (a
-//! hang; sled 0.34 can deadlock, see the README), after printing every thread's
-//! backtrace with gdb when it is installed.
+//! hang), after printing every thread's backtrace with gdb when it is installed.
 //!
 //! At the end the spool is drained, closed (`Spool::close`) and reopened, and the
 //! directory is measured after each step: what a restart gives back.
 //!
-//! **The knobs.** `--cache-mib` is `spool.cache_capacity_bytes` (default 32 MiB),
-//! `--flush-ms` is `spool.flush_interval_ms` (default 200). sled's segment size
-//! (512 KiB) is the other knob of its space use, but sled 0.34 marks
-//! `Config::segment_size` as a testing-only method and the spool does not expose
-//! it, so it stays at its default here.
+//! **The knobs.** `--segment-mib` is `spool.segment_bytes` (default 64 MiB),
+//! `--flush-ms` is `spool.flush_interval_ms` (default 200), `--cache-mib` the
+//! index's `spool.cache_capacity_bytes` (default 4 MiB).
 
 mod common;
 
@@ -67,8 +65,7 @@ use shardline::UserRecord;
 
 const STREAM: &str = "churn";
 /// A spool call that has not returned for this long is taken for a hang: the
-/// run stops with exit status 3 (sled 0.34 can deadlock when it grows its file
-/// again while a truncation of it is pending).
+/// run stops with exit status 3.
 const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Payload between two measurements of the directory.
 const MEASURE_EVERY: u64 = 64 << 20;
@@ -102,13 +99,16 @@ struct Args {
     /// Payload between two printed samples, in GiB.
     #[arg(long, default_value_t = 1.0)]
     sample_gib: f64,
-    /// The spool's page cache (spool.cache_capacity_bytes), in MiB.
-    #[arg(long, default_value_t = 32)]
+    /// The spool index's page cache (spool.cache_capacity_bytes), in MiB.
+    #[arg(long, default_value_t = 4)]
     cache_mib: u64,
+    /// Segment file size (spool.segment_bytes), in MiB.
+    #[arg(long, default_value_t = 64)]
+    segment_mib: u64,
     /// Group commit interval (spool.flush_interval_ms).
     #[arg(long, default_value_t = 200)]
     flush_ms: u64,
-    /// Largest allowed directory size, in MiB [default: 2 × most live + 256].
+    /// Largest allowed directory size, in MiB [default: most live + 2 segments + 16].
     #[arg(long)]
     bound_mib: Option<u64>,
     /// Largest allowed growth of the directory over the second half of the run,
@@ -152,10 +152,18 @@ impl Churn {
         for r in &mut self.records {
             r.partition_key.clone_from(&partition_key);
         }
-        let (id, bytes) = self
-            .stream
-            .append_with_checkpoint(&self.records, Some(&self.checkpoint), waits)
-            .expect("append");
+        // A full spool (here: the disk behind the writer) is waited out, as the
+        // agent's sources wait.
+        let (id, bytes) = loop {
+            match self
+                .stream
+                .append_with_checkpoint(&self.records, Some(&self.checkpoint), waits)
+            {
+                Ok(written) => break written,
+                Err(e) if e.is_full() => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(e) => panic!("append: {e}"),
+            }
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.live.push_back((id, bytes));
         self.live_bytes += bytes;
@@ -225,6 +233,8 @@ fn main() -> ExitCode {
         max_bytes: u64::MAX / 2,
         flush_interval_ms: args.flush_ms,
         cache_capacity_bytes: args.cache_mib << 20,
+        segment_bytes: args.segment_mib << 20,
+        min_free_bytes: 0,
         ..SpoolOptions::default()
     };
     let spool = Spool::open(&options).expect("open the spool");
@@ -268,7 +278,7 @@ fn main() -> ExitCode {
     );
     println!(
         "{:>8} {:>9} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
-        "GiB", "live MiB", "dir MiB", "alloc MiB", "sled MiB", "RSS MiB", "disk GiB", "secs"
+        "GiB", "live MiB", "dir MiB", "alloc MiB", "files MiB", "RSS MiB", "disk GiB", "secs"
     );
     let io_before = write_bytes();
     let cpu_before = common::cpu_seconds("self");
@@ -315,7 +325,7 @@ fn main() -> ExitCode {
     let growth = slope(&c.measured[c.measured.len() / 2..]);
     let bound = args
         .bound_mib
-        .map_or(2 * c.live_peak + (256 << 20), |m| m << 20);
+        .map_or(c.live_peak + 2 * (args.segment_mib << 20) + (16 << 20), |m| m << 20);
 
     // What a restart gives back.
     c.drain();

@@ -109,6 +109,8 @@ pub enum SpoolError {
     NoSpace { path: PathBuf },
     #[error("spool file {path} has format version {version}, which this shardline does not know (it reads version 2); use the shardline that wrote it, or move the spool aside")]
     Version { path: PathBuf, version: u8 },
+    #[error("the spool's disk is behind: {unsynced} bytes written and not yet synced (at most {limit})")]
+    Behind { unsynced: u64, limit: u64 },
     #[error("spool entry {id} is corrupt: {reason}")]
     Corrupt { id: u64, reason: String },
     #[error("the spool could not make writes durable: {0}")]
@@ -120,7 +122,10 @@ impl SpoolError {
     pub fn is_full(&self) -> bool {
         matches!(
             self,
-            SpoolError::Full { .. } | SpoolError::DiskFull { .. } | SpoolError::NoSpace { .. }
+            SpoolError::Full { .. }
+                | SpoolError::DiskFull { .. }
+                | SpoolError::NoSpace { .. }
+                | SpoolError::Behind { .. }
         )
     }
 }
@@ -201,6 +206,14 @@ pub(crate) struct Space {
     /// Damaged frames found, and the records they held.
     damaged_frames: AtomicU64,
     lost_records: AtomicU64,
+    /// Bytes written since the commit that last covered them. Writers wait
+    /// past `unsynced_limit`: a writer faster than the disk can sync would
+    /// otherwise push every commit (and the removal of delivered segments, and
+    /// what a power loss takes) further behind.
+    unsynced: AtomicU64,
+    unsynced_limit: u64,
+    /// The commit thread, asked for a commit by a writer that waits.
+    commit: std::sync::OnceLock<Arc<CommitState>>,
 }
 
 impl Space {
@@ -222,6 +235,17 @@ impl Space {
                 free,
                 reserve: self.min_free_bytes,
                 needed: len,
+            });
+        }
+        let unsynced = self.unsynced.load(Ordering::Relaxed);
+        if unsynced > self.unsynced_limit {
+            self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+            if let Some(c) = self.commit.get() {
+                c.ask();
+            }
+            return Err(SpoolError::Behind {
+                unsynced,
+                limit: self.unsynced_limit,
             });
         }
         self.disk_free.fetch_sub(len, Ordering::Relaxed);
@@ -383,10 +407,8 @@ impl Spool {
             #[cfg(test)]
             crashed: AtomicBool::new(false),
         });
-        let segment_bytes = options
-            .segment_bytes
-            .min(options.max_bytes / 8)
-            .max(4 << 10);
+        let _ = space.commit.set(commit.clone());
+        let segment_bytes = segment_bytes(options);
         let spool = Spool {
             inner: Arc::new(SpoolInner {
                 store: Some(Store {
@@ -713,7 +735,19 @@ fn new_space(options: &SpoolOptions) -> Space {
         freed_at_ms: AtomicU64::new(0),
         damaged_frames: AtomicU64::new(0),
         lost_records: AtomicU64::new(0),
+        unsynced: AtomicU64::new(0),
+        unsynced_limit: 2 * segment_bytes(options),
+        commit: std::sync::OnceLock::new(),
     }
+}
+
+/// The size at which segments roll: `segment_bytes`, at most an eighth of
+/// `max_bytes`, at least 4 KiB.
+fn segment_bytes(options: &SpoolOptions) -> u64 {
+    options
+        .segment_bytes
+        .min(options.max_bytes / 8)
+        .max(4 << 10)
 }
 
 fn write_format(storage: &dyn Storage, dir: &Path) -> std::io::Result<()> {
@@ -763,6 +797,8 @@ fn open_streams(inner: &SpoolInner) -> Vec<StreamSpool> {
 /// One group commit over every stream. Returns whether it went through.
 fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
     let space = &inner.space;
+    // Written before this point is covered by this commit's syncs.
+    let unsynced = space.unsynced.load(Ordering::Acquire);
     let covering = space.writes.load(Ordering::Acquire);
     let streams = open_streams(inner);
     let mut ok = true;
@@ -814,6 +850,7 @@ fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
         space.freed.notify_waiters();
     }
     if ok {
+        space.unsynced.fetch_sub(unsynced, Ordering::AcqRel);
         store.commit.durable.send_if_modified(|d| match d {
             Ok(v) if *v >= covering => false,
             _ => {

@@ -767,6 +767,7 @@ impl StreamSpool {
         let n = records.len() as u64;
         space.records.fetch_add(n, Ordering::Relaxed);
         space.used_bytes.fetch_add(len, Ordering::Relaxed);
+        space.unsynced.fetch_add(len, Ordering::Release);
         self.inner.records.fetch_add(n, Ordering::Relaxed);
         space.writes.fetch_add(1, Ordering::Release);
         Ok(len)
@@ -959,6 +960,7 @@ impl StreamSpool {
             .space
             .disk_bytes
             .fetch_add(len, Ordering::Relaxed);
+        self.inner.space.unsynced.fetch_add(len, Ordering::Release);
         state
             .segments
             .get_mut(&seq)
@@ -1243,6 +1245,9 @@ impl Disk {
                 space
                     .disk_bytes
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                space
+                    .unsynced
+                    .fetch_add(buf.len() as u64, Ordering::Release);
                 let new = Loc {
                     seg: new_seq,
                     offset,
