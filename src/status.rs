@@ -492,8 +492,9 @@ impl Status {
             self.pid,
             human_duration(self.uptime_seconds)
         );
+        // Segment files are what counts against max_bytes.
         let used = if s.max_bytes > 0 {
-            s.bytes as f64 * 100.0 / s.max_bytes as f64
+            s.segment_bytes as f64 * 100.0 / s.max_bytes as f64
         } else {
             0.0
         };
@@ -636,6 +637,7 @@ mod tests {
         for needle in [
             "shardline 1.2.3, pid 42, up 1h 02m",
             "backlog:        1200 records, 3.0 MiB (0.0% of the 8.0 GiB spool)",
+            "spool disk:     4.0 MiB in segment files, 10.0 GiB free on its filesystem",
             "oldest unsent:  1m 15s",
             "delivery:       150.2 records/s over the last minute, 9000 delivered since start",
             "  audit         0.0 records/s, 1000 delivered",
@@ -644,11 +646,15 @@ mod tests {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }
         let mut full = status();
-        full.spool.bytes = full.spool.max_bytes;
+        full.spool.segment_bytes = full.spool.max_bytes;
+        full.spool.disk_free_bytes = Some(1 << 20);
+        full.spool.damaged_frames = 2;
         full.spool.oldest_record_age_seconds = None;
         full.last_error = None;
         let text = full.render();
         assert!(text.contains("FULL: sources are waiting"), "{text}");
+        assert!(text.contains("DISK FULL"), "{text}");
+        assert!(text.contains("2 damaged frames"), "{text}");
         assert!(text.contains("oldest unsent:  unknown"), "{text}");
         assert!(text.contains("last error:     none"), "{text}");
     }

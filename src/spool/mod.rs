@@ -736,7 +736,7 @@ fn new_space(options: &SpoolOptions) -> Space {
         damaged_frames: AtomicU64::new(0),
         lost_records: AtomicU64::new(0),
         unsynced: AtomicU64::new(0),
-        unsynced_limit: 2 * segment_bytes(options),
+        unsynced_limit: segment_bytes(options),
         commit: std::sync::OnceLock::new(),
     }
 }
