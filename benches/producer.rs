@@ -8,7 +8,8 @@
 //! Cases: `default_producer` (one shard, one aggregator), `10_shard_count`,
 //! `500_shard_count`, and both shard counts `_using_explicit_hash_key`, where record
 //! i's explicit hash key is the starting hash key of shard i % N. Each runs twice:
-//! `memory` (the pipeline alone, no spool) and `sled` (with the spool in the path).
+//! `memory` (the pipeline alone, no spool) and `disk` (with the spool's segment files
+//! in the path, group commit included).
 //! Puts go in batches of 64 records (`put_batch`, what one socket read produces);
 //! `single_put` measures one record per `put`.
 //!
@@ -127,7 +128,7 @@ fn timed(
     rt: &tokio::runtime::Runtime,
     shards: u128,
     explicit: bool,
-    sled: bool,
+    on_disk: bool,
     batch: usize,
     iters: u64,
 ) -> Duration {
@@ -137,7 +138,7 @@ fn timed(
     let dir = tempfile::tempdir().expect("temp dir");
     let producer = rt
         .block_on(Producer::start_with(
-            options(sled.then_some(dir.path())),
+            options(on_disk.then_some(dir.path())),
             kinesis.clone(),
         ))
         .expect("producer starts");
@@ -205,19 +206,19 @@ fn producer_bench(c: &mut Criterion) {
         ("10_shard_count_using_explicit_hash_key", 10, true),
         ("500_shard_count_using_explicit_hash_key", 500, true),
     ];
-    for spool in ["memory", "sled"] {
+    for spool in ["memory", "disk"] {
         let mut group = c.benchmark_group(format!("producer/{spool}"));
         group.throughput(Throughput::Elements(1));
         group.sample_size(10);
         group.measurement_time(Duration::from_secs(4));
         for (name, shards, explicit) in cases {
             group.bench_function(BenchmarkId::from_parameter(name), |b| {
-                b.iter_custom(|iters| timed(&rt, shards, explicit, spool == "sled", BATCH, iters))
+                b.iter_custom(|iters| timed(&rt, shards, explicit, spool == "disk", BATCH, iters))
             });
         }
         group.bench_function(
             BenchmarkId::from_parameter("10_shard_count_single_put"),
-            |b| b.iter_custom(|iters| timed(&rt, 10, false, spool == "sled", 1, iters)),
+            |b| b.iter_custom(|iters| timed(&rt, 10, false, spool == "disk", 1, iters)),
         );
         group.finish();
     }
@@ -249,7 +250,7 @@ fn md5_floor(c: &mut Criterion) {
 
 /// The spool alone, for the same bytes on the same two threads: each thread appends
 /// batches of 64 records (one entry each, as `put_batch` writes them) and retires
-/// them a few entries behind, as delivery does. The floor of the `sled` cases.
+/// them a few entries behind, as delivery does. The floor of the `disk` cases.
 fn spool_floor(c: &mut Criterion) {
     let mut group = c.benchmark_group("spool_floor");
     group.throughput(Throughput::Elements(1));
@@ -271,7 +272,15 @@ fn spool_floor(c: &mut Criterion) {
                     s.spawn(move || {
                         let mut live = std::collections::VecDeque::new();
                         for _ in 0..entries {
-                            live.push_back(stream.append(batch).expect("append"));
+                            // A writer ahead of the group commit waits for it.
+                            let written = loop {
+                                match stream.append(batch) {
+                                    Ok(w) => break w,
+                                    Err(e) if e.is_full() => std::thread::yield_now(),
+                                    Err(e) => panic!("append: {e}"),
+                                }
+                            };
+                            live.push_back(written);
                             if live.len() >= 16 {
                                 let done: Vec<(u64, u64)> = live.drain(..8).collect();
                                 stream.retire(&done, &[], 8 * BATCH as u64).expect("retire");

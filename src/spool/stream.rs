@@ -57,6 +57,8 @@ pub(super) struct Disk {
     segment_bytes: u64,
     pub(super) state: Mutex<State>,
     space: Arc<Space>,
+    /// When a failure to write acks was last logged (Unix milliseconds).
+    acks_warned_ms: AtomicU64,
 }
 
 /// Where a live entry is.
@@ -78,10 +80,11 @@ pub(super) struct Segment {
     sealed: bool,
     /// Written since the last fdatasync.
     dirty: bool,
-    /// Names of the checkpoints it holds frames of: removing it needs the table
-    /// carried forward, and a removal recorded in the table stays there while a
-    /// segment may still hold an older value of that checkpoint.
-    names: BTreeSet<Vec<u8>>,
+    /// The checkpoints it holds frames of, with the latest sequence number of
+    /// each: removing it needs the table carried forward when it holds the latest
+    /// record of one that no other place keeps, and a removal recorded in the
+    /// table stays there while a segment still holds an older value.
+    names: BTreeMap<Vec<u8>, u64>,
     /// Ack frames not written yet.
     acks: Vec<u8>,
     ack_file: Option<Arc<dyn StoredFile>>,
@@ -108,6 +111,8 @@ pub(super) struct State {
     pub(super) catalog: Vec<CatalogEvent>,
     /// Files created since the last directory fsync.
     dir_dirty: bool,
+    /// What the checkpoint file holds: name → sequence number.
+    table_has: BTreeMap<Vec<u8>, u64>,
 }
 
 fn seg_name(seq: u64) -> String {
@@ -220,6 +225,7 @@ impl StreamInner {
             next_seq: segs.last().map_or(1, |s| s + 1),
             catalog: Vec::new(),
             dir_dirty: false,
+            table_has: BTreeMap::new(),
         };
         let mut max_id = 0u64;
         let mut max_ckpt = 0u64;
@@ -241,6 +247,7 @@ impl StreamInner {
                 Ok((Some(_), Some(table))) => {
                     for c in table {
                         max_ckpt = max_ckpt.max(c.seq);
+                        state.table_has.insert(c.name.clone(), c.seq);
                         keep_later(&mut state.checkpoints, c);
                     }
                 }
@@ -279,7 +286,7 @@ impl StreamInner {
                 live_bytes: 0,
                 sealed: true,
                 dirty: false,
-                names: checkpoints.iter().map(|c| c.name.clone()).collect(),
+                names: checkpoints.iter().map(|c| (c.name.clone(), c.seq)).collect(),
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
@@ -397,6 +404,7 @@ impl StreamInner {
                 segment_bytes,
                 state: Mutex::new(state),
                 space: space.clone(),
+                acks_warned_ms: AtomicU64::new(0),
             }),
             records: AtomicU64::new(records),
         };
@@ -597,7 +605,7 @@ impl Disk {
                 live_bytes: 0,
                 sealed: false,
                 dirty: true,
-                names: BTreeSet::new(),
+                names: BTreeMap::new(),
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
@@ -745,7 +753,7 @@ impl StreamSpool {
         seg.live += 1;
         seg.live_bytes += len;
         if let Some(c) = &c {
-            seg.names.insert(c.name.clone());
+            seg.names.insert(c.name.clone(), c.seq);
         }
         let open = state.open.as_mut().expect("just written");
         open.placed.push(Placed {
@@ -966,7 +974,7 @@ impl StreamSpool {
             .get_mut(&seq)
             .expect("just written")
             .names
-            .insert(c.name.clone());
+            .insert(c.name.clone(), c.seq);
         let open = state.open.as_mut().expect("just written");
         open.checkpoints.insert(c.name.clone(), c.clone());
         state.checkpoints.insert(c.name.clone(), c);
@@ -1000,6 +1008,33 @@ impl StreamSpool {
             .as_ref()
             .map_or(0, |d| d.lock().entries.len())
     }
+}
+
+/// Whether removing the segments `remove` would lose the latest record of a
+/// checkpoint: it is in one of them, and neither a segment that stays nor the
+/// checkpoint file holds it. (A removal with no older value left anywhere needs
+/// no record at all.)
+fn carry_needed(state: &State, remove: &[u64]) -> bool {
+    let mut names: BTreeSet<&Vec<u8>> = BTreeSet::new();
+    for q in remove {
+        names.extend(state.segments[q].names.keys());
+    }
+    names.into_iter().any(|name| {
+        let Some(latest) = state.checkpoints.get(name) else {
+            return false;
+        };
+        let kept = state
+            .segments
+            .iter()
+            .filter(|(q, _)| !remove.contains(q))
+            .filter_map(|(_, s)| s.names.get(name))
+            .chain(state.table_has.get(name))
+            .max();
+        match kept {
+            Some(&seq) => seq < latest.seq,
+            None => latest.value.is_some(),
+        }
+    })
 }
 
 fn seg_len(state: &State, seq: u64) -> u64 {
@@ -1044,7 +1079,6 @@ impl Disk {
             table: None,
             catalog: std::mem::take(&mut state.catalog),
         };
-        let mut carry = false;
         for (&seq, seg) in state.segments.iter_mut() {
             if seg.dirty {
                 seg.dirty = false;
@@ -1052,7 +1086,6 @@ impl Disk {
             }
             if seg.sealed && seg.live == 0 {
                 c.remove.push(seq);
-                carry |= !seg.names.is_empty();
                 continue;
             }
             if !seg.acks.is_empty() {
@@ -1064,7 +1097,7 @@ impl Disk {
                 ));
             }
         }
-        if carry {
+        if carry_needed(&state, &c.remove) {
             // A removal is kept while a segment that stays may hold an older value
             // of that checkpoint (else the older value would come back); the
             // others are dropped with the segments that recorded them.
@@ -1072,7 +1105,7 @@ impl Disk {
                 .segments
                 .iter()
                 .filter(|(q, _)| !c.remove.contains(q))
-                .flat_map(|(_, s)| s.names.iter())
+                .flat_map(|(_, s)| s.names.keys())
                 .collect();
             c.table = Some(
                 state
@@ -1099,14 +1132,24 @@ impl Disk {
             let (file, mut len) = match file {
                 Some(f) => (f, len),
                 None => {
-                    let f = self
-                        .storage
-                        .open(&path, true)
-                        .map_err(|e| io_err(&path, e))?;
                     let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
-                    f.write_at(0, &head).map_err(|e| io_err(&path, e))?;
-                    c.dir_dirty = true;
-                    (f, head.len() as u64)
+                    let created = self.storage.open(&path, true).and_then(|f| {
+                        f.write_at(0, &head)?;
+                        Ok(f)
+                    });
+                    match created {
+                        Ok(f) => {
+                            c.dir_dirty = true;
+                            (f, head.len() as u64)
+                        }
+                        Err(e) => {
+                            // A full disk: these acks are dropped (after a crash
+                            // those records are sent again); the commit goes on.
+                            let _ = self.storage.remove_file(&path);
+                            self.warn_acks(stream, &path, &e);
+                            continue;
+                        }
+                    }
                 }
             };
             match file.write_at(len, &bytes) {
@@ -1115,8 +1158,7 @@ impl Disk {
                     // Acks that cannot be written (full disk) are dropped: those
                     // records may be sent again after a crash, nothing is lost.
                     let _ = file.set_len(len);
-                    tracing::warn!(stream, path = %path.display(), error = %e,
-                        "Writing spool acks failed; after a crash those records are sent again");
+                    self.warn_acks(stream, &path, &e);
                 }
             }
             c.files.push(file.clone());
@@ -1155,14 +1197,28 @@ impl Disk {
         if c.remove.is_empty() {
             return Ok((0, catalog));
         }
+        let mut remove = c.remove;
         if let Some(table) = &c.table {
-            self.write_table(stream, table)?;
+            match self.write_table(stream, table) {
+                Ok(()) => {
+                    self.lock().table_has =
+                        table.iter().map(|r| (r.name.clone(), r.seq)).collect();
+                }
+                Err(e) if e.is_full() => {
+                    // No room for the checkpoint file (a disk filled by others):
+                    // the segments whose checkpoints nothing else keeps stay; the
+                    // others go, which frees room for it.
+                    let state = self.lock();
+                    remove.retain(|q| !carry_needed(&state, &[*q]));
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut freed = 0u64;
         let mut removed = Vec::new();
         {
             let mut state = self.lock();
-            for seq in c.remove {
+            for seq in remove {
                 // Still nothing live (a copy-forward cannot add entries to a
                 // sealed segment, so this holds; checked anyway).
                 if state
@@ -1189,6 +1245,21 @@ impl Disk {
             let _ = self.storage.sync_dir(&self.dir);
         }
         Ok((freed, catalog))
+    }
+
+    /// Warns that acks could not be written, once a minute at most.
+    fn warn_acks(&self, stream: &str, path: &Path, e: &std::io::Error) {
+        let now = now_ms();
+        let last = self.acks_warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .acks_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(stream, path = %path.display(), error = %e,
+                "Writing spool acks failed (full disk?); after a crash those records are sent again");
+        }
     }
 
     /// Writes the checkpoint table (temp file, fdatasync, rename, directory fsync).
@@ -1267,7 +1338,8 @@ impl Disk {
                 to.live += 1;
                 to.live_bytes += u64::from(loc.len);
                 if let Some(c) = &copied {
-                    to.names.insert(c.name.clone());
+                    let seq = to.names.entry(c.name.clone()).or_insert(c.seq);
+                    *seq = (*seq).max(c.seq);
                 }
                 if let Some(bits) = progress {
                     frame::push_frame(&mut to.acks, &frame::progress(id, &bits));
