@@ -323,9 +323,10 @@ fn main() -> ExitCode {
     let (_, at_end) = common::dir_usage(&c.dir);
     let max = c.measured.iter().map(|m| m.1).max().unwrap_or(0);
     let growth = slope(&c.measured[c.measured.len() / 2..]);
-    let bound = args
-        .bound_mib
-        .map_or(c.live_peak + 2 * (args.segment_mib << 20) + (16 << 20), |m| m << 20);
+    let bound = args.bound_mib.map_or(
+        c.live_peak + 2 * (args.segment_mib << 20) + (16 << 20),
+        |m| m << 20,
+    );
 
     // What a restart gives back.
     c.drain();

@@ -109,7 +109,9 @@ pub enum SpoolError {
     NoSpace { path: PathBuf },
     #[error("spool file {path} has format version {version}, which this shardline does not know (it reads version 2); use the shardline that wrote it, or move the spool aside")]
     Version { path: PathBuf, version: u8 },
-    #[error("the spool's disk is behind: {unsynced} bytes written and not yet synced (at most {limit})")]
+    #[error(
+        "the spool's disk is behind: {unsynced} bytes written and not yet synced (at most {limit})"
+    )]
     Behind { unsynced: u64, limit: u64 },
     #[error("spool entry {id} is corrupt: {reason}")]
     Corrupt { id: u64, reason: String },

@@ -286,7 +286,10 @@ impl StreamInner {
                 live_bytes: 0,
                 sealed: true,
                 dirty: false,
-                names: checkpoints.iter().map(|c| (c.name.clone(), c.seq)).collect(),
+                names: checkpoints
+                    .iter()
+                    .map(|c| (c.name.clone(), c.seq))
+                    .collect(),
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
@@ -1201,8 +1204,7 @@ impl Disk {
         if let Some(table) = &c.table {
             match self.write_table(stream, table) {
                 Ok(()) => {
-                    self.lock().table_has =
-                        table.iter().map(|r| (r.name.clone(), r.seq)).collect();
+                    self.lock().table_has = table.iter().map(|r| (r.name.clone(), r.seq)).collect();
                 }
                 Err(e) if e.is_full() => {
                     // No room for the checkpoint file (a disk filled by others):

@@ -164,7 +164,11 @@ fn a_drained_spool_gives_its_disk_back_and_rolls_segments() {
     let data = "y".repeat(1000);
     let mut written = Vec::new();
     for i in 0..400 {
-        written.push(append_committing(&spool, &s, &[rec(&format!("k{i}"), &data)]));
+        written.push(append_committing(
+            &spool,
+            &s,
+            &[rec(&format!("k{i}"), &data)],
+        ));
     }
     // 128 KiB segments (an eighth of max_bytes): several sealed ones.
     let segs = |d: &Path| {
@@ -266,19 +270,29 @@ fn a_spool_written_by_0_1_is_migrated_once() {
 
 const SIM_DIR: &str = "/sim/spool";
 
+/// Settings for the simulated storage: no commit interval (the tests commit
+/// themselves), no free-space reserve.
+fn sim_options() -> SpoolOptions {
+    SpoolOptions {
+        dir: Some(SIM_DIR.into()),
+        max_bytes: 1 << 30,
+        flush_interval_ms: 3_600_000,
+        min_free_bytes: 0,
+        ..SpoolOptions::default()
+    }
+}
+
+fn sim_open_with(sim: &Sim, options: SpoolOptions) -> Result<Spool, SpoolError> {
+    Spool::open_on(Arc::new(sim.clone()), Path::new(SIM_DIR), &options, false)
+}
+
 fn sim_open(sim: &Sim, segment_bytes: u64) -> Result<Spool, SpoolError> {
-    Spool::open_on(
-        Arc::new(sim.clone()),
-        Path::new(SIM_DIR),
-        &SpoolOptions {
-            dir: Some(SIM_DIR.into()),
-            max_bytes: 1 << 30,
-            flush_interval_ms: 3_600_000,
+    sim_open_with(
+        sim,
+        SpoolOptions {
             segment_bytes,
-            min_free_bytes: 0,
-            ..SpoolOptions::default()
+            ..sim_options()
         },
-        false,
     )
 }
 
@@ -522,7 +536,10 @@ fn a_full_disk_is_backpressure_and_delivery_frees_it() {
         }
     };
     assert!(
-        matches!(refused, SpoolError::NoSpace { .. } | SpoolError::DiskFull { .. }),
+        matches!(
+            refused,
+            SpoolError::NoSpace { .. } | SpoolError::DiskFull { .. }
+        ),
         "{refused}"
     );
     assert!(refused.is_full());
@@ -550,17 +567,12 @@ fn a_full_disk_is_backpressure_and_delivery_frees_it() {
 fn the_min_free_reserve_is_a_full_spool() {
     let sim = Sim::default();
     sim.set_capacity(Some(10_000));
-    let spool = Spool::open_on(
-        Arc::new(sim.clone()),
-        Path::new(SIM_DIR),
-        &SpoolOptions {
-            dir: Some(SIM_DIR.into()),
-            max_bytes: 1 << 30,
-            flush_interval_ms: 3_600_000,
+    let spool = sim_open_with(
+        &sim,
+        SpoolOptions {
             min_free_bytes: 8_000,
-            ..SpoolOptions::default()
+            ..sim_options()
         },
-        false,
     )
     .unwrap();
     let s = spool.stream("s").unwrap();
@@ -666,20 +678,8 @@ fn a_segment_without_a_readable_header_is_moved_aside() {
 #[tokio::test]
 async fn durable_returns_only_after_the_fdatasync_that_covers_the_write() {
     let sim = Sim::default();
-    let spool = Spool::open_on(
-        Arc::new(sim.clone()),
-        Path::new(SIM_DIR),
-        &SpoolOptions {
-            dir: Some(SIM_DIR.into()),
-            max_bytes: 1 << 30,
-            // Only on demand: the commit that `durable` asks for.
-            flush_interval_ms: 3_600_000,
-            min_free_bytes: 0,
-            ..SpoolOptions::default()
-        },
-        false,
-    )
-    .unwrap();
+    // Only on demand: the commit that `durable` asks for.
+    let spool = sim_open_with(&sim, sim_options()).unwrap();
     let s = spool.stream("s").unwrap();
     for i in 0..5 {
         s.append(&[rec("k", &format!("r{i}"))]).unwrap();
