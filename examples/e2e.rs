@@ -67,8 +67,9 @@
 //! metrics endpoint), then holds them for `--hold-secs` (default 5). Reported: the
 //! spool on disk (apparent and allocated bytes) vs the line bytes and vs the spool's
 //! own count of entry bytes, RSS samples while filling and while holding, the fill
-//! rate. The child is then stopped with SIGTERM (a clean stop: it leaves a summary),
-//! or with `--crash` SIGKILLed (the next open reads every entry). Phase 2: the ack
+//! rate. The child is then stopped with SIGTERM (a clean stop: it seals its open
+//! segment), or with `--crash` SIGKILLed (the next open scans the segment that was
+//! open; the others are read from their footers). Phase 2: the ack
 //! endpoint starts, the agent starts again in this process on the same spool and
 //! file; reported: the time from `Agent::start` to its return (and the RSS then)
 //! and to the first PutRecords the endpoint received, the drain rate (records/s and

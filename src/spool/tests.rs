@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::storage::sim::Sim;
+use super::storage::Storage as _;
 use super::*;
 
 fn rec(pk: &str, data: &str) -> UserRecord {
@@ -546,9 +547,16 @@ fn a_full_disk_is_backpressure_and_delivery_frees_it() {
     assert!(written.len() > 10);
     // Nothing half-written stays: commit, reopen, everything written is there.
     commit(&spool);
-    // Delivery and removal work on the full disk.
-    let n = written.len() as u64;
-    s.retire(&written, &[], n).unwrap();
+    // Delivery and removal work on the full disk: the last entry's ack has no
+    // room (dropped; the commit goes on), the others' segments are removed.
+    // Not a byte left, not even for an ack file.
+    let free = sim.free_bytes(Path::new(SIM_DIR)).unwrap();
+    sim.set_capacity(Some(20_000 - free));
+    let (last, rest) = written.split_last().unwrap();
+    s.retire(&[*last], &[], 1).unwrap();
+    commit(&spool);
+    s.retire(rest, &[], rest.len() as u64).unwrap();
+    commit(&spool);
     s.inner.disk.as_ref().unwrap().seal_open(&spool.inner.space);
     commit(&spool);
     assert_eq!(spool.disk_bytes(), 0);
