@@ -34,7 +34,8 @@ fn spool_config(work: &Workdir, endpoint: &str, spool_extra: &str, socket_extra:
 }
 
 /// A client that sends acked requests of `per` records until stopped, over and
-/// over through agent restarts, and keeps the records the agent answered OK.
+/// over through agent restarts, and keeps the records the agent answered OK. It
+/// pauses `pause` between requests (a bounded load: the stream is read back).
 struct Sender {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<Bytes>>>,
@@ -44,7 +45,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn start(sock: PathBuf, per: usize, size: usize) -> Sender {
+    fn start(sock: PathBuf, per: usize, size: usize, pause: Duration) -> Sender {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let refused = Arc::new(Mutex::new(Vec::new()));
@@ -102,6 +103,7 @@ impl Sender {
                             Some(r) if r.status == Status::Ok as i32 => {
                                 assert_eq!(r.id, req.id);
                                 acked.lock().unwrap().extend(data);
+                                std::thread::sleep(pause);
                             }
                             Some(r) => {
                                 refused
@@ -166,14 +168,16 @@ async fn wait_delivered(
     loop {
         let data = stream_data(client, "logs").await;
         let got: HashSet<&Bytes> = data.iter().collect();
-        let missing = want.iter().filter(|d| !got.contains(*d)).count();
-        if missing == 0 {
+        let missing: Vec<&&Bytes> = want.iter().filter(|d| !got.contains(*d)).collect();
+        if missing.is_empty() {
             return data;
         }
         assert!(
             Instant::now() < deadline,
-            "{missing} of {} acked records never reached the stream\n{}",
+            "{} of {} acked records never reached the stream (e.g. {:?})\n{}",
+            missing.len(),
             want.len(),
+            missing.iter().take(3).collect::<Vec<_>>(),
             log()
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -199,7 +203,7 @@ async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
         "segment_bytes = 1048576\nflush_interval_ms = 100",
         "",
     );
-    let sender = Sender::start(work.path("in.sock"), 20, 300);
+    let sender = Sender::start(work.path("in.sock"), 20, 300, Duration::from_millis(4));
     let streams = stream_dir(&work.spool());
     let runs = 10;
     for run in 0..runs {
@@ -243,7 +247,9 @@ async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
     let (acked, _) = sender.finish();
     let log = || {
         (0..runs)
-            .map(|r| std::fs::read_to_string(work.path(&format!("run{r}.log"))).unwrap_or_default())
+            .map(|r| format!("run{r}.log"))
+            .chain(["last.log".to_owned()])
+            .map(|name| std::fs::read_to_string(work.path(&name)).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -304,7 +310,7 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
     emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
     let mut agent = AgentProcess::spawn(&work, "full", &conf, &[], |_| {});
     agent.metrics_addr().await;
-    let sender = Sender::start(work.path("in.sock"), 50, 1000);
+    let sender = Sender::start(work.path("in.sock"), 50, 1000, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sender.refused.lock().unwrap().is_empty() {
         assert!(
@@ -332,7 +338,7 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
     })
     .await;
     // It takes records again once delivery freed the disk.
-    let sender = Sender::start(work.path("in.sock"), 10, 100);
+    let sender = Sender::start(work.path("in.sock"), 10, 100, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sender.acked() < 100 {
         assert!(
