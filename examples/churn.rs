@@ -235,7 +235,6 @@ fn main() -> ExitCode {
         cache_capacity_bytes: args.cache_mib << 20,
         segment_bytes: args.segment_mib << 20,
         min_free_bytes: 0,
-        ..SpoolOptions::default()
     };
     let spool = Spool::open(&options).expect("open the spool");
     let stream = spool.stream(STREAM).expect("stream");

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  source::file ──┐
-//!  source::socket ─┴► producer ─► spool (sled WAL) ─► deliver (dispatcher per stream)
+//!  source::socket ─┴► producer ─► spool (segments) ─► deliver (dispatcher per stream)
 //!                                  ▲                   │ shard_map: hash key → shard
 //!                                  │                   │ aggregate: KPL aggregates per shard
 //!                                  │                   ▼
@@ -19,7 +19,9 @@
 //! - [`source`]: where records come from (`file`, tailed with its read position
 //!   in the spool; `socket`).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
-//! - [`spool`]: the write-ahead spool; a record leaves it only once Kinesis took it.
+//! - [`spool`]: the write-ahead spool (CRC-framed segment files, a group commit that
+//!   fdatasyncs, sled for the segment catalog); a record leaves it only once Kinesis
+//!   took it.
 //! - [`shard_map`]: open shards' hash key ranges, from ListShards.
 //! - [`aggregate`]: the KPL aggregation format, both ways.
 //! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding.

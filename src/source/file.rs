@@ -5,8 +5,8 @@
 //! # Why it is shaped this way
 //!
 //! **Exactly-once from a file into the spool.** A file's checkpoint (its read
-//! position) is written by [`Producer::spool_batch`] in the *same* sled batch as the
-//! records read up to it. After a crash the spool holds either both or neither, so
+//! position) is written by [`Producer::spool_batch`] in the *same* spool frame as
+//! the records read up to it. After a crash the spool holds either both or neither, so
 //! the file is read again from exactly the first byte that did not reach the spool.
 //! The position is a *consumed* offset: the end of the last line that went into a
 //! spooled record (or was deliberately skipped). A partial last line (no newline
@@ -15,8 +15,8 @@
 //!
 //! **One batch per read.** A read of a file (up to [`READ_BYTES`]) becomes records
 //! that are cut into batches of [`BATCH_BYTES`]; each batch is one spool entry with
-//! the file's checkpoint. sled writes tens of KiB per entry far faster than single
-//! lines. A line's data is a slice of the read buffer: nothing is copied between the
+//! the file's checkpoint: one write of tens of KiB per entry instead of one per
+//! line. A line's data is a slice of the read buffer: nothing is copied between the
 //! file and the spool encoder.
 //!
 //! **One thread for all files.** Reads, `stat`s and directory walks are blocking

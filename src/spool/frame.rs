@@ -68,7 +68,7 @@ pub(crate) fn body_len(header: &[u8]) -> Option<u32> {
         return None;
     }
     let len = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    (len >= 1 && len <= MAX_BODY).then_some(len)
+    (1..=MAX_BODY).contains(&len).then_some(len)
 }
 
 /// Checks a whole frame (header and body) and returns its body.

@@ -356,17 +356,16 @@ impl StreamInner {
                             }
                         }
                     }
-                    Some(frame::Ack::Progress(id, bits)) => {
-                        if state.entries.contains_key(&id) {
-                            let p = state.progress.entry(id).or_default();
-                            if p.len() < bits.len() {
-                                p.resize(bits.len(), 0);
-                            }
-                            for (a, b) in p.iter_mut().zip(bits) {
-                                *a |= b;
-                            }
+                    Some(frame::Ack::Progress(id, bits)) if state.entries.contains_key(&id) => {
+                        let p = state.progress.entry(id).or_default();
+                        if p.len() < bits.len() {
+                            p.resize(bits.len(), 0);
+                        }
+                        for (a, b) in p.iter_mut().zip(bits) {
+                            *a |= b;
                         }
                     }
+                    Some(frame::Ack::Progress(..)) => {}
                     None => {}
                 }
             }
@@ -1044,12 +1043,18 @@ fn seg_len(state: &State, seq: u64) -> u64 {
     state.segments.get(&seq).map_or(0, |s| s.len)
 }
 
+/// Acks to write for one segment: (segment, frames, its ack file if open, the
+/// file's length).
+type PendingAcks = (u64, Vec<u8>, Option<Arc<dyn StoredFile>>, u64);
+/// An ack file written by a commit: (segment, file, new length).
+pub(super) type WrittenAcks = (u64, Arc<dyn StoredFile>, u64);
+
 /// What one group commit does for one stream, in three steps so that no lock is
 /// held across an fsync: [`Disk::collect`], then [`Commit::sync`] (no lock),
 /// then [`Disk::finish`].
 pub(super) struct Commit {
     files: Vec<Arc<dyn StoredFile>>,
-    acks: Vec<(u64, Vec<u8>, Option<Arc<dyn StoredFile>>, u64)>,
+    acks: Vec<PendingAcks>,
     dir_dirty: bool,
     /// Segments to remove after the sync, and whether the checkpoint table must
     /// be carried forward first (then the table as of this commit).
@@ -1128,7 +1133,7 @@ impl Disk {
         &self,
         stream: &str,
         c: &mut Commit,
-    ) -> Result<Vec<(u64, Arc<dyn StoredFile>, u64)>, SpoolError> {
+    ) -> Result<Vec<WrittenAcks>, SpoolError> {
         let mut written = Vec::new();
         for (seq, bytes, file, len) in std::mem::take(&mut c.acks) {
             let path = self.dir.join(ack_name(seq));
@@ -1185,7 +1190,7 @@ impl Disk {
         &self,
         stream: &str,
         c: Commit,
-        written: Vec<(u64, Arc<dyn StoredFile>, u64)>,
+        written: Vec<WrittenAcks>,
     ) -> Result<(u64, Vec<CatalogEvent>), SpoolError> {
         let mut catalog = c.catalog;
         {
