@@ -46,6 +46,10 @@
 //! At the end the spool is drained, closed (`Spool::close`) and reopened, and the
 //! directory is measured after each step: what a restart gives back.
 //!
+//! `--writers N` runs N−1 more writers the same way, each on its own stream, until
+//! the first is done: a stress of concurrent writers against the one commit thread
+//! (the bound is then N times the live data and two segments).
+//!
 //! **The knobs.** `--segment-mib` is `spool.segment_bytes` (default 64 MiB),
 //! `--flush-ms` is `spool.flush_interval_ms` (default 200), `--cache-mib` the
 //! index's `spool.cache_capacity_bytes` (default 4 MiB).
@@ -102,6 +106,11 @@ struct Args {
     /// The spool index's page cache (spool.cache_capacity_bytes), in MiB.
     #[arg(long, default_value_t = 4)]
     cache_mib: u64,
+    /// Writers, each on a stream of its own: the first is measured and printed,
+    /// the others churn the same way beside it until it is done (a stress of
+    /// concurrent writers against one commit thread).
+    #[arg(long, default_value_t = 1)]
+    writers: usize,
     /// Segment file size (spool.segment_bytes), in MiB.
     #[arg(long, default_value_t = 64)]
     segment_mib: u64,
@@ -289,6 +298,43 @@ fn main() -> ExitCode {
     };
     let mut next_sample = sample_every;
     let lag = args.lag_mib << 20;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let others: Vec<std::thread::JoinHandle<u64>> = (1..args.writers)
+        .map(|i| {
+            let mut w = Churn {
+                stream: c.spool.stream(&format!("{STREAM}-{i}")).expect("stream"),
+                spool: c.spool.clone(),
+                dir: c.dir.clone(),
+                records: c.records.clone(),
+                checkpoint: c.checkpoint.clone(),
+                live: Live::new(),
+                live_bytes: 0,
+                live_peak: 0,
+                payload: 0,
+                calls: c.calls.clone(),
+                measured: Vec::new(),
+                rss: Vec::new(),
+            };
+            let (stop, burst_mib) = (stop.clone(), args.burst_mib);
+            std::thread::spawn(move || {
+                let mut next_burst = burst_every.max(1);
+                while !stop.load(Ordering::Relaxed) {
+                    if burst_every > 0 && w.payload >= next_burst {
+                        let until = w.payload + (burst_mib << 20);
+                        while w.payload < until {
+                            w.append(true);
+                        }
+                        w.drain();
+                        next_burst += burst_every;
+                    }
+                    w.append(false);
+                    w.retire_down_to(lag);
+                }
+                w.drain();
+                w.payload
+            })
+        })
+        .collect();
     while c.payload < total {
         if c.payload >= next_burst {
             let until = c.payload + (args.burst_mib << 20);
@@ -316,6 +362,11 @@ fn main() -> ExitCode {
             next_sample += sample_every;
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    let others_payload: u64 = others
+        .into_iter()
+        .map(|t| t.join().expect("writer thread"))
+        .sum();
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = common::cpu_seconds("self") - cpu_before;
     let written = write_bytes() - io_before;
@@ -323,7 +374,7 @@ fn main() -> ExitCode {
     let max = c.measured.iter().map(|m| m.1).max().unwrap_or(0);
     let growth = slope(&c.measured[c.measured.len() / 2..]);
     let bound = args.bound_mib.map_or(
-        c.live_peak + 2 * (args.segment_mib << 20) + (16 << 20),
+        args.writers as u64 * (c.live_peak + 2 * (args.segment_mib << 20)) + (16 << 20),
         |m| m << 20,
     );
 
@@ -358,6 +409,13 @@ fn main() -> ExitCode {
         gib(payload),
         mib(payload) / elapsed
     );
+    if args.writers > 1 {
+        println!(
+            "other writers    {} wrote {:.2} GiB beside it (not in the figures per GiB)",
+            args.writers - 1,
+            gib(others_payload)
+        );
+    }
     println!("live entries     {:.1} MiB at most", mib(live_peak));
     println!(
         "directory        {:.1} MiB at most, {:.1} MiB at the end (allocated)",
