@@ -809,10 +809,8 @@ fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
         let Some(disk) = &s.inner.disk else { continue };
         // Copying forward is rarer work: one stream per commit, in turn.
         let copy = (covering as usize + i) % streams.len().max(1) == 0;
-        let mut c = disk.collect(&s.inner.name, space, copy);
-        let done = disk
-            .sync(&s.inner.name, &mut c)
-            .and_then(|written| disk.finish(&s.inner.name, c, written));
+        let c = disk.collect(&s.inner.name, space, copy);
+        let done = disk.sync(&c).and_then(|()| disk.finish(&s.inner.name, c));
         match done {
             Ok((bytes, catalog)) => {
                 freed += bytes;

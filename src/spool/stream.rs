@@ -85,10 +85,12 @@ pub(super) struct Segment {
     /// record of one that no other place keeps, and a removal recorded in the
     /// table stays there while a segment still holds an older value.
     names: BTreeMap<Vec<u8>, u64>,
-    /// Ack frames not written yet.
+    /// Ack frames not written yet (a write failed: the commit tries again).
     acks: Vec<u8>,
     ack_file: Option<Arc<dyn StoredFile>>,
     ack_len: u64,
+    /// The ack file was written since the last fdatasync.
+    ack_dirty: bool,
 }
 
 /// The open segment's extras.
@@ -293,6 +295,7 @@ impl StreamInner {
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
+                ack_dirty: false,
             };
             for c in checkpoints {
                 max_ckpt = max_ckpt.max(c.seq);
@@ -611,6 +614,7 @@ impl Disk {
                 acks: Vec::new(),
                 ack_file: None,
                 ack_len: 0,
+                ack_dirty: false,
             },
         );
         state.open = Some(Open {
@@ -919,6 +923,10 @@ impl StreamSpool {
                     .expect("live entries have segments");
                 frame::push_frame(&mut seg.acks, &frame::progress(id, bits));
             }
+            // Into the page cache now, as the records were: a crash of the
+            // process then sends again only what was in flight. The commit
+            // makes them durable.
+            disk.write_acks(&self.inner.name, &mut state, false);
         }
         if freed > 0 {
             space.used_bytes.fetch_sub(freed, Ordering::AcqRel);
@@ -1043,18 +1051,11 @@ fn seg_len(state: &State, seq: u64) -> u64 {
     state.segments.get(&seq).map_or(0, |s| s.len)
 }
 
-/// Acks to write for one segment: (segment, frames, its ack file if open, the
-/// file's length).
-type PendingAcks = (u64, Vec<u8>, Option<Arc<dyn StoredFile>>, u64);
-/// An ack file written by a commit: (segment, file, new length).
-pub(super) type WrittenAcks = (u64, Arc<dyn StoredFile>, u64);
-
 /// What one group commit does for one stream, in three steps so that no lock is
 /// held across an fsync: [`Disk::collect`], then [`Commit::sync`] (no lock),
 /// then [`Disk::finish`].
 pub(super) struct Commit {
     files: Vec<Arc<dyn StoredFile>>,
-    acks: Vec<PendingAcks>,
     dir_dirty: bool,
     /// Segments to remove after the sync, and whether the checkpoint table must
     /// be carried forward first (then the table as of this commit).
@@ -1081,28 +1082,24 @@ impl Disk {
         }
         let mut c = Commit {
             files: Vec::new(),
-            acks: Vec::new(),
             dir_dirty: std::mem::take(&mut state.dir_dirty),
             remove: Vec::new(),
             table: None,
             catalog: std::mem::take(&mut state.catalog),
         };
+        self.write_acks(stream, &mut state, true);
+        c.dir_dirty |= std::mem::take(&mut state.dir_dirty);
         for (&seq, seg) in state.segments.iter_mut() {
             if seg.dirty {
                 seg.dirty = false;
                 c.files.push(seg.file.clone());
             }
+            if seg.ack_dirty {
+                seg.ack_dirty = false;
+                c.files.extend(seg.ack_file.clone());
+            }
             if seg.sealed && seg.live == 0 {
                 c.remove.push(seq);
-                continue;
-            }
-            if !seg.acks.is_empty() {
-                c.acks.push((
-                    seq,
-                    std::mem::take(&mut seg.acks),
-                    seg.ack_file.clone(),
-                    seg.ack_len,
-                ));
             }
         }
         if carry_needed(&state, &c.remove) {
@@ -1127,51 +1124,8 @@ impl Disk {
         c
     }
 
-    /// Writes the acks and fsyncs what the commit covers. Returns the ack files
-    /// written (seq, file, new length) for [`finish`](Self::finish).
-    pub(super) fn sync(
-        &self,
-        stream: &str,
-        c: &mut Commit,
-    ) -> Result<Vec<WrittenAcks>, SpoolError> {
-        let mut written = Vec::new();
-        for (seq, bytes, file, len) in std::mem::take(&mut c.acks) {
-            let path = self.dir.join(ack_name(seq));
-            let (file, mut len) = match file {
-                Some(f) => (f, len),
-                None => {
-                    let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
-                    let created = self.storage.open(&path, true).and_then(|f| {
-                        f.write_at(0, &head)?;
-                        Ok(f)
-                    });
-                    match created {
-                        Ok(f) => {
-                            c.dir_dirty = true;
-                            (f, head.len() as u64)
-                        }
-                        Err(e) => {
-                            // A full disk: these acks are dropped (after a crash
-                            // those records are sent again); the commit goes on.
-                            let _ = self.storage.remove_file(&path);
-                            self.warn_acks(stream, &path, &e);
-                            continue;
-                        }
-                    }
-                }
-            };
-            match file.write_at(len, &bytes) {
-                Ok(()) => len += bytes.len() as u64,
-                Err(e) => {
-                    // Acks that cannot be written (full disk) are dropped: those
-                    // records may be sent again after a crash, nothing is lost.
-                    let _ = file.set_len(len);
-                    self.warn_acks(stream, &path, &e);
-                }
-            }
-            c.files.push(file.clone());
-            written.push((seq, file, len));
-        }
+    /// Fsyncs what the commit covers (no lock held).
+    pub(super) fn sync(&self, c: &Commit) -> Result<(), SpoolError> {
         for f in &c.files {
             f.sync_data().map_err(|e| io_err(&self.dir, e))?;
         }
@@ -1180,28 +1134,74 @@ impl Disk {
                 .sync_dir(&self.dir)
                 .map_err(|e| io_err(&self.dir, e))?;
         }
-        Ok(written)
+        Ok(())
     }
 
-    /// After the sync: records the ack files, carries the checkpoint table
-    /// forward if a removal needs it, removes the segments with nothing live.
-    /// Returns the bytes freed on disk.
+    /// Writes the ack frames waiting in each segment to its ack file (created
+    /// on first use). A write that fails keeps them for the commit's turn, where
+    /// `drop_failed` gives them up: after a crash those records are sent again,
+    /// nothing is lost, and a full disk does not stop the commit.
+    fn write_acks(&self, stream: &str, state: &mut State, drop_failed: bool) {
+        let mut created = false;
+        for (&seq, seg) in state.segments.iter_mut() {
+            if seg.acks.is_empty() || (seg.sealed && seg.live == 0) {
+                // A segment about to go needs no acks.
+                if seg.sealed && seg.live == 0 {
+                    seg.acks.clear();
+                }
+                continue;
+            }
+            let path = self.dir.join(ack_name(seq));
+            if seg.ack_file.is_none() {
+                let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
+                let opened = self.storage.open(&path, true).and_then(|f| {
+                    f.write_at(0, &head)?;
+                    Ok(f)
+                });
+                match opened {
+                    Ok(f) => {
+                        seg.ack_file = Some(f);
+                        seg.ack_len = head.len() as u64;
+                        created = true;
+                    }
+                    Err(e) => {
+                        let _ = self.storage.remove_file(&path);
+                        if drop_failed {
+                            seg.acks.clear();
+                            self.warn_acks(stream, &path, &e);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let file = seg.ack_file.as_ref().expect("opened above");
+            match file.write_at(seg.ack_len, &seg.acks) {
+                Ok(()) => {
+                    seg.ack_len += seg.acks.len() as u64;
+                    seg.acks.clear();
+                    seg.ack_dirty = true;
+                }
+                Err(e) => {
+                    let _ = file.set_len(seg.ack_len);
+                    if drop_failed {
+                        seg.acks.clear();
+                        self.warn_acks(stream, &path, &e);
+                    }
+                }
+            }
+        }
+        state.dir_dirty |= created;
+    }
+
+    /// After the sync: carries the checkpoint table forward if a removal needs
+    /// it, removes the segments with nothing live. Returns the bytes freed on
+    /// disk.
     pub(super) fn finish(
         &self,
         stream: &str,
         c: Commit,
-        written: Vec<WrittenAcks>,
     ) -> Result<(u64, Vec<CatalogEvent>), SpoolError> {
         let mut catalog = c.catalog;
-        {
-            let mut state = self.lock();
-            for (seq, file, len) in written {
-                if let Some(seg) = state.segments.get_mut(&seq) {
-                    seg.ack_file = Some(file);
-                    seg.ack_len = len;
-                }
-            }
-        }
         if c.remove.is_empty() {
             return Ok((0, catalog));
         }
