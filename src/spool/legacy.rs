@@ -23,6 +23,8 @@ const NS_ENTRY: u8 = 0x00;
 const NS_PROGRESS: u8 = 0x01;
 const NS_CHECKPOINT: u8 = 0x02;
 const HEADER_BYTES: usize = 1 + 4 + 8;
+/// The header before the spool time was added to it.
+const OLD_HEADER_BYTES: usize = 1 + 4;
 
 #[derive(Deserialize)]
 struct StoredRecord<'a> {
@@ -55,19 +57,35 @@ fn decode(id: u64, v: &[u8]) -> Result<Vec<UserRecord>, SpoolError> {
         Some(other) => return Err(corrupt(id, format!("unknown format version {other}"))),
         None => return Err(corrupt(id, "empty value")),
     }
-    let whole = Bytes::copy_from_slice(&v[HEADER_BYTES..]);
-    let (entry, _): (EntryV1<'_>, usize) =
-        bincode::serde::borrow_decode_from_slice(&whole, bincode::config::standard())
-            .map_err(|e| corrupt(id, e.to_string()))?;
-    Ok(entry
-        .records
-        .iter()
-        .map(|r| UserRecord {
-            partition_key: r.partition_key.to_owned(),
-            explicit_hash_key: r.explicit_hash_key,
-            data: whole.slice_ref(r.data),
-        })
-        .collect())
+    // The header grew from 5 bytes (version, count) to 13 (and a spool time)
+    // without a version change: an entry that does not decode after 13 bytes is
+    // tried after 5.
+    let mut decoded = None;
+    let mut error = String::new();
+    for header in [HEADER_BYTES, OLD_HEADER_BYTES] {
+        let whole = Bytes::copy_from_slice(&v[header..]);
+        match bincode::serde::borrow_decode_from_slice::<EntryV1<'_>, _>(
+            &whole,
+            bincode::config::standard(),
+        ) {
+            Ok((entry, used)) if used == whole.len() => {
+                let records: Vec<UserRecord> = entry
+                    .records
+                    .iter()
+                    .map(|r| UserRecord {
+                        partition_key: r.partition_key.to_owned(),
+                        explicit_hash_key: r.explicit_hash_key,
+                        data: whole.slice_ref(r.data),
+                    })
+                    .collect();
+                decoded = Some(records);
+                break;
+            }
+            Ok(_) => error = "trailing bytes".into(),
+            Err(e) => error = e.to_string(),
+        }
+    }
+    decoded.ok_or_else(|| corrupt(id, error))
 }
 
 fn id_of(k: &[u8]) -> Option<u64> {
@@ -176,4 +194,58 @@ pub(super) fn migrate(dir: &Path, options: &SpoolOptions) -> Result<(), SpoolErr
     remove_old_files(dir);
     tracing::info!(path = %dir.display(), entries, records, "Migrated the 0.1 spool");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Rec<'a> {
+        partition_key: &'a str,
+        explicit_hash_key: Option<u128>,
+        #[serde(with = "serde_bytes")]
+        data: &'a [u8],
+    }
+
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        stream: &'a str,
+        records: Vec<Rec<'a>>,
+    }
+
+    /// Regression: entries written before the spool time joined the header (5
+    /// bytes, same version byte) were misread as if it were there.
+    #[test]
+    fn entries_with_the_old_5_byte_header_are_read_too() {
+        let body = bincode::serde::encode_to_vec(
+            Entry {
+                stream: "s",
+                records: vec![Rec {
+                    partition_key: "k",
+                    explicit_hash_key: Some(7),
+                    data: b"old",
+                }],
+            },
+            bincode::config::standard(),
+        )
+        .unwrap();
+        let mut old = vec![V1];
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(&body);
+        let mut new = old.clone();
+        new.splice(5..5, 42u64.to_le_bytes());
+        for v in [old, new] {
+            let r = decode(1, &v).unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(
+                (
+                    &r[0].partition_key[..],
+                    r[0].explicit_hash_key,
+                    &r[0].data[..]
+                ),
+                ("k", Some(7), &b"old"[..])
+            );
+        }
+    }
 }
