@@ -294,6 +294,9 @@ struct CommitState {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// When the last commit ended (Unix milliseconds), for the watchdog.
     last_commit_ms: AtomicU64,
+    /// Held through a commit: one at a time (the commit thread's, the last one
+    /// of a drop, a migration's).
+    running: Mutex<()>,
     /// Set by the power-cut tests: the drop makes no last commit.
     #[cfg(test)]
     crashed: AtomicBool,
@@ -406,6 +409,7 @@ impl Spool {
             durable,
             thread: Mutex::new(None),
             last_commit_ms: AtomicU64::new(now_ms()),
+            running: Mutex::new(()),
             #[cfg(test)]
             crashed: AtomicBool::new(false),
         });
@@ -798,6 +802,11 @@ fn open_streams(inner: &SpoolInner) -> Vec<StreamSpool> {
 
 /// One group commit over every stream. Returns whether it went through.
 fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
+    let _one = store
+        .commit
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let space = &inner.space;
     // Written before this point is covered by this commit's syncs.
     let unsynced = space.unsynced.load(Ordering::Acquire);
