@@ -5,4 +5,5 @@
 //! [`Producer`]: crate::producer::Producer
 
 pub mod file;
+pub mod log_limit;
 pub mod socket;
