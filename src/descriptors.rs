@@ -50,6 +50,8 @@ pub fn needed(config: &Config) -> (u64, u64) {
 }
 
 /// The process's descriptor limits, `(soft, hard)`.
+// `rlim_t` is `u64` here but not on every target.
+#[allow(clippy::unnecessary_cast)]
 fn limits() -> std::io::Result<(u64, u64)> {
     let mut l = libc::rlimit {
         rlim_cur: 0,
