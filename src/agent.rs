@@ -27,6 +27,7 @@ use crate::config::{Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
 use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
+use crate::source::budget::Budget;
 use crate::source::file;
 use crate::source::socket::{self, SocketError};
 use crate::status::{self, StatusError, View};
@@ -69,6 +70,8 @@ pub struct Agent {
     /// The file tailer (one for all `[[file]]` blocks), restarted when they change.
     files: Option<RunningSource<Vec<FileConfig>>>,
     metrics_addr: SocketAddr,
+    /// The memory budget of the sources' input (`ingest.max_memory_bytes`).
+    budget: Budget,
     endpoint: CancellationToken,
     endpoint_tasks: TaskTracker,
 }
@@ -317,6 +320,7 @@ impl Agent {
                 return Err(e.into());
             }
         };
+        let budget = Budget::new(config.ingest.max_memory_bytes, producer.metrics().clone());
         let agent = Agent {
             producer,
             sources: CancellationToken::new(),
@@ -325,6 +329,7 @@ impl Agent {
             sockets: Vec::new(),
             files: None,
             metrics_addr,
+            budget,
             endpoint: CancellationToken::new(),
             endpoint_tasks: TaskTracker::new(),
         };
@@ -371,6 +376,7 @@ impl Agent {
             listener,
             config,
             self.producer.clone(),
+            self.budget.clone(),
             source.stop.clone(),
             source.tasks.clone(),
         ));
@@ -420,6 +426,10 @@ impl Agent {
             (
                 "metrics",
                 format!("{:?}", self.config.metrics) != format!("{:?}", new.metrics),
+            ),
+            (
+                "ingest",
+                format!("{:?}", self.config.ingest) != format!("{:?}", new.ingest),
             ),
             (
                 "shutdown_timeout_secs",

@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// The HTTP endpoint for metrics and status.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Memory the sources may hold of their clients' input.
+    #[serde(default)]
+    pub ingest: RawIngest,
     /// Longest graceful shutdown: sources stop, partial aggregates are flushed and
     /// in-flight requests may finish for this long; what is left stays spooled.
     #[serde(default = "default_shutdown_timeout_secs")]
@@ -379,6 +382,34 @@ impl Default for RawMetrics {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Most bytes the socket sources hold of their clients' input at once: partly
+    /// read frames and lines, and records decoded from them until they are in the
+    /// spool. A connection that finds it spent waits (its client feels
+    /// backpressure); a frame that needs more than all of it is refused.
+    #[serde(default = "default_ingest_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_memory_bytes: default_ingest_max_memory_bytes(),
+        }
+    }
+}
+
+/// 64 MiB: a host agent's share of memory; enough for several maximum-size
+/// frames at once.
+fn default_ingest_max_memory_bytes() -> u64 {
+    64 << 20
+}
+
+/// The smallest ingest budget: a maximum-size line with a read and a batch.
+pub const MIN_INGEST_MEMORY_BYTES: u64 = 4 << 20;
+
 fn default_metrics_listen() -> String {
     "127.0.0.1:9717".into()
 }
@@ -463,7 +494,14 @@ pub struct Config {
     pub sockets: Vec<SocketConfig>,
     pub files: Vec<FileConfig>,
     pub metrics: MetricsConfig,
+    pub ingest: IngestConfig,
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Size of the sources' memory budget, in bytes.
+    pub max_memory_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -901,6 +939,12 @@ impl RawConfig {
                 None
             }
         };
+        if self.ingest.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
+            problems.push(format!(
+                "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
+                self.ingest.max_memory_bytes
+            ));
+        }
         if self.socket.is_empty() && self.file.is_empty() {
             problems.push("no sources: add at least one [[socket]] or [[file]]".into());
         }
@@ -1041,6 +1085,10 @@ impl RawConfig {
             files,
             metrics: MetricsConfig {
                 listen: metrics_listen.expect("checked above"),
+            },
+            ingest: IngestConfig {
+                max_memory_bytes: usize::try_from(self.ingest.max_memory_bytes)
+                    .unwrap_or(usize::MAX),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
         })

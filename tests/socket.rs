@@ -332,6 +332,93 @@ async fn idle_connections_are_closed_and_one_uid_cannot_hold_every_slot() {
     agent.stop().await.unwrap();
 }
 
+/// Regression (issue 14, rows 1 and 2): 400 connections each sending the start of
+/// an 8 MiB frame made the agent reserve 3.26 GiB, and a frame of 1.7 million tiny
+/// records took 2 GiB to decode. Now both are charged to the ingest memory budget
+/// before they are allocated: connections wait for room, frames that can never fit
+/// are refused, and what is charged never exceeds the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_memory_stays_within_its_budget() {
+    const BUDGET: u64 = 8 << 20;
+    let work = Workdir::new();
+    let sock = work.path("frames.sock");
+    let extra = format!(
+        "[ingest]\nmax_memory_bytes = {BUDGET}\n{}",
+        frames_socket(&sock, "")
+    );
+    let agent = start_agent(config(&work, "http://127.0.0.1:9", "logs", &extra)).await;
+    let m = agent.metrics().clone();
+    let within_budget = || {
+        let charged = m.ingest_memory_bytes();
+        assert!(charged <= BUDGET, "{charged} bytes charged");
+    };
+
+    // Unfinished 4 MiB frames: each connection that sent more than a read's worth
+    // holds its whole frame, so the third waits for room.
+    let mut stalled = Vec::new();
+    for _ in 0..12 {
+        let mut s = UnixStream::connect(&sock).await.unwrap();
+        let mut wire = ((4u32 << 20) + 1).to_be_bytes().to_vec();
+        wire.push(1);
+        wire.extend(vec![0u8; 100 << 10]);
+        s.write_all(&wire).await.unwrap();
+        stalled.push(s);
+        within_budget();
+    }
+    wait_for(
+        "a connection waiting for budget",
+        Duration::from_secs(30),
+        || {
+            within_budget();
+            m.ingest_budget_waits() >= 1
+        },
+    )
+    .await;
+    within_budget();
+    drop(stalled);
+    wait_for("the budget given back", Duration::from_secs(60), || {
+        within_budget();
+        m.ingest_memory_bytes() == 0
+    })
+    .await;
+
+    // A frame larger than the whole budget is refused before it is read.
+    let mut wire = ((8u32 << 20) - 1).to_be_bytes().to_vec();
+    wire.push(1);
+    wire.extend(vec![0u8; 200 << 10]);
+    let answers = exchange(&sock, &wire).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(status(&answers[0]), Status::BadFrame);
+    assert!(
+        answers[0].message.contains("ingest memory budget"),
+        "{}",
+        answers[0].message
+    );
+
+    // A frame of a million tiny records: its decoding cannot fit, so it is refused
+    // without being decoded, and the connection goes on.
+    let tiny = request(1, vec![("k", ""); 1_000_000], true);
+    let mut wire = encoded(&tiny);
+    assert!(wire.len() < 8 << 20);
+    wire.extend(encoded(&request(2, vec![("k", "after the big one")], true)));
+    let answers = exchange(&sock, &wire).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(status(&answers[0]), Status::BadFrame);
+    assert!(
+        answers[0].message.contains("1000000 records")
+            && answers[0].message.contains("ingest memory budget"),
+        "{}",
+        answers[0].message
+    );
+    assert_eq!((answers[1].id, status(&answers[1])), (2, Status::Ok));
+    assert!(m.source_error_count("socket", "no_budget") >= 2);
+    wait_for("the budget given back", Duration::from_secs(60), || {
+        m.ingest_memory_bytes() == 0
+    })
+    .await;
+    agent.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_are_records_and_oversized_ones_are_refused() {
     let emu = Emulator::start().await;

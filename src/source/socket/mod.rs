@@ -25,6 +25,7 @@ pub mod client;
 pub mod frame;
 mod lines;
 pub mod peer;
+mod reader;
 
 use std::collections::HashMap;
 use std::io;
@@ -32,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixDatagram, UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -41,10 +42,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Framing, OnFull, SocketConfig};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{parse_explicit_hash_key, random_partition_key, RecordError, UserRecord};
+use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
 use crate::source::log_limit::LogLimit;
 pub use bind::{bind, Bound};
 use frame::{Request, Response, Status};
 use lines::LineSplitter;
+use reader::{Reader, Want, DRAIN_GRACE};
 
 /// Source kind, as it appears in metrics.
 pub const KIND: &str = "socket";
@@ -77,6 +80,8 @@ pub enum SocketError {
 struct Shared {
     config: SocketConfig,
     producer: Producer,
+    /// The ingest memory budget every source shares.
+    budget: Budget,
     warnings: Warnings,
     /// Open connections per peer uid (`max_connections_per_uid`).
     per_uid: Mutex<HashMap<u32, usize>>,
@@ -92,11 +97,21 @@ struct Warnings {
     refused_records: LogLimit,
     truncated_frame: LogLimit,
     too_large: LogLimit,
+    no_budget: LogLimit,
 }
 
 impl Shared {
     fn path(&self) -> std::path::Display<'_> {
         self.config.path.display()
+    }
+
+    /// A connection found no room in the memory budget: counted, and logged at
+    /// most once per interval.
+    fn no_budget(&self, error: &BudgetError) {
+        self.producer.metrics().socket_error(KIND, "no_budget");
+        if let Some(suppressed) = self.warnings.no_budget.check() {
+            tracing::warn!(path = %self.path(), error = %error, suppressed, "Closing a connection: no room in the ingest memory budget");
+        }
     }
 
     /// Takes one of `uid`'s connection slots, if it has one left.
@@ -140,6 +155,7 @@ pub async fn serve(
     bound: Bound,
     config: SocketConfig,
     producer: Producer,
+    budget: Budget,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -154,6 +170,7 @@ pub async fn serve(
     let shared = Arc::new(Shared {
         config,
         producer,
+        budget,
         warnings: Warnings::default(),
         per_uid: Mutex::new(HashMap::new()),
     });
@@ -293,33 +310,47 @@ fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Option<UidSlot>> {
 /// Reads one lines client until it closes, goes idle, or until shutdown (the batch
 /// in hand is spooled first).
 async fn lines_connection(
-    mut stream: UnixStream,
+    stream: UnixStream,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ProduceError> {
     let config = &shared.config;
-    let mut buf = BytesMut::with_capacity(READ_BYTES);
+    let mut buf = BytesMut::new();
     let mut reader = Reader::new(shared);
+    let mut charge = shared.budget.charge();
     let mut lines = LineSplitter::new(config.max_line_bytes);
     let metrics = shared.producer.metrics().clone();
     loop {
-        if buf.capacity() - buf.len() < READ_BYTES / 4 {
-            buf.reserve(READ_BYTES);
-        }
-        let n = reader.read(&mut stream, &mut buf, shutdown).await;
+        // The bytes held and read, their records (cut into batches of at most
+        // BATCH_BYTES with their overhead), and the spool's copy of their data.
+        let want = Want {
+            charge: 2 * (buf.len() + READ_BYTES) + BATCH_BYTES,
+            buffer: buf.len() + READ_BYTES,
+        };
+        let n = match reader
+            .read(&stream, &mut buf, &mut charge, want, shutdown)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // The end, as if the client had closed: what it sent is kept.
+                shared.no_budget(&e);
+                0
+            }
+        };
         let eof = n == 0;
         let mut batch = Vec::new();
-        let mut batch_bytes = 0;
+        let mut batch_cost = 0;
         while let Some(line) = lines.next_line(&mut buf, eof) {
-            batch_bytes += line.len();
+            batch_cost += line.len() + RECORD_OVERHEAD;
             batch.push(UserRecord {
                 partition_key: random_partition_key(),
                 explicit_hash_key: None,
                 data: line,
             });
-            if batch_bytes >= BATCH_BYTES {
+            if batch_cost >= BATCH_BYTES {
                 send(shared, std::mem::take(&mut batch)).await?;
-                batch_bytes = 0;
+                batch_cost = 0;
             }
         }
         if lines.rejected > 0 {
@@ -341,68 +372,17 @@ async fn lines_connection(
         if eof {
             return Ok(());
         }
+        release(&mut buf, &mut charge);
     }
 }
 
-/// Bytes a connection may still take in once its source stops: what clients had
-/// already written is spooled, but a client that keeps writing cannot hold the stop.
-const DRAIN_BYTES: usize = 1024 * 1024;
-
-/// How long a stopping source waits for input its clients already sent (the
-/// socket's readiness may not have been seen yet).
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// A connection's reads: until the client closes, goes idle for
-/// `idle_timeout_secs`, or the source stops.
-struct Reader<'a> {
-    shared: &'a Shared,
-    /// Once the source stops: bytes read since.
-    drained: Option<usize>,
-}
-
-impl<'a> Reader<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        Reader {
-            shared,
-            drained: None,
-        }
+/// After a read is handled, the connection keeps only the budget for what it left
+/// unfinished, and no large buffer it does not use.
+fn release(buf: &mut BytesMut, charge: &mut Charge) {
+    if buf.is_empty() && buf.capacity() > 2 * READ_BYTES {
+        *buf = BytesMut::new();
     }
-
-    /// Reads from the client; 0 means the end. Once the source stops, only what is
-    /// already waiting in the socket is read (up to [`DRAIN_BYTES`]), then the end.
-    async fn read<R: tokio::io::AsyncRead + Unpin>(
-        &mut self,
-        stream: &mut R,
-        buf: &mut BytesMut,
-        shutdown: &CancellationToken,
-    ) -> usize {
-        if self.drained.is_none() {
-            let idle = self.shared.config.idle_timeout;
-            tokio::select! {
-                _ = shutdown.cancelled() => self.drained = Some(0),
-                r = tokio::time::timeout(idle, stream.read_buf(buf)) => match r {
-                    Ok(r) => return r.unwrap_or(0),
-                    Err(_) => {
-                        // What it sent is kept; the slot goes to someone else.
-                        self.shared.producer.metrics().socket_error(KIND, "idle_timeout");
-                        tracing::debug!(path = %self.shared.path(), idle = ?idle, "Closing an idle connection");
-                        return 0;
-                    }
-                },
-            }
-        }
-        let so_far = self.drained.get_or_insert(0);
-        if *so_far >= DRAIN_BYTES {
-            return 0;
-        }
-        // Nothing more within the grace period, or an error: the end.
-        let n = match tokio::time::timeout(DRAIN_GRACE, stream.read_buf(buf)).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
-        *so_far += n;
-        n
-    }
+    charge.shrink_to(buf.len());
 }
 
 async fn send(shared: &Shared, batch: Vec<UserRecord>) -> Result<(), ProduceError> {
@@ -487,18 +467,68 @@ async fn frames_connection(
     shutdown: &CancellationToken,
 ) -> Result<(), ProduceError> {
     let (config, producer) = (&shared.config, &shared.producer);
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Owed>(RESPONSE_QUEUE);
     let writer = tokio::spawn(answer(wr, rx, producer.clone()));
     let metrics = producer.metrics().clone();
-    let mut buf = BytesMut::with_capacity(READ_BYTES);
+    let mut buf = BytesMut::new();
     let mut reader = Reader::new(shared);
+    let mut charge = shared.budget.charge();
     'read: loop {
-        if buf.capacity() - buf.len() < READ_BYTES / 4 {
-            buf.reserve(READ_BYTES);
-        }
-        let n = reader.read(&mut rd, &mut buf, shutdown).await;
+        // The bytes held and read, or the whole frame in progress once its header
+        // came: it is charged (and given room) before its bytes are taken in.
+        let pending = frame::pending_len(&buf).unwrap_or(0);
+        let room = pending.max(buf.len() + READ_BYTES);
+        let want = Want {
+            charge: room,
+            buffer: room,
+        };
+        let n = match reader
+            .read(&rd, &mut buf, &mut charge, want, shutdown)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                shared.no_budget(&e);
+                let status = match e {
+                    BudgetError::TooLarge { .. } => Status::BadFrame,
+                    BudgetError::Timeout { .. } => Status::Internal,
+                };
+                let _ = tx
+                    .send(Owed::Error(error_response(0, status, e.to_string())))
+                    .await;
+                break 'read;
+            }
+        };
         loop {
+            // A complete frame: decoding it and the spool's copy of its data are
+            // charged before they are paid.
+            if let Some(len) = frame::pending_len(&buf).filter(|&l| l <= buf.len()) {
+                let records = frame::count_records(&buf[..len]);
+                let need = buf.len() + len + records * RECORD_OVERHEAD;
+                if need > charge.held() {
+                    if let Err(e) = charge.set(need).await {
+                        shared.no_budget(&e);
+                        let message = format!("frame of {len} bytes with {records} records: {e}");
+                        let timeout = matches!(e, BudgetError::Timeout { .. });
+                        let status = if timeout {
+                            Status::Internal
+                        } else {
+                            Status::BadFrame
+                        };
+                        let _ = tx
+                            .send(Owed::Error(error_response(0, status, message)))
+                            .await;
+                        if timeout {
+                            break 'read;
+                        }
+                        // It cannot fit however long it waits: skipped, and the
+                        // connection goes on.
+                        bytes::Buf::advance(&mut buf, len);
+                        continue;
+                    }
+                }
+            }
             let mut req: Request = match frame::decode(&mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
@@ -586,6 +616,7 @@ async fn frames_connection(
             }
             break;
         }
+        release(&mut buf, &mut charge);
     }
     drop(tx);
     let _ = writer.await;
