@@ -7,15 +7,17 @@
 //!   once its records are durable in the spool;
 //! - datagram socket: one datagram = one record (syslog-style producers).
 //!
-//! Each connection reads into one bounded buffer and turns what a read produced into
-//! one batch (one spool entry) of up to [`BATCH_BYTES`]; a record's data is a slice
-//! of the read buffer, so nothing is copied between the socket and the spool
-//! encoder. Bad input (an over-long line, an invalid key, a broken frame) gets a
-//! clear error — to the client where the protocol can carry it, to the log and to a
-//! counter (the log at most once per [`LOG_INTERVAL`] and kind per socket: a
-//! client cannot flood it) — and everyone else keeps flowing. Connections are
-//! bounded per socket and per uid, idle ones are closed, and every buffer is
-//! bounded; when the spool is full, reads pause (or frames are refused, per
+//! Each connection reads into one buffer and turns what a read produced into
+//! batches (spool entries) of up to [`BATCH_BYTES`]; a record's data is a slice of
+//! the read buffer, so nothing is copied between the socket and the spool encoder.
+//! What a connection holds — its buffer, a frame in progress, decoded records — is
+//! charged to the ingest memory [`Budget`] before it is allocated, so the sum over
+//! all connections is bounded, not only each one. Bad input (an over-long line, an
+//! invalid key, a broken frame) gets a clear error — to the client where the
+//! protocol can carry it, to the log and to a counter (the log at most once per
+//! [`LOG_INTERVAL`] and kind per socket: a client cannot flood it) — and everyone
+//! else keeps flowing. Connections are bounded per socket and per uid, idle ones
+//! are closed; when the spool is full, reads pause (or frames are refused, per
 //! `on_full`).
 //!
 //! [`LOG_INTERVAL`]: crate::source::log_limit::LOG_INTERVAL
@@ -129,6 +131,12 @@ impl Shared {
     }
 }
 
+/// A connection let in: it holds its uid's slot while it lasts (none when the
+/// kernel could not say who the peer is).
+struct Admitted {
+    _slot: Option<UidSlot>,
+}
+
 /// A connection's place in its uid's count, given back when it closes.
 struct UidSlot {
     shared: Arc<Shared>,
@@ -224,13 +232,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(uid_slot) = admit(&stream, &shared) else {
+        let Some(admitted) = admit(&stream, &shared) else {
             continue;
         };
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let _uid_slot = uid_slot;
+            let _admitted = admitted;
             let result = match shared.config.framing {
                 Framing::Lines => lines_connection(stream, &shared, &shutdown).await,
                 Framing::Frames => frames_connection(stream, &shared, &shutdown).await,
@@ -245,14 +253,15 @@ async fn accept_loop(
 /// Whether a new connection's peer may stay: it is allowed, and its uid has a
 /// connection slot left (which it holds while connected). A refusal is logged and
 /// counted.
-fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Option<UidSlot>> {
+fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Admitted> {
     let config = &shared.config;
     let metrics = shared.producer.metrics();
     let peer = match peer::Peer::of(stream) {
         Ok(p) => p,
         // Without credentials only an open socket admits it, and no uid counts it.
         Err(_) => {
-            return (config.allow_uids.is_empty() && config.allow_gids.is_empty()).then_some(None)
+            let open = config.allow_uids.is_empty() && config.allow_gids.is_empty();
+            return open.then_some(Admitted { _slot: None });
         }
     };
     let refusal = match peer::allowed(config, &peer, || peer::groups(stream, &peer)) {
@@ -286,7 +295,7 @@ fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Option<UidSlot>> {
         return None;
     }
     match shared.uid_slot(peer.uid) {
-        Some(slot) => Some(Some(slot)),
+        Some(slot) => Some(Admitted { _slot: Some(slot) }),
         None => {
             metrics.socket_error(KIND, "uid_limit");
             if let Some(suppressed) = shared.warnings.uid_limit.check() {
