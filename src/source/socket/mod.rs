@@ -381,17 +381,17 @@ async fn lines_connection(
         if eof {
             return Ok(());
         }
-        release(&mut buf, &mut charge);
+        release(&mut buf, &mut charge, 0);
     }
 }
 
 /// After a read is handled, the connection keeps only the budget for what it left
-/// unfinished, and no large buffer it does not use.
-fn release(buf: &mut BytesMut, charge: &mut Charge) {
+/// unfinished (at least `keep` bytes), and no large buffer it does not use.
+fn release(buf: &mut BytesMut, charge: &mut Charge, keep: usize) {
     if buf.is_empty() && buf.capacity() > 2 * READ_BYTES {
         *buf = BytesMut::new();
     }
-    charge.shrink_to(buf.len());
+    charge.shrink_to(keep.max(buf.len()));
 }
 
 async fn send(shared: &Shared, batch: Vec<UserRecord>) -> Result<(), ProduceError> {
@@ -625,7 +625,11 @@ async fn frames_connection(
             }
             break;
         }
-        release(&mut buf, &mut charge);
+        // A frame in progress keeps its whole charge (its room is reserved): given
+        // back and charged again at each read, it would queue behind every other
+        // connection once per read.
+        let in_progress = frame::pending_len(&buf).unwrap_or(0);
+        release(&mut buf, &mut charge, in_progress);
     }
     drop(tx);
     let _ = writer.await;
