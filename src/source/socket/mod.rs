@@ -59,6 +59,10 @@ pub const KIND: &str = "socket";
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// Size of one read.
 const READ_BYTES: usize = 64 * 1024;
+/// Most overhead of the records of one lines batch (a batch is cut there too):
+/// lines of 96 bytes or more fill [`BATCH_BYTES`] first, so batches stay as large
+/// as the spool likes; a flood of tiny lines cannot make a batch cost more.
+const LINES_RECORDS_BYTES: usize = 2 * BATCH_BYTES;
 /// Responses a frames connection may owe before it stops reading: enough for deep
 /// pipelining, bounded so a client that never reads cannot grow memory.
 const RESPONSE_QUEUE: usize = 1024;
@@ -330,10 +334,11 @@ async fn lines_connection(
     let mut lines = LineSplitter::new(config.max_line_bytes);
     let metrics = shared.producer.metrics().clone();
     loop {
-        // The bytes held and read, their records (cut into batches of at most
-        // BATCH_BYTES with their overhead), and the spool's copy of their data.
+        // The bytes held and read, the spool's copy of their data, and the
+        // records of one batch (cut before their overhead passes
+        // LINES_RECORDS_BYTES).
         let want = Want {
-            charge: 2 * (buf.len() + READ_BYTES) + BATCH_BYTES,
+            charge: 2 * (buf.len() + READ_BYTES) + LINES_RECORDS_BYTES,
             buffer: buf.len() + READ_BYTES,
         };
         let n = match reader
@@ -349,17 +354,17 @@ async fn lines_connection(
         };
         let eof = n == 0;
         let mut batch = Vec::new();
-        let mut batch_cost = 0;
+        let mut batch_bytes = 0;
         while let Some(line) = lines.next_line(&mut buf, eof) {
-            batch_cost += line.len() + RECORD_OVERHEAD;
+            batch_bytes += line.len();
             batch.push(UserRecord {
                 partition_key: random_partition_key(),
                 explicit_hash_key: None,
                 data: line,
             });
-            if batch_cost >= BATCH_BYTES {
+            if batch_bytes >= BATCH_BYTES || batch.len() * RECORD_OVERHEAD >= LINES_RECORDS_BYTES {
                 send(shared, std::mem::take(&mut batch)).await?;
-                batch_cost = 0;
+                batch_bytes = 0;
             }
         }
         if lines.rejected > 0 {
