@@ -111,12 +111,13 @@ impl Shared {
         self.config.path.display()
     }
 
-    /// A connection found no room in the memory budget: counted, and logged at
-    /// most once per interval.
+    /// Input found no room in the memory budget (the connection ends, or a frame
+    /// that can never fit is skipped): counted, and logged at most once per
+    /// interval.
     fn no_budget(&self, error: &BudgetError) {
         self.producer.metrics().socket_error(KIND, "no_budget");
         if let Some(suppressed) = self.warnings.no_budget.check() {
-            tracing::warn!(path = %self.path(), error = %error, suppressed, "Closing a connection: no room in the ingest memory budget");
+            tracing::warn!(path = %self.path(), error = %error, suppressed, "Refused input: no room in the ingest memory budget");
         }
     }
 
