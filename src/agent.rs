@@ -27,6 +27,7 @@ use crate::config::{Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
 use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
+use crate::source::budget::Budget;
 use crate::source::file;
 use crate::source::socket::{self, SocketError};
 use crate::status::{self, StatusError, View};
@@ -41,6 +42,14 @@ pub enum AgentError {
     Socket(#[from] SocketError),
     #[error("metrics endpoint failed")]
     Status(#[from] StatusError),
+    #[error("not enough file descriptors")]
+    Descriptors(#[from] crate::descriptors::DescriptorError),
+    #[error("cannot create {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write the status file {path}")]
     StatusFile {
         path: PathBuf,
@@ -61,6 +70,8 @@ pub struct Agent {
     /// The file tailer (one for all `[[file]]` blocks), restarted when they change.
     files: Option<RunningSource<Vec<FileConfig>>>,
     metrics_addr: SocketAddr,
+    /// The memory budget of the sources' input (`ingest.max_memory_bytes`).
+    budget: Budget,
     endpoint: CancellationToken,
     endpoint_tasks: TaskTracker,
 }
@@ -144,6 +155,7 @@ pub async fn run_with(
         tracing::warn!(error = %e, "Cannot notify systemd; running without readiness and watchdog notifications");
         Notifier::disabled()
     });
+    crate::descriptors::ensure(&config)?;
     let agent = Agent::start(config).await?;
     if let Some(path) = &options.status_file {
         let file = StatusFile {
@@ -216,6 +228,10 @@ async fn reload(agent: &mut Agent, path: &Path) {
             return;
         }
     };
+    if let Err(e) = crate::descriptors::ensure(&config) {
+        tracing::error!(error = %e, "Reload refused; the running configuration stays");
+        return;
+    }
     match agent.reload(config).await {
         Ok(r) => {
             if !r.needs_restart.is_empty() {
@@ -250,6 +266,42 @@ fn write_status_file(path: &Path, file: &StatusFile) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Creates the spool directory (mode 0700) and the dead-letter file (mode 0600)
+/// when they are missing, whatever the umask: both hold log data. Existing ones keep
+/// the mode an operator gave them.
+fn create_private_paths(config: &Config) -> Result<(), AgentError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| AgentError::Create { path, source }
+    };
+    if let Some(dir) = &config.spool.dir {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err(dir))?;
+        }
+    }
+    let dead = &config.dead_letter_path;
+    if let Some(dir) = dead.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err(dir))?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dead)
+        .map_err(err(dead))?;
+    Ok(())
+}
+
 impl Agent {
     /// Starts the agent with a Kinesis client built from the config.
     pub async fn start(config: Config) -> Result<Agent, AgentError> {
@@ -260,6 +312,7 @@ impl Agent {
 
     /// Starts the agent with the given Kinesis client.
     pub async fn start_with(config: Config, kinesis: SharedKinesis) -> Result<Agent, AgentError> {
+        create_private_paths(&config)?;
         let producer = Producer::start_with(ProducerOptions::from_config(&config), kinesis).await?;
         let (listener, metrics_addr) = match status::bind(config.metrics.listen).await {
             Ok(bound) => bound,
@@ -268,6 +321,7 @@ impl Agent {
                 return Err(e.into());
             }
         };
+        let budget = Budget::new(config.ingest.max_memory_bytes, producer.metrics().clone());
         let agent = Agent {
             producer,
             sources: CancellationToken::new(),
@@ -276,6 +330,7 @@ impl Agent {
             sockets: Vec::new(),
             files: None,
             metrics_addr,
+            budget,
             endpoint: CancellationToken::new(),
             endpoint_tasks: TaskTracker::new(),
         };
@@ -322,6 +377,7 @@ impl Agent {
             listener,
             config,
             self.producer.clone(),
+            self.budget.clone(),
             source.stop.clone(),
             source.tasks.clone(),
         ));
@@ -371,6 +427,10 @@ impl Agent {
             (
                 "metrics",
                 format!("{:?}", self.config.metrics) != format!("{:?}", new.metrics),
+            ),
+            (
+                "ingest",
+                format!("{:?}", self.config.ingest) != format!("{:?}", new.ingest),
             ),
             (
                 "shutdown_timeout_secs",

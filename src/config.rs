@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// The HTTP endpoint for metrics and status.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Memory the sources may hold of their clients' input.
+    #[serde(default)]
+    pub ingest: RawIngest,
     /// Longest graceful shutdown: sources stop, partial aggregates are flushed and
     /// in-flight requests may finish for this long; what is left stays spooled.
     #[serde(default = "default_shutdown_timeout_secs")]
@@ -168,7 +171,7 @@ pub struct RawSocket {
     /// error and counted. At most 1048576 minus the partition key.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
-    /// Permissions of the socket file, octal.
+    /// Permissions of the socket file: 3 or 4 octal digits (`"0660"`).
     #[serde(default = "default_file_mode")]
     pub file_mode: String,
     /// Owner of the socket file (user name or uid); default: the agent's user.
@@ -179,12 +182,22 @@ pub struct RawSocket {
     /// SO_PEERCRED). Empty with `allow_gids` empty: anyone who can open the file.
     #[serde(default)]
     pub allow_uids: Vec<u32>,
-    /// Only peers with one of these gids may connect (stream sockets).
+    /// Only peers in one of these groups, primary or supplementary, may connect
+    /// (stream sockets; checked with SO_PEERGROUPS).
     #[serde(default)]
     pub allow_gids: Vec<u32>,
     /// Most simultaneous connections; further clients wait in the accept queue.
     #[serde(default = "default_socket_max_connections")]
     pub max_connections: usize,
+    /// Most simultaneous connections of one peer uid (stream sockets), so that one
+    /// user cannot hold every slot; a further one is closed at once, logged and
+    /// counted.
+    #[serde(default = "default_max_connections_per_uid")]
+    pub max_connections_per_uid: usize,
+    /// A connection that sends nothing for this long is closed (stream sockets;
+    /// what it sent is kept), so idle clients do not hold slots and descriptors.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
     /// When the spool is full: `wait` (stop reading: clients feel backpressure) or
     /// `refuse` (answer `SPOOL_FULL`; frames only, lines and datagrams always wait).
     #[serde(default)]
@@ -221,12 +234,23 @@ fn default_file_mode() -> String {
 fn default_socket_max_connections() -> usize {
     1024
 }
+/// A quarter of the default `max_connections`: a few busy users fit, one cannot
+/// take them all.
+fn default_max_connections_per_uid() -> usize {
+    256
+}
+/// Five minutes: far longer than a live client's pause between writes.
+fn default_idle_timeout_secs() -> u64 {
+    300
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     /// Glob patterns of the files to tail, absolute paths. `*`, `?` and `[...]` do
-    /// not cross `/`; `**` does. Required.
+    /// not cross `/`; `**` does. Each names a directory before its first wildcard
+    /// (`/**` would walk the whole filesystem), outside /proc, /sys and /dev.
+    /// Required.
     #[serde(default)]
     pub include: Vec<String>,
     /// Glob patterns of files never tailed, even when included.
@@ -278,6 +302,11 @@ pub struct RawFile {
     /// closed (a writer may still append to its old handle for a while).
     #[serde(default = "default_rotate_wait_ms")]
     pub rotate_wait_ms: u64,
+    /// Whether a symbolic link the patterns match is followed. Off: links are
+    /// skipped (logged once). On: a link is followed only to a regular file that
+    /// the block's patterns also match, never into /proc, /sys or /dev.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 /// Where to start in a file found at start-up without a checkpoint.
@@ -346,15 +375,49 @@ pub struct RawMetrics {
     /// takes any free port. The endpoint has no authentication: keep it on loopback.
     #[serde(default = "default_metrics_listen")]
     pub listen: String,
+    /// Allow `listen` on an address other than loopback. The endpoint has no
+    /// authentication, so anyone who can reach it reads the metrics and status:
+    /// off unless asked for.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 impl Default for RawMetrics {
     fn default() -> Self {
         RawMetrics {
             listen: default_metrics_listen(),
+            allow_remote: false,
         }
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Most bytes the socket sources hold of their clients' input at once: partly
+    /// read frames and lines, and records decoded from them until they are in the
+    /// spool. A connection that finds it spent waits (its client feels
+    /// backpressure); a frame that needs more than all of it is refused.
+    #[serde(default = "default_ingest_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_memory_bytes: default_ingest_max_memory_bytes(),
+        }
+    }
+}
+
+/// 64 MiB: a host agent's share of memory; enough for several maximum-size
+/// frames at once.
+fn default_ingest_max_memory_bytes() -> u64 {
+    64 << 20
+}
+
+/// The smallest ingest budget: a maximum-size line with a read and a batch.
+pub const MIN_INGEST_MEMORY_BYTES: u64 = 4 << 20;
 
 fn default_metrics_listen() -> String {
     "127.0.0.1:9717".into()
@@ -446,7 +509,14 @@ pub struct Config {
     pub sockets: Vec<SocketConfig>,
     pub files: Vec<FileConfig>,
     pub metrics: MetricsConfig,
+    pub ingest: IngestConfig,
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Size of the sources' memory budget, in bytes.
+    pub max_memory_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -476,6 +546,8 @@ pub struct SocketConfig {
     pub allow_uids: Vec<u32>,
     pub allow_gids: Vec<u32>,
     pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    pub idle_timeout: Duration,
     pub on_full: OnFull,
 }
 
@@ -498,6 +570,7 @@ pub struct FileConfig {
     pub ignore_older: Option<Duration>,
     pub rescan_interval: Duration,
     pub rotate_wait: Duration,
+    pub follow_symlinks: bool,
 }
 
 impl FileConfig {
@@ -576,6 +649,9 @@ fn validate_file(
         ));
     }
     let include_set = glob_set(&f.include, &format!("{field}.include"), problems);
+    for p in f.include.iter().filter(|p| p.starts_with('/')) {
+        check_include_base(p, &format!("{field}.include"), problems);
+    }
     let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
     if let Some(stream) = &f.stream {
         check_stream_name(stream, &format!("{field}.stream"), problems);
@@ -641,6 +717,7 @@ fn validate_file(
         ignore_older: f.ignore_older_secs.map(Duration::from_secs),
         rescan_interval: Duration::from_millis(f.rescan_interval_ms),
         rotate_wait: Duration::from_millis(f.rotate_wait_ms),
+        follow_symlinks: f.follow_symlinks,
     })
 }
 
@@ -691,6 +768,42 @@ fn lookup_id(db: &str, name: &str) -> Result<u32, String> {
         })
         .next()
         .ok_or_else(|| format!("no such entry in {db}"))
+}
+
+/// A permission written in octal: 3 or 4 digits 0-7 (`"0660"`, `"640"`), nothing
+/// else (`u32::from_str_radix` alone would take `"+777"`).
+fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text
+        .strip_prefix('0')
+        .filter(|d| d.len() == 3)
+        .unwrap_or(text);
+    if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+/// Paths are absolute: a relative one would depend on the directory the agent
+/// happens to start in.
+fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String>) {
+    if !path.is_absolute() {
+        problems.push(format!("{field} {path:?} is not an absolute path"));
+    }
+}
+
+/// Include patterns must name a directory before their first wildcard, outside the
+/// kernel's pseudo-filesystems: `/**` or `/*` would walk (and tail) everything.
+fn check_include_base(pattern: &str, field: &str, problems: &mut Vec<String>) {
+    let (base, _) = crate::source::file::glob_base(pattern);
+    if base == Path::new("/") {
+        problems.push(format!(
+            "{field} pattern {pattern:?} has no directory before its first wildcard: it would walk the whole filesystem"
+        ));
+    } else if crate::source::file::is_pseudo_fs(&base) {
+        problems.push(format!(
+            "{field} pattern {pattern:?} is under /proc, /sys or /dev, which are never tailed"
+        ));
+    }
 }
 
 /// Reads and validates a config file.
@@ -792,6 +905,9 @@ impl RawConfig {
         if d.max_record_age_secs == Some(0) {
             problems.push("delivery.max_record_age_secs must be at least 1 (or left out)".into());
         }
+        if let Some(p) = &d.dead_letter_path {
+            check_absolute(p, "delivery.dead_letter_path", &mut problems);
+        }
         if d.max_inflight_bytes < MAX_RECORD_BYTES as u64 {
             problems.push(format!(
                 "delivery.max_inflight_bytes {} is below one record ({MAX_RECORD_BYTES})",
@@ -804,8 +920,9 @@ impl RawConfig {
                 None
             }
             Some(s) => {
-                if s.dir.is_none() {
-                    problems.push("spool.dir is missing".into());
+                match &s.dir {
+                    None => problems.push("spool.dir is missing".into()),
+                    Some(d) => check_absolute(d, "spool.dir", &mut problems),
                 }
                 if s.max_bytes < 2 * MAX_RECORD_BYTES as u64 {
                     problems.push(format!(
@@ -827,6 +944,13 @@ impl RawConfig {
             }
         };
         let metrics_listen = match self.metrics.listen.parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
+                problems.push(format!(
+                    "metrics.listen {:?} is not a loopback address; the endpoint has no authentication (set metrics.allow_remote = true to serve it beyond this host)",
+                    self.metrics.listen
+                ));
+                None
+            }
             Ok(a) => Some(a),
             Err(_) => {
                 problems.push(format!(
@@ -836,6 +960,12 @@ impl RawConfig {
                 None
             }
         };
+        if self.ingest.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
+            problems.push(format!(
+                "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
+                self.ingest.max_memory_bytes
+            ));
+        }
         if self.socket.is_empty() && self.file.is_empty() {
             problems.push("no sources: add at least one [[socket]] or [[file]]".into());
         }
@@ -847,6 +977,7 @@ impl RawConfig {
             match &s.path {
                 None => problems.push(format!("{field}.path is missing")),
                 Some(p) => {
+                    check_absolute(p, &format!("{field}.path"), &mut problems);
                     if !paths.insert(p.clone()) {
                         problems.push(format!("{field}.path {p:?} is used by another socket"));
                     }
@@ -862,9 +993,9 @@ impl RawConfig {
                     MAX_RECORD_BYTES - 16
                 ));
             }
-            let file_mode = match u32::from_str_radix(&s.file_mode, 8) {
-                Ok(m) if m <= 0o777 => Some(m),
-                _ => {
+            let file_mode = match parse_mode(&s.file_mode) {
+                Some(m) => Some(m),
+                None => {
                     problems.push(format!(
                         "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
                         s.file_mode
@@ -897,6 +1028,14 @@ impl RawConfig {
             if s.max_connections == 0 {
                 problems.push(format!("{field}.max_connections must be at least 1"));
             }
+            if s.max_connections_per_uid == 0 {
+                problems.push(format!(
+                    "{field}.max_connections_per_uid must be at least 1"
+                ));
+            }
+            if s.idle_timeout_secs == 0 {
+                problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
+            }
             if let (Some(path), Some(stream), Some(file_mode)) = (
                 &s.path,
                 s.stream.clone().or(default_stream.clone()),
@@ -914,6 +1053,8 @@ impl RawConfig {
                     allow_uids: s.allow_uids.clone(),
                     allow_gids: s.allow_gids.clone(),
                     max_connections: s.max_connections,
+                    max_connections_per_uid: s.max_connections_per_uid,
+                    idle_timeout: Duration::from_secs(s.idle_timeout_secs),
                     on_full: s.on_full,
                 });
             }
@@ -967,6 +1108,10 @@ impl RawConfig {
             files,
             metrics: MetricsConfig {
                 listen: metrics_listen.expect("checked above"),
+            },
+            ingest: IngestConfig {
+                max_memory_bytes: usize::try_from(self.ingest.max_memory_bytes)
+                    .unwrap_or(usize::MAX),
             },
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
         })

@@ -28,12 +28,15 @@
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
 //! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.
 //! - [`systemd`]: readiness and watchdog notifications to systemd.
+//! - [`descriptors`]: the file descriptor limit, checked against the config at
+//!   start-up.
 //! - [`agent`]: wires it all together and runs it until shutdown.
 
 pub mod agent;
 pub mod aggregate;
 pub mod config;
 pub mod deliver;
+pub mod descriptors;
 pub mod metrics;
 pub mod producer;
 pub mod record;

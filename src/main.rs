@@ -18,6 +18,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exit status of `shardline status` when no agent answers (as `systemctl status`
 /// and LSB init scripts say "not running").
 const EXIT_NOT_RUNNING: u8 = 3;
+/// Exit status of `shardline status` when something listens at the address but
+/// gives no answer in time: the agent runs but is stuck or busy (as LSB's 4,
+/// "status is unknown").
+const EXIT_NOT_ANSWERING: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -78,7 +82,8 @@ enum Command {
         config: PathBuf,
     },
     /// Show a running agent's backlog, delivery rate and last error; exits with 3
-    /// when no agent answers.
+    /// when nothing listens at its address (not running), 4 when something listens
+    /// but does not answer in time (running, stuck or busy).
     Status {
         /// Config file; the agent is asked at its `metrics.listen` address.
         #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
@@ -229,7 +234,7 @@ fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Resu
     match runtime.block_on(shardline::status::fetch(addr, STATUS_TIMEOUT)) {
         Ok(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
         Ok(s) => print!("{}", s.render()),
-        Err(e) if e.is_unreachable() => {
+        Err(e) if e.is_not_running() => {
             let why = format!("{:#}", anyhow::Error::from(e));
             if json {
                 let down = serde_json::json!({"running": false, "addr": addr, "error": why});
@@ -237,6 +242,15 @@ fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Resu
             }
             eprintln!("shardline is not running (no answer at {addr}): {why}");
             return Ok(ExitCode::from(EXIT_NOT_RUNNING));
+        }
+        Err(e) if e.is_not_answering() => {
+            let why = format!("{:#}", anyhow::Error::from(e));
+            if json {
+                let stuck = serde_json::json!({"running": true, "answering": false, "addr": addr, "error": why});
+                println!("{}", serde_json::to_string_pretty(&stuck)?);
+            }
+            eprintln!("shardline is running at {addr} but not answering: {why}");
+            return Ok(ExitCode::from(EXIT_NOT_ANSWERING));
         }
         Err(e) => return Err(e.into()),
     }

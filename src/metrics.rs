@@ -19,7 +19,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -100,6 +100,10 @@ struct Inner {
     invalid_utf8: Family<LineLabels, Counter>,
     key_fallbacks: Family<SourceLabels, Counter>,
     file_events: Family<FileEventLabels, Counter>,
+    /// The sources' memory budget: bytes charged, its size, waits for room.
+    ingest_memory: Gauge,
+    ingest_memory_max: Gauge,
+    ingest_waits: Counter,
     /// The spool the gauges read, set once it is open; weak, so metrics kept
     /// after the agent stopped do not keep the database open.
     spool: Arc<OnceLock<WeakSpool>>,
@@ -350,6 +354,24 @@ impl Metrics {
             "PutRecords request latency",
             latency.clone(),
         );
+        let ingest_memory = Gauge::default();
+        let ingest_memory_max = Gauge::default();
+        let ingest_waits = Counter::default();
+        registry.register(
+            "shardline_ingest_memory_bytes",
+            "Bytes of the ingest memory budget charged by partly read input and decoded records",
+            ingest_memory.clone(),
+        );
+        registry.register(
+            "shardline_ingest_memory_max_bytes",
+            "The ingest memory budget (ingest.max_memory_bytes)",
+            ingest_memory_max.clone(),
+        );
+        registry.register(
+            "shardline_ingest_memory_waits",
+            "Times a connection waited for room in the ingest memory budget",
+            ingest_waits.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -367,6 +389,9 @@ impl Metrics {
                 wrong_shard,
                 misrouted,
                 shard_map_refreshes,
+                ingest_memory,
+                ingest_memory_max,
+                ingest_waits,
                 shard_map_changes,
                 latency,
                 oversized,
@@ -670,6 +695,27 @@ impl Metrics {
     }
 
     /// File events so far (for tests and status).
+    /// The ingest memory budget: its size and the bytes charged now.
+    pub fn set_ingest_budget(&self, max: u64, charged: u64) {
+        self.inner.ingest_memory_max.set(max as i64);
+        self.inner.ingest_memory.set(charged as i64);
+    }
+
+    /// A connection waits for room in the ingest memory budget.
+    pub fn ingest_budget_waited(&self) {
+        self.inner.ingest_waits.inc();
+    }
+
+    /// Bytes of the ingest memory budget charged now (tests and status).
+    pub fn ingest_memory_bytes(&self) -> u64 {
+        self.inner.ingest_memory.get().max(0) as u64
+    }
+
+    /// Waits for room in the ingest memory budget so far (tests).
+    pub fn ingest_budget_waits(&self) -> u64 {
+        self.inner.ingest_waits.get()
+    }
+
     pub fn file_event_count(&self, event: &str) -> u64 {
         self.inner
             .file_events

@@ -112,8 +112,9 @@ pub fn partition_key_hash(key: &str) -> u128 {
 
 /// Parses an explicit hash key as Kinesis writes it: a decimal integer in 0..2^128.
 pub fn parse_explicit_hash_key(value: &str) -> Result<u128, RecordError> {
+    // The value is the client's: quoted in logs and answers, so only its start.
     let invalid = || RecordError::InvalidExplicitHashKey {
-        value: value.to_owned(),
+        value: crate::source::log_limit::excerpt(value),
     };
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());

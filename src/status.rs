@@ -31,12 +31,16 @@ use tokio_util::task::TaskTracker;
 use crate::producer::Producer;
 
 /// Most connections served at once: scrapers and `shardline status` are few, and
-/// a flood must not take memory from the pipeline; past it, connections wait in
-/// the listen backlog.
-const MAX_CONNECTIONS: usize = 16;
+/// a flood must not take memory or descriptors from the pipeline. Past it a new
+/// connection is closed at once rather than left waiting in the listen backlog, so
+/// its client learns right away that the agent is there but busy.
+pub const MAX_CONNECTIONS: usize = 64;
 /// Longest wait for a request's headers, so an idle or stuck client lets go of its
 /// connection slot.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of one connection, keep-alive included: requests take
+/// milliseconds, and a client holding connections open cannot keep the slots.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// Longest time a connection may finish its request once the agent stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How often the delivered counters are sampled for the rate.
@@ -85,11 +89,18 @@ pub enum StatusError {
 }
 
 impl StatusError {
-    /// Whether nothing answered at all: the agent is not running (or not there).
-    pub fn is_unreachable(&self) -> bool {
+    /// Whether nothing listens at the address: the agent is not running (or not
+    /// there).
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, StatusError::Connect { .. })
+    }
+
+    /// Whether something listens but did not answer (in time, or at all): the agent
+    /// runs but is stuck or busy.
+    pub fn is_not_answering(&self) -> bool {
         matches!(
             self,
-            StatusError::Connect { .. } | StatusError::Timeout { .. }
+            StatusError::Timeout { .. } | StatusError::Request { .. }
         )
     }
 }
@@ -303,27 +314,26 @@ pub(crate) async fn serve(
     let mut sample = tokio::time::interval(RATE_SAMPLE_INTERVAL);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let slot = tokio::select! {
+        let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = sample.tick() => {
                 view.sample_rates();
                 continue;
             }
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!(error = %e, "Accepting a metrics connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
         };
-        let stream = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sample.tick() => view.sample_rates(),
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => break stream,
-                    Err(e) => {
-                        // Out of file descriptors, most likely: wait rather than spin.
-                        tracing::warn!(error = %e, "Accepting a metrics connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-            }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Every slot is taken: closed at once (see MAX_CONNECTIONS).
+            drop(stream);
+            continue;
         };
         let view = view.clone();
         let shutdown = shutdown.clone();
@@ -340,6 +350,10 @@ pub(crate) async fn serve(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                }
                 _ = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;

@@ -54,6 +54,110 @@ fn validate_lists_a_missing_stream_with_the_other_problems() {
     }
 }
 
+/// Regression (issue 14, row 13): a remote metrics address, relative paths,
+/// patterns that walk the whole filesystem and `file_mode = "+777"` were accepted.
+#[test]
+fn validate_refuses_what_cannot_be_right() {
+    let (ok, out) = validate(
+        r#"
+[kinesis]
+stream = "s"
+[delivery]
+dead_letter_path = "dead.ndjson"
+[metrics]
+listen = "0.0.0.0:9717"
+[spool]
+dir = "var/spool"
+[[socket]]
+path = "in.sock"
+file_mode = "+777"
+[[socket]]
+path = "/tmp/b.sock"
+file_mode = "06600"
+[[file]]
+include = ["/**", "/*", "/proc/*/environ", "/var/log/*.log"]
+"#,
+    );
+    assert!(!ok, "{out}");
+    for needle in [
+        "metrics.listen \"0.0.0.0:9717\" is not a loopback address",
+        "metrics.allow_remote = true",
+        "spool.dir \"var/spool\" is not an absolute path",
+        "delivery.dead_letter_path \"dead.ndjson\" is not an absolute path",
+        "socket[0].path \"in.sock\" is not an absolute path",
+        "socket[0].file_mode \"+777\" is not an octal permission",
+        "socket[1].file_mode \"06600\" is not an octal permission",
+        "file[0].include pattern \"/**\" has no directory before its first wildcard",
+        "file[0].include pattern \"/*\" has no directory before its first wildcard",
+        "file[0].include pattern \"/proc/*/environ\" is under /proc, /sys or /dev",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in {out}");
+    }
+    assert!(!out.contains("/var/log/*.log"), "{out}");
+    assert!(out.contains("has 9 problem(s)"), "{out}");
+
+    // Asked for explicitly, a remote address is taken; so are plain octal modes.
+    let (ok, out) = validate(
+        "[kinesis]\nstream = \"s\"\n[metrics]\nlisten = \"0.0.0.0:9717\"\nallow_remote = true\n\
+         [spool]\ndir = \"/var/lib/x\"\n[[socket]]\npath = \"/tmp/a.sock\"\nfile_mode = \"640\"\n",
+    );
+    assert!(ok, "{out}");
+}
+
+/// Regression (issue 14, row 3): with 1024 descriptors (systemd's default) and 1024
+/// connections per socket, idle clients took every descriptor: files, metrics and
+/// Kinesis stopped. Now `run` refuses a config that cannot fit the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_config_that_does_not_fit_the_descriptor_limit() {
+    let work = Workdir::new();
+    let config = write_binary_config(&work, "http://127.0.0.1:9", "");
+    let agent = AgentProcess::spawn(&work, "agent", &config, &[], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe. Soft and hard: nothing to raise.
+        unsafe {
+            c.pre_exec(|| {
+                let l = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let (exit, _, log) = agent.wait(Duration::from_secs(60)).await;
+    assert!(!exit.success(), "{log}");
+    assert!(
+        log.contains("the configuration needs")
+            && log.contains("file descriptors")
+            && log.contains("the limit (RLIMIT_NOFILE) is 256"),
+        "{log}"
+    );
+    assert!(!work.path("in.sock").exists(), "the agent started anyway");
+
+    // The same config, with room: it starts (raising a low soft limit itself).
+    let mut agent = AgentProcess::spawn(&work, "roomy", &config, &[], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: as above.
+        unsafe {
+            c.pre_exec(|| {
+                let l = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 4096,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    agent.metrics_addr().await;
+    agent.stop().await;
+}
+
 #[test]
 fn version_is_printed() {
     let out = shardline().arg("--version").output().unwrap();
@@ -127,8 +231,9 @@ async fn binary_logs_a_refused_line_and_stops_gracefully() {
     let log = String::from_utf8_lossy(&exit.stderr);
     assert!(exit.status.success(), "exit {:?}\n{log}", exit.status);
     assert!(log.contains("ERROR"), "{log}");
+    // Refused when it crossed the limit, so its length is what had come so far.
     assert!(
-        log.contains(&format!("line of {} bytes exceeds", 2 << 20)),
+        log.contains("line of at least") && log.contains("exceeds the 1048560-byte line limit"),
         "no clear error for the long line:\n{log}"
     );
     assert!(log.contains("Agent stopped"), "{log}");

@@ -29,6 +29,25 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// Regression (issue 14, row 3): the unit set no `LimitNOFILE` (systemd's soft
+/// default, 1024, is below the default connections of one socket), and its comment
+/// said SIGHUP was ignored while it reloads the configuration.
+#[test]
+fn systemd_unit_sets_the_descriptor_limit_and_says_sighup_reloads() {
+    let text = std::fs::read_to_string(unit()).unwrap();
+    let settings: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(settings.contains(&"LimitNOFILE=65536"), "{text}");
+    assert!(
+        settings.contains(&"ExecReload=/bin/kill -HUP $MAINPID"),
+        "{text}"
+    );
+    assert!(!text.contains("ignored"), "{text}");
+    assert!(text.contains("SIGHUP reloads the configuration"), "{text}");
+}
+
 #[test]
 fn systemd_unit_exposure_is_at_most_2_5() {
     let out = run(Command::new("systemd-analyze")

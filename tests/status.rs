@@ -233,3 +233,52 @@ async fn status_command_reports_the_running_agent_and_fails_when_it_is_down() {
     assert_eq!(down["running"], false);
     assert_eq!(down["addr"], addr.to_string());
 }
+
+fn status_at(addr: std::net::SocketAddr) -> std::process::Output {
+    shardline_command()
+        .args(["status", "--addr", &addr.to_string()])
+        .output()
+        .unwrap()
+}
+
+/// Regression (issue 14, row 14): 16 idle TCP connections to the metrics port held
+/// every connection slot, and `shardline status` said "not running" (exit 3) while
+/// the agent ran. Now they do not keep it from answering, and "not answering" (4)
+/// is told apart from "not running" (3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_past_idle_connections_and_tells_stuck_from_down() {
+    let work = Workdir::new();
+    let config = write_binary_config(&work, "http://127.0.0.1:9", "");
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let idle: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let out = status_at(addr);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shardline "));
+    drop(idle);
+
+    // Something listens and never answers: running, not answering.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let out = status_at(stuck_addr);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "shardline is running at {stuck_addr} but not answering"
+        )),
+        "{err}"
+    );
+    // Nothing listens: not running.
+    drop(stuck);
+    let out = status_at(stuck_addr);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    agent.stop().await;
+}

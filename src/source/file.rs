@@ -102,7 +102,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
@@ -485,6 +485,9 @@ struct Tailed {
     file: File,
     /// Bytes read and not yet turned into records, from file offset `start`.
     buf: BytesMut,
+    /// Bytes at the front of `buf` already searched for a newline: the search
+    /// resumes there, so a line written in small pieces is searched once.
+    searched: usize,
     start: u64,
     /// Offset of the next byte to read (`start + buf.len()`).
     read_pos: u64,
@@ -555,6 +558,7 @@ impl Tailed {
     fn reset_to(&mut self, pos: u64) -> io::Result<()> {
         self.file.seek(SeekFrom::Start(pos))?;
         self.buf.clear();
+        self.searched = 0;
         self.start = pos;
         self.read_pos = pos;
         self.pending = None;
@@ -595,6 +599,11 @@ pub struct Tail<S: Sink> {
     /// Checkpoints read at start-up and not yet matched to a file.
     stored: HashMap<(String, FileId), Position>,
     starting: bool,
+    /// Paths the patterns match that are not tailed (a symbolic link, a target
+    /// outside the patterns): each is logged once, while it is there.
+    skipped: HashSet<PathBuf>,
+    /// Bytes searched for newlines (the cost the resumed search keeps linear).
+    scanned_bytes: u64,
 }
 
 impl<S: Sink> Tail<S> {
@@ -612,6 +621,8 @@ impl<S: Sink> Tail<S> {
             ignored: HashMap::new(),
             stored: HashMap::new(),
             starting: true,
+            skipped: HashSet::new(),
+            scanned_bytes: 0,
         };
         let mut streams: Vec<String> = tail.blocks.iter().map(|b| b.stream.clone()).collect();
         streams.sort();
@@ -652,6 +663,11 @@ impl<S: Sink> Tail<S> {
     /// The sink (for tests that simulate a crash: drop the tail, keep the sink).
     pub fn into_sink(self) -> S {
         self.sink
+    }
+
+    /// Bytes searched for newlines so far (tests: the search stays linear).
+    pub fn scanned_bytes(&self) -> u64 {
+        self.scanned_bytes
     }
 
     /// Number of open files.
@@ -702,6 +718,8 @@ impl<S: Sink> Tail<S> {
             }
         }
         self.ignored.retain(|id, _| seen.contains(id));
+        // A skipped path that is gone is logged again if it comes back.
+        self.skipped.retain(|p| claimed.contains(p));
         for t in self.files.values_mut() {
             t.dirty = true;
         }
@@ -791,6 +809,21 @@ impl<S: Sink> Tail<S> {
         Ok(())
     }
 
+    /// The file to open for `path`, a match of block `block`'s patterns: the path
+    /// itself, or the target of a symbolic link the block may follow. `None`: not
+    /// tailed (logged once while the path is there).
+    fn admit(&mut self, path: &Path, block: usize) -> Option<PathBuf> {
+        let why = match admit_path(path, &self.blocks[block]) {
+            Ok(target) => return Some(target),
+            Err(why) => why,
+        };
+        if self.skipped.insert(path.to_owned()) {
+            tracing::warn!(path = %path.display(), reason = %why, "Not tailing a path the patterns match; logged once");
+            self.metrics.file_event("skipped");
+        }
+        None
+    }
+
     fn remove_checkpoint(&mut self, stream: &str, id: FileId) -> Result<(), FileError> {
         self.sink
             .remove_checkpoint(stream, &id.checkpoint_name())
@@ -848,7 +881,10 @@ impl<S: Sink> Tail<S> {
 
     /// Opens `path` for `block` unless it is open already. Returns its identity.
     fn discover(&mut self, path: &Path, block: usize) -> Result<Option<FileId>, FileError> {
-        let meta = match std::fs::metadata(path) {
+        let Some(target) = self.admit(path, block) else {
+            return Ok(None);
+        };
+        let meta = match std::fs::metadata(&target) {
             Ok(m) if m.is_file() => m,
             _ => return Ok(None),
         };
@@ -903,10 +939,18 @@ impl<S: Sink> Tail<S> {
                 return Ok(Some(id));
             }
         }
-        let file = match File::open(path) {
+        // Not through a link that appeared since `admit`, and never blocking on a
+        // FIFO that replaced the file.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&target)
+        {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "Cannot open a file to tail; trying again at the next rescan");
+                if self.skipped.insert(path.to_owned()) {
+                    tracing::warn!(path = %path.display(), error = %e, "Cannot open a file to tail; trying again at each rescan, logged once");
+                }
                 return Ok(None);
             }
         };
@@ -916,6 +960,10 @@ impl<S: Sink> Tail<S> {
             path: path.to_owned(),
             source,
         })?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        self.skipped.remove(path);
         let id = FileId::of(&meta);
         if self.by_id.contains_key(&id) {
             return Ok(Some(id));
@@ -932,6 +980,7 @@ impl<S: Sink> Tail<S> {
             path_key: String::new(),
             file,
             buf: BytesMut::new(),
+            searched: 0,
             start: 0,
             read_pos: 0,
             prefix: Vec::new(),
@@ -1183,6 +1232,7 @@ impl<S: Sink> Tail<S> {
                 .map_err(read_err)?,
             file,
             buf: BytesMut::new(),
+            searched: 0,
             start: 0,
             read_pos: 0,
             committed: p.offset,
@@ -1355,7 +1405,11 @@ impl<S: Sink> Tail<S> {
     fn lines(&mut self, t: &mut Tailed, last: bool) -> Result<(), FileError> {
         let max = t.block.max_record_bytes;
         loop {
-            let newline = memchr(&t.buf);
+            let from = t.searched.min(t.buf.len());
+            let newline = memchr(&t.buf[from..]).map(|i| from + i);
+            self.scanned_bytes += (newline.map_or(t.buf.len(), |i| i + 1) - from) as u64;
+            // Every branch below consumes the buffer's front, except the last.
+            t.searched = 0;
             if t.truncating.is_some() {
                 let drop = newline.map_or(t.buf.len(), |i| i + 1);
                 let _ = t.buf.split_to(drop);
@@ -1365,8 +1419,8 @@ impl<S: Sink> Tail<S> {
                 if newline.is_none() && !last {
                     return Ok(());
                 }
+                // Counted and logged when it crossed the limit.
                 let tr = t.truncating.take().expect("checked above");
-                self.oversized_line(t, tr.len, tr.line_start, Oversized::Truncate);
                 self.line(t, tr.head, tr.line_start)?;
                 if newline.is_none() {
                     return Ok(());
@@ -1389,6 +1443,12 @@ impl<S: Sink> Tail<S> {
                     match t.block.oversized {
                         Oversized::Split => {
                             self.emit_pending(t)?;
+                            if t.long_line.is_none() {
+                                // Counted and logged now, not when (or whether)
+                                // its newline comes.
+                                let (so_far, at) = (t.buf.len() as u64, t.start);
+                                self.oversized_line(t, so_far, at, Oversized::Split, false);
+                            }
                             let cut = char_boundary(&t.buf, max);
                             let (line_start, len) = t.long_line.unwrap_or((t.start, 0));
                             t.long_line = Some((line_start, len + cut as u64));
@@ -1397,6 +1457,8 @@ impl<S: Sink> Tail<S> {
                             self.record(t, chunk)?;
                         }
                         Oversized::Truncate => {
+                            let (so_far, at) = (t.buf.len() as u64, t.start);
+                            self.oversized_line(t, so_far, at, Oversized::Truncate, false);
                             let cut = char_boundary(&t.buf, max);
                             let head = t.buf.split_to(cut).freeze();
                             t.truncating = Some(Truncating {
@@ -1419,7 +1481,10 @@ impl<S: Sink> Tail<S> {
                     self.whole_line(t, line.freeze(), line_start)?;
                     return Ok(());
                 }
-                None => return Ok(()),
+                None => {
+                    t.searched = t.buf.len();
+                    return Ok(());
+                }
             }
         }
     }
@@ -1432,8 +1497,8 @@ impl<S: Sink> Tail<S> {
         line_start: u64,
     ) -> Result<(), FileError> {
         let max = t.block.max_record_bytes;
-        if let Some((start, len)) = t.long_line.take() {
-            self.oversized_line(t, len + line.len() as u64, start, Oversized::Split);
+        if t.long_line.take().is_some() {
+            // The end of a line split as it came in (counted then).
             let mut rest = line;
             while !rest.is_empty() {
                 let cut = char_boundary(&rest, max);
@@ -1447,7 +1512,7 @@ impl<S: Sink> Tail<S> {
         }
         match t.block.oversized {
             Oversized::Split => {
-                self.oversized_line(t, line.len() as u64, line_start, Oversized::Split);
+                self.oversized_line(t, line.len() as u64, line_start, Oversized::Split, true);
                 self.emit_pending(t)?;
                 let mut rest = line;
                 while !rest.is_empty() {
@@ -1458,14 +1523,23 @@ impl<S: Sink> Tail<S> {
                 Ok(())
             }
             Oversized::Truncate => {
-                self.oversized_line(t, line.len() as u64, line_start, Oversized::Truncate);
+                self.oversized_line(t, line.len() as u64, line_start, Oversized::Truncate, true);
                 let cut = char_boundary(&line, max);
                 self.line(t, line.slice(..cut), line_start)
             }
         }
     }
 
-    fn oversized_line(&mut self, t: &mut Tailed, len: u64, at: u64, action: Oversized) {
+    /// Counts (and, first in a file, logs) a line over the record limit: a whole
+    /// one of `len` bytes, or one of `len` bytes so far that has no end yet.
+    fn oversized_line(
+        &mut self,
+        t: &mut Tailed,
+        len: u64,
+        at: u64,
+        action: Oversized,
+        complete: bool,
+    ) {
         let max = t.block.max_record_bytes;
         match action {
             Oversized::Split => t.counts.split += 1,
@@ -1475,9 +1549,15 @@ impl<S: Sink> Tail<S> {
             return;
         }
         t.logged_oversized = true;
-        let error = format!(
-            "line of {len} bytes at offset {at} exceeds the {max}-byte record limit (max_record_bytes)"
-        );
+        let error = if complete {
+            format!(
+                "line of {len} bytes at offset {at} exceeds the {max}-byte record limit (max_record_bytes)"
+            )
+        } else {
+            format!(
+                "line at offset {at} exceeds the {max}-byte record limit (max_record_bytes): {len} bytes so far and no end yet"
+            )
+        };
         match action {
             Oversized::Split => tracing::warn!(
                 path = %t.path.display(),
@@ -1541,6 +1621,7 @@ impl<S: Sink> Tail<S> {
                                         fixed.len() as u64,
                                         line_start,
                                         Oversized::Truncate,
+                                        true,
                                     );
                                     fixed.slice(..cut)
                                 }
@@ -1550,6 +1631,7 @@ impl<S: Sink> Tail<S> {
                                         fixed.len() as u64,
                                         line_start,
                                         Oversized::Split,
+                                        true,
                                     );
                                     self.emit_pending(t)?;
                                     let mut rest = fixed;
@@ -1601,7 +1683,7 @@ impl<S: Sink> Tail<S> {
                 // The record is full: this line starts the next one.
                 let len = (p.data.len() + 1 + line.len()) as u64;
                 let start = p.start;
-                self.oversized_line(t, len, start, Oversized::Split);
+                self.oversized_line(t, len, start, Oversized::Split, true);
                 self.emit_pending(t)?;
                 t.pending = Some(Pending {
                     data: BytesMut::from(&line[..]),
@@ -1620,7 +1702,7 @@ impl<S: Sink> Tail<S> {
                 if !p.truncated {
                     p.truncated = true;
                     let (len, start) = ((p.data.len() + 1 + line.len()) as u64, p.start);
-                    self.oversized_line(t, len, start, Oversized::Truncate);
+                    self.oversized_line(t, len, start, Oversized::Truncate, true);
                 }
             }
         }
@@ -1639,9 +1721,7 @@ impl<S: Sink> Tail<S> {
     /// record in progress are records.
     fn finish_lines(&mut self, t: &mut Tailed) -> Result<(), FileError> {
         self.lines(t, true)?;
-        if let Some((start, len)) = t.long_line.take() {
-            self.oversized_line(t, len, start, Oversized::Split);
-        }
+        t.long_line = None;
         self.emit_pending(t)
     }
 
@@ -1679,18 +1759,10 @@ impl<S: Sink> Tail<S> {
     /// Spools the batch with the file's checkpoint (or the checkpoint alone, if the
     /// position moved without records).
     fn flush(&mut self, t: &mut Tailed) -> Result<(), FileError> {
-        let pos = t.consumed();
-        if t.batch.is_empty() && pos == t.committed {
-            return Ok(());
-        }
-        let records = std::mem::take(&mut t.batch);
-        t.batch_bytes = 0;
-        let n = records.len() as u64;
+        // Counts go out even when nothing else moved (a line being truncated is
+        // counted when it crosses the limit, before anything is spooled).
         let c = std::mem::take(&mut t.counts);
         let m = &self.metrics;
-        if n > 0 {
-            m.received(KIND, n);
-        }
         if c.split > 0 {
             m.oversized(KIND, "split", c.split);
         }
@@ -1710,6 +1782,16 @@ impl<S: Sink> Tail<S> {
         }
         if c.key_fallbacks > 0 {
             m.partition_key_fallback(KIND, c.key_fallbacks);
+        }
+        let pos = t.consumed();
+        if t.batch.is_empty() && pos == t.committed {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut t.batch);
+        t.batch_bytes = 0;
+        let n = records.len() as u64;
+        if n > 0 {
+            m.received(KIND, n);
         }
         let cp = t.checkpoint(pos);
         self.sink
@@ -1792,6 +1874,57 @@ pub fn glob_base(pattern: &str) -> (PathBuf, Option<usize>) {
         Some(rest.len())
     };
     (PathBuf::from(base), depth)
+}
+
+/// Why a path the patterns match is not tailed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skip {
+    #[error("it is a symbolic link and follow_symlinks is off")]
+    Symlink,
+    #[error("it is a symbolic link to {target:?}, which the block's patterns do not match")]
+    TargetNotIncluded { target: PathBuf },
+    #[error("it is or leads to {target:?}, under /proc, /sys or /dev, which are never tailed")]
+    PseudoFs { target: PathBuf },
+    #[error("it is a symbolic link that cannot be resolved: {error}")]
+    Unresolved { error: String },
+}
+
+/// The file to open for `path` under `block`'s symlink policy: `path` itself, or
+/// the canonical target of a link the block follows.
+pub fn admit_path(path: &Path, block: &FileConfig) -> Result<PathBuf, Skip> {
+    if is_pseudo_fs(path) {
+        return Err(Skip::PseudoFs {
+            target: path.to_owned(),
+        });
+    }
+    let is_link = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    if !is_link {
+        return Ok(path.to_owned());
+    }
+    if !block.follow_symlinks {
+        return Err(Skip::Symlink);
+    }
+    let target = std::fs::canonicalize(path).map_err(|e| Skip::Unresolved {
+        error: e.to_string(),
+    })?;
+    if is_pseudo_fs(&target) {
+        return Err(Skip::PseudoFs { target });
+    }
+    if !block.matches(&target) {
+        return Err(Skip::TargetNotIncluded { target });
+    }
+    Ok(target)
+}
+
+/// Whether `path` is in one of the kernel's pseudo-filesystems (`/proc`, `/sys`,
+/// `/dev`), which are never tailed: reading them can expose the agent's own
+/// secrets (`/proc/self/environ`) or block forever.
+pub fn is_pseudo_fs(path: &Path) -> bool {
+    ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|root| path.starts_with(root))
 }
 
 /// Calls `f` with every file under `dir`, down to `depth` components (`None`: all).
@@ -2201,6 +2334,9 @@ mod tests {
         let huge = vec![b'y'; 3 * READ_BYTES + 17];
         append(&path, &huge);
         tail.poll().unwrap();
+        // Regression (issue 14, row 12): counted when it crossed the limit, not
+        // when its newline came.
+        assert_eq!(metrics.oversized_count(KIND, "split"), 2);
         append(&path, b"yy\nafter\n");
         tail.poll().unwrap();
         let got = sink.raw();
@@ -2226,6 +2362,7 @@ mod tests {
         .unwrap();
         tail.poll().unwrap();
         assert!(sink.raw().is_empty(), "truncated line sent before its end");
+        assert_eq!(metrics.oversized_count(KIND, "truncated"), 1);
         append(&path, b"zzz\nnext\n");
         tail.poll().unwrap();
         let got = sink.raw();
@@ -2233,6 +2370,115 @@ mod tests {
         assert_eq!(got[0].len(), 1000);
         assert_eq!(got[1], "next");
         assert_eq!(metrics.oversized_count(KIND, "truncated"), 1);
+    }
+
+    /// Regression (issue 14, row 6): the read buffer was searched for a newline from
+    /// its start after every read, so a line written in small pieces cost work
+    /// quadratic in its length.
+    #[test]
+    fn a_line_written_in_small_pieces_is_searched_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        append(&path, b"");
+        let sink = MemSink::default();
+        let mut tail = start(dir.path(), "", &sink);
+        tail.poll().unwrap();
+        let line = vec![b'q'; 512 << 10];
+        for piece in line.chunks(64) {
+            append(&path, piece);
+            tail.changed(&path).unwrap();
+            while tail.service().unwrap() {}
+        }
+        append(&path, b"\nafter\n");
+        tail.poll().unwrap();
+        let lens: Vec<usize> = sink.raw().iter().map(|l| l.len()).collect();
+        assert_eq!(lens, [line.len(), 5]);
+        let input = (line.len() + 7) as u64;
+        assert!(
+            tail.scanned_bytes() <= input,
+            "searched {} bytes for {input}",
+            tail.scanned_bytes()
+        );
+    }
+
+    /// Regression (issue 14, rows 10 and 11): a symbolic link in a watched
+    /// directory was followed to a 0600 file outside the patterns and to
+    /// `/proc/self/environ` (the agent's own secrets), with two WARNs per rescan.
+    #[test]
+    fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("secret.txt");
+        append(&secret, b"top secret\n");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        let shared_log = shared.path().join("shared.log");
+        append(&shared_log, b"shared line\n");
+        append(&dir.path().join("plain.log"), b"plain line\n");
+        symlink(&secret, dir.path().join("secret.log")).unwrap();
+        symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
+        symlink(&shared_log, dir.path().join("shared.log")).unwrap();
+        let config = |follow: bool| {
+            let text = format!(
+                "[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n[[file]]\n\
+                 include = [\"{}/*.log\", \"{}/*.log\"]\nfollow_symlinks = {follow}\n",
+                dir.path().display(),
+                shared.path().display()
+            );
+            crate::config::parse(&text, Path::new("t.toml"))
+                .unwrap()
+                .files
+                .remove(0)
+        };
+
+        // Not following: only real files, each link skipped and logged once.
+        let sink = MemSink::default();
+        let metrics = Metrics::new();
+        let mut tail = Tail::start(vec![config(false)], sink.clone(), metrics.clone()).unwrap();
+        for _ in 0..3 {
+            tail.poll().unwrap();
+        }
+        let mut got = sink.lines();
+        got.sort();
+        assert_eq!(got, ["plain line", "shared line"]);
+        assert_eq!(metrics.file_event_count("skipped"), 3);
+        // A link that goes and comes back is logged again.
+        std::fs::remove_file(dir.path().join("environ.log")).unwrap();
+        tail.poll().unwrap();
+        symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
+        tail.poll().unwrap();
+        tail.poll().unwrap();
+        assert_eq!(metrics.file_event_count("skipped"), 4);
+        drop(tail);
+
+        // Following: only to a regular file the patterns match (the shared log, the
+        // same file as its own path: tailed once), never outside them, never /proc.
+        let sink = MemSink::default();
+        let metrics = Metrics::new();
+        let mut tail = Tail::start(vec![config(true)], sink.clone(), metrics.clone()).unwrap();
+        tail.poll().unwrap();
+        tail.poll().unwrap();
+        let mut got = sink.lines();
+        got.sort();
+        assert_eq!(got, ["plain line", "shared line"]);
+        assert_eq!(tail.open_files(), 2);
+        assert_eq!(metrics.file_event_count("skipped"), 2);
+        let cfg = config(true);
+        assert_eq!(
+            admit_path(&dir.path().join("environ.log"), &cfg),
+            Err(Skip::PseudoFs {
+                target: std::fs::canonicalize("/proc/self/environ").unwrap()
+            })
+        );
+        assert!(matches!(
+            admit_path(&dir.path().join("secret.log"), &cfg),
+            Err(Skip::TargetNotIncluded { .. })
+        ));
+        assert_eq!(
+            admit_path(&dir.path().join("shared.log"), &cfg),
+            Ok(std::fs::canonicalize(&shared_log).unwrap())
+        );
     }
 
     #[test]

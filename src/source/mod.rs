@@ -4,5 +4,7 @@
 //! [`UserRecord`]: crate::record::UserRecord
 //! [`Producer`]: crate::producer::Producer
 
+pub mod budget;
 pub mod file;
+pub mod log_limit;
 pub mod socket;

@@ -106,8 +106,51 @@ impl FrameError {
     }
 }
 
+/// The whole size (header included) of the frame at the front of `buf`, once its
+/// header is there: what a reader must make room for, whether or not all of it came.
+pub fn pending_len(buf: &[u8]) -> Option<usize> {
+    let header: [u8; HEADER_BYTES] = buf.get(..HEADER_BYTES)?.try_into().ok()?;
+    Some(HEADER_BYTES + u32::from_be_bytes(header) as usize)
+}
+
+/// How many records the request in `frame` (a whole frame, header included) holds,
+/// read from the protobuf wire without decoding anything: what decoding it will
+/// cost is known before it is paid. A malformed message counts what was readable
+/// (decoding then refuses it).
+pub fn count_records(frame: &[u8]) -> usize {
+    let Some(mut body) = frame.get(HEADER_BYTES + 1..) else {
+        return 0;
+    };
+    let mut records = 0;
+    while let Ok(key) = prost::encoding::decode_varint(&mut body) {
+        let skip = match key & 7 {
+            0 => match prost::encoding::decode_varint(&mut body) {
+                Ok(_) => 0,
+                Err(_) => break,
+            },
+            1 => 8,
+            2 => {
+                if key >> 3 == 2 {
+                    records += 1;
+                }
+                match prost::encoding::decode_varint(&mut body) {
+                    Ok(len) => len as usize,
+                    Err(_) => break,
+                }
+            }
+            5 => 4,
+            _ => break,
+        };
+        if skip > body.len() {
+            break;
+        }
+        body = &body[skip..];
+    }
+    records
+}
+
 /// Takes the next complete frame off `buf` and decodes it with `M`. `Ok(None)`: more
-/// bytes are needed (room for them is reserved, never beyond the frame limit).
+/// bytes are needed (the caller makes room for them: see [`pending_len`]).
 pub fn decode<M: Message + Default>(buf: &mut BytesMut) -> Result<Option<M>, FrameError> {
     if buf.len() < HEADER_BYTES {
         return Ok(None);
@@ -117,7 +160,6 @@ pub fn decode<M: Message + Default>(buf: &mut BytesMut) -> Result<Option<M>, Fra
         return Err(FrameError::TooLarge { len });
     }
     if buf.len() < HEADER_BYTES + len {
-        buf.reserve(HEADER_BYTES + len - buf.len());
         return Ok(None);
     }
     buf.advance(HEADER_BYTES);
@@ -165,6 +207,26 @@ mod tests {
             ],
             ack: true,
         }
+    }
+
+    #[test]
+    fn records_are_counted_without_decoding() {
+        let mut wire = BytesMut::new();
+        encode(&request(), &mut wire);
+        assert_eq!(pending_len(&wire), Some(wire.len()));
+        assert_eq!(pending_len(&wire[..3]), None);
+        assert_eq!(count_records(&wire), 2);
+        let many = Request {
+            id: u64::MAX,
+            records: vec![request().records[1].clone(); 1000],
+            ack: false,
+        };
+        let mut wire = BytesMut::new();
+        encode(&many, &mut wire);
+        assert_eq!(count_records(&wire), 1000);
+        // Garbage counts what was readable, without panicking.
+        assert_eq!(count_records(&[0, 0, 0, 3, 1, 0xFF, 0xFF]), 0);
+        assert_eq!(count_records(&[0, 0, 0, 3, 1, 0x12, 0x7F]), 1);
     }
 
     #[test]

@@ -7,34 +7,49 @@
 //!   once its records are durable in the spool;
 //! - datagram socket: one datagram = one record (syslog-style producers).
 //!
-//! Each connection reads into one bounded buffer and turns what a read produced into
-//! one batch (one spool entry) of up to [`BATCH_BYTES`]; a record's data is a slice
-//! of the read buffer, so nothing is copied between the socket and the spool
-//! encoder. Bad input (an over-long line, an invalid key, a broken frame) gets a
-//! clear error — to the client where the protocol can carry it, to the log and to a
-//! counter — and everyone else keeps flowing. Connections are bounded per socket and
-//! so is every buffer; when the spool is full, reads pause (or frames are refused,
-//! per `on_full`).
+//! Each connection reads into one buffer and turns what a read produced into
+//! batches (spool entries) of up to [`BATCH_BYTES`]; a record's data is a slice of
+//! the read buffer, so nothing is copied between the socket and the spool encoder.
+//! What a connection holds — its buffer, a frame in progress, decoded records — is
+//! charged to the ingest memory [`Budget`] before it is allocated, so the sum over
+//! all connections is bounded, not only each one. Bad input (an over-long line, an
+//! invalid key, a broken frame) gets a clear error — to the client where the
+//! protocol can carry it, to the log and to a counter (the log at most once per
+//! [`LOG_INTERVAL`] and kind per socket: a client cannot flood it) — and everyone
+//! else keeps flowing. Connections are bounded per socket and per uid, idle ones
+//! are closed; when the spool is full, reads pause (or frames are refused, per
+//! `on_full`).
+//!
+//! [`LOG_INTERVAL`]: crate::source::log_limit::LOG_INTERVAL
 
+mod bind;
 pub mod client;
 pub mod frame;
+mod lines;
+pub mod peer;
+mod reader;
 
+use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixDatagram, UnixListener, UnixStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Framing, OnFull, SocketConfig, SocketMode};
+use crate::config::{Framing, OnFull, SocketConfig};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{parse_explicit_hash_key, random_partition_key, RecordError, UserRecord};
+use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
+use crate::source::log_limit::LogLimit;
+pub use bind::{bind, Bound};
 use frame::{Request, Response, Status};
+use lines::LineSplitter;
+use reader::{Reader, Want, DRAIN_GRACE};
 
 /// Source kind, as it appears in metrics.
 pub const KIND: &str = "socket";
@@ -44,6 +59,10 @@ pub const KIND: &str = "socket";
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// Size of one read.
 const READ_BYTES: usize = 64 * 1024;
+/// Most overhead of the records of one lines batch (a batch is cut there too):
+/// lines of 96 bytes or more fill [`BATCH_BYTES`] first, so batches stay as large
+/// as the spool likes; a flood of tiny lines cannot make a batch cost more.
+const LINES_RECORDS_BYTES: usize = 2 * BATCH_BYTES;
 /// Responses a frames connection may owe before it stops reading: enough for deep
 /// pipelining, bounded so a client that never reads cannot grow memory.
 const RESPONSE_QUEUE: usize = 1024;
@@ -63,77 +82,97 @@ pub enum SocketError {
     InUse { path: PathBuf },
 }
 
-/// A bound socket, ready to serve.
-pub enum Bound {
-    Stream(UnixListener),
-    Datagram(UnixDatagram),
+/// What every connection of one socket shares.
+struct Shared {
+    config: SocketConfig,
+    producer: Producer,
+    /// The ingest memory budget every source shares.
+    budget: Budget,
+    warnings: Warnings,
+    /// Open connections per peer uid (`max_connections_per_uid`).
+    per_uid: Mutex<HashMap<u32, usize>>,
 }
 
-/// Binds the socket of `config`, replacing a stale socket file left by a crashed
-/// run (but never a file that is not a socket, nor a socket someone still listens
-/// on), and sets its mode and owner.
-pub fn bind(config: &SocketConfig) -> Result<Bound, SocketError> {
-    let path = &config.path;
-    let bind_err = |source| SocketError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            let live = match config.mode {
-                SocketMode::Stream => std::os::unix::net::UnixStream::connect(path).is_ok(),
-                SocketMode::Datagram => std::os::unix::net::UnixDatagram::unbound()
-                    .and_then(|d| d.connect(path))
-                    .is_ok(),
-            };
-            if live {
-                return Err(SocketError::InUse {
-                    path: path.to_owned(),
-                });
+/// The socket's warnings about bad input, each let through once per interval
+/// whichever connection caused it.
+#[derive(Default)]
+struct Warnings {
+    peer_refused: LogLimit,
+    uid_limit: LogLimit,
+    bad_frame: LogLimit,
+    refused_records: LogLimit,
+    truncated_frame: LogLimit,
+    too_large: LogLimit,
+    no_budget: LogLimit,
+    spool_refused: LogLimit,
+}
+
+impl Shared {
+    fn path(&self) -> std::path::Display<'_> {
+        self.config.path.display()
+    }
+
+    /// Input found no room in the memory budget (the connection ends, or a frame
+    /// that can never fit is skipped): counted, and logged at most once per
+    /// interval.
+    fn no_budget(&self, error: &BudgetError) {
+        self.producer.metrics().socket_error(KIND, "no_budget");
+        if let Some(suppressed) = self.warnings.no_budget.check() {
+            tracing::warn!(path = %self.path(), error = %error, suppressed, "Refused input: no room in the ingest memory budget");
+        }
+    }
+
+    /// Takes one of `uid`'s connection slots, if it has one left.
+    fn uid_slot(self: &Arc<Self>, uid: u32) -> Option<UidSlot> {
+        let mut per_uid = self.per_uid.lock().expect("per-uid lock is never poisoned");
+        let n = per_uid.entry(uid).or_insert(0);
+        if *n >= self.config.max_connections_per_uid {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot {
+            shared: self.clone(),
+            uid,
+        })
+    }
+}
+
+/// A connection let in: it holds its uid's slot while it lasts (none when the
+/// kernel could not say who the peer is).
+struct Admitted {
+    _slot: Option<UidSlot>,
+}
+
+/// A connection's place in its uid's count, given back when it closes.
+struct UidSlot {
+    shared: Arc<Shared>,
+    uid: u32,
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut per_uid = self
+            .shared
+            .per_uid
+            .lock()
+            .expect("per-uid lock is never poisoned");
+        if let Some(n) = per_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                per_uid.remove(&self.uid);
             }
-            std::fs::remove_file(path).map_err(bind_err)?;
-        }
-        Ok(_) => {
-            return Err(SocketError::NotASocket {
-                path: path.to_owned(),
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(bind_err)?;
         }
     }
-    let bound = match config.mode {
-        SocketMode::Stream => Bound::Stream(UnixListener::bind(path).map_err(bind_err)?),
-        SocketMode::Datagram => Bound::Datagram(UnixDatagram::bind(path).map_err(bind_err)?),
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.file_mode))
-        .map_err(bind_err)?;
-    if config.owner.is_some() || config.group.is_some() {
-        std::os::unix::fs::chown(path, config.owner, config.group).map_err(bind_err)?;
-    }
-    Ok(bound)
 }
-
-/// Whether a peer may connect, by its credentials.
-pub fn peer_allowed(config: &SocketConfig, uid: u32, gid: u32) -> bool {
-    (config.allow_uids.is_empty() && config.allow_gids.is_empty())
-        || config.allow_uids.contains(&uid)
-        || config.allow_gids.contains(&gid)
-}
-
 /// Serves one bound socket until `shutdown`.
 pub async fn serve(
     bound: Bound,
     config: SocketConfig,
     producer: Producer,
+    budget: Budget,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let config = Arc::new(config);
     tracing::info!(
         path = %config.path.display(),
         stream = %config.stream,
@@ -141,23 +180,28 @@ pub async fn serve(
         framing = ?config.framing,
         "Listening on socket"
     );
+    let path = config.path.clone();
+    let shared = Arc::new(Shared {
+        config,
+        producer,
+        budget,
+        warnings: Warnings::default(),
+        per_uid: Mutex::new(HashMap::new()),
+    });
     match bound {
-        Bound::Stream(listener) => {
-            accept_loop(listener, config.clone(), producer, shutdown, tracker).await
-        }
-        Bound::Datagram(socket) => datagrams(socket, &config, &producer, &shutdown).await,
+        Bound::Stream(listener) => accept_loop(listener, shared, shutdown, tracker).await,
+        Bound::Datagram(socket) => datagrams(socket, &shared, &shutdown).await,
     }
-    let _ = std::fs::remove_file(&config.path);
+    let _ = std::fs::remove_file(&path);
 }
 
 async fn accept_loop(
     listener: UnixListener,
-    config: Arc<SocketConfig>,
-    producer: Producer,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     // Once stopping, connections already waiting in the accept queue are still
     // taken: their clients wrote before the stop, and what they wrote is spooled.
     let mut stopping = false;
@@ -189,55 +233,127 @@ async fn accept_loop(
                 if stopping {
                     break;
                 }
-                tracing::warn!(path = %config.path.display(), error = %e, "Accepting a socket connection failed");
+                tracing::warn!(path = %shared.path(), error = %e, "Accepting a socket connection failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
-        if let Ok(cred) = stream.peer_cred() {
-            if !peer_allowed(&config, cred.uid(), cred.gid()) {
-                producer.metrics().socket_error(KIND, "peer_refused");
-                tracing::warn!(
-                    path = %config.path.display(),
-                    uid = cred.uid(),
-                    gid = cred.gid(),
-                    pid = ?cred.pid(),
-                    "Refused a connection from a peer not in allow_uids/allow_gids"
-                );
-                continue;
-            }
-        }
-        let (config, producer, shutdown) = (config.clone(), producer.clone(), shutdown.clone());
+        let Some(admitted) = admit(&stream, &shared) else {
+            continue;
+        };
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let result = match config.framing {
-                Framing::Lines => lines_connection(stream, &config, &producer, &shutdown).await,
-                Framing::Frames => frames_connection(stream, &config, &producer, &shutdown).await,
+            let _admitted = admitted;
+            let result = match shared.config.framing {
+                Framing::Lines => lines_connection(stream, &shared, &shutdown).await,
+                Framing::Frames => frames_connection(stream, &shared, &shutdown).await,
             };
             if let Err(e) = result {
-                tracing::debug!(path = %config.path.display(), error = %e, "Socket connection ended with an error");
+                tracing::debug!(path = %shared.path(), error = %e, "Socket connection ended with an error");
             }
         });
     }
 }
 
-/// Reads one lines client until it closes, or until shutdown (the batch in hand is
-/// spooled first).
+/// Whether a new connection's peer may stay: it is allowed, and its uid has a
+/// connection slot left (which it holds while connected). A refusal is logged and
+/// counted.
+fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Admitted> {
+    let config = &shared.config;
+    let metrics = shared.producer.metrics();
+    let peer = match peer::Peer::of(stream) {
+        Ok(p) => p,
+        // Without credentials only an open socket admits it, and no uid counts it.
+        Err(_) => {
+            let open = config.allow_uids.is_empty() && config.allow_gids.is_empty();
+            return open.then_some(Admitted { _slot: None });
+        }
+    };
+    let refusal = match peer::allowed(config, &peer, || peer::groups(stream, &peer)) {
+        Ok(true) => None,
+        Ok(false) => Some(("peer_refused", None)),
+        Err(e) => Some(("peer_refused", Some(e))),
+    };
+    if let Some((kind, error)) = refusal {
+        metrics.socket_error(KIND, kind);
+        if let Some(suppressed) = shared.warnings.peer_refused.check() {
+            match error {
+                None => tracing::warn!(
+                    path = %shared.path(),
+                    uid = peer.uid,
+                    gid = peer.gid,
+                    pid = ?peer.pid,
+                    suppressed,
+                    "Refused a connection from a peer not in allow_uids/allow_gids"
+                ),
+                Some(e) => tracing::warn!(
+                    path = %shared.path(),
+                    uid = peer.uid,
+                    gid = peer.gid,
+                    pid = ?peer.pid,
+                    error = %e,
+                    suppressed,
+                    "Refused a connection: its peer's groups cannot be read"
+                ),
+            }
+        }
+        return None;
+    }
+    match shared.uid_slot(peer.uid) {
+        Some(slot) => Some(Admitted { _slot: Some(slot) }),
+        None => {
+            metrics.socket_error(KIND, "uid_limit");
+            if let Some(suppressed) = shared.warnings.uid_limit.check() {
+                tracing::warn!(
+                    path = %shared.path(),
+                    uid = peer.uid,
+                    pid = ?peer.pid,
+                    error = %format!(
+                        "uid {} already has {} connections (max_connections_per_uid)",
+                        peer.uid, config.max_connections_per_uid
+                    ),
+                    suppressed,
+                    "Refused a connection"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Reads one lines client until it closes, goes idle, or until shutdown (the batch
+/// in hand is spooled first).
 async fn lines_connection(
-    mut stream: UnixStream,
-    config: &SocketConfig,
-    producer: &Producer,
+    stream: UnixStream,
+    shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ProduceError> {
-    let mut buf = BytesMut::with_capacity(READ_BYTES);
-    let mut drained = None;
+    let config = &shared.config;
+    let mut buf = BytesMut::new();
+    let mut reader = Reader::new(shared);
+    let mut charge = shared.budget.charge();
     let mut lines = LineSplitter::new(config.max_line_bytes);
-    let metrics = producer.metrics().clone();
+    let metrics = shared.producer.metrics().clone();
     loop {
-        if buf.capacity() - buf.len() < READ_BYTES / 4 {
-            buf.reserve(READ_BYTES);
-        }
-        let n = read_or_drain(&mut stream, &mut buf, shutdown, &mut drained).await;
+        // The bytes held and read, the spool's copy of their data, and the
+        // records of one batch (cut before their overhead passes
+        // LINES_RECORDS_BYTES).
+        let want = Want {
+            charge: 2 * (buf.len() + READ_BYTES) + LINES_RECORDS_BYTES,
+            buffer: buf.len() + READ_BYTES,
+        };
+        let n = match reader
+            .read(&stream, &mut buf, &mut charge, want, shutdown)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                // The end, as if the client had closed: what it sent is kept.
+                shared.no_budget(&e);
+                0
+            }
+        };
         let eof = n == 0;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
@@ -248,80 +364,52 @@ async fn lines_connection(
                 explicit_hash_key: None,
                 data: line,
             });
-            if batch_bytes >= BATCH_BYTES {
-                send(producer, config, std::mem::take(&mut batch)).await?;
+            if batch_bytes >= BATCH_BYTES || batch.len() * RECORD_OVERHEAD >= LINES_RECORDS_BYTES {
+                send(shared, std::mem::take(&mut batch)).await?;
                 batch_bytes = 0;
             }
         }
         if lines.rejected > 0 {
             metrics.rejected(KIND, "too_large", lines.rejected);
-            if !lines.logged {
-                lines.logged = true;
+            if let Some(suppressed) = shared.warnings.too_large.check() {
                 tracing::error!(
-                    path = %config.path.display(),
+                    path = %shared.path(),
                     error = %format!(
-                        "line of {} bytes exceeds the {}-byte line limit (max_line_bytes)",
+                        "line of at least {} bytes exceeds the {}-byte line limit (max_line_bytes)",
                         lines.last_rejected_len, config.max_line_bytes
                     ),
-                    "Refused a record; further refusals on this connection are only counted"
+                    suppressed,
+                    "Refused a record"
                 );
             }
             lines.rejected = 0;
         }
-        send(producer, config, batch).await?;
+        send(shared, batch).await?;
         if eof {
             return Ok(());
         }
+        release(&mut buf, &mut charge, 0);
     }
 }
 
-/// Bytes a connection may still take in once its source stops: what clients had
-/// already written is spooled, but a client that keeps writing cannot hold the stop.
-const DRAIN_BYTES: usize = 1024 * 1024;
-
-/// Reads from a client; 0 means the end. Once the source stops, only what is
-/// already waiting in the socket is read (up to [`DRAIN_BYTES`]), then the end.
-async fn read_or_drain<R: tokio::io::AsyncRead + Unpin>(
-    stream: &mut R,
-    buf: &mut BytesMut,
-    shutdown: &CancellationToken,
-    drained: &mut Option<usize>,
-) -> usize {
-    if drained.is_none() {
-        tokio::select! {
-            _ = shutdown.cancelled() => *drained = Some(0),
-            r = stream.read_buf(buf) => return r.unwrap_or(0),
-        }
+/// After a read is handled, the connection keeps only the budget for what it left
+/// unfinished (at least `keep` bytes), and no large buffer it does not use.
+fn release(buf: &mut BytesMut, charge: &mut Charge, keep: usize) {
+    if buf.is_empty() && buf.capacity() > 2 * READ_BYTES {
+        *buf = BytesMut::new();
     }
-    let so_far = drained.get_or_insert(0);
-    if *so_far >= DRAIN_BYTES {
-        return 0;
-    }
-    // Nothing more within the grace period, or an error: the end.
-    let n = match tokio::time::timeout(DRAIN_GRACE, stream.read_buf(buf)).await {
-        Ok(Ok(n)) => n,
-        _ => 0,
-    };
-    *so_far += n;
-    n
+    charge.shrink_to(keep.max(buf.len()));
 }
 
-/// How long a stopping source waits for input its clients already sent (the
-/// socket's readiness may not have been seen yet).
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
-
-async fn send(
-    producer: &Producer,
-    config: &SocketConfig,
-    batch: Vec<UserRecord>,
-) -> Result<(), ProduceError> {
+async fn send(shared: &Shared, batch: Vec<UserRecord>) -> Result<(), ProduceError> {
     if batch.is_empty() {
         return Ok(());
     }
-    producer.metrics().received(KIND, batch.len() as u64);
-    producer
+    shared.producer.metrics().received(KIND, batch.len() as u64);
+    shared
+        .producer
         .spool_batch(
-            &config.stream,
+            &shared.config.stream,
             KIND,
             batch,
             None,
@@ -391,28 +479,80 @@ fn reject_reason(status: Status) -> &'static str {
 /// them in order, acks after the spool's group commit.
 async fn frames_connection(
     stream: UnixStream,
-    config: &SocketConfig,
-    producer: &Producer,
+    shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ProduceError> {
-    let (mut rd, wr) = stream.into_split();
+    let (config, producer) = (&shared.config, &shared.producer);
+    let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Owed>(RESPONSE_QUEUE);
     let writer = tokio::spawn(answer(wr, rx, producer.clone()));
     let metrics = producer.metrics().clone();
-    let mut buf = BytesMut::with_capacity(READ_BYTES);
-    let mut drained = None;
+    let mut buf = BytesMut::new();
+    let mut reader = Reader::new(shared);
+    let mut charge = shared.budget.charge();
     'read: loop {
-        if buf.capacity() - buf.len() < READ_BYTES / 4 {
-            buf.reserve(READ_BYTES);
-        }
-        let n = read_or_drain(&mut rd, &mut buf, shutdown, &mut drained).await;
+        // The bytes held and read, or the whole frame in progress once its header
+        // came: it is charged (and given room) before its bytes are taken in.
+        let pending = frame::pending_len(&buf).unwrap_or(0);
+        let room = pending.max(buf.len() + READ_BYTES);
+        let want = Want {
+            charge: room,
+            buffer: room,
+        };
+        let n = match reader
+            .read(&rd, &mut buf, &mut charge, want, shutdown)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                shared.no_budget(&e);
+                let status = match e {
+                    BudgetError::TooLarge { .. } => Status::BadFrame,
+                    BudgetError::Timeout { .. } => Status::Internal,
+                };
+                let _ = tx
+                    .send(Owed::Error(error_response(0, status, e.to_string())))
+                    .await;
+                break 'read;
+            }
+        };
         loop {
+            // A complete frame: decoding it and the spool's copy of its data are
+            // charged before they are paid.
+            if let Some(len) = frame::pending_len(&buf).filter(|&l| l <= buf.len()) {
+                let records = frame::count_records(&buf[..len]);
+                let need = buf.len() + len + records * RECORD_OVERHEAD;
+                if need > charge.held() {
+                    if let Err(e) = charge.set(need).await {
+                        shared.no_budget(&e);
+                        let message = format!("frame of {len} bytes with {records} records: {e}");
+                        let timeout = matches!(e, BudgetError::Timeout { .. });
+                        let status = if timeout {
+                            Status::Internal
+                        } else {
+                            Status::BadFrame
+                        };
+                        let _ = tx
+                            .send(Owed::Error(error_response(0, status, message)))
+                            .await;
+                        if timeout {
+                            break 'read;
+                        }
+                        // It cannot fit however long it waits: skipped, and the
+                        // connection goes on.
+                        bytes::Buf::advance(&mut buf, len);
+                        continue;
+                    }
+                }
+            }
             let mut req: Request = match frame::decode(&mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     metrics.socket_error(KIND, "bad_frame");
-                    tracing::warn!(path = %config.path.display(), error = %e, "Refused a bad frame");
+                    if let Some(suppressed) = shared.warnings.bad_frame.check() {
+                        tracing::warn!(path = %shared.path(), error = %e, suppressed, "Refused a bad frame");
+                    }
                     let fatal = !e.recoverable();
                     let _ = tx
                         .send(Owed::Error(error_response(
@@ -433,7 +573,9 @@ async fn frames_connection(
                 Err(resp) => {
                     let status = Status::try_from(resp.status).unwrap_or(Status::InvalidRecord);
                     metrics.rejected(KIND, reject_reason(status), n_records as u64);
-                    tracing::warn!(path = %config.path.display(), error = %resp.message, "Refused a frame's records");
+                    if let Some(suppressed) = shared.warnings.refused_records.check() {
+                        tracing::warn!(path = %shared.path(), error = %resp.message, suppressed, "Refused a frame's records");
+                    }
                     Owed::Error(resp)
                 }
                 Ok(records) => {
@@ -479,14 +621,22 @@ async fn frames_connection(
         if n == 0 {
             if !buf.is_empty() {
                 metrics.socket_error(KIND, "truncated_frame");
-                tracing::warn!(
-                    path = %config.path.display(),
-                    error = %format!("connection closed inside a frame ({} bytes pending)", buf.len()),
-                    "Dropped a truncated frame"
-                );
+                if let Some(suppressed) = shared.warnings.truncated_frame.check() {
+                    tracing::warn!(
+                        path = %shared.path(),
+                        error = %format!("connection closed inside a frame ({} bytes pending)", buf.len()),
+                        suppressed,
+                        "Dropped a truncated frame"
+                    );
+                }
             }
             break;
         }
+        // A frame in progress keeps its whole charge (its room is reserved): given
+        // back and charged again at each read, it would queue behind every other
+        // connection once per read.
+        let in_progress = frame::pending_len(&buf).unwrap_or(0);
+        release(&mut buf, &mut charge, in_progress);
     }
     drop(tx);
     let _ = writer.await;
@@ -528,17 +678,11 @@ async fn answer(
 }
 
 /// Serves a datagram socket: each datagram is one record.
-async fn datagrams(
-    socket: UnixDatagram,
-    config: &SocketConfig,
-    producer: &Producer,
-    shutdown: &CancellationToken,
-) {
+async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &CancellationToken) {
+    let config = &shared.config;
     // One more byte than accepted: a datagram that fills it is too long.
     let mut buf = vec![0u8; config.max_line_bytes + 1];
-    let metrics = producer.metrics().clone();
-    let mut logged = false;
-    let mut last_spool_warn: Option<std::time::Instant> = None;
+    let metrics = shared.producer.metrics().clone();
     loop {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
@@ -563,7 +707,7 @@ async fn datagrams(
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(path = %config.path.display(), error = %e, "Receiving a datagram failed");
+                    tracing::warn!(path = %shared.path(), error = %e, "Receiving a datagram failed");
                 }
             }
             // Take whatever else is waiting into the same batch.
@@ -578,17 +722,17 @@ async fn datagrams(
         }
         if rejected > 0 {
             metrics.rejected(KIND, "too_large", rejected);
-            if !logged {
-                logged = true;
+            if let Some(suppressed) = shared.warnings.too_large.check() {
                 tracing::error!(
-                    path = %config.path.display(),
+                    path = %shared.path(),
                     error = %format!("datagram exceeds the {}-byte limit (max_line_bytes)", config.max_line_bytes),
-                    "Refused a record; further refusals on this socket are only counted"
+                    suppressed,
+                    "Refused a record"
                 );
             }
         }
         let n = batch.len() as u64;
-        match send(producer, config, batch).await {
+        match send(shared, batch).await {
             Ok(()) => {}
             Err(ProduceError::Stopped) => {
                 tracing::debug!("Datagram source stopped");
@@ -598,169 +742,11 @@ async fn datagrams(
                 // A datagram has no sender to tell: it is counted and dropped, and
                 // the source goes on (a WARN per interval, not per datagram).
                 metrics.rejected(KIND, "spool_error", n);
-                let now = std::time::Instant::now();
-                if last_spool_warn.is_none_or(|t| now.duration_since(t) >= SPOOL_WARN_INTERVAL) {
-                    last_spool_warn = Some(now);
-                    tracing::warn!(path = %config.path.display(), error = %e, records = n,
+                if let Some(suppressed) = shared.warnings.spool_refused.check() {
+                    tracing::warn!(path = %shared.path(), error = %e, records = n, suppressed,
                         "The spool refused datagrams; they are dropped and counted (shardline_records_rejected_total, reason spool_error)");
                 }
             }
         }
-    }
-}
-
-/// Least time between two warnings about datagrams the spool refused.
-const SPOOL_WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Splits a read buffer into lines, refusing those over the limit.
-struct LineSplitter {
-    max: usize,
-    /// Inside an over-long line: drop bytes until its newline.
-    discarding: bool,
-    rejected: u64,
-    last_rejected_len: usize,
-    /// Length of the over-long line seen so far.
-    discarded: usize,
-    logged: bool,
-}
-
-impl LineSplitter {
-    fn new(max: usize) -> Self {
-        LineSplitter {
-            max,
-            discarding: false,
-            rejected: 0,
-            last_rejected_len: 0,
-            discarded: 0,
-            logged: false,
-        }
-    }
-
-    /// The next complete, non-empty line (without `\n` or `\r\n`); at EOF a final
-    /// line without a newline counts too.
-    fn next_line(&mut self, buf: &mut BytesMut, eof: bool) -> Option<bytes::Bytes> {
-        loop {
-            let newline = buf.iter().position(|&b| b == b'\n');
-            if self.discarding {
-                match newline {
-                    Some(i) => {
-                        self.discarded += i;
-                        buf.advance(i + 1);
-                        self.discarding = false;
-                        self.reject(self.discarded);
-                        continue;
-                    }
-                    None => {
-                        self.discarded += buf.len();
-                        buf.clear();
-                        if eof {
-                            self.discarding = false;
-                            self.reject(self.discarded);
-                        }
-                        return None;
-                    }
-                }
-            }
-            let end = match newline {
-                Some(i) => i,
-                None if eof && !buf.is_empty() => buf.len(),
-                None => {
-                    if buf.len() > self.max {
-                        // Already too long and still growing.
-                        self.discarding = true;
-                        self.discarded = 0;
-                        continue;
-                    }
-                    return None;
-                }
-            };
-            let mut line = buf.split_to(end);
-            if !buf.is_empty() {
-                buf.advance(1); // the newline
-            }
-            if line.last() == Some(&b'\r') {
-                line.truncate(line.len() - 1);
-            }
-            if line.len() > self.max {
-                self.reject(line.len());
-                continue;
-            }
-            if line.is_empty() {
-                continue;
-            }
-            return Some(line.freeze());
-        }
-    }
-
-    fn reject(&mut self, len: usize) {
-        self.rejected += 1;
-        self.last_rejected_len = len;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(chunks: &[&[u8]], max: usize) -> (Vec<String>, u64) {
-        let mut s = LineSplitter::new(max);
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            buf.extend_from_slice(c);
-            let eof = i == chunks.len() - 1;
-            while let Some(l) = s.next_line(&mut buf, eof) {
-                out.push(String::from_utf8(l.to_vec()).unwrap());
-            }
-        }
-        (out, s.rejected)
-    }
-
-    fn socket(uids: Vec<u32>, gids: Vec<u32>) -> SocketConfig {
-        SocketConfig {
-            path: "/x".into(),
-            mode: SocketMode::Stream,
-            framing: Framing::Frames,
-            stream: "s".into(),
-            max_line_bytes: 10,
-            file_mode: 0o660,
-            owner: None,
-            group: None,
-            allow_uids: uids,
-            allow_gids: gids,
-            max_connections: 1,
-            on_full: OnFull::Wait,
-        }
-    }
-
-    #[test]
-    fn peer_credentials_decide_access() {
-        assert!(peer_allowed(&socket(vec![], vec![]), 1000, 1000));
-        let c = socket(vec![0, 1000], vec![]);
-        assert!(peer_allowed(&c, 1000, 5));
-        assert!(!peer_allowed(&c, 65534, 65534));
-        let c = socket(vec![], vec![4]);
-        assert!(peer_allowed(&c, 1234, 4));
-        assert!(!peer_allowed(&c, 1234, 5));
-    }
-
-    #[test]
-    fn lines_across_reads_and_crlf() {
-        let (lines, rejected) = split(&[b"ab", b"c\r\nde\n\n", b"f"], 10);
-        assert_eq!(lines, vec!["abc", "de", "f"]);
-        assert_eq!(rejected, 0);
-    }
-
-    #[test]
-    fn long_lines_are_refused_and_the_rest_flows() {
-        let (lines, rejected) = split(&[b"ok\n0123456789", b"0123\nafter\n", b"x"], 10);
-        assert_eq!(lines, vec!["ok", "after", "x"]);
-        assert_eq!(rejected, 1);
-        let (lines, rejected) = split(&[b"01234567890\nz\n"], 10);
-        assert_eq!(lines, vec!["z"]);
-        assert_eq!(rejected, 1);
-        let (lines, rejected) = split(&[b"0123456789"], 10);
-        assert_eq!(lines, vec!["0123456789"]);
-        assert_eq!(rejected, 0);
     }
 }
