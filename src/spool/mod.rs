@@ -337,10 +337,7 @@ impl Spool {
         options: &SpoolOptions,
         with_index: bool,
     ) -> Result<Spool, SpoolError> {
-        let open_err = |source| SpoolError::Open {
-            path: dir.to_owned(),
-            source,
-        };
+        let open_err = |source| open_error(dir, source);
         storage.create_dir_all(dir).map_err(open_err)?;
         let real = storage.exists(&dir.join("conf")) && storage.exists(&dir.join("db"));
         let format = dir.join(FORMAT_FILE);
@@ -386,10 +383,7 @@ impl Spool {
         options: &SpoolOptions,
         with_index: bool,
     ) -> Result<Spool, SpoolError> {
-        let open_err = |source| SpoolError::Open {
-            path: dir.to_owned(),
-            source,
-        };
+        let open_err = |source| open_error(dir, source);
         let damaged = dir.join("damaged");
         // The index: moved aside and rebuilt if it cannot be opened.
         let index = if with_index {
@@ -725,6 +719,13 @@ impl Drop for SpoolInner {
                 let _ = h.join();
             }
         }
+    }
+}
+
+fn open_error(dir: &Path, source: std::io::Error) -> SpoolError {
+    SpoolError::Open {
+        path: dir.to_owned(),
+        source,
     }
 }
 
