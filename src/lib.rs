@@ -37,6 +37,7 @@ pub mod aggregate;
 pub mod config;
 pub mod deliver;
 pub mod descriptors;
+mod intake;
 pub mod metrics;
 pub mod producer;
 pub mod record;

@@ -35,10 +35,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::deliver::kinesis::{ClientOptions, SdkKinesis, SharedKinesis};
-use crate::deliver::{
-    self, Context, DeadLetter, DeliveryError, DeliveryOptions, DeliveryResult, Failure, Intake,
-    PushFailure,
-};
+use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
+use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
 use crate::metrics::Metrics;
 use crate::record::{RecordError, UserRecord};
 use crate::spool::{Checkpoint, Spool, SpoolError, SpoolOptions};
@@ -240,8 +238,8 @@ impl Producer {
         let mut intakes = HashMap::new();
         let mut dispatchers = Vec::new();
         for stream in &options.streams {
-            let (intake, handle) =
-                deliver::spawn_stream(spool.stream(stream)?, ctx.clone(), &tasks);
+            let (intake, outlet) = intake::open(spool.stream(stream)?);
+            let handle = deliver::spawn_stream(outlet, ctx.clone(), &tasks);
             intakes.insert(stream.clone(), intake);
             dispatchers.push(handle);
         }
@@ -278,16 +276,13 @@ impl Producer {
     /// The checkpoints kept for `stream` (sources read them at start-up).
     pub(crate) fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
         let intake = self.intake(stream, &[])?;
-        intake.spool().checkpoints().map_err(ProduceError::Spool)
+        intake.checkpoints().map_err(ProduceError::Spool)
     }
 
     /// Removes a checkpoint of `stream` (its source is gone).
     pub(crate) fn remove_checkpoint(&self, stream: &str, name: &[u8]) -> Result<(), ProduceError> {
         let intake = self.intake(stream, &[])?;
-        intake
-            .spool()
-            .remove_checkpoint(name)
-            .map_err(ProduceError::Spool)
+        intake.remove_checkpoint(name).map_err(ProduceError::Spool)
     }
 
     /// The stream of permanent delivery failures (each with its user records and
@@ -380,10 +375,7 @@ impl Producer {
         if records.is_empty() {
             if let Some(c) = checkpoint {
                 let intake = self.intake(stream, &records)?;
-                intake
-                    .spool()
-                    .set_checkpoint(c)
-                    .map_err(ProduceError::Spool)?;
+                intake.set_checkpoint(c).map_err(ProduceError::Spool)?;
             }
             return Ok(());
         }

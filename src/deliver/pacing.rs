@@ -1,0 +1,328 @@
+//! Pacing: when a stream or a shard may be sent to next. A stream backs off after a
+//! failed request, a shard after it refused entries (throttling), and a shard's
+//! token bucket keeps its writes under the Kinesis limits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::kinesis::ErrorClass;
+
+/// Backoff after a failed request: first step and cap.
+pub(super) const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Cap of a shard's backoff: Kinesis counts a shard's writes in one-second
+/// windows, so a throttled shard has room again within a second or so.
+const SHARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Retry interval when the cause is outside the agent (credentials, missing stream).
+pub(super) const ENVIRONMENT_RETRY: Duration = Duration::from_secs(5);
+
+/// A shard's write limits (Kinesis).
+pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
+/// Burst a shard's token bucket holds, as time at the full rate: short, because
+/// Kinesis counts a shard's writes in one-second windows and a burst on top of the
+/// steady rate would cross the limit.
+const BUCKET_BURST: f64 = 0.1;
+
+/// The delay before attempt `attempts + 1`: exponential, capped, jittered.
+pub(super) fn backoff_delay(attempts: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << attempts.min(16));
+    let capped = exp.min(BACKOFF_MAX);
+    // Full jitter in [capped/2, capped]: spreads retries of many shards apart.
+    capped / 2 + capped.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// A shard's token bucket: bytes and Kinesis records, refilled at the limited rate.
+/// A request may take it below zero (an aggregate can be larger than the burst);
+/// the shard then waits until it is back at zero.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    bytes: f64,
+    records: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant, rate: (f64, f64)) -> Bucket {
+        Bucket {
+            bytes: rate.0 * BUCKET_BURST,
+            records: rate.1 * BUCKET_BURST,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: (f64, f64)) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.bytes = (self.bytes + dt * rate.0).min(rate.0 * BUCKET_BURST);
+        self.records = (self.records + dt * rate.1).min(rate.1 * BUCKET_BURST);
+        self.at = now;
+    }
+
+    /// When the bucket will allow a record of `size` bytes (`None`: now). A record
+    /// larger than the burst waits for a full bucket.
+    fn ready_at(&self, size: usize, rate: (f64, f64)) -> Option<Instant> {
+        let need_bytes = (size as f64).min(rate.0 * BUCKET_BURST);
+        let wait_bytes = (need_bytes - self.bytes) / rate.0;
+        let wait_records = (1.0 - self.records) / rate.1;
+        let wait = wait_bytes.max(wait_records);
+        (wait > 0.0).then(|| self.at + Duration::from_secs_f64(wait))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: Instant,
+    attempts: u32,
+}
+
+/// Backoff of a stream and its shards, and the shards' rate limits.
+pub(super) struct Pacing {
+    /// Fraction of a shard's write limits allowed; 0 turns the limit off.
+    rate_factor: f64,
+    /// Shards that refused entries, by shard id.
+    shards: HashMap<Arc<str>, Backoff>,
+    /// Token buckets of shards sent to, by shard id (only with a rate limit).
+    buckets: HashMap<Arc<str>, Bucket>,
+    /// Set after a failed request; its attempt count lasts until one succeeds.
+    stream: Option<Backoff>,
+}
+
+impl Pacing {
+    pub(super) fn new(rate_factor: f64) -> Pacing {
+        Pacing {
+            rate_factor,
+            shards: HashMap::new(),
+            buckets: HashMap::new(),
+            stream: None,
+        }
+    }
+
+    fn rate(&self) -> (f64, f64) {
+        let f = self.rate_factor;
+        (SHARD_BYTES_PER_SEC * f, SHARD_RECORDS_PER_SEC * f)
+    }
+
+    fn limited(&self) -> bool {
+        self.rate_factor > 0.0
+    }
+
+    /// No shard is backing off and no rate limit applies: every queued aggregate is
+    /// sendable, and the queue need not be searched.
+    pub(super) fn nothing_blocks(&self) -> bool {
+        self.shards.is_empty() && !self.limited()
+    }
+
+    /// The whole stream waits (after a failed request).
+    pub(super) fn stream_waits(&self, now: Instant) -> bool {
+        self.stream.is_some_and(|b| b.until > now)
+    }
+
+    /// When the stream's wait ends, if it waits.
+    pub(super) fn stream_until(&self) -> Option<Instant> {
+        self.stream.map(|b| b.until)
+    }
+
+    /// Until when `shard` cannot take `size` more bytes (backoff or rate limit);
+    /// `None`: now.
+    pub(super) fn shard_blocked_until(
+        &self,
+        shard: &Arc<str>,
+        size: usize,
+        now: Instant,
+    ) -> Option<Instant> {
+        let backoff = self.shards.get(shard).map(|b| b.until).filter(|&u| u > now);
+        let bucket = self
+            .buckets
+            .get(shard)
+            .filter(|_| self.limited())
+            .and_then(|b| {
+                let mut b = *b;
+                b.refill(now, self.rate());
+                b.ready_at(size, self.rate())
+            });
+        match (backoff, bucket) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes `size` bytes and one record from the shard's bucket.
+    pub(super) fn take_tokens(&mut self, shard: Arc<str>, size: usize, now: Instant) {
+        if !self.limited() {
+            return;
+        }
+        let rate = self.rate();
+        let b = self
+            .buckets
+            .entry(shard)
+            .or_insert_with(|| Bucket::new(now, rate));
+        b.refill(now, rate);
+        b.bytes -= size as f64;
+        b.records -= 1.0;
+    }
+
+    /// The stream's wait is over; its attempt count stays until a request succeeds.
+    pub(super) fn on_timer(&mut self, now: Instant) {
+        if let Some(b) = &mut self.stream {
+            if b.until <= now {
+                b.until = now;
+            }
+        }
+    }
+
+    /// A request succeeded: the stream starts over.
+    pub(super) fn request_succeeded(&mut self) {
+        self.stream = None;
+    }
+
+    /// A request failed as a whole: the stream waits, longer each time in a row
+    /// (a fixed, long wait for a cause outside the agent).
+    pub(super) fn request_failed(&mut self, class: ErrorClass, now: Instant) {
+        let attempts = self.stream.map_or(0, |b| b.attempts);
+        let delay = match class {
+            ErrorClass::Environment => ENVIRONMENT_RETRY,
+            _ => backoff_delay(attempts),
+        };
+        self.stream = Some(Backoff {
+            until: now + delay,
+            attempts: attempts + 1,
+        });
+    }
+
+    /// Holds the whole stream for the environment retry interval (records that
+    /// could not be given up wait).
+    pub(super) fn hold_stream(&mut self, now: Instant) {
+        self.stream = Some(Backoff {
+            until: now + ENVIRONMENT_RETRY,
+            attempts: 1,
+        });
+    }
+
+    /// Once per shard and response: a shard that refused entries backs off
+    /// (throttling needs it, and an internal failure retried at once would only
+    /// spin); one that took all of them starts over. A shard that took some and
+    /// refused others is at its limit, not failing: it waits the shortest step,
+    /// without growing.
+    pub(super) fn shards_answered(
+        &mut self,
+        refused: HashSet<Arc<str>>,
+        mut accepted: HashSet<Arc<str>>,
+        now: Instant,
+    ) {
+        for id in refused {
+            let took_some = accepted.remove(&id);
+            let b = self.shards.entry(id).or_insert(Backoff {
+                until: now,
+                attempts: 0,
+            });
+            if took_some {
+                b.attempts = 0;
+            }
+            b.until = now + backoff_delay(b.attempts).min(SHARD_BACKOFF_MAX);
+            b.attempts += 1;
+        }
+        for id in accepted {
+            if self.shards.get(&id).is_some_and(|b| b.until <= now) {
+                self.shards.remove(&id);
+            }
+        }
+    }
+
+    /// The shard map changed: shard ids of the old one mean nothing any more.
+    pub(super) fn forget_shards(&mut self) {
+        self.shards.clear();
+        self.buckets.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> HashSet<Arc<str>> {
+        ids.iter().map(|&s| Arc::from(s)).collect()
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        for attempts in 0..40 {
+            let d = backoff_delay(attempts);
+            let cap = BACKOFF_BASE
+                .saturating_mul(1u32 << attempts.min(16))
+                .min(BACKOFF_MAX);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {attempts}: {d:?} outside [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusing_shard_backs_off_and_a_clean_answer_clears_it() {
+        let now = Instant::now();
+        let mut p = Pacing::new(0.0);
+        let a: Arc<str> = Arc::from("a");
+        p.shards_answered(set(&["a"]), set(&[]), now);
+        let until = p.shard_blocked_until(&a, 10, now).expect("backing off");
+        assert!(until > now && until <= now + SHARD_BACKOFF_MAX);
+        assert!(!p.nothing_blocks());
+        // Still refusing: the step grows (attempt 1: at least 100 ms).
+        p.shards_answered(set(&["a"]), set(&[]), now);
+        assert!(p.shard_blocked_until(&a, 10, now).unwrap() >= now + BACKOFF_BASE);
+        // Accepted everything once its wait is over: forgotten.
+        let later = now + SHARD_BACKOFF_MAX;
+        p.shards_answered(set(&[]), set(&["a"]), later);
+        assert_eq!(p.shard_blocked_until(&a, 10, later), None);
+        assert!(p.nothing_blocks());
+    }
+
+    #[test]
+    fn a_shard_at_its_limit_waits_the_shortest_step() {
+        let now = Instant::now();
+        let mut p = Pacing::new(0.0);
+        let a: Arc<str> = Arc::from("a");
+        for _ in 0..5 {
+            p.shards_answered(set(&["a"]), set(&[]), now);
+        }
+        p.shards_answered(set(&["a"]), set(&["a"]), now);
+        let until = p.shard_blocked_until(&a, 10, now).unwrap();
+        assert!(until <= now + BACKOFF_BASE, "{:?}", until - now);
+    }
+
+    #[test]
+    fn the_bucket_limits_a_shard_to_its_rate() {
+        let now = Instant::now();
+        let mut p = Pacing::new(1.0);
+        let a: Arc<str> = Arc::from("a");
+        // A fresh shard has no bucket yet: sendable.
+        assert_eq!(p.shard_blocked_until(&a, 1000, now), None);
+        // The burst is 0.1 s at 1 MiB/s (102.4 KiB); 200 KiB takes it ~97.6 KiB
+        // below zero, so the next kilobyte waits ~96 ms.
+        p.take_tokens(a.clone(), 200 * 1024, now);
+        let until = p.shard_blocked_until(&a, 1000, now).expect("rate limited");
+        let wait = until - now;
+        assert!(
+            wait > Duration::from_millis(95) && wait < Duration::from_millis(97),
+            "{wait:?}"
+        );
+        let after = until + Duration::from_millis(1);
+        assert_eq!(p.shard_blocked_until(&a, 1000, after), None);
+    }
+
+    #[test]
+    fn an_environment_failure_waits_the_long_interval_and_success_resets() {
+        let now = Instant::now();
+        let mut p = Pacing::new(0.0);
+        p.request_failed(ErrorClass::Environment, now);
+        assert_eq!(p.stream_until(), Some(now + ENVIRONMENT_RETRY));
+        assert!(p.stream_waits(now));
+        p.on_timer(now + ENVIRONMENT_RETRY);
+        assert!(!p.stream_waits(now + ENVIRONMENT_RETRY));
+        p.request_succeeded();
+        assert_eq!(p.stream_until(), None);
+    }
+}

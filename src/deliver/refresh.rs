@@ -1,0 +1,68 @@
+//! The shard map refresh task: one per stream, it lists the stream's shards at
+//! start, on an interval, and whenever the dispatcher asks (a record outside every
+//! known range, an entry that landed in an unexpected shard), and publishes the map.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::kinesis::SharedKinesis;
+use super::pacing::{backoff_delay, BACKOFF_BASE};
+use super::LOG_INTERVAL;
+use crate::metrics::Metrics;
+use crate::shard_map::ShardMap;
+
+/// Keeps a stream's shard map fresh: at start, on an interval, and whenever the
+/// dispatcher asks.
+pub(super) async fn refresh_shard_map(
+    stream: Arc<str>,
+    kinesis: SharedKinesis,
+    interval: Duration,
+    tx: watch::Sender<Option<Arc<ShardMap>>>,
+    asked: Arc<Notify>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    let mut last_log: Option<Instant> = None;
+    loop {
+        let result = kinesis.list_shards(&stream).await;
+        let wait = match result
+            .map_err(|e| (e.code.clone(), e.to_string()))
+            .and_then(|shards| {
+                ShardMap::new(shards).map_err(|e| ("InvalidShardMap".to_owned(), e.to_string()))
+            }) {
+            Ok(map) => {
+                if failures > 0 {
+                    tracing::info!(stream = %stream, shards = map.len(), "Shard map loaded after earlier failures");
+                }
+                failures = 0;
+                metrics.shard_map_refreshed(&stream);
+                // Sent even when unchanged: records held for a refresh go then.
+                tx.send_replace(Some(Arc::new(map)));
+                interval
+            }
+            Err((code, e)) => {
+                failures += 1;
+                metrics.note_error(&stream, &code, &e);
+                let now = Instant::now();
+                if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+                    last_log = Some(now);
+                    tracing::warn!(stream = %stream, error = %e, "Listing shards failed; records stay spooled until it succeeds");
+                }
+                backoff_delay(failures.min(6)).max(BACKOFF_BASE)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = asked.notified() => {
+                // Coalesce bursts of requests.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
