@@ -15,6 +15,7 @@
 //! Besides criterion's figures it prints a summary line per case with MiB/s and
 //! lines/s (median of a few extra runs).
 
+use shardline::metrics::Source;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardline::agent::Agent;
 use shardline::aggregate::Encoded;
-use shardline::deliver::kinesis::{BoxFuture, EntryResult, Kinesis, KinesisError};
+use shardline::deliver::kinesis::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
 use shardline::shard_map::Shard;
 
 /// Bytes of one line, newline included.
@@ -39,7 +40,7 @@ impl Kinesis for Unreachable {
         Box::pin(async move {
             Err(KinesisError {
                 operation: "ListShards",
-                code: "Transport".into(),
+                code: ErrorCode::Transport,
                 message: "benchmark: no Kinesis".into(),
             })
         })
@@ -94,7 +95,7 @@ fn tail_once(rt: &tokio::runtime::Runtime, source: &Path) -> Duration {
     let metrics = agent.metrics().clone();
     let start = Instant::now();
     std::fs::hard_link(source, logs.join("app.log")).expect("link the file in");
-    while metrics.spooled_count("file") < lines() {
+    while metrics.spooled_count(Source::File) < lines() {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed();

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, FileConfig, SocketConfig};
+use crate::config::{self, Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
 use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
@@ -411,30 +411,16 @@ impl Agent {
             return Err(ReloadError::NewStream { stream: s });
         }
         let mut report = ReloadReport::default();
+        let old = &self.config;
         for (section, changed) in [
-            (
-                "kinesis",
-                format!("{:?}", self.config.kinesis) != format!("{:?}", new.kinesis),
-            ),
-            (
-                "delivery",
-                format!("{:?}", self.config.delivery) != format!("{:?}", new.delivery),
-            ),
-            (
-                "spool",
-                format!("{:?}", self.config.spool) != format!("{:?}", new.spool),
-            ),
-            (
-                "metrics",
-                format!("{:?}", self.config.metrics) != format!("{:?}", new.metrics),
-            ),
-            (
-                "ingest",
-                format!("{:?}", self.config.ingest) != format!("{:?}", new.ingest),
-            ),
+            ("kinesis", old.kinesis != new.kinesis),
+            ("delivery", old.delivery != new.delivery),
+            ("spool", !config::same_spool(&old.spool, &new.spool)),
+            ("metrics", old.metrics != new.metrics),
+            ("ingest", old.ingest != new.ingest),
             (
                 "shutdown_timeout_secs",
-                self.config.shutdown_timeout != new.shutdown_timeout,
+                old.shutdown_timeout != new.shutdown_timeout,
             ),
         ] {
             if changed {
@@ -443,11 +429,7 @@ impl Agent {
         }
         // Bind the new sockets first: a path that cannot be bound refuses the
         // reload before anything running is touched.
-        let unchanged = |s: &SocketConfig| {
-            self.sockets
-                .iter()
-                .any(|r| format!("{:?}", r.config) == format!("{s:?}"))
-        };
+        let unchanged = |s: &SocketConfig| self.sockets.iter().any(|r| r.config == *s);
         let added: Vec<SocketConfig> = new
             .sockets
             .iter()
@@ -455,10 +437,7 @@ impl Agent {
             .cloned()
             .collect();
         let removed: Vec<usize> = (0..self.sockets.len())
-            .filter(|&i| {
-                let c = format!("{:?}", self.sockets[i].config);
-                !new.sockets.iter().any(|s| format!("{s:?}") == c)
-            })
+            .filter(|&i| !new.sockets.contains(&self.sockets[i].config))
             .collect();
         // A socket whose settings changed is stopped before it is bound again.
         for &i in removed.iter().rev() {
@@ -479,7 +458,7 @@ impl Agent {
                 }
             }
         }
-        if format!("{:?}", self.config.files) != format!("{:?}", new.files) {
+        if self.config.files != new.files {
             if let Some(files) = self.files.take() {
                 files.stop().await;
             }

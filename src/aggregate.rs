@@ -182,7 +182,7 @@ impl Pending {
 }
 
 /// Size limits of one aggregate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest aggregate, in bytes of Kinesis record (data plus partition key).
     pub max_bytes: usize,

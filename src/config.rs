@@ -513,19 +513,19 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
     /// Size of the sources' memory budget, in bytes.
     pub max_memory_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
     /// Where the metrics and status endpoint listens.
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KinesisConfig {
     pub stream: String,
     pub region: Option<String>,
@@ -533,7 +533,7 @@ pub struct KinesisConfig {
     pub request_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SocketConfig {
     pub path: PathBuf,
     pub mode: SocketMode,
@@ -557,6 +557,8 @@ pub struct FileConfig {
     /// The include patterns as written (their literal leading directories are
     /// watched).
     pub include: Vec<String>,
+    /// The exclude patterns as written.
+    pub exclude: Vec<String>,
     pub include_set: globset::GlobSet,
     pub exclude_set: globset::GlobSet,
     pub stream: String,
@@ -571,6 +573,56 @@ pub struct FileConfig {
     pub rescan_interval: Duration,
     pub rotate_wait: Duration,
     pub follow_symlinks: bool,
+}
+
+/// Two blocks are the same when they were written the same: the compiled globs and
+/// the multiline pattern are compared by their source text.
+impl PartialEq for FileConfig {
+    fn eq(&self, other: &FileConfig) -> bool {
+        let pattern = |r: &Option<regex::bytes::Regex>| r.as_ref().map(|r| r.as_str().to_owned());
+        self.include == other.include
+            && self.exclude == other.exclude
+            && self.stream == other.stream
+            && self.read_from == other.read_from
+            && self.partition_key == other.partition_key
+            && pattern(&self.multiline_start) == pattern(&other.multiline_start)
+            && self.multiline_timeout == other.multiline_timeout
+            && self.max_record_bytes == other.max_record_bytes
+            && self.oversized == other.oversized
+            && self.invalid_utf8 == other.invalid_utf8
+            && self.ignore_older == other.ignore_older
+            && self.rescan_interval == other.rescan_interval
+            && self.rotate_wait == other.rotate_wait
+            && self.follow_symlinks == other.follow_symlinks
+    }
+}
+
+/// Whether two spool sections are the same (every field: adding one to
+/// [`SpoolOptions`] makes this fail to compile until it is compared too).
+pub fn same_spool(a: &SpoolOptions, b: &SpoolOptions) -> bool {
+    let SpoolOptions {
+        dir,
+        max_bytes,
+        flush_interval_ms,
+        cache_capacity_bytes,
+        segment_bytes,
+        min_free_bytes,
+    } = a;
+    (
+        dir,
+        max_bytes,
+        flush_interval_ms,
+        cache_capacity_bytes,
+        segment_bytes,
+        min_free_bytes,
+    ) == (
+        &b.dir,
+        &b.max_bytes,
+        &b.flush_interval_ms,
+        &b.cache_capacity_bytes,
+        &b.segment_bytes,
+        &b.min_free_bytes,
+    )
 }
 
 impl FileConfig {
@@ -704,6 +756,7 @@ fn validate_file(
     }
     Some(FileConfig {
         include: f.include,
+        exclude: f.exclude,
         include_set: include_set?,
         exclude_set: exclude_set?,
         stream: f.stream.or(default_stream.cloned())?,

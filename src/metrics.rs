@@ -16,49 +16,128 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::deliver::kinesis::{EntryResult, KinesisError};
 use crate::spool::{Spool, WeakSpool};
+
+/// An enum of label values, and the one place that spells them.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_values! {
+    /// Kind of source.
+    Source {
+        File => "file",
+        Socket => "socket",
+        /// An embedding program, through the `Producer`.
+        Producer => "producer",
+    }
+}
+
+label_values! {
+    /// Why records were refused at intake.
+    RejectReason {
+        TooLarge => "too_large",
+        InvalidRecord => "invalid_record",
+        InvalidUtf8 => "invalid_utf8",
+        SpoolError => "spool_error",
+    }
+}
+
+label_values! {
+    /// A source's error that is not about one record.
+    SourceError {
+        BadFrame => "bad_frame",
+        TruncatedFrame => "truncated_frame",
+        PeerRefused => "peer_refused",
+        IdleTimeout => "idle_timeout",
+        NoBudget => "no_budget",
+        UidLimit => "uid_limit",
+    }
+}
+
+label_values! {
+    /// What was done to a line: too long, or not valid UTF-8.
+    LineAction {
+        Split => "split",
+        Truncated => "truncated",
+        Passed => "passed",
+        Replaced => "replaced",
+        Rejected => "rejected",
+    }
+}
+
+label_values! {
+    /// What happened to a tailed file.
+    FileEvent {
+        Opened => "opened",
+        /// Not tailed (older than `ignore_older`, say).
+        Skipped => "skipped",
+        /// A new file at a tailed path.
+        Replaced => "replaced",
+        /// The path is gone.
+        Removed => "removed",
+        Truncated => "truncated",
+        Closed => "closed",
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
-    /// Kind of source: `socket`, `file`, `producer`.
-    pub source: String,
+    pub source: Source,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
-    pub source: String,
-    /// Why: `too_large`, `invalid_record`.
-    pub reason: String,
+    pub source: Source,
+    pub reason: RejectReason,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceErrorLabels {
-    pub source: String,
-    /// `bad_frame`, `truncated_frame`, `peer_refused`.
-    pub kind: String,
+    pub source: Source,
+    pub kind: SourceError,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LineLabels {
-    pub source: String,
-    /// What was done to the line: `split`, `truncated` (too long); `passed`,
-    /// `replaced`, `rejected` (invalid UTF-8).
-    pub action: String,
+    pub source: Source,
+    pub action: LineAction,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FileEventLabels {
-    /// `opened`, `replaced` (a new file at a tailed path), `removed` (the path is
-    /// gone), `truncated`, `closed`.
-    pub event: String,
+    pub event: FileEvent,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -441,52 +520,39 @@ impl Metrics {
         out
     }
 
-    pub fn received(&self, source: &str, n: u64) {
+    pub fn received(&self, source: Source, n: u64) {
         self.inner
             .received
-            .get_or_create(&SourceLabels {
-                source: source.into(),
-            })
+            .get_or_create(&SourceLabels { source })
             .inc_by(n);
     }
 
-    pub fn rejected(&self, source: &str, reason: &str, n: u64) {
+    pub fn rejected(&self, source: Source, reason: RejectReason, n: u64) {
         self.inner
             .rejected
-            .get_or_create(&RejectLabels {
-                source: source.into(),
-                reason: reason.into(),
-            })
+            .get_or_create(&RejectLabels { source, reason })
             .inc_by(n);
     }
 
-    pub fn socket_error(&self, source: &str, kind: &str) {
+    pub fn source_error(&self, source: Source, kind: SourceError) {
         self.inner
             .source_errors
-            .get_or_create(&SourceErrorLabels {
-                source: source.into(),
-                kind: kind.into(),
-            })
+            .get_or_create(&SourceErrorLabels { source, kind })
             .inc();
     }
 
     /// Source errors of `kind` so far.
-    pub fn source_error_count(&self, source: &str, kind: &str) -> u64 {
+    pub fn source_error_count(&self, source: Source, kind: SourceError) -> u64 {
         self.inner
             .source_errors
-            .get_or_create(&SourceErrorLabels {
-                source: source.into(),
-                kind: kind.into(),
-            })
+            .get_or_create(&SourceErrorLabels { source, kind })
             .get()
     }
 
-    pub fn spooled(&self, source: &str, n: u64) {
+    pub fn spooled(&self, source: Source, n: u64) {
         self.inner
             .spooled
-            .get_or_create(&SourceLabels {
-                source: source.into(),
-            })
+            .get_or_create(&SourceLabels { source })
             .inc_by(n);
     }
 
@@ -496,20 +562,14 @@ impl Metrics {
         }
     }
 
-    pub fn observe_request(
-        &self,
-        s: &str,
-        bytes: u64,
-        elapsed: Duration,
-        result: &Result<Vec<EntryResult>, KinesisError>,
-    ) {
+    pub fn observe_request(&self, s: &str, bytes: u64, elapsed: Duration, answered: bool) {
         let labels = stream(s);
         self.inner.requests.get_or_create(&labels).inc();
         self.inner
             .request_bytes
             .get_or_create(&labels)
             .inc_by(bytes);
-        if result.is_ok() {
+        if answered {
             self.inner
                 .latency
                 .get_or_create(&labels)
@@ -595,13 +655,10 @@ impl Metrics {
     }
 
     /// Records rejected at intake from `source` for `reason` (for tests and status).
-    pub fn rejected_count(&self, source: &str, reason: &str) -> u64 {
+    pub fn rejected_count(&self, source: Source, reason: RejectReason) -> u64 {
         self.inner
             .rejected
-            .get_or_create(&RejectLabels {
-                source: source.into(),
-                reason: reason.into(),
-            })
+            .get_or_create(&RejectLabels { source, reason })
             .get()
     }
 
@@ -611,86 +668,66 @@ impl Metrics {
     }
 
     /// Records spooled from `source` so far.
-    pub fn spooled_count(&self, source: &str) -> u64 {
+    pub fn spooled_count(&self, source: Source) -> u64 {
         self.inner
             .spooled
-            .get_or_create(&SourceLabels {
-                source: source.into(),
-            })
+            .get_or_create(&SourceLabels { source })
             .get()
     }
 
     /// `n` lines of `source` longer than the record limit were split or truncated.
-    pub fn oversized(&self, source: &str, action: &str, n: u64) {
+    pub fn oversized(&self, source: Source, action: LineAction, n: u64) {
         self.inner
             .oversized
-            .get_or_create(&LineLabels {
-                source: source.into(),
-                action: action.into(),
-            })
+            .get_or_create(&LineLabels { source, action })
             .inc_by(n);
     }
 
     /// `n` lines of `source` were not valid UTF-8 (`action`: what was done).
-    pub fn invalid_utf8(&self, source: &str, action: &str, n: u64) {
+    pub fn invalid_utf8(&self, source: Source, action: LineAction, n: u64) {
         self.inner
             .invalid_utf8
-            .get_or_create(&LineLabels {
-                source: source.into(),
-                action: action.into(),
-            })
+            .get_or_create(&LineLabels { source, action })
             .inc_by(n);
     }
 
     /// `n` records of `source` got a random key for want of their key field.
-    pub fn partition_key_fallback(&self, source: &str, n: u64) {
+    pub fn partition_key_fallback(&self, source: Source, n: u64) {
         self.inner
             .key_fallbacks
-            .get_or_create(&SourceLabels {
-                source: source.into(),
-            })
+            .get_or_create(&SourceLabels { source })
             .inc_by(n);
     }
 
     /// A tailed file event.
-    pub fn file_event(&self, event: &str) {
+    pub fn file_event(&self, event: FileEvent) {
         self.inner
             .file_events
-            .get_or_create(&FileEventLabels {
-                event: event.into(),
-            })
+            .get_or_create(&FileEventLabels { event })
             .inc();
     }
 
     /// Lines split or truncated so far (for tests and status).
-    pub fn oversized_count(&self, source: &str, action: &str) -> u64 {
+    pub fn oversized_count(&self, source: Source, action: LineAction) -> u64 {
         self.inner
             .oversized
-            .get_or_create(&LineLabels {
-                source: source.into(),
-                action: action.into(),
-            })
+            .get_or_create(&LineLabels { source, action })
             .get()
     }
 
     /// Invalid UTF-8 lines so far (for tests and status).
-    pub fn invalid_utf8_count(&self, source: &str, action: &str) -> u64 {
+    pub fn invalid_utf8_count(&self, source: Source, action: LineAction) -> u64 {
         self.inner
             .invalid_utf8
-            .get_or_create(&LineLabels {
-                source: source.into(),
-                action: action.into(),
-            })
+            .get_or_create(&LineLabels { source, action })
             .get()
     }
 
     /// Partition key fallbacks so far (for tests and status).
-    pub fn partition_key_fallback_count(&self, source: &str) -> u64 {
+    pub fn partition_key_fallback_count(&self, source: Source) -> u64 {
         self.inner
             .key_fallbacks
-            .get_or_create(&SourceLabels {
-                source: source.into(),
-            })
+            .get_or_create(&SourceLabels { source })
             .get()
     }
 
@@ -716,22 +753,18 @@ impl Metrics {
         self.inner.ingest_waits.get()
     }
 
-    pub fn file_event_count(&self, event: &str) -> u64 {
+    pub fn file_event_count(&self, event: FileEvent) -> u64 {
         self.inner
             .file_events
-            .get_or_create(&FileEventLabels {
-                event: event.into(),
-            })
+            .get_or_create(&FileEventLabels { event })
             .get()
     }
 
     /// Records received from `source` so far.
-    pub fn received_count(&self, source: &str) -> u64 {
+    pub fn received_count(&self, source: Source) -> u64 {
         self.inner
             .received
-            .get_or_create(&SourceLabels {
-                source: source.into(),
-            })
+            .get_or_create(&SourceLabels { source })
             .get()
     }
 }

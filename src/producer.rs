@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::deliver::kinesis::{ClientOptions, SdkKinesis, SharedKinesis};
 use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
 use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
 use crate::record::{RecordError, UserRecord};
 use crate::spool::{Checkpoint, Spool, SpoolError, SpoolOptions};
 
@@ -76,7 +76,7 @@ impl Pace {
 /// in the dead-letter file and the log (they are rare: records are validated).
 const FAILURE_CHANNEL: usize = 1024;
 /// Source label of records put by an embedding program.
-const SOURCE: &str = "producer";
+const SOURCE: Source = Source::Producer;
 
 /// Why records were not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -366,7 +366,7 @@ impl Producer {
     pub(crate) async fn spool_batch(
         &self,
         stream: &str,
-        source: &str,
+        source: Source,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
         checkpoint: Option<&Checkpoint>,
@@ -452,7 +452,7 @@ impl Producer {
     pub(crate) fn try_spool_batch(
         &self,
         stream: &str,
-        source: &str,
+        source: Source,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
     ) -> Result<(), ProduceError> {

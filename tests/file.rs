@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use shardline::metrics::Metrics;
+use shardline::metrics::{FileEvent, Metrics, Source};
 use shardline::producer::ProduceError;
 use shardline::record::UserRecord;
 use shardline::source::file::{Sink, Tail};
@@ -172,15 +172,16 @@ async fn rotation_under_load(mode: Rotation) {
     );
     match mode {
         Rotation::CopyTruncate => {
-            assert!(m.file_event_count("truncated") >= 1);
+            assert!(m.file_event_count(FileEvent::Truncated) >= 1);
         }
         _ => {
             // Every rotation was noticed, and old handles were closed after they
             // were read to the end (the last may still be waiting).
-            let noticed = m.file_event_count("replaced") + m.file_event_count("removed");
+            let noticed =
+                m.file_event_count(FileEvent::Replaced) + m.file_event_count(FileEvent::Removed);
             assert!(noticed >= 9, "{noticed} rotations noticed");
             wait_for("old handles closed", LONG, || {
-                m.file_event_count("closed") >= 9
+                m.file_event_count(FileEvent::Closed) >= 9
             })
             .await;
         }
@@ -243,7 +244,10 @@ async fn hundreds_of_files_at_once_and_new_ones_are_all_read() {
     ))
     .await;
     let m = agent.metrics().clone();
-    wait_for("files opened", LONG, || m.file_event_count("opened") >= 301).await;
+    wait_for("files opened", LONG, || {
+        m.file_event_count(FileEvent::Opened) >= 301
+    })
+    .await;
     // Files that appear while the agent runs, in a new directory too.
     std::fs::create_dir_all(logs.join("sub/new")).unwrap();
     for f in 0..50 {
@@ -261,7 +265,7 @@ async fn hundreds_of_files_at_once_and_new_ones_are_all_read() {
         assert_eq!(*n, 1, "{d:?} delivered {n} times");
         assert!(expected.contains(d), "not expected: {d:?}");
     }
-    assert_eq!(m.file_event_count("opened"), 352);
+    assert_eq!(m.file_event_count(FileEvent::Opened), 352);
     agent.stop().await.unwrap();
 }
 
@@ -297,10 +301,10 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
     .await;
     // Full: the next batch does not fit, and the count stops moving.
     let deadline = std::time::Instant::now() + LONG;
-    let mut last = m.spooled_count("file");
+    let mut last = m.spooled_count(Source::File);
     let stalled = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = m.spooled_count("file");
+        let now = m.spooled_count(Source::File);
         if now == last {
             break now;
         }
@@ -311,7 +315,11 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
         last = now;
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(m.spooled_count("file"), stalled, "tailer kept spooling");
+    assert_eq!(
+        m.spooled_count(Source::File),
+        stalled,
+        "tailer kept spooling"
+    );
     assert!(stalled < n, "everything fit: the test needs a fuller file");
     assert_eq!(m.delivered_count("logs"), 0);
     emu.faults.fail_requests.store(0, Ordering::Relaxed);

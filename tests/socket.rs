@@ -1,5 +1,6 @@
 //! The socket source's framed protocol, datagrams, permissions and bad input.
 
+use shardline::metrics::{RejectReason, Source, SourceError};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -162,7 +163,7 @@ async fn bad_frames_get_clear_errors_and_everyone_else_is_served() {
     wait_for(
         "the truncated frame counted",
         Duration::from_secs(10),
-        || m.source_error_count("socket", "truncated_frame") >= 1,
+        || m.source_error_count(Source::Socket, SourceError::TruncatedFrame) >= 1,
     )
     .await;
 
@@ -207,8 +208,11 @@ async fn bad_frames_get_clear_errors_and_everyone_else_is_served() {
         "a refused frame is refused whole"
     );
     assert!(!got.contains(&b"cut short"[..]));
-    assert!(m.source_error_count("socket", "bad_frame") >= 3);
-    assert_eq!(m.rejected_count("socket", "invalid_record"), 3);
+    assert!(m.source_error_count(Source::Socket, SourceError::BadFrame) >= 3);
+    assert_eq!(
+        m.rejected_count(Source::Socket, RejectReason::InvalidRecord),
+        3
+    );
     agent.stop().await.unwrap();
 }
 
@@ -299,7 +303,10 @@ async fn idle_connections_are_closed_and_one_uid_cannot_hold_every_slot() {
         .expect("a connection over the per-uid cap was kept")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert_eq!(m.source_error_count("socket", "uid_limit"), 1);
+    assert_eq!(
+        m.source_error_count(Source::Socket, SourceError::UidLimit),
+        1
+    );
     // Once one of the two closes, the uid is served again.
     drop(first);
     let wire = encoded(&request(1, vec![("k", "after a slot came free")], true));
@@ -322,11 +329,14 @@ async fn idle_connections_are_closed_and_one_uid_cannot_hold_every_slot() {
         .expect("an idle connection was kept")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert_eq!(m.source_error_count("socket", "idle_timeout"), 1);
+    assert_eq!(
+        m.source_error_count(Source::Socket, SourceError::IdleTimeout),
+        1
+    );
     wait_for(
         "the idle client's lines spooled",
         Duration::from_secs(30),
-        || m.spooled_count("socket") >= 3,
+        || m.spooled_count(Source::Socket) >= 3,
     )
     .await;
     agent.stop().await.unwrap();
@@ -411,7 +421,7 @@ async fn ingest_memory_stays_within_its_budget() {
         answers[0].message
     );
     assert_eq!((answers[1].id, status(&answers[1])), (2, Status::Ok));
-    assert!(m.source_error_count("socket", "no_budget") >= 2);
+    assert!(m.source_error_count(Source::Socket, SourceError::NoBudget) >= 2);
     wait_for("the budget given back", Duration::from_secs(60), || {
         m.ingest_memory_bytes() == 0
     })
@@ -444,7 +454,7 @@ async fn datagrams_are_records_and_oversized_ones_are_refused() {
         m.delivered_count("logs") >= 201
     })
     .await;
-    assert_eq!(m.rejected_count("socket", "too_large"), 1);
+    assert_eq!(m.rejected_count(Source::Socket, RejectReason::TooLarge), 1);
     let (_, data) = check_shards_and_collect(&client, "logs").await;
     assert_eq!(data.len(), 201);
     assert!(data.iter().any(|d| d.as_ref() == b"<13>syslog message 199"));
@@ -575,7 +585,10 @@ async fn peers_not_allowed_are_refused() {
     // An allowed peer (ourselves) is served.
     let answers = exchange(&sock, &encoded(&request(1, vec![("k", "mine")], true))).await;
     assert_eq!(status(&answers[0]), Status::Ok);
-    assert_eq!(m.source_error_count("socket", "peer_refused"), 0);
+    assert_eq!(
+        m.source_error_count(Source::Socket, SourceError::PeerRefused),
+        0
+    );
     if me == 0 {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardline"))
@@ -592,7 +605,7 @@ async fn peers_not_allowed_are_refused() {
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "a refused peer's send succeeded");
         wait_for("the refused peer counted", Duration::from_secs(10), || {
-            m.source_error_count("socket", "peer_refused") == 1
+            m.source_error_count(Source::Socket, SourceError::PeerRefused) == 1
         })
         .await;
     }
@@ -651,7 +664,10 @@ async fn peers_in_an_allowed_supplementary_group_are_served() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("acknowledged 1"));
-    assert_eq!(m.source_error_count("socket", "peer_refused"), 0);
+    assert_eq!(
+        m.source_error_count(Source::Socket, SourceError::PeerRefused),
+        0
+    );
     // The same peer without that group: refused.
     let out = send_as(&[4243]);
     assert!(
@@ -659,7 +675,7 @@ async fn peers_in_an_allowed_supplementary_group_are_served() {
         "a peer outside allow_gids was served"
     );
     wait_for("the refused peer counted", Duration::from_secs(10), || {
-        m.source_error_count("socket", "peer_refused") == 1
+        m.source_error_count(Source::Socket, SourceError::PeerRefused) == 1
     })
     .await;
     agent.stop().await.unwrap();

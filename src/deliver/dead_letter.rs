@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use super::kinesis::ErrorCode;
 use crate::record::UserRecord;
 
 /// A user record Kinesis refused for good, with the reason.
@@ -12,8 +13,8 @@ pub struct Failure {
     pub stream: String,
     /// The user records of the refused Kinesis record.
     pub records: Vec<UserRecord>,
-    /// Kinesis's error code.
-    pub code: String,
+    /// Kinesis's error code (or `Expired`).
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -52,7 +53,7 @@ impl DeadLetter {
                     "partition_key": r.partition_key,
                     "explicit_hash_key": r.explicit_hash_key.map(|k| k.to_string()),
                     "data_base64": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                    "code": f.code,
+                    "code": f.code.as_str(),
                     "message": f.message,
                     "time": time,
                 }),

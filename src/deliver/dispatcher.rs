@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::dead_letter::{DeadLetter, Failure};
-use super::kinesis::{EntryResult, ErrorClass, KinesisError, SharedKinesis};
+use super::kinesis::{EntryResult, ErrorClass, ErrorCode, KinesisError, SharedKinesis};
 use super::ledger::Ledger;
 use super::pacing::Pacing;
 use super::router::{Placement, Ready, Router};
@@ -46,7 +46,7 @@ struct Answer {
     accepted_shards: HashSet<Arc<str>>,
     refused_shards: HashSet<Arc<str>>,
     /// The first refusal of the response: (code, message).
-    refused: Option<(String, String)>,
+    refused: Option<(ErrorCode, String)>,
     retry: Vec<Ready>,
 }
 
@@ -299,7 +299,8 @@ impl Dispatcher {
         );
         if let Some((code, message)) = answer.refused {
             // One per response, not per entry.
-            self.metrics.note_error(&self.stream, &code, &message);
+            self.metrics
+                .note_error(&self.stream, code.as_str(), &message);
         }
         if answer.wrong_shard > 0 {
             self.metrics.wrong_shard(&self.stream, answer.wrong_shard);
@@ -309,7 +310,7 @@ impl Dispatcher {
             self.metrics
                 .misrouted(&self.stream, answer.misrouted.len() as u64);
             self.log_problem(
-                "WrongShard",
+                &ErrorCode::WrongShard,
                 "an aggregate landed in a shard whose range does not hold all its records; they are sent again after the shard map refresh",
             );
             self.router.hold(answer.misrouted);
@@ -345,9 +346,9 @@ impl Dispatcher {
         }
     }
 
-    fn refused(&mut self, item: Ready, code: String, message: String, answer: &mut Answer) {
-        let class = ErrorClass::of(&code);
-        self.metrics.entry_failed(&self.stream, &code);
+    fn refused(&mut self, item: Ready, code: ErrorCode, message: String, answer: &mut Answer) {
+        let class = code.class();
+        self.metrics.entry_failed(&self.stream, code.as_str());
         if class == ErrorClass::Permanent {
             self.isolate(item, &code, &message);
         } else {
@@ -368,9 +369,10 @@ impl Dispatcher {
     /// back to the queue; a permanent refusal sends each aggregate alone to find
     /// the record it objects to.
     fn on_request_error(&mut self, items: Vec<Ready>, e: KinesisError) {
-        let class = ErrorClass::of(&e.code);
-        self.metrics.request_failed(&self.stream, &e.code);
-        self.metrics.note_error(&self.stream, &e.code, &e.message);
+        let class = e.code.class();
+        self.metrics.request_failed(&self.stream, e.code.as_str());
+        self.metrics
+            .note_error(&self.stream, e.code.as_str(), &e.message);
         if class == ErrorClass::Permanent {
             self.log_problem(&e.code, &e.message);
             if items.len() == 1 && items[0].alone {
@@ -400,7 +402,7 @@ impl Dispatcher {
     /// An aggregate Kinesis refused for good: an aggregate of several records is
     /// split so each is tried alone; a lone record is a permanent failure — it goes
     /// to the dead-letter file and the failure stream, and leaves the spool.
-    fn isolate(&mut self, item: Ready, code: &str, message: &str) {
+    fn isolate(&mut self, item: Ready, code: &ErrorCode, message: &str) {
         if item.agg.len() > 1 {
             self.router.split_alone(item);
             return;
@@ -416,11 +418,11 @@ impl Dispatcher {
     /// reports them on the failure stream, and retires them from the spool (at the
     /// next commit). If the dead-letter file cannot be written they stay spooled
     /// and are returned.
-    fn give_up(&mut self, records: Vec<Pending>, code: &str, message: &str) -> Vec<Pending> {
+    fn give_up(&mut self, records: Vec<Pending>, code: &ErrorCode, message: &str) -> Vec<Pending> {
         let failure = Failure {
             stream: self.stream.to_string(),
             records: records.iter().map(|p| p.record.clone()).collect(),
-            code: code.to_owned(),
+            code: code.clone(),
             message: message.to_owned(),
         };
         if let Some(dl) = &self.dead_letter {
@@ -436,7 +438,7 @@ impl Dispatcher {
         }
         tracing::error!(
             stream = %self.stream,
-            code,
+            code = code.as_str(),
             error = message,
             records = failure.records.len(),
             dead_letter = ?self.dead_letter.as_ref().map(|d| d.path().display().to_string()),
@@ -453,7 +455,7 @@ impl Dispatcher {
         Vec::new()
     }
 
-    fn log_problem(&mut self, code: &str, message: &str) {
+    fn log_problem(&mut self, code: &ErrorCode, message: &str) {
         let now = Instant::now();
         if self
             .last_problem_log
@@ -462,7 +464,7 @@ impl Dispatcher {
             self.last_problem_log = Some(now);
             tracing::warn!(
                 stream = %self.stream,
-                code,
+                code = code.as_str(),
                 error = message,
                 "Kinesis refused records; they stay spooled and are retried"
             );
@@ -505,7 +507,7 @@ impl Dispatcher {
                 "not delivered within max_record_age_secs ({} s)",
                 max.as_secs()
             );
-            let kept = self.give_up(expired, "Expired", &message);
+            let kept = self.give_up(expired, &ErrorCode::Expired, &message);
             self.ledger.commit();
             self.router.wait_for_map(kept);
         }
@@ -539,7 +541,7 @@ impl Dispatcher {
             } else {
                 self.metrics.misrouted(&self.stream, records.len() as u64);
                 self.log_problem(
-                    "WrongShard",
+                    &ErrorCode::WrongShard,
                     "an aggregate landed in a shard whose range does not hold all its records; they are sent again",
                 );
                 self.router.hold(records);
@@ -588,7 +590,7 @@ async fn put_records(
     let bytes = entries.iter().map(|e| e.size() as u64).sum();
     let started = std::time::Instant::now();
     let result = kinesis.put_records(&stream, &entries).await;
-    metrics.observe_request(&stream, bytes, started.elapsed(), &result);
+    metrics.observe_request(&stream, bytes, started.elapsed(), result.is_ok());
     // The dispatcher outlives its workers unless the agent is stopping, in
     // which case the records stay spooled.
     let _ = tx.send(Outcome { items, result }).await;

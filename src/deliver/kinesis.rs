@@ -5,7 +5,7 @@
 //! client that accepts everything; the agent always uses [`SdkKinesis`], which talks
 //! to AWS, or to an emulator through an endpoint override, the same way.
 //!
-//! [`ErrorClass`] is the one place that decides how a Kinesis error is handled.
+//! [`ErrorCode`] is the one place that decides how a Kinesis error is handled.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +27,7 @@ pub enum EntryResult {
     /// Accepted, into this shard.
     Accepted { shard_id: String },
     /// Refused, with Kinesis's error code and message.
-    Failed { code: String, message: String },
+    Failed { code: ErrorCode, message: String },
 }
 
 /// An error of a whole request.
@@ -35,10 +35,86 @@ pub enum EntryResult {
 #[error("{operation} failed: {code}: {message}")]
 pub struct KinesisError {
     pub operation: &'static str,
-    /// Kinesis's error code, or `Transport` / `Timeout` for a request that got no
-    /// answer.
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+}
+
+/// Why Kinesis, or the way to it, refused records: classified once, where the
+/// answer is read. [`as_str`](Self::as_str) is the one place that spells a code
+/// (for logs, the status endpoint, the dead-letter file and metric labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A code Kinesis (or AWS in front of it) answered with, as it spelled it.
+    Kinesis { class: ErrorClass, code: Box<str> },
+    /// The request got no answer: the connection failed or was cut.
+    Transport,
+    /// The request got no answer in time.
+    Timeout,
+    /// The request could not be signed (no credentials).
+    Credentials,
+    /// Kinesis answered something delivery cannot use.
+    InvalidResponse,
+    /// ListShards answered shards that do not make a map.
+    InvalidShardMap,
+    /// A record was not delivered within `max_record_age_secs`.
+    Expired,
+    /// An aggregate landed in a shard whose range does not hold all its records.
+    WrongShard,
+}
+
+impl ErrorCode {
+    /// A code Kinesis answered with.
+    pub fn kinesis(code: &str) -> ErrorCode {
+        ErrorCode::Kinesis {
+            class: ErrorClass::of(code),
+            code: code.into(),
+        }
+    }
+
+    /// How delivery treats it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ErrorCode::Kinesis { class, .. } => *class,
+            ErrorCode::Credentials => ErrorClass::Environment,
+            ErrorCode::Expired => ErrorClass::Permanent,
+            ErrorCode::Transport
+            | ErrorCode::Timeout
+            | ErrorCode::InvalidResponse
+            | ErrorCode::InvalidShardMap
+            | ErrorCode::WrongShard => ErrorClass::Transient,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::Kinesis { code, .. } => code,
+            ErrorCode::Transport => "Transport",
+            ErrorCode::Timeout => "Timeout",
+            ErrorCode::Credentials => "Credentials",
+            ErrorCode::InvalidResponse => "InvalidResponse",
+            ErrorCode::InvalidShardMap => "InvalidShardMap",
+            ErrorCode::Expired => "Expired",
+            ErrorCode::WrongShard => "WrongShard",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// How delivery treats an error.
@@ -56,8 +132,8 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    /// Classifies an error code of Kinesis or of the transport.
-    pub fn of(code: &str) -> ErrorClass {
+    /// Classifies an error code of Kinesis.
+    fn of(code: &str) -> ErrorClass {
         match code {
             "ProvisionedThroughputExceededException"
             | "KMSThrottlingException"
@@ -76,8 +152,7 @@ impl ErrorClass {
             | "KMSInvalidStateException"
             | "KMSNotFoundException"
             | "KMSOptInRequired"
-            | "ResourceInUseException"
-            | "Credentials" => ErrorClass::Environment,
+            | "ResourceInUseException" => ErrorClass::Environment,
             // A request Kinesis considers malformed: with validated records, this
             // means one of them is refused for good (for example larger than the
             // stream allows).
@@ -159,25 +234,25 @@ where
 {
     let (code, message) = match &err {
         SdkError::ServiceError(e) => (
-            e.err().code().unwrap_or("Unknown").to_owned(),
+            ErrorCode::kinesis(e.err().code().unwrap_or("Unknown")),
             e.err().message().unwrap_or_default().to_owned(),
         ),
-        SdkError::TimeoutError(_) => ("Timeout".to_owned(), "request timed out".to_owned()),
+        SdkError::TimeoutError(_) => (ErrorCode::Timeout, "request timed out".to_owned()),
         SdkError::DispatchFailure(d) => {
             // An error the connector classified (a connection closed under the
             // request is a transient "other" error, not an I/O one) is the
             // transport's; an unclassified one arose before the request was sent
             // (resolving credentials, signing).
             let code = if d.is_timeout() {
-                "Timeout"
+                ErrorCode::Timeout
             } else if d.is_io() || d.as_other().is_some() {
-                "Transport"
+                ErrorCode::Transport
             } else {
-                "Credentials"
+                ErrorCode::Credentials
             };
-            (code.to_owned(), error_chain(&err))
+            (code, error_chain(&err))
         }
-        _ => ("Transport".to_owned(), error_chain(&err)),
+        _ => (ErrorCode::Transport, error_chain(&err)),
     };
     KinesisError {
         operation,
@@ -200,7 +275,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 fn parse_hash_key(shard: &str, value: &str) -> Result<u128, KinesisError> {
     value.parse::<u128>().map_err(|_| KinesisError {
         operation: "ListShards",
-        code: "InvalidResponse".into(),
+        code: ErrorCode::InvalidResponse,
         message: format!("shard {shard:?} has hash key {value:?}, not a decimal in 0..2^128"),
     })
 }
@@ -277,7 +352,7 @@ impl Kinesis for SdkKinesis {
             if out.records().len() != entries.len() {
                 return Err(KinesisError {
                     operation: "PutRecords",
-                    code: "InvalidResponse".into(),
+                    code: ErrorCode::InvalidResponse,
                     message: format!(
                         "{} results for {} entries",
                         out.records().len(),
@@ -296,7 +371,7 @@ impl Kinesis for SdkKinesis {
                         shard_id: String::new(),
                     },
                     (Some(code), _) => EntryResult::Failed {
-                        code: code.to_owned(),
+                        code: ErrorCode::kinesis(code),
                         message: r.error_message().unwrap_or_default().to_owned(),
                     },
                 })
@@ -319,15 +394,24 @@ mod tests {
             ErrorClass::Throttled
         );
         assert_eq!(ErrorClass::of("InternalFailure"), ErrorClass::Transient);
-        assert_eq!(ErrorClass::of("Transport"), ErrorClass::Transient);
+        assert_eq!(ErrorCode::Transport.class(), ErrorClass::Transient);
+        assert_eq!(ErrorCode::Credentials.class(), ErrorClass::Environment);
         assert_eq!(
-            ErrorClass::of("ResourceNotFoundException"),
+            ErrorCode::kinesis("ResourceNotFoundException").class(),
             ErrorClass::Environment
         );
-        assert_eq!(ErrorClass::of("ValidationException"), ErrorClass::Permanent);
+        assert_eq!(
+            ErrorCode::kinesis("ValidationException").class(),
+            ErrorClass::Permanent
+        );
+        // The code is kept as Kinesis spelled it.
+        assert_eq!(
+            ErrorCode::kinesis("InternalFailure").as_str(),
+            "InternalFailure"
+        );
     }
 
-    fn dispatch_code(e: aws_sdk_kinesis::error::ConnectorError) -> String {
+    fn dispatch_code(e: aws_sdk_kinesis::error::ConnectorError) -> ErrorCode {
         let err: SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError, ()> =
             SdkError::dispatch_failure(e);
         sdk_error("PutRecords", err).code
@@ -343,15 +427,20 @@ mod tests {
                 closed(),
                 Some(ErrorKind::TransientError)
             )),
-            "Transport"
+            ErrorCode::Transport
         );
-        assert_eq!(dispatch_code(ConnectorError::io(closed())), "Transport");
-        assert_eq!(dispatch_code(ConnectorError::timeout(closed())), "Timeout");
+        assert_eq!(
+            dispatch_code(ConnectorError::io(closed())),
+            ErrorCode::Transport
+        );
+        assert_eq!(
+            dispatch_code(ConnectorError::timeout(closed())),
+            ErrorCode::Timeout
+        );
         // Failed before sending: no credentials, say.
         assert_eq!(
             dispatch_code(ConnectorError::other("no credentials".into(), None)),
-            "Credentials"
+            ErrorCode::Credentials
         );
-        assert_eq!(ErrorClass::of("Transport"), ErrorClass::Transient);
     }
 }

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::kinesis::ErrorCode;
 use crate::aggregate::{KeyHash, Pending};
 use crate::intake::{Acks, DeliveryError, Loaded};
 
@@ -126,10 +127,10 @@ impl Ledger {
 
     /// Notes why a record of the entry was refused for good (the first reason
     /// counts); the entry's receipt reports it.
-    pub(super) fn refused(&mut self, entry: u64, code: &str, message: &str) {
+    pub(super) fn refused(&mut self, entry: u64, code: &ErrorCode, message: &str) {
         if let Some(t) = self.tracked.get_mut(&entry) {
             t.failure
-                .get_or_insert_with(|| (code.to_owned(), message.to_owned()));
+                .get_or_insert_with(|| (code.to_string(), message.to_owned()));
         }
     }
 

@@ -62,7 +62,7 @@ const OUTCOME_CHANNEL_MIN: usize = 16;
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of delivery.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryOptions {
     pub max_connections: usize,
     pub linger: Duration,

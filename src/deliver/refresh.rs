@@ -9,7 +9,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::kinesis::SharedKinesis;
+use super::kinesis::{ErrorCode, SharedKinesis};
 use super::pacing::{backoff_delay, BACKOFF_BASE};
 use super::LOG_INTERVAL;
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub(super) async fn refresh_shard_map(
         let wait = match result
             .map_err(|e| (e.code.clone(), e.to_string()))
             .and_then(|shards| {
-                ShardMap::new(shards).map_err(|e| ("InvalidShardMap".to_owned(), e.to_string()))
+                ShardMap::new(shards).map_err(|e| (ErrorCode::InvalidShardMap, e.to_string()))
             }) {
             Ok(map) => {
                 if failures > 0 {
@@ -47,7 +47,7 @@ pub(super) async fn refresh_shard_map(
             }
             Err((code, e)) => {
                 failures += 1;
-                metrics.note_error(&stream, &code, &e);
+                metrics.note_error(&stream, code.as_str(), &e);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
                     last_log = Some(now);

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::kinesis::{BoxFuture, EntryResult, Kinesis, KinesisError};
+use super::kinesis::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
 use super::*;
 use crate::aggregate::{Encoded, Limits};
 use crate::intake::{DeliveryError, DeliveryResult, Intake};
@@ -46,7 +46,7 @@ struct Emulated {
 fn error(operation: &'static str, e: ferrokinesis::error::KinesisErrorResponse) -> KinesisError {
     KinesisError {
         operation,
-        code: e.body.error_type.clone(),
+        code: ErrorCode::kinesis(&e.body.error_type),
         message: e.body.message.clone().unwrap_or_default(),
     }
 }
@@ -189,7 +189,7 @@ impl Kinesis for Emulated {
                     Ok(shard_id) => EntryResult::Accepted { shard_id },
                     Err(code) => EntryResult::Failed {
                         message: format!("{code} (emulated)"),
-                        code,
+                        code: ErrorCode::kinesis(&code),
                     },
                 })
                 .collect())
@@ -451,7 +451,7 @@ async fn records_waiting_for_a_missing_stream_expire_to_the_dead_letter_file() {
     // Spool times are wall-clock: let the record grow older than its limit.
     std::thread::sleep(Duration::from_millis(5));
     let failure = h.failures.recv().await.expect("a failure");
-    assert_eq!(failure.code, "Expired");
+    assert_eq!(failure.code, ErrorCode::Expired);
     assert_eq!(failure.records.len(), 1);
     assert_eq!(&failure.records[0].data[..], b"record 7");
     match receipt.await.unwrap() {

@@ -114,13 +114,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey, ReadFrom};
-use crate::metrics::Metrics;
+use crate::metrics::{FileEvent, LineAction, Metrics, RejectReason, Source};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{random_partition_key, UserRecord};
 use crate::spool::Checkpoint;
 
 /// Source kind, as it appears in metrics.
-pub const KIND: &str = "file";
+pub const KIND: Source = Source::File;
 /// Bytes of a file's start that make its fingerprint.
 pub const FINGERPRINT_BYTES: usize = 256;
 /// Size of one read.
@@ -819,7 +819,7 @@ impl<S: Sink> Tail<S> {
         };
         if self.skipped.insert(path.to_owned()) {
             tracing::warn!(path = %path.display(), reason = %why, "Not tailing a path the patterns match; logged once");
-            self.metrics.file_event("skipped");
+            self.metrics.file_event(FileEvent::Skipped);
         }
         None
     }
@@ -854,17 +854,16 @@ impl<S: Sink> Tail<S> {
         if now_at_path == Some(t.id) {
             return Ok(());
         }
-        let event = if now_at_path.is_some() {
-            "replaced"
+        let (event, what) = if now_at_path.is_some() {
+            (FileEvent::Replaced, "replaced by a new file")
         } else {
-            "removed"
+            (FileEvent::Removed, "removed or renamed")
         };
         self.metrics.file_event(event);
         tracing::info!(
             path = %t.path.display(),
             position = t.read_pos,
-            "Tailed file was {}; reading its old handle to the end",
-            if event == "replaced" { "replaced by a new file" } else { "removed or renamed" }
+            "Tailed file was {what}; reading its old handle to the end"
         );
         t.draining = Some(Instant::now());
         t.dirty = true;
@@ -1005,7 +1004,7 @@ impl<S: Sink> Tail<S> {
             Some(p) => match self.verify(&t, &p, meta.len()) {
                 Ok(true) => (p.offset, true),
                 Ok(false) => {
-                    self.metrics.file_event("truncated");
+                    self.metrics.file_event(FileEvent::Truncated);
                     tracing::warn!(
                         path = %path.display(),
                         position = p.offset,
@@ -1048,7 +1047,7 @@ impl<S: Sink> Tail<S> {
                 .spool(&config.stream, Vec::new(), &cp)
                 .map_err(|e| FileError::spool(path, e))?;
         }
-        self.metrics.file_event("opened");
+        self.metrics.file_event(FileEvent::Opened);
         tracing::info!(
             path = %path.display(),
             position = pos,
@@ -1253,7 +1252,7 @@ impl<S: Sink> Tail<S> {
         t.set_path(path.clone());
         t.reset_to(p.offset).map_err(read_err)?;
         if !verified {
-            self.metrics.file_event("truncated");
+            self.metrics.file_event(FileEvent::Truncated);
             tracing::warn!(
                 path = %path.display(),
                 position = p.offset,
@@ -1303,7 +1302,7 @@ impl<S: Sink> Tail<S> {
                 self.finish_lines(t)?;
                 self.flush(t)?;
                 self.remove_checkpoint(&t.block.stream.clone(), t.checkpoint_id)?;
-                self.metrics.file_event("closed");
+                self.metrics.file_event(FileEvent::Closed);
                 tracing::info!(path = %t.path.display(), position = t.read_pos, "Closed a rotated or removed file after reading it to the end");
                 return Ok(Serviced::Closed);
             }
@@ -1326,7 +1325,7 @@ impl<S: Sink> Tail<S> {
         if !truncated {
             return Ok(());
         }
-        self.metrics.file_event("truncated");
+        self.metrics.file_event(FileEvent::Truncated);
         tracing::warn!(
             path = %t.path.display(),
             position = t.read_pos,
@@ -1764,21 +1763,21 @@ impl<S: Sink> Tail<S> {
         let c = std::mem::take(&mut t.counts);
         let m = &self.metrics;
         if c.split > 0 {
-            m.oversized(KIND, "split", c.split);
+            m.oversized(KIND, LineAction::Split, c.split);
         }
         if c.truncated > 0 {
-            m.oversized(KIND, "truncated", c.truncated);
+            m.oversized(KIND, LineAction::Truncated, c.truncated);
         }
         if c.utf8 > 0 {
             let action = match t.block.invalid_utf8 {
-                InvalidUtf8::Replace => "replaced",
-                _ => "passed",
+                InvalidUtf8::Replace => LineAction::Replaced,
+                _ => LineAction::Passed,
             };
             m.invalid_utf8(KIND, action, c.utf8);
         }
         if c.rejected_utf8 > 0 {
-            m.invalid_utf8(KIND, "rejected", c.rejected_utf8);
-            m.rejected(KIND, "invalid_utf8", c.rejected_utf8);
+            m.invalid_utf8(KIND, LineAction::Rejected, c.rejected_utf8);
+            m.rejected(KIND, RejectReason::InvalidUtf8, c.rejected_utf8);
         }
         if c.key_fallbacks > 0 {
             m.partition_key_fallback(KIND, c.key_fallbacks);
@@ -2328,7 +2327,7 @@ mod tests {
         tail.poll().unwrap();
         let lens: Vec<usize> = sink.raw().iter().map(|l| l.len()).collect();
         assert_eq!(lens, [1, 1000, 1000, 500, 1]);
-        assert_eq!(metrics.oversized_count(KIND, "split"), 1);
+        assert_eq!(metrics.oversized_count(KIND, LineAction::Split), 1);
         // A line longer than the buffer, arriving in pieces: memory stays bounded
         // and the pieces add up.
         let huge = vec![b'y'; 3 * READ_BYTES + 17];
@@ -2336,7 +2335,7 @@ mod tests {
         tail.poll().unwrap();
         // Regression (issue 14, row 12): counted when it crossed the limit, not
         // when its newline came.
-        assert_eq!(metrics.oversized_count(KIND, "split"), 2);
+        assert_eq!(metrics.oversized_count(KIND, LineAction::Split), 2);
         append(&path, b"yy\nafter\n");
         tail.poll().unwrap();
         let got = sink.raw();
@@ -2344,7 +2343,7 @@ mod tests {
         assert_eq!(ys, huge.len() + 2);
         assert!(got[5..got.len() - 1].iter().all(|l| l.len() <= 1000));
         assert_eq!(got.last().unwrap(), "after");
-        assert_eq!(metrics.oversized_count(KIND, "split"), 2);
+        assert_eq!(metrics.oversized_count(KIND, LineAction::Split), 2);
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
@@ -2362,14 +2361,14 @@ mod tests {
         .unwrap();
         tail.poll().unwrap();
         assert!(sink.raw().is_empty(), "truncated line sent before its end");
-        assert_eq!(metrics.oversized_count(KIND, "truncated"), 1);
+        assert_eq!(metrics.oversized_count(KIND, LineAction::Truncated), 1);
         append(&path, b"zzz\nnext\n");
         tail.poll().unwrap();
         let got = sink.raw();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].len(), 1000);
         assert_eq!(got[1], "next");
-        assert_eq!(metrics.oversized_count(KIND, "truncated"), 1);
+        assert_eq!(metrics.oversized_count(KIND, LineAction::Truncated), 1);
     }
 
     /// Regression (issue 14, row 6): the read buffer was searched for a newline from
@@ -2442,14 +2441,14 @@ mod tests {
         let mut got = sink.lines();
         got.sort();
         assert_eq!(got, ["plain line", "shared line"]);
-        assert_eq!(metrics.file_event_count("skipped"), 3);
+        assert_eq!(metrics.file_event_count(FileEvent::Skipped), 3);
         // A link that goes and comes back is logged again.
         std::fs::remove_file(dir.path().join("environ.log")).unwrap();
         tail.poll().unwrap();
         symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
         tail.poll().unwrap();
         tail.poll().unwrap();
-        assert_eq!(metrics.file_event_count("skipped"), 4);
+        assert_eq!(metrics.file_event_count(FileEvent::Skipped), 4);
         drop(tail);
 
         // Following: only to a regular file the patterns match (the shared log, the
@@ -2463,7 +2462,7 @@ mod tests {
         got.sort();
         assert_eq!(got, ["plain line", "shared line"]);
         assert_eq!(tail.open_files(), 2);
-        assert_eq!(metrics.file_event_count("skipped"), 2);
+        assert_eq!(metrics.file_event_count(FileEvent::Skipped), 2);
         let cfg = config(true);
         assert_eq!(
             admit_path(&dir.path().join("environ.log"), &cfg),
@@ -2484,9 +2483,13 @@ mod tests {
     #[test]
     fn invalid_utf8_is_passed_replaced_or_rejected() {
         for (policy, expect, action) in [
-            ("pass", b"a\xffb".to_vec(), "passed"),
-            ("replace", "a\u{fffd}b".as_bytes().to_vec(), "replaced"),
-            ("reject", Vec::new(), "rejected"),
+            ("pass", b"a\xffb".to_vec(), LineAction::Passed),
+            (
+                "replace",
+                "a\u{fffd}b".as_bytes().to_vec(),
+                LineAction::Replaced,
+            ),
+            ("reject", Vec::new(), LineAction::Rejected),
         ] {
             let dir = tempfile::tempdir().unwrap();
             append(&dir.path().join("a.log"), b"a\xffb\nok\n");
@@ -2502,7 +2505,7 @@ mod tests {
             let got = sink.raw();
             if expect.is_empty() {
                 assert_eq!(got, vec![Bytes::from("ok")], "{policy}");
-                assert_eq!(metrics.rejected_count(KIND, "invalid_utf8"), 1);
+                assert_eq!(metrics.rejected_count(KIND, RejectReason::InvalidUtf8), 1);
             } else {
                 assert_eq!(
                     got,
@@ -2663,7 +2666,7 @@ mod tests {
         assert_eq!(got[50], "unread-1");
         assert_eq!(got[51], "unread-2");
         assert!(got[52].starts_with("second-0000"));
-        assert_eq!(metrics.file_event_count("truncated"), 1);
+        assert_eq!(metrics.file_event_count(FileEvent::Truncated), 1);
     }
 
     #[test]

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Framing, OnFull, SocketConfig};
+use crate::metrics::{RejectReason, Source, SourceError};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{parse_explicit_hash_key, random_partition_key, RecordError, UserRecord};
 use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
@@ -52,7 +53,7 @@ use lines::LineSplitter;
 use reader::{Reader, Want, DRAIN_GRACE};
 
 /// Source kind, as it appears in metrics.
-pub const KIND: &str = "socket";
+pub const KIND: Source = Source::Socket;
 /// A batch is cut at this many bytes: large enough for the spool's fast path (it
 /// writes tens of KiB per entry far faster than single records), small enough to
 /// keep per-connection memory low.
@@ -116,7 +117,9 @@ impl Shared {
     /// that can never fit is skipped): counted, and logged at most once per
     /// interval.
     fn no_budget(&self, error: &BudgetError) {
-        self.producer.metrics().socket_error(KIND, "no_budget");
+        self.producer
+            .metrics()
+            .source_error(KIND, SourceError::NoBudget);
         if let Some(suppressed) = self.warnings.no_budget.check() {
             tracing::warn!(path = %self.path(), error = %error, suppressed, "Refused input: no room in the ingest memory budget");
         }
@@ -272,11 +275,11 @@ fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Admitted> {
     };
     let refusal = match peer::allowed(config, &peer, || peer::groups(stream, &peer)) {
         Ok(true) => None,
-        Ok(false) => Some(("peer_refused", None)),
-        Err(e) => Some(("peer_refused", Some(e))),
+        Ok(false) => Some(None),
+        Err(e) => Some(Some(e)),
     };
-    if let Some((kind, error)) = refusal {
-        metrics.socket_error(KIND, kind);
+    if let Some(error) = refusal {
+        metrics.source_error(KIND, SourceError::PeerRefused);
         if let Some(suppressed) = shared.warnings.peer_refused.check() {
             match error {
                 None => tracing::warn!(
@@ -303,7 +306,7 @@ fn admit(stream: &UnixStream, shared: &Arc<Shared>) -> Option<Admitted> {
     match shared.uid_slot(peer.uid) {
         Some(slot) => Some(Admitted { _slot: Some(slot) }),
         None => {
-            metrics.socket_error(KIND, "uid_limit");
+            metrics.source_error(KIND, SourceError::UidLimit);
             if let Some(suppressed) = shared.warnings.uid_limit.check() {
                 tracing::warn!(
                     path = %shared.path(),
@@ -370,7 +373,7 @@ async fn lines_connection(
             }
         }
         if lines.rejected > 0 {
-            metrics.rejected(KIND, "too_large", lines.rejected);
+            metrics.rejected(KIND, RejectReason::TooLarge, lines.rejected);
             if let Some(suppressed) = shared.warnings.too_large.check() {
                 tracing::error!(
                     path = %shared.path(),
@@ -468,10 +471,10 @@ fn request_records(req: &mut Request) -> Result<Vec<UserRecord>, Response> {
     Ok(out)
 }
 
-fn reject_reason(status: Status) -> &'static str {
+fn reject_reason(status: Status) -> RejectReason {
     match status {
-        Status::RecordTooLarge => "too_large",
-        _ => "invalid_record",
+        Status::RecordTooLarge => RejectReason::TooLarge,
+        _ => RejectReason::InvalidRecord,
     }
 }
 
@@ -549,7 +552,7 @@ async fn frames_connection(
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    metrics.socket_error(KIND, "bad_frame");
+                    metrics.source_error(KIND, SourceError::BadFrame);
                     if let Some(suppressed) = shared.warnings.bad_frame.check() {
                         tracing::warn!(path = %shared.path(), error = %e, suppressed, "Refused a bad frame");
                     }
@@ -620,7 +623,7 @@ async fn frames_connection(
         }
         if n == 0 {
             if !buf.is_empty() {
-                metrics.socket_error(KIND, "truncated_frame");
+                metrics.source_error(KIND, SourceError::TruncatedFrame);
                 if let Some(suppressed) = shared.warnings.truncated_frame.check() {
                     tracing::warn!(
                         path = %shared.path(),
@@ -721,7 +724,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
             };
         }
         if rejected > 0 {
-            metrics.rejected(KIND, "too_large", rejected);
+            metrics.rejected(KIND, RejectReason::TooLarge, rejected);
             if let Some(suppressed) = shared.warnings.too_large.check() {
                 tracing::error!(
                     path = %shared.path(),
@@ -741,7 +744,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
             Err(e) => {
                 // A datagram has no sender to tell: it is counted and dropped, and
                 // the source goes on (a WARN per interval, not per datagram).
-                metrics.rejected(KIND, "spool_error", n);
+                metrics.rejected(KIND, RejectReason::SpoolError, n);
                 if let Some(suppressed) = shared.warnings.spool_refused.check() {
                     tracing::warn!(path = %shared.path(), error = %e, records = n, suppressed,
                         "The spool refused datagrams; they are dropped and counted (shardline_records_rejected_total, reason spool_error)");

@@ -13,6 +13,7 @@ use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, KIND, READ_BYTES};
+use crate::metrics::SourceError;
 use crate::source::budget::{BudgetError, Charge};
 
 /// Bytes a connection may still take in once its source stops: what clients had
@@ -97,7 +98,7 @@ impl<'a> Reader<'a> {
                             Ok(Err(_)) => return Ok(0),
                             Err(_) => {
                                 // What it sent is kept; the slot goes to someone else.
-                                self.shared.producer.metrics().socket_error(KIND, "idle_timeout");
+                                self.shared.producer.metrics().source_error(KIND, SourceError::IdleTimeout);
                                 tracing::debug!(path = %self.shared.path(), idle = ?idle, "Closing an idle connection");
                                 return Ok(0);
                             }
