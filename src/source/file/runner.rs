@@ -1,0 +1,218 @@
+//! The tailer's thread: inotify events and rescans drive it until shutdown.
+
+use super::*;
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Waits for `limit` or a stop; true if the source is to stop.
+pub(super) fn wait_or_stop(
+    rx: &mpsc::Receiver<Wake>,
+    shutdown: &CancellationToken,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while !shutdown.is_cancelled() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if let Err(RecvTimeoutError::Disconnected) = rx.recv_timeout(left) {
+            std::thread::sleep(left);
+        }
+    }
+    true
+}
+
+/// A message to the tailer thread.
+pub(super) enum Wake {
+    Paths(Vec<PathBuf>),
+    Rescan,
+    Stop,
+}
+
+/// Starts the file source: one blocking thread, tracked by `tracker`, that tails
+/// every file of `files` until `shutdown`.
+pub fn spawn(
+    files: Vec<FileConfig>,
+    producer: Producer,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let (tx, rx) = mpsc::sync_channel(EVENT_CHANNEL);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let watcher = watcher(tx.clone(), overflow.clone());
+    let stop = tx.clone();
+    let token = shutdown.clone();
+    tracker.spawn(async move {
+        token.cancelled().await;
+        // If the queue is full the thread is awake anyway and sees the token.
+        let _ = stop.try_send(Wake::Stop);
+    });
+    let runtime = tokio::runtime::Handle::current();
+    tracker.spawn_blocking(move || {
+        let sink = ProducerSink {
+            producer: producer.clone(),
+            runtime,
+            shutdown: shutdown.clone(),
+        };
+        run(
+            files,
+            sink,
+            producer.metrics().clone(),
+            watcher,
+            rx,
+            overflow,
+            shutdown,
+        );
+    });
+}
+
+pub(super) fn watcher(
+    tx: SyncSender<Wake>,
+    overflow: Arc<AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, Watcher as _};
+    let handler = move |event: notify::Result<notify::Event>| {
+        let message = match event {
+            Ok(e) if matches!(e.kind, EventKind::Create(notify::event::CreateKind::Folder)) => {
+                Wake::Rescan
+            }
+            Ok(e) if matches!(e.kind, EventKind::Access(_)) => return,
+            Ok(e) => Wake::Paths(e.paths),
+            // The kernel queue overflowed, or similar: look at everything.
+            Err(_) => Wake::Rescan,
+        };
+        if let Err(TrySendError::Full(_)) = tx.try_send(message) {
+            overflow.store(true, Ordering::Relaxed);
+        }
+    };
+    match notify::RecommendedWatcher::new(handler, notify::Config::default()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch files with inotify; relying on the periodic rescan");
+            None
+        }
+    }
+}
+
+/// The tailer thread.
+pub(super) fn run(
+    files: Vec<FileConfig>,
+    sink: ProducerSink,
+    metrics: Metrics,
+    mut watcher: Option<notify::RecommendedWatcher>,
+    rx: mpsc::Receiver<Wake>,
+    overflow: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    use notify::Watcher as _;
+    let interval = files
+        .iter()
+        .map(|f| f.rescan_interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    let mut watched: HashSet<PathBuf> = HashSet::new();
+    let mut add_watches =
+        |tail: &Tail<ProducerSink>, watcher: &mut Option<notify::RecommendedWatcher>| {
+            let Some(w) = watcher else { return };
+            for (dir, recursive) in tail.watch_dirs() {
+                if watched.contains(&dir) || !dir.is_dir() {
+                    continue;
+                }
+                let mode = if recursive {
+                    notify::RecursiveMode::Recursive
+                } else {
+                    notify::RecursiveMode::NonRecursive
+                };
+                match w.watch(&dir, mode) {
+                    Ok(()) => {
+                        watched.insert(dir);
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch a directory; relying on the periodic rescan")
+                    }
+                }
+            }
+        };
+    let mut tail = loop {
+        match Tail::start(files.clone(), sink.clone(), metrics.clone()) {
+            Ok(t) => break t,
+            Err(FileError::Stopped) => return,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "File source cannot start; retrying");
+                if wait_or_stop(&rx, &shutdown, RETRY) {
+                    return;
+                }
+            }
+        }
+    };
+    add_watches(&tail, &mut watcher);
+    tracing::info!(files = tail.open_files(), "File source started");
+    let mut next_rescan = Instant::now() + interval;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let more = match tail.service() {
+            Ok(more) => more,
+            Err(FileError::Stopped) => break,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "File source failed; retrying");
+                false
+            }
+        };
+        let now = Instant::now();
+        let deadline = tail
+            .next_deadline()
+            .map_or(next_rescan, |d| d.min(next_rescan));
+        let timeout = if more {
+            Duration::ZERO
+        } else {
+            deadline.saturating_duration_since(now)
+        };
+        let mut paths: HashSet<PathBuf> = HashSet::new();
+        let mut rescan = false;
+        let mut take = |w: Wake, paths: &mut HashSet<PathBuf>| match w {
+            Wake::Paths(p) => paths.extend(p),
+            Wake::Rescan => rescan = true,
+            Wake::Stop => {}
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(w) => take(w, &mut paths),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+        }
+        while let Ok(w) = rx.try_recv() {
+            take(w, &mut paths);
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let result = (|| {
+            if rescan || overflow.swap(false, Ordering::Relaxed) || Instant::now() >= next_rescan {
+                tail.rescan()?;
+                next_rescan = Instant::now() + interval;
+            }
+            for p in &paths {
+                tail.changed(p)?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {}
+            Err(FileError::Stopped) => break,
+            Err(e) => tracing::error!(error = %error_chain(&e), "File source failed; retrying"),
+        }
+        add_watches(&tail, &mut watcher);
+    }
+    tracing::info!("File source stopped");
+}
