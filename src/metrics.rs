@@ -759,12 +759,4 @@ impl Metrics {
             .get_or_create(&FileEventLabels { event })
             .get()
     }
-
-    /// Records received from `source` so far.
-    pub fn received_count(&self, source: Source) -> u64 {
-        self.inner
-            .received
-            .get_or_create(&SourceLabels { source })
-            .get()
-    }
 }

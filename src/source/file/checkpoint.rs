@@ -200,36 +200,19 @@ impl<S: Sink> Tail<S> {
             source,
         };
         let own = FileId::of(&file.metadata().map_err(read_err)?);
-        let mut t = Tailed {
-            block: self.blocks[block].clone(),
-            id: own,
-            checkpoint_id: id,
-            path: PathBuf::new(),
-            tailed_path: p.path.clone(),
-            path_key: String::new(),
-            prefix: read_head(&file, (p.offset as usize).min(FINGERPRINT_BYTES))
-                .map_err(read_err)?,
+        let prefix =
+            read_head(&file, (p.offset as usize).min(FINGERPRINT_BYTES)).map_err(read_err)?;
+        let mut t = Tailed::new(
+            self.blocks[block].clone(),
+            own,
+            id,
+            path.clone(),
+            p.path.clone(),
             file,
-            buf: BytesMut::new(),
-            searched: 0,
-            start: 0,
-            read_pos: 0,
-            committed: p.offset,
-            pending: None,
-            truncating: None,
-            long_line: None,
-            batch: Vec::new(),
-            batch_bytes: 0,
-            counts: Counts::default(),
-            dirty: true,
-            draining: Some(now),
-            grew: now,
-            at_eof: false,
-            retry_at: None,
-            logged_utf8: false,
-            logged_oversized: false,
-        };
-        t.set_path(path.clone());
+            prefix,
+            p.offset,
+            Some(now),
+        );
         t.reset_to(p.offset).map_err(read_err)?;
         if !verified {
             self.metrics.file_event(FileEvent::Truncated);

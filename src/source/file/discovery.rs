@@ -99,36 +99,17 @@ impl<S: Sink> Tail<S> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let now = Instant::now();
-        let mut t = Tailed {
-            block: config.clone(),
+        let mut t = Tailed::new(
+            config.clone(),
             id,
-            checkpoint_id: id,
-            path: PathBuf::new(),
-            tailed_path: path.to_owned(),
-            path_key: String::new(),
+            id,
+            path.to_owned(),
+            path.to_owned(),
             file,
-            buf: BytesMut::new(),
-            searched: 0,
-            start: 0,
-            read_pos: 0,
-            prefix: Vec::new(),
-            committed: 0,
-            pending: None,
-            truncating: None,
-            long_line: None,
-            batch: Vec::new(),
-            batch_bytes: 0,
-            counts: Counts::default(),
-            dirty: true,
-            draining: None,
-            grew: now,
-            at_eof: false,
-            retry_at: None,
-            logged_utf8: false,
-            logged_oversized: false,
-        };
-        t.set_path(path.to_owned());
+            Vec::new(),
+            0,
+            None,
+        );
         let ignored_at = self.ignored.remove(&id);
         let (pos, resumed) = match stored {
             Some(p) => match self.verify(&t, &p, meta.len()) {

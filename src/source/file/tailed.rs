@@ -52,6 +52,54 @@ pub(super) struct Tailed {
 }
 
 impl Tailed {
+    /// A file opened at `path` (found at `tailed_path`), carrying the checkpoint
+    /// of `checkpoint_id`, with `prefix` its first bytes read so far; positioned
+    /// with [`reset_to`](Self::reset_to) next. `draining`: rotated away already.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        block: Arc<FileConfig>,
+        id: FileId,
+        checkpoint_id: FileId,
+        path: PathBuf,
+        tailed_path: PathBuf,
+        file: File,
+        prefix: Vec<u8>,
+        committed: u64,
+        draining: Option<Instant>,
+    ) -> Tailed {
+        let now = Instant::now();
+        let mut t = Tailed {
+            block,
+            id,
+            checkpoint_id,
+            path: PathBuf::new(),
+            tailed_path,
+            path_key: String::new(),
+            file,
+            buf: BytesMut::new(),
+            searched: 0,
+            start: 0,
+            read_pos: 0,
+            prefix,
+            committed,
+            pending: None,
+            truncating: None,
+            long_line: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            counts: Counts::default(),
+            dirty: true,
+            draining,
+            grew: now,
+            at_eof: false,
+            retry_at: None,
+            logged_utf8: false,
+            logged_oversized: false,
+        };
+        t.set_path(path);
+        t
+    }
+
     pub(super) fn stream(&self) -> &str {
         &self.block.stream
     }

@@ -89,11 +89,6 @@ impl<S: Sink> Tail<S> {
         Ok(tail)
     }
 
-    /// The sink (for tests that simulate a crash: drop the tail, keep the sink).
-    pub fn into_sink(self) -> S {
-        self.sink
-    }
-
     /// Bytes searched for newlines so far (tests: the search stays linear).
     pub fn scanned_bytes(&self) -> u64 {
         self.scanned_bytes
