@@ -1,0 +1,230 @@
+//! The configuration file (TOML): parsed raw, then validated into the types the
+//! agent uses, with every problem listed at once. `shardline validate` runs exactly
+//! this.
+//!
+//! Every field's `///` comment is its user documentation; `config/shardline.toml`
+//! shows them all with their defaults.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::aggregate::Limits;
+use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::record::MAX_RECORD_BYTES;
+use crate::spool::SpoolOptions;
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use raw::*;
+
+/// Largest file record: the Kinesis limit less 256 bytes, the longest partition key
+/// the file source makes (it cuts a path or a JSON field to that).
+pub const MAX_FILE_RECORD_BYTES: usize = MAX_RECORD_BYTES - 256;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kinesis: KinesisConfig,
+    pub delivery: DeliveryOptions,
+    pub dead_letter_path: PathBuf,
+    pub spool: SpoolOptions,
+    pub sockets: Vec<SocketConfig>,
+    pub files: Vec<FileConfig>,
+    pub metrics: MetricsConfig,
+    pub ingest: IngestConfig,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    /// Size of the sources' memory budget, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    /// Where the metrics and status endpoint listens.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KinesisConfig {
+    pub stream: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketConfig {
+    pub path: PathBuf,
+    pub mode: SocketMode,
+    pub framing: Framing,
+    pub stream: String,
+    pub max_line_bytes: usize,
+    pub file_mode: u32,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    pub idle_timeout: Duration,
+    pub on_full: OnFull,
+}
+
+/// A validated `[[file]]` block.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// The include patterns as written (their literal leading directories are
+    /// watched).
+    pub include: Vec<String>,
+    /// The exclude patterns as written.
+    pub exclude: Vec<String>,
+    pub include_set: globset::GlobSet,
+    pub exclude_set: globset::GlobSet,
+    pub stream: String,
+    pub read_from: ReadFrom,
+    pub partition_key: PartitionKey,
+    pub multiline_start: Option<regex::bytes::Regex>,
+    pub multiline_timeout: Duration,
+    pub max_record_bytes: usize,
+    pub oversized: Oversized,
+    pub invalid_utf8: InvalidUtf8,
+    pub ignore_older: Option<Duration>,
+    pub rescan_interval: Duration,
+    pub rotate_wait: Duration,
+    pub follow_symlinks: bool,
+}
+
+/// Two blocks are the same when they were written the same: the compiled globs and
+/// the multiline pattern are compared by their source text.
+impl PartialEq for FileConfig {
+    fn eq(&self, other: &FileConfig) -> bool {
+        let pattern = |r: &Option<regex::bytes::Regex>| r.as_ref().map(|r| r.as_str().to_owned());
+        self.include == other.include
+            && self.exclude == other.exclude
+            && self.stream == other.stream
+            && self.read_from == other.read_from
+            && self.partition_key == other.partition_key
+            && pattern(&self.multiline_start) == pattern(&other.multiline_start)
+            && self.multiline_timeout == other.multiline_timeout
+            && self.max_record_bytes == other.max_record_bytes
+            && self.oversized == other.oversized
+            && self.invalid_utf8 == other.invalid_utf8
+            && self.ignore_older == other.ignore_older
+            && self.rescan_interval == other.rescan_interval
+            && self.rotate_wait == other.rotate_wait
+            && self.follow_symlinks == other.follow_symlinks
+    }
+}
+
+/// Whether two spool sections are the same (every field: adding one to
+/// [`SpoolOptions`] makes this fail to compile until it is compared too).
+pub fn same_spool(a: &SpoolOptions, b: &SpoolOptions) -> bool {
+    let SpoolOptions {
+        dir,
+        max_bytes,
+        flush_interval_ms,
+        cache_capacity_bytes,
+        segment_bytes,
+        min_free_bytes,
+    } = a;
+    (
+        dir,
+        max_bytes,
+        flush_interval_ms,
+        cache_capacity_bytes,
+        segment_bytes,
+        min_free_bytes,
+    ) == (
+        &b.dir,
+        &b.max_bytes,
+        &b.flush_interval_ms,
+        &b.cache_capacity_bytes,
+        &b.segment_bytes,
+        &b.min_free_bytes,
+    )
+}
+
+impl FileConfig {
+    /// Whether this block tails `path`.
+    pub fn matches(&self, path: &Path) -> bool {
+        self.include_set.is_match(path) && !self.exclude_set.is_match(path)
+    }
+}
+
+impl Config {
+    /// Every destination stream, default first.
+    pub fn streams(&self) -> Vec<String> {
+        let mut out = vec![self.kinesis.stream.clone()];
+        let sources = self.sockets.iter().map(|s| &s.stream);
+        for s in sources.chain(self.files.iter().map(|f| &f.stream)) {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n{}", problems.len(), Problems(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+struct Problems<'a>(&'a [String]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text (`path` names it in errors).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    raw.validate().map_err(|problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}

@@ -1,0 +1,480 @@
+//! The configuration file as written: what serde reads, with the defaults.
+
+use super::*;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where records go.
+    pub kinesis: Option<RawKinesis>,
+    /// How records are batched and sent.
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    /// The write-ahead spool.
+    pub spool: Option<RawSpool>,
+    /// Unix socket sources.
+    #[serde(default)]
+    pub socket: Vec<RawSocket>,
+    /// Tailed files.
+    #[serde(default)]
+    pub file: Vec<RawFile>,
+    /// The HTTP endpoint for metrics and status.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// Memory the sources may hold of their clients' input.
+    #[serde(default)]
+    pub ingest: RawIngest,
+    /// Longest graceful shutdown: sources stop, partial aggregates are flushed and
+    /// in-flight requests may finish for this long; what is left stays spooled.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKinesis {
+    /// Default destination stream for sources that do not name their own.
+    pub stream: Option<String>,
+    /// AWS region; when absent, the standard aws-config chain decides
+    /// (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint override (an emulator, a VPC endpoint).
+    pub endpoint: Option<String>,
+    /// Time limit of one Kinesis request.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Most concurrent PutRecords requests, across all streams
+    /// (kinesis-producer: `MaxConnections`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Longest time a user record waits for its aggregate to fill before it is sent
+    /// (kinesis-producer: `FlushInterval`).
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Largest aggregate, in bytes of Kinesis record, at most 1048576
+    /// (kinesis-producer: `AggregateBatchSize`).
+    #[serde(default = "default_aggregation_max_bytes")]
+    pub aggregation_max_bytes: usize,
+    /// Most user records in one aggregate (kinesis-producer: `AggregateBatchCount`).
+    #[serde(default = "default_aggregation_max_records")]
+    pub aggregation_max_records: usize,
+    /// Most Kinesis records in one PutRecords request, at most 500
+    /// (kinesis-producer: `BatchCount`).
+    #[serde(default = "default_batch_max_records")]
+    pub batch_max_records: usize,
+    /// Most bytes in one PutRecords request, at most 5242880
+    /// (kinesis-producer: `BatchSize`).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// How often the shard map is reloaded with ListShards; it is also reloaded at
+    /// once when results show it is stale (kinesis-producer: `ShardRefreshInterval`).
+    #[serde(default = "default_shard_refresh_interval_secs")]
+    pub shard_refresh_interval_secs: u64,
+    /// Most bytes of spooled records held in memory per stream for delivery; the rest
+    /// waits in the spool (kinesis-producer: `BacklogCount`, in bytes).
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
+    /// File (JSON lines) that receives records Kinesis refuses for good, before
+    /// they leave the spool. Default: `dead-letter.ndjson` in the spool directory.
+    pub dead_letter_path: Option<PathBuf>,
+    /// Fraction of each shard's write limits (1 MiB/s and 1000 records/s) that
+    /// delivery uses, so that throttling is rare in the first place; 0 < f <= 1, or 0
+    /// for no limit (an endpoint without shard limits).
+    #[serde(default = "default_shard_rate_factor")]
+    pub shard_rate_factor: f64,
+    /// Give up records not delivered this long after they were spooled: they go to
+    /// the dead-letter file with a clear log line. Default: never (records wait in
+    /// the spool as long as it takes).
+    pub max_record_age_secs: Option<u64>,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            max_connections: default_max_connections(),
+            linger_ms: default_linger_ms(),
+            aggregation_max_bytes: default_aggregation_max_bytes(),
+            aggregation_max_records: default_aggregation_max_records(),
+            batch_max_records: default_batch_max_records(),
+            batch_max_bytes: default_batch_max_bytes(),
+            shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
+            max_inflight_bytes: default_max_inflight_bytes(),
+            dead_letter_path: None,
+            shard_rate_factor: default_shard_rate_factor(),
+            max_record_age_secs: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// Directory of the spool (created if missing, mode 0700).
+    pub dir: Option<PathBuf>,
+    /// Most bytes of segment files the spool holds; when full, sources wait.
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    /// Group commit interval: the spool is fdatasynced at least this often (and at
+    /// once when a socket client waits for a durability ack).
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Memory for the page cache of the spool's index (sled).
+    #[serde(default = "default_cache_capacity_bytes")]
+    pub cache_capacity_bytes: u64,
+    /// Size at which a segment file is sealed and the next one started (at most
+    /// an eighth of `max_bytes`).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// Free space left on the spool's filesystem: below it the spool counts as
+    /// full (sources wait), so the spool never takes the host's last bytes.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSocket {
+    /// Path of the Unix socket.
+    pub path: Option<PathBuf>,
+    /// `stream` (connections) or `datagram` (one datagram = one record).
+    #[serde(default)]
+    pub mode: SocketMode,
+    /// For stream sockets: `lines` (newline-delimited records) or `frames` (the
+    /// length-prefixed protocol with per-record keys and acks, see the README).
+    #[serde(default)]
+    pub framing: Framing,
+    /// Destination stream (default: `kinesis.stream`).
+    pub stream: Option<String>,
+    /// Longest line or datagram accepted, in bytes; a longer one is refused with an
+    /// error and counted. At most 1048576 minus the partition key.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Permissions of the socket file: 3 or 4 octal digits (`"0660"`).
+    #[serde(default = "default_file_mode")]
+    pub file_mode: String,
+    /// Owner of the socket file (user name or uid); default: the agent's user.
+    pub owner: Option<String>,
+    /// Group of the socket file (group name or gid); default: the agent's group.
+    pub group: Option<String>,
+    /// Only peers with one of these uids may connect (stream sockets; checked with
+    /// SO_PEERCRED). Empty with `allow_gids` empty: anyone who can open the file.
+    #[serde(default)]
+    pub allow_uids: Vec<u32>,
+    /// Only peers in one of these groups, primary or supplementary, may connect
+    /// (stream sockets; checked with SO_PEERGROUPS).
+    #[serde(default)]
+    pub allow_gids: Vec<u32>,
+    /// Most simultaneous connections; further clients wait in the accept queue.
+    #[serde(default = "default_socket_max_connections")]
+    pub max_connections: usize,
+    /// Most simultaneous connections of one peer uid (stream sockets), so that one
+    /// user cannot hold every slot; a further one is closed at once, logged and
+    /// counted.
+    #[serde(default = "default_max_connections_per_uid")]
+    pub max_connections_per_uid: usize,
+    /// A connection that sends nothing for this long is closed (stream sockets;
+    /// what it sent is kept), so idle clients do not hold slots and descriptors.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// When the spool is full: `wait` (stop reading: clients feel backpressure) or
+    /// `refuse` (answer `SPOOL_FULL`; frames only, lines and datagrams always wait).
+    #[serde(default)]
+    pub on_full: OnFull,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketMode {
+    #[default]
+    Stream,
+    Datagram,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    #[default]
+    Lines,
+    Frames,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    #[default]
+    Wait,
+    Refuse,
+}
+
+pub(super) fn default_file_mode() -> String {
+    "0660".into()
+}
+pub(super) fn default_socket_max_connections() -> usize {
+    1024
+}
+/// A quarter of the default `max_connections`: a few busy users fit, one cannot
+/// take them all.
+pub(super) fn default_max_connections_per_uid() -> usize {
+    256
+}
+/// Five minutes: far longer than a live client's pause between writes.
+pub(super) fn default_idle_timeout_secs() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Glob patterns of the files to tail, absolute paths. `*`, `?` and `[...]` do
+    /// not cross `/`; `**` does. Each names a directory before its first wildcard
+    /// (`/**` would walk the whole filesystem), outside /proc, /sys and /dev.
+    /// Required.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Glob patterns of files never tailed, even when included.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Destination stream (default: `kinesis.stream`).
+    pub stream: Option<String>,
+    /// Where to start in a file that has no checkpoint and is already there when the
+    /// agent starts: `"beginning"` or `"end"`. A file that appears later is always
+    /// read from its beginning.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Partition key of each record: `"random"` (16 hex digits), `"line_hash"` (a
+    /// hash of the record, so equal lines go to one shard), `"file_path"` (every
+    /// line of a file to one shard), or `{ json_field = "name" }` (the top-level
+    /// field of a JSON line; random when the field is missing).
+    #[serde(default)]
+    pub partition_key: RawPartitionKey,
+    /// Regular expression that matches the first line of a record; a line that does
+    /// not match is appended (after a `\n`) to the record before it. None: every
+    /// line is a record.
+    pub multiline_start: Option<String>,
+    /// A multiline record is sent once no line was added to it for this long.
+    #[serde(default = "default_multiline_timeout_ms")]
+    pub multiline_timeout_ms: u64,
+    /// Largest record (line), in bytes. At most 1048320: the Kinesis record limit
+    /// less the longest partition key this source makes (256 bytes).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// What happens to a longer line: `"split"` (into records of
+    /// `max_record_bytes`) or `"truncate"` (its first `max_record_bytes` are sent,
+    /// the rest dropped). Either way it is logged and counted.
+    #[serde(default)]
+    pub oversized: Oversized,
+    /// What happens to a line that is not valid UTF-8: `"pass"` (sent as it is),
+    /// `"replace"` (invalid bytes become U+FFFD) or `"reject"` (not sent). Either way
+    /// it is logged and counted.
+    #[serde(default)]
+    pub invalid_utf8: InvalidUtf8,
+    /// Files not modified for this long are not opened (until they are modified).
+    /// None: no age limit.
+    pub ignore_older_secs: Option<u64>,
+    /// How often the include globs are walked again and every open file is checked
+    /// for rotation and new data, besides the inotify events (the fallback when
+    /// events are missed, as on network filesystems).
+    #[serde(default = "default_rescan_interval_ms")]
+    pub rescan_interval_ms: u64,
+    /// A rotated or deleted file is read until it has not grown for this long, then
+    /// closed (a writer may still append to its old handle for a while).
+    #[serde(default = "default_rotate_wait_ms")]
+    pub rotate_wait_ms: u64,
+    /// Whether a symbolic link the patterns match is followed. Off: links are
+    /// skipped (logged once). On: a link is followed only to a regular file that
+    /// the block's patterns also match, never into /proc, /sys or /dev.
+    #[serde(default)]
+    pub follow_symlinks: bool,
+}
+
+/// Where to start in a file found at start-up without a checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// What to do with a line longer than `max_record_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversized {
+    #[default]
+    Split,
+    Truncate,
+}
+
+/// What to do with a line that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    #[default]
+    Pass,
+    Replace,
+    Reject,
+}
+
+/// `partition_key` as written: a name, or `{ json_field = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPartitionKey {
+    Named(String),
+    Field(RawJsonField),
+}
+
+impl Default for RawPartitionKey {
+    fn default() -> Self {
+        RawPartitionKey::Named("random".into())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonField {
+    /// Name of the top-level field of a JSON line whose value is the partition key.
+    pub json_field: String,
+}
+
+/// How a file record's partition key is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionKey {
+    Random,
+    LineHash,
+    FilePath,
+    JsonField(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Address (`IP:port`) of the HTTP endpoint serving `GET /metrics` (Prometheus
+    /// text) and `GET /status` (JSON); `shardline status` reads it from here. Port 0
+    /// takes any free port. The endpoint has no authentication: keep it on loopback.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+    /// Allow `listen` on an address other than loopback. The endpoint has no
+    /// authentication, so anyone who can reach it reads the metrics and status:
+    /// off unless asked for.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: default_metrics_listen(),
+            allow_remote: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// Most bytes the socket sources hold of their clients' input at once: partly
+    /// read frames and lines, and records decoded from them until they are in the
+    /// spool. A connection that finds it spent waits (its client feels
+    /// backpressure); a frame that needs more than all of it is refused.
+    #[serde(default = "default_ingest_max_memory_bytes")]
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest {
+            max_memory_bytes: default_ingest_max_memory_bytes(),
+        }
+    }
+}
+
+/// 64 MiB: a host agent's share of memory; enough for several maximum-size
+/// frames at once.
+pub(super) fn default_ingest_max_memory_bytes() -> u64 {
+    64 << 20
+}
+
+/// The smallest ingest budget: a maximum-size line with a read and a batch.
+pub const MIN_INGEST_MEMORY_BYTES: u64 = 4 << 20;
+
+pub(super) fn default_metrics_listen() -> String {
+    "127.0.0.1:9717".into()
+}
+
+pub(super) fn default_shutdown_timeout_secs() -> u64 {
+    30
+}
+pub(super) fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+pub(super) fn default_max_connections() -> usize {
+    24
+}
+pub(super) fn default_linger_ms() -> u64 {
+    100
+}
+pub(super) fn default_aggregation_max_bytes() -> usize {
+    // The KPL's and kinesis-producer's default: small enough that aggregate
+    // buffers come from the allocator's heap, not fresh pages.
+    51_200
+}
+pub(super) fn default_aggregation_max_records() -> usize {
+    10_000
+}
+pub(super) fn default_batch_max_records() -> usize {
+    MAX_BATCH_RECORDS
+}
+/// 1 MiB: one full record fits; larger requests only hold more memory (the body
+/// is built whole, as JSON) for the same throughput.
+pub(super) fn default_batch_max_bytes() -> usize {
+    1 << 20
+}
+pub(super) fn default_shard_refresh_interval_secs() -> u64 {
+    60
+}
+/// 8 MiB: enough for ~160 MiB/s at 50 ms per request; records, their aggregates
+/// and request bodies are each about this size in memory.
+pub(super) fn default_max_inflight_bytes() -> u64 {
+    8 << 20
+}
+pub(super) fn default_shard_rate_factor() -> f64 {
+    0.8
+}
+pub(super) fn default_spool_max_bytes() -> u64 {
+    8 << 30
+}
+pub(super) fn default_flush_interval_ms() -> u64 {
+    200
+}
+pub(super) fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+pub(super) fn default_min_free_bytes() -> u64 {
+    64 << 20
+}
+pub(super) fn default_cache_capacity_bytes() -> u64 {
+    4 << 20
+}
+/// Room left for a random partition key (16 characters) within the record limit.
+pub(super) fn default_max_line_bytes() -> usize {
+    MAX_RECORD_BYTES - 16
+}
+/// Room left for the longest partition key a file source makes.
+pub(super) fn default_max_record_bytes() -> usize {
+    MAX_FILE_RECORD_BYTES
+}
+pub(super) fn default_multiline_timeout_ms() -> u64 {
+    1000
+}
+pub(super) fn default_rescan_interval_ms() -> u64 {
+    1000
+}
+pub(super) fn default_rotate_wait_ms() -> u64 {
+    5000
+}

@@ -1,0 +1,176 @@
+use super::*;
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("test.toml"))
+}
+
+const MINIMAL: &str = r#"
+    [kinesis]
+    stream = "logs"
+    [spool]
+    dir = "/tmp/x"
+    [[socket]]
+    path = "/tmp/a.sock"
+    [[socket]]
+    path = "/tmp/b.sock"
+    stream = "other"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = check(MINIMAL).unwrap();
+    assert_eq!(c.sockets[0].stream, "logs");
+    assert_eq!(c.sockets[1].stream, "other");
+    assert_eq!(c.streams(), vec!["logs", "other"]);
+    assert_eq!(c.delivery.max_connections, 24);
+    assert_eq!(c.delivery.batch_max_records, 500);
+    assert_eq!(c.metrics.listen, "127.0.0.1:9717".parse().unwrap());
+}
+
+#[test]
+fn metrics_listen_must_be_an_address() {
+    let c = check(&format!("{MINIMAL}\n[metrics]\nlisten = \"[::1]:0\"\n")).unwrap();
+    assert_eq!(c.metrics.listen, "[::1]:0".parse().unwrap());
+    let e = check(&format!("{MINIMAL}\n[metrics]\nlisten = \"localhost\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.listen \"localhost\""), "{e}");
+    let e = check(&format!("{MINIMAL}\n[metrics]\nport = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("port"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = MINIMAL.replace("dir = \"/tmp/x\"", "dir = \"/tmp/x\"\nmax_bites = 3");
+    let e = check(&text).unwrap_err().to_string();
+    assert!(e.contains("max_bites"), "{e}");
+}
+
+#[test]
+fn every_problem_is_listed() {
+    let e = check(
+        r#"
+        [kinesis]
+        region = "us-east-1"
+        [delivery]
+        batch_max_records = 501
+        [spool]
+        max_bytes = 10
+        [[socket]]
+        stream = "bad name"
+    "#,
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &e else {
+        panic!("{e}");
+    };
+    let all = problems.join("\n");
+    for needle in [
+        "kinesis.stream is missing",
+        "batch_max_records 501",
+        "spool.dir is missing",
+        "spool.max_bytes 10",
+        "socket[0].path is missing",
+        "socket[0].stream \"bad name\"",
+    ] {
+        assert!(all.contains(needle), "{needle:?} not in\n{all}");
+    }
+    assert_eq!(problems.len(), 6, "{all}");
+}
+
+#[test]
+fn file_block_gets_defaults_and_its_stream() {
+    let c = check(
+        r#"
+        [kinesis]
+        stream = "logs"
+        [spool]
+        dir = "/tmp/x"
+        [[file]]
+        include = ["/var/log/app/*.log"]
+        [[file]]
+        include = ["/var/log/**/*.json"]
+        exclude = ["/var/log/private/**"]
+        stream = "json"
+        read_from = "end"
+        partition_key = { json_field = "user" }
+        multiline_start = '^\d{4}-'
+        oversized = "truncate"
+        invalid_utf8 = "replace"
+        ignore_older_secs = 86400
+    "#,
+    )
+    .unwrap();
+    assert!(c.sockets.is_empty());
+    assert_eq!(c.streams(), vec!["logs", "json"]);
+    let (a, b) = (&c.files[0], &c.files[1]);
+    assert_eq!(a.stream, "logs");
+    assert_eq!(a.read_from, ReadFrom::Beginning);
+    assert_eq!(a.partition_key, PartitionKey::Random);
+    assert_eq!(a.max_record_bytes, MAX_FILE_RECORD_BYTES);
+    assert_eq!(a.oversized, Oversized::Split);
+    assert_eq!(a.invalid_utf8, InvalidUtf8::Pass);
+    assert!(a.matches(Path::new("/var/log/app/x.log")));
+    assert!(
+        !a.matches(Path::new("/var/log/app/sub/x.log")),
+        "* crossed a /"
+    );
+    assert_eq!(b.partition_key, PartitionKey::JsonField("user".into()));
+    assert!(b.matches(Path::new("/var/log/a/b/c.json")));
+    assert!(!b.matches(Path::new("/var/log/private/c.json")));
+    assert!(b
+        .multiline_start
+        .as_ref()
+        .unwrap()
+        .is_match(b"2024-01-01 x"));
+    assert_eq!(b.ignore_older, Some(Duration::from_secs(86400)));
+}
+
+#[test]
+fn every_file_problem_is_listed() {
+    let e = check(
+        r#"
+        [kinesis]
+        stream = "logs"
+        [spool]
+        dir = "/tmp/x"
+        [[file]]
+        include = ["relative/*.log", "/a/[z.log"]
+        partition_key = "shard"
+        multiline_start = "("
+        max_record_bytes = 1048576
+        [[file]]
+        stream = "bad name"
+    "#,
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &e else {
+        panic!("{e}");
+    };
+    let all = problems.join("\n");
+    for needle in [
+        "file[0].include pattern \"relative/*.log\" is not an absolute path",
+        "file[0].include pattern \"/a/[z.log\" is not a valid glob",
+        "file[0].partition_key \"shard\"",
+        "file[0].multiline_start \"(\"",
+        "file[0].max_record_bytes 1048576",
+        "file[1].include is missing",
+        "file[1].stream \"bad name\"",
+    ] {
+        assert!(all.contains(needle), "{needle:?} not in\n{all}");
+    }
+    assert_eq!(problems.len(), 7, "{all}");
+}
+
+#[test]
+fn no_sources_is_a_problem() {
+    let e = check("[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no sources: add at least one [[socket]] or [[file]]"),
+        "{e}"
+    );
+}

@@ -1,0 +1,476 @@
+//! Validation: the raw file checked section by section into the types the agent
+//! uses, every problem listed at once.
+
+use super::*;
+
+/// Compiles glob patterns as the file source matches them: `*` stays within one
+/// path component.
+pub(super) fn glob_set(
+    patterns: &[String],
+    field: &str,
+    problems: &mut Vec<String>,
+) -> Option<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    let mut ok = true;
+    for p in patterns {
+        if !p.starts_with('/') {
+            problems.push(format!("{field} pattern {p:?} is not an absolute path"));
+            ok = false;
+            continue;
+        }
+        match globset::GlobBuilder::new(p).literal_separator(true).build() {
+            Ok(g) => {
+                builder.add(g);
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "{field} pattern {p:?} is not a valid glob: {}",
+                    e.kind()
+                ));
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match builder.build() {
+        Ok(set) => Some(set),
+        Err(e) => {
+            problems.push(format!("{field} patterns cannot be compiled: {e}"));
+            None
+        }
+    }
+}
+
+/// Checks one `[[file]]` block.
+pub(super) fn validate_file(
+    i: usize,
+    f: RawFile,
+    default_stream: Option<&String>,
+    problems: &mut Vec<String>,
+) -> Option<FileConfig> {
+    let field = format!("file[{i}]");
+    let before = problems.len();
+    if f.include.is_empty() {
+        problems.push(format!(
+            "{field}.include is missing (a list of glob patterns)"
+        ));
+    }
+    let include_set = glob_set(&f.include, &format!("{field}.include"), problems);
+    for p in f.include.iter().filter(|p| p.starts_with('/')) {
+        check_include_base(p, &format!("{field}.include"), problems);
+    }
+    let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
+    if let Some(stream) = &f.stream {
+        check_stream_name(stream, &format!("{field}.stream"), problems);
+    }
+    let partition_key = match f.partition_key {
+        RawPartitionKey::Named(n) => match n.as_str() {
+            "random" => Some(PartitionKey::Random),
+            "line_hash" => Some(PartitionKey::LineHash),
+            "file_path" => Some(PartitionKey::FilePath),
+            _ => {
+                problems.push(format!(
+                    "{field}.partition_key {n:?} is not one of \"random\", \"line_hash\", \"file_path\" or {{ json_field = \"...\" }}"
+                ));
+                None
+            }
+        },
+        RawPartitionKey::Field(RawJsonField { json_field }) => {
+            if json_field.is_empty() {
+                problems.push(format!("{field}.partition_key.json_field is empty"));
+            }
+            Some(PartitionKey::JsonField(json_field))
+        }
+    };
+    let multiline_start = match f.multiline_start.as_deref().map(regex::bytes::Regex::new) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            problems.push(format!(
+                "{field}.multiline_start {:?} is not a valid regular expression: {}",
+                f.multiline_start.as_deref().unwrap_or_default(),
+                e.to_string().lines().last().unwrap_or_default().trim()
+            ));
+            None
+        }
+    };
+    if f.multiline_timeout_ms == 0 {
+        problems.push(format!("{field}.multiline_timeout_ms must be at least 1"));
+    }
+    if f.max_record_bytes == 0 || f.max_record_bytes > MAX_FILE_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
+            f.max_record_bytes
+        ));
+    }
+    if f.rescan_interval_ms == 0 {
+        problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(FileConfig {
+        include: f.include,
+        exclude: f.exclude,
+        include_set: include_set?,
+        exclude_set: exclude_set?,
+        stream: f.stream.or(default_stream.cloned())?,
+        read_from: f.read_from,
+        partition_key: partition_key?,
+        multiline_start,
+        multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
+        max_record_bytes: f.max_record_bytes,
+        oversized: f.oversized,
+        invalid_utf8: f.invalid_utf8,
+        ignore_older: f.ignore_older_secs.map(Duration::from_secs),
+        rescan_interval: Duration::from_millis(f.rescan_interval_ms),
+        rotate_wait: Duration::from_millis(f.rotate_wait_ms),
+        follow_symlinks: f.follow_symlinks,
+    })
+}
+
+/// Resolves a user or group (name or number) with the system's database file.
+pub(super) fn lookup_id(db: &str, name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    let text = std::fs::read_to_string(db).map_err(|e| format!("cannot read {db}: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let id = f.nth(1)?.parse::<u32>().ok()?;
+            (n == name).then_some(id)
+        })
+        .next()
+        .ok_or_else(|| format!("no such entry in {db}"))
+}
+
+/// A permission written in octal: 3 or 4 digits 0-7 (`"0660"`, `"640"`), nothing
+/// else (`u32::from_str_radix` alone would take `"+777"`).
+pub(super) fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text
+        .strip_prefix('0')
+        .filter(|d| d.len() == 3)
+        .unwrap_or(text);
+    if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+/// Paths are absolute: a relative one would depend on the directory the agent
+/// happens to start in.
+pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String>) {
+    if !path.is_absolute() {
+        problems.push(format!("{field} {path:?} is not an absolute path"));
+    }
+}
+
+/// Include patterns must name a directory before their first wildcard, outside the
+/// kernel's pseudo-filesystems: `/**` or `/*` would walk (and tail) everything.
+pub(super) fn check_include_base(pattern: &str, field: &str, problems: &mut Vec<String>) {
+    let (base, _) = crate::source::file::glob_base(pattern);
+    if base == Path::new("/") {
+        problems.push(format!(
+            "{field} pattern {pattern:?} has no directory before its first wildcard: it would walk the whole filesystem"
+        ));
+    } else if crate::source::file::is_pseudo_fs(&base) {
+        problems.push(format!(
+            "{field} pattern {pattern:?} is under /proc, /sys or /dev, which are never tailed"
+        ));
+    }
+}
+
+/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
+pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        problems.push(format!(
+            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
+        ));
+    }
+}
+
+impl RawConfig {
+    /// Checks everything and lists every problem.
+    pub fn validate(self) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let kinesis = match self.kinesis {
+            None => {
+                problems.push("[kinesis] section is missing (it names the stream)".into());
+                None
+            }
+            Some(k) => {
+                match &k.stream {
+                    None => problems.push("kinesis.stream is missing".into()),
+                    Some(s) => check_stream_name(s, "kinesis.stream", &mut problems),
+                }
+                if let Some(e) = &k.endpoint {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        problems.push(format!(
+                            "kinesis.endpoint {e:?} is not an http:// or https:// URL"
+                        ));
+                    }
+                }
+                if k.request_timeout_ms == 0 {
+                    problems.push("kinesis.request_timeout_ms must be above 0".into());
+                }
+                Some(k)
+            }
+        };
+        let d = &self.delivery;
+        if d.max_connections == 0 {
+            problems.push("delivery.max_connections must be at least 1".into());
+        }
+        if d.aggregation_max_bytes == 0 || d.aggregation_max_bytes > MAX_RECORD_BYTES {
+            problems.push(format!(
+                "delivery.aggregation_max_bytes {} is outside 1..={MAX_RECORD_BYTES}",
+                d.aggregation_max_bytes
+            ));
+        }
+        if d.aggregation_max_records == 0 {
+            problems.push("delivery.aggregation_max_records must be at least 1".into());
+        }
+        if d.batch_max_records == 0 || d.batch_max_records > MAX_BATCH_RECORDS {
+            problems.push(format!(
+                "delivery.batch_max_records {} is outside 1..={MAX_BATCH_RECORDS}",
+                d.batch_max_records
+            ));
+        }
+        if d.batch_max_bytes < MAX_RECORD_BYTES || d.batch_max_bytes > MAX_BATCH_BYTES {
+            problems.push(format!(
+                "delivery.batch_max_bytes {} is outside {MAX_RECORD_BYTES}..={MAX_BATCH_BYTES}",
+                d.batch_max_bytes
+            ));
+        }
+        if d.shard_refresh_interval_secs == 0 {
+            problems.push("delivery.shard_refresh_interval_secs must be at least 1".into());
+        }
+        if !(d.shard_rate_factor >= 0.0 && d.shard_rate_factor <= 1.0) {
+            problems.push(format!(
+                "delivery.shard_rate_factor {} is outside 0..=1",
+                d.shard_rate_factor
+            ));
+        }
+        if d.max_record_age_secs == Some(0) {
+            problems.push("delivery.max_record_age_secs must be at least 1 (or left out)".into());
+        }
+        if let Some(p) = &d.dead_letter_path {
+            check_absolute(p, "delivery.dead_letter_path", &mut problems);
+        }
+        if d.max_inflight_bytes < MAX_RECORD_BYTES as u64 {
+            problems.push(format!(
+                "delivery.max_inflight_bytes {} is below one record ({MAX_RECORD_BYTES})",
+                d.max_inflight_bytes
+            ));
+        }
+        let spool = match self.spool {
+            None => {
+                problems.push("[spool] section is missing (it names the spool directory)".into());
+                None
+            }
+            Some(s) => {
+                match &s.dir {
+                    None => problems.push("spool.dir is missing".into()),
+                    Some(d) => check_absolute(d, "spool.dir", &mut problems),
+                }
+                if s.max_bytes < 2 * MAX_RECORD_BYTES as u64 {
+                    problems.push(format!(
+                        "spool.max_bytes {} is below two maximum-size records ({})",
+                        s.max_bytes,
+                        2 * MAX_RECORD_BYTES
+                    ));
+                }
+                if s.flush_interval_ms == 0 {
+                    problems.push("spool.flush_interval_ms must be at least 1".into());
+                }
+                if s.segment_bytes < 1 << 20 {
+                    problems.push(format!(
+                        "spool.segment_bytes {} is below 1 MiB (1048576)",
+                        s.segment_bytes
+                    ));
+                }
+                Some(s)
+            }
+        };
+        let metrics_listen = match self.metrics.listen.parse::<SocketAddr>() {
+            Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
+                problems.push(format!(
+                    "metrics.listen {:?} is not a loopback address; the endpoint has no authentication (set metrics.allow_remote = true to serve it beyond this host)",
+                    self.metrics.listen
+                ));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "metrics.listen {:?} is not an IP address and port (like \"127.0.0.1:9717\")",
+                    self.metrics.listen
+                ));
+                None
+            }
+        };
+        if self.ingest.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
+            problems.push(format!(
+                "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
+                self.ingest.max_memory_bytes
+            ));
+        }
+        if self.socket.is_empty() && self.file.is_empty() {
+            problems.push("no sources: add at least one [[socket]] or [[file]]".into());
+        }
+        let default_stream = kinesis.as_ref().and_then(|k| k.stream.clone());
+        let mut paths = HashSet::new();
+        let mut sockets = Vec::new();
+        for (i, s) in self.socket.iter().enumerate() {
+            let field = format!("socket[{i}]");
+            match &s.path {
+                None => problems.push(format!("{field}.path is missing")),
+                Some(p) => {
+                    check_absolute(p, &format!("{field}.path"), &mut problems);
+                    if !paths.insert(p.clone()) {
+                        problems.push(format!("{field}.path {p:?} is used by another socket"));
+                    }
+                }
+            }
+            if let Some(stream) = &s.stream {
+                check_stream_name(stream, &format!("{field}.stream"), &mut problems);
+            }
+            if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
+                problems.push(format!(
+                    "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
+                    s.max_line_bytes,
+                    MAX_RECORD_BYTES - 16
+                ));
+            }
+            let file_mode = match parse_mode(&s.file_mode) {
+                Some(m) => Some(m),
+                None => {
+                    problems.push(format!(
+                        "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
+                        s.file_mode
+                    ));
+                    None
+                }
+            };
+            let owner = s.owner.as_deref().and_then(|o| {
+                lookup_id("/etc/passwd", o)
+                    .map_err(|e| problems.push(format!("{field}.owner {o:?}: {e}")))
+                    .ok()
+            });
+            let group = s.group.as_deref().and_then(|g| {
+                lookup_id("/etc/group", g)
+                    .map_err(|e| problems.push(format!("{field}.group {g:?}: {e}")))
+                    .ok()
+            });
+            if s.mode == SocketMode::Datagram {
+                if s.framing == Framing::Frames {
+                    problems.push(format!(
+                        "{field}: framing = \"frames\" needs mode = \"stream\""
+                    ));
+                }
+                if !s.allow_uids.is_empty() || !s.allow_gids.is_empty() {
+                    problems.push(format!(
+                        "{field}: allow_uids/allow_gids need mode = \"stream\" (a datagram has no peer credentials)"
+                    ));
+                }
+            }
+            if s.max_connections == 0 {
+                problems.push(format!("{field}.max_connections must be at least 1"));
+            }
+            if s.max_connections_per_uid == 0 {
+                problems.push(format!(
+                    "{field}.max_connections_per_uid must be at least 1"
+                ));
+            }
+            if s.idle_timeout_secs == 0 {
+                problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
+            }
+            if let (Some(path), Some(stream), Some(file_mode)) = (
+                &s.path,
+                s.stream.clone().or(default_stream.clone()),
+                file_mode,
+            ) {
+                sockets.push(SocketConfig {
+                    path: path.clone(),
+                    mode: s.mode,
+                    framing: s.framing,
+                    stream,
+                    max_line_bytes: s.max_line_bytes,
+                    file_mode,
+                    owner,
+                    group,
+                    allow_uids: s.allow_uids.clone(),
+                    allow_gids: s.allow_gids.clone(),
+                    max_connections: s.max_connections,
+                    max_connections_per_uid: s.max_connections_per_uid,
+                    idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+                    on_full: s.on_full,
+                });
+            }
+        }
+        let mut files = Vec::new();
+        for (i, f) in self.file.into_iter().enumerate() {
+            if let Some(f) = validate_file(i, f, default_stream.as_ref(), &mut problems) {
+                files.push(f);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let k = kinesis.expect("checked above");
+        let s = spool.expect("checked above");
+        let d = self.delivery;
+        let spool_dir = s.dir.expect("checked above");
+        Ok(Config {
+            dead_letter_path: d
+                .dead_letter_path
+                .unwrap_or_else(|| spool_dir.join("dead-letter.ndjson")),
+            kinesis: KinesisConfig {
+                stream: k.stream.expect("checked above"),
+                region: k.region,
+                endpoint: k.endpoint,
+                request_timeout: Duration::from_millis(k.request_timeout_ms),
+            },
+            delivery: DeliveryOptions {
+                max_connections: d.max_connections,
+                linger: Duration::from_millis(d.linger_ms),
+                aggregation: Limits {
+                    max_bytes: d.aggregation_max_bytes,
+                    max_records: d.aggregation_max_records,
+                },
+                batch_max_records: d.batch_max_records,
+                batch_max_bytes: d.batch_max_bytes,
+                shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),
+                max_inflight_bytes: d.max_inflight_bytes,
+                shard_rate_factor: d.shard_rate_factor,
+                max_record_age: d.max_record_age_secs.map(Duration::from_secs),
+            },
+            spool: SpoolOptions {
+                dir: Some(spool_dir),
+                max_bytes: s.max_bytes,
+                flush_interval_ms: s.flush_interval_ms,
+                cache_capacity_bytes: s.cache_capacity_bytes,
+                segment_bytes: s.segment_bytes,
+                min_free_bytes: s.min_free_bytes,
+            },
+            sockets,
+            files,
+            metrics: MetricsConfig {
+                listen: metrics_listen.expect("checked above"),
+            },
+            ingest: IngestConfig {
+                max_memory_bytes: usize::try_from(self.ingest.max_memory_bytes)
+                    .unwrap_or(usize::MAX),
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+        })
+    }
+}
