@@ -202,275 +202,299 @@ impl RawConfig {
     /// Checks everything and lists every problem.
     pub fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        let kinesis = match self.kinesis {
-            None => {
-                problems.push("[kinesis] section is missing (it names the stream)".into());
-                None
-            }
-            Some(k) => {
-                match &k.stream {
-                    None => problems.push("kinesis.stream is missing".into()),
-                    Some(s) => check_stream_name(s, "kinesis.stream", &mut problems),
-                }
-                if let Some(e) = &k.endpoint {
-                    if !(e.starts_with("http://") || e.starts_with("https://")) {
-                        problems.push(format!(
-                            "kinesis.endpoint {e:?} is not an http:// or https:// URL"
-                        ));
-                    }
-                }
-                if k.request_timeout_ms == 0 {
-                    problems.push("kinesis.request_timeout_ms must be above 0".into());
-                }
-                Some(k)
-            }
-        };
-        let d = &self.delivery;
-        if d.max_connections == 0 {
-            problems.push("delivery.max_connections must be at least 1".into());
-        }
-        if d.aggregation_max_bytes == 0 || d.aggregation_max_bytes > MAX_RECORD_BYTES {
-            problems.push(format!(
-                "delivery.aggregation_max_bytes {} is outside 1..={MAX_RECORD_BYTES}",
-                d.aggregation_max_bytes
-            ));
-        }
-        if d.aggregation_max_records == 0 {
-            problems.push("delivery.aggregation_max_records must be at least 1".into());
-        }
-        if d.batch_max_records == 0 || d.batch_max_records > MAX_BATCH_RECORDS {
-            problems.push(format!(
-                "delivery.batch_max_records {} is outside 1..={MAX_BATCH_RECORDS}",
-                d.batch_max_records
-            ));
-        }
-        if d.batch_max_bytes < MAX_RECORD_BYTES || d.batch_max_bytes > MAX_BATCH_BYTES {
-            problems.push(format!(
-                "delivery.batch_max_bytes {} is outside {MAX_RECORD_BYTES}..={MAX_BATCH_BYTES}",
-                d.batch_max_bytes
-            ));
-        }
-        if d.shard_refresh_interval_secs == 0 {
-            problems.push("delivery.shard_refresh_interval_secs must be at least 1".into());
-        }
-        if !(d.shard_rate_factor >= 0.0 && d.shard_rate_factor <= 1.0) {
-            problems.push(format!(
-                "delivery.shard_rate_factor {} is outside 0..=1",
-                d.shard_rate_factor
-            ));
-        }
-        if d.max_record_age_secs == Some(0) {
-            problems.push("delivery.max_record_age_secs must be at least 1 (or left out)".into());
-        }
-        if let Some(p) = &d.dead_letter_path {
-            check_absolute(p, "delivery.dead_letter_path", &mut problems);
-        }
-        if d.max_inflight_bytes < MAX_RECORD_BYTES as u64 {
-            problems.push(format!(
-                "delivery.max_inflight_bytes {} is below one record ({MAX_RECORD_BYTES})",
-                d.max_inflight_bytes
-            ));
-        }
-        let spool = match self.spool {
-            None => {
-                problems.push("[spool] section is missing (it names the spool directory)".into());
-                None
-            }
-            Some(s) => {
-                match &s.dir {
-                    None => problems.push("spool.dir is missing".into()),
-                    Some(d) => check_absolute(d, "spool.dir", &mut problems),
-                }
-                if s.max_bytes < 2 * MAX_RECORD_BYTES as u64 {
-                    problems.push(format!(
-                        "spool.max_bytes {} is below two maximum-size records ({})",
-                        s.max_bytes,
-                        2 * MAX_RECORD_BYTES
-                    ));
-                }
-                if s.flush_interval_ms == 0 {
-                    problems.push("spool.flush_interval_ms must be at least 1".into());
-                }
-                if s.segment_bytes < 1 << 20 {
-                    problems.push(format!(
-                        "spool.segment_bytes {} is below 1 MiB (1048576)",
-                        s.segment_bytes
-                    ));
-                }
-                Some(s)
-            }
-        };
-        let metrics_listen = match self.metrics.listen.parse::<SocketAddr>() {
-            Ok(a) if !a.ip().is_loopback() && !self.metrics.allow_remote => {
-                problems.push(format!(
-                    "metrics.listen {:?} is not a loopback address; the endpoint has no authentication (set metrics.allow_remote = true to serve it beyond this host)",
-                    self.metrics.listen
-                ));
-                None
-            }
-            Ok(a) => Some(a),
-            Err(_) => {
-                problems.push(format!(
-                    "metrics.listen {:?} is not an IP address and port (like \"127.0.0.1:9717\")",
-                    self.metrics.listen
-                ));
-                None
-            }
-        };
-        if self.ingest.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
-            problems.push(format!(
-                "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
-                self.ingest.max_memory_bytes
-            ));
-        }
+        let kinesis = validate_kinesis(self.kinesis, &mut problems);
+        let (delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
+        let spool = validate_spool(self.spool, &mut problems);
+        // Beside the spool unless set.
+        let dead_letter_path = dead_letter_path.or_else(|| {
+            let dir = spool.as_ref()?.dir.as_ref()?;
+            Some(dir.join("dead-letter.ndjson"))
+        });
+        let metrics = validate_metrics(&self.metrics, &mut problems);
+        let ingest = validate_ingest(&self.ingest, &mut problems);
         if self.socket.is_empty() && self.file.is_empty() {
             problems.push("no sources: add at least one [[socket]] or [[file]]".into());
         }
-        let default_stream = kinesis.as_ref().and_then(|k| k.stream.clone());
+        let default_stream = kinesis.as_ref().map(|k| k.stream.clone());
         let mut paths = HashSet::new();
         let mut sockets = Vec::new();
         for (i, s) in self.socket.iter().enumerate() {
-            let field = format!("socket[{i}]");
-            match &s.path {
-                None => problems.push(format!("{field}.path is missing")),
-                Some(p) => {
-                    check_absolute(p, &format!("{field}.path"), &mut problems);
-                    if !paths.insert(p.clone()) {
-                        problems.push(format!("{field}.path {p:?} is used by another socket"));
-                    }
-                }
-            }
-            if let Some(stream) = &s.stream {
-                check_stream_name(stream, &format!("{field}.stream"), &mut problems);
-            }
-            if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
-                problems.push(format!(
-                    "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
-                    s.max_line_bytes,
-                    MAX_RECORD_BYTES - 16
-                ));
-            }
-            let file_mode = match parse_mode(&s.file_mode) {
-                Some(m) => Some(m),
-                None => {
-                    problems.push(format!(
-                        "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
-                        s.file_mode
-                    ));
-                    None
-                }
-            };
-            let owner = s.owner.as_deref().and_then(|o| {
-                lookup_id("/etc/passwd", o)
-                    .map_err(|e| problems.push(format!("{field}.owner {o:?}: {e}")))
-                    .ok()
-            });
-            let group = s.group.as_deref().and_then(|g| {
-                lookup_id("/etc/group", g)
-                    .map_err(|e| problems.push(format!("{field}.group {g:?}: {e}")))
-                    .ok()
-            });
-            if s.mode == SocketMode::Datagram {
-                if s.framing == Framing::Frames {
-                    problems.push(format!(
-                        "{field}: framing = \"frames\" needs mode = \"stream\""
-                    ));
-                }
-                if !s.allow_uids.is_empty() || !s.allow_gids.is_empty() {
-                    problems.push(format!(
-                        "{field}: allow_uids/allow_gids need mode = \"stream\" (a datagram has no peer credentials)"
-                    ));
-                }
-            }
-            if s.max_connections == 0 {
-                problems.push(format!("{field}.max_connections must be at least 1"));
-            }
-            if s.max_connections_per_uid == 0 {
-                problems.push(format!(
-                    "{field}.max_connections_per_uid must be at least 1"
-                ));
-            }
-            if s.idle_timeout_secs == 0 {
-                problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
-            }
-            if let (Some(path), Some(stream), Some(file_mode)) = (
-                &s.path,
-                s.stream.clone().or(default_stream.clone()),
-                file_mode,
-            ) {
-                sockets.push(SocketConfig {
-                    path: path.clone(),
-                    mode: s.mode,
-                    framing: s.framing,
-                    stream,
-                    max_line_bytes: s.max_line_bytes,
-                    file_mode,
-                    owner,
-                    group,
-                    allow_uids: s.allow_uids.clone(),
-                    allow_gids: s.allow_gids.clone(),
-                    max_connections: s.max_connections,
-                    max_connections_per_uid: s.max_connections_per_uid,
-                    idle_timeout: Duration::from_secs(s.idle_timeout_secs),
-                    on_full: s.on_full,
-                });
-            }
+            let socket = validate_socket(i, s, default_stream.as_ref(), &mut paths, &mut problems);
+            sockets.extend(socket);
         }
         let mut files = Vec::new();
         for (i, f) in self.file.into_iter().enumerate() {
-            if let Some(f) = validate_file(i, f, default_stream.as_ref(), &mut problems) {
-                files.push(f);
-            }
+            files.extend(validate_file(i, f, default_stream.as_ref(), &mut problems));
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        let k = kinesis.expect("checked above");
-        let s = spool.expect("checked above");
-        let d = self.delivery;
-        let spool_dir = s.dir.expect("checked above");
         Ok(Config {
-            dead_letter_path: d
-                .dead_letter_path
-                .unwrap_or_else(|| spool_dir.join("dead-letter.ndjson")),
-            kinesis: KinesisConfig {
-                stream: k.stream.expect("checked above"),
-                region: k.region,
-                endpoint: k.endpoint,
-                request_timeout: Duration::from_millis(k.request_timeout_ms),
-            },
-            delivery: DeliveryOptions {
-                max_connections: d.max_connections,
-                linger: Duration::from_millis(d.linger_ms),
-                aggregation: Limits {
-                    max_bytes: d.aggregation_max_bytes,
-                    max_records: d.aggregation_max_records,
-                },
-                batch_max_records: d.batch_max_records,
-                batch_max_bytes: d.batch_max_bytes,
-                shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),
-                max_inflight_bytes: d.max_inflight_bytes,
-                shard_rate_factor: d.shard_rate_factor,
-                max_record_age: d.max_record_age_secs.map(Duration::from_secs),
-            },
-            spool: SpoolOptions {
-                dir: Some(spool_dir),
-                max_bytes: s.max_bytes,
-                flush_interval_ms: s.flush_interval_ms,
-                cache_capacity_bytes: s.cache_capacity_bytes,
-                segment_bytes: s.segment_bytes,
-                min_free_bytes: s.min_free_bytes,
-            },
+            dead_letter_path: dead_letter_path.expect("checked above"),
+            kinesis: kinesis.expect("checked above"),
+            delivery,
+            spool: spool.expect("checked above"),
             sockets,
             files,
-            metrics: MetricsConfig {
-                listen: metrics_listen.expect("checked above"),
-            },
-            ingest: IngestConfig {
-                max_memory_bytes: usize::try_from(self.ingest.max_memory_bytes)
-                    .unwrap_or(usize::MAX),
-            },
+            metrics: metrics.expect("checked above"),
+            ingest,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
         })
+    }
+}
+
+/// Checks `[kinesis]`; `None` if it is missing or unusable.
+fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option<KinesisConfig> {
+    let Some(k) = k else {
+        problems.push("[kinesis] section is missing (it names the stream)".into());
+        return None;
+    };
+    match &k.stream {
+        None => problems.push("kinesis.stream is missing".into()),
+        Some(s) => check_stream_name(s, "kinesis.stream", problems),
+    }
+    if let Some(e) = &k.endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            problems.push(format!(
+                "kinesis.endpoint {e:?} is not an http:// or https:// URL"
+            ));
+        }
+    }
+    if k.request_timeout_ms == 0 {
+        problems.push("kinesis.request_timeout_ms must be above 0".into());
+    }
+    Some(KinesisConfig {
+        stream: k.stream?,
+        region: k.region,
+        endpoint: k.endpoint,
+        request_timeout: Duration::from_millis(k.request_timeout_ms),
+    })
+}
+
+/// Checks `[delivery]`; returns the options and the dead-letter path if set.
+fn validate_delivery(
+    d: RawDelivery,
+    problems: &mut Vec<String>,
+) -> (DeliveryOptions, Option<PathBuf>) {
+    if d.max_connections == 0 {
+        problems.push("delivery.max_connections must be at least 1".into());
+    }
+    if d.aggregation_max_bytes == 0 || d.aggregation_max_bytes > MAX_RECORD_BYTES {
+        problems.push(format!(
+            "delivery.aggregation_max_bytes {} is outside 1..={MAX_RECORD_BYTES}",
+            d.aggregation_max_bytes
+        ));
+    }
+    if d.aggregation_max_records == 0 {
+        problems.push("delivery.aggregation_max_records must be at least 1".into());
+    }
+    if d.batch_max_records == 0 || d.batch_max_records > MAX_BATCH_RECORDS {
+        problems.push(format!(
+            "delivery.batch_max_records {} is outside 1..={MAX_BATCH_RECORDS}",
+            d.batch_max_records
+        ));
+    }
+    if d.batch_max_bytes < MAX_RECORD_BYTES || d.batch_max_bytes > MAX_BATCH_BYTES {
+        problems.push(format!(
+            "delivery.batch_max_bytes {} is outside {MAX_RECORD_BYTES}..={MAX_BATCH_BYTES}",
+            d.batch_max_bytes
+        ));
+    }
+    if d.shard_refresh_interval_secs == 0 {
+        problems.push("delivery.shard_refresh_interval_secs must be at least 1".into());
+    }
+    if !(d.shard_rate_factor >= 0.0 && d.shard_rate_factor <= 1.0) {
+        problems.push(format!(
+            "delivery.shard_rate_factor {} is outside 0..=1",
+            d.shard_rate_factor
+        ));
+    }
+    if d.max_record_age_secs == Some(0) {
+        problems.push("delivery.max_record_age_secs must be at least 1 (or left out)".into());
+    }
+    if let Some(p) = &d.dead_letter_path {
+        check_absolute(p, "delivery.dead_letter_path", problems);
+    }
+    if d.max_inflight_bytes < MAX_RECORD_BYTES as u64 {
+        problems.push(format!(
+            "delivery.max_inflight_bytes {} is below one record ({MAX_RECORD_BYTES})",
+            d.max_inflight_bytes
+        ));
+    }
+    let options = DeliveryOptions {
+        max_connections: d.max_connections,
+        linger: Duration::from_millis(d.linger_ms),
+        aggregation: Limits {
+            max_bytes: d.aggregation_max_bytes,
+            max_records: d.aggregation_max_records,
+        },
+        batch_max_records: d.batch_max_records,
+        batch_max_bytes: d.batch_max_bytes,
+        shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),
+        max_inflight_bytes: d.max_inflight_bytes,
+        shard_rate_factor: d.shard_rate_factor,
+        max_record_age: d.max_record_age_secs.map(Duration::from_secs),
+    };
+    (options, d.dead_letter_path)
+}
+
+/// Checks `[spool]`; `None` if it is missing or has no directory.
+fn validate_spool(s: Option<RawSpool>, problems: &mut Vec<String>) -> Option<SpoolOptions> {
+    let Some(s) = s else {
+        problems.push("[spool] section is missing (it names the spool directory)".into());
+        return None;
+    };
+    match &s.dir {
+        None => problems.push("spool.dir is missing".into()),
+        Some(d) => check_absolute(d, "spool.dir", problems),
+    }
+    if s.max_bytes < 2 * MAX_RECORD_BYTES as u64 {
+        problems.push(format!(
+            "spool.max_bytes {} is below two maximum-size records ({})",
+            s.max_bytes,
+            2 * MAX_RECORD_BYTES
+        ));
+    }
+    if s.flush_interval_ms == 0 {
+        problems.push("spool.flush_interval_ms must be at least 1".into());
+    }
+    if s.segment_bytes < 1 << 20 {
+        problems.push(format!(
+            "spool.segment_bytes {} is below 1 MiB (1048576)",
+            s.segment_bytes
+        ));
+    }
+    Some(SpoolOptions {
+        dir: Some(s.dir?),
+        max_bytes: s.max_bytes,
+        flush_interval_ms: s.flush_interval_ms,
+        cache_capacity_bytes: s.cache_capacity_bytes,
+        segment_bytes: s.segment_bytes,
+        min_free_bytes: s.min_free_bytes,
+    })
+}
+
+/// Checks `[metrics]`: a loopback address unless remote access is allowed.
+fn validate_metrics(m: &RawMetrics, problems: &mut Vec<String>) -> Option<MetricsConfig> {
+    match m.listen.parse::<SocketAddr>() {
+        Ok(a) if !a.ip().is_loopback() && !m.allow_remote => {
+            problems.push(format!(
+                "metrics.listen {:?} is not a loopback address; the endpoint has no authentication (set metrics.allow_remote = true to serve it beyond this host)",
+                m.listen
+            ));
+            None
+        }
+        Ok(listen) => Some(MetricsConfig { listen }),
+        Err(_) => {
+            problems.push(format!(
+                "metrics.listen {:?} is not an IP address and port (like \"127.0.0.1:9717\")",
+                m.listen
+            ));
+            None
+        }
+    }
+}
+
+/// Checks `[ingest]`.
+fn validate_ingest(i: &RawIngest, problems: &mut Vec<String>) -> IngestConfig {
+    if i.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
+        problems.push(format!(
+            "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
+            i.max_memory_bytes
+        ));
+    }
+    IngestConfig {
+        max_memory_bytes: usize::try_from(i.max_memory_bytes).unwrap_or(usize::MAX),
+    }
+}
+
+/// Checks one `[[socket]]` block; `paths` holds the paths of the blocks before it.
+fn validate_socket(
+    i: usize,
+    s: &RawSocket,
+    default_stream: Option<&String>,
+    paths: &mut HashSet<PathBuf>,
+    problems: &mut Vec<String>,
+) -> Option<SocketConfig> {
+    let field = format!("socket[{i}]");
+    match &s.path {
+        None => problems.push(format!("{field}.path is missing")),
+        Some(p) => {
+            check_absolute(p, &format!("{field}.path"), problems);
+            if !paths.insert(p.clone()) {
+                problems.push(format!("{field}.path {p:?} is used by another socket"));
+            }
+        }
+    }
+    if let Some(stream) = &s.stream {
+        check_stream_name(stream, &format!("{field}.stream"), problems);
+    }
+    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
+        problems.push(format!(
+            "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
+            s.max_line_bytes,
+            MAX_RECORD_BYTES - 16
+        ));
+    }
+    let file_mode = parse_mode(&s.file_mode);
+    if file_mode.is_none() {
+        problems.push(format!(
+            "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
+            s.file_mode
+        ));
+    }
+    let owner = s.owner.as_deref().and_then(|o| {
+        lookup_id("/etc/passwd", o)
+            .map_err(|e| problems.push(format!("{field}.owner {o:?}: {e}")))
+            .ok()
+    });
+    let group = s.group.as_deref().and_then(|g| {
+        lookup_id("/etc/group", g)
+            .map_err(|e| problems.push(format!("{field}.group {g:?}: {e}")))
+            .ok()
+    });
+    check_socket_limits(&field, s, problems);
+    Some(SocketConfig {
+        path: s.path.clone()?,
+        mode: s.mode,
+        framing: s.framing,
+        stream: s.stream.clone().or(default_stream.cloned())?,
+        max_line_bytes: s.max_line_bytes,
+        file_mode: file_mode?,
+        owner,
+        group,
+        allow_uids: s.allow_uids.clone(),
+        allow_gids: s.allow_gids.clone(),
+        max_connections: s.max_connections,
+        max_connections_per_uid: s.max_connections_per_uid,
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        on_full: s.on_full,
+    })
+}
+
+/// A socket's mode against its framing and peer checks, and its limits.
+fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
+    if s.mode == SocketMode::Datagram {
+        if s.framing == Framing::Frames {
+            problems.push(format!(
+                "{field}: framing = \"frames\" needs mode = \"stream\""
+            ));
+        }
+        if !s.allow_uids.is_empty() || !s.allow_gids.is_empty() {
+            problems.push(format!(
+                "{field}: allow_uids/allow_gids need mode = \"stream\" (a datagram has no peer credentials)"
+            ));
+        }
+    }
+    if s.max_connections == 0 {
+        problems.push(format!("{field}.max_connections must be at least 1"));
+    }
+    if s.max_connections_per_uid == 0 {
+        problems.push(format!(
+            "{field}.max_connections_per_uid must be at least 1"
+        ));
+    }
+    if s.idle_timeout_secs == 0 {
+        problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
     }
 }
