@@ -1,17 +1,30 @@
 //! shardline: a host agent that forwards log records to Amazon Kinesis Data Streams
 //! and never loses one.
 //!
+//! # Embedding
+//!
+//! A Rust program sends records through a [`Producer`] (see [`producer`] for an
+//! example): [`Producer::start`] with [`ProducerOptions`], `put` a [`UserRecord`],
+//! await its [`Receipt`]; refused records come back as [`Failure`]s. The whole agent
+//! (sources included) runs with [`agent::run`] on a [`Config`] from
+//! [`config::load`]. Those items are re-exported here; the modules below are public
+//! for the agent's own binary, tests, benches and examples, and are not a stable
+//! interface.
+//!
 //! # Layout
 //!
-//! The modules follow the data flow:
+//! The modules follow the data flow; the spool write happens at intake, before a
+//! record is handed to delivery:
 //!
 //! ```text
-//!  source::file ──┐
-//!  source::socket ─┴► producer ─► spool (segments) ─► deliver (dispatcher per stream)
-//!                                  ▲                   │ shard_map: hash key → shard
-//!                                  │                   │ aggregate: KPL aggregates per shard
-//!                                  │                   ▼
-//!                                  └── acks ◄── worker pool ── PutRecords ──► Kinesis
+//!  source::file ──┐                 intake ──(hand-over in memory, or spilled
+//!  source::socket ─┼─► producer ──► │  and read back)──► deliver: one dispatcher
+//!  (embedder) ─────┘                ▼                     per stream
+//!                                 spool (segments,         │ router: shard_map +
+//!                                  checkpoints, acks)      │   aggregate per shard
+//!                                   ▲                      │ pacing, ledger
+//!                                   │                      ▼
+//!                                   └──── acks ◄── workers ── PutRecords ──► Kinesis
 //! ```
 //!
 //! - [`config`]: the TOML file, validated with every problem listed at once.
@@ -19,6 +32,7 @@
 //! - [`source`]: where records come from (`file`, tailed with its read position
 //!   in the spool; `socket`).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
+//! - `intake`: the spool write and the hand-over-or-spill decision, per stream.
 //! - [`spool`]: the write-ahead spool (CRC-framed segment files, a group commit that
 //!   fdatasyncs, sled for the segment catalog); a record leaves it only once Kinesis
 //!   took it.
@@ -27,8 +41,8 @@
 //! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding.
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
 //! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.
-//! - [`systemd`]: readiness and watchdog notifications to systemd.
-//! - [`descriptors`]: the file descriptor limit, checked against the config at
+//! - `systemd`: readiness and watchdog notifications to systemd.
+//! - `descriptors`: the file descriptor limit, checked against the config at
 //!   start-up.
 //! - [`agent`]: wires it all together and runs it until shutdown.
 
@@ -36,7 +50,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod config;
 pub mod deliver;
-pub mod descriptors;
+pub(crate) mod descriptors;
 mod intake;
 pub mod metrics;
 pub mod producer;
@@ -45,7 +59,11 @@ pub mod shard_map;
 pub mod source;
 pub mod spool;
 pub mod status;
-pub mod systemd;
+pub(crate) mod systemd;
 
-pub use producer::{ProduceError, Producer};
+pub use agent::Agent;
+pub use config::{Config, ConfigError};
+pub use deliver::Failure;
+pub use intake::{DeliveryError, DeliveryResult};
+pub use producer::{ProduceError, Producer, ProducerError, ProducerOptions, Receipt};
 pub use record::UserRecord;

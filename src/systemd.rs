@@ -113,6 +113,7 @@ impl Notifier {
     }
 
     /// Whether messages go anywhere.
+    #[cfg(test)]
     pub fn is_enabled(&self) -> bool {
         self.target.is_some()
     }
