@@ -19,24 +19,7 @@ impl<S: Sink> Tail<S> {
         };
         let id = FileId::of(&meta);
         if let Some(&seq) = self.by_id.get(&id) {
-            let t = self.files.get_mut(&seq).expect("by_id names open files");
-            if t.path != path {
-                let old_still_there = std::fs::metadata(&t.path)
-                    .map(|m| FileId::of(&m) == id)
-                    .unwrap_or(false);
-                if !old_still_there {
-                    // Renamed to another included name: same file, same position.
-                    if self.by_path.get(&t.path) == Some(&seq) {
-                        self.by_path.remove(&t.path);
-                    }
-                    tracing::info!(from = %t.path.display(), to = %path.display(), "Tailed file was renamed; following it");
-                    t.set_path(path.to_owned());
-                    t.tailed_path = path.to_owned();
-                    t.draining = None;
-                    t.dirty = true;
-                    self.by_path.insert(path.to_owned(), seq);
-                }
-            }
+            self.follow_rename(seq, id, path);
             return Ok(Some(id));
         }
         let config = self.blocks[block].clone();
@@ -45,35 +28,94 @@ impl<S: Sink> Tail<S> {
         } else {
             None
         };
-        if let Some(limit) = config.ignore_older {
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .unwrap_or_default();
-            if age > limit {
-                if !self.ignored.contains_key(&id) {
-                    // Where it would start if it is modified later.
-                    let pos = match (&stored, self.starting, config.read_from) {
-                        (Some(p), _, _) if p.offset <= meta.len() => p.offset,
-                        (None, true, ReadFrom::End) => meta.len(),
-                        _ => 0,
-                    };
-                    if stored.is_some() {
-                        // Keep its checkpoint: the file is there, only idle.
-                        self.stored.remove(&(config.stream.clone(), id));
-                    }
-                    self.ignored.insert(id, pos);
-                }
-                return Ok(Some(id));
-            }
+        if self.ignore_if_old(&config, &meta, id, &stored) {
+            return Ok(Some(id));
         }
+        let Some((file, meta)) = self.open_handle(path, &target)? else {
+            return Ok(None);
+        };
+        // The handle's identity wins over the path's (it may have been replaced in
+        // between).
+        let id = FileId::of(&meta);
+        if self.by_id.contains_key(&id) {
+            return Ok(Some(id));
+        }
+        self.start_tailing(path, config, file, meta.len(), id, stored)?;
+        Ok(Some(id))
+    }
+
+    /// An open file found at another path: if its old path no longer names it, it
+    /// was renamed to another included name (same file, same position).
+    fn follow_rename(&mut self, seq: u64, id: FileId, path: &Path) {
+        let t = self.files.get_mut(&seq).expect("by_id names open files");
+        if t.path == path {
+            return;
+        }
+        let old_still_there = std::fs::metadata(&t.path)
+            .map(|m| FileId::of(&m) == id)
+            .unwrap_or(false);
+        if old_still_there {
+            return;
+        }
+        if self.by_path.get(&t.path) == Some(&seq) {
+            self.by_path.remove(&t.path);
+        }
+        tracing::info!(from = %t.path.display(), to = %path.display(), "Tailed file was renamed; following it");
+        t.set_path(path.to_owned());
+        t.tailed_path = path.to_owned();
+        t.draining = None;
+        t.dirty = true;
+        self.by_path.insert(path.to_owned(), seq);
+    }
+
+    /// Whether the file is older than `ignore_older` and is not opened; remembers
+    /// where it would start if it is modified later.
+    fn ignore_if_old(
+        &mut self,
+        config: &FileConfig,
+        meta: &std::fs::Metadata,
+        id: FileId,
+        stored: &Option<Position>,
+    ) -> bool {
+        let Some(limit) = config.ignore_older else {
+            return false;
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        if age <= limit {
+            return false;
+        }
+        if !self.ignored.contains_key(&id) {
+            let pos = match (stored, self.starting, config.read_from) {
+                (Some(p), _, _) if p.offset <= meta.len() => p.offset,
+                (None, true, ReadFrom::End) => meta.len(),
+                _ => 0,
+            };
+            if stored.is_some() {
+                // Keep its checkpoint: the file is there, only idle.
+                self.stored.remove(&(config.stream.clone(), id));
+            }
+            self.ignored.insert(id, pos);
+        }
+        true
+    }
+
+    /// Opens the file to tail and reads its metadata from the handle; `None` if it
+    /// cannot be opened (logged once) or is not a regular file.
+    fn open_handle(
+        &mut self,
+        path: &Path,
+        target: &Path,
+    ) -> Result<Option<(File, std::fs::Metadata)>, FileError> {
         // Not through a link that appeared since `admit`, and never blocking on a
         // FIFO that replaced the file.
         let file = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&target)
+            .open(target)
         {
             Ok(f) => f,
             Err(e) => {
@@ -83,8 +125,6 @@ impl<S: Sink> Tail<S> {
                 return Ok(None);
             }
         };
-        // The handle's identity wins over the path's (it may have been replaced in
-        // between).
         let meta = file.metadata().map_err(|source| FileError::Read {
             path: path.to_owned(),
             source,
@@ -93,10 +133,24 @@ impl<S: Sink> Tail<S> {
             return Ok(None);
         }
         self.skipped.remove(path);
-        let id = FileId::of(&meta);
-        if self.by_id.contains_key(&id) {
-            return Ok(Some(id));
-        }
+        Ok(Some((file, meta)))
+    }
+
+    /// Starts tailing an opened file at its checkpoint (if it still matches), where
+    /// it was ignored, or where `read_from` says.
+    fn start_tailing(
+        &mut self,
+        path: &Path,
+        config: Arc<FileConfig>,
+        file: File,
+        size: u64,
+        id: FileId,
+        stored: Option<Position>,
+    ) -> Result<(), FileError> {
+        let read_err = |source| FileError::Read {
+            path: path.to_owned(),
+            source,
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut t = Tailed::new(
@@ -112,45 +166,31 @@ impl<S: Sink> Tail<S> {
         );
         let ignored_at = self.ignored.remove(&id);
         let (pos, resumed) = match stored {
-            Some(p) => match self.verify(&t, &p, meta.len()) {
-                Ok(true) => (p.offset, true),
-                Ok(false) => {
+            Some(p) => {
+                if self.verify(&t, &p, size).map_err(read_err)? {
+                    (p.offset, true)
+                } else {
                     self.metrics.file_event(FileEvent::Truncated);
                     tracing::warn!(
                         path = %path.display(),
                         position = p.offset,
-                        size = meta.len(),
+                        size,
                         "File no longer matches its checkpoint (truncated while the agent was stopped, or a new file on a reused inode); reading it from the start"
                     );
                     let _ = self.read_copy_of(&mut t, &p)?;
                     (0, false)
                 }
-                Err(source) => {
-                    return Err(FileError::Read {
-                        path: path.to_owned(),
-                        source,
-                    })
-                }
-            },
+            }
             None => match ignored_at {
-                Some(pos) if pos <= meta.len() => (pos, false),
-                _ if self.starting && config.read_from == ReadFrom::End => (
-                    end_position(&t.file, meta.len()).unwrap_or(meta.len()),
-                    false,
-                ),
+                Some(pos) if pos <= size => (pos, false),
+                _ if self.starting && config.read_from == ReadFrom::End => {
+                    (end_position(&t.file, size).unwrap_or(size), false)
+                }
                 _ => (0, false),
             },
         };
-        t.prefix = read_head(&t.file, (pos as usize).min(FINGERPRINT_BYTES)).map_err(|source| {
-            FileError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        t.reset_to(pos).map_err(|source| FileError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        t.prefix = read_head(&t.file, (pos as usize).min(FINGERPRINT_BYTES)).map_err(read_err)?;
+        t.reset_to(pos).map_err(read_err)?;
         t.committed = pos;
         if !resumed || t.committed != pos {
             let cp = t.checkpoint(pos);
@@ -169,7 +209,7 @@ impl<S: Sink> Tail<S> {
         self.by_id.insert(id, seq);
         self.by_path.insert(path.to_owned(), seq);
         self.files.insert(seq, t);
-        Ok(Some(id))
+        Ok(())
     }
 }
 

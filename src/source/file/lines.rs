@@ -213,79 +213,8 @@ impl<S: Sink> Tail<S> {
         line: Bytes,
         line_start: u64,
     ) -> Result<(), FileError> {
-        let line = match std::str::from_utf8(&line) {
-            Ok(_) => line,
-            Err(e) => {
-                let policy = t.block.invalid_utf8;
-                if policy == InvalidUtf8::Reject {
-                    t.counts.rejected_utf8 += 1;
-                } else {
-                    t.counts.utf8 += 1;
-                }
-                if !t.logged_utf8 {
-                    t.logged_utf8 = true;
-                    let bad = line.get(e.valid_up_to()).copied().unwrap_or_default();
-                    let error = format!(
-                        "line at offset {line_start} is not valid UTF-8: byte 0x{bad:02x} at position {}",
-                        e.valid_up_to()
-                    );
-                    match policy {
-                        InvalidUtf8::Pass => {
-                            tracing::warn!(path = %t.path.display(), error = %error, "Line is not valid UTF-8; sent as it is (invalid_utf8 = \"pass\"); further ones in this file are only counted")
-                        }
-                        InvalidUtf8::Replace => {
-                            tracing::warn!(path = %t.path.display(), error = %error, "Line is not valid UTF-8; invalid bytes replaced with U+FFFD (invalid_utf8 = \"replace\"); further ones in this file are only counted")
-                        }
-                        InvalidUtf8::Reject => {
-                            tracing::error!(path = %t.path.display(), error = %error, "Line is not valid UTF-8; not sent (invalid_utf8 = \"reject\"); further ones in this file are only counted")
-                        }
-                    }
-                }
-                match policy {
-                    InvalidUtf8::Pass => line,
-                    InvalidUtf8::Reject => return Ok(()),
-                    InvalidUtf8::Replace => {
-                        let fixed = String::from_utf8_lossy(&line).into_owned();
-                        let max = t.block.max_record_bytes;
-                        if fixed.len() > max {
-                            // U+FFFD is 3 bytes: the line grew past the limit.
-                            let cut = char_boundary(fixed.as_bytes(), max);
-                            let fixed = Bytes::from(fixed);
-                            match t.block.oversized {
-                                Oversized::Truncate => {
-                                    self.oversized_line(
-                                        t,
-                                        fixed.len() as u64,
-                                        line_start,
-                                        Oversized::Truncate,
-                                        true,
-                                    );
-                                    fixed.slice(..cut)
-                                }
-                                Oversized::Split => {
-                                    self.oversized_line(
-                                        t,
-                                        fixed.len() as u64,
-                                        line_start,
-                                        Oversized::Split,
-                                        true,
-                                    );
-                                    self.emit_pending(t)?;
-                                    let mut rest = fixed;
-                                    while !rest.is_empty() {
-                                        let cut = char_boundary(&rest, max);
-                                        let chunk = rest.split_to(cut);
-                                        self.record(t, chunk)?;
-                                    }
-                                    return Ok(());
-                                }
-                            }
-                        } else {
-                            Bytes::from(fixed)
-                        }
-                    }
-                }
-            }
+        let Some(line) = self.valid_utf8(t, line, line_start)? else {
+            return Ok(());
         };
         let Some(start_re) = &t.block.multiline_start else {
             if line.is_empty() {
@@ -307,8 +236,84 @@ impl<S: Sink> Tail<S> {
             });
             return Ok(());
         }
+        self.continue_multiline(t, line, line_start)
+    }
+
+    /// The line as the `invalid_utf8` policy has it; `None`: nothing more to send
+    /// (rejected, or split and sent already).
+    fn valid_utf8(
+        &mut self,
+        t: &mut Tailed,
+        line: Bytes,
+        line_start: u64,
+    ) -> Result<Option<Bytes>, FileError> {
+        let e = match std::str::from_utf8(&line) {
+            Ok(_) => return Ok(Some(line)),
+            Err(e) => e,
+        };
+        let policy = t.block.invalid_utf8;
+        if policy == InvalidUtf8::Reject {
+            t.counts.rejected_utf8 += 1;
+        } else {
+            t.counts.utf8 += 1;
+        }
+        if !t.logged_utf8 {
+            t.logged_utf8 = true;
+            log_invalid_utf8(t, &line, &e, line_start);
+        }
+        match policy {
+            InvalidUtf8::Pass => Ok(Some(line)),
+            InvalidUtf8::Reject => Ok(None),
+            InvalidUtf8::Replace => self.replaced(t, &line, line_start),
+        }
+    }
+
+    /// A line with its invalid bytes replaced by U+FFFD, which may make it
+    /// oversized.
+    fn replaced(
+        &mut self,
+        t: &mut Tailed,
+        line: &[u8],
+        line_start: u64,
+    ) -> Result<Option<Bytes>, FileError> {
+        let fixed = String::from_utf8_lossy(line).into_owned();
         let max = t.block.max_record_bytes;
-        let p = t.pending.as_mut().expect("checked above");
+        if fixed.len() <= max {
+            return Ok(Some(Bytes::from(fixed)));
+        }
+        // U+FFFD is 3 bytes: the line grew past the limit.
+        let cut = char_boundary(fixed.as_bytes(), max);
+        let fixed = Bytes::from(fixed);
+        let oversized = t.block.oversized;
+        self.oversized_line(t, fixed.len() as u64, line_start, oversized, true);
+        match oversized {
+            Oversized::Truncate => Ok(Some(fixed.slice(..cut))),
+            Oversized::Split => {
+                self.emit_pending(t)?;
+                let mut rest = fixed;
+                while !rest.is_empty() {
+                    let cut = char_boundary(&rest, max);
+                    let chunk = rest.split_to(cut);
+                    self.record(t, chunk)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Adds a continuation line to the multiline record in progress: the record
+    /// is full past `max_record_bytes`, then split or truncated.
+    fn continue_multiline(
+        &mut self,
+        t: &mut Tailed,
+        line: Bytes,
+        line_start: u64,
+    ) -> Result<(), FileError> {
+        let max = t.block.max_record_bytes;
+        let p = t
+            .pending
+            .as_mut()
+            .expect("a multiline record is in progress");
         p.last = Instant::now();
         if p.data.len() + 1 + line.len() <= max {
             p.data.extend_from_slice(b"\n");
@@ -360,5 +365,25 @@ impl<S: Sink> Tail<S> {
         self.lines(t, true)?;
         t.long_line = None;
         self.emit_pending(t)
+    }
+}
+
+/// The first invalid line of a file, logged with what its policy does with it.
+fn log_invalid_utf8(t: &Tailed, line: &[u8], e: &std::str::Utf8Error, line_start: u64) {
+    let bad = line.get(e.valid_up_to()).copied().unwrap_or_default();
+    let error = format!(
+        "line at offset {line_start} is not valid UTF-8: byte 0x{bad:02x} at position {}",
+        e.valid_up_to()
+    );
+    match t.block.invalid_utf8 {
+        InvalidUtf8::Pass => {
+            tracing::warn!(path = %t.path.display(), error = %error, "Line is not valid UTF-8; sent as it is (invalid_utf8 = \"pass\"); further ones in this file are only counted")
+        }
+        InvalidUtf8::Replace => {
+            tracing::warn!(path = %t.path.display(), error = %error, "Line is not valid UTF-8; invalid bytes replaced with U+FFFD (invalid_utf8 = \"replace\"); further ones in this file are only counted")
+        }
+        InvalidUtf8::Reject => {
+            tracing::error!(path = %t.path.display(), error = %error, "Line is not valid UTF-8; not sent (invalid_utf8 = \"reject\"); further ones in this file are only counted")
+        }
     }
 }

@@ -59,6 +59,18 @@ fn reject_reason(status: Status) -> RejectReason {
     }
 }
 
+/// What the reader does next with the bytes it holds.
+enum Step<T> {
+    /// Go on with this.
+    Go(T),
+    /// The frame was skipped; look at the next one.
+    Skip,
+    /// Nothing more to do until the next read.
+    Read,
+    /// The connection ends.
+    Stop,
+}
+
 /// Serves one frames client: a reader spools requests in order, a writer answers
 /// them in order, acks after the spool's group commit.
 pub(super) async fn frames_connection(
@@ -66,11 +78,9 @@ pub(super) async fn frames_connection(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ProduceError> {
-    let (config, producer) = (&shared.config, &shared.producer);
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Owed>(RESPONSE_QUEUE);
-    let writer = tokio::spawn(answer(wr, rx, producer.clone()));
-    let metrics = producer.metrics().clone();
+    let writer = tokio::spawn(answer(wr, rx, shared.producer.clone()));
     let mut buf = BytesMut::new();
     let mut reader = Reader::new(shared);
     let mut charge = shared.budget.charge();
@@ -101,102 +111,20 @@ pub(super) async fn frames_connection(
             }
         };
         loop {
-            // A complete frame: decoding it and the spool's copy of its data are
-            // charged before they are paid.
-            if let Some(len) = frame::pending_len(&buf).filter(|&l| l <= buf.len()) {
-                let records = frame::count_records(&buf[..len]);
-                let need = buf.len() + len + records * RECORD_OVERHEAD;
-                if need > charge.held() {
-                    if let Err(e) = charge.set(need).await {
-                        shared.no_budget(&e);
-                        let message = format!("frame of {len} bytes with {records} records: {e}");
-                        let timeout = matches!(e, BudgetError::Timeout { .. });
-                        let status = if timeout {
-                            Status::Internal
-                        } else {
-                            Status::BadFrame
-                        };
-                        let _ = tx
-                            .send(Owed::Error(error_response(0, status, message)))
-                            .await;
-                        if timeout {
-                            break 'read;
-                        }
-                        // It cannot fit however long it waits: skipped, and the
-                        // connection goes on.
-                        bytes::Buf::advance(&mut buf, len);
-                        continue;
-                    }
-                }
+            match charge_frame(shared, &mut buf, &mut charge, &tx).await {
+                Step::Go(()) => {}
+                Step::Skip => continue,
+                Step::Read => break,
+                Step::Stop => break 'read,
             }
-            let mut req: Request = match frame::decode(&mut buf) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    metrics.source_error(KIND, SourceError::BadFrame);
-                    if let Some(suppressed) = shared.warnings.bad_frame.check() {
-                        tracing::warn!(path = %shared.path(), error = %e, suppressed, "Refused a bad frame");
-                    }
-                    let fatal = !e.recoverable();
-                    let _ = tx
-                        .send(Owed::Error(error_response(
-                            0,
-                            Status::BadFrame,
-                            e.to_string(),
-                        )))
-                        .await;
-                    if fatal {
-                        break 'read;
-                    }
-                    continue;
-                }
+            let req = match decode_frame(shared, &mut buf, &tx).await {
+                Step::Go(req) => req,
+                Step::Skip => continue,
+                Step::Read => break,
+                Step::Stop => break 'read,
             };
-            let n_records = req.records.len();
-            metrics.received(KIND, n_records as u64);
-            let owed = match request_records(&mut req) {
-                Err(resp) => {
-                    let status = Status::try_from(resp.status).unwrap_or(Status::InvalidRecord);
-                    metrics.rejected(KIND, reject_reason(status), n_records as u64);
-                    if let Some(suppressed) = shared.warnings.refused_records.check() {
-                        tracing::warn!(path = %shared.path(), error = %resp.message, suppressed, "Refused a frame's records");
-                    }
-                    Owed::Error(resp)
-                }
-                Ok(records) => {
-                    let n = records.len() as u32;
-                    let result = match config.on_full {
-                        OnFull::Wait => {
-                            producer
-                                .spool_batch(
-                                    &config.stream,
-                                    KIND,
-                                    records,
-                                    None,
-                                    None,
-                                    Some(Pace::HANDOVER),
-                                )
-                                .await
-                        }
-                        OnFull::Refuse => {
-                            producer.try_spool_batch(&config.stream, KIND, records, None)
-                        }
-                    };
-                    match result {
-                        Ok(()) if req.ack => Owed::Ack {
-                            id: req.id,
-                            records: n,
-                        },
-                        Ok(()) => continue,
-                        Err(e) => {
-                            let status = match e {
-                                ProduceError::SpoolFull(_) => Status::SpoolFull,
-                                ProduceError::Stopped => Status::ShuttingDown,
-                                _ => Status::Internal,
-                            };
-                            Owed::Error(error_response(req.id, status, e.to_string()))
-                        }
-                    }
-                }
+            let Some(owed) = spool_request(shared, req).await else {
+                continue;
             };
             if tx.send(owed).await.is_err() {
                 break 'read; // the client stopped reading answers
@@ -204,15 +132,7 @@ pub(super) async fn frames_connection(
         }
         if n == 0 {
             if !buf.is_empty() {
-                metrics.source_error(KIND, SourceError::TruncatedFrame);
-                if let Some(suppressed) = shared.warnings.truncated_frame.check() {
-                    tracing::warn!(
-                        path = %shared.path(),
-                        error = %format!("connection closed inside a frame ({} bytes pending)", buf.len()),
-                        suppressed,
-                        "Dropped a truncated frame"
-                    );
-                }
+                truncated_frame(shared, buf.len());
             }
             break;
         }
@@ -225,6 +145,145 @@ pub(super) async fn frames_connection(
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// A complete frame: decoding it and the spool's copy of its data are charged
+/// before they are paid. A frame that can never fit is skipped (and answered); a
+/// wait that timed out ends the connection.
+async fn charge_frame(
+    shared: &Shared,
+    buf: &mut BytesMut,
+    charge: &mut Charge,
+    tx: &mpsc::Sender<Owed>,
+) -> Step<()> {
+    let Some(len) = frame::pending_len(buf).filter(|&l| l <= buf.len()) else {
+        return Step::Go(());
+    };
+    let records = frame::count_records(&buf[..len]);
+    let need = buf.len() + len + records * RECORD_OVERHEAD;
+    if need <= charge.held() {
+        return Step::Go(());
+    }
+    let Err(e) = charge.set(need).await else {
+        return Step::Go(());
+    };
+    shared.no_budget(&e);
+    let message = format!("frame of {len} bytes with {records} records: {e}");
+    let timeout = matches!(e, BudgetError::Timeout { .. });
+    let status = if timeout {
+        Status::Internal
+    } else {
+        Status::BadFrame
+    };
+    let _ = tx
+        .send(Owed::Error(error_response(0, status, message)))
+        .await;
+    if timeout {
+        return Step::Stop;
+    }
+    // It cannot fit however long it waits: skipped, and the connection goes on.
+    bytes::Buf::advance(buf, len);
+    Step::Skip
+}
+
+/// Decodes the next frame, if complete; a bad one is counted and answered, and
+/// ends the connection unless the stream can be read past it.
+async fn decode_frame(
+    shared: &Shared,
+    buf: &mut BytesMut,
+    tx: &mpsc::Sender<Owed>,
+) -> Step<Request> {
+    match frame::decode(buf) {
+        Ok(Some(r)) => Step::Go(r),
+        Ok(None) => Step::Read,
+        Err(e) => {
+            let metrics = shared.producer.metrics();
+            metrics.source_error(KIND, SourceError::BadFrame);
+            if let Some(suppressed) = shared.warnings.bad_frame.check() {
+                tracing::warn!(path = %shared.path(), error = %e, suppressed, "Refused a bad frame");
+            }
+            let fatal = !e.recoverable();
+            let _ = tx
+                .send(Owed::Error(error_response(
+                    0,
+                    Status::BadFrame,
+                    e.to_string(),
+                )))
+                .await;
+            if fatal {
+                Step::Stop
+            } else {
+                Step::Skip
+            }
+        }
+    }
+}
+
+/// Spools a request's records; returns what the client is owed for it (`None`:
+/// nothing, it asked for no ack).
+async fn spool_request(shared: &Shared, mut req: Request) -> Option<Owed> {
+    let (config, producer) = (&shared.config, &shared.producer);
+    let metrics = producer.metrics();
+    let n_records = req.records.len();
+    metrics.received(KIND, n_records as u64);
+    let records = match request_records(&mut req) {
+        Ok(records) => records,
+        Err(resp) => {
+            let status = Status::try_from(resp.status).unwrap_or(Status::InvalidRecord);
+            metrics.rejected(KIND, reject_reason(status), n_records as u64);
+            if let Some(suppressed) = shared.warnings.refused_records.check() {
+                tracing::warn!(path = %shared.path(), error = %resp.message, suppressed, "Refused a frame's records");
+            }
+            return Some(Owed::Error(resp));
+        }
+    };
+    let n = records.len() as u32;
+    let result = match config.on_full {
+        OnFull::Wait => {
+            producer
+                .spool_batch(
+                    &config.stream,
+                    KIND,
+                    records,
+                    None,
+                    None,
+                    Some(Pace::HANDOVER),
+                )
+                .await
+        }
+        OnFull::Refuse => producer.try_spool_batch(&config.stream, KIND, records, None),
+    };
+    match result {
+        Ok(()) if req.ack => Some(Owed::Ack {
+            id: req.id,
+            records: n,
+        }),
+        Ok(()) => None,
+        Err(e) => {
+            let status = match e {
+                ProduceError::SpoolFull(_) => Status::SpoolFull,
+                ProduceError::Stopped => Status::ShuttingDown,
+                _ => Status::Internal,
+            };
+            Some(Owed::Error(error_response(req.id, status, e.to_string())))
+        }
+    }
+}
+
+/// The client closed the connection inside a frame.
+fn truncated_frame(shared: &Shared, pending: usize) {
+    shared
+        .producer
+        .metrics()
+        .source_error(KIND, SourceError::TruncatedFrame);
+    if let Some(suppressed) = shared.warnings.truncated_frame.check() {
+        tracing::warn!(
+            path = %shared.path(),
+            error = %format!("connection closed inside a frame ({pending} bytes pending)"),
+            suppressed,
+            "Dropped a truncated frame"
+        );
+    }
 }
 
 /// Writes a frames connection's answers in order; acks wait for the spool's group
