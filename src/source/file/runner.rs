@@ -109,53 +109,24 @@ pub(super) fn run(
     files: Vec<FileConfig>,
     sink: ProducerSink,
     metrics: Metrics,
-    mut watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
     rx: mpsc::Receiver<Wake>,
     overflow: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    use notify::Watcher as _;
     let interval = files
         .iter()
         .map(|f| f.rescan_interval)
         .min()
         .unwrap_or(Duration::from_secs(1));
-    let mut watched: HashSet<PathBuf> = HashSet::new();
-    let mut add_watches =
-        |tail: &Tail<ProducerSink>, watcher: &mut Option<notify::RecommendedWatcher>| {
-            let Some(w) = watcher else { return };
-            for (dir, recursive) in tail.watch_dirs() {
-                if watched.contains(&dir) || !dir.is_dir() {
-                    continue;
-                }
-                let mode = if recursive {
-                    notify::RecursiveMode::Recursive
-                } else {
-                    notify::RecursiveMode::NonRecursive
-                };
-                match w.watch(&dir, mode) {
-                    Ok(()) => {
-                        watched.insert(dir);
-                    }
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch a directory; relying on the periodic rescan")
-                    }
-                }
-            }
-        };
-    let mut tail = loop {
-        match Tail::start(files.clone(), sink.clone(), metrics.clone()) {
-            Ok(t) => break t,
-            Err(FileError::Stopped) => return,
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "File source cannot start; retrying");
-                if wait_or_stop(&rx, &shutdown, RETRY) {
-                    return;
-                }
-            }
-        }
+    let mut watches = Watches {
+        watcher,
+        watched: HashSet::new(),
     };
-    add_watches(&tail, &mut watcher);
+    let Some(mut tail) = start(&files, &sink, &metrics, &rx, &shutdown) else {
+        return;
+    };
+    watches.add(&tail);
     tracing::info!(files = tail.open_files(), "File source started");
     let mut next_rescan = Instant::now() + interval;
     loop {
@@ -170,30 +141,15 @@ pub(super) fn run(
                 false
             }
         };
-        let now = Instant::now();
         let deadline = tail
             .next_deadline()
             .map_or(next_rescan, |d| d.min(next_rescan));
         let timeout = if more {
             Duration::ZERO
         } else {
-            deadline.saturating_duration_since(now)
+            deadline.saturating_duration_since(Instant::now())
         };
-        let mut paths: HashSet<PathBuf> = HashSet::new();
-        let mut rescan = false;
-        let mut take = |w: Wake, paths: &mut HashSet<PathBuf>| match w {
-            Wake::Paths(p) => paths.extend(p),
-            Wake::Rescan => rescan = true,
-            Wake::Stop => {}
-        };
-        match rx.recv_timeout(timeout) {
-            Ok(w) => take(w, &mut paths),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
-        }
-        while let Ok(w) = rx.try_recv() {
-            take(w, &mut paths);
-        }
+        let (paths, rescan) = wait_for_events(&rx, timeout);
         if shutdown.is_cancelled() {
             break;
         }
@@ -212,7 +168,82 @@ pub(super) fn run(
             Err(FileError::Stopped) => break,
             Err(e) => tracing::error!(error = %error_chain(&e), "File source failed; retrying"),
         }
-        add_watches(&tail, &mut watcher);
+        watches.add(&tail);
     }
     tracing::info!("File source stopped");
+}
+
+/// Starts the tailer, retrying until it starts or the source stops.
+fn start(
+    files: &[FileConfig],
+    sink: &ProducerSink,
+    metrics: &Metrics,
+    rx: &mpsc::Receiver<Wake>,
+    shutdown: &CancellationToken,
+) -> Option<Tail<ProducerSink>> {
+    loop {
+        match Tail::start(files.to_vec(), sink.clone(), metrics.clone()) {
+            Ok(t) => return Some(t),
+            Err(FileError::Stopped) => return None,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "File source cannot start; retrying");
+                if wait_or_stop(rx, shutdown, RETRY) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for events, then takes every one queued: the paths that
+/// changed, and whether a rescan was asked for.
+fn wait_for_events(rx: &mpsc::Receiver<Wake>, timeout: Duration) -> (HashSet<PathBuf>, bool) {
+    let mut paths: HashSet<PathBuf> = HashSet::new();
+    let mut rescan = false;
+    let mut take = |w: Wake| match w {
+        Wake::Paths(p) => paths.extend(p),
+        Wake::Rescan => rescan = true,
+        Wake::Stop => {}
+    };
+    match rx.recv_timeout(timeout) {
+        Ok(w) => take(w),
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+    }
+    while let Ok(w) = rx.try_recv() {
+        take(w);
+    }
+    (paths, rescan)
+}
+
+/// The directories inotify watches (each added once, when it exists).
+struct Watches {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: HashSet<PathBuf>,
+}
+
+impl Watches {
+    /// Watches the directories the tailer needs that are not watched yet.
+    fn add(&mut self, tail: &Tail<ProducerSink>) {
+        use notify::Watcher as _;
+        let Some(w) = &mut self.watcher else { return };
+        for (dir, recursive) in tail.watch_dirs() {
+            if self.watched.contains(&dir) || !dir.is_dir() {
+                continue;
+            }
+            let mode = if recursive {
+                notify::RecursiveMode::Recursive
+            } else {
+                notify::RecursiveMode::NonRecursive
+            };
+            match w.watch(&dir, mode) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "Cannot watch a directory; relying on the periodic rescan")
+                }
+            }
+        }
+    }
 }
