@@ -105,8 +105,11 @@ fn delivery_bench(c: &mut Criterion) {
             })
         });
         let m = producer.metrics();
-        let requests = m.requests_count("bench");
-        let bytes = m.request_bytes_count("bench");
+        let requests = m.read(
+            "shardline_put_records_requests_total",
+            &[("stream", "bench")],
+        );
+        let bytes = m.read("shardline_put_records_bytes_total", &[("stream", "bench")]);
         println!(
             "delivery_emulator/shards/{shards}: {:.0} PutRecords/s, {:.0} bytes per request, {} user records",
             requests as f64 / wall.elapsed().as_secs_f64(),

@@ -126,7 +126,7 @@ async fn overload(secs: f64, shard_rate_factor: Option<f64>) {
     let elapsed = started.elapsed().as_secs_f64();
     let requests = emu.faults.put_records.load(Ordering::Relaxed);
     let per_sec = requests as f64 / elapsed;
-    let retried = m.retried_count("logs");
+    let retried = m.read("shardline_records_retried_total", &[("stream", "logs")]);
     println!(
         "throttling (rate factor {shard_rate_factor:?}): {n} records in {elapsed:.1} s, \
          {requests} PutRecords ({per_sec:.1}/s), {retried} records retried"
@@ -234,13 +234,13 @@ async fn injected_faults_are_retried_and_duplicates_are_explained() {
     agent.stop().await.unwrap();
     let (_, got) = check_shards_and_collect(&client, "logs").await;
     let duplicates = exactly_or_duplicated(&sent, &got);
-    let resent = m.misrouted_count("logs");
+    let resent = m.read("shardline_records_misrouted_total", &[("stream", "logs")]);
     println!(
         "faults: {duplicates} duplicates, {resent} records sent again after a wrong-shard result"
     );
     assert!(resent > 0, "wrong-shard results caused no re-send");
     assert_eq!(duplicates, resent, "duplicates not explained by re-sends");
-    assert!(m.retried_count("logs") > 0);
+    assert!(m.read("shardline_records_retried_total", &[("stream", "logs")]) > 0);
 }
 
 async fn wait_stream_active(client: &aws_sdk_kinesis::Client) {
@@ -325,11 +325,11 @@ async fn reshards_under_load_keep_every_record_in_its_shard_range() {
         .collect();
     let outside = (placed.len() - in_range.len()) as u64;
     let duplicates = exactly_or_duplicated(&sent, &in_range);
-    let resent = m.misrouted_count("logs");
+    let resent = m.read("shardline_records_misrouted_total", &[("stream", "logs")]);
     println!(
         "reshards: {outside} copies outside their shard's range, {duplicates} duplicates in range, \
          {resent} records sent again after a wrong-shard result, {} map changes",
-        m.shard_map_changes_count("logs")
+        m.read("shardline_shard_map_changes_total", &[("stream", "logs")])
     );
     assert!(
         outside <= resent,
@@ -337,7 +337,7 @@ async fn reshards_under_load_keep_every_record_in_its_shard_range() {
     );
     assert!(duplicates <= resent);
     assert!(
-        m.shard_map_changes_count("logs") >= 4,
+        m.read("shardline_shard_map_changes_total", &[("stream", "logs")]) >= 4,
         "reshards not followed"
     );
 }

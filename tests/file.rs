@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use shardline::metrics::{FileEvent, Metrics, Source};
+use shardline::metrics::Metrics;
 use shardline::producer::ProduceError;
 use shardline::record::UserRecord;
 use shardline::source::file::{Sink, Tail};
@@ -172,16 +172,16 @@ async fn rotation_under_load(mode: Rotation) {
     );
     match mode {
         Rotation::CopyTruncate => {
-            assert!(m.file_event_count(FileEvent::Truncated) >= 1);
+            assert!(m.read("shardline_file_events_total", &[("event", "truncated")]) >= 1);
         }
         _ => {
             // Every rotation was noticed, and old handles were closed after they
             // were read to the end (the last may still be waiting).
-            let noticed =
-                m.file_event_count(FileEvent::Replaced) + m.file_event_count(FileEvent::Removed);
+            let noticed = m.read("shardline_file_events_total", &[("event", "replaced")])
+                + m.read("shardline_file_events_total", &[("event", "removed")]);
             assert!(noticed >= 9, "{noticed} rotations noticed");
             wait_for("old handles closed", LONG, || {
-                m.file_event_count(FileEvent::Closed) >= 9
+                m.read("shardline_file_events_total", &[("event", "closed")]) >= 9
             })
             .await;
         }
@@ -245,7 +245,7 @@ async fn hundreds_of_files_at_once_and_new_ones_are_all_read() {
     .await;
     let m = agent.metrics().clone();
     wait_for("files opened", LONG, || {
-        m.file_event_count(FileEvent::Opened) >= 301
+        m.read("shardline_file_events_total", &[("event", "opened")]) >= 301
     })
     .await;
     // Files that appear while the agent runs, in a new directory too.
@@ -265,7 +265,10 @@ async fn hundreds_of_files_at_once_and_new_ones_are_all_read() {
         assert_eq!(*n, 1, "{d:?} delivered {n} times");
         assert!(expected.contains(d), "not expected: {d:?}");
     }
-    assert_eq!(m.file_event_count(FileEvent::Opened), 352);
+    assert_eq!(
+        m.read("shardline_file_events_total", &[("event", "opened")]),
+        352
+    );
     agent.stop().await.unwrap();
 }
 
@@ -301,10 +304,10 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
     .await;
     // Full: the next batch does not fit, and the count stops moving.
     let deadline = std::time::Instant::now() + LONG;
-    let mut last = m.spooled_count(Source::File);
+    let mut last = m.read("shardline_records_spooled_total", &[("source", "file")]);
     let stalled = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = m.spooled_count(Source::File);
+        let now = m.read("shardline_records_spooled_total", &[("source", "file")]);
         if now == last {
             break now;
         }
@@ -316,7 +319,7 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
-        m.spooled_count(Source::File),
+        m.read("shardline_records_spooled_total", &[("source", "file")]),
         stalled,
         "tailer kept spooling"
     );

@@ -1,7 +1,6 @@
 //! The whole agent: socket → spool → aggregation → PutRecords → spool delete, on the
 //! emulator.
 
-use shardline::metrics::{RejectReason, Source};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -124,7 +123,7 @@ async fn records_spooled_while_kinesis_is_unreachable_are_delivered_after_restar
     send_lines(&sock, lines.clone()).await;
     let m = agent.metrics().clone();
     wait_for("5000 spooled records", LONG, || {
-        m.spooled_count(Source::Socket) >= 5000
+        m.read("shardline_records_spooled_total", &[("source", "socket")]) >= 5000
     })
     .await;
     let report = agent.stop().await.unwrap();
@@ -179,7 +178,13 @@ async fn oversized_line_is_refused_and_counted_while_the_rest_flows() {
         m.delivered_count("logs") >= 3
     })
     .await;
-    assert_eq!(m.rejected_count(Source::Socket, RejectReason::TooLarge), 1);
+    assert_eq!(
+        m.read(
+            "shardline_records_rejected_total",
+            &[("source", "socket"), ("reason", "too_large")]
+        ),
+        1
+    );
     let (_, data) = check_shards_and_collect(&client, "logs").await;
     let mut got: Vec<&[u8]> = data.iter().map(|d| d.as_ref()).collect();
     got.sort();

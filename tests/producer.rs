@@ -274,7 +274,12 @@ async fn a_record_refused_for_good_goes_to_the_failure_stream_and_dead_letter_fi
     assert_eq!(lines.len(), 1, "{dead}");
     assert_eq!(lines[0]["partition_key"], "bad-key");
     assert_eq!(lines[0]["code"], "ValidationException");
-    assert_eq!(producer.metrics().failed_count("logs"), 1);
+    assert_eq!(
+        producer
+            .metrics()
+            .read("shardline_records_failed_total", &[("stream", "logs")]),
+        1
+    );
     let report = producer.shutdown().await.unwrap();
     assert_eq!(report.spooled_bytes, 0, "refused record left in the spool");
 }

@@ -1,6 +1,5 @@
 //! The socket source's framed protocol, datagrams, permissions and bad input.
 
-use shardline::metrics::{RejectReason, Source, SourceError};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -163,7 +162,12 @@ async fn bad_frames_get_clear_errors_and_everyone_else_is_served() {
     wait_for(
         "the truncated frame counted",
         Duration::from_secs(10),
-        || m.source_error_count(Source::Socket, SourceError::TruncatedFrame) >= 1,
+        || {
+            m.read(
+                "shardline_source_errors_total",
+                &[("source", "socket"), ("kind", "truncated_frame")],
+            ) >= 1
+        },
     )
     .await;
 
@@ -208,9 +212,17 @@ async fn bad_frames_get_clear_errors_and_everyone_else_is_served() {
         "a refused frame is refused whole"
     );
     assert!(!got.contains(&b"cut short"[..]));
-    assert!(m.source_error_count(Source::Socket, SourceError::BadFrame) >= 3);
+    assert!(
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "bad_frame")]
+        ) >= 3
+    );
     assert_eq!(
-        m.rejected_count(Source::Socket, RejectReason::InvalidRecord),
+        m.read(
+            "shardline_records_rejected_total",
+            &[("source", "socket"), ("reason", "invalid_record")]
+        ),
         3
     );
     agent.stop().await.unwrap();
@@ -304,7 +316,10 @@ async fn idle_connections_are_closed_and_one_uid_cannot_hold_every_slot() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     assert_eq!(
-        m.source_error_count(Source::Socket, SourceError::UidLimit),
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "uid_limit")]
+        ),
         1
     );
     // Once one of the two closes, the uid is served again.
@@ -330,13 +345,16 @@ async fn idle_connections_are_closed_and_one_uid_cannot_hold_every_slot() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     assert_eq!(
-        m.source_error_count(Source::Socket, SourceError::IdleTimeout),
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "idle_timeout")]
+        ),
         1
     );
     wait_for(
         "the idle client's lines spooled",
         Duration::from_secs(30),
-        || m.spooled_count(Source::Socket) >= 3,
+        || m.read("shardline_records_spooled_total", &[("source", "socket")]) >= 3,
     )
     .await;
     agent.stop().await.unwrap();
@@ -421,7 +439,12 @@ async fn ingest_memory_stays_within_its_budget() {
         answers[0].message
     );
     assert_eq!((answers[1].id, status(&answers[1])), (2, Status::Ok));
-    assert!(m.source_error_count(Source::Socket, SourceError::NoBudget) >= 2);
+    assert!(
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "no_budget")]
+        ) >= 2
+    );
     wait_for("the budget given back", Duration::from_secs(60), || {
         m.ingest_memory_bytes() == 0
     })
@@ -454,7 +477,13 @@ async fn datagrams_are_records_and_oversized_ones_are_refused() {
         m.delivered_count("logs") >= 201
     })
     .await;
-    assert_eq!(m.rejected_count(Source::Socket, RejectReason::TooLarge), 1);
+    assert_eq!(
+        m.read(
+            "shardline_records_rejected_total",
+            &[("source", "socket"), ("reason", "too_large")]
+        ),
+        1
+    );
     let (_, data) = check_shards_and_collect(&client, "logs").await;
     assert_eq!(data.len(), 201);
     assert!(data.iter().any(|d| d.as_ref() == b"<13>syslog message 199"));
@@ -586,7 +615,10 @@ async fn peers_not_allowed_are_refused() {
     let answers = exchange(&sock, &encoded(&request(1, vec![("k", "mine")], true))).await;
     assert_eq!(status(&answers[0]), Status::Ok);
     assert_eq!(
-        m.source_error_count(Source::Socket, SourceError::PeerRefused),
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "peer_refused")]
+        ),
         0
     );
     if me == 0 {
@@ -605,7 +637,10 @@ async fn peers_not_allowed_are_refused() {
         let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "a refused peer's send succeeded");
         wait_for("the refused peer counted", Duration::from_secs(10), || {
-            m.source_error_count(Source::Socket, SourceError::PeerRefused) == 1
+            m.read(
+                "shardline_source_errors_total",
+                &[("source", "socket"), ("kind", "peer_refused")],
+            ) == 1
         })
         .await;
     }
@@ -665,7 +700,10 @@ async fn peers_in_an_allowed_supplementary_group_are_served() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("acknowledged 1"));
     assert_eq!(
-        m.source_error_count(Source::Socket, SourceError::PeerRefused),
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "peer_refused")]
+        ),
         0
     );
     // The same peer without that group: refused.
@@ -675,7 +713,10 @@ async fn peers_in_an_allowed_supplementary_group_are_served() {
         "a peer outside allow_gids was served"
     );
     wait_for("the refused peer counted", Duration::from_secs(10), || {
-        m.source_error_count(Source::Socket, SourceError::PeerRefused) == 1
+        m.read(
+            "shardline_source_errors_total",
+            &[("source", "socket"), ("kind", "peer_refused")],
+        ) == 1
     })
     .await;
     agent.stop().await.unwrap();

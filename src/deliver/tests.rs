@@ -381,7 +381,11 @@ async fn a_throttled_shard_backs_off_longer_each_time() {
             "gaps {gaps:?}"
         );
     }
-    assert_eq!(h.metrics.retried_count(STREAM), 3);
+    assert_eq!(
+        h.metrics
+            .read("shardline_records_retried_total", &[("stream", STREAM)]),
+        3
+    );
     assert_eq!(h.metrics.delivered_count(STREAM), 1);
     h.stop().await;
 }
@@ -418,7 +422,11 @@ async fn records_are_routed_again_after_the_shard_map_changes() {
     h.kinesis.wait_active().await;
     assert_eq!(receipt.await.unwrap(), Ok(()));
     // The first map, then the split one.
-    assert_eq!(h.metrics.shard_map_changes_count(STREAM), 2);
+    assert_eq!(
+        h.metrics
+            .read("shardline_shard_map_changes_total", &[("stream", STREAM)]),
+        2
+    );
     let landed: Vec<String> = h
         .kinesis
         .calls()
@@ -436,7 +444,11 @@ async fn records_are_routed_again_after_the_shard_map_changes() {
         !shards.contains(&"shardId-000000000000".to_owned()),
         "{landed:?}"
     );
-    assert_eq!(h.metrics.misrouted_count(STREAM), 0);
+    assert_eq!(
+        h.metrics
+            .read("shardline_records_misrouted_total", &[("stream", STREAM)]),
+        0
+    );
     assert_eq!(h.metrics.delivered_count(STREAM), 20);
     h.stop().await;
 }
@@ -464,7 +476,11 @@ async fn records_waiting_for_a_missing_stream_expire_to_the_dead_letter_file() {
     assert_eq!(line["code"], "Expired");
     assert_eq!(line["partition_key"], "k7");
     assert_eq!(dead.lines().count(), 1);
-    assert_eq!(h.metrics.failed_count(STREAM), 1);
+    assert_eq!(
+        h.metrics
+            .read("shardline_records_failed_total", &[("stream", STREAM)]),
+        1
+    );
     assert!(h.kinesis.calls().is_empty());
     h.stop().await;
 }

@@ -398,6 +398,35 @@ impl Metrics {
         out
     }
 
+    /// The value of metric `name` as a scrape reads it (`shardline_records_spooled_total`,
+    /// say), summed over the series whose labels include every pair of `labels`;
+    /// 0 if there is none yet. For tests, benches and tools: what an operator sees.
+    pub fn read(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let text = self.encode();
+        let mut total = 0.0;
+        for line in text.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if series_name != name {
+                continue;
+            }
+            let has = |(k, v): &(&str, &str)| {
+                series_labels
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            };
+            if labels.iter().all(has) {
+                total += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        total as u64
+    }
+
     pub fn received(&self, source: Source, n: u64) {
         self.inner
             .received
@@ -417,14 +446,6 @@ impl Metrics {
             .source_errors
             .get_or_create(&SourceErrorLabels { source, kind })
             .inc();
-    }
-
-    /// Source errors of `kind` so far.
-    pub fn source_error_count(&self, source: Source, kind: SourceError) -> u64 {
-        self.inner
-            .source_errors
-            .get_or_create(&SourceErrorLabels { source, kind })
-            .get()
     }
 
     pub fn spooled(&self, source: Source, n: u64) {
@@ -483,37 +504,12 @@ impl Metrics {
         self.inner.failed.get_or_create(&stream(s)).inc_by(n);
     }
 
-    /// Records of `stream` refused for good so far.
-    pub fn failed_count(&self, s: &str) -> u64 {
-        self.inner.failed.get_or_create(&stream(s)).get()
-    }
-
     pub fn wrong_shard(&self, s: &str, n: u64) {
         self.inner.wrong_shard.get_or_create(&stream(s)).inc_by(n);
     }
 
     pub fn misrouted(&self, s: &str, n: u64) {
         self.inner.misrouted.get_or_create(&stream(s)).inc_by(n);
-    }
-
-    /// Records of `stream` sent again after landing out of their shard's range.
-    pub fn misrouted_count(&self, s: &str) -> u64 {
-        self.inner.misrouted.get_or_create(&stream(s)).get()
-    }
-
-    /// PutRecords requests sent to `stream` so far.
-    pub fn requests_count(&self, s: &str) -> u64 {
-        self.inner.requests.get_or_create(&stream(s)).get()
-    }
-
-    /// Bytes sent to `stream` in PutRecords requests so far.
-    pub fn request_bytes_count(&self, s: &str) -> u64 {
-        self.inner.request_bytes.get_or_create(&stream(s)).get()
-    }
-
-    /// Records of `stream` queued again after a failure so far.
-    pub fn retried_count(&self, s: &str) -> u64 {
-        self.inner.retried.get_or_create(&stream(s)).get()
     }
 
     pub fn shard_map_refreshed(&self, s: &str) {
@@ -523,34 +519,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Shard map changes taken into use for `stream` so far.
-    pub fn shard_map_changes_count(&self, s: &str) -> u64 {
-        self.inner.shard_map_changes.get_or_create(&stream(s)).get()
-    }
-
     pub fn shard_map_changed(&self, s: &str) {
         self.inner.shard_map_changes.get_or_create(&stream(s)).inc();
-    }
-
-    /// Records rejected at intake from `source` for `reason` (for tests and status).
-    pub fn rejected_count(&self, source: Source, reason: RejectReason) -> u64 {
-        self.inner
-            .rejected
-            .get_or_create(&RejectLabels { source, reason })
-            .get()
     }
 
     /// Records delivered to `stream` so far.
     pub fn delivered_count(&self, s: &str) -> u64 {
         self.inner.delivered.get_or_create(&stream(s)).get()
-    }
-
-    /// Records spooled from `source` so far.
-    pub fn spooled_count(&self, source: Source) -> u64 {
-        self.inner
-            .spooled
-            .get_or_create(&SourceLabels { source })
-            .get()
     }
 
     /// `n` lines of `source` longer than the record limit were split or truncated.
@@ -586,6 +561,7 @@ impl Metrics {
     }
 
     /// Lines split or truncated so far (for tests and status).
+    #[cfg(test)]
     pub fn oversized_count(&self, source: Source, action: LineAction) -> u64 {
         self.inner
             .oversized
@@ -594,6 +570,7 @@ impl Metrics {
     }
 
     /// Invalid UTF-8 lines so far (for tests and status).
+    #[cfg(test)]
     pub fn invalid_utf8_count(&self, source: Source, action: LineAction) -> u64 {
         self.inner
             .invalid_utf8
@@ -602,6 +579,7 @@ impl Metrics {
     }
 
     /// Partition key fallbacks so far (for tests and status).
+    #[cfg(test)]
     pub fn partition_key_fallback_count(&self, source: Source) -> u64 {
         self.inner
             .key_fallbacks
@@ -629,12 +607,5 @@ impl Metrics {
     /// Waits for room in the ingest memory budget so far (tests).
     pub fn ingest_budget_waits(&self) -> u64 {
         self.inner.ingest_waits.get()
-    }
-
-    pub fn file_event_count(&self, event: FileEvent) -> u64 {
-        self.inner
-            .file_events
-            .get_or_create(&FileEventLabels { event })
-            .get()
     }
 }

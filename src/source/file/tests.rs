@@ -281,14 +281,20 @@ fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
     let mut got = sink.lines();
     got.sort();
     assert_eq!(got, ["plain line", "shared line"]);
-    assert_eq!(metrics.file_event_count(FileEvent::Skipped), 3);
+    assert_eq!(
+        metrics.read("shardline_file_events_total", &[("event", "skipped")]),
+        3
+    );
     // A link that goes and comes back is logged again.
     std::fs::remove_file(dir.path().join("environ.log")).unwrap();
     tail.poll().unwrap();
     symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
     tail.poll().unwrap();
     tail.poll().unwrap();
-    assert_eq!(metrics.file_event_count(FileEvent::Skipped), 4);
+    assert_eq!(
+        metrics.read("shardline_file_events_total", &[("event", "skipped")]),
+        4
+    );
     drop(tail);
 
     // Following: only to a regular file the patterns match (the shared log, the
@@ -302,7 +308,10 @@ fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
     got.sort();
     assert_eq!(got, ["plain line", "shared line"]);
     assert_eq!(tail.open_files(), 2);
-    assert_eq!(metrics.file_event_count(FileEvent::Skipped), 2);
+    assert_eq!(
+        metrics.read("shardline_file_events_total", &[("event", "skipped")]),
+        2
+    );
     let cfg = config(true);
     assert_eq!(
         admit_path(&dir.path().join("environ.log"), &cfg),
@@ -345,7 +354,13 @@ fn invalid_utf8_is_passed_replaced_or_rejected() {
         let got = sink.raw();
         if expect.is_empty() {
             assert_eq!(got, vec![Bytes::from("ok")], "{policy}");
-            assert_eq!(metrics.rejected_count(KIND, RejectReason::InvalidUtf8), 1);
+            assert_eq!(
+                metrics.read(
+                    "shardline_records_rejected_total",
+                    &[("source", KIND.as_str()), ("reason", "invalid_utf8")]
+                ),
+                1
+            );
         } else {
             assert_eq!(
                 got,
@@ -505,7 +520,10 @@ fn copytruncate_reads_the_rest_from_the_copy() {
     assert_eq!(got[50], "unread-1");
     assert_eq!(got[51], "unread-2");
     assert!(got[52].starts_with("second-0000"));
-    assert_eq!(metrics.file_event_count(FileEvent::Truncated), 1);
+    assert_eq!(
+        metrics.read("shardline_file_events_total", &[("event", "truncated")]),
+        1
+    );
 }
 
 #[test]
