@@ -842,6 +842,7 @@ fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
             }
             Err(e) => {
                 ok = false;
+                disk.mark_dirty();
                 if !e.is_full() {
                     tracing::error!(stream = %s.inner.name, error = %e, "The spool's group commit failed");
                     let _ = store.commit.durable.send_replace(Err(e.to_string()));

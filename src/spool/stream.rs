@@ -29,6 +29,9 @@ pub(crate) const ROLL_IDLE: Duration = Duration::from_secs(1);
 /// A sealed segment whose live entries take less than 1/this of it is copied
 /// forward (its live entries are written again to the open segment).
 const COPY_FORWARD_RATIO: u64 = 4;
+/// An open segment at least this fraction of `segment_bytes` long, less than a
+/// quarter live, is rolled by the commit (see [`Disk::collect`]).
+const ROLL_DELIVERED_FRACTION: u64 = 64;
 /// Name of the carried-forward checkpoint table in a stream's directory.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoints";
 
@@ -1060,6 +1063,10 @@ pub(super) struct Commit {
     /// Segments to remove after the sync, and whether the checkpoint table must
     /// be carried forward first (then the table as of this commit).
     remove: Vec<u64>,
+    /// Segments removed unsynced: written since the last sync, but every entry
+    /// in them was delivered before this commit. Synced in `finish` after all
+    /// if one has to stay.
+    unsynced: Vec<(u64, Arc<dyn StoredFile>)>,
     table: Option<Vec<CheckpointRecord>>,
     catalog: Vec<CatalogEvent>,
 }
@@ -1080,25 +1087,47 @@ impl Disk {
             let added = self.seal(&mut state);
             space.disk_bytes.fetch_add(added, Ordering::Relaxed);
         }
+        // An open segment mostly delivered since it was last synced is sealed
+        // and its few live entries copied forward: what was delivered before it
+        // was synced is then never synced (nor written at all, when the segment
+        // goes before the kernel writes it back).
+        let roll = state.open.as_ref().is_some_and(|o| {
+            let seg = &state.segments[&o.seq];
+            seg.dirty
+                && seg.len >= self.segment_bytes / ROLL_DELIVERED_FRACTION
+                && seg.live_bytes * COPY_FORWARD_RATIO < seg.len
+        });
+        if roll {
+            let seq = state.open.as_ref().expect("checked").seq;
+            let added = self.seal(&mut state);
+            space.disk_bytes.fetch_add(added, Ordering::Relaxed);
+            self.move_live(stream, &mut state, space, seq);
+        }
         let mut c = Commit {
             files: Vec::new(),
             dir_dirty: std::mem::take(&mut state.dir_dirty),
             remove: Vec::new(),
+            unsynced: Vec::new(),
             table: None,
             catalog: std::mem::take(&mut state.catalog),
         };
         self.write_acks(stream, &mut state, true);
         c.dir_dirty |= std::mem::take(&mut state.dir_dirty);
         for (&seq, seg) in state.segments.iter_mut() {
+            let goes = seg.sealed && seg.live == 0;
             if seg.dirty {
                 seg.dirty = false;
-                c.files.push(seg.file.clone());
+                if goes {
+                    c.unsynced.push((seq, seg.file.clone()));
+                } else {
+                    c.files.push(seg.file.clone());
+                }
             }
             if seg.ack_dirty {
                 seg.ack_dirty = false;
                 c.files.extend(seg.ack_file.clone());
             }
-            if seg.sealed && seg.live == 0 {
+            if goes {
                 c.remove.push(seq);
             }
         }
@@ -1205,6 +1234,7 @@ impl Disk {
         if c.remove.is_empty() {
             return Ok((0, catalog));
         }
+        let unsynced = c.unsynced;
         let mut remove = c.remove;
         if let Some(table) = &c.table {
             match self.write_table(stream, table) {
@@ -1246,6 +1276,14 @@ impl Disk {
                 Err(e) => {
                     tracing::warn!(stream, error = %e, "Removing a delivered spool segment failed")
                 }
+            }
+        }
+        // One left unsynced that stays after all (no room for the checkpoint
+        // table) is synced now, before the commit is published: its checkpoints
+        // count.
+        for (seq, file) in &unsynced {
+            if !removed.contains(seq) {
+                file.sync_data().map_err(|e| io_err(&self.dir, e))?;
             }
         }
         if !removed.is_empty() {
@@ -1304,71 +1342,93 @@ impl Disk {
             if seg.live_bytes * COPY_FORWARD_RATIO >= seg.len {
                 continue;
             }
-            let file = seg.file.clone();
-            let ids: Vec<(u64, Loc)> = state
-                .entries
-                .iter()
-                .filter(|(_, l)| l.seg == seq)
-                .map(|(&id, l)| (id, *l))
-                .collect();
-            for (id, loc) in ids {
-                let mut buf = vec![0u8; loc.len as usize];
-                if file.read_at(loc.offset, &mut buf).is_err() || frame::check(&buf).is_none() {
-                    // Left where it is: the reader reports it.
-                    continue;
-                }
-                let Ok((new_seq, offset)) = self.append(stream, state, &buf) else {
-                    return;
-                };
-                space
-                    .disk_bytes
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                space
-                    .unsynced
-                    .fetch_add(buf.len() as u64, Ordering::Release);
-                let new = Loc {
-                    seg: new_seq,
-                    offset,
-                    ..loc
-                };
-                state.entries.insert(id, new);
-                let old = state.segments.get_mut(&seq).expect("listed");
-                old.live -= 1;
-                old.live_bytes -= u64::from(loc.len);
-                let progress = state.progress.get(&id).cloned();
-                // The copy carries its entry's (old) checkpoint: the new segment
-                // holds a value of it, and its footer says so.
-                let copied = frame::check(&buf)
-                    .and_then(frame::entry_head)
-                    .and_then(|(head, _)| head.checkpoint);
-                let to = state.segments.get_mut(&new_seq).expect("just written");
-                to.live += 1;
-                to.live_bytes += u64::from(loc.len);
-                if let Some(c) = &copied {
-                    let seq = to.names.entry(c.name.clone()).or_insert(c.seq);
-                    *seq = (*seq).max(c.seq);
-                }
-                if let Some(bits) = progress {
-                    frame::push_frame(&mut to.acks, &frame::progress(id, &bits));
-                }
-                if let Some(open) = state.open.as_mut() {
-                    open.placed.push(Placed {
-                        id,
-                        offset,
-                        len: loc.len,
-                        count: loc.count,
-                        at_ms: loc.at_ms,
-                    });
-                    if let Some(c) = copied {
-                        keep_later(&mut open.checkpoints, c);
-                    }
-                }
-                if seg_len(state, new_seq) >= self.segment_bytes {
-                    let added = self.seal(state);
-                    space.disk_bytes.fetch_add(added, Ordering::Relaxed);
-                }
+            if !self.move_live(stream, state, space, seq) {
+                return;
             }
         }
+    }
+
+    /// Copies the live entries of sealed segment `seq` to the open segment (one
+    /// is opened if needed). False if the open segment cannot be written (a full
+    /// disk): what is not copied stays where it is.
+    fn move_live(&self, stream: &str, state: &mut State, space: &Space, seq: u64) -> bool {
+        let seg = &state.segments[&seq];
+        let file = seg.file.clone();
+        let ids: Vec<(u64, Loc)> = state
+            .entries
+            .iter()
+            .filter(|(_, l)| l.seg == seq)
+            .map(|(&id, l)| (id, *l))
+            .collect();
+        for (id, loc) in ids {
+            let mut buf = vec![0u8; loc.len as usize];
+            if file.read_at(loc.offset, &mut buf).is_err() || frame::check(&buf).is_none() {
+                // Left where it is: the reader reports it.
+                continue;
+            }
+            let Ok((new_seq, offset)) = self.append(stream, state, &buf) else {
+                return false;
+            };
+            space
+                .disk_bytes
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            space
+                .unsynced
+                .fetch_add(buf.len() as u64, Ordering::Release);
+            let new = Loc {
+                seg: new_seq,
+                offset,
+                ..loc
+            };
+            state.entries.insert(id, new);
+            let old = state.segments.get_mut(&seq).expect("listed");
+            old.live -= 1;
+            old.live_bytes -= u64::from(loc.len);
+            let progress = state.progress.get(&id).cloned();
+            // The copy carries its entry's (old) checkpoint: the new segment
+            // holds a value of it, and its footer says so.
+            let copied = frame::check(&buf)
+                .and_then(frame::entry_head)
+                .and_then(|(head, _)| head.checkpoint);
+            let to = state.segments.get_mut(&new_seq).expect("just written");
+            to.live += 1;
+            to.live_bytes += u64::from(loc.len);
+            if let Some(c) = &copied {
+                let seq = to.names.entry(c.name.clone()).or_insert(c.seq);
+                *seq = (*seq).max(c.seq);
+            }
+            if let Some(bits) = progress {
+                frame::push_frame(&mut to.acks, &frame::progress(id, &bits));
+            }
+            if let Some(open) = state.open.as_mut() {
+                open.placed.push(Placed {
+                    id,
+                    offset,
+                    len: loc.len,
+                    count: loc.count,
+                    at_ms: loc.at_ms,
+                });
+                if let Some(c) = copied {
+                    keep_later(&mut open.checkpoints, c);
+                }
+            }
+            if seg_len(state, new_seq) >= self.segment_bytes {
+                let added = self.seal(state);
+                space.disk_bytes.fetch_add(added, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// After a failed commit: every file is synced again by the next one (the
+    /// failed one may have left some unsynced).
+    pub(super) fn mark_dirty(&self) {
+        let mut state = self.lock();
+        for seg in state.segments.values_mut() {
+            seg.dirty = true;
+            seg.ack_dirty |= seg.ack_file.is_some();
+        }
+        state.dir_dirty = true;
     }
 
     /// Seals the open segment (a clean stop), so the next open reads footers only.

@@ -701,3 +701,54 @@ async fn durable_returns_only_after_the_fdatasync_that_covers_the_write() {
         );
     }
 }
+
+#[test]
+fn what_is_delivered_before_the_commit_is_never_synced() {
+    let sim = Sim::default();
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    let s = spool.stream("s").unwrap();
+    let data = "d".repeat(1000);
+    let mut written = Vec::new();
+    for i in 0..100 {
+        written.push(append_committing(
+            &spool,
+            &s,
+            &[rec(&format!("k{i}"), &data)],
+        ));
+    }
+    let first = seg_paths(&sim);
+    assert_eq!(first.len(), 1, "one open segment: {first:?}");
+    // All but the last two delivered before the first commit.
+    s.retire(&written[..98], &[], 98).unwrap();
+    commit(&spool);
+    let synced: BTreeSet<PathBuf> = sim.syncs().into_iter().map(|(p, _)| p).collect();
+    assert!(
+        !synced.contains(&first[0]),
+        "the mostly delivered segment was synced: {synced:?}"
+    );
+    assert!(
+        !seg_paths(&sim).contains(&first[0]),
+        "the delivered segment is removed"
+    );
+    // The two live entries were copied forward, synced, and survive a power cut.
+    let now = seg_paths(&sim);
+    assert_eq!(now.len(), 1);
+    assert!(synced.contains(&now[0]));
+    crash(spool);
+    sim.power_cut(&mut fastrand::Rng::with_seed(1));
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    let s = spool.stream("s").unwrap();
+    let ids: Vec<u64> = all(&s).iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![written[98].0, written[99].0]);
+
+    // A segment mostly live is synced as before.
+    let more: Vec<(u64, u64)> = (0..100)
+        .map(|i| append_committing(&spool, &s, &[rec(&format!("m{i}"), &data)]))
+        .collect();
+    let before = sim.syncs().len();
+    s.retire(&more[..10], &[], 10).unwrap();
+    commit(&spool);
+    let open = seg_paths(&sim);
+    assert!(sim.syncs()[before..].iter().any(|(p, _)| open.contains(p)));
+    assert_eq!(all(&s).len(), 92);
+}
