@@ -140,6 +140,8 @@ enum EndpointKind {
 }
 
 fn main() {
+    // The allocator settings the binary's `main` applies.
+    shardline::allocator::tune();
     std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_REGION", "us-east-1");

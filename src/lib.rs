@@ -33,6 +33,7 @@
 //! - [`agent`]: wires it all together and runs it until shutdown.
 
 pub mod agent;
+pub mod allocator;
 pub mod aggregate;
 pub mod config;
 pub mod deliver;
