@@ -34,29 +34,7 @@ impl Disk {
         if copy_forward {
             self.copy_forward(stream, &mut state, space);
         }
-        let idle = state.open.as_ref().is_some_and(|o| {
-            o.last_append.elapsed() >= ROLL_IDLE && state.segments[&o.seq].live == 0
-        });
-        if idle {
-            let added = self.seal(&mut state);
-            space.disk_bytes.fetch_add(added, Ordering::Relaxed);
-        }
-        // An open segment mostly delivered since it was last synced is sealed
-        // and its few live entries copied forward: what was delivered before it
-        // was synced is then never synced (nor written at all, when the segment
-        // goes before the kernel writes it back).
-        let roll = state.open.as_ref().is_some_and(|o| {
-            let seg = &state.segments[&o.seq];
-            seg.dirty
-                && seg.len >= self.segment_bytes / ROLL_DELIVERED_FRACTION
-                && seg.live_bytes * COPY_FORWARD_RATIO < seg.len
-        });
-        if roll {
-            let seq = state.open.as_ref().expect("checked").seq;
-            let added = self.seal(&mut state);
-            space.disk_bytes.fetch_add(added, Ordering::Relaxed);
-            self.move_live(stream, &mut state, space, seq);
-        }
+        self.roll(stream, &mut state, space);
         let mut c = Commit {
             files: Vec::new(),
             dir_dirty: std::mem::take(&mut state.dir_dirty),
@@ -86,25 +64,32 @@ impl Disk {
             }
         }
         if carry_needed(&state, &c.remove) {
-            // A removal is kept while a segment that stays may hold an older value
-            // of that checkpoint (else the older value would come back); the
-            // others are dropped with the segments that recorded them.
-            let staying: BTreeSet<&Vec<u8>> = state
-                .segments
-                .iter()
-                .filter(|(q, _)| !c.remove.contains(q))
-                .flat_map(|(_, s)| s.names.keys())
-                .collect();
-            c.table = Some(
-                state
-                    .checkpoints
-                    .values()
-                    .filter(|r| r.value.is_some() || staying.contains(&r.name))
-                    .cloned()
-                    .collect(),
-            );
+            c.table = Some(carried_table(&state, &c.remove));
         }
         c
+    }
+
+    /// Seals the open segment when idle with nothing live, or when mostly
+    /// delivered since it was last synced: then its few live entries are copied
+    /// forward, and what was delivered before it was synced is never synced (nor
+    /// written at all, when the segment goes before the kernel writes it back).
+    fn roll(&self, stream: &str, state: &mut State, space: &Space) {
+        let Some(open) = state.open.as_ref() else {
+            return;
+        };
+        let seq = open.seq;
+        let seg = &state.segments[&seq];
+        let idle = open.last_append.elapsed() >= ROLL_IDLE && seg.live == 0;
+        let delivered = seg.dirty
+            && seg.len >= self.segment_bytes / ROLL_DELIVERED_FRACTION
+            && seg.live_bytes * COPY_FORWARD_RATIO < seg.len;
+        if idle || delivered {
+            let added = self.seal(state);
+            space.disk_bytes.fetch_add(added, Ordering::Relaxed);
+        }
+        if delivered && !idle {
+            self.move_live(stream, state, space, seq);
+        }
     }
 
     /// Fsyncs what the commit covers (no lock held).
@@ -402,4 +387,23 @@ impl Disk {
         let state = self.lock();
         state.segments.values().map(|s| s.len + s.ack_len).sum()
     }
+}
+
+/// The checkpoint table to carry forward before removing `remove`. A removal
+/// is kept while a segment that stays may hold an older value of that checkpoint
+/// (else the older value would come back); the others are dropped with the
+/// segments that recorded them.
+fn carried_table(state: &State, remove: &[u64]) -> Vec<CheckpointRecord> {
+    let staying: BTreeSet<&Vec<u8>> = state
+        .segments
+        .iter()
+        .filter(|(q, _)| !remove.contains(q))
+        .flat_map(|(_, s)| s.names.keys())
+        .collect();
+    state
+        .checkpoints
+        .values()
+        .filter(|r| r.value.is_some() || staying.contains(&r.name))
+        .cloned()
+        .collect()
 }
