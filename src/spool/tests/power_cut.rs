@@ -79,7 +79,7 @@ impl Model {
     fn check_reopen(&mut self, spool: &Spool, s: &StreamSpool) {
         let seed = self.seed;
         // What the reopen found: every durable entry is there, uncorrupted.
-        let found: BTreeMap<u64, Entry> = all(&s).into_iter().map(|e| (e.id, e)).collect();
+        let found: BTreeMap<u64, Entry> = all(s).into_iter().map(|e| (e.id, e)).collect();
         for (id, records) in &self.durable {
             let e = found
                 .get(id)
