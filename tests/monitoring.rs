@@ -38,6 +38,19 @@ const KEYWORDS: &[&str] = &[
     "or",
     "unless",
     "offset",
+    // Aggregations, when a grouping comes before their parentheses.
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
 ];
 
 /// Metric names in a PromQL expression: identifiers that are not functions,
@@ -245,6 +258,7 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
         shardline::status::get(agent.metrics_addr(), "/metrics", Duration::from_secs(10))
             .await
             .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
     agent.stop().await.unwrap();
     let exposed = exposed_names(&text);
 

@@ -256,12 +256,20 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // Held only by the reader thread while it reaps a journalctl that closed
+        // its output (it is exiting by itself).
+        let Ok(mut child) = self.child.try_lock() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = child.kill();
+        drop(child);
         let child = self.child.clone();
-        // Reaping waits for the process; keep it off the async threads.
+        // Reaping waits for the process to go; keep it off the async threads.
         std::thread::spawn(move || {
-            let mut child = child.lock().expect("child lock poisoned");
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = child.lock().expect("child lock poisoned").wait();
         });
     }
 }
