@@ -208,14 +208,22 @@ def main():
         + named(rates(s, "shardline_put_records_errors_total", ("stream", "code")), "{1} {0}"),
         "requests/s",
     )
+    ax = next(a)
     plot(
-        next(a),
-        "Shard map refreshes, changes and misrouted re-sends",
+        ax,
+        "Shard map refreshes and changes; misrouted re-sends (right)",
         named(series(s, "shardline_shard_map_refreshes_total", ("stream",)), "refreshes {}")
-        + named(series(s, "shardline_shard_map_changes_total", ("stream",)), "changes {}")
-        + named(series(s, "shardline_records_misrouted_total", ("stream",)), "misrouted {}"),
+        + named(series(s, "shardline_shard_map_changes_total", ("stream",)), "changes {}"),
         "total",
     )
+    right = ax.twinx()
+    for label, points in named(series(s, "shardline_records_misrouted_total", ("stream",)), "misrouted {}"):
+        xs, ys = zip(*points)
+        right.plot(xs, ys, label=label, linewidth=1.2, color="tab:red")
+    right.set_ylabel("records re-sent", fontsize=8)
+    right.tick_params(labelsize=7)
+    right.set_ylim(bottom=0)
+    right.legend(fontsize=7, loc="lower right")
     plot(next(a), "CPU", named(rates(s, "process_cpu_seconds_total", ()), "cores"), "cores")
     plot(
         next(a),
