@@ -973,7 +973,8 @@ impl RawConfig {
             ));
         }
         if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
-            problems.push("no sources: add at least one [[socket]], [[file]] or [[journald]]".into());
+            problems
+                .push("no sources: add at least one [[socket]], [[file]] or [[journald]]".into());
         }
         let default_stream = kinesis.as_ref().and_then(|k| k.stream.clone());
         let mut paths = HashSet::new();

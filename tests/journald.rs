@@ -134,7 +134,10 @@ impl Journal {
     fn append(&mut self, entries: &[Written]) {
         let export = self.export(entries);
         let mut child = Command::new(journal_remote())
-            .arg(format!("--output={}", self.dir.join("remote.journal").display()))
+            .arg(format!(
+                "--output={}",
+                self.dir.join("remote.journal").display()
+            ))
             .arg("-")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -227,8 +230,14 @@ partition_key = {{ field = "_SYSTEMD_UNIT" }}
     let agent = start_agent(config(&work, &emu.endpoint, "logs", &block)).await;
 
     let expected_first = [
-        (r#"{"MESSAGE":"app info","_SYSTEMD_UNIT":"app.service","PRIORITY":"6"}"#, "app.service"),
-        (r#"{"MESSAGE":"cron line","_SYSTEMD_UNIT":"cron.service"}"#, "cron.service"),
+        (
+            r#"{"MESSAGE":"app info","_SYSTEMD_UNIT":"app.service","PRIORITY":"6"}"#,
+            "app.service",
+        ),
+        (
+            r#"{"MESSAGE":"cron line","_SYSTEMD_UNIT":"cron.service"}"#,
+            "cron.service",
+        ),
         (
             r#"{"MESSAGE":[108,105,110,101,32,111,110,101,10,108,105,110,101,32,116,119,111,32,255],"_SYSTEMD_UNIT":"app.service","PRIORITY":"0"}"#,
             "app.service",
@@ -243,7 +252,11 @@ partition_key = {{ field = "_SYSTEMD_UNIT" }}
                 if got.len() >= n {
                     return got;
                 }
-                assert!(Instant::now() < deadline, "{} of {n} records: {got:?}", got.len());
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {n} records: {got:?}",
+                    got.len()
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -281,7 +294,8 @@ partition_key = {{ field = "_SYSTEMD_UNIT" }}
     wait_for("the restart", LONG, || metrics.journald_restarts() == 1).await;
     let got = wait_count(4).await;
     assert!(
-        got.iter().any(|(d, _)| d.starts_with(br#"{"MESSAGE":"after kill","#)),
+        got.iter()
+            .any(|(d, _)| d.starts_with(br#"{"MESSAGE":"after kill","#)),
         "{got:?}"
     );
     agent.stop().await.unwrap();
@@ -304,7 +318,10 @@ partition_key = {{ field = "_SYSTEMD_UNIT" }}
     let distinct: HashSet<&String> = messages.iter().collect();
     assert_eq!(distinct.len(), messages.len(), "duplicates: {messages:?}");
     for m in ["after kill", "while stopped", "after restart"] {
-        assert!(messages.contains(&format!("\"{m}\"")), "{m} missing: {messages:?}");
+        assert!(
+            messages.contains(&format!("\"{m}\"")),
+            "{m} missing: {messages:?}"
+        );
     }
     assert_eq!(agent.metrics().received_count("journald"), 2);
     agent.stop().await.unwrap();
@@ -382,9 +399,7 @@ async fn sigkill_at_random_moments_delivers_every_selected_entry_exactly_once() 
     // source was reading, not before it started).
     let (mut spooled, mut grew) = (0, 0);
     for run in 0..kills {
-        emu.faults
-            .fail_requests
-            .store(u32::MAX, Ordering::Relaxed);
+        emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
         let mut agent = AgentProcess::spawn(&work, &format!("run-{run}"), &conf, &[], |_| {});
         agent.metrics_addr().await;
         tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1500))).await;
@@ -393,7 +408,9 @@ async fn sigkill_at_random_moments_delivers_every_selected_entry_exactly_once() 
         // The journalctl it ran is left behind (SIGKILL runs no clean-up); it
         // exits at its next write into the closed pipe, or here.
         for pid in journalctl_pids(&journal_dir) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         let (records, checkpoints) = spool_contents(&work.spool(), "logs");
         let mut seen = HashSet::new();
@@ -410,7 +427,10 @@ async fn sigkill_at_random_moments_delivers_every_selected_entry_exactly_once() 
         }
         spooled = records.len();
     }
-    assert!(grew >= kills / 2, "only {grew} of {kills} runs spooled anything");
+    assert!(
+        grew >= kills / 2,
+        "only {grew} of {kills} runs spooled anything"
+    );
     stop.store(true, Ordering::Relaxed);
     let (selected, written) = writer.join().unwrap();
     emu.faults.fail_requests.store(0, Ordering::Relaxed);
@@ -475,8 +495,8 @@ fn the_unit_reads_the_journal() {
 /// The README's journald configuration is complete and valid as printed.
 #[test]
 fn the_readme_journald_config_validates() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme
         .split("\n## Reading the journal\n")
         .nth(1)

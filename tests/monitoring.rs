@@ -108,8 +108,15 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 if braces > 0 || brackets > 0 {
                     continue;
                 }
-                if ["by", "without", "on", "ignoring", "group_left", "group_right"]
-                    .contains(&word)
+                if [
+                    "by",
+                    "without",
+                    "on",
+                    "ignoring",
+                    "group_left",
+                    "group_right",
+                ]
+                .contains(&word)
                 {
                     // Its label list.
                     if let Some(end) = rest.strip_prefix('(').and_then(|r| r.find(')')) {
@@ -262,7 +269,10 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
     agent.stop().await.unwrap();
     let exposed = exposed_names(&text);
 
-    let dashboard: BTreeSet<String> = dashboard_exprs().iter().flat_map(|e| metric_names(e)).collect();
+    let dashboard: BTreeSet<String> = dashboard_exprs()
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .collect();
     let rules: BTreeSet<String> = rule_exprs().iter().flat_map(|e| metric_names(e)).collect();
     assert!(rule_exprs().len() >= 7, "{:?}", rule_exprs());
     for (file, names) in [("dashboard", &dashboard), ("rules", &rules)] {
@@ -290,7 +300,10 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ] {
-        assert!(dashboard.contains(needed), "the dashboard does not show {needed}");
+        assert!(
+            dashboard.contains(needed),
+            "the dashboard does not show {needed}"
+        );
     }
     for needed in [
         "up",

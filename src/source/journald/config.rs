@@ -255,7 +255,9 @@ pub fn validate(
         Fields::All
     } else {
         if j.fields.is_empty() {
-            problems.push(format!("{field}.fields is empty (use [\"*\"] for every field)"));
+            problems.push(format!(
+                "{field}.fields is empty (use [\"*\"] for every field)"
+            ));
         }
         if let Some(bad) = j
             .fields
@@ -382,7 +384,10 @@ units = [""]"#,
         )
         .unwrap_err();
         assert_eq!(problems.len(), 6, "{problems:#?}");
-        assert!(problems[0].contains("directory \"relative\""), "{problems:#?}");
+        assert!(
+            problems[0].contains("directory \"relative\""),
+            "{problems:#?}"
+        );
         assert!(parse("priority = 8").is_err());
         assert!(parse("since = \"yesterday\"").is_err());
     }

@@ -142,8 +142,7 @@ impl Entry {
                     }
                 } else {
                     made.oversized = Some("truncated");
-                    made.records
-                        .push((key, Bytes::from(message).slice(..max)));
+                    made.records.push((key, Bytes::from(message).slice(..max)));
                 }
             }
             Format::Json => return finish_json(made, key, self.json_object(&config.fields), max),
@@ -163,35 +162,30 @@ impl Entry {
 }
 
 /// Serializes a JSON record, cutting its `MESSAGE` until it fits in `max` bytes.
-fn finish_json(
-        mut made: Made,
-        key: String,
-        mut object: Map<String, Value>,
-        max: usize,
-    ) -> Made {
-        loop {
-            let data = serde_json::to_vec(&object).expect("a JSON value serializes");
-            if data.len() <= max {
-                made.records.push((key, Bytes::from(data)));
-                return made;
+fn finish_json(mut made: Made, key: String, mut object: Map<String, Value>, max: usize) -> Made {
+    loop {
+        let data = serde_json::to_vec(&object).expect("a JSON value serializes");
+        if data.len() <= max {
+            made.records.push((key, Bytes::from(data)));
+            return made;
+        }
+        let excess = data.len() - max;
+        match object.get_mut("MESSAGE") {
+            Some(Value::String(m)) if !m.is_empty() => {
+                made.oversized = Some("truncated");
+                let mut keep = m.len().saturating_sub(excess.max(1));
+                while !m.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                m.truncate(keep);
             }
-            let excess = data.len() - max;
-            match object.get_mut("MESSAGE") {
-                Some(Value::String(m)) if !m.is_empty() => {
-                    made.oversized = Some("truncated");
-                    let mut keep = m.len().saturating_sub(excess.max(1));
-                    while !m.is_char_boundary(keep) {
-                        keep -= 1;
-                    }
-                    m.truncate(keep);
-                }
-                _ => {
-                    made.too_large = true;
-                    return made;
-                }
+            _ => {
+                made.too_large = true;
+                return made;
             }
         }
     }
+}
 
 #[cfg(test)]
 mod tests {
@@ -222,7 +216,10 @@ mod tests {
     fn lines_that_are_not_entries_are_told_apart() {
         assert_eq!(Entry::parse(b"{}").unwrap_err(), EntryError::NoCursor);
         assert!(matches!(Entry::parse(b"[1]"), Err(EntryError::NotJson(_))));
-        assert!(matches!(Entry::parse(b"{\"a\""), Err(EntryError::NotJson(_))));
+        assert!(matches!(
+            Entry::parse(b"{\"a\""),
+            Err(EntryError::NotJson(_))
+        ));
         assert_eq!(entry("").cursor(), "s=1;i=2");
     }
 
@@ -249,7 +246,10 @@ mod tests {
     fn messages_in_bytes_and_repeated_fields_are_read() {
         let e = entry(r#","MESSAGE":[104,105,255],"_SYSTEMD_UNIT":["x.service","y.service"]"#);
         let made = e.records(&config(Format::Message, 100));
-        assert_eq!(made.records, [("x.service".to_owned(), Bytes::from_static(b"hi\xff"))]);
+        assert_eq!(
+            made.records,
+            [("x.service".to_owned(), Bytes::from_static(b"hi\xff"))]
+        );
         assert!(!made.key_fallback);
     }
 
@@ -274,7 +274,10 @@ mod tests {
         let e = entry(r#","MESSAGE":"h\u00e9llo \"w\"","_SYSTEMD_UNIT":"a.service","_PID":"1""#);
         let made = e.records(&config(Format::Json, 1000));
         let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
-        assert_eq!(v, serde_json::json!({"MESSAGE": "h\u{e9}llo \"w\"", "_SYSTEMD_UNIT": "a.service"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"MESSAGE": "h\u{e9}llo \"w\"", "_SYSTEMD_UNIT": "a.service"})
+        );
         for max in 30..45 {
             let made = e.records(&config(Format::Json, max));
             if made.too_large {

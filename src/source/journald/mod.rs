@@ -85,7 +85,9 @@ pub fn checkpoint_name(name: &str) -> Vec<u8> {
 /// Why a stored cursor cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CursorError {
-    #[error("journal checkpoint has format version {0}; this build reads version {CHECKPOINT_VERSION}")]
+    #[error(
+        "journal checkpoint has format version {0}; this build reads version {CHECKPOINT_VERSION}"
+    )]
     Version(u8),
     #[error("journal checkpoint is not a cursor")]
     Invalid,
@@ -430,9 +432,7 @@ impl Source {
             match line {
                 Some(Line::Entry(line)) => self.add(&line, &mut batch),
                 Some(Line::TooLong(n)) => {
-                    self.producer
-                        .metrics()
-                        .socket_error(KIND, "entry_too_long");
+                    self.producer.metrics().socket_error(KIND, "entry_too_long");
                     if let Some(held) = self.warnings.check() {
                         tracing::warn!(name = %self.config.name, bytes = n, held_back = held, "A journal entry longer than the line limit is skipped");
                     }
@@ -615,7 +615,10 @@ mod tests {
         let v = encode_cursor("s=abc;i=1f");
         assert_eq!(decode_cursor(&v).unwrap(), "s=abc;i=1f");
         assert_eq!(decode_cursor(&[9, b'x']), Err(CursorError::Version(9)));
-        assert_eq!(decode_cursor(&[CHECKPOINT_VERSION]), Err(CursorError::Invalid));
+        assert_eq!(
+            decode_cursor(&[CHECKPOINT_VERSION]),
+            Err(CursorError::Invalid)
+        );
         assert_eq!(decode_cursor(&[]), Err(CursorError::Invalid));
     }
 
