@@ -514,3 +514,76 @@ fn the_readme_journald_config_validates() {
     assert_eq!(j.select.max_priority, Some(4));
     assert_eq!(j.stream, "host-logs");
 }
+
+/// A reload that changes a block restarts its reader at its cursor: entries read
+/// before are not read again, the new selection applies to what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_block_goes_on_from_its_cursor() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let mut journal = Journal::new(work.path("journal"));
+    let dir = journal.dir.clone();
+    let block = |priority: &str| {
+        format!(
+            "[[journald]]\ndirectory = \"{}\"\npriority = \"{priority}\"\n",
+            dir.display()
+        )
+    };
+    journal.append(&[
+        Written::new("a info").priority(6),
+        Written::new("a debug").priority(7),
+    ]);
+    let mut agent = start_agent(config(&work, &emu.endpoint, "logs", &block("info"))).await;
+    let metrics = agent.metrics().clone();
+    wait_for("the first entry", LONG, || {
+        metrics.delivered_count("logs") == 1
+    })
+    .await;
+    agent
+        .reload(config(&work, &emu.endpoint, "logs", &block("debug")))
+        .await
+        .unwrap();
+    journal.append(&[
+        Written::new("b info").priority(6),
+        Written::new("b debug").priority(7),
+    ]);
+    wait_for("the later entries", LONG, || {
+        metrics.delivered_count("logs") == 3
+    })
+    .await;
+    agent.stop().await.unwrap();
+    let mut got: Vec<String> = stream_records(&client, "logs")
+        .await
+        .into_iter()
+        .map(|(d, _)| String::from_utf8(d.to_vec()).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a info", "b debug", "b info"]);
+}
+
+/// A journalctl that cannot start is logged, retried with backoff and counted;
+/// the other sources go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journalctl_that_cannot_start_is_retried_and_stops_nothing_else() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let sock = work.path("in.sock");
+    let extra = format!(
+        "{}[[journald]]\njournalctl = \"{}\"\n",
+        crate::util::socket_toml(&sock, None),
+        work.path("no-such-journalctl").display()
+    );
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &extra)).await;
+    let metrics = agent.metrics().clone();
+    wait_for("two restarts", LONG, || metrics.journald_restarts() >= 2).await;
+    crate::util::send_lines(&sock, ["still flowing".to_owned()]).await;
+    wait_for("the socket's line", LONG, || {
+        metrics.delivered_count("logs") == 1
+    })
+    .await;
+    agent.stop().await.unwrap();
+}
