@@ -587,3 +587,35 @@ async fn a_journalctl_that_cannot_start_is_retried_and_stops_nothing_else() {
     .await;
     agent.stop().await.unwrap();
 }
+
+/// `since = "now"`: what the journal held before the first start is not sent, and
+/// a restart before anything new was read does not skip what came in between
+/// (the journal's last entry became the checkpoint at the first start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_now_skips_the_past_but_not_what_comes_between_restarts() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let mut journal = Journal::new(work.path("journal"));
+    let block = format!(
+        "[[journald]]\ndirectory = \"{}\"\nsince = \"now\"\n",
+        journal.dir.display()
+    );
+    journal.append(&[Written::new("before the first start")]);
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &block)).await;
+    agent.stop().await.unwrap();
+    journal.append(&[Written::new("while stopped")]);
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &block)).await;
+    journal.append(&[Written::new("after the restart")]);
+    let metrics = agent.metrics().clone();
+    wait_for("two entries", LONG, || metrics.delivered_count("logs") == 2).await;
+    agent.stop().await.unwrap();
+    let mut got: Vec<String> = stream_records(&client, "logs")
+        .await
+        .into_iter()
+        .map(|(d, _)| String::from_utf8(d.to_vec()).unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["after the restart", "while stopped"]);
+}

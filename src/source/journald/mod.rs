@@ -141,6 +141,64 @@ pub fn command(config: &JournaldConfig, cursor: Option<&str>) -> Command {
     c
 }
 
+/// The command that prints the cursor of the journal's last entry.
+pub fn tail_command(config: &JournaldConfig) -> Command {
+    let mut c = Command::new(&config.journalctl);
+    c.args(["--lines=0", "--show-cursor", "--no-pager"]);
+    if let Some(d) = &config.directory {
+        c.arg("--directory").arg(d);
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    c
+}
+
+/// The cursor in `--show-cursor` output, if the journal has an entry.
+fn parse_tail_cursor(output: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(output)
+        .lines()
+        .find_map(|l| l.strip_prefix("-- cursor: "))
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+}
+
+/// `since = "now"` on a first start: the journal's last entry becomes the
+/// checkpoint at once, so a restart before anything new was read goes on from
+/// there instead of from a later "now" (which would skip what came between).
+/// `None` (an empty journal, journalctl failing): `--since=now`.
+async fn anchor_now(config: &JournaldConfig, producer: &Producer, name: &[u8]) -> Option<String> {
+    let mut command = tail_command(config);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the journalctl tail task does not panic");
+    let cursor = match output {
+        Ok(out) => parse_tail_cursor(&out.stdout)?,
+        Err(e) => {
+            tracing::warn!(name = %config.name, error = %e, "journalctl cannot tell the journal's last entry; starting from now");
+            return None;
+        }
+    };
+    let checkpoint = Checkpoint {
+        name: name.to_vec(),
+        value: encode_cursor(&cursor),
+    };
+    if let Err(e) = producer
+        .spool_batch(
+            &config.stream,
+            KIND,
+            Vec::new(),
+            None,
+            Some(&checkpoint),
+            None,
+        )
+        .await
+    {
+        tracing::warn!(name = %config.name, error = %e, "Writing the journal's starting point failed; it is written with the first entries read");
+    }
+    Some(cursor)
+}
+
 /// Starts the source of one `[[journald]]` block.
 pub fn spawn(
     config: JournaldConfig,
@@ -196,7 +254,7 @@ async fn run(
             })
         }
     };
-    let cursor = match checkpoints.into_iter().find(|c| c.name == name) {
+    let mut cursor = match checkpoints.into_iter().find(|c| c.name == name) {
         None => None,
         Some(c) => Some(
             decode_cursor(&c.value).map_err(|source| JournaldError::Cursor {
@@ -205,6 +263,9 @@ async fn run(
             })?,
         ),
     };
+    if cursor.is_none() && config.since == Since::Now {
+        cursor = anchor_now(&config, &producer, &name).await;
+    }
     tracing::info!(
         name = %config.name,
         stream = %config.stream,
@@ -607,6 +668,26 @@ mod tests {
         assert_eq!(
             args(&command(&config(Since::Now), Some("s=1;i=2"))),
             with(&["--after-cursor=s=1;i=2"])
+        );
+    }
+
+    #[test]
+    fn the_tail_cursor_is_read_from_show_cursor_output() {
+        assert_eq!(
+            parse_tail_cursor(b"-- cursor: s=ab;i=9;x=1\n").as_deref(),
+            Some("s=ab;i=9;x=1")
+        );
+        assert_eq!(parse_tail_cursor(b"-- No entries --\n"), None);
+        assert_eq!(parse_tail_cursor(b""), None);
+        assert_eq!(
+            args(&tail_command(&config(Since::Now))),
+            [
+                "--lines=0",
+                "--show-cursor",
+                "--no-pager",
+                "--directory",
+                "/var/log/other"
+            ]
         );
     }
 
