@@ -339,3 +339,41 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     promtool(&["check", "rules", "shardline.rules.yml"]);
     promtool(&["test", "rules", "shardline.rules.test.yml"]);
 }
+
+/// The dashboard imports as Grafana expects: an input for the data source, unique
+/// panel ids, every graph with a query, no two panels on the same cells.
+#[test]
+fn dashboard_is_importable() {
+    let text = std::fs::read_to_string(dashboard()).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(d["__inputs"][0]["pluginId"], "prometheus");
+    assert_eq!(d["uid"], "shardline");
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    for p in panels {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate id in {p}");
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_u64().unwrap(),
+            g["y"].as_u64().unwrap(),
+            g["w"].as_u64().unwrap(),
+            g["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{p}");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(
+                    cells.insert((cx, cy)),
+                    "{} overlaps another panel",
+                    p["title"]
+                );
+            }
+        }
+        if p["type"] != "row" {
+            let targets = p["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{} has no query", p["title"]);
+        }
+    }
+    assert!(panels.len() >= 12);
+}
