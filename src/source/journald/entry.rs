@@ -179,6 +179,12 @@ fn finish_json(mut made: Made, key: String, mut object: Map<String, Value>, max:
                 }
                 m.truncate(keep);
             }
+            // Bytes that are not UTF-8: each value takes 2 to 4 bytes of JSON.
+            Some(Value::Array(bytes)) if !bytes.is_empty() => {
+                made.oversized = Some("truncated");
+                let cut = (excess / 4).clamp(1, bytes.len());
+                bytes.truncate(bytes.len() - cut);
+            }
             _ => {
                 made.too_large = true;
                 return made;
@@ -290,5 +296,11 @@ mod tests {
             assert_eq!(made.oversized, Some("truncated"));
         }
         assert!(e.records(&config(Format::Json, 10)).too_large);
+        let bytes = entry(&format!(r#","MESSAGE":{:?}"#, vec![255u8; 1000]));
+        let made = bytes.records(&config(Format::Json, 500));
+        assert_eq!(made.oversized, Some("truncated"));
+        assert!(made.records[0].1.len() <= 500);
+        let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
+        assert!(v["MESSAGE"].as_array().unwrap().len() > 100);
     }
 }
