@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::aggregate::Limits;
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
+use crate::source::journald::config::{self as journald, JournaldConfig, RawJournald};
 use crate::spool::SpoolOptions;
 
 /// The file as written.
@@ -35,6 +36,9 @@ pub struct RawConfig {
     /// Tailed files.
     #[serde(default)]
     pub file: Vec<RawFile>,
+    /// Journal readers (`src/source/journald/config.rs` documents the keys).
+    #[serde(default)]
+    pub journald: Vec<RawJournald>,
     /// The HTTP endpoint for metrics and status.
     #[serde(default)]
     pub metrics: RawMetrics,
@@ -508,6 +512,7 @@ pub struct Config {
     pub spool: SpoolOptions,
     pub sockets: Vec<SocketConfig>,
     pub files: Vec<FileConfig>,
+    pub journald: Vec<JournaldConfig>,
     pub metrics: MetricsConfig,
     pub ingest: IngestConfig,
     pub shutdown_timeout: Duration,
@@ -585,7 +590,8 @@ impl Config {
     pub fn streams(&self) -> Vec<String> {
         let mut out = vec![self.kinesis.stream.clone()];
         let sources = self.sockets.iter().map(|s| &s.stream);
-        for s in sources.chain(self.files.iter().map(|f| &f.stream)) {
+        let sources = sources.chain(self.files.iter().map(|f| &f.stream));
+        for s in sources.chain(self.journald.iter().map(|j| &j.stream)) {
             if !out.contains(s) {
                 out.push(s.clone());
             }
@@ -966,8 +972,9 @@ impl RawConfig {
                 self.ingest.max_memory_bytes
             ));
         }
-        if self.socket.is_empty() && self.file.is_empty() {
-            problems.push("no sources: add at least one [[socket]] or [[file]]".into());
+        if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
+            problems
+                .push("no sources: add at least one [[socket]], [[file]] or [[journald]]".into());
         }
         let default_stream = kinesis.as_ref().and_then(|k| k.stream.clone());
         let mut paths = HashSet::new();
@@ -1065,6 +1072,19 @@ impl RawConfig {
                 files.push(f);
             }
         }
+        let mut journald_blocks = Vec::new();
+        for (i, j) in self.journald.into_iter().enumerate() {
+            if let Some(stream) = &j.stream {
+                check_stream_name(stream, &format!("journald[{i}].stream"), &mut problems);
+            }
+            journald_blocks.extend(journald::validate(
+                i,
+                j,
+                default_stream.as_ref(),
+                &mut problems,
+            ));
+        }
+        journald::check_names(&journald_blocks, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -1106,6 +1126,7 @@ impl RawConfig {
             },
             sockets,
             files,
+            journald: journald_blocks,
             metrics: MetricsConfig {
                 listen: metrics_listen.expect("checked above"),
             },
@@ -1292,7 +1313,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("no sources: add at least one [[socket]] or [[file]]"),
+            e.contains("no sources: add at least one [[socket]], [[file]] or [[journald]]"),
             "{e}"
         );
     }

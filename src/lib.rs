@@ -6,18 +6,19 @@
 //! The modules follow the data flow:
 //!
 //! ```text
-//!  source::file ──┐
-//!  source::socket ─┴► producer ─► spool (segments) ─► deliver (dispatcher per stream)
-//!                                  ▲                   │ shard_map: hash key → shard
-//!                                  │                   │ aggregate: KPL aggregates per shard
-//!                                  │                   ▼
-//!                                  └── acks ◄── worker pool ── PutRecords ──► Kinesis
+//!  source::file ─────┐
+//!  source::socket ───┤
+//!  source::journald ─┴► producer ─► spool (segments) ─► deliver (dispatcher per stream)
+//!                                    ▲                   │ shard_map: hash key → shard
+//!                                    │                   │ aggregate: KPL aggregates per shard
+//!                                    │                   ▼
+//!                                    └── acks ◄── worker pool ── PutRecords ──► Kinesis
 //! ```
 //!
 //! - [`config`]: the TOML file, validated with every problem listed at once.
 //! - [`record`]: user records, their limits and their hash keys.
 //! - [`source`]: where records come from (`file`, tailed with its read position
-//!   in the spool; `socket`).
+//!   in the spool; `socket`; `journald`, with its journal cursor in the spool).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
 //! - [`spool`]: the write-ahead spool (CRC-framed segment files, a group commit that
 //!   fdatasyncs, sled for the segment catalog); a record leaves it only once Kinesis

@@ -8,6 +8,8 @@ mod cli;
 mod codec;
 mod delivery;
 mod file;
+mod journald;
+mod monitoring;
 mod packaging;
 mod pipeline;
 mod producer;
