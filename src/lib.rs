@@ -34,8 +34,8 @@
 //! - [`agent`]: wires it all together and runs it until shutdown.
 
 pub mod agent;
-pub mod allocator;
 pub mod aggregate;
+pub mod allocator;
 pub mod config;
 pub mod deliver;
 pub mod descriptors;
