@@ -705,6 +705,9 @@ fn serve_emulator(shards: u32) {
                 region: Some("us-east-1".into()),
                 endpoint: Some(format!("http://{addr}")),
                 request_timeout: Some(Duration::from_secs(30)),
+                // A loopback emulator: never through a proxy.
+                proxy: shardline::deliver::proxy::ProxySetting::Disabled,
+                no_proxy: None,
             },
         )
         .await

@@ -64,6 +64,10 @@ pub struct RawKinesis {
     /// Time limit of one Kinesis request.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// HTTP(S) proxy URL, or `"none"`; absent: `HTTPS_PROXY` and friends.
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy (as `NO_PROXY`, which it replaces).
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,6 +540,8 @@ pub struct KinesisConfig {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub request_timeout: Duration,
+    pub proxy: crate::deliver::proxy::ProxySetting,
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -871,6 +877,9 @@ impl RawConfig {
                 if k.request_timeout_ms == 0 {
                     problems.push("kinesis.request_timeout_ms must be above 0".into());
                 }
+                if let Err(e) = crate::deliver::proxy::ProxySetting::parse(k.proxy.as_deref()) {
+                    problems.push(format!("kinesis.proxy: {e}"));
+                }
                 Some(k)
             }
         };
@@ -1101,6 +1110,9 @@ impl RawConfig {
                 region: k.region,
                 endpoint: k.endpoint,
                 request_timeout: Duration::from_millis(k.request_timeout_ms),
+                proxy: crate::deliver::proxy::ProxySetting::parse(k.proxy.as_deref())
+                    .expect("checked above"),
+                no_proxy: k.no_proxy,
             },
             delivery: DeliveryOptions {
                 max_connections: d.max_connections,

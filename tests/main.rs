@@ -13,6 +13,7 @@ mod monitoring;
 mod packaging;
 mod pipeline;
 mod producer;
+mod proxy;
 mod service;
 mod socket;
 mod spool;

@@ -34,6 +34,7 @@
 //! dissolved if they come back failed.
 
 pub mod kinesis;
+pub mod proxy;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
