@@ -39,6 +39,9 @@ async fn emulator(shards: i32) -> String {
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint.clone()),
         request_timeout: None,
+        // A loopback emulator: never through a proxy.
+        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
+        no_proxy: None,
     })
     .await;
     client

@@ -46,6 +46,9 @@ async fn main() {
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint.clone()),
         request_timeout: None,
+        // A loopback emulator: never through a proxy.
+        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
+        no_proxy: None,
     })
     .await
     .client()

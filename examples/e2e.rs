@@ -140,6 +140,8 @@ enum EndpointKind {
 }
 
 fn main() {
+    // The allocator settings the binary's `main` applies.
+    shardline::allocator::tune();
     std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_REGION", "us-east-1");
@@ -703,6 +705,9 @@ fn serve_emulator(shards: u32) {
                 region: Some("us-east-1".into()),
                 endpoint: Some(format!("http://{addr}")),
                 request_timeout: Some(Duration::from_secs(30)),
+                // A loopback emulator: never through a proxy.
+                proxy: shardline::deliver::proxy::ProxySetting::Disabled,
+                no_proxy: None,
             },
         )
         .await

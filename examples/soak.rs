@@ -202,6 +202,9 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
         region: Some("us-east-1".into()),
         endpoint: Some(emulator.endpoint.clone()),
         request_timeout: Some(Duration::from_secs(30)),
+        // A loopback emulator: never through a proxy.
+        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
+        no_proxy: None,
     })
     .await
     .client()

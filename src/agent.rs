@@ -1,7 +1,8 @@
 //! The agent: the [`Producer`] (spool and delivery) plus the configured sources, and
 //! the order in which they stop.
 //!
-//! Sources are the sockets and the file tailer (one thread for every `[[file]]`
+//! Sources are the sockets, the file tailer (one thread for every `[[file]]`
+//! block) and the journal readers (one `journalctl` child per `[[journald]]`
 //! block). Shutdown order: sources stop accepting and spool what they hold (the file
 //! tailer finishes the batch in hand unless the spool is full; lines not spooled are
 //! read again at the next start from the checkpoint); then the
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
 use crate::source::budget::Budget;
 use crate::source::file;
+use crate::source::journald::{self, config::JournaldConfig};
 use crate::source::socket::{self, SocketError};
 use crate::status::{self, StatusError, View};
 use crate::systemd::Notifier;
@@ -69,6 +71,9 @@ pub struct Agent {
     sockets: Vec<RunningSource<SocketConfig>>,
     /// The file tailer (one for all `[[file]]` blocks), restarted when they change.
     files: Option<RunningSource<Vec<FileConfig>>>,
+    /// One reader per `[[journald]]` block; restarted when any block changes (each
+    /// resumes at its checkpoint).
+    journald: Option<RunningSource<Vec<JournaldConfig>>>,
     metrics_addr: SocketAddr,
     /// The memory budget of the sources' input (`ingest.max_memory_bytes`).
     budget: Budget,
@@ -329,6 +334,7 @@ impl Agent {
             config: config.clone(),
             sockets: Vec::new(),
             files: None,
+            journald: None,
             metrics_addr,
             budget,
             endpoint: CancellationToken::new(),
@@ -358,10 +364,12 @@ impl Agent {
             agent.serve_socket(listener, s);
         }
         agent.start_files(config.files.clone());
+        agent.start_journald(config.journald.clone());
         tracing::info!(
             streams = ?config.streams(),
             sockets = config.sockets.len(),
             file_blocks = config.files.len(),
+            journald_blocks = config.journald.len(),
             "Agent started"
         );
         Ok(agent)
@@ -396,6 +404,22 @@ impl Agent {
             &source.tasks,
         );
         self.files = Some(source);
+    }
+
+    fn start_journald(&mut self, blocks: Vec<JournaldConfig>) {
+        if blocks.is_empty() {
+            return;
+        }
+        let source = RunningSource::new(&self.sources, blocks.clone());
+        for block in blocks {
+            journald::spawn(
+                block,
+                self.producer.clone(),
+                source.stop.clone(),
+                &source.tasks,
+            );
+        }
+        self.journald = Some(source);
     }
 
     /// Takes a new configuration into use without a restart: sockets and file
@@ -465,6 +489,12 @@ impl Agent {
             self.start_files(new.files.clone());
             report.files_restarted = true;
         }
+        if self.config.journald != new.journald {
+            if let Some(running) = self.journald.take() {
+                running.stop().await;
+            }
+            self.start_journald(new.journald.clone());
+        }
         self.config = new;
         Ok(report)
     }
@@ -490,6 +520,9 @@ impl Agent {
         }
         if let Some(files) = self.files {
             files.stop().await;
+        }
+        if let Some(journald) = self.journald {
+            journald.stop().await;
         }
         let report = self.producer.shutdown().await;
         self.endpoint.cancel();

@@ -17,20 +17,20 @@
 //! record is handed to delivery:
 //!
 //! ```text
-//!  source::file ──┐                 intake ──(hand-over in memory, or spilled
-//!  source::socket ─┼─► producer ──► │  and read back)──► deliver: one dispatcher
-//!  (embedder) ─────┘                ▼                     per stream
-//!                                 spool (segments,         │ router: shard_map +
-//!                                  checkpoints, acks)      │   aggregate per shard
-//!                                   ▲                      │ pacing, ledger
-//!                                   │                      ▼
-//!                                   └──── acks ◄── workers ── PutRecords ──► Kinesis
+//!  source::file ─────┐                 intake ──(hand-over in memory, or spilled
+//!  source::socket ───┼─► producer ──► │  and read back)──► deliver: one dispatcher
+//!  source::journald ─┤                ▼                     per stream
+//!  (embedder) ───────┘              spool (segments,         │ router: shard_map +
+//!                                    checkpoints, acks)      │   aggregate per shard
+//!                                     ▲                      │ pacing, ledger
+//!                                     │                      ▼
+//!                                     └──── acks ◄── workers ── PutRecords ──► Kinesis
 //! ```
 //!
 //! - [`config`]: the TOML file, validated with every problem listed at once.
 //! - [`record`]: user records, their limits and their hash keys.
 //! - [`source`]: where records come from (`file`, tailed with its read position
-//!   in the spool; `socket`).
+//!   in the spool; `socket`; `journald`, with its journal cursor in the spool).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
 //! - `intake`: the spool write and the hand-over-or-spill decision, per stream.
 //! - [`spool`]: the write-ahead spool (CRC-framed segment files, a group commit that
@@ -48,6 +48,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod allocator;
 pub mod config;
 pub mod deliver;
 pub(crate) mod descriptors;

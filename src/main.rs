@@ -98,6 +98,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    shardline::allocator::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match shardline::config::load(&config) {

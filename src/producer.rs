@@ -137,6 +137,8 @@ impl ProducerOptions {
                 region: config.kinesis.region.clone(),
                 endpoint: config.kinesis.endpoint.clone(),
                 request_timeout: Some(config.kinesis.request_timeout),
+                proxy: config.kinesis.proxy.clone(),
+                no_proxy: config.kinesis.no_proxy.clone(),
             },
             delivery: config.delivery.clone(),
             spool: config.spool.clone(),

@@ -634,7 +634,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_spools_no_line_twice() {
     let lines = writer.join().unwrap();
     emu.faults.fail_requests.store(0, Ordering::Relaxed);
     put_markers(&client, kills).await;
-    let child = spawn_binary(&conf, &agent_log, "warn");
+    let log_before = std::fs::metadata(&agent_log).map_or(0, |m| m.len() as usize);
+    let child = spawn_binary(&conf, &agent_log, "warn,shardline::source::file=info");
     let expected: HashSet<Bytes> = lines.iter().map(|l| Bytes::from(l.clone())).collect();
     let deadline = Instant::now() + LONG;
     let stream = loop {
@@ -652,6 +653,25 @@ async fn sigkill_at_random_moments_loses_nothing_and_spools_no_line_twice() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // Files rotated while the agent was stopped are closed (and their checkpoints
+    // removed) once read to the end and `rotate_wait_ms` has passed: wait for
+    // every one the last start found, not only for their lines.
+    loop {
+        let log = std::fs::read(&agent_log).unwrap_or_default();
+        let log = String::from_utf8_lossy(&log[log_before.min(log.len())..]).into_owned();
+        let rotated = log
+            .matches("File was rotated while the agent was stopped")
+            .count();
+        let closed = log.matches("Closed a rotated or removed file").count();
+        if closed >= rotated {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{closed} of {rotated} rotated files closed\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let status = sigterm_and_wait(child).await;
     assert!(status.success());
     let checkpoints = check_spool("at the end", kills);

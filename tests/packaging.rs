@@ -1,7 +1,9 @@
-//! The systemd unit (hardening score, `systemd-analyze verify`) and the Debian
+//! The systemd unit (hardening score, `systemd-analyze verify`), the Debian
 //! package (built by `cargo deb` from the test build's binary, unpacked into a
-//! scratch root, its agent checking its own shipped config). `.ci/test` installs
-//! `systemd-analyze` and `cargo-deb` when they are missing.
+//! scratch root, its agent checking its own shipped config) and the RPM (built by
+//! `cargo generate-rpm`, read back with `rpm -qp`). `.ci/test` installs
+//! `systemd-analyze`, `cargo-deb`, `cargo-generate-rpm` and `rpm` when they are
+//! missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -199,4 +201,121 @@ fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
 
 fn root_file(p: &str) -> PathBuf {
     root().join(p)
+}
+
+/// `cargo generate-rpm` from the binary this test build made, read back with
+/// `rpm -qp` (Debian's `rpm`): the package Amazon Linux 2023 and RHEL 9 hosts
+/// install. `.ci/test` installs both tools.
+#[test]
+fn rpm_package_holds_the_binary_unit_config_and_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpm = dir.path().join("shardline.rpm");
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("debug")).unwrap();
+    std::os::unix::fs::symlink(shardline_bin(), target.join("debug/shardline")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(cargo)
+        .current_dir(root())
+        .args(["generate-rpm", "--profile", "dev", "--auto-req", "builtin"])
+        // The debug binary is large: no compression keeps this test quick.
+        .args(["--payload-compress", "none"])
+        .arg("--target-dir")
+        .arg(&target)
+        .arg("--output")
+        .arg(&rpm));
+    assert!(
+        out.status.success(),
+        "cargo generate-rpm failed (.ci/test installs cargo-generate-rpm):\n{}",
+        text(&out)
+    );
+    let query = |flag: &str| {
+        let out = run(Command::new("rpm").args(["-qp", flag]).arg(&rpm));
+        assert!(out.status.success(), "rpm -qp {flag}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let files: Vec<String> = query("-l").lines().map(str::to_owned).collect();
+    assert_eq!(
+        files,
+        [
+            "/etc/shardline/shardline.toml",
+            "/usr/bin/shardline",
+            "/usr/lib/systemd/system/shardline.service",
+            "/usr/share/doc/shardline/README.md",
+        ]
+    );
+    // The config is a conffile that an upgrade does not replace.
+    assert_eq!(
+        query("--configfiles").trim(),
+        "/etc/shardline/shardline.toml"
+    );
+    // %config(noreplace): an edited config survives an upgrade untouched.
+    let flags = query("--qf=[%{FILENAMES} %{FILEFLAGS:fflags}\n]");
+    assert!(
+        flags
+            .lines()
+            .any(|l| l == "/etc/shardline/shardline.toml cn"),
+        "{flags}"
+    );
+    assert!(
+        flags
+            .lines()
+            .any(|l| l == "/usr/share/doc/shardline/README.md d"),
+        "{flags}"
+    );
+    let dump = query("--dump");
+    let binary = dump
+        .lines()
+        .find(|l| l.starts_with("/usr/bin/shardline "))
+        .unwrap();
+    assert!(
+        binary.split(' ').nth(4).unwrap().ends_with("755"),
+        "{binary}"
+    );
+
+    let scripts = query("--scripts");
+    for (part, needle) in [
+        ("preinstall", "useradd -r -g shardline"),
+        ("preinstall", "systemd-journal"),
+        (
+            "postinstall",
+            "install -d -o shardline -g shardline -m 0750 /var/lib/shardline",
+        ),
+        ("postinstall", "try-restart shardline.service"),
+        ("preuninstall", "disable --now shardline.service"),
+        ("postuninstall", "daemon-reload"),
+    ] {
+        let section = scripts
+            .split("scriptlet")
+            .skip_while(|s| !s.trim_end().ends_with(part))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {part} scriptlet:\n{scripts}"));
+        assert!(
+            section.contains(needle),
+            "{part} lacks {needle:?}:\n{scripts}"
+        );
+    }
+    for s in ["pre", "post", "preun", "postun"] {
+        let sh = run(Command::new("sh")
+            .arg("-n")
+            .arg(root_file(&format!("packaging/rpm/{s}.sh"))));
+        assert!(sh.status.success(), "{s}.sh syntax:\n{}", text(&sh));
+    }
+
+    // What it needs of the host: useradd, systemd, and a glibc that Amazon Linux
+    // 2023 and RHEL 9 have (2.34).
+    let requires = query("--requires");
+    assert!(requires.lines().any(|l| l == "shadow-utils"), "{requires}");
+    assert!(requires.lines().any(|l| l == "systemd"), "{requires}");
+    let newest = requires
+        .lines()
+        .filter_map(|l| l.split("(GLIBC_").nth(1))
+        .filter_map(|v| v.split(')').next())
+        .map(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .expect("glibc requirements listed");
+    assert!(newest <= vec![2, 34], "needs glibc {newest:?}:\n{requires}");
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::aggregate::Limits;
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
+use crate::source::journald::config::{self as journald, JournaldConfig, RawJournald};
 use crate::spool::SpoolOptions;
 
 mod raw;
@@ -38,6 +39,7 @@ pub struct Config {
     pub spool: SpoolOptions,
     pub sockets: Vec<SocketConfig>,
     pub files: Vec<FileConfig>,
+    pub journald: Vec<JournaldConfig>,
     pub metrics: MetricsConfig,
     pub ingest: IngestConfig,
     pub shutdown_timeout: Duration,
@@ -61,6 +63,8 @@ pub struct KinesisConfig {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub request_timeout: Duration,
+    pub proxy: crate::deliver::proxy::ProxySetting,
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,7 +171,8 @@ impl Config {
     pub fn streams(&self) -> Vec<String> {
         let mut out = vec![self.kinesis.stream.clone()];
         let sources = self.sockets.iter().map(|s| &s.stream);
-        for s in sources.chain(self.files.iter().map(|f| &f.stream)) {
+        let sources = sources.chain(self.files.iter().map(|f| &f.stream));
+        for s in sources.chain(self.journald.iter().map(|j| &j.stream)) {
             if !out.contains(s) {
                 out.push(s.clone());
             }

@@ -19,6 +19,9 @@ pub struct RawConfig {
     /// Tailed files.
     #[serde(default)]
     pub file: Vec<RawFile>,
+    /// Journal readers (`src/source/journald/config.rs` documents the keys).
+    #[serde(default)]
+    pub journald: Vec<RawJournald>,
     /// The HTTP endpoint for metrics and status.
     #[serde(default)]
     pub metrics: RawMetrics,
@@ -44,6 +47,10 @@ pub struct RawKinesis {
     /// Time limit of one Kinesis request.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// HTTP(S) proxy URL, or `"none"`; absent: `HTTPS_PROXY` and friends.
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy (as `NO_PROXY`, which it replaces).
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

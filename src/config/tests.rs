@@ -170,7 +170,7 @@ fn no_sources_is_a_problem() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("no sources: add at least one [[socket]] or [[file]]"),
+        e.contains("no sources: add at least one [[socket]], [[file]] or [[journald]]"),
         "{e}"
     );
 }

@@ -212,8 +212,9 @@ impl RawConfig {
         });
         let metrics = validate_metrics(&self.metrics, &mut problems);
         let ingest = validate_ingest(&self.ingest, &mut problems);
-        if self.socket.is_empty() && self.file.is_empty() {
-            problems.push("no sources: add at least one [[socket]] or [[file]]".into());
+        if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
+            problems
+                .push("no sources: add at least one [[socket]], [[file]] or [[journald]]".into());
         }
         let default_stream = kinesis.as_ref().map(|k| k.stream.clone());
         let mut paths = HashSet::new();
@@ -226,6 +227,19 @@ impl RawConfig {
         for (i, f) in self.file.into_iter().enumerate() {
             files.extend(validate_file(i, f, default_stream.as_ref(), &mut problems));
         }
+        let mut journald_blocks = Vec::new();
+        for (i, j) in self.journald.into_iter().enumerate() {
+            if let Some(stream) = &j.stream {
+                check_stream_name(stream, &format!("journald[{i}].stream"), &mut problems);
+            }
+            journald_blocks.extend(journald::validate(
+                i,
+                j,
+                default_stream.as_ref(),
+                &mut problems,
+            ));
+        }
+        journald::check_names(&journald_blocks, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -236,6 +250,7 @@ impl RawConfig {
             spool: spool.expect("checked above"),
             sockets,
             files,
+            journald: journald_blocks,
             metrics: metrics.expect("checked above"),
             ingest,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
@@ -263,11 +278,16 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
     if k.request_timeout_ms == 0 {
         problems.push("kinesis.request_timeout_ms must be above 0".into());
     }
+    let proxy = crate::deliver::proxy::ProxySetting::parse(k.proxy.as_deref())
+        .map_err(|e| problems.push(format!("kinesis.proxy: {e}")))
+        .ok()?;
     Some(KinesisConfig {
         stream: k.stream?,
         region: k.region,
         endpoint: k.endpoint,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
+        proxy,
+        no_proxy: k.no_proxy,
     })
 }
 

@@ -185,6 +185,9 @@ pub struct ClientOptions {
     pub endpoint: Option<String>,
     /// Time limit of one request.
     pub request_timeout: Option<Duration>,
+    /// The proxy (`kinesis.proxy`, else the environment).
+    pub proxy: super::proxy::ProxySetting,
+    pub no_proxy: Option<String>,
 }
 
 /// Kinesis through `aws-sdk-kinesis`, with credentials and region from the
@@ -203,8 +206,28 @@ impl SdkKinesis {
         if let Some(endpoint) = &options.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
-        let shared = loader.load().await;
         let timeout = options.request_timeout.unwrap_or(Duration::from_secs(30));
+        let https = options
+            .endpoint
+            .as_deref()
+            .is_none_or(|e| !e.starts_with("http://"));
+        let env = |name: &str| std::env::var(name).ok();
+        let proxy =
+            match super::proxy::resolve(&options.proxy, options.no_proxy.as_deref(), https, env) {
+                Ok(Some(proxy)) => {
+                    tracing::info!(proxy = %proxy.shown, from = proxy.source,
+                    "Kinesis requests go through a proxy");
+                    Some(proxy)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(error = %e,
+                    "The proxy setting cannot be used; connecting to Kinesis directly");
+                    None
+                }
+            };
+        loader = loader.http_client(http_client(proxy, Duration::from_secs(5).min(timeout)));
+        let shared = loader.load().await;
         let config = aws_sdk_kinesis::config::Builder::from(&shared)
             // Delivery retries by itself, so a request that must wait never holds
             // a connection slot.
@@ -225,6 +248,35 @@ impl SdkKinesis {
     pub fn client(&self) -> &aws_sdk_kinesis::Client {
         &self.client
     }
+}
+
+/// The SDK's own HTTPS client (rustls with aws-lc, as its default), with the
+/// proxy resolved above or none: the SDK's default would read the proxy
+/// variables itself, without `kinesis.proxy`, its `"none"`, or the metadata
+/// service's exemption.
+fn http_client(
+    proxy: Option<super::proxy::Proxy>,
+    connect_timeout: Duration,
+) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::{proxy::ProxyConfig, tls};
+    use aws_smithy_runtime_api::client::http::{
+        http_client_fn, HttpConnectorSettings, SharedHttpConnector,
+    };
+    let connector = aws_smithy_http_client::Connector::builder()
+        .connector_settings(
+            HttpConnectorSettings::builder()
+                .connect_timeout(connect_timeout)
+                .build(),
+        )
+        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
+        .proxy_config(proxy.map_or_else(ProxyConfig::disabled, |p| p.config))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build();
+    let connector = SharedHttpConnector::new(connector);
+    // One connector (one connection pool) for every request.
+    http_client_fn(move |_, _| connector.clone())
 }
 
 fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> KinesisError

@@ -27,6 +27,7 @@ mod dispatcher;
 pub mod kinesis;
 mod ledger;
 mod pacing;
+pub mod proxy;
 mod refresh;
 mod router;
 #[cfg(test)]

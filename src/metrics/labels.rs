@@ -36,6 +36,7 @@ label_values! {
         Socket => "socket",
         /// An embedding program, through the `Producer`.
         Producer => "producer",
+        Journald => "journald",
     }
 }
 
@@ -58,6 +59,10 @@ label_values! {
         IdleTimeout => "idle_timeout",
         NoBudget => "no_budget",
         UidLimit => "uid_limit",
+        /// A journal entry that is not a JSON object.
+        BadEntry => "bad_entry",
+        /// A journal line longer than the reader takes.
+        EntryTooLong => "entry_too_long",
     }
 }
 

@@ -27,6 +27,7 @@ use prometheus_client::registry::Registry;
 use crate::spool::{Spool, WeakSpool};
 
 mod labels;
+mod process;
 
 pub use labels::*;
 
@@ -61,6 +62,8 @@ struct Inner {
     ingest_memory: Gauge,
     ingest_memory_max: Gauge,
     ingest_waits: Counter,
+    /// Times journalctl was started again after it ended.
+    journald_restarts: Counter,
     /// The spool the gauges read, set once it is open; weak, so metrics kept
     /// after the agent stopped do not keep the database open.
     spool: Arc<OnceLock<WeakSpool>>,
@@ -329,8 +332,16 @@ impl Metrics {
             "Times a connection waited for room in the ingest memory budget",
             ingest_waits.clone(),
         );
+        let journald_restarts = Counter::default();
+        registry.register(
+            "shardline_journald_restarts",
+            "Times a journald source started journalctl again after it ended",
+            journald_restarts.clone(),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             inner: Arc::new(Inner {
+                journald_restarts,
                 registry,
                 received,
                 rejected,
@@ -359,6 +370,16 @@ impl Metrics {
                 last_error: Mutex::new(None),
             }),
         }
+    }
+
+    /// A journald source started journalctl again.
+    pub fn journald_restarted(&self) {
+        self.inner.journald_restarts.inc();
+    }
+
+    /// journalctl restarts so far (for tests and status).
+    pub fn journald_restarts(&self) -> u64 {
+        self.inner.journald_restarts.get()
     }
 
     /// Gives the spool gauges their spool (once; later calls are ignored).

@@ -6,5 +6,6 @@
 
 pub mod budget;
 pub mod file;
+pub mod journald;
 pub mod log_limit;
 pub mod socket;

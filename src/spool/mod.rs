@@ -54,9 +54,12 @@
 //! this binary does not know is refused with a message naming it. A directory
 //! written by shardline 0.1 (sled holding the records) is migrated on first open.
 
+mod commit;
 mod frame;
 mod index;
 mod legacy;
+mod open;
+mod space;
 mod storage;
 mod stream;
 
@@ -66,13 +69,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::record::UserRecord;
 use stream::StreamInner;
 pub use stream::StreamSpool;
 
+use self::commit::{commit_all, flusher, open_streams, CommitState};
 use self::index::Index;
+pub use self::open::open_at;
+use self::open::write_format;
+pub(crate) use self::space::Space;
+use self::space::{new_space, segment_bytes};
 use self::storage::{Fs, Storage};
 
 /// The format file's name and its content for this format.
@@ -187,79 +195,6 @@ pub struct Checkpoint {
     pub value: Vec<u8>,
 }
 
-/// Space accounting, shared by all streams.
-pub(crate) struct Space {
-    max_bytes: u64,
-    min_free_bytes: u64,
-    /// Bytes of live entries in all streams (what is held).
-    used_bytes: AtomicU64,
-    /// Bytes of segment files (what counts against `max_bytes`).
-    disk_bytes: AtomicU64,
-    /// Free bytes of the filesystem, as last read, less what was written since.
-    disk_free: AtomicU64,
-    /// Records not yet delivered, in all streams.
-    records: AtomicU64,
-    /// Writes so far (the group commit's clock).
-    writes: AtomicU64,
-    /// Woken whenever space is freed.
-    freed: Notify,
-    /// When space was last freed (Unix milliseconds; 0: never).
-    freed_at_ms: AtomicU64,
-    /// Damaged frames found, and the records they held.
-    damaged_frames: AtomicU64,
-    lost_records: AtomicU64,
-    /// Bytes written since the commit that last covered them. Writers wait
-    /// past `unsynced_limit`: a writer faster than the disk can sync would
-    /// otherwise push every commit (and the removal of delivered segments, and
-    /// what a power loss takes) further behind.
-    unsynced: AtomicU64,
-    unsynced_limit: u64,
-    /// The commit thread, asked for a commit by a writer that waits.
-    commit: std::sync::OnceLock<Arc<CommitState>>,
-}
-
-impl Space {
-    /// Takes room for `len` bytes, or says why there is none.
-    fn reserve(&self, len: u64) -> Result<(), SpoolError> {
-        let used = self.disk_bytes.fetch_add(len, Ordering::AcqRel);
-        if used + len > self.max_bytes {
-            self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(SpoolError::Full {
-                used,
-                max: self.max_bytes,
-                needed: len,
-            });
-        }
-        let free = self.disk_free.load(Ordering::Relaxed);
-        if free < self.min_free_bytes.saturating_add(len) {
-            self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(SpoolError::DiskFull {
-                free,
-                reserve: self.min_free_bytes,
-                needed: len,
-            });
-        }
-        let unsynced = self.unsynced.load(Ordering::Relaxed);
-        if unsynced > self.unsynced_limit {
-            self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
-            if let Some(c) = self.commit.get() {
-                c.ask();
-            }
-            return Err(SpoolError::Behind {
-                unsynced,
-                limit: self.unsynced_limit,
-            });
-        }
-        self.disk_free.fetch_sub(len, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn unreserve(&self, len: u64) {
-        self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
-        self.disk_free.fetch_add(len, Ordering::Relaxed);
-    }
-}
-
 /// The spool: one directory, one subdirectory per stream.
 #[derive(Clone)]
 pub struct Spool {
@@ -281,213 +216,9 @@ struct Store {
     commit: Arc<CommitState>,
 }
 
-/// The flusher's side of the group commit.
-struct CommitState {
-    /// Set to ask for a commit now; the flusher waits on `wake`.
-    asked: Mutex<bool>,
-    wake: Condvar,
-    stop: AtomicBool,
-    interval: Duration,
-    /// Writes covered by the last commit, or the error that stopped it.
-    durable: watch::Sender<Result<u64, String>>,
-    /// The flusher thread, joined by the last handle's drop.
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// When the last commit ended (Unix milliseconds), for the watchdog.
-    last_commit_ms: AtomicU64,
-    /// Held through a commit: one at a time (the commit thread's, the last one
-    /// of a drop, a migration's).
-    running: Mutex<()>,
-    /// Set by the power-cut tests: the drop makes no last commit.
-    #[cfg(test)]
-    crashed: AtomicBool,
-}
-
-impl CommitState {
-    fn ask(&self) {
-        *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.wake.notify_one();
-    }
-}
-
 impl Spool {
-    /// Opens (or creates) the spool: migrates a 0.1 directory, reads segment
-    /// footers, applies acks, and starts the flusher thread.
-    pub fn open(options: &SpoolOptions) -> Result<Spool, SpoolError> {
-        match &options.dir {
-            None => Ok(Spool::memory(options)),
-            Some(dir) => Spool::open_on(Arc::new(Fs), dir, options, true),
-        }
-    }
-
-    fn memory(options: &SpoolOptions) -> Spool {
-        Spool {
-            inner: Arc::new(SpoolInner {
-                store: None,
-                space: Arc::new(new_space(options)),
-                streams: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
-
-    /// Opens the spool on a storage layer; `with_index` opens the sled index
-    /// (on the real filesystem only: sled does not write through `storage`).
-    fn open_on(
-        storage: Arc<dyn Storage>,
-        dir: &Path,
-        options: &SpoolOptions,
-        with_index: bool,
-    ) -> Result<Spool, SpoolError> {
-        let open_err = |source| open_error(dir, source);
-        storage.create_dir_all(dir).map_err(open_err)?;
-        let real = storage.exists(&dir.join("conf")) && storage.exists(&dir.join("db"));
-        let format = dir.join(FORMAT_FILE);
-        if storage.exists(&format) {
-            let f = storage.open(&format, false).map_err(open_err)?;
-            let mut text = vec![0u8; f.len().map_err(open_err)?.min(256) as usize];
-            f.read_at(0, &mut text).map_err(open_err)?;
-            let text = String::from_utf8_lossy(&text);
-            if text != FORMAT_TEXT {
-                let version = text
-                    .strip_prefix("shardline-spool ")
-                    .and_then(|v| v.trim().parse::<u8>().ok())
-                    .unwrap_or(0);
-                return Err(SpoolError::Version {
-                    path: format,
-                    version,
-                });
-            }
-            if real {
-                // Migrated before a crash that left the old files.
-                legacy::remove_old_files(dir);
-            }
-        } else if real {
-            legacy::migrate(dir, options)?;
-        } else {
-            write_format(&*storage, dir).map_err(open_err)?;
-        }
-        Spool::open_layout_with(storage, dir, options, with_index)
-    }
-
-    /// Opens the current layout (after the format check or the migration).
-    fn open_layout(
-        storage: Arc<dyn Storage>,
-        dir: &Path,
-        options: &SpoolOptions,
-    ) -> Result<Spool, SpoolError> {
-        Spool::open_layout_with(storage, dir, options, true)
-    }
-
-    fn open_layout_with(
-        storage: Arc<dyn Storage>,
-        dir: &Path,
-        options: &SpoolOptions,
-        with_index: bool,
-    ) -> Result<Spool, SpoolError> {
-        let open_err = |source| open_error(dir, source);
-        let damaged = dir.join("damaged");
-        // The index: moved aside and rebuilt if it cannot be opened.
-        let index = if with_index {
-            open_index(dir, options.cache_capacity_bytes)
-        } else {
-            None
-        };
-        let space = Arc::new(new_space(options));
-        let free = storage.free_bytes(dir).unwrap_or(u64::MAX / 2);
-        space.disk_free.store(free, Ordering::Relaxed);
-        let (durable, _) = watch::channel(Ok(0));
-        let commit = Arc::new(CommitState {
-            asked: Mutex::new(false),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
-            interval: Duration::from_millis(options.flush_interval_ms.max(1)),
-            durable,
-            thread: Mutex::new(None),
-            last_commit_ms: AtomicU64::new(now_ms()),
-            running: Mutex::new(()),
-            #[cfg(test)]
-            crashed: AtomicBool::new(false),
-        });
-        let _ = space.commit.set(commit.clone());
-        let segment_bytes = segment_bytes(options);
-        let spool = Spool {
-            inner: Arc::new(SpoolInner {
-                store: Some(Store {
-                    dir: dir.to_owned(),
-                    storage: storage.clone(),
-                    index,
-                    segment_bytes,
-                    commit: commit.clone(),
-                }),
-                space,
-                streams: Mutex::new(HashMap::new()),
-            }),
-        };
-        let streams_dir = dir.join("streams");
-        storage.create_dir_all(&streams_dir).map_err(open_err)?;
-        for name in storage.list(&streams_dir).map_err(open_err)? {
-            match stream::stream_of_dir(&name) {
-                Some(stream) => {
-                    spool.open_stream(&stream, &damaged)?;
-                }
-                None => {
-                    tracing::warn!(path = %streams_dir.join(&name).display(), "Ignoring a directory in the spool that names no stream")
-                }
-            }
-        }
-        let weak = Arc::downgrade(&spool.inner);
-        let handle = std::thread::Builder::new()
-            .name("spool-commit".into())
-            .spawn(move || flusher(weak, commit))
-            .map_err(open_err)?;
-        *spool
-            .store()
-            .expect("on disk")
-            .commit
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        Ok(spool)
-    }
-
     fn store(&self) -> Option<&Store> {
         self.inner.store.as_ref()
-    }
-
-    fn open_stream(&self, name: &str, damaged: &Path) -> Result<StreamSpool, SpoolError> {
-        let store = self.store().expect("on disk");
-        let catalog = match &store.index {
-            Some(i) => Some(i.segments(name)?),
-            None => None,
-        };
-        let (inner, found) = StreamInner::recover(
-            name,
-            store.dir.join("streams").join(stream::dir_name(name)),
-            store.storage.clone(),
-            store.segment_bytes,
-            self.inner.space.clone(),
-            catalog.as_ref(),
-            damaged,
-        )?;
-        if let (Some(index), Some(disk)) = (&store.index, &inner.disk) {
-            // The catalog now says what is there (a missing file was reported).
-            index.reset(name, &disk.segment_seqs())?;
-        }
-        let space = &self.inner.space;
-        space
-            .damaged_frames
-            .fetch_add(found.damaged_frames, Ordering::Relaxed);
-        space
-            .lost_records
-            .fetch_add(found.lost_records, Ordering::Relaxed);
-        let s = StreamSpool {
-            inner: Arc::new(inner),
-        };
-        self.inner
-            .streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), s.clone());
-        Ok(s)
     }
 
     /// The spool of one stream (opened on first use).
@@ -693,214 +424,6 @@ impl Spool {
     }
 }
 
-impl Drop for SpoolInner {
-    fn drop(&mut self) {
-        let Some(store) = &self.store else {
-            return;
-        };
-        store.commit.stop.store(true, Ordering::Relaxed);
-        store.commit.ask();
-        #[cfg(test)]
-        let crashed = store.commit.crashed.load(Ordering::Relaxed);
-        #[cfg(not(test))]
-        let crashed = false;
-        // A last commit: writes made before the drop are durable after it.
-        if !crashed {
-            commit_all(self, store);
-        }
-        let handle = store
-            .commit
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
-    }
-}
-
-fn open_error(dir: &Path, source: std::io::Error) -> SpoolError {
-    SpoolError::Open {
-        path: dir.to_owned(),
-        source,
-    }
-}
-
-fn new_space(options: &SpoolOptions) -> Space {
-    Space {
-        max_bytes: options.max_bytes,
-        min_free_bytes: options.min_free_bytes,
-        used_bytes: AtomicU64::new(0),
-        disk_bytes: AtomicU64::new(0),
-        disk_free: AtomicU64::new(u64::MAX / 2),
-        records: AtomicU64::new(0),
-        writes: AtomicU64::new(0),
-        freed: Notify::new(),
-        freed_at_ms: AtomicU64::new(0),
-        damaged_frames: AtomicU64::new(0),
-        lost_records: AtomicU64::new(0),
-        unsynced: AtomicU64::new(0),
-        unsynced_limit: segment_bytes(options),
-        commit: std::sync::OnceLock::new(),
-    }
-}
-
-/// The size at which segments roll: `segment_bytes`, at most an eighth of
-/// `max_bytes`, at least 4 KiB.
-fn segment_bytes(options: &SpoolOptions) -> u64 {
-    options
-        .segment_bytes
-        .min(options.max_bytes / 8)
-        .max(4 << 10)
-}
-
-fn write_format(storage: &dyn Storage, dir: &Path) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
-    let f = storage.open(&tmp, true)?;
-    f.set_len(0)?;
-    f.write_at(0, FORMAT_TEXT.as_bytes())?;
-    f.sync_data()?;
-    storage.rename(&tmp, &dir.join(FORMAT_FILE))?;
-    storage.sync_dir(dir)
-}
-
-fn open_index(dir: &Path, cache: u64) -> Option<Index> {
-    let path = dir.join("index");
-    match Index::open(&path, cache) {
-        Ok(i) => Some(i),
-        Err(e) => {
-            let aside = dir.join("damaged").join(format!("index-{}", now_ms()));
-            tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e,
-                "The spool index cannot be opened; it is moved aside and rebuilt from the segments");
-            let _ = std::fs::create_dir_all(dir.join("damaged"));
-            if std::fs::rename(&path, &aside).is_err() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-            match Index::open(&path, cache) {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e,
-                        "The spool index cannot be created; the spool runs without it (missing segment files go unnoticed)");
-                    None
-                }
-            }
-        }
-    }
-}
-
-fn open_streams(inner: &SpoolInner) -> Vec<StreamSpool> {
-    inner
-        .streams
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect()
-}
-
-/// One group commit over every stream. Returns whether it went through.
-fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
-    let _one = store
-        .commit
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let space = &inner.space;
-    // Written before this point is covered by this commit's syncs.
-    let unsynced = space.unsynced.load(Ordering::Acquire);
-    let covering = space.writes.load(Ordering::Acquire);
-    let streams = open_streams(inner);
-    let mut ok = true;
-    let mut freed = 0u64;
-    for (i, s) in streams.iter().enumerate() {
-        let Some(disk) = &s.inner.disk else { continue };
-        // Copying forward is rarer work: one stream per commit, in turn.
-        let copy = (covering as usize + i) % streams.len().max(1) == 0;
-        let c = disk.collect(&s.inner.name, space, copy);
-        let done = disk.sync(&c).and_then(|()| disk.finish(&s.inner.name, c));
-        match done {
-            Ok((bytes, catalog)) => {
-                freed += bytes;
-                if let (Some(index), false) = (&store.index, catalog.is_empty()) {
-                    let removed = catalog
-                        .iter()
-                        .any(|e| matches!(e, index::CatalogEvent::Removed(_)));
-                    let applied = index.apply(&s.inner.name, &catalog).and_then(|()| {
-                        if removed {
-                            index.flush()
-                        } else {
-                            Ok(())
-                        }
-                    });
-                    if let Err(e) = applied {
-                        tracing::warn!(stream = %s.inner.name, error = %e, "Updating the spool index failed");
-                    }
-                }
-            }
-            Err(e) => {
-                ok = false;
-                if !e.is_full() {
-                    tracing::error!(stream = %s.inner.name, error = %e, "The spool's group commit failed");
-                    let _ = store.commit.durable.send_replace(Err(e.to_string()));
-                }
-            }
-        }
-    }
-    if let Ok(free) = store.storage.free_bytes(&store.dir) {
-        space.disk_free.store(free, Ordering::Relaxed);
-    }
-    if freed > 0 {
-        space.disk_bytes.fetch_sub(freed, Ordering::AcqRel);
-        space.freed.notify_waiters();
-    } else if space.disk_free.load(Ordering::Relaxed) > space.min_free_bytes {
-        // Writers waiting for a full disk may go again.
-        space.freed.notify_waiters();
-    }
-    if ok {
-        space.unsynced.fetch_sub(unsynced, Ordering::AcqRel);
-        store.commit.durable.send_if_modified(|d| match d {
-            Ok(v) if *v >= covering => false,
-            _ => {
-                *d = Ok(covering);
-                true
-            }
-        });
-        store
-            .commit
-            .last_commit_ms
-            .store(now_ms(), Ordering::Relaxed);
-    }
-    ok
-}
-
-/// The flusher thread: a commit every interval, or at once when asked.
-fn flusher(spool: std::sync::Weak<SpoolInner>, commit: Arc<CommitState>) {
-    loop {
-        {
-            let asked = commit.asked.lock().unwrap_or_else(|e| e.into_inner());
-            let (mut asked, _) = commit
-                .wake
-                .wait_timeout_while(asked, commit.interval, |a| {
-                    !*a && !commit.stop.load(Ordering::Relaxed)
-                })
-                .unwrap_or_else(|e| e.into_inner());
-            *asked = false;
-        }
-        if commit.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(inner) = spool.upgrade() else {
-            return;
-        };
-        if let Some(store) = &inner.store {
-            commit_all(&inner, store);
-        }
-    }
-}
-
 /// See [`Spool::downgrade`].
 #[derive(Clone)]
 pub struct WeakSpool(std::sync::Weak<SpoolInner>);
@@ -917,17 +440,6 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Opens a spool at `dir` with the given limit (for tests and tools).
-pub fn open_at(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
-    Spool::open(&SpoolOptions {
-        dir: Some(dir.to_owned()),
-        max_bytes,
-        flush_interval_ms: 100,
-        min_free_bytes: 0,
-        ..SpoolOptions::default()
-    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,9 @@ pub async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
         region: Some("us-east-1".into()),
         endpoint: Some(endpoint.into()),
         request_timeout: Some(Duration::from_secs(30)),
+        // A loopback emulator: never through a proxy.
+        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
+        no_proxy: None,
     })
     .await
     .client()

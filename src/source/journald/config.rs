@@ -1,0 +1,402 @@
+//! The `[[journald]]` block: as written ([`RawJournald`]) and validated
+//! ([`JournaldConfig`]), every problem listed with the others of the file.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::{Oversized, MAX_FILE_RECORD_BYTES};
+
+/// A `[[journald]]` block as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournald {
+    /// Name of this block's read position (its checkpoint, the journal cursor) in
+    /// the spool. Blocks that send to one stream need different names; a renamed
+    /// block starts again from `since`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Journal directory to read (`journalctl --directory`), for example a
+    /// container's or a copied journal. None: the system journal.
+    pub directory: Option<PathBuf>,
+    /// The `journalctl` program that reads the journal.
+    #[serde(default = "default_journalctl")]
+    pub journalctl: PathBuf,
+    /// Units whose entries are sent (`_SYSTEMD_UNIT`; a name without a dot gets
+    /// `.service`). Entries of these units or of `identifiers` are sent; when both
+    /// are empty, every entry is.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// Units whose entries are never sent.
+    #[serde(default)]
+    pub exclude_units: Vec<String>,
+    /// Syslog identifiers whose entries are sent (`SYSLOG_IDENTIFIER`, what
+    /// `journalctl -t` matches).
+    #[serde(default)]
+    pub identifiers: Vec<String>,
+    /// Syslog identifiers whose entries are never sent.
+    #[serde(default)]
+    pub exclude_identifiers: Vec<String>,
+    /// Least urgent priority sent: a name (`"emerg"`, `"alert"`, `"crit"`, `"err"`,
+    /// `"warning"`, `"notice"`, `"info"`, `"debug"`) or its number 0..=7. Entries
+    /// without a priority are sent. None: every priority.
+    pub priority: Option<RawPriority>,
+    /// Where a block without a checkpoint starts: `"boot"` (every entry of the
+    /// current boot), `"now"` (only entries written from now on) or
+    /// `"beginning"` (the whole journal). Once a checkpoint exists, the block
+    /// always goes on from it, across restarts and reboots.
+    #[serde(default)]
+    pub since: Since,
+    /// Destination stream (default: `kinesis.stream`).
+    pub stream: Option<String>,
+    /// Record data: `"message"` (the `MESSAGE` field's bytes) or `"json"` (a JSON
+    /// object of the journal fields named in `fields`, as `journalctl -o json`
+    /// writes them).
+    #[serde(default)]
+    pub format: Format,
+    /// The journal fields a `"json"` record holds (those an entry has); `["*"]`:
+    /// every field.
+    #[serde(default = "default_fields")]
+    pub fields: Vec<String>,
+    /// Partition key of each record: `"random"` (16 hex digits) or
+    /// `{ field = "_SYSTEMD_UNIT" }` (the value of a journal field; random when an
+    /// entry does not have it).
+    #[serde(default)]
+    pub partition_key: RawJournalKey,
+    /// Largest record, in bytes. At most 1048320: the Kinesis record limit less
+    /// the longest partition key (256 bytes).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// What happens to a longer message: `"split"` (into records of
+    /// `max_record_bytes`) or `"truncate"`. A `"json"` record is always truncated
+    /// (its `MESSAGE` is cut so the object stays valid). Either way it is counted.
+    #[serde(default)]
+    pub oversized: Oversized,
+}
+
+fn default_name() -> String {
+    "journald".into()
+}
+
+fn default_journalctl() -> PathBuf {
+    "journalctl".into()
+}
+
+fn default_fields() -> Vec<String> {
+    [
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "_SYSTEMD_UNIT",
+        "_PID",
+        "_HOSTNAME",
+        "__REALTIME_TIMESTAMP",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_max_record_bytes() -> usize {
+    256 * 1024
+}
+
+/// `priority` as written: a name or a number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPriority {
+    Number(i64),
+    Name(String),
+}
+
+/// Syslog priority names, most urgent first (the index is the number).
+const PRIORITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// Where a block without a checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Since {
+    #[default]
+    Boot,
+    Now,
+    Beginning,
+}
+
+/// What a record's data is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Message,
+    Json,
+}
+
+/// `partition_key` as written: a name, or `{ field = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawJournalKey {
+    Named(String),
+    Field(RawKeyField),
+}
+
+impl Default for RawJournalKey {
+    fn default() -> Self {
+        RawJournalKey::Named("random".into())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyField {
+    /// The journal field whose value is the partition key.
+    pub field: String,
+}
+
+/// How a journal record's partition key is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalKey {
+    Random,
+    Field(String),
+}
+
+/// Which entries a block sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub units: Vec<String>,
+    pub exclude_units: Vec<String>,
+    pub identifiers: Vec<String>,
+    pub exclude_identifiers: Vec<String>,
+    /// Least urgent priority sent (0..=7).
+    pub max_priority: Option<u8>,
+}
+
+/// The fields a JSON record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fields {
+    All,
+    Named(Vec<String>),
+}
+
+/// A validated `[[journald]]` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournaldConfig {
+    pub name: String,
+    pub directory: Option<PathBuf>,
+    pub journalctl: PathBuf,
+    pub select: Selection,
+    pub since: Since,
+    pub stream: String,
+    pub format: Format,
+    pub fields: Fields,
+    pub partition_key: JournalKey,
+    pub max_record_bytes: usize,
+    pub oversized: Oversized,
+}
+
+/// A unit name as `_SYSTEMD_UNIT` holds it (`journalctl -u` adds `.service` the
+/// same way).
+fn unit_name(name: &str) -> String {
+    if name.contains('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.service")
+    }
+}
+
+/// Validates block `i`; problems go to `problems` (the caller checks the stream
+/// name, shared with the other sources).
+pub fn validate(
+    i: usize,
+    j: RawJournald,
+    default_stream: Option<&String>,
+    problems: &mut Vec<String>,
+) -> Option<JournaldConfig> {
+    let field = format!("journald[{i}]");
+    let before = problems.len();
+    if j.name.is_empty() || j.name.len() > 64 || j.name.chars().any(|c| c.is_control()) {
+        problems.push(format!(
+            "{field}.name {:?} must be 1 to 64 bytes without control characters",
+            j.name
+        ));
+    }
+    if let Some(d) = &j.directory {
+        if !d.is_absolute() {
+            problems.push(format!("{field}.directory {d:?} is not an absolute path"));
+        }
+    }
+    if j.journalctl.as_os_str().is_empty() {
+        problems.push(format!("{field}.journalctl is empty"));
+    }
+    for (key, list) in [
+        ("units", &j.units),
+        ("exclude_units", &j.exclude_units),
+        ("identifiers", &j.identifiers),
+        ("exclude_identifiers", &j.exclude_identifiers),
+    ] {
+        if let Some(bad) = list.iter().find(|n| n.is_empty() || n.contains('=')) {
+            problems.push(format!("{field}.{key} holds {bad:?}, not a name"));
+        }
+    }
+    let max_priority = match &j.priority {
+        None => None,
+        Some(RawPriority::Number(n)) if (0..=7).contains(n) => Some(*n as u8),
+        Some(RawPriority::Name(n)) if PRIORITIES.contains(&n.as_str()) => {
+            PRIORITIES.iter().position(|p| p == n).map(|p| p as u8)
+        }
+        Some(p) => {
+            problems.push(format!(
+                "{field}.priority {p:?} is not a priority name (\"emerg\" … \"debug\") or a number 0..=7"
+            ));
+            None
+        }
+    };
+    let fields = if j.fields == ["*"] {
+        Fields::All
+    } else {
+        if j.fields.is_empty() {
+            problems.push(format!(
+                "{field}.fields is empty (use [\"*\"] for every field)"
+            ));
+        }
+        if let Some(bad) = j
+            .fields
+            .iter()
+            .find(|f| f.is_empty() || f.contains('=') || f.as_str() == "*")
+        {
+            problems.push(format!("{field}.fields holds {bad:?}, not a field name"));
+        }
+        Fields::Named(j.fields.clone())
+    };
+    let partition_key = match j.partition_key {
+        RawJournalKey::Named(n) if n == "random" => Some(JournalKey::Random),
+        RawJournalKey::Named(n) => {
+            problems.push(format!(
+                "{field}.partition_key {n:?} is not \"random\" or {{ field = \"...\" }}"
+            ));
+            None
+        }
+        RawJournalKey::Field(RawKeyField { field: f }) => {
+            if f.is_empty() {
+                problems.push(format!("{field}.partition_key.field is empty"));
+            }
+            Some(JournalKey::Field(f))
+        }
+    };
+    if j.max_record_bytes == 0 || j.max_record_bytes > MAX_FILE_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
+            j.max_record_bytes
+        ));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(JournaldConfig {
+        name: j.name,
+        directory: j.directory,
+        journalctl: j.journalctl,
+        select: Selection {
+            units: j.units.iter().map(|u| unit_name(u)).collect(),
+            exclude_units: j.exclude_units.iter().map(|u| unit_name(u)).collect(),
+            identifiers: j.identifiers,
+            exclude_identifiers: j.exclude_identifiers,
+            max_priority,
+        },
+        since: j.since,
+        stream: j.stream.or(default_stream.cloned())?,
+        format: j.format,
+        fields,
+        partition_key: partition_key?,
+        max_record_bytes: j.max_record_bytes,
+        oversized: j.oversized,
+    })
+}
+
+/// Checks that no two blocks keep their checkpoint under one name in one stream.
+pub fn check_names(blocks: &[JournaldConfig], problems: &mut Vec<String>) {
+    for (i, a) in blocks.iter().enumerate() {
+        if blocks[..i]
+            .iter()
+            .any(|b| b.name == a.name && b.stream == a.stream)
+        {
+            problems.push(format!(
+                "journald blocks share the name {:?} in stream {:?}; give each its own `name`",
+                a.name, a.stream
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<JournaldConfig, Vec<String>> {
+        let raw: RawJournald = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+        let stream = "logs".to_owned();
+        let c = validate(0, raw, Some(&stream), &mut problems);
+        if problems.is_empty() {
+            Ok(c.expect("no problems"))
+        } else {
+            Err(problems)
+        }
+    }
+
+    #[test]
+    fn defaults_send_every_message_of_the_boot() {
+        let c = parse("").unwrap();
+        assert_eq!(c.name, "journald");
+        assert_eq!(c.since, Since::Boot);
+        assert_eq!(c.format, Format::Message);
+        assert_eq!(c.partition_key, JournalKey::Random);
+        assert_eq!(c.select, Selection::default());
+        assert_eq!(c.stream, "logs");
+    }
+
+    #[test]
+    fn units_get_their_suffix_and_priorities_their_number() {
+        let c = parse(
+            r#"units = ["nginx", "cron.timer"]
+priority = "warning"
+partition_key = { field = "_SYSTEMD_UNIT" }
+fields = ["*"]
+format = "json""#,
+        )
+        .unwrap();
+        assert_eq!(c.select.units, ["nginx.service", "cron.timer"]);
+        assert_eq!(c.select.max_priority, Some(4));
+        assert_eq!(c.partition_key, JournalKey::Field("_SYSTEMD_UNIT".into()));
+        assert_eq!(c.fields, Fields::All);
+        assert_eq!(parse("priority = 3").unwrap().select.max_priority, Some(3));
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let problems = parse(
+            r#"priority = "loud"
+directory = "relative"
+partition_key = "unit"
+max_record_bytes = 0
+fields = []
+units = [""]"#,
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        assert!(
+            problems[0].contains("directory \"relative\""),
+            "{problems:#?}"
+        );
+        assert!(parse("priority = 8").is_err());
+        assert!(parse("since = \"yesterday\"").is_err());
+    }
+
+    #[test]
+    fn two_blocks_cannot_share_a_checkpoint() {
+        let a = parse("").unwrap();
+        let mut problems = Vec::new();
+        check_names(&[a.clone(), a], &mut problems);
+        assert_eq!(problems.len(), 1);
+    }
+}

@@ -1,0 +1,306 @@
+//! One journal entry as `journalctl -o json` writes it: which entries a block
+//! selects and the records an entry becomes.
+//!
+//! A field's value is a string, `null` (journalctl leaves out values it cannot
+//! show), an array of numbers (bytes that are not UTF-8) or an array of those (a
+//! field the entry holds more than once); the first value is the one matched and
+//! sent as the message.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::config::{Fields, Format, JournalKey, JournaldConfig, Selection};
+use crate::config::Oversized;
+use crate::record::{random_partition_key, MAX_PARTITION_KEY_CHARS};
+
+/// A parsed entry.
+#[derive(Debug)]
+pub struct Entry {
+    fields: Map<String, Value>,
+}
+
+/// Why a line of journalctl's output is not an entry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("journalctl wrote a line that is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("journal entry has no __CURSOR field")]
+    NoCursor,
+}
+
+/// What an entry became.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Made {
+    /// (partition key, data) of each record.
+    pub records: Vec<(String, Bytes)>,
+    /// The partition key field was missing: the key is random.
+    pub key_fallback: bool,
+    /// The message was longer than `max_record_bytes`: `"split"` or
+    /// `"truncated"`.
+    pub oversized: Option<&'static str>,
+    /// Not sendable at all (a JSON record too large even without its message).
+    pub too_large: bool,
+}
+
+/// The bytes of a field value: a string's, or an array of numbers'.
+fn value_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Array(items) if items.iter().all(Value::is_u64) => Some(
+            items
+                .iter()
+                .map(|b| b.as_u64().unwrap_or_default() as u8)
+                .collect(),
+        ),
+        // A field the entry holds more than once: its first value.
+        Value::Array(items) => items.first().and_then(value_bytes),
+        _ => None,
+    }
+}
+
+impl Entry {
+    pub fn parse(line: &[u8]) -> Result<Entry, EntryError> {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(fields)) => {
+                if fields.get("__CURSOR").and_then(Value::as_str).is_none() {
+                    return Err(EntryError::NoCursor);
+                }
+                Ok(Entry { fields })
+            }
+            Ok(_) => Err(EntryError::NotJson("not an object".into())),
+            Err(e) => Err(EntryError::NotJson(e.to_string())),
+        }
+    }
+
+    /// The entry's cursor (checked by [`parse`](Self::parse)).
+    pub fn cursor(&self) -> &str {
+        self.fields
+            .get("__CURSOR")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// A field's first value as text (lossy for bytes that are not UTF-8).
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.fields
+            .get(name)
+            .and_then(value_bytes)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Whether `select` sends this entry.
+    pub fn selected(&self, select: &Selection) -> bool {
+        let unit = self.text("_SYSTEMD_UNIT");
+        let ident = self.text("SYSLOG_IDENTIFIER");
+        let is_in = |v: &Option<String>, list: &[String]| {
+            v.as_ref().is_some_and(|v| list.iter().any(|x| x == v))
+        };
+        if is_in(&unit, &select.exclude_units) || is_in(&ident, &select.exclude_identifiers) {
+            return false;
+        }
+        let included = (select.units.is_empty() && select.identifiers.is_empty())
+            || is_in(&unit, &select.units)
+            || is_in(&ident, &select.identifiers);
+        if !included {
+            return false;
+        }
+        match (select.max_priority, self.text("PRIORITY")) {
+            (Some(max), Some(p)) => p.trim().parse::<u8>().map_or(true, |p| p <= max),
+            _ => true,
+        }
+    }
+
+    /// The records this entry becomes under `config`.
+    pub fn records(&self, config: &JournaldConfig) -> Made {
+        let mut made = Made::default();
+        let key = match &config.partition_key {
+            JournalKey::Random => random_partition_key(),
+            JournalKey::Field(f) => match self.text(f).filter(|k| !k.is_empty()) {
+                Some(k) => k.chars().take(MAX_PARTITION_KEY_CHARS).collect(),
+                None => {
+                    made.key_fallback = true;
+                    random_partition_key()
+                }
+            },
+        };
+        let max = config.max_record_bytes;
+        match config.format {
+            Format::Message => {
+                let message = self
+                    .fields
+                    .get("MESSAGE")
+                    .and_then(value_bytes)
+                    .unwrap_or_default();
+                if message.len() <= max {
+                    made.records.push((key, Bytes::from(message)));
+                } else if config.oversized == Oversized::Split {
+                    made.oversized = Some("split");
+                    let message = Bytes::from(message);
+                    for start in (0..message.len()).step_by(max) {
+                        let end = (start + max).min(message.len());
+                        made.records.push((key.clone(), message.slice(start..end)));
+                    }
+                } else {
+                    made.oversized = Some("truncated");
+                    made.records.push((key, Bytes::from(message).slice(..max)));
+                }
+            }
+            Format::Json => return finish_json(made, key, self.json_object(&config.fields), max),
+        }
+        made
+    }
+
+    fn json_object(&self, fields: &Fields) -> Map<String, Value> {
+        match fields {
+            Fields::All => self.fields.clone(),
+            Fields::Named(names) => names
+                .iter()
+                .filter_map(|n| self.fields.get(n).map(|v| (n.clone(), v.clone())))
+                .collect(),
+        }
+    }
+}
+
+/// Serializes a JSON record, cutting its `MESSAGE` until it fits in `max` bytes.
+fn finish_json(mut made: Made, key: String, mut object: Map<String, Value>, max: usize) -> Made {
+    loop {
+        let data = serde_json::to_vec(&object).expect("a JSON value serializes");
+        if data.len() <= max {
+            made.records.push((key, Bytes::from(data)));
+            return made;
+        }
+        let excess = data.len() - max;
+        match object.get_mut("MESSAGE") {
+            Some(Value::String(m)) if !m.is_empty() => {
+                made.oversized = Some("truncated");
+                let mut keep = m.len().saturating_sub(excess.max(1));
+                while !m.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                m.truncate(keep);
+            }
+            // Bytes that are not UTF-8: each value takes 2 to 4 bytes of JSON.
+            Some(Value::Array(bytes)) if !bytes.is_empty() => {
+                made.oversized = Some("truncated");
+                let cut = (excess / 4).clamp(1, bytes.len());
+                bytes.truncate(bytes.len() - cut);
+            }
+            _ => {
+                made.too_large = true;
+                return made;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::journald::config::Since;
+
+    fn config(format: Format, max: usize) -> JournaldConfig {
+        JournaldConfig {
+            name: "j".into(),
+            directory: None,
+            journalctl: "journalctl".into(),
+            select: Selection::default(),
+            since: Since::Boot,
+            stream: "logs".into(),
+            format,
+            fields: Fields::Named(vec!["MESSAGE".into(), "_SYSTEMD_UNIT".into()]),
+            partition_key: JournalKey::Field("_SYSTEMD_UNIT".into()),
+            max_record_bytes: max,
+            oversized: Oversized::Split,
+        }
+    }
+
+    fn entry(extra: &str) -> Entry {
+        Entry::parse(format!(r#"{{"__CURSOR":"s=1;i=2"{extra}}}"#).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn lines_that_are_not_entries_are_told_apart() {
+        assert_eq!(Entry::parse(b"{}").unwrap_err(), EntryError::NoCursor);
+        assert!(matches!(Entry::parse(b"[1]"), Err(EntryError::NotJson(_))));
+        assert!(matches!(
+            Entry::parse(b"{\"a\""),
+            Err(EntryError::NotJson(_))
+        ));
+        assert_eq!(entry("").cursor(), "s=1;i=2");
+    }
+
+    #[test]
+    fn selection_includes_excludes_and_cuts_by_priority() {
+        let e = entry(r#","_SYSTEMD_UNIT":"a.service","SYSLOG_IDENTIFIER":"app","PRIORITY":"6""#);
+        let mut s = Selection::default();
+        assert!(e.selected(&s));
+        s.units = vec!["b.service".into()];
+        assert!(!e.selected(&s));
+        s.identifiers = vec!["app".into()];
+        assert!(e.selected(&s), "an identifier includes it");
+        s.exclude_units = vec!["a.service".into()];
+        assert!(!e.selected(&s), "an exclusion wins");
+        let s = Selection {
+            max_priority: Some(5),
+            ..Selection::default()
+        };
+        assert!(!e.selected(&s));
+        assert!(entry("").selected(&s), "no priority: sent");
+    }
+
+    #[test]
+    fn messages_in_bytes_and_repeated_fields_are_read() {
+        let e = entry(r#","MESSAGE":[104,105,255],"_SYSTEMD_UNIT":["x.service","y.service"]"#);
+        let made = e.records(&config(Format::Message, 100));
+        assert_eq!(
+            made.records,
+            [("x.service".to_owned(), Bytes::from_static(b"hi\xff"))]
+        );
+        assert!(!made.key_fallback);
+    }
+
+    #[test]
+    fn long_messages_are_split_or_truncated_and_missing_keys_fall_back() {
+        let e = entry(r#","MESSAGE":"abcdefghij""#);
+        let made = e.records(&config(Format::Message, 4));
+        let data: Vec<&[u8]> = made.records.iter().map(|(_, d)| &d[..]).collect();
+        assert_eq!(data, [&b"abcd"[..], b"efgh", b"ij"]);
+        assert_eq!(made.oversized, Some("split"));
+        assert!(made.key_fallback);
+        assert_eq!(made.records[0].0.len(), 16);
+        let mut c = config(Format::Message, 4);
+        c.oversized = Oversized::Truncate;
+        let made = e.records(&c);
+        assert_eq!(made.records.len(), 1);
+        assert_eq!(&made.records[0].1[..], b"abcd");
+    }
+
+    #[test]
+    fn json_records_hold_the_chosen_fields_and_stay_valid_when_cut() {
+        let e = entry(r#","MESSAGE":"h\u00e9llo \"w\"","_SYSTEMD_UNIT":"a.service","_PID":"1""#);
+        let made = e.records(&config(Format::Json, 1000));
+        let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"MESSAGE": "h\u{e9}llo \"w\"", "_SYSTEMD_UNIT": "a.service"})
+        );
+        for max in 30..45 {
+            let made = e.records(&config(Format::Json, max));
+            if made.too_large {
+                continue;
+            }
+            let data = &made.records[0].1;
+            assert!(data.len() <= max, "{max}: {data:?}");
+            let v: Value = serde_json::from_slice(data).unwrap();
+            assert!("h\u{e9}llo \"w\"".starts_with(v["MESSAGE"].as_str().unwrap()));
+            assert_eq!(made.oversized, Some("truncated"));
+        }
+        assert!(e.records(&config(Format::Json, 10)).too_large);
+        let bytes = entry(&format!(r#","MESSAGE":{:?}"#, vec![255u8; 1000]));
+        let made = bytes.records(&config(Format::Json, 500));
+        assert_eq!(made.oversized, Some("truncated"));
+        assert!(made.records[0].1.len() <= 500);
+        let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
+        assert!(v["MESSAGE"].as_array().unwrap().len() > 100);
+    }
+}

@@ -1,0 +1,409 @@
+//! A stream's part of a group commit: acks written, files synced, delivered
+//! segments removed, pinned entries copied forward.
+
+use super::*;
+
+/// What one group commit does for one stream, in three steps so that no lock is
+/// held across an fsync: [`Disk::collect`], then [`Commit::sync`] (no lock),
+/// then [`Disk::finish`].
+pub(in crate::spool) struct Commit {
+    files: Vec<Arc<dyn StoredFile>>,
+    dir_dirty: bool,
+    /// Segments to remove after the sync, and whether the checkpoint table must
+    /// be carried forward first (then the table as of this commit).
+    remove: Vec<u64>,
+    /// Segments removed unsynced: written since the last sync, but every entry
+    /// in them was delivered before this commit. Synced in `finish` after all
+    /// if one has to stay.
+    unsynced: Vec<(u64, Arc<dyn StoredFile>)>,
+    table: Option<Vec<CheckpointRecord>>,
+    catalog: Vec<CatalogEvent>,
+}
+
+impl Disk {
+    /// Takes what the commit must write and sync. Also seals an open segment
+    /// idle with nothing live, and copies forward the live entries of a pinned
+    /// sealed segment.
+    pub(in crate::spool) fn collect(
+        &self,
+        stream: &str,
+        space: &Space,
+        copy_forward: bool,
+    ) -> Commit {
+        let mut state = self.lock();
+        if copy_forward {
+            self.copy_forward(stream, &mut state, space);
+        }
+        self.roll(stream, &mut state, space);
+        let mut c = Commit {
+            files: Vec::new(),
+            dir_dirty: std::mem::take(&mut state.dir_dirty),
+            remove: Vec::new(),
+            unsynced: Vec::new(),
+            table: None,
+            catalog: std::mem::take(&mut state.catalog),
+        };
+        self.write_acks(stream, &mut state, true);
+        c.dir_dirty |= std::mem::take(&mut state.dir_dirty);
+        for (&seq, seg) in state.segments.iter_mut() {
+            let goes = seg.sealed && seg.live == 0;
+            if seg.dirty {
+                seg.dirty = false;
+                if goes {
+                    c.unsynced.push((seq, seg.file.clone()));
+                } else {
+                    c.files.push(seg.file.clone());
+                }
+            }
+            if seg.ack_dirty {
+                seg.ack_dirty = false;
+                c.files.extend(seg.ack_file.clone());
+            }
+            if goes {
+                c.remove.push(seq);
+            }
+        }
+        if carry_needed(&state, &c.remove) {
+            c.table = Some(carried_table(&state, &c.remove));
+        }
+        c
+    }
+
+    /// Seals the open segment when idle with nothing live, or when mostly
+    /// delivered since it was last synced: then its few live entries are copied
+    /// forward, and what was delivered before it was synced is never synced (nor
+    /// written at all, when the segment goes before the kernel writes it back).
+    fn roll(&self, stream: &str, state: &mut State, space: &Space) {
+        let Some(open) = state.open.as_ref() else {
+            return;
+        };
+        let seq = open.seq;
+        let seg = &state.segments[&seq];
+        let idle = open.last_append.elapsed() >= ROLL_IDLE && seg.live == 0;
+        let delivered = seg.dirty
+            && seg.len >= self.segment_bytes / ROLL_DELIVERED_FRACTION
+            && seg.live_bytes * COPY_FORWARD_RATIO < seg.len;
+        if idle || delivered {
+            let added = self.seal(state);
+            space.disk_bytes.fetch_add(added, Ordering::Relaxed);
+        }
+        if delivered && !idle {
+            self.move_live(stream, state, space, seq);
+        }
+    }
+
+    /// Fsyncs what the commit covers (no lock held).
+    pub(in crate::spool) fn sync(&self, c: &Commit) -> Result<(), SpoolError> {
+        for f in &c.files {
+            f.sync_data().map_err(|e| io_err(&self.dir, e))?;
+        }
+        if c.dir_dirty {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| io_err(&self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the ack frames waiting in each segment to its ack file (created
+    /// on first use). A write that fails keeps them for the commit's turn, where
+    /// `drop_failed` gives them up: after a crash those records are sent again,
+    /// nothing is lost, and a full disk does not stop the commit.
+    pub(super) fn write_acks(&self, stream: &str, state: &mut State, drop_failed: bool) {
+        let mut created = false;
+        for (&seq, seg) in state.segments.iter_mut() {
+            if seg.acks.is_empty() || (seg.sealed && seg.live == 0) {
+                // A segment about to go needs no acks.
+                if seg.sealed && seg.live == 0 {
+                    seg.acks.clear();
+                }
+                continue;
+            }
+            let path = self.dir.join(ack_name(seq));
+            if seg.ack_file.is_none() {
+                let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
+                let opened = self.storage.open(&path, true).and_then(|f| {
+                    f.write_at(0, &head)?;
+                    Ok(f)
+                });
+                match opened {
+                    Ok(f) => {
+                        seg.ack_file = Some(f);
+                        seg.ack_len = head.len() as u64;
+                        created = true;
+                    }
+                    Err(e) => {
+                        let _ = self.storage.remove_file(&path);
+                        if drop_failed {
+                            seg.acks.clear();
+                            self.warn_acks(stream, &path, &e);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let file = seg.ack_file.as_ref().expect("opened above");
+            match file.write_at(seg.ack_len, &seg.acks) {
+                Ok(()) => {
+                    seg.ack_len += seg.acks.len() as u64;
+                    seg.acks.clear();
+                    seg.ack_dirty = true;
+                }
+                Err(e) => {
+                    let _ = file.set_len(seg.ack_len);
+                    if drop_failed {
+                        seg.acks.clear();
+                        self.warn_acks(stream, &path, &e);
+                    }
+                }
+            }
+        }
+        state.dir_dirty |= created;
+    }
+
+    /// After the sync: carries the checkpoint table forward if a removal needs
+    /// it, removes the segments with nothing live. Returns the bytes freed on
+    /// disk.
+    pub(in crate::spool) fn finish(
+        &self,
+        stream: &str,
+        c: Commit,
+    ) -> Result<(u64, Vec<CatalogEvent>), SpoolError> {
+        let mut catalog = c.catalog;
+        if c.remove.is_empty() {
+            return Ok((0, catalog));
+        }
+        let unsynced = c.unsynced;
+        let mut remove = c.remove;
+        if let Some(table) = &c.table {
+            match self.write_table(stream, table) {
+                Ok(()) => {
+                    self.lock().table_has = table.iter().map(|r| (r.name.clone(), r.seq)).collect();
+                }
+                Err(e) if e.is_full() => {
+                    // No room for the checkpoint file (a disk filled by others):
+                    // the segments whose checkpoints nothing else keeps stay; the
+                    // others go, which frees room for it.
+                    let state = self.lock();
+                    remove.retain(|q| !carry_needed(&state, &[*q]));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut freed = 0u64;
+        let mut removed = Vec::new();
+        {
+            let mut state = self.lock();
+            for seq in remove {
+                // Still nothing live (a copy-forward cannot add entries to a
+                // sealed segment, so this holds; checked anyway).
+                if state
+                    .segments
+                    .get(&seq)
+                    .is_some_and(|s| s.live == 0 && s.sealed)
+                {
+                    let seg = state.segments.remove(&seq).expect("checked");
+                    freed += seg.len;
+                    removed.push(seq);
+                }
+            }
+        }
+        for &seq in &removed {
+            let _ = self.storage.remove_file(&self.dir.join(ack_name(seq)));
+            match self.storage.remove_file(&self.dir.join(seg_name(seq))) {
+                Ok(()) => catalog.push(CatalogEvent::Removed(seq)),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "Removing a delivered spool segment failed")
+                }
+            }
+        }
+        // One left unsynced that stays after all (no room for the checkpoint
+        // table) is synced now, before the commit is published: its checkpoints
+        // count.
+        for (seq, file) in &unsynced {
+            if !removed.contains(seq) {
+                file.sync_data().map_err(|e| io_err(&self.dir, e))?;
+            }
+        }
+        if !removed.is_empty() {
+            let _ = self.storage.sync_dir(&self.dir);
+        }
+        Ok((freed, catalog))
+    }
+
+    /// Warns that acks could not be written, once a minute at most.
+    fn warn_acks(&self, stream: &str, path: &Path, e: &std::io::Error) {
+        let now = now_ms();
+        let last = self.acks_warned_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .acks_warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(stream, path = %path.display(), error = %e,
+                "Writing spool acks failed (full disk?); after a crash those records are sent again");
+        }
+    }
+
+    /// Writes the checkpoint table (temp file, fdatasync, rename, directory fsync).
+    fn write_table(&self, stream: &str, table: &[CheckpointRecord]) -> Result<(), SpoolError> {
+        let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let path = self.dir.join(CHECKPOINT_FILE);
+        let _ = self.storage.remove_file(&tmp);
+        let f = self.storage.open(&tmp, true).map_err(|e| io_err(&tmp, e))?;
+        let mut b = frame::frame(&frame::header(frame::ROLE_CHECKPOINTS, stream, 0));
+        frame::push_frame(&mut b, &frame::table(table));
+        f.write_at(0, &b).map_err(|e| io_err(&tmp, e))?;
+        f.sync_data().map_err(|e| io_err(&tmp, e))?;
+        self.storage
+            .rename(&tmp, &path)
+            .map_err(|e| io_err(&path, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io_err(&self.dir, e))
+    }
+
+    /// Copies the live entries of sealed segments that they pin (less than a
+    /// quarter of the segment live) to the open segment, so a slow shard holds
+    /// its own records, not the segments around them. Only the older half of
+    /// the sealed segments is considered: the newest are still draining.
+    fn copy_forward(&self, stream: &str, state: &mut State, space: &Space) {
+        let sealed: Vec<u64> = state
+            .segments
+            .iter()
+            .filter(|(_, s)| s.sealed && s.live > 0)
+            .map(|(&q, _)| q)
+            .collect();
+        let older = &sealed[..sealed.len() / 2];
+        for &seq in older {
+            let seg = &state.segments[&seq];
+            if seg.live_bytes * COPY_FORWARD_RATIO >= seg.len {
+                continue;
+            }
+            if !self.move_live(stream, state, space, seq) {
+                return;
+            }
+        }
+    }
+
+    /// Copies the live entries of sealed segment `seq` to the open segment (one
+    /// is opened if needed). False if the open segment cannot be written (a full
+    /// disk): what is not copied stays where it is.
+    fn move_live(&self, stream: &str, state: &mut State, space: &Space, seq: u64) -> bool {
+        let seg = &state.segments[&seq];
+        let file = seg.file.clone();
+        let ids: Vec<(u64, Loc)> = state
+            .entries
+            .iter()
+            .filter(|(_, l)| l.seg == seq)
+            .map(|(&id, l)| (id, *l))
+            .collect();
+        for (id, loc) in ids {
+            let mut buf = vec![0u8; loc.len as usize];
+            if file.read_at(loc.offset, &mut buf).is_err() || frame::check(&buf).is_none() {
+                // Left where it is: the reader reports it.
+                continue;
+            }
+            let Ok((new_seq, offset)) = self.append(stream, state, &buf) else {
+                return false;
+            };
+            space
+                .disk_bytes
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            space
+                .unsynced
+                .fetch_add(buf.len() as u64, Ordering::Release);
+            let new = Loc {
+                seg: new_seq,
+                offset,
+                ..loc
+            };
+            state.entries.insert(id, new);
+            let old = state.segments.get_mut(&seq).expect("listed");
+            old.live -= 1;
+            old.live_bytes -= u64::from(loc.len);
+            let progress = state.progress.get(&id).cloned();
+            // The copy carries its entry's (old) checkpoint: the new segment
+            // holds a value of it, and its footer says so.
+            let copied = frame::check(&buf)
+                .and_then(frame::entry_head)
+                .and_then(|(head, _)| head.checkpoint);
+            let to = state.segments.get_mut(&new_seq).expect("just written");
+            to.live += 1;
+            to.live_bytes += u64::from(loc.len);
+            if let Some(c) = &copied {
+                let seq = to.names.entry(c.name.clone()).or_insert(c.seq);
+                *seq = (*seq).max(c.seq);
+            }
+            if let Some(bits) = progress {
+                frame::push_frame(&mut to.acks, &frame::progress(id, &bits));
+            }
+            if let Some(open) = state.open.as_mut() {
+                open.placed.push(Placed {
+                    id,
+                    offset,
+                    len: loc.len,
+                    count: loc.count,
+                    at_ms: loc.at_ms,
+                });
+                if let Some(c) = copied {
+                    keep_later(&mut open.checkpoints, c);
+                }
+            }
+            if seg_len(state, new_seq) >= self.segment_bytes {
+                let added = self.seal(state);
+                space.disk_bytes.fetch_add(added, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// After a failed commit: every file is synced again by the next one (the
+    /// failed one may have left some unsynced).
+    pub(in crate::spool) fn mark_dirty(&self) {
+        let mut state = self.lock();
+        for seg in state.segments.values_mut() {
+            seg.dirty = true;
+            seg.ack_dirty |= seg.ack_file.is_some();
+        }
+        state.dir_dirty = true;
+    }
+
+    /// Seals the open segment (a clean stop), so the next open reads footers only.
+    pub(in crate::spool) fn seal_open(&self, space: &Space) {
+        let mut state = self.lock();
+        let added = self.seal(&mut state);
+        space.disk_bytes.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// The sequence numbers of the segments held.
+    pub(in crate::spool) fn segment_seqs(&self) -> BTreeSet<u64> {
+        self.lock().segments.keys().copied().collect()
+    }
+
+    /// Bytes of this stream's files on disk (segments and acks).
+    pub(in crate::spool) fn size_on_disk(&self) -> u64 {
+        let state = self.lock();
+        state.segments.values().map(|s| s.len + s.ack_len).sum()
+    }
+}
+
+/// The checkpoint table to carry forward before removing `remove`. A removal
+/// is kept while a segment that stays may hold an older value of that checkpoint
+/// (else the older value would come back); the others are dropped with the
+/// segments that recorded them.
+fn carried_table(state: &State, remove: &[u64]) -> Vec<CheckpointRecord> {
+    let staying: BTreeSet<&Vec<u8>> = state
+        .segments
+        .iter()
+        .filter(|(q, _)| !remove.contains(q))
+        .flat_map(|(_, s)| s.names.keys())
+        .collect();
+    state
+        .checkpoints
+        .values()
+        .filter(|r| r.value.is_some() || staying.contains(&r.name))
+        .cloned()
+        .collect()
+}
