@@ -238,51 +238,9 @@ pub fn validate(
             problems.push(format!("{field}.{key} holds {bad:?}, not a name"));
         }
     }
-    let max_priority = match &j.priority {
-        None => None,
-        Some(RawPriority::Number(n)) if (0..=7).contains(n) => Some(*n as u8),
-        Some(RawPriority::Name(n)) if PRIORITIES.contains(&n.as_str()) => {
-            PRIORITIES.iter().position(|p| p == n).map(|p| p as u8)
-        }
-        Some(p) => {
-            problems.push(format!(
-                "{field}.priority {p:?} is not a priority name (\"emerg\" … \"debug\") or a number 0..=7"
-            ));
-            None
-        }
-    };
-    let fields = if j.fields == ["*"] {
-        Fields::All
-    } else {
-        if j.fields.is_empty() {
-            problems.push(format!(
-                "{field}.fields is empty (use [\"*\"] for every field)"
-            ));
-        }
-        if let Some(bad) = j
-            .fields
-            .iter()
-            .find(|f| f.is_empty() || f.contains('=') || f.as_str() == "*")
-        {
-            problems.push(format!("{field}.fields holds {bad:?}, not a field name"));
-        }
-        Fields::Named(j.fields.clone())
-    };
-    let partition_key = match j.partition_key {
-        RawJournalKey::Named(n) if n == "random" => Some(JournalKey::Random),
-        RawJournalKey::Named(n) => {
-            problems.push(format!(
-                "{field}.partition_key {n:?} is not \"random\" or {{ field = \"...\" }}"
-            ));
-            None
-        }
-        RawJournalKey::Field(RawKeyField { field: f }) => {
-            if f.is_empty() {
-                problems.push(format!("{field}.partition_key.field is empty"));
-            }
-            Some(JournalKey::Field(f))
-        }
-    };
+    let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
+    let fields = validate_fields(&field, &j.fields, problems);
+    let partition_key = validate_key(&field, j.partition_key, problems);
     if j.max_record_bytes == 0 || j.max_record_bytes > MAX_FILE_RECORD_BYTES {
         problems.push(format!(
             "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
@@ -311,6 +269,66 @@ pub fn validate(
         max_record_bytes: j.max_record_bytes,
         oversized: j.oversized,
     })
+}
+
+/// `priority`: a name or a number, the most severe kept.
+fn validate_priority(
+    field: &str,
+    p: Option<&RawPriority>,
+    problems: &mut Vec<String>,
+) -> Option<u8> {
+    match p {
+        None => None,
+        Some(RawPriority::Number(n)) if (0..=7).contains(n) => Some(*n as u8),
+        Some(RawPriority::Name(n)) if PRIORITIES.contains(&n.as_str()) => {
+            PRIORITIES.iter().position(|p| p == n).map(|p| p as u8)
+        }
+        Some(p) => {
+            problems.push(format!(
+                "{field}.priority {p:?} is not a priority name (\"emerg\" … \"debug\") or a number 0..=7"
+            ));
+            None
+        }
+    }
+}
+
+/// `fields`: `["*"]` or names.
+fn validate_fields(field: &str, names: &[String], problems: &mut Vec<String>) -> Fields {
+    if names == ["*"] {
+        Fields::All
+    } else {
+        if names.is_empty() {
+            problems.push(format!(
+                "{field}.fields is empty (use [\"*\"] for every field)"
+            ));
+        }
+        if let Some(bad) = names
+            .iter()
+            .find(|f| f.is_empty() || f.contains('=') || f.as_str() == "*")
+        {
+            problems.push(format!("{field}.fields holds {bad:?}, not a field name"));
+        }
+        Fields::Named(names.to_vec())
+    }
+}
+
+/// `partition_key`: `"random"` or `{ field = "..." }`.
+fn validate_key(field: &str, key: RawJournalKey, problems: &mut Vec<String>) -> Option<JournalKey> {
+    match key {
+        RawJournalKey::Named(n) if n == "random" => Some(JournalKey::Random),
+        RawJournalKey::Named(n) => {
+            problems.push(format!(
+                "{field}.partition_key {n:?} is not \"random\" or {{ field = \"...\" }}"
+            ));
+            None
+        }
+        RawJournalKey::Field(RawKeyField { field: f }) => {
+            if f.is_empty() {
+                problems.push(format!("{field}.partition_key.field is empty"));
+            }
+            Some(JournalKey::Field(f))
+        }
+    }
 }
 
 /// Checks that no two blocks keep their checkpoint under one name in one stream.

@@ -21,10 +21,10 @@
 //! [`Producer::spool_batch`]: crate::producer::Producer::spool_batch
 
 pub mod config;
+mod cursor;
 pub mod entry;
+mod journalctl;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,9 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::config::{JournaldConfig, Since};
+pub use self::config::{JournaldConfig, Since};
+use self::cursor::encode_cursor;
+pub use self::cursor::{checkpoint_name, decode_cursor, CursorError};
 use self::entry::Entry;
-use super::log_limit::{excerpt, LogLimit};
+pub use self::journalctl::{command, tail_command};
+use self::journalctl::{log_stderr, parse_tail_cursor, read_lines, Line, Running};
+use super::log_limit::LogLimit;
 use crate::metrics::{LineAction, RejectReason, Source as SourceKind, SourceError};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::UserRecord;
@@ -68,101 +72,13 @@ pub const RESTART_RESET: Duration = Duration::from_secs(60);
 /// not, it is read again at the next start).
 const STOP_FLUSH: Duration = Duration::from_secs(2);
 /// Lines of journalctl's standard error logged per run.
-const STDERR_LINES: usize = 20;
+pub(super) const STDERR_LINES: usize = 20;
 /// The journal stays in the journal until vacuumed: pace it like a file.
 const PACE: Pace = Pace {
     handover_wait: Duration::from_millis(500),
     read_ahead_bytes: 64 << 20,
     stalled_after: Duration::from_secs(5),
 };
-const CHECKPOINT_PREFIX: &[u8] = b"journald/";
-const CHECKPOINT_VERSION: u8 = 1;
-
-/// The checkpoint name of block `name`.
-pub fn checkpoint_name(name: &str) -> Vec<u8> {
-    [CHECKPOINT_PREFIX, name.as_bytes()].concat()
-}
-
-/// Why a stored cursor cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CursorError {
-    #[error(
-        "journal checkpoint has format version {0}; this build reads version {CHECKPOINT_VERSION}"
-    )]
-    Version(u8),
-    #[error("journal checkpoint is not a cursor")]
-    Invalid,
-}
-
-fn encode_cursor(cursor: &str) -> Vec<u8> {
-    [&[CHECKPOINT_VERSION][..], cursor.as_bytes()].concat()
-}
-
-/// The cursor kept in a checkpoint value.
-pub fn decode_cursor(value: &[u8]) -> Result<String, CursorError> {
-    match value.split_first() {
-        Some((&CHECKPOINT_VERSION, rest)) if !rest.is_empty() => {
-            String::from_utf8(rest.to_vec()).map_err(|_| CursorError::Invalid)
-        }
-        Some((&v, _)) if v != CHECKPOINT_VERSION => Err(CursorError::Version(v)),
-        _ => Err(CursorError::Invalid),
-    }
-}
-
-/// The journalctl command that goes on after `cursor` (or starts per `since`).
-pub fn command(config: &JournaldConfig, cursor: Option<&str>) -> Command {
-    let mut c = Command::new(&config.journalctl);
-    // --all: without it, fields over 4096 bytes come out as null.
-    // --no-tail: --follow alone starts at the last ten entries.
-    c.args([
-        "--output=json",
-        "--follow",
-        "--all",
-        "--no-pager",
-        "--no-tail",
-    ]);
-    if let Some(d) = &config.directory {
-        c.arg("--directory").arg(d);
-    }
-    match (cursor, config.since) {
-        (Some(cursor), _) => {
-            c.arg(format!("--after-cursor={cursor}"));
-        }
-        (None, Since::Boot) => {
-            c.arg("--boot");
-        }
-        (None, Since::Now) => {
-            c.arg("--since=now");
-        }
-        (None, Since::Beginning) => {}
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// The command that prints the cursor of the journal's last entry.
-pub fn tail_command(config: &JournaldConfig) -> Command {
-    let mut c = Command::new(&config.journalctl);
-    c.args(["--lines=0", "--show-cursor", "--no-pager"]);
-    if let Some(d) = &config.directory {
-        c.arg("--directory").arg(d);
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    c
-}
-
-/// The cursor in `--show-cursor` output, if the journal has an entry.
-fn parse_tail_cursor(output: &[u8]) -> Option<String> {
-    String::from_utf8_lossy(output)
-        .lines()
-        .find_map(|l| l.strip_prefix("-- cursor: "))
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty())
-}
 
 /// `since = "now"` on a first start: the journal's last entry becomes the
 /// checkpoint at once, so a restart before anything new was read goes on from
@@ -303,107 +219,6 @@ async fn run(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(RESTART_MAX);
-    }
-}
-
-/// A line of journalctl's standard output, or its end.
-enum Line {
-    Entry(Vec<u8>),
-    TooLong(usize),
-    End(String),
-}
-
-/// A running journalctl, killed and reaped when dropped.
-struct Running {
-    child: Arc<Mutex<Child>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Held only by the reader thread while it reaps a journalctl that closed
-        // its output (it is exiting by itself).
-        let Ok(mut child) = self.child.try_lock() else {
-            return;
-        };
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        let _ = child.kill();
-        drop(child);
-        let child = self.child.clone();
-        // Reaping waits for the process to go; keep it off the async threads.
-        std::thread::spawn(move || {
-            let _ = child.lock().expect("child lock poisoned").wait();
-        });
-    }
-}
-
-/// Reads lines of `out` into `tx` until the end; then reports how the child
-/// ended.
-fn read_lines(out: impl Read, child: Arc<Mutex<Child>>, tx: mpsc::Sender<Line>) {
-    let mut out = BufReader::with_capacity(256 * 1024, out);
-    let mut line = Vec::new();
-    let end = loop {
-        line.clear();
-        match read_line(&mut out, &mut line) {
-            Ok(0) => break None,
-            Ok(n) if n > MAX_LINE_BYTES => {
-                if tx.blocking_send(Line::TooLong(n)).is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {
-                if tx
-                    .blocking_send(Line::Entry(std::mem::take(&mut line)))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => break Some(format!("reading its output failed: {e}")),
-        }
-    };
-    let end = end.unwrap_or_else(|| match child.lock().expect("child lock poisoned").wait() {
-        Ok(status) => format!("journalctl exited ({status})"),
-        Err(e) => format!("waiting for journalctl failed: {e}"),
-    });
-    let _ = tx.blocking_send(Line::End(end));
-}
-
-/// Reads one line (without its newline) into `line`, keeping at most
-/// [`MAX_LINE_BYTES`] + 1 of it; returns its full length (0 at the end, 1 for an
-/// empty line is never returned: empty lines are skipped).
-fn read_line(out: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut len = 0;
-    loop {
-        let buf = out.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(len);
-        }
-        let (take, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i, true),
-            None => (buf.len(), false),
-        };
-        let room = (MAX_LINE_BYTES + 1).saturating_sub(line.len());
-        line.extend_from_slice(&buf[..take.min(room)]);
-        len += take;
-        out.consume(take + usize::from(done));
-        if done && len > 0 {
-            return Ok(len);
-        }
-    }
-}
-
-/// Logs journalctl's standard error (a bounded number of lines per run).
-fn log_stderr(err: impl Read, name: String) {
-    let mut lines = BufReader::new(err).split(b'\n');
-    let mut logged = 0;
-    while let Some(Ok(line)) = lines.next() {
-        if logged < STDERR_LINES {
-            logged += 1;
-            let text = String::from_utf8_lossy(&line);
-            tracing::warn!(name = %name, message = %excerpt(text.trim()), "journalctl says");
-        }
     }
 }
 
@@ -622,6 +437,11 @@ impl Source {
 
 #[cfg(test)]
 mod tests {
+    use std::io::BufReader;
+    use std::process::Command;
+
+    use super::cursor::CHECKPOINT_VERSION;
+    use super::journalctl::read_line;
     use super::*;
     use crate::config::Oversized;
     use crate::source::journald::config::{Fields, Format, JournalKey, Selection};
