@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
 use crate::metrics::Metrics;
-use crate::producer::{Producer, ProducerError, ProducerOptions, ShutdownReport};
+use crate::producer::{LifecycleError, Producer, ProducerOptions, ShutdownReport};
 use crate::source::budget::Budget;
 use crate::source::file;
 use crate::source::journald::{self, config::JournaldConfig};
@@ -39,7 +39,7 @@ use crate::systemd::Notifier;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("pipeline failed")]
-    Producer(#[from] ProducerError),
+    Producer(#[from] LifecycleError),
     #[error("socket source failed")]
     Socket(#[from] SocketError),
     #[error("metrics endpoint failed")]

@@ -66,5 +66,5 @@ pub use agent::Agent;
 pub use config::{Config, ConfigError};
 pub use deliver::Failure;
 pub use intake::{DeliveryError, DeliveryResult};
-pub use producer::{ProduceError, Producer, ProducerError, ProducerOptions, Receipt};
+pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;

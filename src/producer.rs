@@ -109,7 +109,7 @@ impl From<PushFailure> for ProduceError {
 
 /// Why the producer could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
-pub enum ProducerError {
+pub enum LifecycleError {
     #[error("spool failed")]
     Spool(#[from] SpoolError),
 }
@@ -196,7 +196,7 @@ struct Inner {
 
 impl Producer {
     /// Starts a producer that talks to Kinesis through `aws-sdk-kinesis`.
-    pub async fn start(options: ProducerOptions) -> Result<Producer, ProducerError> {
+    pub async fn start(options: ProducerOptions) -> Result<Producer, LifecycleError> {
         let kinesis = SdkKinesis::new(&options.client).await;
         Self::start_with(options, Arc::new(kinesis)).await
     }
@@ -205,7 +205,7 @@ impl Producer {
     pub async fn start_with(
         options: ProducerOptions,
         kinesis: SharedKinesis,
-    ) -> Result<Producer, ProducerError> {
+    ) -> Result<Producer, LifecycleError> {
         let spool_options = options.spool.clone();
         // Opening counts the bytes held, a scan: keep it off the async threads.
         let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_options))
@@ -474,7 +474,7 @@ impl Producer {
     /// in-flight and queued requests finish for up to the shutdown timeout, and
     /// flushes the spool. What was not delivered stays spooled for the next start.
     /// Later calls return an empty report.
-    pub async fn shutdown(&self) -> Result<ShutdownReport, ProducerError> {
+    pub async fn shutdown(&self) -> Result<ShutdownReport, LifecycleError> {
         self.inner.stopped.cancel();
         let Some(dispatchers) = self
             .inner

@@ -6,16 +6,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use shardline::metrics::Metrics;
-use shardline::producer::ProduceError;
-use shardline::record::UserRecord;
-use shardline::source::file::{Sink, Tail};
-use shardline::spool::Checkpoint;
+use shardline::source::file::{MemorySink, Tail};
 
 use crate::util::*;
 
@@ -721,53 +718,6 @@ async fn sigkill_at_random_moments_loses_nothing_and_spools_no_line_twice() {
 // ---------------------------------------------------------------------------------
 // Model test: the tailer alone, driven by random sequences of file operations.
 
-/// The spool as the tailer sees it: records and checkpoints written together. It can
-/// be told to stop after some writes, as a kill would stop the agent.
-#[derive(Default)]
-struct Model {
-    records: Vec<Bytes>,
-    checkpoints: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Writes left before the sink stops (`None`: no limit).
-    writes_left: Option<usize>,
-}
-
-#[derive(Clone, Default)]
-struct ModelSink(Arc<Mutex<Model>>);
-
-impl Sink for ModelSink {
-    fn spool(
-        &mut self,
-        _: &str,
-        records: Vec<UserRecord>,
-        c: &Checkpoint,
-    ) -> Result<(), ProduceError> {
-        let mut m = self.0.lock().unwrap();
-        if let Some(left) = &mut m.writes_left {
-            if *left == 0 {
-                return Err(ProduceError::Stopped);
-            }
-            *left -= 1;
-        }
-        m.records.extend(records.into_iter().map(|r| r.data));
-        m.checkpoints.insert(c.name.clone(), c.value.clone());
-        Ok(())
-    }
-    fn checkpoints(&mut self, _: &str) -> Result<Vec<Checkpoint>, ProduceError> {
-        let m = self.0.lock().unwrap();
-        Ok(m.checkpoints
-            .iter()
-            .map(|(name, value)| Checkpoint {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect())
-    }
-    fn remove_checkpoint(&mut self, _: &str, name: &[u8]) -> Result<(), ProduceError> {
-        self.0.lock().unwrap().checkpoints.remove(name);
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone)]
 enum Op {
     /// Append complete lines (and maybe start a partial one) to file `f`.
@@ -831,9 +781,9 @@ fn run_model(ops: Vec<Op>) {
     let files = shardline::config::parse(&text, Path::new("t.toml"))
         .unwrap()
         .files;
-    let sink = ModelSink::default();
+    let sink = MemorySink::default();
     let start =
-        |sink: &ModelSink| Tail::start(files.clone(), sink.clone(), Metrics::new()).unwrap();
+        |sink: &MemorySink| Tail::start(files.clone(), sink.clone(), Metrics::new()).unwrap();
     let mut tail = start(&sink);
     let mut slots: Vec<Slot> = (0..3).map(|_| Slot::default()).collect();
     let mut written: Vec<String> = Vec::new();
@@ -962,9 +912,9 @@ fn run_model(ops: Vec<Op>) {
                 s.read_empty = true;
             }
             Op::Crash { after } => {
-                sink.0.lock().unwrap().writes_left = Some(after);
+                sink.lock().writes_left = Some(after);
                 let r = tail.poll();
-                sink.0.lock().unwrap().writes_left = None;
+                sink.lock().writes_left = None;
                 if r.is_ok() {
                     all_read(&mut slots);
                     held_deleted.clear();
@@ -986,10 +936,10 @@ fn run_model(ops: Vec<Op>) {
         complete(s, f, &mut written);
     }
     tail.poll().unwrap();
-    let m = sink.0.lock().unwrap();
+    let m = sink.lock();
     let mut seen = HashSet::new();
     for r in &m.records {
-        let line = String::from_utf8(r.to_vec()).unwrap();
+        let line = String::from_utf8(r.data.to_vec()).unwrap();
         assert!(seen.insert(line.clone()), "{line} read twice");
         assert!(written.contains(&line), "{line} was never written");
     }

@@ -189,3 +189,108 @@ impl Ledger {
         self.acks.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::{DeliveryResult, Intake, Outlet};
+    use crate::record::UserRecord;
+    use crate::spool::{Spool, SpoolOptions};
+    use tokio::sync::oneshot;
+
+    fn stream() -> (Intake, Outlet, Ledger) {
+        let spool = Spool::open(&SpoolOptions::default()).expect("memory spool");
+        let (intake, outlet) = crate::intake::open(spool.stream("s").expect("stream"));
+        let ledger = Ledger::new("s".into(), outlet.acks(), Some(Duration::from_secs(3600)));
+        (intake, outlet, ledger)
+    }
+
+    fn load(
+        intake: &Intake,
+        outlet: &mut Outlet,
+        n: usize,
+    ) -> (Loaded, oneshot::Receiver<DeliveryResult>) {
+        let records = (0..n)
+            .map(|i| UserRecord::new(format!("k{i}"), "x"))
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        intake.try_push(records, Some(tx)).expect("handed over");
+        (outlet.try_recv().expect("a batch"), rx)
+    }
+
+    #[test]
+    fn an_entry_is_retired_when_its_last_record_is_acked() {
+        let (intake, mut outlet, mut ledger) = stream();
+        let (batch, mut receipt) = load(&intake, &mut outlet, 3);
+        let bytes = batch.bytes;
+        let pending = ledger.track(batch);
+        assert_eq!(pending.len(), 3);
+        assert_eq!(ledger.loaded_bytes(), bytes);
+        ledger.ack(pending[0].entry, 0);
+        ledger.ack(pending[0].entry, 0); // twice: counted once
+        ledger.ack(pending[0].entry, 2);
+        ledger.commit();
+        assert!(receipt.try_recv().is_err(), "resolved with a record left");
+        assert_eq!(ledger.loaded_bytes(), bytes);
+        ledger.ack(pending[0].entry, 1);
+        ledger.commit();
+        assert_eq!(receipt.try_recv().unwrap(), Ok(()));
+        assert_eq!(ledger.loaded_bytes(), 0);
+    }
+
+    #[test]
+    fn a_refused_record_makes_the_receipt_report_it() {
+        let (intake, mut outlet, mut ledger) = stream();
+        let (batch, receipt) = load(&intake, &mut outlet, 2);
+        let pending = ledger.track(batch);
+        let entry = pending[0].entry;
+        ledger.refused(entry, &ErrorCode::kinesis("ValidationException"), "too big");
+        ledger.ack(entry, 0);
+        ledger.ack(entry, 1);
+        ledger.commit();
+        assert_eq!(
+            receipt.blocking_recv().unwrap(),
+            Err(DeliveryError::Rejected {
+                code: "ValidationException".into(),
+                message: "too big".into()
+            })
+        );
+    }
+
+    #[test]
+    fn records_delivered_before_a_restart_are_not_loaded_again() {
+        let (intake, mut outlet, mut ledger) = stream();
+        let (mut batch, _receipt) = load(&intake, &mut outlet, 3);
+        batch.delivered = Some(vec![0b101]);
+        let pending = ledger.track(batch);
+        let indexes: Vec<u32> = pending.iter().map(|p| p.index).collect();
+        assert_eq!(indexes, [1]);
+        let (mut batch, receipt) = load(&intake, &mut outlet, 2);
+        batch.delivered = Some(vec![0b11]);
+        assert!(ledger.track(batch).is_empty());
+        assert_eq!(receipt.blocking_recv().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn only_records_older_than_the_limit_expire() {
+        let (intake, mut outlet, mut ledger) = stream();
+        let (mut batch, _receipt) = load(&intake, &mut outlet, 1);
+        let fresh = ledger.track(batch_clone(&batch));
+        assert!(!ledger.is_expired(&fresh[0]));
+        batch.id += 1000;
+        batch.spooled_at_ms -= 2 * 3600 * 1000;
+        let old = ledger.track(batch);
+        assert!(ledger.is_expired(&old[0]));
+    }
+
+    fn batch_clone(b: &Loaded) -> Loaded {
+        Loaded {
+            id: b.id,
+            bytes: b.bytes,
+            records: b.records.clone(),
+            hash_keys: b.hash_keys.clone(),
+            delivered: b.delivered.clone(),
+            spooled_at_ms: b.spooled_at_ms,
+        }
+    }
+}

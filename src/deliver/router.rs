@@ -406,3 +406,122 @@ impl Router {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::UserRecord;
+    use crate::shard_map::Shard;
+
+    const HALF: u128 = 1 << 127;
+
+    fn map(ranges: &[(&str, u128, u128)]) -> Arc<ShardMap> {
+        let shards = ranges
+            .iter()
+            .map(|&(id, start, end)| Shard {
+                id: id.into(),
+                start,
+                end,
+            })
+            .collect();
+        Arc::new(ShardMap::new(shards).unwrap())
+    }
+
+    fn one_shard() -> Arc<ShardMap> {
+        map(&[("s0", 0, u128::MAX)])
+    }
+
+    fn two_shards() -> Arc<ShardMap> {
+        map(&[("s1", 0, HALF - 1), ("s2", HALF, u128::MAX)])
+    }
+
+    fn record(entry: u64, hash_key: u128) -> Pending {
+        let mut r = UserRecord::new("k", "data");
+        r.explicit_hash_key = Some(hash_key);
+        Pending::new(entry, 0, r)
+    }
+
+    fn router(max_records: usize) -> Router {
+        Router::new(
+            Duration::from_millis(100),
+            Limits {
+                max_bytes: 1 << 20,
+                max_records,
+            },
+        )
+    }
+
+    fn take_all(r: &mut Router) -> Vec<Ready> {
+        let mut pacing = Pacing::new(0.0);
+        r.take_batch(&mut pacing, Instant::now(), 500, 5 << 20)
+    }
+
+    #[test]
+    fn records_wait_for_a_map_then_go_to_their_shard() {
+        let mut r = router(1000);
+        r.route(record(1, 5));
+        r.route(record(2, HALF + 5));
+        assert!(r.has_waiting());
+        assert!(r.apply_map(two_shards()));
+        assert!(!r.has_waiting());
+        r.seal_all();
+        let sent = take_all(&mut r);
+        let shards: Vec<Option<Arc<str>>> = sent.iter().map(|i| r.shard_id(i)).collect();
+        assert_eq!(shards, [Some("s1".into()), Some("s2".into())]);
+    }
+
+    #[test]
+    fn a_full_aggregate_is_sealed_at_once_and_a_partial_one_at_its_linger() {
+        let mut r = router(2);
+        r.apply_map(one_shard());
+        let start = Instant::now();
+        r.route(record(1, 5));
+        assert!(r.queue_is_empty());
+        let deadline = r.linger_deadline().expect("linger started");
+        assert!(deadline >= start + Duration::from_millis(100));
+        r.route(record(2, 6));
+        assert!(!r.queue_is_empty(), "two records fill the aggregate");
+        assert_eq!(r.linger_deadline(), Some(deadline));
+        r.route(record(3, 7));
+        r.on_timer(deadline - Duration::from_millis(1));
+        assert_eq!(take_all(&mut r).len(), 1, "the partial one still lingers");
+        r.on_timer(deadline + Duration::from_millis(100));
+        assert_eq!(take_all(&mut r).len(), 1);
+        assert_eq!(r.linger_deadline(), None);
+    }
+
+    #[test]
+    fn a_changed_map_dissolves_queued_aggregates_and_routes_them_in_spool_order() {
+        let mut r = router(1000);
+        r.apply_map(one_shard());
+        for (entry, key) in [(3, HALF + 1), (1, 1), (2, HALF + 2)] {
+            r.route(record(entry, key));
+        }
+        r.seal_all();
+        assert!(r.apply_map(two_shards()));
+        r.seal_all();
+        let sent = take_all(&mut r);
+        assert_eq!(sent.len(), 2);
+        let entries: Vec<Vec<u64>> = sent
+            .iter()
+            .map(|i| i.agg.records().iter().map(|p| p.entry).collect())
+            .collect();
+        assert_eq!(entries, [vec![1], vec![2, 3]]);
+        // The same shards again: nothing is dissolved.
+        assert!(!r.apply_map(two_shards()));
+    }
+
+    #[test]
+    fn a_gap_in_the_map_asks_for_a_refresh() {
+        let mut r = router(1000);
+        r.apply_map(map(&[("s1", 0, HALF - 1)]));
+        r.route(record(1, HALF + 1));
+        assert!(r.take_stale());
+        assert!(!r.take_stale());
+        assert!(r.has_waiting());
+        r.route_waiting();
+        assert!(r.has_waiting(), "still not covered");
+        r.apply_map(two_shards());
+        assert!(!r.has_waiting());
+    }
+}

@@ -96,7 +96,7 @@ impl<S: Sink> Tail<S> {
             t.committed = from;
             while let ReadEnd::Budget = self.read(t, u64::MAX, Instant::now())? {}
             self.finish_lines(t)?;
-            self.flush(t)
+            self.spool_batch(t)
         })();
         t.file = own;
         result?;

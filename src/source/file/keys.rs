@@ -128,7 +128,7 @@ impl<S: Sink> Tail<S> {
             data,
         });
         if t.batch_bytes >= BATCH_BYTES {
-            self.flush(t)?;
+            self.spool_batch(t)?;
         }
         Ok(())
     }

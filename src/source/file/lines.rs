@@ -5,7 +5,7 @@
 use super::*;
 
 /// A multiline record collecting lines.
-pub(super) struct Pending {
+pub(super) struct Multiline {
     pub(super) data: BytesMut,
     /// Offset of its first line.
     pub(super) start: u64,
@@ -74,7 +74,7 @@ impl<S: Sink> Tail<S> {
                     // Too long already and no end in sight: do not hold it all.
                     match t.block.oversized {
                         Oversized::Split => {
-                            self.emit_pending(t)?;
+                            self.emit_multiline(t)?;
                             if t.long_line.is_none() {
                                 // Counted and logged now, not when (or whether)
                                 // its newline comes.
@@ -145,7 +145,7 @@ impl<S: Sink> Tail<S> {
         match t.block.oversized {
             Oversized::Split => {
                 self.oversized_line(t, line.len() as u64, line_start, Oversized::Split, true);
-                self.emit_pending(t)?;
+                self.emit_multiline(t)?;
                 let mut rest = line;
                 while !rest.is_empty() {
                     let cut = char_boundary(&rest, max);
@@ -223,12 +223,12 @@ impl<S: Sink> Tail<S> {
             return self.record(t, line);
         };
         let starts = start_re.is_match(&line);
-        if starts || t.pending.is_none() {
-            self.emit_pending(t)?;
+        if starts || t.multiline.is_none() {
+            self.emit_multiline(t)?;
             if line.is_empty() {
                 return Ok(());
             }
-            t.pending = Some(Pending {
+            t.multiline = Some(Multiline {
                 data: BytesMut::from(&line[..]),
                 start: line_start,
                 last: Instant::now(),
@@ -289,7 +289,7 @@ impl<S: Sink> Tail<S> {
         match oversized {
             Oversized::Truncate => Ok(Some(fixed.slice(..cut))),
             Oversized::Split => {
-                self.emit_pending(t)?;
+                self.emit_multiline(t)?;
                 let mut rest = fixed;
                 while !rest.is_empty() {
                     let cut = char_boundary(&rest, max);
@@ -311,7 +311,7 @@ impl<S: Sink> Tail<S> {
     ) -> Result<(), FileError> {
         let max = t.block.max_record_bytes;
         let p = t
-            .pending
+            .multiline
             .as_mut()
             .expect("a multiline record is in progress");
         p.last = Instant::now();
@@ -326,8 +326,8 @@ impl<S: Sink> Tail<S> {
                 let len = (p.data.len() + 1 + line.len()) as u64;
                 let start = p.start;
                 self.oversized_line(t, len, start, Oversized::Split, true);
-                self.emit_pending(t)?;
-                t.pending = Some(Pending {
+                self.emit_multiline(t)?;
+                t.multiline = Some(Multiline {
                     data: BytesMut::from(&line[..]),
                     start: line_start,
                     last: Instant::now(),
@@ -352,8 +352,8 @@ impl<S: Sink> Tail<S> {
     }
 
     /// Sends the multiline record in progress, if any.
-    pub(super) fn emit_pending(&mut self, t: &mut Tailed) -> Result<(), FileError> {
-        match t.pending.take() {
+    pub(super) fn emit_multiline(&mut self, t: &mut Tailed) -> Result<(), FileError> {
+        match t.multiline.take() {
             Some(p) => self.record(t, p.data.freeze()),
             None => Ok(()),
         }
@@ -364,7 +364,7 @@ impl<S: Sink> Tail<S> {
     pub(super) fn finish_lines(&mut self, t: &mut Tailed) -> Result<(), FileError> {
         self.lines(t, true)?;
         t.long_line = None;
-        self.emit_pending(t)
+        self.emit_multiline(t)
     }
 }
 

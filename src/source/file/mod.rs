@@ -124,6 +124,7 @@ mod discovery;
 mod identity;
 mod keys;
 mod lines;
+mod memory;
 mod runner;
 mod tailed;
 mod tailer;
@@ -140,6 +141,7 @@ use tailed::*;
 use tailer::*;
 
 pub use discovery::{admit_path, glob_base, is_pseudo_fs, Skip};
+pub use memory::{Memory, MemorySink};
 pub use runner::spawn;
 pub use tailer::Tail;
 

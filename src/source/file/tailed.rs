@@ -30,7 +30,7 @@ pub(super) struct Tailed {
     pub(super) prefix: Vec<u8>,
     /// Position in the spool.
     pub(super) committed: u64,
-    pub(super) pending: Option<Pending>,
+    pub(super) multiline: Option<Multiline>,
     pub(super) truncating: Option<Truncating>,
     /// Inside an oversized line being split: its start and length so far.
     pub(super) long_line: Option<(u64, u64)>,
@@ -82,7 +82,7 @@ impl Tailed {
             read_pos: 0,
             prefix,
             committed,
-            pending: None,
+            multiline: None,
             truncating: None,
             long_line: None,
             batch: Vec::new(),
@@ -110,7 +110,7 @@ impl Tailed {
         if let Some(t) = &self.truncating {
             pos = pos.min(t.line_start);
         }
-        if let Some(p) = &self.pending {
+        if let Some(p) = &self.multiline {
             pos = pos.min(p.start);
         }
         pos
@@ -144,7 +144,7 @@ impl Tailed {
         self.searched = 0;
         self.start = pos;
         self.read_pos = pos;
-        self.pending = None;
+        self.multiline = None;
         self.truncating = None;
         self.long_line = None;
         self.batch.clear();

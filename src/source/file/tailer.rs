@@ -216,7 +216,7 @@ impl<S: Sink> Tail<S> {
             .values()
             .filter_map(|t| {
                 let multiline = t
-                    .pending
+                    .multiline
                     .as_ref()
                     .map(|p| p.last + t.block.multiline_timeout);
                 let close = t.draining.map(|d| d.max(t.grew) + t.block.rotate_wait);
@@ -324,22 +324,22 @@ impl<S: Sink> Tail<S> {
                 }
                 ReadEnd::Eof => {}
             }
-            self.flush(t)?;
+            self.spool_batch(t)?;
         }
         let timed_out = t
-            .pending
+            .multiline
             .as_ref()
             .is_some_and(|p| now >= p.last + t.block.multiline_timeout);
         if timed_out {
-            self.emit_pending(t)?;
-            self.flush(t)?;
+            self.emit_multiline(t)?;
+            self.spool_batch(t)?;
         }
         if let Some(since) = t.draining {
             // Now, not the pass's start: the read above may have just moved `grew`.
             let now = Instant::now();
             if t.at_eof && !more && now >= since.max(t.grew) + t.block.rotate_wait {
                 self.finish_lines(t)?;
-                self.flush(t)?;
+                self.spool_batch(t)?;
                 self.remove_checkpoint(&t.block.stream.clone(), t.checkpoint_id)?;
                 self.metrics.file_event(FileEvent::Closed);
                 tracing::info!(path = %t.path.display(), position = t.read_pos, "Closed a rotated or removed file after reading it to the end");
@@ -447,7 +447,7 @@ impl<S: Sink> Tail<S> {
 impl<S: Sink> Tail<S> {
     /// Spools the batch with the file's checkpoint (or the checkpoint alone, if the
     /// position moved without records).
-    pub(super) fn flush(&mut self, t: &mut Tailed) -> Result<(), FileError> {
+    pub(super) fn spool_batch(&mut self, t: &mut Tailed) -> Result<(), FileError> {
         // Counts go out even when nothing else moved (a line being truncated is
         // counted when it crosses the limit, before anything is spooled).
         let c = std::mem::take(&mut t.counts);

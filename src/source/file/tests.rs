@@ -1,62 +1,5 @@
 use super::*;
 use std::io::Write;
-use std::sync::Mutex;
-
-/// Records and checkpoints, written together as the spool does.
-#[derive(Default)]
-struct Mem {
-    lines: Vec<Bytes>,
-    keys: Vec<String>,
-    checkpoints: BTreeMap<Vec<u8>, Vec<u8>>,
-}
-
-#[derive(Clone, Default)]
-struct MemSink(Arc<Mutex<Mem>>);
-
-impl Sink for MemSink {
-    fn spool(
-        &mut self,
-        _: &str,
-        records: Vec<UserRecord>,
-        c: &Checkpoint,
-    ) -> Result<(), ProduceError> {
-        let mut m = self.0.lock().unwrap();
-        for r in records {
-            r.validate().unwrap();
-            m.lines.push(r.data);
-            m.keys.push(r.partition_key);
-        }
-        m.checkpoints.insert(c.name.clone(), c.value.clone());
-        Ok(())
-    }
-    fn checkpoints(&mut self, _: &str) -> Result<Vec<Checkpoint>, ProduceError> {
-        let m = self.0.lock().unwrap();
-        Ok(m.checkpoints
-            .iter()
-            .map(|(name, value)| Checkpoint {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect())
-    }
-    fn remove_checkpoint(&mut self, _: &str, name: &[u8]) -> Result<(), ProduceError> {
-        self.0.lock().unwrap().checkpoints.remove(name);
-        Ok(())
-    }
-}
-
-impl MemSink {
-    fn lines(&self) -> Vec<String> {
-        let m = self.0.lock().unwrap();
-        m.lines
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect()
-    }
-    fn raw(&self) -> Vec<Bytes> {
-        self.0.lock().unwrap().lines.clone()
-    }
-}
 
 fn block(dir: &Path, extra: &str) -> FileConfig {
     let text = format!(
@@ -78,7 +21,7 @@ fn append(path: &Path, data: &[u8]) {
     f.write_all(data).unwrap();
 }
 
-fn start(dir: &Path, extra: &str, sink: &MemSink) -> Tail<MemSink> {
+fn start(dir: &Path, extra: &str, sink: &MemorySink) -> Tail<MemorySink> {
     Tail::start(vec![block(dir, extra)], sink.clone(), Metrics::new()).unwrap()
 }
 
@@ -87,7 +30,7 @@ fn partial_lines_wait_for_their_newline_and_crlf_and_empty_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
     append(&path, b"one\r\n\ntwo\nthr");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "", &sink);
     tail.poll().unwrap();
     assert_eq!(sink.lines(), ["one", "two"]);
@@ -95,7 +38,7 @@ fn partial_lines_wait_for_their_newline_and_crlf_and_empty_lines() {
     tail.poll().unwrap();
     assert_eq!(sink.lines(), ["one", "two", "three"]);
     // Random keys: 16 hex digits.
-    assert!(sink.0.lock().unwrap().keys.iter().all(|k| k.len() == 16));
+    assert!(sink.keys().iter().all(|k| k.len() == 16));
 }
 
 #[test]
@@ -103,7 +46,7 @@ fn restart_resumes_at_the_checkpoint_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
     append(&path, b"1\n2\n3");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "", &sink);
     tail.poll().unwrap();
     drop(tail);
@@ -133,7 +76,7 @@ fn multiline_records_join_until_the_next_start_or_the_timeout() {
         &path,
         b"stray\n2024 first\n  at a\n  at b\n2024 second\n\n  at c\n",
     );
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(
         dir.path(),
         "multiline_start = '^\\d{4} '\nmultiline_timeout_ms = 200",
@@ -142,7 +85,7 @@ fn multiline_records_join_until_the_next_start_or_the_timeout() {
     tail.poll().unwrap();
     assert_eq!(sink.lines(), ["stray", "2024 first\n  at a\n  at b"]);
     // The checkpoint stays before the record in progress.
-    let cp = sink.0.lock().unwrap().checkpoints.values().next().cloned();
+    let cp = sink.lock().checkpoints.values().next().cloned();
     let pos = Position::decode(&cp.unwrap()).unwrap().offset;
     assert_eq!(pos, "stray\n2024 first\n  at a\n  at b\n".len() as u64);
     std::thread::sleep(Duration::from_millis(250));
@@ -156,7 +99,7 @@ fn oversized_lines_are_split_streaming_or_truncated() {
     let path = dir.path().join("a.log");
     let big = "x".repeat(2500);
     append(&path, format!("a\n{big}\nb\n").as_bytes());
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(
         vec![block(dir.path(), "max_record_bytes = 1000")],
@@ -165,7 +108,7 @@ fn oversized_lines_are_split_streaming_or_truncated() {
     )
     .unwrap();
     tail.poll().unwrap();
-    let lens: Vec<usize> = sink.raw().iter().map(|l| l.len()).collect();
+    let lens: Vec<usize> = sink.data().iter().map(|l| l.len()).collect();
     assert_eq!(lens, [1, 1000, 1000, 500, 1]);
     assert_eq!(metrics.oversized_count(KIND, LineAction::Split), 1);
     // A line longer than the buffer, arriving in pieces: memory stays bounded
@@ -178,7 +121,7 @@ fn oversized_lines_are_split_streaming_or_truncated() {
     assert_eq!(metrics.oversized_count(KIND, LineAction::Split), 2);
     append(&path, b"yy\nafter\n");
     tail.poll().unwrap();
-    let got = sink.raw();
+    let got = sink.data();
     let ys: usize = got[5..got.len() - 1].iter().map(|l| l.len()).sum();
     assert_eq!(ys, huge.len() + 2);
     assert!(got[5..got.len() - 1].iter().all(|l| l.len() <= 1000));
@@ -188,7 +131,7 @@ fn oversized_lines_are_split_streaming_or_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
     append(&path, &vec![b'z'; 3 * READ_BYTES]);
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(
         vec![block(
@@ -200,11 +143,11 @@ fn oversized_lines_are_split_streaming_or_truncated() {
     )
     .unwrap();
     tail.poll().unwrap();
-    assert!(sink.raw().is_empty(), "truncated line sent before its end");
+    assert!(sink.data().is_empty(), "truncated line sent before its end");
     assert_eq!(metrics.oversized_count(KIND, LineAction::Truncated), 1);
     append(&path, b"zzz\nnext\n");
     tail.poll().unwrap();
-    let got = sink.raw();
+    let got = sink.data();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].len(), 1000);
     assert_eq!(got[1], "next");
@@ -219,7 +162,7 @@ fn a_line_written_in_small_pieces_is_searched_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
     append(&path, b"");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "", &sink);
     tail.poll().unwrap();
     let line = vec![b'q'; 512 << 10];
@@ -230,7 +173,7 @@ fn a_line_written_in_small_pieces_is_searched_once() {
     }
     append(&path, b"\nafter\n");
     tail.poll().unwrap();
-    let lens: Vec<usize> = sink.raw().iter().map(|l| l.len()).collect();
+    let lens: Vec<usize> = sink.data().iter().map(|l| l.len()).collect();
     assert_eq!(lens, [line.len(), 5]);
     let input = (line.len() + 7) as u64;
     assert!(
@@ -272,7 +215,7 @@ fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
     };
 
     // Not following: only real files, each link skipped and logged once.
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(vec![config(false)], sink.clone(), metrics.clone()).unwrap();
     for _ in 0..3 {
@@ -299,7 +242,7 @@ fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
 
     // Following: only to a regular file the patterns match (the shared log, the
     // same file as its own path: tailed once), never outside them, never /proc.
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(vec![config(true)], sink.clone(), metrics.clone()).unwrap();
     tail.poll().unwrap();
@@ -342,7 +285,7 @@ fn invalid_utf8_is_passed_replaced_or_rejected() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         append(&dir.path().join("a.log"), b"a\xffb\nok\n");
-        let sink = MemSink::default();
+        let sink = MemorySink::default();
         let metrics = Metrics::new();
         let mut tail = Tail::start(
             vec![block(dir.path(), &format!("invalid_utf8 = \"{policy}\""))],
@@ -351,7 +294,7 @@ fn invalid_utf8_is_passed_replaced_or_rejected() {
         )
         .unwrap();
         tail.poll().unwrap();
-        let got = sink.raw();
+        let got = sink.data();
         if expect.is_empty() {
             assert_eq!(got, vec![Bytes::from("ok")], "{policy}");
             assert_eq!(
@@ -380,7 +323,7 @@ fn partition_keys_follow_the_option() {
         &path,
         b"{\"user\":\"u-1\",\"n\":{\"x\":[1,2]}}\n{\"n\":1,\"user\":42}\n{\"other\":1}\nnot json\n",
     );
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(
         vec![block(
@@ -392,38 +335,38 @@ fn partition_keys_follow_the_option() {
     )
     .unwrap();
     tail.poll().unwrap();
-    let keys = sink.0.lock().unwrap().keys.clone();
+    let keys = sink.keys();
     assert_eq!(&keys[..2], ["u-1", "42"]);
     assert_eq!(keys[2].len(), 16);
     assert_eq!(metrics.partition_key_fallback_count(KIND), 2);
 
     let dir = tempfile::tempdir().unwrap();
     append(&dir.path().join("a.log"), b"same\nsame\n");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "partition_key = \"line_hash\"", &sink);
     tail.poll().unwrap();
-    let keys = sink.0.lock().unwrap().keys.clone();
+    let keys = sink.keys();
     assert_eq!(keys[0], keys[1]);
     assert_eq!(keys[0], format!("{:016x}", fnv1a(b"same")));
 
     let dir = tempfile::tempdir().unwrap();
     append(&dir.path().join("a.log"), b"x\n");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "partition_key = \"file_path\"", &sink);
     tail.poll().unwrap();
-    let keys = sink.0.lock().unwrap().keys.clone();
+    let keys = sink.keys();
     assert_eq!(keys[0], dir.path().join("a.log").display().to_string());
 
     // Random: one key per batch, a new one for the next batch.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
     append(&path, b"1\n2\n3\n");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "", &sink);
     tail.poll().unwrap();
     append(&path, b"4\n5\n");
     tail.poll().unwrap();
-    let keys = sink.0.lock().unwrap().keys.clone();
+    let keys = sink.keys();
     assert_eq!(keys.len(), 5);
     assert!(keys.iter().all(|k| k.len() == 16));
     assert!(keys[..3].iter().all(|k| *k == keys[0]));
@@ -496,7 +439,7 @@ fn copytruncate_reads_the_rest_from_the_copy() {
         .map(|i| format!("first-{i:04}-{}\n", "p".repeat(20)))
         .collect();
     append(&path, first.as_bytes());
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(vec![block(dir.path(), "")], sink.clone(), metrics.clone()).unwrap();
     tail.poll().unwrap();
@@ -531,7 +474,7 @@ fn rotated_and_deleted_files_are_read_to_the_end_then_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.log");
     append(&path, b"1\n");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "", &sink);
     tail.poll().unwrap();
     // The writer appends to its handle after the rename, then a new file comes.
@@ -546,7 +489,7 @@ fn rotated_and_deleted_files_are_read_to_the_end_then_forgotten() {
     // The old file's partial last line is sent when it is closed.
     assert_eq!(sink.lines(), ["1", "2", "3", "4"]);
     assert_eq!(tail.open_files(), 1);
-    assert_eq!(sink.0.lock().unwrap().checkpoints.len(), 1);
+    assert_eq!(sink.lock().checkpoints.len(), 1);
     // Deleted: read to the end from the open handle.
     let mut h = std::fs::OpenOptions::new()
         .append(true)
@@ -557,7 +500,7 @@ fn rotated_and_deleted_files_are_read_to_the_end_then_forgotten() {
     tail.poll().unwrap();
     assert_eq!(sink.lines(), ["1", "2", "3", "4", "5"]);
     assert_eq!(tail.open_files(), 0);
-    assert!(sink.0.lock().unwrap().checkpoints.is_empty());
+    assert!(sink.lock().checkpoints.is_empty());
 }
 
 #[test]
@@ -566,11 +509,11 @@ fn checkpoints_of_gone_files_are_removed_and_files_rotated_while_stopped_are_fin
     let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
     append(&a, b"a1\n");
     append(&b, b"b1\n");
-    let sink = MemSink::default();
+    let sink = MemorySink::default();
     let mut tail = start(dir.path(), "", &sink);
     tail.poll().unwrap();
     drop(tail);
-    assert_eq!(sink.0.lock().unwrap().checkpoints.len(), 2);
+    assert_eq!(sink.lock().checkpoints.len(), 2);
     // While stopped: a is rotated (and written once more), b deleted.
     append(&a, b"a2\n");
     std::fs::rename(&a, dir.path().join("a.log.1")).unwrap();
@@ -582,6 +525,6 @@ fn checkpoints_of_gone_files_are_removed_and_files_rotated_while_stopped_are_fin
     got.sort();
     assert_eq!(got, ["a1", "a2", "a3", "b1"]);
     // Only the new a.log's checkpoint is left.
-    assert_eq!(sink.0.lock().unwrap().checkpoints.len(), 1);
+    assert_eq!(sink.lock().checkpoints.len(), 1);
     assert_eq!(tail.open_files(), 1);
 }
