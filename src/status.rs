@@ -506,6 +506,48 @@ impl Status {
             self.pid,
             human_duration(self.uptime_seconds)
         );
+        self.render_spool(&mut out);
+        let oldest = match (s.oldest_record_age_seconds, s.records) {
+            (Some(age), _) => human_duration(age),
+            (None, 0) => "none".into(),
+            (None, _) => "unknown".into(),
+        };
+        let _ = writeln!(out, "oldest unsent:  {oldest}");
+        let _ = writeln!(
+            out,
+            "delivery:       {:.1} records/s over the last minute, {} delivered since start",
+            self.delivery_rate_records_per_second, self.delivered_records_total
+        );
+        if self.streams.len() > 1 {
+            for st in &self.streams {
+                let _ = writeln!(
+                    out,
+                    "  {:<14}{:.1} records/s, {} delivered",
+                    st.stream, st.delivery_rate_records_per_second, st.delivered_records_total
+                );
+            }
+        }
+        match &self.last_error {
+            None => {
+                let _ = writeln!(out, "last error:     none");
+            }
+            Some(e) => {
+                let _ = writeln!(
+                    out,
+                    "last error:     {} ago, stream {}: {}: {}",
+                    human_duration(e.age_seconds),
+                    e.stream,
+                    e.code,
+                    e.message
+                );
+            }
+        }
+        out
+    }
+
+    /// The backlog, disk and damage lines.
+    fn render_spool(&self, out: &mut String) {
+        let s = &self.spool;
         // Segment files are what counts against max_bytes.
         let used = if s.max_bytes > 0 {
             s.segment_bytes as f64 * 100.0 / s.max_bytes as f64
@@ -544,42 +586,6 @@ impl Status {
                 s.damaged_frames
             );
         }
-        let oldest = match (s.oldest_record_age_seconds, s.records) {
-            (Some(age), _) => human_duration(age),
-            (None, 0) => "none".into(),
-            (None, _) => "unknown".into(),
-        };
-        let _ = writeln!(out, "oldest unsent:  {oldest}");
-        let _ = writeln!(
-            out,
-            "delivery:       {:.1} records/s over the last minute, {} delivered since start",
-            self.delivery_rate_records_per_second, self.delivered_records_total
-        );
-        if self.streams.len() > 1 {
-            for st in &self.streams {
-                let _ = writeln!(
-                    out,
-                    "  {:<14}{:.1} records/s, {} delivered",
-                    st.stream, st.delivery_rate_records_per_second, st.delivered_records_total
-                );
-            }
-        }
-        match &self.last_error {
-            None => {
-                let _ = writeln!(out, "last error:     none");
-            }
-            Some(e) => {
-                let _ = writeln!(
-                    out,
-                    "last error:     {} ago, stream {}: {}: {}",
-                    human_duration(e.age_seconds),
-                    e.stream,
-                    e.code,
-                    e.message
-                );
-            }
-        }
-        out
     }
 }
 

@@ -108,6 +108,28 @@ pub(super) fn remove_old_files(dir: &Path) {
     }
 }
 
+/// The records of entry `id` its progress bitmap does not mark delivered.
+fn undelivered(
+    tree: &sled::Tree,
+    id: u64,
+    all: Vec<UserRecord>,
+) -> Result<Vec<UserRecord>, SpoolError> {
+    let bits: Vec<u64> = match tree.get([&[NS_PROGRESS][..], &id.to_be_bytes()].concat())? {
+        Some(p) if p.first() == Some(&V1) && (p.len() - 1) % 8 == 0 => p[1..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("eight bytes")))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let delivered = |i: usize| bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !delivered(*i))
+        .map(|(_, r)| r)
+        .collect())
+}
+
 /// Moves a 0.1 spool at `dir` to the current layout.
 pub(super) fn migrate(dir: &Path, options: &SpoolOptions) -> Result<(), SpoolError> {
     tracing::info!(path = %dir.display(), "Migrating a spool written by shardline 0.1 to the segment layout");
@@ -141,20 +163,7 @@ pub(super) fn migrate(dir: &Path, options: &SpoolOptions) -> Result<(), SpoolErr
                     return Ok(());
                 }
             };
-            let bits: Vec<u64> = match tree.get([&[NS_PROGRESS][..], &id.to_be_bytes()].concat())? {
-                Some(p) if p.first() == Some(&V1) && (p.len() - 1) % 8 == 0 => p[1..]
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("eight bytes")))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let delivered = |i: usize| bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
-            let left: Vec<UserRecord> = all
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !delivered(*i))
-                .map(|(_, r)| r)
-                .collect();
+            let left = undelivered(&tree, id, all)?;
             if !left.is_empty() {
                 records += left.len() as u64;
                 entries += 1;
