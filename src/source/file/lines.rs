@@ -70,38 +70,7 @@ impl<S: Sink> Tail<S> {
                     }
                     self.whole_line(t, line.freeze(), line_start)?;
                 }
-                None if t.buf.len() > max => {
-                    // Too long already and no end in sight: do not hold it all.
-                    match t.block.oversized {
-                        Oversized::Split => {
-                            self.emit_multiline(t)?;
-                            if t.long_line.is_none() {
-                                // Counted and logged now, not when (or whether)
-                                // its newline comes.
-                                let (so_far, at) = (t.buf.len() as u64, t.start);
-                                self.oversized_line(t, so_far, at, Oversized::Split, false);
-                            }
-                            let cut = char_boundary(&t.buf, max);
-                            let (line_start, len) = t.long_line.unwrap_or((t.start, 0));
-                            t.long_line = Some((line_start, len + cut as u64));
-                            let chunk = t.buf.split_to(cut).freeze();
-                            t.start += cut as u64;
-                            self.record(t, chunk)?;
-                        }
-                        Oversized::Truncate => {
-                            let (so_far, at) = (t.buf.len() as u64, t.start);
-                            self.oversized_line(t, so_far, at, Oversized::Truncate, false);
-                            let cut = char_boundary(&t.buf, max);
-                            let head = t.buf.split_to(cut).freeze();
-                            t.truncating = Some(Truncating {
-                                head,
-                                line_start: t.start,
-                                len: cut as u64,
-                            });
-                            t.start += cut as u64;
-                        }
-                    }
-                }
+                None if t.buf.len() > max => self.cut_unended(t, max)?,
                 None if last && !t.buf.is_empty() => {
                     let line_start = t.start;
                     let n = t.buf.len();
@@ -119,6 +88,41 @@ impl<S: Sink> Tail<S> {
                 }
             }
         }
+    }
+
+    /// A line longer than the record limit with no end in the buffer yet: split
+    /// off a record, or keep its head and drop the rest, per `oversized`.
+    fn cut_unended(&mut self, t: &mut Tailed, max: usize) -> Result<(), FileError> {
+        match t.block.oversized {
+            Oversized::Split => {
+                self.emit_multiline(t)?;
+                if t.long_line.is_none() {
+                    // Counted and logged now, not when (or whether)
+                    // its newline comes.
+                    let (so_far, at) = (t.buf.len() as u64, t.start);
+                    self.oversized_line(t, so_far, at, Oversized::Split, false);
+                }
+                let cut = char_boundary(&t.buf, max);
+                let (line_start, len) = t.long_line.unwrap_or((t.start, 0));
+                t.long_line = Some((line_start, len + cut as u64));
+                let chunk = t.buf.split_to(cut).freeze();
+                t.start += cut as u64;
+                self.record(t, chunk)?;
+            }
+            Oversized::Truncate => {
+                let (so_far, at) = (t.buf.len() as u64, t.start);
+                self.oversized_line(t, so_far, at, Oversized::Truncate, false);
+                let cut = char_boundary(&t.buf, max);
+                let head = t.buf.split_to(cut).freeze();
+                t.truncating = Some(Truncating {
+                    head,
+                    line_start: t.start,
+                    len: cut as u64,
+                });
+                t.start += cut as u64;
+            }
+        }
+        Ok(())
     }
 
     /// A line with its end: the tail of a split line, an oversized line, or a line.

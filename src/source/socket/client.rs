@@ -58,23 +58,7 @@ pub async fn send_lines(
             source,
         })?;
     let (mut rd, mut wr) = stream.into_split();
-    let reader = tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut answers = Vec::new();
-        loop {
-            while let Some(r) = frame::decode::<Response>(&mut buf)? {
-                answers.push(r);
-            }
-            if rd
-                .read_buf(&mut buf)
-                .await
-                .map_err(ClientError::Connection)?
-                == 0
-            {
-                return Ok::<_, ClientError>(answers);
-            }
-        }
-    });
+    let reader = tokio::spawn(async move { read_answers(&mut rd).await });
     let mut report = SendReport::default();
     let mut sizes = std::collections::HashMap::new();
     let mut out = BytesMut::new();
@@ -127,16 +111,43 @@ pub async fn send_lines(
     wr.shutdown().await.map_err(ClientError::Connection)?;
     let answers = reader.await.expect("reader task panicked")?;
     for a in answers {
-        let n = sizes.get(&a.id).copied().unwrap_or(0);
+        report.count(&a, sizes.get(&a.id).copied().unwrap_or(0));
+    }
+    Ok(report)
+}
+
+/// The agent's answers, until it closes the connection.
+async fn read_answers(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+) -> Result<Vec<Response>, ClientError> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut answers = Vec::new();
+    loop {
+        while let Some(r) = frame::decode::<Response>(&mut buf)? {
+            answers.push(r);
+        }
+        if rd
+            .read_buf(&mut buf)
+            .await
+            .map_err(ClientError::Connection)?
+            == 0
+        {
+            return Ok(answers);
+        }
+    }
+}
+
+impl SendReport {
+    /// Counts one answer to a request of `records` records.
+    fn count(&mut self, a: &Response, records: u64) {
         match Status::try_from(a.status) {
-            Ok(Status::Ok) => report.acknowledged += a.records as u64,
+            Ok(Status::Ok) => self.acknowledged += a.records as u64,
             other => {
-                report.refused += n;
+                self.refused += records;
                 let status =
                     other.map_or_else(|_| format!("status {}", a.status), |s| format!("{s:?}"));
-                report.errors.push(format!("{status}: {}", a.message));
+                self.errors.push(format!("{status}: {}", a.message));
             }
         }
     }
-    Ok(report)
 }
