@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
 use shardline::producer::{Producer, ProducerOptions};
 use shardline::UserRecord;
+
+#[path = "../examples/common/emulator.rs"]
+mod emulator;
 
 const RECORD_BYTES: usize = 256;
 const BATCH: usize = 500;
@@ -24,28 +26,18 @@ async fn emulator(shards: i32) -> String {
     std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-        create_stream_ms: 0,
-        shard_limit: 1000,
-        ..Default::default()
-    });
-    let app = app.layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    let client = SdkKinesis::new(&ClientOptions {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint.clone()),
-        request_timeout: None,
-        // A loopback emulator: never through a proxy.
-        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
-        no_proxy: None,
-    })
+    let served = emulator::start(
+        ferrokinesis::store::StoreOptions {
+            create_stream_ms: 0,
+            shard_limit: 1000,
+            ..Default::default()
+        },
+        |app| app,
+    )
     .await;
+    let endpoint = served.endpoint.clone();
+    let client = emulator::client(&endpoint, None).await;
     client
-        .client()
         .create_stream()
         .stream_name("bench")
         .shard_count(shards)

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ScalingType;
-use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
+
 use tokio::io::AsyncWriteExt;
 
 const STREAM: &str = "app-logs";
@@ -73,29 +73,18 @@ async fn main() {
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "demo");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding the emulator");
-    let endpoint = format!("http://{}", listener.local_addr().expect("bound"));
-    let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-        create_stream_ms: 0,
-        update_stream_ms: 0,
-        enforce_limits: true,
-        ..Default::default()
-    });
-    let app = app.layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("emulator") });
-    let client = SdkKinesis::new(&ClientOptions {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint.clone()),
-        request_timeout: None,
-        // A loopback emulator: never through a proxy.
-        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
-        no_proxy: None,
-    })
-    .await
-    .client()
-    .clone();
+    let emu = common::emulator::start(
+        ferrokinesis::store::StoreOptions {
+            create_stream_ms: 0,
+            update_stream_ms: 0,
+            enforce_limits: true,
+            ..Default::default()
+        },
+        |app| app,
+    )
+    .await;
+    let endpoint = emu.endpoint.clone();
+    let client = common::emulator::client(&endpoint, None).await;
     client
         .create_stream()
         .stream_name(STREAM)

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use shardline::aggregate::deaggregate;
-use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
+
 use tokio::io::AsyncWriteExt;
+
+mod common;
 
 const STREAM: &str = "app-logs";
 const SHARDS: i32 = 4;
@@ -34,25 +36,16 @@ async fn main() {
         .init();
 
     // 1. A Kinesis emulator on loopback, with a 4-shard stream.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-        create_stream_ms: 0,
-        ..Default::default()
-    });
-    let app = app.layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let client = SdkKinesis::new(&ClientOptions {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint.clone()),
-        request_timeout: None,
-        // A loopback emulator: never through a proxy.
-        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
-        no_proxy: None,
-    })
-    .await
-    .client()
-    .clone();
+    let emu = common::emulator::start(
+        ferrokinesis::store::StoreOptions {
+            create_stream_ms: 0,
+            ..Default::default()
+        },
+        |app| app,
+    )
+    .await;
+    let endpoint = emu.endpoint.clone();
+    let client = common::emulator::client(&endpoint, None).await;
     client
         .create_stream()
         .stream_name(STREAM)

@@ -686,33 +686,18 @@ fn serve_endpoint(shards: u32) {
 fn serve_emulator(shards: u32) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-            create_stream_ms: 0,
-            shard_limit: shards.max(10),
-            ..Default::default()
-        });
-        let app = app
-            .layer(axum::middleware::from_fn(note_first_put))
-            // PutRecords may carry 5 MiB (as base64 JSON, more): lift axum's 2 MiB limit.
-            .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let client = shardline::deliver::kinesis::SdkKinesis::new(
-            &shardline::deliver::kinesis::ClientOptions {
-                region: Some("us-east-1".into()),
-                endpoint: Some(format!("http://{addr}")),
-                request_timeout: Some(Duration::from_secs(30)),
-                // A loopback emulator: never through a proxy.
-                proxy: shardline::deliver::proxy::ProxySetting::Disabled,
-                no_proxy: None,
+        let served = common::emulator::start(
+            ferrokinesis::store::StoreOptions {
+                create_stream_ms: 0,
+                shard_limit: shards.max(10),
+                ..Default::default()
             },
+            |app| app.layer(axum::middleware::from_fn(note_first_put)),
         )
-        .await
-        .client()
-        .clone();
+        .await;
+        let addr = served.addr;
+        let client =
+            common::emulator::client(&served.endpoint, Some(Duration::from_secs(30))).await;
         client
             .create_stream()
             .stream_name(STREAM)
@@ -736,7 +721,7 @@ fn serve_emulator(shards: u32) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         println!("{addr}");
-        server.await.expect("server task").expect("serve");
+        served.task.await.expect("server task");
     });
 }
 

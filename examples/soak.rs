@@ -63,7 +63,7 @@ use aws_sdk_kinesis::types::{ScalingType, ShardIteratorType, StreamStatus};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use shardline::aggregate::{deaggregate, is_aggregated};
-use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
+
 use shardline::source::socket::frame::{self, Record, Request, Response, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -198,17 +198,7 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {logs:?}: {e}"))?;
 
     let emulator = Emulator::start().await?;
-    let client = SdkKinesis::new(&ClientOptions {
-        region: Some("us-east-1".into()),
-        endpoint: Some(emulator.endpoint.clone()),
-        request_timeout: Some(Duration::from_secs(30)),
-        // A loopback emulator: never through a proxy.
-        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
-        no_proxy: None,
-    })
-    .await
-    .client()
-    .clone();
+    let client = common::emulator::client(&emulator.endpoint, Some(Duration::from_secs(30))).await;
     client
         .create_stream()
         .stream_name(STREAM)
@@ -381,30 +371,22 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("cannot bind the emulator: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
-            create_stream_ms: 0,
-            delete_stream_ms: 0,
-            update_stream_ms: 500,
-            shard_limit: 1000,
-            enforce_limits: true,
-            ..Default::default()
-        });
         let faults = Arc::new(faults::Faults::default());
-        let app = app
-            .layer(axum::middleware::from_fn_with_state(
-                faults.clone(),
-                faults::layer,
-            ))
-            // PutRecords may carry 5 MiB (as base64 JSON, more): lift axum's 2 MiB limit.
-            .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("soak: the emulator stopped: {e}");
-            }
-        });
+        let f = faults.clone();
+        let served = common::emulator::serve(
+            listener,
+            ferrokinesis::store::StoreOptions {
+                create_stream_ms: 0,
+                delete_stream_ms: 0,
+                update_stream_ms: 500,
+                shard_limit: 1000,
+                enforce_limits: true,
+                ..Default::default()
+            },
+            |app| app.layer(axum::middleware::from_fn_with_state(f, faults::layer)),
+        );
         Ok(Emulator {
-            endpoint: format!("http://{addr}"),
+            endpoint: served.endpoint,
             faults,
         })
     }

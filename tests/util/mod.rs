@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../../examples/common/emulator.rs"]
+pub mod emulator;
 pub mod faults;
 pub mod proxy;
 
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use shardline::agent::Agent;
 use shardline::aggregate::deaggregate;
 use shardline::config::Config;
-use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
+
 use shardline::record::UserRecord;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -74,25 +76,17 @@ impl Emulator {
         options: ferrokinesis::store::StoreOptions,
     ) -> Emulator {
         aws_env();
-        let addr = listener.local_addr().unwrap();
-        let (app, store) = ferrokinesis::create_app(options);
         let faults = Arc::new(faults::Faults::default());
-        let app = app
-            .layer(axum::middleware::from_fn_with_state(
-                faults.clone(),
-                faults::layer,
-            ))
-            // PutRecords may carry 5 MiB (as base64 JSON, more): lift axum's 2 MiB limit.
-            .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+        let f = faults.clone();
+        let served = emulator::serve(listener, options, |app| {
+            app.layer(axum::middleware::from_fn_with_state(f, faults::layer))
         });
         Emulator {
-            endpoint: format!("http://{addr}"),
-            addr,
-            store,
+            endpoint: served.endpoint,
+            addr: served.addr,
+            store: served.store,
             faults,
-            task,
+            task: served.task,
         }
     }
 
@@ -107,17 +101,7 @@ impl Emulator {
 
 pub async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
     aws_env();
-    SdkKinesis::new(&ClientOptions {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint.into()),
-        request_timeout: Some(Duration::from_secs(30)),
-        // A loopback emulator: never through a proxy.
-        proxy: shardline::deliver::proxy::ProxySetting::Disabled,
-        no_proxy: None,
-    })
-    .await
-    .client()
-    .clone()
+    emulator::client(endpoint, Some(Duration::from_secs(30))).await
 }
 
 pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {

@@ -1,0 +1,70 @@
+//! The ferrokinesis emulator served on 127.0.0.1, and an SDK client for it: one
+//! copy for the tests (`tests/util`), the examples and the benches.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
+use shardline::deliver::proxy::ProxySetting;
+
+/// A served emulator.
+pub struct Served {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub store: ferrokinesis::store::Store,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves an emulator with `options` on `listener`; `layer` wraps its router
+/// (fault injection, request taps). axum's 2 MiB body limit is lifted: a
+/// PutRecords of 5 MiB is more as base64 JSON.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    options: ferrokinesis::store::StoreOptions,
+    layer: impl FnOnce(axum::Router) -> axum::Router,
+) -> Served {
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let (app, store) = ferrokinesis::create_app(options);
+    let app = layer(app).layer(axum::extract::DefaultBodyLimit::max(16 << 20));
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("the Kinesis emulator stopped: {e}");
+        }
+    });
+    Served {
+        addr,
+        endpoint: format!("http://{addr}"),
+        store,
+        task,
+    }
+}
+
+/// Binds 127.0.0.1:0 and serves there.
+pub async fn start(
+    options: ferrokinesis::store::StoreOptions,
+    layer: impl FnOnce(axum::Router) -> axum::Router,
+) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0 for the emulator");
+    serve(listener, options, layer)
+}
+
+/// An SDK client of an emulator at `endpoint` (never through a proxy).
+pub async fn client(endpoint: &str, request_timeout: Option<Duration>) -> aws_sdk_kinesis::Client {
+    SdkKinesis::new(&ClientOptions {
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.into()),
+        request_timeout,
+        proxy: ProxySetting::Disabled,
+        no_proxy: None,
+    })
+    .await
+    .client()
+    .clone()
+}
