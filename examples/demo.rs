@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use shardline::aggregate::deaggregate;
 
@@ -145,30 +144,14 @@ async fn read_back(client: &aws_sdk_kinesis::Client) -> (BTreeMap<String, Vec<By
         .await
         .unwrap();
     for shard in shards.shards() {
-        let mut it = client
-            .get_shard_iterator()
-            .stream_name(STREAM)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
+        let records = common::emulator::read_shard(client, STREAM, shard.shard_id(), 10_000)
             .await
-            .unwrap()
-            .shard_iterator()
-            .map(str::to_owned);
+            .unwrap();
         let lines: &mut Vec<Bytes> = per_shard.entry(shard.shard_id().to_owned()).or_default();
-        while let Some(i) = it {
-            let page = client.get_records().shard_iterator(i).send().await.unwrap();
-            for r in page.records() {
-                kinesis_records += 1;
-                let data = Bytes::copy_from_slice(r.data().as_ref());
-                let users = deaggregate(r.partition_key().unwrap_or_default(), None, &data)
-                    .expect("every aggregate decodes");
-                lines.extend(users.into_iter().map(|u| u.data));
-            }
-            if page.records().is_empty() {
-                break;
-            }
-            it = page.next_shard_iterator().map(str::to_owned);
+        for (pk, data) in records {
+            kinesis_records += 1;
+            let users = deaggregate(&pk, None, &data).expect("every aggregate decodes");
+            lines.extend(users.into_iter().map(|u| u.data));
         }
     }
     (per_shard, kinesis_records)

@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_kinesis::types::{ScalingType, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{ScalingType, StreamStatus};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use shardline::aggregate::{deaggregate, is_aggregated};
@@ -1258,45 +1258,21 @@ async fn read_back(client: &aws_sdk_kinesis::Client) -> Result<(Tally, u64), Str
             parse(range.starting_hash_key())?,
             parse(range.ending_hash_key())?,
         );
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(STREAM)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| format!("GetShardIterator failed: {e:?}"))?
-            .shard_iterator()
-            .map(str::to_owned);
-        while let Some(it) = iterator {
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(READ_LIMIT)
-                .send()
-                .await
-                .map_err(|e| format!("GetRecords failed: {e:?}"))?;
-            for r in page.records() {
-                kinesis_records += 1;
-                let data = Bytes::copy_from_slice(r.data().as_ref());
-                let users = deaggregate(r.partition_key().unwrap_or_default(), None, &data)
-                    .map_err(|e| {
-                        format!("a record in {} does not decode: {e}", shard.shard_id())
-                    })?;
-                // A KCL consumer drops an aggregate holding a record outside its
-                // shard's range, whole. An unaggregated record was placed by
-                // Kinesis itself (by an explicit hash key GetRecords does not
-                // return): kept.
-                let kept = !is_aggregated(&data)
-                    || users.iter().all(|u| (start..=end).contains(&u.hash_key()));
-                for u in users {
-                    tally.note(&u.data, kept);
-                }
+        let records =
+            common::emulator::read_shard(client, STREAM, shard.shard_id(), READ_LIMIT).await?;
+        for (pk, data) in records {
+            kinesis_records += 1;
+            let users = deaggregate(&pk, None, &data)
+                .map_err(|e| format!("a record in {} does not decode: {e}", shard.shard_id()))?;
+            // A KCL consumer drops an aggregate holding a record outside its
+            // shard's range, whole. An unaggregated record was placed by
+            // Kinesis itself (by an explicit hash key GetRecords does not
+            // return): kept.
+            let kept = !is_aggregated(&data)
+                || users.iter().all(|u| (start..=end).contains(&u.hash_key()));
+            for u in users {
+                tally.note(&u.data, kept);
             }
-            if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
-                break;
-            }
-            iterator = page.next_shard_iterator().map(str::to_owned);
         }
     }
     Ok((tally, kinesis_records))

@@ -68,3 +68,45 @@ pub async fn client(endpoint: &str, request_timeout: Option<Duration>) -> aws_sd
     .client()
     .clone()
 }
+
+/// Every Kinesis record of one shard, from `TRIM_HORIZON` to its end, `limit`
+/// records per GetRecords: the partition key and the data as stored
+/// (aggregated or not).
+pub async fn read_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+    limit: i32,
+) -> Result<Vec<(String, bytes::Bytes)>, String> {
+    let mut out = Vec::new();
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard_id)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .map_err(|e| format!("GetShardIterator of {shard_id} failed: {e:?}"))?
+        .shard_iterator()
+        .map(str::to_owned);
+    while let Some(it) = iterator {
+        let page = client
+            .get_records()
+            .shard_iterator(it)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| format!("GetRecords of {shard_id} failed: {e:?}"))?;
+        for r in page.records() {
+            out.push((
+                r.partition_key().unwrap_or_default().to_owned(),
+                bytes::Bytes::copy_from_slice(r.data().as_ref()),
+            ));
+        }
+        if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
+            break;
+        }
+        iterator = page.next_shard_iterator().map(str::to_owned);
+    }
+    Ok(out)
+}

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use shardline::agent::Agent;
 use shardline::aggregate::deaggregate;
@@ -193,41 +192,19 @@ pub async fn all_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<S
 pub async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ReadRecord> {
     let mut out = Vec::new();
     for shard in all_shards(client, stream).await {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(&shard.id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
+        let records = emulator::read_shard(client, stream, &shard.id, 10_000)
             .await
-            .unwrap()
-            .shard_iterator()
-            .map(str::to_owned);
-        while let Some(it) = iterator {
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap();
-            for r in page.records() {
-                let data = Bytes::copy_from_slice(r.data().as_ref());
-                let pk = r.partition_key().unwrap_or_default().to_owned();
-                let users = deaggregate(&pk, None, &data)
-                    .unwrap_or_else(|e| panic!("record in {} does not decode: {e}", shard.id));
-                out.push(ReadRecord {
-                    shard_id: shard.id.clone(),
-                    partition_key: pk,
-                    explicit_hash_key: None,
-                    data,
-                    users,
-                });
-            }
-            if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
-                break;
-            }
-            iterator = page.next_shard_iterator().map(str::to_owned);
+            .unwrap();
+        for (pk, data) in records {
+            let users = deaggregate(&pk, None, &data)
+                .unwrap_or_else(|e| panic!("record in {} does not decode: {e}", shard.id));
+            out.push(ReadRecord {
+                shard_id: shard.id.clone(),
+                partition_key: pk,
+                explicit_hash_key: None,
+                data,
+                users,
+            });
         }
     }
     out
