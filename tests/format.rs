@@ -1,0 +1,202 @@
+//! The json record format of the file and socket sources, read back from the
+//! stream as a consumer does.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::util::*;
+
+/// Every record of `stream`, parsed as a JSON object.
+async fn objects(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Map<String, Value>> {
+    stream_data(client, stream)
+        .await
+        .iter()
+        .map(|d| match serde_json::from_slice(d) {
+            Ok(Value::Object(o)) => o,
+            other => panic!("record {d:?} is not a JSON object: {other:?}"),
+        })
+        .collect()
+}
+
+/// RFC 3339, UTC, milliseconds: `2026-12-01T04:06:34.123Z`, within a minute of now.
+fn check_timestamp(v: &Value) {
+    let s = v.as_str().expect("timestamp is a string");
+    let b = s.as_bytes();
+    assert_eq!(b.len(), 24, "{s}");
+    for (i, c) in b.iter().enumerate() {
+        match i {
+            4 | 7 => assert_eq!(*c, b'-', "{s}"),
+            10 => assert_eq!(*c, b'T', "{s}"),
+            13 | 16 => assert_eq!(*c, b':', "{s}"),
+            19 => assert_eq!(*c, b'.', "{s}"),
+            23 => assert_eq!(*c, b'Z', "{s}"),
+            _ => assert!(c.is_ascii_digit(), "{s}"),
+        }
+    }
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", s, "+%s"])
+        .output()
+        .unwrap();
+    let at: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        at <= now && now - at < 600,
+        "{s} is not the time it was read"
+    );
+}
+
+/// The host name as the kernel has it.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_lines_become_json_objects_with_their_origin_and_fields() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let log = work.path("app.log");
+    let mut f = std::fs::File::create(&log).unwrap();
+    writeln!(f, "plain \"quoted\" line\twith tab").unwrap();
+    writeln!(f, r#"{{"level":"info"}}"#).unwrap();
+    // 3000 control bytes: 18000 once escaped, over the 4096-byte limit.
+    f.write_all(&[1u8; 3000]).unwrap();
+    writeln!(f).unwrap();
+    writeln!(f, "last").unwrap();
+    drop(f);
+    let extra = file_toml(
+        &[&log],
+        "format = \"json\"\nfields = { env = \"prod\", team = \"web\" }\nmax_record_bytes = 4096\noversized = \"split\"",
+    );
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &extra)).await;
+    let m = agent.metrics().clone();
+    wait_for("file records delivered", Duration::from_secs(60), || {
+        m.delivered_count("logs") >= 7
+    })
+    .await;
+    assert_eq!(
+        m.read(
+            "shardline_lines_oversized_total",
+            &[("source", "file"), ("action", "split")]
+        ),
+        1
+    );
+    let records = objects(&client, "logs").await;
+    let mut control = String::new();
+    let mut messages = Vec::new();
+    for r in &records {
+        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys.len(),
+            6,
+            "message, timestamp, host, source, env, team: {keys:?}"
+        );
+        assert_eq!(r["host"], host().as_str());
+        assert_eq!(r["source"], log.to_str().unwrap());
+        assert_eq!(r["env"], "prod");
+        assert_eq!(r["team"], "web");
+        check_timestamp(&r["timestamp"]);
+        let msg = r["message"].as_str().unwrap();
+        if msg.starts_with('\u{1}') {
+            control.push_str(msg);
+        } else {
+            messages.push(msg.to_owned());
+        }
+    }
+    for d in stream_data(&client, "logs").await {
+        assert!(d.len() <= 4096, "a record of {} bytes", d.len());
+    }
+    // Without json_merge a JSON line is nested as a string.
+    messages.sort();
+    assert_eq!(
+        messages,
+        [
+            "last",
+            "plain \"quoted\" line\twith tab",
+            r#"{"level":"info"}"#
+        ]
+    );
+    assert_eq!(control, "\u{1}".repeat(3000), "the split line is whole");
+    assert!(records.len() >= 3 + 18000 / 4096);
+    agent.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_lines_and_datagrams_are_wrapped_or_merged() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "lines", 1).await;
+    create_stream(&client, "dgrams", 1).await;
+    let work = Workdir::new();
+    let sock = work.path("app.sock");
+    let dgram = work.path("dgram.sock");
+    let extra = format!(
+        "{}format = \"json\"\njson_merge = true\nfields = {{ env = \"prod\" }}\n\
+         [[socket]]\npath = \"{}\"\nmode = \"datagram\"\nstream = \"dgrams\"\nformat = \"json\"\n",
+        socket_toml(&sock, Some("lines")),
+        dgram.display()
+    );
+    let agent = start_agent(config(&work, &emu.endpoint, "lines", &extra)).await;
+    send_lines(
+        &sock,
+        [
+            r#"{"level":"warn","msg":"disk 91%","host":"the-app-says"}"#.to_string(),
+            r#"{"broken":"#.to_string(),
+            "not json at all".to_string(),
+        ],
+    )
+    .await;
+    let tx = tokio::net::UnixDatagram::unbound().unwrap();
+    tx.send_to(b"<13>syslog \xff message", &dgram)
+        .await
+        .unwrap();
+    let m = agent.metrics().clone();
+    wait_for("socket records delivered", Duration::from_secs(60), || {
+        m.delivered_count("lines") >= 3 && m.delivered_count("dgrams") >= 1
+    })
+    .await;
+
+    let mut records = objects(&client, "lines").await;
+    assert_eq!(records.len(), 3);
+    records.sort_by_key(|r| r.contains_key("message"));
+    let merged = &records[0];
+    assert_eq!(merged.len(), 6, "{merged:?}");
+    assert_eq!(merged["level"], "warn");
+    assert_eq!(merged["msg"], "disk 91%");
+    assert_eq!(merged["host"], "the-app-says", "the line's own key wins");
+    assert_eq!(merged["source"], sock.to_str().unwrap());
+    assert_eq!(merged["env"], "prod");
+    check_timestamp(&merged["timestamp"]);
+    let mut fallbacks: Vec<&str> = records[1..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.len(), 5, "{r:?}");
+            assert_eq!(r["host"], host().as_str());
+            assert_eq!(r["source"], sock.to_str().unwrap());
+            assert_eq!(r["env"], "prod");
+            check_timestamp(&r["timestamp"]);
+            r["message"].as_str().unwrap()
+        })
+        .collect();
+    fallbacks.sort();
+    assert_eq!(fallbacks, ["not json at all", r#"{"broken":"#]);
+
+    let records = objects(&client, "dgrams").await;
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!(r["message"], "<13>syslog \u{fffd} message");
+    assert_eq!(r["host"], host().as_str());
+    assert_eq!(r["source"], dgram.to_str().unwrap());
+    check_timestamp(&r["timestamp"]);
+    agent.stop().await.unwrap();
+}
