@@ -219,22 +219,6 @@ fn json_fields_may_not_collide_with_the_built_in_keys() {
         stream = "logs"
         [spool]
         dir = "/tmp/x"
-        [[file]]
-        include = ["/var/log/app/*.log"]
-        format = "json"
-        fields = { host = "x", timestamp = "y", "" = "z", env = "ok" }
-        [[file]]
-        include = ["/var/log/b/*.log"]
-        fields = { env = "prod" }
-        json_merge = true
-        [[file]]
-        include = ["/var/log/c/*.log"]
-        format = "json"
-        max_record_bytes = 100
-        [[socket]]
-        path = "/tmp/a.sock"
-        framing = "frames"
-        format = "json"
         [[socket]]
         path = "/tmp/b.sock"
         format = "yaml"
@@ -245,7 +229,7 @@ fn json_fields_may_not_collide_with_the_built_in_keys() {
     // An unknown format name is a parse error, before validation.
     assert!(e.contains("yaml"), "{e}");
     let e = check(
-        &r#"
+        r#"
         [kinesis]
         stream = "logs"
         [spool]
@@ -266,8 +250,7 @@ fn json_fields_may_not_collide_with_the_built_in_keys() {
         path = "/tmp/a.sock"
         framing = "frames"
         format = "json"
-    "#
-        .to_string(),
+    "#,
     )
     .unwrap_err()
     .to_string();
