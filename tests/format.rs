@@ -2,6 +2,8 @@
 //! stream as a consumer does.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -198,5 +200,103 @@ async fn socket_lines_and_datagrams_are_wrapped_or_merged() {
     assert_eq!(r["host"], host().as_str());
     assert_eq!(r["source"], dgram.to_str().unwrap());
     check_timestamp(&r["timestamp"]);
+    agent.stop().await.unwrap();
+}
+
+/// A stand-in for the instance metadata service on 127.0.0.1: IMDSv2's token
+/// and the identity document (only with the token). Counts document requests.
+async fn imds_server(documents: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let documents = documents.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_lowercase();
+                let (status, body) = if text.starts_with("put /latest/api/token ") {
+                    ("200 OK", "imds-token-1".to_owned())
+                } else if text.starts_with("get /latest/dynamic/instance-identity/document ") {
+                    if text.contains("x-aws-ec2-metadata-token: imds-token-1") {
+                        documents.fetch_add(1, Ordering::SeqCst);
+                        ("200 OK", r#"{"accountId":"123456789012","architecture":"x86_64","availabilityZone":"eu-west-1b","imageId":"ami-1","instanceId":"i-0abc123def4567890","instanceType":"m7g.large","privateIp":"10.0.0.5","region":"eu-west-1","version":"2017-09-30"}"#.to_owned())
+                    } else {
+                        ("401 Unauthorized", String::new())
+                    }
+                } else {
+                    ("404 Not Found", String::new())
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nx-aws-ec2-metadata-token-ttl-seconds: 21600\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ec2_identity_is_read_once_through_imdsv2_and_added() {
+    let documents = Arc::new(AtomicUsize::new(0));
+    let imds = imds_server(documents.clone()).await;
+    aws_env();
+    // Only this test's blocks ask for the identity, and it is read once per
+    // process: the endpoint may be set here.
+    std::env::set_var(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        format!("http://{imds}"),
+    );
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let log = work.path("app.log");
+    std::fs::write(&log, "from the file\n").unwrap();
+    let sock = work.path("app.sock");
+    let extra = format!(
+        "{}format = \"json\"\nec2_identity = true\n{}format = \"json\"\nec2_identity = true\nfields = {{ env = \"prod\" }}\n",
+        file_toml(&[&log], ""),
+        socket_toml(&sock, None)
+    );
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &extra)).await;
+    send_lines(&sock, ["from the socket".to_string()]).await;
+    let m = agent.metrics().clone();
+    wait_for("records delivered", Duration::from_secs(60), || {
+        m.delivered_count("logs") >= 2
+    })
+    .await;
+    let mut records = objects(&client, "logs").await;
+    records.sort_by_key(|r| r["message"].as_str().unwrap().to_owned());
+    let sources: Vec<&Value> = records.iter().map(|r| &r["source"]).collect();
+    assert_eq!(sources, [log.to_str().unwrap(), sock.to_str().unwrap()]);
+    for r in &records {
+        assert_eq!(r["instance_id"], "i-0abc123def4567890", "{r:?}");
+        assert_eq!(r["region"], "eu-west-1");
+        assert_eq!(r["az"], "eu-west-1b");
+        assert_eq!(r["host"], host().as_str());
+        check_timestamp(&r["timestamp"]);
+    }
+    assert_eq!(records[0].len(), 7, "{:?}", records[0]);
+    assert_eq!(records[1].len(), 8, "{:?}", records[1]);
+    assert_eq!(records[1]["env"], "prod");
+    assert_eq!(
+        documents.load(Ordering::SeqCst),
+        1,
+        "read once, for both blocks"
+    );
     agent.stop().await.unwrap();
 }

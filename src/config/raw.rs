@@ -207,6 +207,10 @@ pub struct RawSocket {
     /// a line that is not one is wrapped as usual.
     #[serde(default)]
     pub json_merge: bool,
+    /// With `format = "json"`: add the EC2 instance's `instance_id`, `region` and
+    /// `az`, read once at start from the instance metadata service (IMDSv2).
+    #[serde(default)]
+    pub ec2_identity: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -326,6 +330,10 @@ pub struct RawFile {
     /// a line that is not one is wrapped as usual.
     #[serde(default)]
     pub json_merge: bool,
+    /// With `format = "json"`: add the EC2 instance's `instance_id`, `region` and
+    /// `az`, read once at start from the instance metadata service (IMDSv2).
+    #[serde(default)]
+    pub ec2_identity: bool,
 }
 
 /// `format` as written.
@@ -353,6 +361,8 @@ pub struct JsonFormat {
     pub fields: Vec<(String, String)>,
     /// Merge a JSON object line instead of nesting it.
     pub merge: bool,
+    /// Add the EC2 instance identity.
+    pub ec2_identity: bool,
 }
 
 /// Where to start in a file found at start-up without a checkpoint.

@@ -198,7 +198,8 @@ fn json_format_is_read_per_source() {
         c.sockets[0].format,
         RecordFormat::Json(JsonFormat {
             fields: vec![],
-            merge: true
+            merge: true,
+            ec2_identity: false,
         })
     );
     assert_eq!(c.sockets[1].format, RecordFormat::Raw);
@@ -206,7 +207,8 @@ fn json_format_is_read_per_source() {
         c.files[0].format,
         RecordFormat::Json(JsonFormat {
             fields: vec![("env".into(), "prod".into()), ("team".into(), "web".into())],
-            merge: false
+            merge: false,
+            ec2_identity: false,
         })
     );
 }
@@ -246,10 +248,14 @@ fn json_fields_may_not_collide_with_the_built_in_keys() {
         include = ["/var/log/c/*.log"]
         format = "json"
         max_record_bytes = 100
+        fields = { az = "x" }
         [[socket]]
         path = "/tmp/a.sock"
         framing = "frames"
         format = "json"
+        [[socket]]
+        path = "/tmp/b.sock"
+        ec2_identity = true
     "#,
     )
     .unwrap_err()
@@ -262,9 +268,11 @@ fn json_fields_may_not_collide_with_the_built_in_keys() {
         "file[1].json_merge needs format = \"json\"",
         "file[2].max_record_bytes 100 is below 1024",
         "socket[0]: format = \"json\" needs framing = \"lines\"",
+        "file[2].fields key \"az\" collides",
+        "socket[1].ec2_identity needs format = \"json\"",
     ] {
         assert!(e.contains(want), "{want:?} not in {e}");
     }
     assert!(!e.contains("\"env\""), "{e}");
-    assert!(e.contains("7 problem(s)"), "{e}");
+    assert!(e.contains("9 problem(s)"), "{e}");
 }

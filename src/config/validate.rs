@@ -108,7 +108,13 @@ pub(super) fn validate_file(
     if f.rescan_interval_ms == 0 {
         problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
     }
-    let format = record_format(&field, f.format, &f.fields, f.json_merge, problems);
+    let format = record_format(
+        &field,
+        f.format,
+        &f.fields,
+        [f.json_merge, f.ec2_identity],
+        problems,
+    );
     if format != RecordFormat::Raw && f.max_record_bytes < MIN_JSON_RECORD_BYTES {
         problems.push(format!(
             "{field}.max_record_bytes {} is below {MIN_JSON_RECORD_BYTES}, too small for format = \"json\" (the added keys need room)",
@@ -482,7 +488,13 @@ fn validate_socket(
             .ok()
     });
     check_socket_limits(&field, s, problems);
-    let format = record_format(&field, s.format, &s.fields, s.json_merge, problems);
+    let format = record_format(
+        &field,
+        s.format,
+        &s.fields,
+        [s.json_merge, s.ec2_identity],
+        problems,
+    );
     if format != RecordFormat::Raw && s.framing == Framing::Frames {
         problems.push(format!(
             "{field}: format = \"json\" needs framing = \"lines\" (frames carry their own records)"
@@ -543,7 +555,7 @@ pub(super) fn record_format(
     field: &str,
     name: FormatName,
     fields: &std::collections::BTreeMap<String, String>,
-    merge: bool,
+    [merge, ec2_identity]: [bool; 2],
     problems: &mut Vec<String>,
 ) -> RecordFormat {
     use crate::source::format::BUILT_IN_KEYS;
@@ -551,8 +563,10 @@ pub(super) fn record_format(
         if !fields.is_empty() {
             problems.push(format!("{field}.fields needs format = \"json\""));
         }
-        if merge {
-            problems.push(format!("{field}.json_merge needs format = \"json\""));
+        for (set, key) in [(merge, "json_merge"), (ec2_identity, "ec2_identity")] {
+            if set {
+                problems.push(format!("{field}.{key} needs format = \"json\""));
+            }
         }
         return RecordFormat::Raw;
     }
@@ -569,5 +583,6 @@ pub(super) fn record_format(
     RecordFormat::Json(JsonFormat {
         fields: fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         merge,
+        ec2_identity,
     })
 }

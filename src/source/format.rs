@@ -37,8 +37,17 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::{JsonFormat, Oversized, RecordFormat};
 
-/// Keys every json record carries; `fields` may not use them.
-pub const BUILT_IN_KEYS: [&str; 4] = ["message", "timestamp", "host", "source"];
+/// Keys every json record carries (and those `ec2_identity` adds); `fields` may
+/// not use them.
+pub const BUILT_IN_KEYS: [&str; 7] = [
+    "message",
+    "timestamp",
+    "host",
+    "source",
+    "instance_id",
+    "region",
+    "az",
+];
 
 /// Most bytes one byte of a line takes in a JSON string (`\u0001`).
 pub const MAX_ESCAPE_GROWTH: usize = 6;
@@ -100,6 +109,17 @@ impl JsonFormatter {
             ("host".to_owned(), entry("host", host)),
             ("source".to_owned(), entry("source", source)),
         ];
+        if format.ec2_identity {
+            if let Some(Some(id)) = EC2_IDENTITY.get() {
+                for (k, v) in [
+                    ("instance_id", &id.instance_id),
+                    ("region", &id.region),
+                    ("az", &id.az),
+                ] {
+                    entries.push((k.to_owned(), entry(k, v)));
+                }
+            }
+        }
         for (k, v) in &format.fields {
             entries.push((k.clone(), entry(k, v)));
         }
@@ -378,6 +398,76 @@ fn fitting_prefix(s: &str, room: usize) -> usize {
     s.len()
 }
 
+/// The EC2 instance's identity, as its identity document says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Identity {
+    pub instance_id: String,
+    pub region: String,
+    pub az: String,
+}
+
+/// The identity, read once (`None` inside: it could not be read; records go
+/// without it).
+static EC2_IDENTITY: OnceLock<Option<Ec2Identity>> = OnceLock::new();
+
+/// How long reading the identity may take at start: a host that is not an EC2
+/// instance (or blocks the metadata service) must not hold the agent up long.
+const IMDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the EC2 instance identity through IMDSv2 (aws-config's client, which
+/// honours `AWS_EC2_METADATA_SERVICE_ENDPOINT`), once per process; later calls
+/// return what the first one read. A failure is logged and remembered: json
+/// records then go without `instance_id`, `region` and `az`.
+pub async fn load_ec2_identity() -> Option<Ec2Identity> {
+    if let Some(id) = EC2_IDENTITY.get() {
+        return id.clone();
+    }
+    let client = aws_config::imds::Client::builder()
+        .operation_timeout(IMDS_TIMEOUT)
+        .max_attempts(2)
+        .build();
+    let read = async {
+        let doc = client
+            .get("/latest/dynamic/instance-identity/document")
+            .await
+            .map_err(|e| e.to_string())?;
+        let doc: serde_json::Value =
+            serde_json::from_str(doc.as_ref()).map_err(|e| format!("identity document: {e}"))?;
+        let field = |k: &str| {
+            doc.get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("identity document has no {k:?}"))
+        };
+        Ok::<_, String>(Ec2Identity {
+            instance_id: field("instanceId")?,
+            region: field("region")?,
+            az: field("availabilityZone")?,
+        })
+    };
+    let id = match tokio::time::timeout(IMDS_TIMEOUT * 2, read).await {
+        Ok(Ok(id)) => {
+            tracing::info!(instance_id = %id.instance_id, region = %id.region, az = %id.az, "Read the EC2 instance identity");
+            Some(id)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Cannot read the EC2 instance identity; json records go without instance_id, region and az");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(error = "no answer from the instance metadata service", "Cannot read the EC2 instance identity; json records go without instance_id, region and az");
+            None
+        }
+    };
+    EC2_IDENTITY.get_or_init(|| id).clone()
+}
+
+/// Whether a block of `config` asks for the EC2 identity.
+pub fn wants_ec2_identity(config: &crate::config::Config) -> bool {
+    let asks = |f: &RecordFormat| matches!(f, RecordFormat::Json(j) if j.ec2_identity);
+    config.files.iter().any(|f| asks(&f.format)) || config.sockets.iter().any(|s| asks(&s.format))
+}
+
 /// The host name, read once.
 pub fn host_name() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
@@ -464,6 +554,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             merge,
+            ec2_identity: false,
         };
         JsonFormatter::new(&format, "web-1", "/var/log/app.log")
     }
