@@ -8,7 +8,9 @@
 //!
 //! `message` is the line (invalid UTF-8 replaced by U+FFFD: a JSON string is
 //! text), `timestamp` the time the line was read (RFC 3339, milliseconds, UTC),
-//! `host` the host name, `source` the file or socket path, then the block's static
+//! `host` the host name, `source` the file or socket path, then with
+//! `ec2_identity` the instance's `instance_id`, `region` and `az` (read once per
+//! process through IMDSv2, before the sources start), then the block's static
 //! `fields`. With `json_merge`, a line that already is a JSON object keeps its own
 //! keys and gets the added keys it does not have (**the line's keys win**: the
 //! added ones never overwrite what the application wrote); a line that is not a
