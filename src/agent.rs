@@ -360,6 +360,9 @@ impl Agent {
                 }
             }
         }
+        if crate::source::format::wants_ec2_identity(&config) {
+            crate::source::format::load_ec2_identity().await;
+        }
         for (listener, s) in bound {
             agent.serve_socket(listener, s);
         }
@@ -433,6 +436,9 @@ impl Agent {
             self.config.streams().into_iter().collect();
         if let Some(s) = new.streams().into_iter().find(|s| !running.contains(s)) {
             return Err(ReloadError::NewStream { stream: s });
+        }
+        if crate::source::format::wants_ec2_identity(&new) {
+            crate::source::format::load_ec2_identity().await;
         }
         let mut report = ReloadReport::default();
         let old = &self.config;

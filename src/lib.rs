@@ -30,7 +30,8 @@
 //! - [`config`]: the TOML file, validated with every problem listed at once.
 //! - [`record`]: user records, their limits and their hash keys.
 //! - [`source`]: where records come from (`file`, tailed with its read position
-//!   in the spool; `socket`; `journald`, with its journal cursor in the spool).
+//!   in the spool; `socket`; `journald`, with its journal cursor in the spool;
+//!   `format`, the raw or json record a file or socket line becomes).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
 //! - `intake`: the spool write and the hand-over-or-spill decision, per stream.
 //! - [`spool`]: the write-ahead spool (CRC-framed segment files, a group commit that

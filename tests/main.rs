@@ -8,6 +8,7 @@ mod cli;
 mod codec;
 mod delivery;
 mod file;
+mod format;
 mod journald;
 mod monitoring;
 mod packaging;

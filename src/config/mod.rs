@@ -83,6 +83,7 @@ pub struct SocketConfig {
     pub max_connections_per_uid: usize,
     pub idle_timeout: Duration,
     pub on_full: OnFull,
+    pub format: RecordFormat,
 }
 
 /// A validated `[[file]]` block.
@@ -107,6 +108,7 @@ pub struct FileConfig {
     pub rescan_interval: Duration,
     pub rotate_wait: Duration,
     pub follow_symlinks: bool,
+    pub format: RecordFormat,
 }
 
 /// Two blocks are the same when they were written the same: the compiled globs and
@@ -128,6 +130,7 @@ impl PartialEq for FileConfig {
             && self.rescan_interval == other.rescan_interval
             && self.rotate_wait == other.rotate_wait
             && self.follow_symlinks == other.follow_symlinks
+            && self.format == other.format
     }
 }
 

@@ -193,6 +193,24 @@ pub struct RawSocket {
     /// `refuse` (answer `SPOOL_FULL`; frames only, lines and datagrams always wait).
     #[serde(default)]
     pub on_full: OnFull,
+    /// Record format: `"raw"` (the line as it is) or `"json"` (an object with the
+    /// line as `message` plus `timestamp`, `host` and `source`; see the README).
+    #[serde(default)]
+    pub format: FormatName,
+    /// With `format = "json"`: static string fields added to every record as
+    /// top-level keys (`fields = { env = "prod" }`); not `message`, `timestamp`,
+    /// `host` or `source`.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// With `format = "json"`: a line that already is a JSON object gets the keys
+    /// added to it (keys the line has win) instead of being nested as `message`;
+    /// a line that is not one is wrapped as usual.
+    #[serde(default)]
+    pub json_merge: bool,
+    /// With `format = "json"`: add the EC2 instance's `instance_id`, `region` and
+    /// `az`, read once at start from the instance metadata service (IMDSv2).
+    #[serde(default)]
+    pub ec2_identity: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -298,6 +316,53 @@ pub struct RawFile {
     /// the block's patterns also match, never into /proc, /sys or /dev.
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// Record format: `"raw"` (the line as it is) or `"json"` (an object with the
+    /// line as `message` plus `timestamp`, `host` and `source`; see the README).
+    #[serde(default)]
+    pub format: FormatName,
+    /// With `format = "json"`: static string fields added to every record as
+    /// top-level keys (`fields = { env = "prod" }`); not `message`, `timestamp`,
+    /// `host` or `source`.
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// With `format = "json"`: a line that already is a JSON object gets the keys
+    /// added to it (keys the line has win) instead of being nested as `message`;
+    /// a line that is not one is wrapped as usual.
+    #[serde(default)]
+    pub json_merge: bool,
+    /// With `format = "json"`: add the EC2 instance's `instance_id`, `region` and
+    /// `az`, read once at start from the instance metadata service (IMDSv2).
+    #[serde(default)]
+    pub ec2_identity: bool,
+}
+
+/// `format` as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatName {
+    #[default]
+    Raw,
+    Json,
+}
+
+/// How a line becomes a record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// The line as it is.
+    #[default]
+    Raw,
+    Json(JsonFormat),
+}
+
+/// The `json` format's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonFormat {
+    /// Static fields, in key order.
+    pub fields: Vec<(String, String)>,
+    /// Merge a JSON object line instead of nesting it.
+    pub merge: bool,
+    /// Add the EC2 instance identity.
+    pub ec2_identity: bool,
 }
 
 /// Where to start in a file found at start-up without a checkpoint.

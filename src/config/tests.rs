@@ -174,3 +174,105 @@ fn no_sources_is_a_problem() {
         "{e}"
     );
 }
+
+#[test]
+fn json_format_is_read_per_source() {
+    let text = r#"
+        [kinesis]
+        stream = "logs"
+        [spool]
+        dir = "/tmp/x"
+        [[socket]]
+        path = "/tmp/a.sock"
+        format = "json"
+        json_merge = true
+        [[socket]]
+        path = "/tmp/b.sock"
+        [[file]]
+        include = ["/var/log/app/*.log"]
+        format = "json"
+        fields = { env = "prod", team = "web" }
+    "#;
+    let c = check(text).unwrap();
+    assert_eq!(
+        c.sockets[0].format,
+        RecordFormat::Json(JsonFormat {
+            fields: vec![],
+            merge: true,
+            ec2_identity: false,
+        })
+    );
+    assert_eq!(c.sockets[1].format, RecordFormat::Raw);
+    assert_eq!(
+        c.files[0].format,
+        RecordFormat::Json(JsonFormat {
+            fields: vec![("env".into(), "prod".into()), ("team".into(), "web".into())],
+            merge: false,
+            ec2_identity: false,
+        })
+    );
+}
+
+#[test]
+fn json_fields_may_not_collide_with_the_built_in_keys() {
+    let e = check(
+        r#"
+        [kinesis]
+        stream = "logs"
+        [spool]
+        dir = "/tmp/x"
+        [[socket]]
+        path = "/tmp/b.sock"
+        format = "yaml"
+    "#,
+    )
+    .unwrap_err()
+    .to_string();
+    // An unknown format name is a parse error, before validation.
+    assert!(e.contains("yaml"), "{e}");
+    let e = check(
+        r#"
+        [kinesis]
+        stream = "logs"
+        [spool]
+        dir = "/tmp/x"
+        [[file]]
+        include = ["/var/log/app/*.log"]
+        format = "json"
+        fields = { host = "x", timestamp = "y", "" = "z", env = "ok" }
+        [[file]]
+        include = ["/var/log/b/*.log"]
+        fields = { env = "prod" }
+        json_merge = true
+        [[file]]
+        include = ["/var/log/c/*.log"]
+        format = "json"
+        max_record_bytes = 100
+        fields = { az = "x" }
+        [[socket]]
+        path = "/tmp/a.sock"
+        framing = "frames"
+        format = "json"
+        [[socket]]
+        path = "/tmp/b.sock"
+        ec2_identity = true
+    "#,
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "file[0].fields key \"host\" collides",
+        "file[0].fields key \"timestamp\" collides",
+        "file[0].fields has an empty key",
+        "file[1].fields needs format = \"json\"",
+        "file[1].json_merge needs format = \"json\"",
+        "file[2].max_record_bytes 100 is below 1024",
+        "socket[0]: format = \"json\" needs framing = \"lines\"",
+        "file[2].fields key \"az\" collides",
+        "socket[1].ec2_identity needs format = \"json\"",
+    ] {
+        assert!(e.contains(want), "{want:?} not in {e}");
+    }
+    assert!(!e.contains("\"env\""), "{e}");
+    assert!(e.contains("9 problem(s)"), "{e}");
+}

@@ -108,6 +108,19 @@ pub(super) fn validate_file(
     if f.rescan_interval_ms == 0 {
         problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
     }
+    let format = record_format(
+        &field,
+        f.format,
+        &f.fields,
+        [f.json_merge, f.ec2_identity],
+        problems,
+    );
+    if format != RecordFormat::Raw && f.max_record_bytes < MIN_JSON_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.max_record_bytes {} is below {MIN_JSON_RECORD_BYTES}, too small for format = \"json\" (the added keys need room)",
+            f.max_record_bytes
+        ));
+    }
     if problems.len() > before {
         return None;
     }
@@ -128,6 +141,7 @@ pub(super) fn validate_file(
         rescan_interval: Duration::from_millis(f.rescan_interval_ms),
         rotate_wait: Duration::from_millis(f.rotate_wait_ms),
         follow_symlinks: f.follow_symlinks,
+        format,
     })
 }
 
@@ -474,6 +488,18 @@ fn validate_socket(
             .ok()
     });
     check_socket_limits(&field, s, problems);
+    let format = record_format(
+        &field,
+        s.format,
+        &s.fields,
+        [s.json_merge, s.ec2_identity],
+        problems,
+    );
+    if format != RecordFormat::Raw && s.framing == Framing::Frames {
+        problems.push(format!(
+            "{field}: format = \"json\" needs framing = \"lines\" (frames carry their own records)"
+        ));
+    }
     Some(SocketConfig {
         path: s.path.clone()?,
         mode: s.mode,
@@ -489,6 +515,7 @@ fn validate_socket(
         max_connections_per_uid: s.max_connections_per_uid,
         idle_timeout: Duration::from_secs(s.idle_timeout_secs),
         on_full: s.on_full,
+        format,
     })
 }
 
@@ -517,4 +544,45 @@ fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
     if s.idle_timeout_secs == 0 {
         problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
     }
+}
+
+/// Smallest `max_record_bytes` of a json file block: room for the added keys
+/// beside some of the line.
+pub(super) const MIN_JSON_RECORD_BYTES: usize = 1024;
+
+/// A block's `format`, `fields` and `json_merge`.
+pub(super) fn record_format(
+    field: &str,
+    name: FormatName,
+    fields: &std::collections::BTreeMap<String, String>,
+    [merge, ec2_identity]: [bool; 2],
+    problems: &mut Vec<String>,
+) -> RecordFormat {
+    use crate::source::format::BUILT_IN_KEYS;
+    if name == FormatName::Raw {
+        if !fields.is_empty() {
+            problems.push(format!("{field}.fields needs format = \"json\""));
+        }
+        for (set, key) in [(merge, "json_merge"), (ec2_identity, "ec2_identity")] {
+            if set {
+                problems.push(format!("{field}.{key} needs format = \"json\""));
+            }
+        }
+        return RecordFormat::Raw;
+    }
+    for key in fields.keys() {
+        if key.is_empty() {
+            problems.push(format!("{field}.fields has an empty key"));
+        } else if BUILT_IN_KEYS.contains(&key.as_str()) {
+            problems.push(format!(
+                "{field}.fields key {key:?} collides with a key every json record has ({})",
+                BUILT_IN_KEYS.join(", ")
+            ));
+        }
+    }
+    RecordFormat::Json(JsonFormat {
+        fields: fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        merge,
+        ec2_identity,
+    })
 }

@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod file;
+pub mod format;
 pub mod journald;
 pub mod log_limit;
 pub mod socket;

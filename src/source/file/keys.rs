@@ -102,8 +102,11 @@ pub fn json_field(line: &[u8], field: &str) -> Option<String> {
 }
 
 impl<S: Sink> Tail<S> {
-    /// Adds a record to the batch, sending the batch when it is full.
+    /// Adds the record of a line to the batch (in the json format, the records: a
+    /// line that overflows once wrapped is cut per `oversized`, and counted),
+    /// sending the batch when it is full.
     pub(super) fn record(&mut self, t: &mut Tailed, data: Bytes) -> Result<(), FileError> {
+        // The key is the line's, not its wrapping's: equal lines hash alike.
         let partition_key = match &t.block.partition_key {
             // One random key per batch: the batch goes to one shard, in order, and
             // is hashed once; batches spread over the shards.
@@ -121,12 +124,33 @@ impl<S: Sink> Tail<S> {
                 }
             },
         };
-        t.batch_bytes += data.len() + partition_key.len();
-        t.batch.push(UserRecord {
-            partition_key,
-            explicit_hash_key: None,
-            data,
-        });
+        match t.format.as_mut() {
+            None => {
+                t.batch_bytes += data.len() + partition_key.len();
+                t.batch.push(UserRecord {
+                    partition_key,
+                    explicit_hash_key: None,
+                    data,
+                });
+            }
+            Some(format) => {
+                let (batch, batch_bytes) = (&mut t.batch, &mut t.batch_bytes);
+                let cut =
+                    format.format(&data, t.block.max_record_bytes, t.block.oversized, |data| {
+                        *batch_bytes += data.len() + partition_key.len();
+                        batch.push(UserRecord {
+                            partition_key: partition_key.clone(),
+                            explicit_hash_key: None,
+                            data,
+                        });
+                    });
+                match cut {
+                    Cut::None => {}
+                    Cut::Split => t.counts.split += 1,
+                    Cut::Truncated => t.counts.truncated += 1,
+                }
+            }
+        }
         if t.batch_bytes >= BATCH_BYTES {
             self.spool_batch(t)?;
         }

@@ -117,6 +117,7 @@ use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey, ReadFrom};
 use crate::metrics::{FileEvent, LineAction, Metrics, RejectReason, Source};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{random_partition_key, UserRecord};
+use crate::source::format::{Cut, JsonFormatter};
 use crate::spool::Checkpoint;
 
 mod checkpoint;

@@ -17,6 +17,8 @@ pub(super) struct Tailed {
     pub(super) tailed_path: PathBuf,
     /// Partition key for `file_path`.
     pub(super) path_key: String,
+    /// The block's json format for this path; `None`: raw.
+    pub(super) format: Option<JsonFormatter>,
     pub(super) file: File,
     /// Bytes read and not yet turned into records, from file offset `start`.
     pub(super) buf: BytesMut,
@@ -75,6 +77,7 @@ impl Tailed {
             path: PathBuf::new(),
             tailed_path,
             path_key: String::new(),
+            format: None,
             file,
             buf: BytesMut::new(),
             searched: 0,
@@ -134,6 +137,7 @@ impl Tailed {
 
     pub(super) fn set_path(&mut self, path: PathBuf) {
         self.path_key = key_tail(&path.to_string_lossy());
+        self.format = JsonFormatter::for_source(&self.block.format, &path.to_string_lossy());
         self.path = path;
     }
 

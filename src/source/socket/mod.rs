@@ -42,11 +42,14 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Framing, OnFull, SocketConfig};
-use crate::metrics::{RejectReason, Source, SourceError};
+use crate::config::{Framing, OnFull, Oversized, SocketConfig};
+use crate::metrics::{LineAction, RejectReason, Source, SourceError};
 use crate::producer::{Pace, ProduceError, Producer};
-use crate::record::{parse_explicit_hash_key, random_partition_key, RecordError, UserRecord};
+use crate::record::{
+    parse_explicit_hash_key, random_partition_key, RecordError, UserRecord, MAX_RECORD_BYTES,
+};
 use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
+use crate::source::format::{Cut, JsonFormatter};
 use crate::source::log_limit::LogLimit;
 pub use bind::{bind, Bound};
 use frame::{Request, Response, Status};
@@ -69,6 +72,9 @@ const LINES_RECORDS_BYTES: usize = 2 * BATCH_BYTES;
 /// Responses a frames connection may owe before it stops reading: enough for deep
 /// pipelining, bounded so a client that never reads cannot grow memory.
 const RESPONSE_QUEUE: usize = 1024;
+/// Largest json record of a line or datagram: the Kinesis limit less the random
+/// partition key (16 characters).
+const JSON_RECORD_BYTES: usize = MAX_RECORD_BYTES - 16;
 
 /// Errors of the socket source.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +100,9 @@ struct Shared {
     warnings: Warnings,
     /// Open connections per peer uid (`max_connections_per_uid`).
     per_uid: Mutex<HashMap<u32, usize>>,
+    /// The json format of lines and datagrams (each connection has its own
+    /// copy); `None`: raw.
+    format: Option<JsonFormatter>,
 }
 
 /// The socket's warnings about bad input, each let through once per interval
@@ -108,11 +117,31 @@ struct Warnings {
     too_large: LogLimit,
     no_budget: LogLimit,
     spool_refused: LogLimit,
+    truncated: LogLimit,
 }
 
 impl Shared {
     fn path(&self) -> std::path::Display<'_> {
         self.config.path.display()
+    }
+
+    /// `n` lines or datagrams too long for the record limit once wrapped were
+    /// truncated: counted, and logged at most once per interval.
+    fn truncated(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.producer
+            .metrics()
+            .oversized(KIND, LineAction::Truncated, n);
+        if let Some(suppressed) = self.warnings.truncated.check() {
+            tracing::error!(
+                path = %self.path(),
+                error = %format!("line exceeds the {JSON_RECORD_BYTES}-byte record limit once wrapped as json"),
+                suppressed,
+                "Truncated a record"
+            );
+        }
     }
 
     /// Input found no room in the memory budget (the connection ends, or a frame
@@ -187,11 +216,12 @@ pub async fn serve(
     );
     let path = config.path.clone();
     let shared = Arc::new(Shared {
-        config,
         producer,
         budget,
         warnings: Warnings::default(),
         per_uid: Mutex::new(HashMap::new()),
+        format: JsonFormatter::for_source(&config.format, &config.path.to_string_lossy()),
+        config,
     });
     match bound {
         Bound::Stream(listener) => accept_loop(listener, shared, shutdown, tracker).await,
@@ -339,6 +369,7 @@ async fn lines_connection(
     let mut reader = Reader::new(shared);
     let mut charge = shared.budget.charge();
     let mut lines = LineSplitter::new(config.max_line_bytes);
+    let mut format = shared.format.clone();
     let metrics = shared.producer.metrics().clone();
     loop {
         // The bytes held and read, the spool's copy of their data, and the
@@ -362,13 +393,11 @@ async fn lines_connection(
         let eof = n == 0;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
+        let mut truncated = 0;
         while let Some(line) = lines.next_line(&mut buf, eof) {
-            batch_bytes += line.len();
-            batch.push(UserRecord {
-                partition_key: random_partition_key(),
-                explicit_hash_key: None,
-                data: line,
-            });
+            let (bytes, cut) = push_line(&mut format, line, &mut batch);
+            batch_bytes += bytes;
+            truncated += u64::from(cut);
             if batch_bytes >= BATCH_BYTES || batch.len() * RECORD_OVERHEAD >= LINES_RECORDS_BYTES {
                 send(shared, std::mem::take(&mut batch)).await?;
                 batch_bytes = 0;
@@ -389,6 +418,7 @@ async fn lines_connection(
             }
             lines.rejected = 0;
         }
+        shared.truncated(truncated);
         send(shared, batch).await?;
         if eof {
             return Ok(());
@@ -404,6 +434,37 @@ fn release(buf: &mut BytesMut, charge: &mut Charge, keep: usize) {
         *buf = BytesMut::new();
     }
     charge.shrink_to(keep.max(buf.len()));
+}
+
+/// Adds the record of a line or datagram to `batch`, in `format` (`None`: raw);
+/// returns its size and whether it had to be truncated to fit once wrapped.
+fn push_line(
+    format: &mut Option<JsonFormatter>,
+    line: bytes::Bytes,
+    batch: &mut Vec<UserRecord>,
+) -> (usize, bool) {
+    let partition_key = random_partition_key();
+    let Some(format) = format else {
+        let n = line.len();
+        batch.push(UserRecord {
+            partition_key,
+            explicit_hash_key: None,
+            data: line,
+        });
+        return (n, false);
+    };
+    let mut n = 0;
+    // A socket has no `oversized` setting: a line that only overflows once
+    // escaped keeps its head, the way an over-long frame is never split.
+    let cut = format.format(&line, JSON_RECORD_BYTES, Oversized::Truncate, |data| {
+        n += data.len();
+        batch.push(UserRecord {
+            partition_key: partition_key.clone(),
+            explicit_hash_key: None,
+            data,
+        });
+    });
+    (n, cut != Cut::None)
 }
 
 async fn send(shared: &Shared, batch: Vec<UserRecord>) -> Result<(), ProduceError> {
@@ -429,11 +490,13 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
     let config = &shared.config;
     // One more byte than accepted: a datagram that fills it is too long.
     let mut buf = vec![0u8; config.max_line_bytes + 1];
+    let mut format = shared.format.clone();
     let metrics = shared.producer.metrics().clone();
     loop {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut rejected = 0u64;
+        let mut truncated = 0u64;
         let n = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = socket.recv(&mut buf) => r,
@@ -446,12 +509,10 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
                 }
                 Ok(0) => {}
                 Ok(n) => {
-                    batch_bytes += n;
-                    batch.push(UserRecord {
-                        partition_key: random_partition_key(),
-                        explicit_hash_key: None,
-                        data: bytes::Bytes::copy_from_slice(&buf[..n]),
-                    });
+                    let line = bytes::Bytes::copy_from_slice(&buf[..n]);
+                    let (bytes, cut) = push_line(&mut format, line, &mut batch);
+                    batch_bytes += bytes;
+                    truncated += u64::from(cut);
                 }
                 Err(e) => {
                     tracing::warn!(path = %shared.path(), error = %e, "Receiving a datagram failed");
@@ -478,6 +539,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
                 );
             }
         }
+        shared.truncated(truncated);
         let n = batch.len() as u64;
         match send(shared, batch).await {
             Ok(()) => {}

@@ -134,6 +134,7 @@ mod tests {
             max_connections_per_uid: 1,
             idle_timeout: std::time::Duration::from_secs(1),
             on_full: OnFull::Wait,
+            format: Default::default(),
         }
     }
 

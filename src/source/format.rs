@@ -1,0 +1,755 @@
+//! Record formats of the line sources (`[[file]]` and `[[socket]]` blocks):
+//! `raw` sends a line as it is; `json` wraps it in an object that says where it
+//! came from:
+//!
+//! ```json
+//! {"message":"GET /health 200","timestamp":"2026-12-01T04:06:34.123Z","host":"web-1","source":"/var/log/app.log","env":"prod"}
+//! ```
+//!
+//! `message` is the line (invalid UTF-8 replaced by U+FFFD: a JSON string is
+//! text), `timestamp` the time the line was read (RFC 3339, milliseconds, UTC),
+//! `host` the host name, `source` the file or socket path, then with
+//! `ec2_identity` the instance's `instance_id`, `region` and `az` (read once per
+//! process through IMDSv2, before the sources start), then the block's static
+//! `fields`. With `json_merge`, a line that already is a JSON object keeps its own
+//! keys and gets the added keys it does not have (**the line's keys win**: the
+//! added ones never overwrite what the application wrote); a line that is not a
+//! JSON object is wrapped as above.
+//!
+//! # Record limits
+//!
+//! Escaping grows a line (a control byte becomes `\u00XX`, six bytes), so a line
+//! that fits the record limit raw may not once wrapped. The wrapped size is
+//! computed (cheaply: a line of at most a sixth of the room left by the added keys
+//! always fits) and when it is over the limit the *message* is cut at a character
+//! boundary to what fits, then wrapped: `split` sends the rest in further records,
+//! `truncate` drops it. The caller counts the cut in the oversized metric. A JSON
+//! line to merge that would overflow once the keys are added is wrapped as
+//! `message` instead (and cut the same way).
+//!
+//! The static part of a record (host, source, fields) is rendered once per source;
+//! per line only the message is escaped and the timestamp's milliseconds written
+//! (the rest of the timestamp is rendered once per second).
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{JsonFormat, Oversized, RecordFormat};
+
+/// Keys every json record carries (and those `ec2_identity` adds); `fields` may
+/// not use them.
+pub const BUILT_IN_KEYS: [&str; 7] = [
+    "message",
+    "timestamp",
+    "host",
+    "source",
+    "instance_id",
+    "region",
+    "az",
+];
+
+/// Most bytes one byte of a line takes in a JSON string (`\u0001`).
+pub const MAX_ESCAPE_GROWTH: usize = 6;
+
+/// Records are written into shared buffers of this size, split off as they are
+/// done: one allocation for some twenty records of a few hundred bytes, as a raw
+/// line is a slice of the read buffer. Small, because every tailed file has its
+/// own and an idle one keeps what is left of its buffer.
+const ARENA_BYTES: usize = 8 * 1024;
+
+/// Length of an RFC 3339 UTC timestamp with milliseconds.
+const TIMESTAMP_BYTES: usize = "2026-12-01T04:06:34.123Z".len();
+
+/// What wrapping did to a line's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The line went whole into one record.
+    None,
+    /// The line was split into several records (`oversized = "split"`).
+    Split,
+    /// The line's end was dropped (`oversized = "truncate"`).
+    Truncated,
+}
+
+/// Formats the lines of one source as json records; `None` from
+/// [`JsonFormatter::for_source`] means raw (the line is the record).
+#[derive(Debug, Clone)]
+pub struct JsonFormatter {
+    statics: Arc<Statics>,
+    clock: Clock,
+    /// Where records are written (see [`ARENA_BYTES`]).
+    arena: BytesMut,
+}
+
+/// What every record of a source shares, rendered once.
+#[derive(Debug)]
+struct Statics {
+    merge: bool,
+    /// `"host":…,"source":…` and `,"key":"value"` per field: the end of every
+    /// record but its closing brace.
+    tail: String,
+    /// The same entries one by one (key, `"key":value`), for merging: a key the
+    /// line has is left out.
+    entries: Vec<(String, String)>,
+}
+
+impl JsonFormatter {
+    /// The formatter of a source reading from `source` (a file or socket path);
+    /// `None` for the raw format.
+    pub fn for_source(format: &RecordFormat, source: &str) -> Option<JsonFormatter> {
+        match format {
+            RecordFormat::Raw => None,
+            RecordFormat::Json(f) => Some(JsonFormatter::new(f, host_name(), source)),
+        }
+    }
+
+    fn new(format: &JsonFormat, host: &str, source: &str) -> JsonFormatter {
+        let mut entries = vec![
+            ("host".to_owned(), entry("host", host)),
+            ("source".to_owned(), entry("source", source)),
+        ];
+        if format.ec2_identity {
+            if let Some(Some(id)) = EC2_IDENTITY.get() {
+                for (k, v) in [
+                    ("instance_id", &id.instance_id),
+                    ("region", &id.region),
+                    ("az", &id.az),
+                ] {
+                    entries.push((k.to_owned(), entry(k, v)));
+                }
+            }
+        }
+        for (k, v) in &format.fields {
+            entries.push((k.clone(), entry(k, v)));
+        }
+        let tail = entries
+            .iter()
+            .map(|(_, e)| e.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        JsonFormatter {
+            statics: Arc::new(Statics {
+                merge: format.merge,
+                tail,
+                entries,
+            }),
+            clock: Clock::default(),
+            arena: BytesMut::new(),
+        }
+    }
+
+    /// Bytes a wrapped record takes besides the escaped message (without quotes).
+    fn overhead(&self) -> usize {
+        // {"message":"…","timestamp":"…",<tail>}
+        r#"{"message":"","timestamp":"","#.len() + TIMESTAMP_BYTES + self.statics.tail.len() + 1
+    }
+
+    /// Formats `line` into records of at most `limit` bytes, handed to `emit` in
+    /// order; a line that does not fit is cut per `oversized`.
+    pub fn format(
+        &mut self,
+        line: &[u8],
+        limit: usize,
+        oversized: Oversized,
+        mut emit: impl FnMut(Bytes),
+    ) -> Cut {
+        let now = self.clock.now();
+        if self.statics.merge {
+            if let Some(merged) = self.merged(line, &now) {
+                if merged.len() <= limit {
+                    emit(merged.into());
+                    return Cut::None;
+                }
+            }
+        }
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
+        };
+        let room = limit.saturating_sub(self.overhead());
+        let mut rest: &str = &text;
+        let mut cut = Cut::None;
+        loop {
+            let mut n = fitting_prefix(rest, room);
+            if n == 0 && !rest.is_empty() {
+                // Not even one character fits beside the added keys (a tiny
+                // limit): one goes anyway, so a line always makes progress.
+                n = rest.chars().next().map_or(rest.len(), char::len_utf8);
+            }
+            emit(self.wrapped(&rest[..n], &now));
+            if n == rest.len() {
+                return cut;
+            }
+            match oversized {
+                Oversized::Truncate => return Cut::Truncated,
+                Oversized::Split => {
+                    cut = Cut::Split;
+                    rest = &rest[n..];
+                }
+            }
+        }
+    }
+
+    /// `message` wrapped with the added keys.
+    fn wrapped(&mut self, message: &str, now: &[u8; TIMESTAMP_BYTES]) -> Bytes {
+        let need = self.overhead() + message.len() + message.len() / 8;
+        if self.arena.capacity() < need {
+            self.arena = BytesMut::with_capacity(need.max(ARENA_BYTES));
+        }
+        let out = &mut self.arena;
+        out.extend_from_slice(br#"{"message":"#);
+        escape_into(out, message.as_bytes());
+        out.extend_from_slice(br#","timestamp":""#);
+        out.extend_from_slice(now);
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(self.statics.tail.as_bytes());
+        out.extend_from_slice(b"}");
+        out.split().freeze()
+    }
+
+    /// The line with the added keys it lacks, when it is a JSON object.
+    fn merged(&self, line: &[u8], now: &[u8; TIMESTAMP_BYTES]) -> Option<Vec<u8>> {
+        let line = line.trim_ascii();
+        if line.first() != Some(&b'{') {
+            return None;
+        }
+        let (has, keys) = top_level_keys(line, &self.statics.entries)?;
+        // The object without its closing brace (and the blanks before it).
+        let body = line[..line.len() - 1].trim_ascii_end();
+        let mut out = Vec::with_capacity(line.len() + self.overhead());
+        out.extend_from_slice(body);
+        let mut first = keys == 0;
+        let mut add = |out: &mut Vec<u8>, e: &[u8]| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(e);
+        };
+        if !has.timestamp {
+            let mut e = br#""timestamp":""#.to_vec();
+            e.extend_from_slice(now);
+            e.push(b'"');
+            add(&mut out, &e);
+        }
+        for (i, (_, e)) in self.statics.entries.iter().enumerate() {
+            if !has.entries.get(i).copied().unwrap_or(false) {
+                add(&mut out, e.as_bytes());
+            }
+        }
+        out.push(b'}');
+        Some(out)
+    }
+}
+
+/// Which added keys a line has.
+struct Has {
+    timestamp: bool,
+    entries: Vec<bool>,
+}
+
+/// The added keys a JSON object line already has, and how many keys it has;
+/// `None` when the line is not exactly one JSON object.
+fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usize)> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct Keys<'e>(&'e [(String, String)]);
+    impl<'de> Visitor<'de> for Keys<'_> {
+        type Value = (Has, usize);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(Has, usize), A::Error> {
+            let mut has = Has {
+                timestamp: false,
+                entries: vec![false; self.0.len()],
+            };
+            let mut n = 0;
+            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                n += 1;
+                if k == "timestamp" {
+                    has.timestamp = true;
+                } else if let Some(i) = self.0.iter().position(|(name, _)| *name == k) {
+                    has.entries[i] = true;
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok((has, n))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let found = de.deserialize_map(Keys(entries)).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
+/// `"key":"value"`, escaped.
+fn entry(key: &str, value: &str) -> String {
+    let mut out = Vec::new();
+    escape(&mut out, key);
+    out.push(b':');
+    escape(&mut out, value);
+    String::from_utf8(out).expect("escaped UTF-8 text is UTF-8")
+}
+
+/// Appends `s` as a quoted JSON string.
+fn escape(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing a string to a Vec cannot fail");
+}
+
+/// Appends `s` (UTF-8) as a quoted JSON string, escaped as serde_json does it;
+/// eight bytes at a time while none needs an escape.
+fn escape_into(out: &mut BytesMut, s: &[u8]) {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Whether a byte of `w` is zero: the classic bit trick, exact for "any".
+    let has_zero = |w: u64| w.wrapping_sub(LO) & !w & HI != 0;
+    let special = |w: u64| {
+        w.wrapping_sub(LO * 0x20) & !w & HI != 0
+            || has_zero(w ^ (LO * u64::from(b'"')))
+            || has_zero(w ^ (LO * u64::from(b'\\')))
+    };
+    out.extend_from_slice(b"\"");
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        if let Some(chunk) = s.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().expect("a slice of 8 bytes"));
+            if !special(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = s[i];
+        if escaped_len(b) > 1 {
+            out.extend_from_slice(&s[start..i]);
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\x08' => out.extend_from_slice(b"\\b"),
+                b'\x0c' => out.extend_from_slice(b"\\f"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+                }
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.extend_from_slice(b"\"");
+}
+
+/// Bytes `b` takes inside a JSON string, as serde_json writes it.
+fn escaped_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 2,
+        0..=0x1f => MAX_ESCAPE_GROWTH,
+        _ => 1,
+    }
+}
+
+/// The longest prefix of `s` (ending at a character boundary) whose escaped form
+/// takes at most `room` bytes.
+fn fitting_prefix(s: &str, room: usize) -> usize {
+    // Most lines: even all escaped at the worst they fit.
+    if s.len().saturating_mul(MAX_ESCAPE_GROWTH) <= room {
+        return s.len();
+    }
+    let bytes = s.as_bytes();
+    let mut used = 0;
+    let mut fits = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if s.is_char_boundary(i) {
+            fits = i;
+        }
+        used += escaped_len(b);
+        if used > room {
+            return fits;
+        }
+    }
+    s.len()
+}
+
+/// The EC2 instance's identity, as its identity document says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Identity {
+    pub instance_id: String,
+    pub region: String,
+    pub az: String,
+}
+
+/// The identity, read once (`None` inside: it could not be read; records go
+/// without it).
+static EC2_IDENTITY: OnceLock<Option<Ec2Identity>> = OnceLock::new();
+
+/// How long reading the identity may take at start: a host that is not an EC2
+/// instance (or blocks the metadata service) must not hold the agent up long.
+const IMDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the EC2 instance identity through IMDSv2 (aws-config's client, which
+/// honours `AWS_EC2_METADATA_SERVICE_ENDPOINT`), once per process; later calls
+/// return what the first one read. A failure is logged and remembered: json
+/// records then go without `instance_id`, `region` and `az`.
+pub async fn load_ec2_identity() -> Option<Ec2Identity> {
+    if let Some(id) = EC2_IDENTITY.get() {
+        return id.clone();
+    }
+    let client = aws_config::imds::Client::builder()
+        .operation_timeout(IMDS_TIMEOUT)
+        .max_attempts(2)
+        .build();
+    let read = async {
+        let doc = client
+            .get("/latest/dynamic/instance-identity/document")
+            .await
+            .map_err(|e| e.to_string())?;
+        let doc: serde_json::Value =
+            serde_json::from_str(doc.as_ref()).map_err(|e| format!("identity document: {e}"))?;
+        let field = |k: &str| {
+            doc.get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("identity document has no {k:?}"))
+        };
+        Ok::<_, String>(Ec2Identity {
+            instance_id: field("instanceId")?,
+            region: field("region")?,
+            az: field("availabilityZone")?,
+        })
+    };
+    let id = match tokio::time::timeout(IMDS_TIMEOUT * 2, read).await {
+        Ok(Ok(id)) => {
+            tracing::info!(instance_id = %id.instance_id, region = %id.region, az = %id.az, "Read the EC2 instance identity");
+            Some(id)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Cannot read the EC2 instance identity; json records go without instance_id, region and az");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(error = "no answer from the instance metadata service", "Cannot read the EC2 instance identity; json records go without instance_id, region and az");
+            None
+        }
+    };
+    EC2_IDENTITY.get_or_init(|| id).clone()
+}
+
+/// Whether a block of `config` asks for the EC2 identity.
+pub fn wants_ec2_identity(config: &crate::config::Config) -> bool {
+    let asks = |f: &RecordFormat| matches!(f, RecordFormat::Json(j) if j.ec2_identity);
+    config.files.iter().any(|f| asks(&f.format)) || config.sockets.iter().any(|s| asks(&s.format))
+}
+
+/// The host name, read once.
+pub fn host_name() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at most
+        // that many bytes.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc != 0 {
+            return "localhost".to_owned();
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    })
+}
+
+/// The time a line was read, as RFC 3339 UTC with milliseconds; the date and
+/// time of day are rendered once per second.
+#[derive(Debug, Clone, Default)]
+struct Clock {
+    second: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    prefix: [u8; TIMESTAMP_BYTES - 4],
+}
+
+impl Clock {
+    fn now(&mut self) -> [u8; TIMESTAMP_BYTES] {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.at(since.as_secs(), since.subsec_millis())
+    }
+
+    fn at(&mut self, secs: u64, millis: u32) -> [u8; TIMESTAMP_BYTES] {
+        if self.second != Some(secs) {
+            self.second = Some(secs);
+            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+            let t = secs % 86_400;
+            let text = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.",
+                t / 3600,
+                t / 60 % 60,
+                t % 60
+            );
+            // Years past 9999 do not fit the format: never on a running host.
+            let n = text.len().min(self.prefix.len());
+            self.prefix[..n].copy_from_slice(&text.as_bytes()[..n]);
+        }
+        let mut out = [0u8; TIMESTAMP_BYTES];
+        out[..self.prefix.len()].copy_from_slice(&self.prefix);
+        let ms = millis.min(999);
+        out[20] = b'0' + (ms / 100) as u8;
+        out[21] = b'0' + (ms / 10 % 10) as u8;
+        out[22] = b'0' + (ms % 10) as u8;
+        out[23] = b'Z';
+        out
+    }
+}
+
+/// Year, month and day of a day count since 1970-01-01 (the proleptic Gregorian
+/// calendar; Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = (z - era * 146_097) as u64;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe as i64 + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn formatter(merge: bool, fields: &[(&str, &str)]) -> JsonFormatter {
+        let format = JsonFormat {
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            merge,
+            ec2_identity: false,
+        };
+        JsonFormatter::new(&format, "web-1", "/var/log/app.log")
+    }
+
+    /// Every record of `line`, with the cut.
+    fn records(
+        f: &mut JsonFormatter,
+        line: &[u8],
+        limit: usize,
+        oversized: Oversized,
+    ) -> (Vec<Bytes>, Cut) {
+        let mut out = Vec::new();
+        let cut = f.format(line, limit, oversized, |b| out.push(b));
+        (out, cut)
+    }
+
+    fn one(f: &mut JsonFormatter, line: &[u8]) -> Value {
+        let (out, cut) = records(f, line, 1 << 20, Oversized::Split);
+        assert_eq!((out.len(), cut), (1, Cut::None));
+        serde_json::from_slice(&out[0]).expect("a record is JSON")
+    }
+
+    fn is_timestamp(v: &Value) -> bool {
+        let s = v.as_str().unwrap_or_default().as_bytes();
+        s.len() == TIMESTAMP_BYTES
+            && s[4] == b'-'
+            && s[10] == b'T'
+            && s[19] == b'.'
+            && s[23] == b'Z'
+            && s.iter()
+                .enumerate()
+                .all(|(i, c)| [4, 7, 10, 13, 16, 19, 23].contains(&i) || c.is_ascii_digit())
+    }
+
+    #[test]
+    fn wraps_a_line_with_every_key() {
+        let mut f = formatter(false, &[("env", "prod"), ("team", "a\"b")]);
+        let v = one(&mut f, b"GET /health 200");
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.len(), 6, "{v}");
+        assert_eq!(v["message"], "GET /health 200");
+        assert_eq!(v["host"], "web-1");
+        assert_eq!(v["source"], "/var/log/app.log");
+        assert_eq!(v["env"], "prod");
+        assert_eq!(v["team"], "a\"b");
+        assert!(is_timestamp(&v["timestamp"]), "{v}");
+    }
+
+    #[test]
+    fn escapes_quotes_backslashes_controls_and_unicode() {
+        let mut f = formatter(false, &[]);
+        let line = "a\"b\\c\td\ne\u{1}f\u{7f}g é 日本 😀 </script>";
+        let v = one(&mut f, line.as_bytes());
+        assert_eq!(v["message"], line);
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        let mut f = formatter(false, &[]);
+        let v = one(&mut f, b"ok \xff\xfe end");
+        assert_eq!(v["message"], "ok \u{fffd}\u{fffd} end");
+    }
+
+    #[test]
+    fn merges_a_json_object_line_and_its_keys_win() {
+        let mut f = formatter(true, &[("env", "prod")]);
+        let v = one(
+            &mut f,
+            br#"  {"level":"info","host":"app-says","n":[1,{"source":2}]}  "#,
+        );
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["host"], "app-says", "the line's key wins");
+        assert_eq!(v["n"], json!([1, {"source": 2}]));
+        // Only a top-level key counts as present.
+        assert_eq!(v["source"], "/var/log/app.log");
+        assert_eq!(v["env"], "prod");
+        assert!(is_timestamp(&v["timestamp"]), "{v}");
+        assert!(v.get("message").is_none(), "{v}");
+        assert_eq!(v.as_object().unwrap().len(), 6);
+
+        let v = one(&mut f, b"{}");
+        assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+        assert_eq!(v["host"], "web-1");
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_json_object_is_wrapped_when_merging() {
+        let mut f = formatter(true, &[]);
+        for line in [
+            &b"plain text"[..],
+            br#"{"broken": "#,
+            br#"{"a":1} trailing"#,
+            br#"[1,2]"#,
+            br#""a string""#,
+            br#"{"a":1}{"b":2}"#,
+            b"",
+        ] {
+            let v = one(&mut f, line);
+            assert_eq!(v["message"], String::from_utf8_lossy(line).as_ref());
+            assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_pathological_line_of_control_characters_is_split_within_the_limit() {
+        let mut f = formatter(false, &[("env", "prod")]);
+        let line = vec![1u8; 100_000]; // each byte escapes to six
+        let limit = 64 * 1024;
+        let (out, cut) = records(&mut f, &line, limit, Oversized::Split);
+        assert_eq!(cut, Cut::Split);
+        assert!(out.len() >= 100_000 * 6 / limit);
+        let mut message = String::new();
+        for r in &out {
+            assert!(r.len() <= limit, "record of {} bytes", r.len());
+            let v: Value = serde_json::from_slice(r).unwrap();
+            assert_eq!(v["env"], "prod");
+            message.push_str(v["message"].as_str().unwrap());
+        }
+        assert_eq!(message.as_bytes(), &line[..], "split loses nothing");
+    }
+
+    #[test]
+    fn truncation_keeps_the_head_within_the_limit_at_a_char_boundary() {
+        let mut f = formatter(false, &[]);
+        let line = "é\u{1}".repeat(50_000);
+        let limit = 10_000;
+        let (out, cut) = records(&mut f, line.as_bytes(), limit, Oversized::Truncate);
+        assert_eq!((out.len(), cut), (1, Cut::Truncated));
+        assert!(out[0].len() <= limit);
+        // Filled close to the limit: at most one character's escape short.
+        assert!(out[0].len() > limit - MAX_ESCAPE_GROWTH, "{}", out[0].len());
+        let v: Value = serde_json::from_slice(&out[0]).unwrap();
+        assert!(line.starts_with(v["message"].as_str().unwrap()));
+    }
+
+    #[test]
+    fn a_json_line_that_overflows_once_merged_is_wrapped_and_cut() {
+        let mut f = formatter(true, &[]);
+        let line = format!(r#"{{"k":"{}"}}"#, "x".repeat(1000));
+        let (out, cut) = records(&mut f, line.as_bytes(), 1000, Oversized::Split);
+        assert_eq!(cut, Cut::Split);
+        let mut message = String::new();
+        for r in &out {
+            assert!(r.len() <= 1000);
+            let v: Value = serde_json::from_slice(r).unwrap();
+            message.push_str(v["message"].as_str().unwrap());
+        }
+        assert_eq!(message, line);
+    }
+
+    #[test]
+    fn fitting_prefix_counts_escapes_and_ends_at_a_char_boundary() {
+        assert_eq!(fitting_prefix("abc", 3), 3);
+        assert_eq!(fitting_prefix("a\"c", 3), 2);
+        assert_eq!(fitting_prefix("a\"c", 2), 1);
+        assert_eq!(fitting_prefix("\u{1}a", 6), 1);
+        assert_eq!(fitting_prefix("\u{1}a", 5), 0);
+        assert_eq!(fitting_prefix("aé", 2), 1);
+        assert_eq!(fitting_prefix("aé", 3), 3);
+        for s in ["a\"\\\n\t\u{0}\u{1f}\u{7f}é日😀", "plain"] {
+            let mut out = Vec::new();
+            escape(&mut out, s);
+            let computed: usize = s.bytes().map(escaped_len).sum();
+            assert_eq!(computed + 2, out.len(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn escaping_matches_serde_json_at_every_position() {
+        let mut all: Vec<u8> = (0u8..0x80).collect();
+        all.extend_from_slice("é日😀 plain text of some length".as_bytes());
+        // Every special byte at every offset within and across 8-byte words.
+        for shift in 0..17 {
+            let mut s = vec![b'x'; shift];
+            s.extend_from_slice(&all);
+            s.extend_from_slice(b"tail");
+            let text = std::str::from_utf8(&s).unwrap();
+            let mut want = Vec::new();
+            escape(&mut want, text);
+            let mut got = BytesMut::new();
+            escape_into(&mut got, &s);
+            assert_eq!(got.as_ref(), &want[..], "shift {shift}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        let mut c = Clock::default();
+        assert_eq!(&c.at(0, 0), b"1970-01-01T00:00:00.000Z");
+        assert_eq!(&c.at(1_764_561_994, 123), b"2025-12-01T04:06:34.123Z");
+        assert_eq!(&c.at(1_764_561_994, 7), b"2025-12-01T04:06:34.007Z");
+        // 2024-02-29 (a leap day) at 23:59:59.
+        assert_eq!(&c.at(1_709_251_199, 999), b"2024-02-29T23:59:59.999Z");
+        assert_eq!(&c.at(951_782_400, 50), b"2000-02-29T00:00:00.050Z");
+    }
+}
