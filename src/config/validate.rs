@@ -65,37 +65,8 @@ pub(super) fn validate_file(
     if let Some(stream) = &f.stream {
         check_stream_name(stream, &format!("{field}.stream"), problems);
     }
-    let partition_key = match f.partition_key {
-        RawPartitionKey::Named(n) => match n.as_str() {
-            "random" => Some(PartitionKey::Random),
-            "line_hash" => Some(PartitionKey::LineHash),
-            "file_path" => Some(PartitionKey::FilePath),
-            _ => {
-                problems.push(format!(
-                    "{field}.partition_key {n:?} is not one of \"random\", \"line_hash\", \"file_path\" or {{ json_field = \"...\" }}"
-                ));
-                None
-            }
-        },
-        RawPartitionKey::Field(RawJsonField { json_field }) => {
-            if json_field.is_empty() {
-                problems.push(format!("{field}.partition_key.json_field is empty"));
-            }
-            Some(PartitionKey::JsonField(json_field))
-        }
-    };
-    let multiline_start = match f.multiline_start.as_deref().map(regex::bytes::Regex::new) {
-        None => None,
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            problems.push(format!(
-                "{field}.multiline_start {:?} is not a valid regular expression: {}",
-                f.multiline_start.as_deref().unwrap_or_default(),
-                e.to_string().lines().last().unwrap_or_default().trim()
-            ));
-            None
-        }
-    };
+    let partition_key = file_partition_key(&field, f.partition_key, problems);
+    let multiline_start = multiline_start(&field, f.multiline_start.as_deref(), problems);
     if f.multiline_timeout_ms == 0 {
         problems.push(format!("{field}.multiline_timeout_ms must be at least 1"));
     }
@@ -143,6 +114,53 @@ pub(super) fn validate_file(
         follow_symlinks: f.follow_symlinks,
         format,
     })
+}
+
+/// A file block's `partition_key`.
+fn file_partition_key(
+    field: &str,
+    key: RawPartitionKey,
+    problems: &mut Vec<String>,
+) -> Option<PartitionKey> {
+    match key {
+        RawPartitionKey::Named(n) => match n.as_str() {
+            "random" => Some(PartitionKey::Random),
+            "line_hash" => Some(PartitionKey::LineHash),
+            "file_path" => Some(PartitionKey::FilePath),
+            _ => {
+                problems.push(format!(
+                    "{field}.partition_key {n:?} is not one of \"random\", \"line_hash\", \"file_path\" or {{ json_field = \"...\" }}"
+                ));
+                None
+            }
+        },
+        RawPartitionKey::Field(RawJsonField { json_field }) => {
+            if json_field.is_empty() {
+                problems.push(format!("{field}.partition_key.json_field is empty"));
+            }
+            Some(PartitionKey::JsonField(json_field))
+        }
+    }
+}
+
+/// A file block's `multiline_start` pattern.
+fn multiline_start(
+    field: &str,
+    pattern: Option<&str>,
+    problems: &mut Vec<String>,
+) -> Option<regex::bytes::Regex> {
+    match pattern.map(regex::bytes::Regex::new) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            problems.push(format!(
+                "{field}.multiline_start {:?} is not a valid regular expression: {}",
+                pattern.unwrap_or_default(),
+                e.to_string().lines().last().unwrap_or_default().trim()
+            ));
+            None
+        }
+    }
 }
 
 /// Resolves a user or group (name or number) with the system's database file.

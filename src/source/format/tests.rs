@@ -1,0 +1,208 @@
+//! The record formats' unit tests.
+
+use super::*;
+use serde_json::{json, Value};
+
+fn formatter(merge: bool, fields: &[(&str, &str)]) -> JsonFormatter {
+    let format = JsonFormat {
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        merge,
+        ec2_identity: false,
+    };
+    JsonFormatter::new(&format, "web-1", "/var/log/app.log")
+}
+
+/// Every record of `line`, with the cut.
+fn records(
+    f: &mut JsonFormatter,
+    line: &[u8],
+    limit: usize,
+    oversized: Oversized,
+) -> (Vec<Bytes>, Cut) {
+    let mut out = Vec::new();
+    let cut = f.format(line, limit, oversized, |b| out.push(b));
+    (out, cut)
+}
+
+fn one(f: &mut JsonFormatter, line: &[u8]) -> Value {
+    let (out, cut) = records(f, line, 1 << 20, Oversized::Split);
+    assert_eq!((out.len(), cut), (1, Cut::None));
+    serde_json::from_slice(&out[0]).expect("a record is JSON")
+}
+
+fn is_timestamp(v: &Value) -> bool {
+    let s = v.as_str().unwrap_or_default().as_bytes();
+    s.len() == TIMESTAMP_BYTES
+        && s[4] == b'-'
+        && s[10] == b'T'
+        && s[19] == b'.'
+        && s[23] == b'Z'
+        && s.iter()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16, 19, 23].contains(&i) || c.is_ascii_digit())
+}
+
+#[test]
+fn wraps_a_line_with_every_key() {
+    let mut f = formatter(false, &[("env", "prod"), ("team", "a\"b")]);
+    let v = one(&mut f, b"GET /health 200");
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 6, "{v}");
+    assert_eq!(v["message"], "GET /health 200");
+    assert_eq!(v["host"], "web-1");
+    assert_eq!(v["source"], "/var/log/app.log");
+    assert_eq!(v["env"], "prod");
+    assert_eq!(v["team"], "a\"b");
+    assert!(is_timestamp(&v["timestamp"]), "{v}");
+}
+
+#[test]
+fn escapes_quotes_backslashes_controls_and_unicode() {
+    let mut f = formatter(false, &[]);
+    let line = "a\"b\\c\td\ne\u{1}f\u{7f}g é 日本 😀 </script>";
+    let v = one(&mut f, line.as_bytes());
+    assert_eq!(v["message"], line);
+}
+
+#[test]
+fn invalid_utf8_becomes_replacement_characters() {
+    let mut f = formatter(false, &[]);
+    let v = one(&mut f, b"ok \xff\xfe end");
+    assert_eq!(v["message"], "ok \u{fffd}\u{fffd} end");
+}
+
+#[test]
+fn merges_a_json_object_line_and_its_keys_win() {
+    let mut f = formatter(true, &[("env", "prod")]);
+    let v = one(
+        &mut f,
+        br#"  {"level":"info","host":"app-says","n":[1,{"source":2}]}  "#,
+    );
+    assert_eq!(v["level"], "info");
+    assert_eq!(v["host"], "app-says", "the line's key wins");
+    assert_eq!(v["n"], json!([1, {"source": 2}]));
+    // Only a top-level key counts as present.
+    assert_eq!(v["source"], "/var/log/app.log");
+    assert_eq!(v["env"], "prod");
+    assert!(is_timestamp(&v["timestamp"]), "{v}");
+    assert!(v.get("message").is_none(), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 6);
+
+    let v = one(&mut f, b"{}");
+    assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+    assert_eq!(v["host"], "web-1");
+}
+
+#[test]
+fn a_line_that_is_not_a_json_object_is_wrapped_when_merging() {
+    let mut f = formatter(true, &[]);
+    for line in [
+        &b"plain text"[..],
+        br#"{"broken": "#,
+        br#"{"a":1} trailing"#,
+        br#"[1,2]"#,
+        br#""a string""#,
+        br#"{"a":1}{"b":2}"#,
+        b"",
+    ] {
+        let v = one(&mut f, line);
+        assert_eq!(v["message"], String::from_utf8_lossy(line).as_ref());
+        assert_eq!(v.as_object().unwrap().len(), 4, "{v}");
+    }
+}
+
+#[test]
+fn a_pathological_line_of_control_characters_is_split_within_the_limit() {
+    let mut f = formatter(false, &[("env", "prod")]);
+    let line = vec![1u8; 100_000]; // each byte escapes to six
+    let limit = 64 * 1024;
+    let (out, cut) = records(&mut f, &line, limit, Oversized::Split);
+    assert_eq!(cut, Cut::Split);
+    assert!(out.len() >= 100_000 * 6 / limit);
+    let mut message = String::new();
+    for r in &out {
+        assert!(r.len() <= limit, "record of {} bytes", r.len());
+        let v: Value = serde_json::from_slice(r).unwrap();
+        assert_eq!(v["env"], "prod");
+        message.push_str(v["message"].as_str().unwrap());
+    }
+    assert_eq!(message.as_bytes(), &line[..], "split loses nothing");
+}
+
+#[test]
+fn truncation_keeps_the_head_within_the_limit_at_a_char_boundary() {
+    let mut f = formatter(false, &[]);
+    let line = "é\u{1}".repeat(50_000);
+    let limit = 10_000;
+    let (out, cut) = records(&mut f, line.as_bytes(), limit, Oversized::Truncate);
+    assert_eq!((out.len(), cut), (1, Cut::Truncated));
+    assert!(out[0].len() <= limit);
+    // Filled close to the limit: at most one character's escape short.
+    assert!(out[0].len() > limit - MAX_ESCAPE_GROWTH, "{}", out[0].len());
+    let v: Value = serde_json::from_slice(&out[0]).unwrap();
+    assert!(line.starts_with(v["message"].as_str().unwrap()));
+}
+
+#[test]
+fn a_json_line_that_overflows_once_merged_is_wrapped_and_cut() {
+    let mut f = formatter(true, &[]);
+    let line = format!(r#"{{"k":"{}"}}"#, "x".repeat(1000));
+    let (out, cut) = records(&mut f, line.as_bytes(), 1000, Oversized::Split);
+    assert_eq!(cut, Cut::Split);
+    let mut message = String::new();
+    for r in &out {
+        assert!(r.len() <= 1000);
+        let v: Value = serde_json::from_slice(r).unwrap();
+        message.push_str(v["message"].as_str().unwrap());
+    }
+    assert_eq!(message, line);
+}
+
+#[test]
+fn fitting_prefix_counts_escapes_and_ends_at_a_char_boundary() {
+    assert_eq!(fitting_prefix("abc", 3), 3);
+    assert_eq!(fitting_prefix("a\"c", 3), 2);
+    assert_eq!(fitting_prefix("a\"c", 2), 1);
+    assert_eq!(fitting_prefix("\u{1}a", 6), 1);
+    assert_eq!(fitting_prefix("\u{1}a", 5), 0);
+    assert_eq!(fitting_prefix("aé", 2), 1);
+    assert_eq!(fitting_prefix("aé", 3), 3);
+    for s in ["a\"\\\n\t\u{0}\u{1f}\u{7f}é日😀", "plain"] {
+        let mut out = Vec::new();
+        escape(&mut out, s);
+        let computed: usize = s.bytes().map(escaped_len).sum();
+        assert_eq!(computed + 2, out.len(), "{s:?}");
+    }
+}
+
+#[test]
+fn escaping_matches_serde_json_at_every_position() {
+    let mut all: Vec<u8> = (0u8..0x80).collect();
+    all.extend_from_slice("é日😀 plain text of some length".as_bytes());
+    // Every special byte at every offset within and across 8-byte words.
+    for shift in 0..17 {
+        let mut s = vec![b'x'; shift];
+        s.extend_from_slice(&all);
+        s.extend_from_slice(b"tail");
+        let text = std::str::from_utf8(&s).unwrap();
+        let mut want = Vec::new();
+        escape(&mut want, text);
+        let mut got = BytesMut::new();
+        escape_into(&mut got, &s);
+        assert_eq!(got.as_ref(), &want[..], "shift {shift}");
+    }
+}
+
+#[test]
+fn timestamps_are_rfc3339_utc_with_milliseconds() {
+    let mut c = Clock::default();
+    assert_eq!(&c.at(0, 0), b"1970-01-01T00:00:00.000Z");
+    assert_eq!(&c.at(1_764_561_994, 123), b"2025-12-01T04:06:34.123Z");
+    assert_eq!(&c.at(1_764_561_994, 7), b"2025-12-01T04:06:34.007Z");
+    // 2024-02-29 (a leap day) at 23:59:59.
+    assert_eq!(&c.at(1_709_251_199, 999), b"2024-02-29T23:59:59.999Z");
+    assert_eq!(&c.at(951_782_400, 50), b"2000-02-29T00:00:00.050Z");
+}
