@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, FileConfig, SocketConfig};
-use crate::deliver::kinesis::{SdkKinesis, SharedKinesis};
+use crate::deliver::kinesis::SharedKinesis;
 use crate::metrics::Metrics;
 use crate::producer::{LifecycleError, Producer, ProducerOptions, ShutdownReport};
 use crate::source::budget::Budget;
@@ -311,8 +311,8 @@ impl Agent {
     /// Starts the agent with a Kinesis client built from the config.
     pub async fn start(config: Config) -> Result<Agent, AgentError> {
         let options = ProducerOptions::from_config(&config);
-        let kinesis = SdkKinesis::new(&options.client).await;
-        Self::start_with(config, Arc::new(kinesis)).await
+        let kinesis = crate::deliver::destination::connect(&options.client).await;
+        Self::start_with(config, kinesis).await
     }
 
     /// Starts the agent with the given Kinesis client.
@@ -342,7 +342,10 @@ impl Agent {
         };
         agent.endpoint_tasks.spawn(status::serve(
             listener,
-            Arc::new(View::new(agent.producer.clone(), config.streams())),
+            Arc::new(View::new(
+                agent.producer.clone(),
+                config.stream_destinations(),
+            )),
             agent.endpoint.clone(),
             agent.endpoint_tasks.clone(),
         ));
@@ -444,6 +447,7 @@ impl Agent {
         let old = &self.config;
         for (section, changed) in [
             ("kinesis", old.kinesis != new.kinesis),
+            ("destination", old.destinations != new.destinations),
             ("delivery", old.delivery != new.delivery),
             ("spool", !config::same_spool(&old.spool, &new.spool)),
             ("metrics", old.metrics != new.metrics),

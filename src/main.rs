@@ -304,8 +304,18 @@ where
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // aws-config warns at every refused AssumeRole (each retry); delivery
+    // reports it, with the role, once per interval. RUST_LOG naming aws_config
+    // decides for itself.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("aws_config")) {
+        filter = filter.add_directive(
+            "aws_config::sts::assume_role=error"
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     let format = match format {
         LogFormat::Auto if stderr_is_journal() => LogFormat::Journal,
         LogFormat::Auto => LogFormat::Human,

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::deliver::kinesis::{ClientOptions, SdkKinesis, SharedKinesis};
+use crate::deliver::kinesis::{ClientOptions, SharedKinesis};
 use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
 use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
 use crate::metrics::{Metrics, Source};
@@ -134,8 +134,8 @@ impl ProducerOptions {
         ProducerOptions {
             streams: config.streams(),
             client: ClientOptions {
-                region: config.kinesis.region.clone(),
-                endpoint: config.kinesis.endpoint.clone(),
+                destination: config.kinesis.destination.clone(),
+                streams: config.destinations.clone(),
                 request_timeout: Some(config.kinesis.request_timeout),
                 proxy: config.kinesis.proxy.clone(),
                 no_proxy: config.kinesis.no_proxy.clone(),
@@ -197,8 +197,8 @@ struct Inner {
 impl Producer {
     /// Starts a producer that talks to Kinesis through `aws-sdk-kinesis`.
     pub async fn start(options: ProducerOptions) -> Result<Producer, LifecycleError> {
-        let kinesis = SdkKinesis::new(&options.client).await;
-        Self::start_with(options, Arc::new(kinesis)).await
+        let kinesis = crate::deliver::destination::connect(&options.client).await;
+        Self::start_with(options, kinesis).await
     }
 
     /// Starts a producer with the given Kinesis client.

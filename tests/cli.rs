@@ -42,6 +42,21 @@ fn validate_names_an_unknown_key() {
 }
 
 #[test]
+fn validate_refuses_a_malformed_role_arn() {
+    let (ok, out) = validate(
+        "[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/tmp/x\"\n[[socket]]\npath = \"/tmp/s\"\nstream = \"audit\"\n\
+         [[destination]]\nstream = \"audit\"\nrole_arn = \"arn:aws:iam::1234:role/w\"\n",
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "destination[0].role_arn: \"arn:aws:iam::1234:role/w\" is not an IAM role ARN"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn validate_lists_a_missing_stream_with_the_other_problems() {
     let (ok, out) = validate("[kinesis]\nregion = \"eu-west-1\"\n[spool]\n[[socket]]\n");
     assert!(!ok);

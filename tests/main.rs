@@ -7,6 +7,7 @@ mod util;
 mod cli;
 mod codec;
 mod delivery;
+mod destination;
 mod file;
 mod format;
 mod journald;

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shardline::deliver::destination::Destination;
 use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
 use shardline::deliver::proxy::ProxySetting;
 
@@ -58,11 +59,14 @@ pub async fn start(
 /// An SDK client of an emulator at `endpoint` (never through a proxy).
 pub async fn client(endpoint: &str, request_timeout: Option<Duration>) -> aws_sdk_kinesis::Client {
     SdkKinesis::new(&ClientOptions {
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint.into()),
+        destination: Destination {
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint.into()),
+            ..Default::default()
+        },
         request_timeout,
         proxy: ProxySetting::Disabled,
-        no_proxy: None,
+        ..Default::default()
     })
     .await
     .client()

@@ -14,11 +14,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::aggregate::Limits;
+use crate::deliver::destination::Destination;
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
 use crate::source::journald::config::{self as journald, JournaldConfig, RawJournald};
 use crate::spool::SpoolOptions;
 
+mod destination;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,9 @@ pub const MAX_FILE_RECORD_BYTES: usize = MAX_RECORD_BYTES - 256;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub kinesis: KinesisConfig,
+    /// Streams with a destination of their own (`[[destination]]`), what they
+    /// leave out filled in from `[kinesis]`.
+    pub destinations: Vec<(String, Destination)>,
     pub delivery: DeliveryOptions,
     pub dead_letter_path: PathBuf,
     pub spool: SpoolOptions,
@@ -60,8 +65,8 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KinesisConfig {
     pub stream: String,
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
+    /// The default stream's region, endpoint, credentials and role.
+    pub destination: Destination,
     pub request_timeout: Duration,
     pub proxy: crate::deliver::proxy::ProxySetting,
     pub no_proxy: Option<String>,
@@ -170,6 +175,25 @@ impl FileConfig {
 }
 
 impl Config {
+    /// The destination of `stream`.
+    pub fn destination(&self, stream: &str) -> &Destination {
+        self.destinations
+            .iter()
+            .find(|(s, _)| s == stream)
+            .map_or(&self.kinesis.destination, |(_, d)| d)
+    }
+
+    /// Every stream with its destination's description, default first.
+    pub fn stream_destinations(&self) -> Vec<(String, String)> {
+        self.streams()
+            .into_iter()
+            .map(|s| {
+                let d = self.destination(&s).describe();
+                (s, d)
+            })
+            .collect()
+    }
+
     /// Every destination stream, default first.
     pub fn streams(&self) -> Vec<String> {
         let mut out = vec![self.kinesis.stream.clone()];

@@ -8,6 +8,9 @@ use super::*;
 pub struct RawConfig {
     /// Where records go.
     pub kinesis: Option<RawKinesis>,
+    /// Streams written in another region or account, or as another role.
+    #[serde(default)]
+    pub destination: Vec<RawDestination>,
     /// How records are batched and sent.
     #[serde(default)]
     pub delivery: RawDelivery,
@@ -44,6 +47,20 @@ pub struct RawKinesis {
     pub region: Option<String>,
     /// Endpoint override (an emulator, a VPC endpoint).
     pub endpoint: Option<String>,
+    /// Profile of `~/.aws/credentials` / `~/.aws/config` to take credentials
+    /// from; absent: the default chain (environment, profile, web identity,
+    /// ECS, instance role).
+    pub profile: Option<String>,
+    /// IAM role to assume (with the credentials above) for writing:
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// Session name of the assumed role (what CloudTrail shows); default
+    /// `shardline`.
+    pub session_name: Option<String>,
+    /// STS endpoint override; default: the region's STS.
+    pub sts_endpoint: Option<String>,
     /// Time limit of one Kinesis request.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -51,6 +68,30 @@ pub struct RawKinesis {
     pub proxy: Option<String>,
     /// Hosts reached without the proxy (as `NO_PROXY`, which it replaces).
     pub no_proxy: Option<String>,
+}
+
+/// A `[[destination]]` block: one stream's own region, endpoint, credentials
+/// profile and role. What it leaves out comes from `[kinesis]`, except the role
+/// (a destination without `role_arn` assumes none) and the endpoint when the
+/// block names its own region.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// The stream (sources name it in their `stream`).
+    pub stream: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub profile: Option<String>,
+    /// IAM role to assume (with the credentials above) for writing:
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// Session name of the assumed role (what CloudTrail shows); default
+    /// `shardline`.
+    pub session_name: Option<String>,
+    /// STS endpoint override; default: the region's STS.
+    pub sts_endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

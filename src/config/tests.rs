@@ -276,3 +276,105 @@ fn json_fields_may_not_collide_with_the_built_in_keys() {
     assert!(!e.contains("\"env\""), "{e}");
     assert!(e.contains("9 problem(s)"), "{e}");
 }
+
+#[test]
+fn a_destination_takes_what_it_leaves_out_from_kinesis() {
+    let text = r#"
+        [kinesis]
+        stream = "logs"
+        region = "us-east-1"
+        endpoint = "http://127.0.0.1:4567"
+        profile = "base"
+        role_arn = "arn:aws:iam::123456789012:role/logs-writer"
+        [spool]
+        dir = "/tmp/x"
+        [[socket]]
+        path = "/tmp/a.sock"
+        stream = "other"
+        [[socket]]
+        path = "/tmp/b.sock"
+        stream = "third"
+        [[destination]]
+        stream = "other"
+        role_arn = "arn:aws:iam::111122223333:role/ops/writer"
+        external_id = "tenant:42"
+        sts_endpoint = "https://sts.eu-west-1.amazonaws.com"
+        [[destination]]
+        stream = "third"
+        region = "eu-west-1"
+    "#;
+    let c = check(text).unwrap();
+    let role = c.kinesis.destination.role.as_ref().unwrap();
+    assert_eq!(role.role_arn, "arn:aws:iam::123456789012:role/logs-writer");
+    assert_eq!(role.session_name, "shardline");
+    let other = c.destination("other");
+    assert_eq!(other.region.as_deref(), Some("us-east-1"));
+    assert_eq!(other.endpoint.as_deref(), Some("http://127.0.0.1:4567"));
+    assert_eq!(other.profile.as_deref(), Some("base"));
+    let role = other.role.as_ref().unwrap();
+    assert_eq!(role.role_arn, "arn:aws:iam::111122223333:role/ops/writer");
+    assert_eq!(role.external_id.as_deref(), Some("tenant:42"));
+    assert_eq!(
+        role.sts_endpoint.as_deref(),
+        Some("https://sts.eu-west-1.amazonaws.com")
+    );
+    // Its own region: not the default endpoint; and no role of [kinesis].
+    let third = c.destination("third");
+    assert_eq!(third.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(third.endpoint, None);
+    assert_eq!(third.role, None);
+    assert_eq!(c.destination("logs"), &c.kinesis.destination);
+    assert_eq!(
+        c.stream_destinations()[1],
+        (
+            "other".to_owned(),
+            "us-east-1 at http://127.0.0.1:4567, profile base, as arn:aws:iam::111122223333:role/ops/writer"
+                .to_owned()
+        )
+    );
+}
+
+#[test]
+fn every_destination_problem_is_listed() {
+    let text = format!(
+        r#"{MINIMAL}
+        [[destination]]
+        stream = "other"
+        role_arn = "arn:aws:iam::12345:role/w"
+        external_id = "x"
+        session_name = "has space"
+        sts_endpoint = "sts.amazonaws.com"
+        endpoint = "kinesis.local"
+        [[destination]]
+        stream = "other"
+        [[destination]]
+        stream = "logs"
+        [[destination]]
+        stream = "nobody-writes-this"
+        external_id = "tenant"
+        "#
+    );
+    let e = check(&text).unwrap_err().to_string();
+    for needle in [
+        "destination[0].role_arn: \"arn:aws:iam::12345:role/w\" is not an IAM role ARN (the account is not 12 digits)",
+        "destination[0].external_id: it is not 2-1224 characters",
+        "destination[0].session_name: \"has space\" is not a role session name",
+        "destination[0].sts_endpoint \"sts.amazonaws.com\" is not an http:// or https:// URL",
+        "destination[0].endpoint \"kinesis.local\" is not an http:// or https:// URL",
+        "destination[1].stream \"other\" has another [[destination]] block",
+        "destination[2].stream \"logs\" is kinesis.stream",
+        "destination[3].stream \"nobody-writes-this\" is not the stream of any source",
+        "destination[3].external_id is set without destination[3].role_arn",
+    ] {
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+    }
+    let bad_kinesis = MINIMAL.replace(
+        "stream = \"logs\"\n",
+        "stream = \"logs\"\n    role_arn = \"writer\"\n",
+    );
+    let e = check(&bad_kinesis).unwrap_err().to_string();
+    assert!(
+        e.contains("kinesis.role_arn: \"writer\" is not an IAM role ARN"),
+        "{e}"
+    );
+}

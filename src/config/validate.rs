@@ -272,12 +272,23 @@ impl RawConfig {
             ));
         }
         journald::check_names(&journald_blocks, &mut problems);
+        let written: HashSet<&str> = (sockets.iter().map(|s| s.stream.as_str()))
+            .chain(files.iter().map(|f| f.stream.as_str()))
+            .chain(journald_blocks.iter().map(|j| j.stream.as_str()))
+            .collect();
+        let destinations = super::destination::destinations(
+            self.destination,
+            kinesis.as_ref(),
+            &written,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Config {
             dead_letter_path: dead_letter_path.expect("checked above"),
             kinesis: kinesis.expect("checked above"),
+            destinations,
             delivery,
             spool: spool.expect("checked above"),
             sockets,
@@ -300,13 +311,19 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         None => problems.push("kinesis.stream is missing".into()),
         Some(s) => check_stream_name(s, "kinesis.stream", problems),
     }
-    if let Some(e) = &k.endpoint {
-        if !(e.starts_with("http://") || e.starts_with("https://")) {
-            problems.push(format!(
-                "kinesis.endpoint {e:?} is not an http:// or https:// URL"
-            ));
-        }
-    }
+    let destination = super::destination::destination(
+        super::destination::RawTarget {
+            field: "kinesis",
+            region: k.region,
+            endpoint: k.endpoint,
+            profile: k.profile,
+            role_arn: k.role_arn,
+            external_id: k.external_id,
+            session_name: k.session_name,
+            sts_endpoint: k.sts_endpoint,
+        },
+        problems,
+    );
     if k.request_timeout_ms == 0 {
         problems.push("kinesis.request_timeout_ms must be above 0".into());
     }
@@ -315,8 +332,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         .ok()?;
     Some(KinesisConfig {
         stream: k.stream?,
-        region: k.region,
-        endpoint: k.endpoint,
+        destination,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         proxy,
         no_proxy: k.no_proxy,

@@ -283,6 +283,7 @@ impl Dispatcher {
     /// when they landed in another shard), refused ones retried or given up.
     fn on_results(&mut self, items: Vec<Ready>, results: Vec<EntryResult>) {
         self.pacing.request_succeeded();
+        self.metrics.note_ok(&self.stream);
         let mut answer = Answer::default();
         for (item, res) in items.into_iter().zip(results) {
             match res {
@@ -300,7 +301,7 @@ impl Dispatcher {
         if let Some((code, message)) = answer.refused {
             // One per response, not per entry.
             self.metrics
-                .note_error(&self.stream, code.as_str(), &message);
+                .note_error(&self.stream, code.as_str(), code.trouble(), &message);
         }
         if answer.wrong_shard > 0 {
             self.metrics.wrong_shard(&self.stream, answer.wrong_shard);
@@ -372,7 +373,7 @@ impl Dispatcher {
         let class = e.code.class();
         self.metrics.request_failed(&self.stream, e.code.as_str());
         self.metrics
-            .note_error(&self.stream, e.code.as_str(), &e.message);
+            .note_error(&self.stream, e.code.as_str(), e.code.trouble(), &e.message);
         if class == ErrorClass::Permanent {
             self.log_problem(&e.code, &e.message);
             if items.len() == 1 && items[0].alone {

@@ -16,7 +16,9 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
+use super::destination::{AssumeRole, Destination};
 use crate::aggregate::Encoded;
+use crate::metrics::Trouble;
 use crate::shard_map::Shard;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -85,6 +87,19 @@ impl ErrorCode {
         }
     }
 
+    /// What it says about the destination (for `shardline status`).
+    pub fn trouble(&self) -> Trouble {
+        match self {
+            ErrorCode::Credentials => Trouble::Credentials,
+            ErrorCode::Kinesis { code, .. } if code.as_ref() == "ResourceNotFoundException" => {
+                Trouble::StreamMissing
+            }
+            ErrorCode::Kinesis { code, .. } if is_credentials_code(code) => Trouble::Credentials,
+            _ if self.class() == ErrorClass::Throttled => Trouble::Throttled,
+            _ => Trouble::Failing,
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             ErrorCode::Kinesis { code, .. } => code,
@@ -115,6 +130,22 @@ impl PartialEq<&str> for ErrorCode {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
+}
+
+/// Whether Kinesis (or AWS in front of it) refused the request's signature or
+/// credentials.
+fn is_credentials_code(code: &str) -> bool {
+    matches!(
+        code,
+        "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ExpiredTokenException"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "InvalidClientTokenId"
+            | "SignatureDoesNotMatch"
+    )
 }
 
 /// How delivery treats an error.
@@ -181,8 +212,10 @@ pub trait Kinesis: Send + Sync + 'static {
 /// Connection settings for [`SdkKinesis`].
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
-    pub region: Option<String>,
-    pub endpoint: Option<String>,
+    /// The default destination (`[kinesis]`).
+    pub destination: Destination,
+    /// Streams with a destination of their own (`[[destination]]`).
+    pub streams: Vec<(String, Destination)>,
     /// Time limit of one request.
     pub request_timeout: Option<Duration>,
     /// The proxy (`kinesis.proxy`, else the environment).
@@ -191,23 +224,25 @@ pub struct ClientOptions {
 }
 
 /// Kinesis through `aws-sdk-kinesis`, with credentials and region from the
-/// standard `aws-config` chain.
+/// standard `aws-config` chain, a profile, or an assumed role.
 #[derive(Clone)]
 pub struct SdkKinesis {
     client: aws_sdk_kinesis::Client,
+    /// The role the credentials come from, named in credential errors.
+    role: Option<String>,
 }
 
 impl SdkKinesis {
+    /// A client of the default destination.
     pub async fn new(options: &ClientOptions) -> SdkKinesis {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &options.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &options.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
+        Self::to(&options.destination, options).await
+    }
+
+    /// A client of `destination`, with the timeout and proxy of `options`.
+    pub async fn to(destination: &Destination, options: &ClientOptions) -> SdkKinesis {
         let timeout = options.request_timeout.unwrap_or(Duration::from_secs(30));
-        let https = options
+        let connect_timeout = Duration::from_secs(5).min(timeout);
+        let https = destination
             .endpoint
             .as_deref()
             .is_none_or(|e| !e.starts_with("http://"));
@@ -226,21 +261,43 @@ impl SdkKinesis {
                     None
                 }
             };
-        loader = loader.http_client(http_client(proxy, Duration::from_secs(5).min(timeout)));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http_client(proxy, connect_timeout));
+        if let Some(profile) = &destination.profile {
+            // The profile's own credentials, even when the environment has some.
+            let credentials = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build();
+            loader = loader
+                .profile_name(profile)
+                .credentials_provider(credentials);
+        }
+        if let Some(region) = &destination.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        // Without the Kinesis endpoint: STS must not be sent there.
         let shared = loader.load().await;
-        let config = aws_sdk_kinesis::config::Builder::from(&shared)
+        let mut config = aws_sdk_kinesis::config::Builder::from(&shared);
+        if let Some(role) = &destination.role {
+            config = config.credentials_provider(assume_role(role, &shared).await);
+        }
+        if let Some(endpoint) = &destination.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        let config = config
             // Delivery retries by itself, so a request that must wait never holds
             // a connection slot.
             .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
             .timeout_config(
                 aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5).min(timeout))
+                    .connect_timeout(connect_timeout)
                     .operation_timeout(timeout)
                     .build(),
             )
             .build();
         SdkKinesis {
             client: aws_sdk_kinesis::Client::from_conf(config),
+            role: destination.role.as_ref().map(|r| r.role_arn.clone()),
         }
     }
 
@@ -248,6 +305,38 @@ impl SdkKinesis {
     pub fn client(&self) -> &aws_sdk_kinesis::Client {
         &self.client
     }
+
+    /// Names the role in a credentials error: that is where they come from.
+    fn error<E, R>(&self, operation: &'static str, err: SdkError<E, R>) -> KinesisError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let mut e = sdk_error(operation, err);
+        if let (ErrorCode::Credentials, Some(role)) = (&e.code, &self.role) {
+            e.message = format!("assuming role {role}: {}", e.message);
+        }
+        e
+    }
+}
+
+/// Credentials of `role`, assumed with the credentials of `shared` through STS
+/// (at `sts_endpoint` if set), cached and refreshed by the SDK.
+async fn assume_role(
+    role: &AssumeRole,
+    shared: &aws_config::SdkConfig,
+) -> aws_config::sts::AssumeRoleProvider {
+    let mut sts = shared.clone();
+    if let Some(endpoint) = &role.sts_endpoint {
+        sts = sts.into_builder().endpoint_url(endpoint).build();
+    }
+    let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+        .session_name(&role.session_name)
+        .configure(&sts);
+    if let Some(id) = &role.external_id {
+        provider = provider.external_id(id);
+    }
+    provider.build().await
 }
 
 /// The SDK's own HTTPS client (rustls with aws-lc, as its default), with the
@@ -349,7 +438,7 @@ impl Kinesis for SdkKinesis {
                 let page = request
                     .send()
                     .await
-                    .map_err(|e| sdk_error("ListShards", e))?;
+                    .map_err(|e| self.error("ListShards", e))?;
                 for s in page.shards() {
                     let open = s
                         .sequence_number_range()
@@ -400,7 +489,7 @@ impl Kinesis for SdkKinesis {
                 .set_records(Some(records))
                 .send()
                 .await
-                .map_err(|e| sdk_error("PutRecords", e))?;
+                .map_err(|e| self.error("PutRecords", e))?;
             if out.records().len() != entries.len() {
                 return Err(KinesisError {
                     operation: "PutRecords",
@@ -456,6 +545,20 @@ mod tests {
             ErrorCode::kinesis("ValidationException").class(),
             ErrorClass::Permanent
         );
+        assert_eq!(
+            ErrorCode::kinesis("ResourceNotFoundException").trouble(),
+            Trouble::StreamMissing
+        );
+        assert_eq!(
+            ErrorCode::kinesis("ExpiredTokenException").trouble(),
+            Trouble::Credentials
+        );
+        assert_eq!(ErrorCode::Credentials.trouble(), Trouble::Credentials);
+        assert_eq!(
+            ErrorCode::kinesis("ProvisionedThroughputExceededException").trouble(),
+            Trouble::Throttled
+        );
+        assert_eq!(ErrorCode::Timeout.trouble(), Trouble::Failing);
         // The code is kept as Kinesis spelled it.
         assert_eq!(
             ErrorCode::kinesis("InternalFailure").as_str(),

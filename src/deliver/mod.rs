@@ -10,7 +10,8 @@
 //!   up, expiry);
 //! - [`refresh`]: the task that keeps the shard map fresh;
 //! - [`dead_letter`]: the file records refused for good are written to;
-//! - [`kinesis`]: the Kinesis client, and the one place that classifies its errors.
+//! - [`kinesis`]: the Kinesis client, and the one place that classifies its errors;
+//! - [`destination`]: each stream's region, endpoint, profile and assumed role.
 //!
 //! Requests run on worker tasks, bounded across all streams by `max_connections`.
 //!
@@ -23,6 +24,7 @@
 //! dissolved if they come back failed.
 
 mod dead_letter;
+pub mod destination;
 mod dispatcher;
 pub mod kinesis;
 mod ledger;

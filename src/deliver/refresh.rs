@@ -41,13 +41,14 @@ pub(super) async fn refresh_shard_map(
                 }
                 failures = 0;
                 metrics.shard_map_refreshed(&stream);
+                metrics.note_ok(&stream);
                 // Sent even when unchanged: records held for a refresh go then.
                 tx.send_replace(Some(Arc::new(map)));
                 interval
             }
             Err((code, e)) => {
                 failures += 1;
-                metrics.note_error(&stream, code.as_str(), &e);
+                metrics.note_error(&stream, code.as_str(), code.trouble(), &e);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
                     last_log = Some(now);

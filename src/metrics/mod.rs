@@ -12,6 +12,7 @@
 //! and cost nothing between scrapes. The last delivery error is kept here too, for
 //! the status endpoint only: an error message is not a bounded label.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -26,9 +27,11 @@ use prometheus_client::registry::Registry;
 
 use crate::spool::{Spool, WeakSpool};
 
+mod health;
 mod labels;
 mod process;
 
+pub use health::{DestinationHealth, LastError, Trouble};
 pub use labels::*;
 
 fn latency_histogram() -> Histogram {
@@ -68,17 +71,8 @@ struct Inner {
     /// after the agent stopped do not keep the database open.
     spool: Arc<OnceLock<WeakSpool>>,
     last_error: Mutex<Option<LastError>>,
-}
-
-/// The most recent delivery problem (a refused request or entry, a failed
-/// ListShards), for `shardline status`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LastError {
-    pub stream: String,
-    /// Kinesis's error code, or `Transport` / `Timeout`.
-    pub code: String,
-    pub message: String,
-    pub at: SystemTime,
+    /// Each stream's last answer and last problem.
+    destinations: Mutex<HashMap<String, DestinationHealth>>,
 }
 
 /// Reads the spool gauges at each scrape.
@@ -368,6 +362,7 @@ impl Metrics {
                 file_events,
                 spool,
                 last_error: Mutex::new(None),
+                destinations: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -389,17 +384,48 @@ impl Metrics {
 
     /// Remembers a delivery problem for the status endpoint (call once per failed
     /// request or batch of entries, not per record).
-    pub fn note_error(&self, stream: &str, code: &str, message: &str) {
+    pub fn note_error(&self, stream: &str, code: &str, trouble: Trouble, message: &str) {
+        let error = LastError {
+            stream: stream.to_owned(),
+            code: code.to_owned(),
+            trouble,
+            message: message.to_owned(),
+            at: SystemTime::now(),
+        };
+        self.inner
+            .destinations
+            .lock()
+            .expect("destinations lock poisoned")
+            .entry(stream.to_owned())
+            .or_default()
+            .last_error = Some(error.clone());
         *self
             .inner
             .last_error
             .lock()
-            .expect("last error lock poisoned") = Some(LastError {
-            stream: stream.to_owned(),
-            code: code.to_owned(),
-            message: message.to_owned(),
-            at: SystemTime::now(),
-        });
+            .expect("last error lock poisoned") = Some(error);
+    }
+
+    /// Remembers that Kinesis accepted a request of `stream`.
+    pub fn note_ok(&self, stream: &str) {
+        let now = SystemTime::now();
+        let mut d = self
+            .inner
+            .destinations
+            .lock()
+            .expect("destinations lock poisoned");
+        match d.get_mut(stream) {
+            Some(h) => h.last_ok = Some(now),
+            None => {
+                d.insert(
+                    stream.to_owned(),
+                    DestinationHealth {
+                        last_ok: Some(now),
+                        last_error: None,
+                    },
+                );
+            }
+        }
     }
 
     /// The most recent delivery problem, if any.
@@ -409,6 +435,17 @@ impl Metrics {
             .lock()
             .expect("last error lock poisoned")
             .clone()
+    }
+
+    /// A stream's destination as delivery last found it.
+    pub fn destination(&self, stream: &str) -> DestinationHealth {
+        self.inner
+            .destinations
+            .lock()
+            .expect("destinations lock poisoned")
+            .get(stream)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -39,6 +39,18 @@ pub struct Faults {
     pub wrong_shard: AtomicU32,
     /// PutRecords requests seen.
     pub put_records: AtomicU64,
+    /// `access key id/region` of every PutRecords request's credential scope, in
+    /// order: who signed it, for which region (only the agent sends PutRecords).
+    pub signers: Mutex<Vec<String>>,
+}
+
+/// `AKID/region` from a SigV4 `Authorization` header
+/// (`Credential=AKID/date/region/service/aws4_request`).
+pub fn signer(authorization: &str) -> Option<String> {
+    let scope = authorization.split("Credential=").nth(1)?;
+    let scope = scope.split([',', ' ']).next()?;
+    let parts: Vec<&str> = scope.split('/').collect();
+    Some(format!("{}/{}", parts.first()?, parts.get(2)?))
 }
 
 /// Ends the connection without an answer: the task serving it dies, and the client
@@ -82,6 +94,14 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
         return next.run(req).await;
     }
     faults.put_records.fetch_add(1, Ordering::Relaxed);
+    if let Some(who) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(signer)
+    {
+        faults.signers.lock().unwrap().push(who);
+    }
     let delay = faults.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

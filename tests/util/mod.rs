@@ -7,6 +7,7 @@
 pub mod emulator;
 pub mod faults;
 pub mod proxy;
+pub mod sts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -11,10 +11,9 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -22,13 +21,16 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::producer::Producer;
+
+mod report;
+
+pub use report::{DestinationState, ErrorStatus, SpoolStatus, Status, StreamStatus};
 
 /// Most connections served at once: scrapers and `shardline status` are few, and
 /// a flood must not take memory or descriptors from the pipeline. Past it a new
@@ -105,69 +107,11 @@ impl StatusError {
     }
 }
 
-/// What `GET /status` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    /// The agent's version.
-    pub version: String,
-    pub pid: u32,
-    pub uptime_seconds: f64,
-    pub spool: SpoolStatus,
-    /// User records accepted by Kinesis since the agent started, all streams.
-    pub delivered_records_total: u64,
-    /// User records accepted per second over the last minute, all streams.
-    pub delivery_rate_records_per_second: f64,
-    pub streams: Vec<StreamStatus>,
-    /// The most recent delivery problem, if there was one since the start.
-    pub last_error: Option<ErrorStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpoolStatus {
-    /// User records waiting for Kinesis.
-    pub records: u64,
-    /// Bytes they take in the spool.
-    pub bytes: u64,
-    /// `spool.max_bytes`: sources wait once `bytes` reaches it.
-    pub max_bytes: u64,
-    /// How long the oldest waiting record has waited (to within a second); `None`
-    /// when nothing waits, or for a memory-only spool.
-    pub oldest_record_age_seconds: Option<f64>,
-    /// Bytes of the spool's segment files (what counts against `max_bytes`).
-    #[serde(default)]
-    pub segment_bytes: u64,
-    /// Free bytes of the spool's filesystem (`None` for a memory-only spool).
-    #[serde(default)]
-    pub disk_free_bytes: Option<u64>,
-    /// `spool.min_free_bytes`: below it the spool is full.
-    #[serde(default)]
-    pub min_free_bytes: u64,
-    /// Damaged spool frames or files found since the start (their records are lost).
-    #[serde(default)]
-    pub damaged_frames: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamStatus {
-    pub stream: String,
-    pub delivered_records_total: u64,
-    pub delivery_rate_records_per_second: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorStatus {
-    pub stream: String,
-    /// Kinesis's error code, or `Transport` / `Timeout` for a request that got no
-    /// answer.
-    pub code: String,
-    pub message: String,
-    pub age_seconds: f64,
-}
-
 /// What the endpoint reads from: the producer's metrics and spool.
 pub(crate) struct View {
     producer: Producer,
-    streams: Vec<String>,
+    /// Each stream and its destination's description.
+    streams: Vec<(String, String)>,
     started: Instant,
     rates: Mutex<RateWindow>,
 }
@@ -208,7 +152,7 @@ impl RateWindow {
 }
 
 impl View {
-    pub(crate) fn new(producer: Producer, streams: Vec<String>) -> View {
+    pub(crate) fn new(producer: Producer, streams: Vec<(String, String)>) -> View {
         let view = View {
             producer,
             streams,
@@ -225,7 +169,7 @@ impl View {
         let metrics = self.producer.metrics();
         self.streams
             .iter()
-            .map(|s| metrics.delivered_count(s))
+            .map(|(s, _)| metrics.delivered_count(s))
             .collect()
     }
 
@@ -254,14 +198,21 @@ impl View {
                 None
             }
         };
+        let metrics = self.producer.metrics();
         let streams: Vec<StreamStatus> = self
             .streams
             .iter()
             .zip(totals.iter().zip(&rates))
-            .map(|(s, (&n, &r))| StreamStatus {
-                stream: s.clone(),
-                delivered_records_total: n,
-                delivery_rate_records_per_second: r,
+            .map(|((s, destination), (&n, &r))| {
+                let health = metrics.destination(s);
+                StreamStatus {
+                    stream: s.clone(),
+                    delivered_records_total: n,
+                    delivery_rate_records_per_second: r,
+                    destination: destination.clone(),
+                    state: DestinationState::of(&health),
+                    error: health.trouble().map(ErrorStatus::of),
+                }
             })
             .collect();
         Status {
@@ -281,15 +232,7 @@ impl View {
             delivered_records_total: totals.iter().sum(),
             delivery_rate_records_per_second: rates.iter().sum(),
             streams,
-            last_error: self.producer.metrics().last_error().map(|e| ErrorStatus {
-                stream: e.stream,
-                code: e.code,
-                message: e.message,
-                age_seconds: SystemTime::now()
-                    .duration_since(e.at)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            }),
+            last_error: metrics.last_error().as_ref().map(ErrorStatus::of),
         }
     }
 }
@@ -466,129 +409,6 @@ pub async fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Status, Status
     serde_json::from_slice(&body).map_err(|source| StatusError::Decode { addr, source })
 }
 
-/// `1.5 KiB`, `3.0 GiB`.
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// `42s`, `3m 05s`, `2h 10m`, `3d 4h`.
-fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
-impl Status {
-    /// The status as `shardline status` prints it for a person.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let s = &self.spool;
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            out,
-            "shardline {}, pid {}, up {}",
-            self.version,
-            self.pid,
-            human_duration(self.uptime_seconds)
-        );
-        self.render_spool(&mut out);
-        let oldest = match (s.oldest_record_age_seconds, s.records) {
-            (Some(age), _) => human_duration(age),
-            (None, 0) => "none".into(),
-            (None, _) => "unknown".into(),
-        };
-        let _ = writeln!(out, "oldest unsent:  {oldest}");
-        let _ = writeln!(
-            out,
-            "delivery:       {:.1} records/s over the last minute, {} delivered since start",
-            self.delivery_rate_records_per_second, self.delivered_records_total
-        );
-        if self.streams.len() > 1 {
-            for st in &self.streams {
-                let _ = writeln!(
-                    out,
-                    "  {:<14}{:.1} records/s, {} delivered",
-                    st.stream, st.delivery_rate_records_per_second, st.delivered_records_total
-                );
-            }
-        }
-        match &self.last_error {
-            None => {
-                let _ = writeln!(out, "last error:     none");
-            }
-            Some(e) => {
-                let _ = writeln!(
-                    out,
-                    "last error:     {} ago, stream {}: {}: {}",
-                    human_duration(e.age_seconds),
-                    e.stream,
-                    e.code,
-                    e.message
-                );
-            }
-        }
-        out
-    }
-
-    /// The backlog, disk and damage lines.
-    fn render_spool(&self, out: &mut String) {
-        let s = &self.spool;
-        // Segment files are what counts against max_bytes.
-        let used = if s.max_bytes > 0 {
-            s.segment_bytes as f64 * 100.0 / s.max_bytes as f64
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            out,
-            "backlog:        {} records, {} ({used:.1}% of the {} spool{})",
-            s.records,
-            human_bytes(s.bytes),
-            human_bytes(s.max_bytes),
-            if s.segment_bytes >= s.max_bytes {
-                ", FULL: sources are waiting"
-            } else {
-                ""
-            }
-        );
-        if let Some(free) = s.disk_free_bytes {
-            let _ = writeln!(
-                out,
-                "spool disk:     {} in segment files, {} free on its filesystem{}",
-                human_bytes(s.segment_bytes),
-                human_bytes(free),
-                if free < s.min_free_bytes {
-                    " (below spool.min_free_bytes: DISK FULL, sources are waiting)"
-                } else {
-                    ""
-                }
-            );
-        }
-        if s.damaged_frames > 0 {
-            let _ = writeln!(
-                out,
-                "spool damage:   {} damaged frames or files skipped (their records are lost; see the log)",
-                s.damaged_frames
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,78 +431,5 @@ mod tests {
         let now = t0 + Duration::from_secs(100);
         assert!(now.duration_since(start) >= RATE_WINDOW);
         assert!(now.duration_since(start) < RATE_WINDOW + RATE_SAMPLE_INTERVAL);
-    }
-
-    fn status() -> Status {
-        Status {
-            version: "1.2.3".into(),
-            pid: 42,
-            uptime_seconds: 3725.0,
-            spool: SpoolStatus {
-                records: 1200,
-                bytes: 3 << 20,
-                max_bytes: 8 << 30,
-                oldest_record_age_seconds: Some(75.4),
-                segment_bytes: 4 << 20,
-                disk_free_bytes: Some(10 << 30),
-                min_free_bytes: 64 << 20,
-                damaged_frames: 0,
-            },
-            delivered_records_total: 9000,
-            delivery_rate_records_per_second: 150.25,
-            streams: vec![
-                StreamStatus {
-                    stream: "logs".into(),
-                    delivered_records_total: 8000,
-                    delivery_rate_records_per_second: 150.25,
-                },
-                StreamStatus {
-                    stream: "audit".into(),
-                    delivered_records_total: 1000,
-                    delivery_rate_records_per_second: 0.0,
-                },
-            ],
-            last_error: Some(ErrorStatus {
-                stream: "audit".into(),
-                code: "ResourceNotFoundException".into(),
-                message: "Stream audit under account 1 not found.".into(),
-                age_seconds: 4.0,
-            }),
-        }
-    }
-
-    #[test]
-    fn render_shows_backlog_rate_and_last_error() {
-        let text = status().render();
-        for needle in [
-            "shardline 1.2.3, pid 42, up 1h 02m",
-            "backlog:        1200 records, 3.0 MiB (0.0% of the 8.0 GiB spool)",
-            "spool disk:     4.0 MiB in segment files, 10.0 GiB free on its filesystem",
-            "oldest unsent:  1m 15s",
-            "delivery:       150.2 records/s over the last minute, 9000 delivered since start",
-            "  audit         0.0 records/s, 1000 delivered",
-            "last error:     4s ago, stream audit: ResourceNotFoundException: Stream audit under account 1 not found.",
-        ] {
-            assert!(text.contains(needle), "{needle:?} not in\n{text}");
-        }
-        let mut full = status();
-        full.spool.segment_bytes = full.spool.max_bytes;
-        full.spool.disk_free_bytes = Some(1 << 20);
-        full.spool.damaged_frames = 2;
-        full.spool.oldest_record_age_seconds = None;
-        full.last_error = None;
-        let text = full.render();
-        assert!(text.contains("FULL: sources are waiting"), "{text}");
-        assert!(text.contains("DISK FULL"), "{text}");
-        assert!(text.contains("2 damaged frames"), "{text}");
-        assert!(text.contains("oldest unsent:  unknown"), "{text}");
-        assert!(text.contains("last error:     none"), "{text}");
-    }
-
-    #[test]
-    fn status_round_trips_through_json() {
-        let s = status();
-        let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
     }
 }
