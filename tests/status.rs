@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shardline::status::{self, Status};
+use shardline::status::{self, DestinationState, Status};
 
 use crate::util::*;
 
@@ -106,6 +106,7 @@ async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
     assert!(s.delivery_rate_records_per_second > 0.0, "{s:#?}");
     assert_eq!(s.streams.len(), 1);
     assert_eq!(s.streams[0].stream, "logs");
+    assert_eq!(s.streams[0].state, DestinationState::Ok);
     assert_eq!(s.last_error, None);
     assert_eq!(get(addr, "/nothing").await.0, 404);
 
@@ -137,12 +138,18 @@ async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
         sample(&text, "shardline_spool_oldest_record_age_seconds").unwrap() >= 1.0,
         "{text}"
     );
-    let e = s.last_error.unwrap();
+    let e = s.last_error.clone().unwrap();
     assert_eq!(e.stream, "logs");
     assert!(!e.code.is_empty() && !e.message.is_empty(), "{e:?}");
+    assert_eq!(s.streams[0].state, DestinationState::Failing, "{s:#?}");
+    assert_eq!(s.streams[0].error.as_ref().map(|e| &e.code), Some(&e.code));
 
     emu.faults.outage.store(false, Ordering::Release);
-    let s = wait_status(addr, "the backlog delivered", |s| s.spool.records == 0).await;
+    let s = wait_status(addr, "the backlog delivered", |s| {
+        s.spool.records == 0 && s.streams[0].state == DestinationState::Ok
+    })
+    .await;
+    assert_eq!(s.streams[0].error, None);
     assert_eq!(s.delivered_records_total, 250);
     assert_eq!(s.spool.oldest_record_age_seconds, None);
     agent.stop().await.unwrap();
@@ -281,4 +288,51 @@ async fn status_answers_past_idle_connections_and_tells_stuck_from_down() {
     let out = status_at(stuck_addr);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     agent.stop().await;
+}
+
+/// Each stream's destination state: a stream that does not exist, then one whose
+/// shards refuse every record, and both once they are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stream_shows_its_destination_state() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let (logs, ghost) = (work.path("logs.sock"), work.path("ghost.sock"));
+    let sources = socket_toml(&logs, None) + &socket_toml(&ghost, Some("ghost"));
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &sources)).await;
+    let addr = agent.metrics_addr();
+    let state = |s: &Status, stream: &str| {
+        s.streams
+            .iter()
+            .find(|st| st.stream == stream)
+            .map(|st| st.state)
+    };
+    send_lines(&ghost, ["lost?".to_owned()]).await;
+    let s = wait_status(addr, "ghost missing", |s| {
+        state(s, "ghost") == Some(DestinationState::StreamMissing)
+    })
+    .await;
+    let error = s.streams[1].error.clone().expect("the problem is shown");
+    assert_eq!(error.code, "ResourceNotFoundException");
+    assert_eq!(state(&s, "logs"), Some(DestinationState::Ok), "{s:#?}");
+
+    emu.faults
+        .throttle_entries
+        .store(u32::MAX, Ordering::Release);
+    send_lines(&logs, (0..20).map(|i| format!("line {i}"))).await;
+    let s = wait_status(addr, "logs throttled", |s| {
+        state(s, "logs") == Some(DestinationState::Throttled)
+    })
+    .await;
+    assert!(s.render().contains("THROTTLED"), "{}", s.render());
+    emu.faults.throttle_entries.store(0, Ordering::Release);
+    create_stream(&client, "ghost", 1).await;
+    wait_status(addr, "both fine", |s| {
+        s.spool.records == 0
+            && state(s, "logs") == Some(DestinationState::Ok)
+            && state(s, "ghost") == Some(DestinationState::Ok)
+    })
+    .await;
+    agent.stop().await.unwrap();
 }
