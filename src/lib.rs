@@ -39,7 +39,8 @@
 //!   took it.
 //! - [`shard_map`]: open shards' hash key ranges, from ListShards.
 //! - [`aggregate`]: the KPL aggregation format, both ways.
-//! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding.
+//! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding, and
+//!   each stream's destination (region, endpoint, credentials, assumed role).
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
 //! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.
 //! - `systemd`: readiness and watchdog notifications to systemd.
