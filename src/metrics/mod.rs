@@ -19,18 +19,19 @@ use std::time::{Duration, SystemTime};
 use prometheus_client::collector::Collector;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::spool::{Spool, WeakSpool};
 
+mod families;
 mod health;
 mod labels;
 mod process;
 
+use families::{DeliveryMetrics, SourceMetrics};
 pub use health::{DestinationHealth, LastError, Trouble};
 pub use labels::*;
 
@@ -41,32 +42,8 @@ fn latency_histogram() -> Histogram {
 
 struct Inner {
     registry: Registry,
-    received: Family<SourceLabels, Counter>,
-    rejected: Family<RejectLabels, Counter>,
-    source_errors: Family<SourceErrorLabels, Counter>,
-    spooled: Family<SourceLabels, Counter>,
-    delivered: Family<StreamLabels, Counter>,
-    requests: Family<StreamLabels, Counter>,
-    request_bytes: Family<StreamLabels, Counter>,
-    request_errors: Family<CodeLabels, Counter>,
-    entry_errors: Family<CodeLabels, Counter>,
-    retried: Family<StreamLabels, Counter>,
-    failed: Family<StreamLabels, Counter>,
-    wrong_shard: Family<StreamLabels, Counter>,
-    misrouted: Family<StreamLabels, Counter>,
-    shard_map_refreshes: Family<StreamLabels, Counter>,
-    shard_map_changes: Family<StreamLabels, Counter>,
-    latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
-    oversized: Family<LineLabels, Counter>,
-    invalid_utf8: Family<LineLabels, Counter>,
-    key_fallbacks: Family<SourceLabels, Counter>,
-    file_events: Family<FileEventLabels, Counter>,
-    /// The sources' memory budget: bytes charged, its size, waits for room.
-    ingest_memory: Gauge,
-    ingest_memory_max: Gauge,
-    ingest_waits: Counter,
-    /// Times journalctl was started again after it ended.
-    journald_restarts: Counter,
+    sources: SourceMetrics,
+    delivery: DeliveryMetrics,
     /// The spool the gauges read, set once it is open; weak, so metrics kept
     /// after the agent stopped do not keep the database open.
     spool: Arc<OnceLock<WeakSpool>>,
@@ -184,182 +161,18 @@ fn stream(s: &str) -> StreamLabels {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let received = Family::default();
-        let rejected = Family::default();
-        let source_errors = Family::default();
-        let spooled = Family::default();
-        let delivered = Family::default();
-        let requests = Family::default();
-        let request_bytes = Family::default();
-        let request_errors = Family::default();
-        let entry_errors = Family::default();
-        let retried = Family::default();
-        let failed = Family::default();
-        let wrong_shard = Family::default();
-        let misrouted = Family::default();
-        let shard_map_refreshes = Family::default();
-        let shard_map_changes = Family::default();
-        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let oversized = Family::default();
-        let invalid_utf8 = Family::default();
-        let key_fallbacks = Family::default();
-        let file_events = Family::default();
-        registry.register(
-            "shardline_lines_oversized",
-            "Lines longer than the record limit, split into several records or truncated",
-            oversized.clone(),
-        );
-        registry.register(
-            "shardline_lines_invalid_utf8",
-            "Lines that are not valid UTF-8, passed as they are, replaced or rejected",
-            invalid_utf8.clone(),
-        );
-        registry.register(
-            "shardline_partition_key_fallbacks",
-            "Records that got a random partition key because their key field was missing",
-            key_fallbacks.clone(),
-        );
-        registry.register(
-            "shardline_file_events",
-            "Tailed files opened, replaced, removed, truncated and closed",
-            file_events.clone(),
-        );
+        let sources = SourceMetrics::register(&mut registry);
+        let delivery = DeliveryMetrics::register(&mut registry);
         let spool = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(SpoolCollector {
             spool: spool.clone(),
         }));
-        registry.register(
-            "shardline_records_received",
-            "User records received from sources",
-            received.clone(),
-        );
-        registry.register(
-            "shardline_records_rejected",
-            "User records refused at intake as invalid (too large, bad key); not spooled",
-            rejected.clone(),
-        );
-        registry.register(
-            "shardline_source_errors",
-            "Protocol errors and refused peers at the sources (bad or truncated frames, peers not allowed)",
-            source_errors.clone(),
-        );
-        registry.register(
-            "shardline_records_spooled",
-            "User records written to the spool",
-            spooled.clone(),
-        );
-        registry.register(
-            "shardline_records_delivered",
-            "User records accepted by Kinesis",
-            delivered.clone(),
-        );
-        registry.register(
-            "shardline_put_records_requests",
-            "PutRecords requests sent",
-            requests.clone(),
-        );
-        registry.register(
-            "shardline_put_records_bytes",
-            "Bytes of Kinesis records (data plus partition keys) sent in PutRecords requests",
-            request_bytes.clone(),
-        );
-        registry.register(
-            "shardline_put_records_errors",
-            "PutRecords requests that failed as a whole, by error code",
-            request_errors.clone(),
-        );
-        registry.register(
-            "shardline_put_records_entry_errors",
-            "PutRecords entries refused, by error code",
-            entry_errors.clone(),
-        );
-        registry.register(
-            "shardline_records_retried",
-            "User records queued again after a failed request or entry",
-            retried.clone(),
-        );
-        registry.register(
-            "shardline_records_failed",
-            "User records Kinesis refused for good, moved to the dead-letter file",
-            failed.clone(),
-        );
-        registry.register(
-            "shardline_wrong_shard_results",
-            "Accepted entries that landed in a shard other than the predicted one",
-            wrong_shard.clone(),
-        );
-        registry.register(
-            "shardline_records_misrouted",
-            "User records sent again because their aggregate landed in a shard whose range does not hold them",
-            misrouted.clone(),
-        );
-        registry.register(
-            "shardline_shard_map_refreshes",
-            "Successful ListShards refreshes",
-            shard_map_refreshes.clone(),
-        );
-        registry.register(
-            "shardline_shard_map_changes",
-            "Shard map changes (reshards) taken into use",
-            shard_map_changes.clone(),
-        );
-        registry.register(
-            "shardline_put_records_duration_seconds",
-            "PutRecords request latency",
-            latency.clone(),
-        );
-        let ingest_memory = Gauge::default();
-        let ingest_memory_max = Gauge::default();
-        let ingest_waits = Counter::default();
-        registry.register(
-            "shardline_ingest_memory_bytes",
-            "Bytes of the ingest memory budget charged by partly read input and decoded records",
-            ingest_memory.clone(),
-        );
-        registry.register(
-            "shardline_ingest_memory_max_bytes",
-            "The ingest memory budget (ingest.max_memory_bytes)",
-            ingest_memory_max.clone(),
-        );
-        registry.register(
-            "shardline_ingest_memory_waits",
-            "Times a connection waited for room in the ingest memory budget",
-            ingest_waits.clone(),
-        );
-        let journald_restarts = Counter::default();
-        registry.register(
-            "shardline_journald_restarts",
-            "Times a journald source started journalctl again after it ended",
-            journald_restarts.clone(),
-        );
         registry.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             inner: Arc::new(Inner {
-                journald_restarts,
                 registry,
-                received,
-                rejected,
-                source_errors,
-                spooled,
-                delivered,
-                requests,
-                request_bytes,
-                request_errors,
-                entry_errors,
-                retried,
-                failed,
-                wrong_shard,
-                misrouted,
-                shard_map_refreshes,
-                ingest_memory,
-                ingest_memory_max,
-                ingest_waits,
-                shard_map_changes,
-                latency,
-                oversized,
-                invalid_utf8,
-                key_fallbacks,
-                file_events,
+                sources,
+                delivery,
                 spool,
                 last_error: Mutex::new(None),
                 destinations: Mutex::new(HashMap::new()),
@@ -369,12 +182,12 @@ impl Metrics {
 
     /// A journald source started journalctl again.
     pub fn journald_restarted(&self) {
-        self.inner.journald_restarts.inc();
+        self.inner.sources.journald_restarts.inc();
     }
 
     /// journalctl restarts so far (for tests and status).
     pub fn journald_restarts(&self) -> u64 {
-        self.inner.journald_restarts.get()
+        self.inner.sources.journald_restarts.get()
     }
 
     /// Gives the spool gauges their spool (once; later calls are ignored).
@@ -487,6 +300,7 @@ impl Metrics {
 
     pub fn received(&self, source: Source, n: u64) {
         self.inner
+            .sources
             .received
             .get_or_create(&SourceLabels { source })
             .inc_by(n);
@@ -494,6 +308,7 @@ impl Metrics {
 
     pub fn rejected(&self, source: Source, reason: RejectReason, n: u64) {
         self.inner
+            .sources
             .rejected
             .get_or_create(&RejectLabels { source, reason })
             .inc_by(n);
@@ -501,6 +316,7 @@ impl Metrics {
 
     pub fn source_error(&self, source: Source, kind: SourceError) {
         self.inner
+            .sources
             .source_errors
             .get_or_create(&SourceErrorLabels { source, kind })
             .inc();
@@ -508,6 +324,7 @@ impl Metrics {
 
     pub fn spooled(&self, source: Source, n: u64) {
         self.inner
+            .sources
             .spooled
             .get_or_create(&SourceLabels { source })
             .inc_by(n);
@@ -515,19 +332,25 @@ impl Metrics {
 
     pub fn delivered(&self, s: &str, n: u64) {
         if n > 0 {
-            self.inner.delivered.get_or_create(&stream(s)).inc_by(n);
+            self.inner
+                .delivery
+                .delivered
+                .get_or_create(&stream(s))
+                .inc_by(n);
         }
     }
 
     pub fn observe_request(&self, s: &str, bytes: u64, elapsed: Duration, answered: bool) {
         let labels = stream(s);
-        self.inner.requests.get_or_create(&labels).inc();
+        self.inner.delivery.requests.get_or_create(&labels).inc();
         self.inner
+            .delivery
             .request_bytes
             .get_or_create(&labels)
             .inc_by(bytes);
         if answered {
             self.inner
+                .delivery
                 .latency
                 .get_or_create(&labels)
                 .observe(elapsed.as_secs_f64());
@@ -536,6 +359,7 @@ impl Metrics {
 
     pub fn request_failed(&self, s: &str, code: &str) {
         self.inner
+            .delivery
             .request_errors
             .get_or_create(&CodeLabels {
                 stream: s.into(),
@@ -546,6 +370,7 @@ impl Metrics {
 
     pub fn entry_failed(&self, s: &str, code: &str) {
         self.inner
+            .delivery
             .entry_errors
             .get_or_create(&CodeLabels {
                 stream: s.into(),
@@ -555,40 +380,66 @@ impl Metrics {
     }
 
     pub fn retried(&self, s: &str, n: u64) {
-        self.inner.retried.get_or_create(&stream(s)).inc_by(n);
+        self.inner
+            .delivery
+            .retried
+            .get_or_create(&stream(s))
+            .inc_by(n);
     }
 
     pub fn failed(&self, s: &str, n: u64) {
-        self.inner.failed.get_or_create(&stream(s)).inc_by(n);
+        self.inner
+            .delivery
+            .failed
+            .get_or_create(&stream(s))
+            .inc_by(n);
     }
 
     pub fn wrong_shard(&self, s: &str, n: u64) {
-        self.inner.wrong_shard.get_or_create(&stream(s)).inc_by(n);
+        self.inner
+            .delivery
+            .wrong_shard
+            .get_or_create(&stream(s))
+            .inc_by(n);
     }
 
     pub fn misrouted(&self, s: &str, n: u64) {
-        self.inner.misrouted.get_or_create(&stream(s)).inc_by(n);
+        self.inner
+            .delivery
+            .misrouted
+            .get_or_create(&stream(s))
+            .inc_by(n);
     }
 
     pub fn shard_map_refreshed(&self, s: &str) {
         self.inner
+            .delivery
             .shard_map_refreshes
             .get_or_create(&stream(s))
             .inc();
     }
 
     pub fn shard_map_changed(&self, s: &str) {
-        self.inner.shard_map_changes.get_or_create(&stream(s)).inc();
+        self.inner
+            .delivery
+            .shard_map_changes
+            .get_or_create(&stream(s))
+            .inc();
     }
 
     /// Records delivered to `stream` so far.
     pub fn delivered_count(&self, s: &str) -> u64 {
-        self.inner.delivered.get_or_create(&stream(s)).get()
+        self.inner
+            .delivery
+            .delivered
+            .get_or_create(&stream(s))
+            .get()
     }
 
     /// `n` lines of `source` longer than the record limit were split or truncated.
     pub fn oversized(&self, source: Source, action: LineAction, n: u64) {
         self.inner
+            .sources
             .oversized
             .get_or_create(&LineLabels { source, action })
             .inc_by(n);
@@ -597,6 +448,7 @@ impl Metrics {
     /// `n` lines of `source` were not valid UTF-8 (`action`: what was done).
     pub fn invalid_utf8(&self, source: Source, action: LineAction, n: u64) {
         self.inner
+            .sources
             .invalid_utf8
             .get_or_create(&LineLabels { source, action })
             .inc_by(n);
@@ -605,6 +457,7 @@ impl Metrics {
     /// `n` records of `source` got a random key for want of their key field.
     pub fn partition_key_fallback(&self, source: Source, n: u64) {
         self.inner
+            .sources
             .key_fallbacks
             .get_or_create(&SourceLabels { source })
             .inc_by(n);
@@ -613,6 +466,7 @@ impl Metrics {
     /// A tailed file event.
     pub fn file_event(&self, event: FileEvent) {
         self.inner
+            .sources
             .file_events
             .get_or_create(&FileEventLabels { event })
             .inc();
@@ -622,6 +476,7 @@ impl Metrics {
     #[cfg(test)]
     pub fn oversized_count(&self, source: Source, action: LineAction) -> u64 {
         self.inner
+            .sources
             .oversized
             .get_or_create(&LineLabels { source, action })
             .get()
@@ -631,6 +486,7 @@ impl Metrics {
     #[cfg(test)]
     pub fn invalid_utf8_count(&self, source: Source, action: LineAction) -> u64 {
         self.inner
+            .sources
             .invalid_utf8
             .get_or_create(&LineLabels { source, action })
             .get()
@@ -640,6 +496,7 @@ impl Metrics {
     #[cfg(test)]
     pub fn partition_key_fallback_count(&self, source: Source) -> u64 {
         self.inner
+            .sources
             .key_fallbacks
             .get_or_create(&SourceLabels { source })
             .get()
@@ -648,22 +505,22 @@ impl Metrics {
     /// File events so far (for tests and status).
     /// The ingest memory budget: its size and the bytes charged now.
     pub fn set_ingest_budget(&self, max: u64, charged: u64) {
-        self.inner.ingest_memory_max.set(max as i64);
-        self.inner.ingest_memory.set(charged as i64);
+        self.inner.sources.ingest_memory_max.set(max as i64);
+        self.inner.sources.ingest_memory.set(charged as i64);
     }
 
     /// A connection waits for room in the ingest memory budget.
     pub fn ingest_budget_waited(&self) {
-        self.inner.ingest_waits.inc();
+        self.inner.sources.ingest_waits.inc();
     }
 
     /// Bytes of the ingest memory budget charged now (tests and status).
     pub fn ingest_memory_bytes(&self) -> u64 {
-        self.inner.ingest_memory.get().max(0) as u64
+        self.inner.sources.ingest_memory.get().max(0) as u64
     }
 
     /// Waits for room in the ingest memory budget so far (tests).
     pub fn ingest_budget_waits(&self) -> u64 {
-        self.inner.ingest_waits.get()
+        self.inner.sources.ingest_waits.get()
     }
 }

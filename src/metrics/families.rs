@@ -1,0 +1,90 @@
+//! The registered metric families, in two groups: what the sources count and
+//! what delivery counts. Each field is registered under the name and help text
+//! beside it (`_total` is added to counters by the encoder).
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+
+use super::labels::*;
+use super::latency_histogram;
+
+/// Registers `metric` and returns it (the registry keeps a clone).
+fn reg<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
+/// What the sources count.
+#[derive(Debug)]
+pub(super) struct SourceMetrics {
+    pub(super) received: Family<SourceLabels, Counter>,
+    pub(super) rejected: Family<RejectLabels, Counter>,
+    pub(super) source_errors: Family<SourceErrorLabels, Counter>,
+    pub(super) spooled: Family<SourceLabels, Counter>,
+    pub(super) oversized: Family<LineLabels, Counter>,
+    pub(super) invalid_utf8: Family<LineLabels, Counter>,
+    pub(super) key_fallbacks: Family<SourceLabels, Counter>,
+    pub(super) file_events: Family<FileEventLabels, Counter>,
+    pub(super) ingest_memory: Gauge,
+    pub(super) ingest_memory_max: Gauge,
+    pub(super) ingest_waits: Counter,
+    pub(super) journald_restarts: Counter,
+}
+
+impl SourceMetrics {
+    pub(super) fn register(r: &mut Registry) -> SourceMetrics {
+        SourceMetrics {
+            received: reg(r, "shardline_records_received", "User records received from sources", Default::default()),
+            rejected: reg(r, "shardline_records_rejected", "User records refused at intake as invalid (too large, bad key); not spooled", Default::default()),
+            source_errors: reg(r, "shardline_source_errors", "Protocol errors and refused peers at the sources (bad or truncated frames, peers not allowed)", Default::default()),
+            spooled: reg(r, "shardline_records_spooled", "User records written to the spool", Default::default()),
+            oversized: reg(r, "shardline_lines_oversized", "Lines longer than the record limit, split into several records or truncated", Default::default()),
+            invalid_utf8: reg(r, "shardline_lines_invalid_utf8", "Lines that are not valid UTF-8, passed as they are, replaced or rejected", Default::default()),
+            key_fallbacks: reg(r, "shardline_partition_key_fallbacks", "Records that got a random partition key because their key field was missing", Default::default()),
+            file_events: reg(r, "shardline_file_events", "Tailed files opened, replaced, removed, truncated and closed", Default::default()),
+            ingest_memory: reg(r, "shardline_ingest_memory_bytes", "Bytes of the ingest memory budget charged by partly read input and decoded records", Default::default()),
+            ingest_memory_max: reg(r, "shardline_ingest_memory_max_bytes", "The ingest memory budget (ingest.max_memory_bytes)", Default::default()),
+            ingest_waits: reg(r, "shardline_ingest_memory_waits", "Times a connection waited for room in the ingest memory budget", Default::default()),
+            journald_restarts: reg(r, "shardline_journald_restarts", "Times a journald source started journalctl again after it ended", Default::default()),
+        }
+    }
+}
+
+/// What delivery counts, per stream.
+#[derive(Debug)]
+pub(super) struct DeliveryMetrics {
+    pub(super) delivered: Family<StreamLabels, Counter>,
+    pub(super) requests: Family<StreamLabels, Counter>,
+    pub(super) request_bytes: Family<StreamLabels, Counter>,
+    pub(super) request_errors: Family<CodeLabels, Counter>,
+    pub(super) entry_errors: Family<CodeLabels, Counter>,
+    pub(super) retried: Family<StreamLabels, Counter>,
+    pub(super) failed: Family<StreamLabels, Counter>,
+    pub(super) wrong_shard: Family<StreamLabels, Counter>,
+    pub(super) misrouted: Family<StreamLabels, Counter>,
+    pub(super) shard_map_refreshes: Family<StreamLabels, Counter>,
+    pub(super) shard_map_changes: Family<StreamLabels, Counter>,
+    pub(super) latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
+}
+
+impl DeliveryMetrics {
+    pub(super) fn register(r: &mut Registry) -> DeliveryMetrics {
+        DeliveryMetrics {
+            delivered: reg(r, "shardline_records_delivered", "User records accepted by Kinesis", Default::default()),
+            requests: reg(r, "shardline_put_records_requests", "PutRecords requests sent", Default::default()),
+            request_bytes: reg(r, "shardline_put_records_bytes", "Bytes of Kinesis records (data plus partition keys) sent in PutRecords requests", Default::default()),
+            request_errors: reg(r, "shardline_put_records_errors", "PutRecords requests that failed as a whole, by error code", Default::default()),
+            entry_errors: reg(r, "shardline_put_records_entry_errors", "PutRecords entries refused, by error code", Default::default()),
+            retried: reg(r, "shardline_records_retried", "User records queued again after a failed request or entry", Default::default()),
+            failed: reg(r, "shardline_records_failed", "User records Kinesis refused for good, moved to the dead-letter file", Default::default()),
+            wrong_shard: reg(r, "shardline_wrong_shard_results", "Accepted entries that landed in a shard other than the predicted one", Default::default()),
+            misrouted: reg(r, "shardline_records_misrouted", "User records sent again because their aggregate landed in a shard whose range does not hold them", Default::default()),
+            shard_map_refreshes: reg(r, "shardline_shard_map_refreshes", "Successful ListShards refreshes", Default::default()),
+            shard_map_changes: reg(r, "shardline_shard_map_changes", "Shard map changes (reshards) taken into use", Default::default()),
+            latency: reg(r, "shardline_put_records_duration_seconds", "PutRecords request latency", Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
+        }
+    }
+}
