@@ -114,7 +114,7 @@ pub fn partition_key_hash(key: &str) -> u128 {
 pub fn parse_explicit_hash_key(value: &str) -> Result<u128, RecordError> {
     // The value is the client's: quoted in logs and answers, so only its start.
     let invalid = || RecordError::InvalidExplicitHashKey {
-        value: crate::source::log_limit::excerpt(value),
+        value: excerpt(value),
     };
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
@@ -126,6 +126,22 @@ pub fn parse_explicit_hash_key(value: &str) -> Result<u128, RecordError> {
 /// digits spread records evenly over the hash key space.
 pub fn random_partition_key() -> String {
     format!("{:016x}", fastrand::u64(..))
+}
+
+/// Longest part of a user-supplied value quoted in a log line or an answer.
+pub const EXCERPT_BYTES: usize = 64;
+
+/// `value` cut to [`EXCERPT_BYTES`] at a character boundary and marked with `…`
+/// when it was cut: safe to quote in a log line or an answer whatever its size.
+pub fn excerpt(value: &str) -> String {
+    if value.len() <= EXCERPT_BYTES {
+        return value.to_owned();
+    }
+    let mut end = EXCERPT_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
 }
 
 #[cfg(test)]
@@ -209,5 +225,18 @@ mod tests {
             partition_key_hash("a"),
             0x0cc175b9c0f1b6a831c399e269772661u128
         );
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_cut_between_characters() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "9".repeat(8 << 20);
+        let e = excerpt(&long);
+        assert!(e.starts_with(&"9".repeat(64)), "{e}");
+        assert_eq!(e.len(), 64 + "…".len(), "{e}");
+        let wide = "é".repeat(100); // 2 bytes each: 64 is a boundary, 63 is not
+        assert_eq!(excerpt(&wide).chars().filter(|&c| c == 'é').count(), 32);
+        let odd = format!("a{}", "é".repeat(100));
+        assert_eq!(excerpt(&odd).chars().filter(|&c| c == 'é').count(), 31);
     }
 }

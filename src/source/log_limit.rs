@@ -7,16 +7,14 @@
 //! every refusal.
 //!
 //! User-supplied values that do reach a log line or a client's answer are cut to
-//! [`EXCERPT_BYTES`] with [`excerpt`].
+//! [`EXCERPT_BYTES`](crate::record::EXCERPT_BYTES) with
+//! [`excerpt`](crate::record::excerpt).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// At most one warning of a kind per source in this long.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Longest part of a user-supplied value quoted in a log line or an answer.
-pub const EXCERPT_BYTES: usize = 64;
 
 /// One kind of warning of one source, let through at most once per interval.
 #[derive(Debug)]
@@ -71,19 +69,6 @@ impl LogLimit {
     }
 }
 
-/// `value` cut to [`EXCERPT_BYTES`] at a character boundary and marked with `…`
-/// when it was cut: safe to quote in a log line or an answer whatever its size.
-pub fn excerpt(value: &str) -> String {
-    if value.len() <= EXCERPT_BYTES {
-        return value.to_owned();
-    }
-    let mut end = EXCERPT_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &value[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,18 +84,5 @@ mod tests {
         assert_eq!(limit.check_at(t0 + Duration::from_secs(10)), Some(999));
         assert_eq!(limit.check_at(t0 + Duration::from_secs(11)), None);
         assert_eq!(limit.check_at(t0 + Duration::from_secs(25)), Some(1));
-    }
-
-    #[test]
-    fn excerpts_are_bounded_and_cut_between_characters() {
-        assert_eq!(excerpt("short"), "short");
-        let long = "9".repeat(8 << 20);
-        let e = excerpt(&long);
-        assert!(e.starts_with(&"9".repeat(64)), "{e}");
-        assert_eq!(e.len(), 64 + "…".len(), "{e}");
-        let wide = "é".repeat(100); // 2 bytes each: 64 is a boundary, 63 is not
-        assert_eq!(excerpt(&wide).chars().filter(|&c| c == 'é').count(), 32);
-        let odd = format!("a{}", "é".repeat(100));
-        assert_eq!(excerpt(&odd).chars().filter(|&c| c == 'é').count(), 31);
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::config::{JournaldConfig, Since};
 use super::{MAX_LINE_BYTES, STDERR_LINES};
-use crate::source::log_limit::excerpt;
+use crate::record::excerpt;
 
 /// The journalctl command that goes on after `cursor` (or starts per `since`).
 pub fn command(config: &JournaldConfig, cursor: Option<&str>) -> Command {
