@@ -8,5 +8,6 @@ pub mod budget;
 pub mod file;
 pub mod format;
 pub mod journald;
+mod json;
 pub mod log_limit;
 pub mod socket;

@@ -2,6 +2,7 @@
 //! random; and the records they go into.
 
 use super::*;
+use crate::source::json::JsonKey;
 
 /// The end of `s[..max]` moved back to a UTF-8 character boundary, when one is
 /// within 3 bytes (binary data is cut at `max`).
@@ -38,26 +39,6 @@ pub(super) fn key_tail(s: &str) -> String {
 pub fn json_field(line: &[u8], field: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 
-    struct Key<'de>(Cow<'de, str>);
-    impl<'de> serde::Deserialize<'de> for Key<'de> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(v.to_owned())))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
     struct Find<'f, 'o> {
         field: &'f str,
         out: &'o mut Option<String>,
@@ -74,7 +55,7 @@ pub fn json_field(line: &[u8], field: &str) -> Option<String> {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            while let Some(JsonKey(k)) = map.next_key::<JsonKey<'de>>()? {
                 if k == self.field {
                     *self.out = match map.next_value::<serde_json::Value>()? {
                         serde_json::Value::String(s) => Some(s),

@@ -97,7 +97,6 @@
 //! not valid UTF-8 are passed, replaced (U+FFFD) or rejected. Each of these is
 //! counted, and logged once per file (later ones are only counted).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};

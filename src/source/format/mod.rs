@@ -31,6 +31,7 @@
 //! per line only the message is escaped and the timestamp's milliseconds written
 //! (the rest of the timestamp is rendered once per second).
 
+use crate::source::json::JsonKey;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -256,26 +257,6 @@ struct Has {
 fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usize)> {
     use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 
-    struct Key<'de>(Cow<'de, str>);
-    impl<'de> serde::Deserialize<'de> for Key<'de> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(v.to_owned())))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
     struct Keys<'e>(&'e [(String, String)]);
     impl<'de> Visitor<'de> for Keys<'_> {
         type Value = (Has, usize);
@@ -288,7 +269,7 @@ fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usi
                 entries: vec![false; self.0.len()],
             };
             let mut n = 0;
-            while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            while let Some(JsonKey(k)) = map.next_key::<JsonKey<'de>>()? {
                 n += 1;
                 if k == "timestamp" {
                     has.timestamp = true;
