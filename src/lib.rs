@@ -7,9 +7,12 @@
 //! example): [`Producer::start`] with [`ProducerOptions`], `put` a [`UserRecord`],
 //! await its [`Receipt`]; refused records come back as [`Failure`]s. The whole agent
 //! (sources included) runs with [`agent::run`] on a [`Config`] from
-//! [`config::load`]. Those items are re-exported here; the modules below are public
-//! for the agent's own binary, tests, benches and examples, and are not a stable
-//! interface.
+//! [`config::load`]. Those items, and the option types they take, are re-exported
+//! here. The documented modules are `agent`, `config`, `producer`, `record`,
+//! `aggregate` (KPL aggregates, both ways), `metrics` and `status` (the endpoint's
+//! client). The others (`deliver`, `source`, `spool`, `shard_map`, `allocator`) are
+//! public only for the agent's tests, benches and examples: hidden from the
+//! documentation, and not a stable interface.
 //!
 //! # Layout
 //!
@@ -50,23 +53,32 @@
 
 pub mod agent;
 pub mod aggregate;
+#[doc(hidden)]
 pub mod allocator;
 pub mod config;
+#[doc(hidden)]
 pub mod deliver;
 pub(crate) mod descriptors;
 mod intake;
 pub mod metrics;
 pub mod producer;
 pub mod record;
+#[doc(hidden)]
 pub mod shard_map;
+#[doc(hidden)]
 pub mod source;
+#[doc(hidden)]
 pub mod spool;
 pub mod status;
 pub(crate) mod systemd;
 
 pub use agent::Agent;
 pub use config::{Config, ConfigError};
-pub use deliver::Failure;
+pub use deliver::destination::{AssumeRole, Destination};
+pub use deliver::kinesis::ClientOptions;
+pub use deliver::proxy::ProxySetting;
+pub use deliver::{DeliveryOptions, Failure};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;
+pub use spool::SpoolOptions;

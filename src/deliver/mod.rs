@@ -1,15 +1,15 @@
 //! Delivery: from the stream's intake to Kinesis, and back to the spool as acks.
 //!
-//! One *dispatcher* task per stream ([`dispatcher`]) is a loop over parts that each
+//! One *dispatcher* task per stream (`dispatcher`) is a loop over parts that each
 //! own their state:
 //!
-//! - [`router`]: routing and aggregation per shard, and the queue of sealed
+//! - `router`: routing and aggregation per shard, and the queue of sealed
 //!   aggregates;
-//! - [`pacing`]: token buckets, stream and shard backoff, and when to wake up;
-//! - [`ledger`]: delivery progress of every loaded spool entry (ack, retire, give
+//! - `pacing`: token buckets, stream and shard backoff, and when to wake up;
+//! - `ledger`: delivery progress of every loaded spool entry (ack, retire, give
 //!   up, expiry);
-//! - [`refresh`]: the task that keeps the shard map fresh;
-//! - [`dead_letter`]: the file records refused for good are written to;
+//! - `refresh`: the task that keeps the shard map fresh;
+//! - `dead_letter`: the file records refused for good are written to;
 //! - [`kinesis`]: the Kinesis client, and the one place that classifies its errors;
 //! - [`destination`]: each stream's region, endpoint, profile and assumed role.
 //!

@@ -5,7 +5,7 @@
 //! # Why it is shaped this way
 //!
 //! **Exactly-once from a file into the spool.** A file's checkpoint (its read
-//! position) is written by [`Producer::spool_batch`] in the *same* spool frame as
+//! position) is written by `Producer::spool_batch` in the *same* spool frame as
 //! the records read up to it. After a crash the spool holds either both or neither, so
 //! the file is read again from exactly the first byte that did not reach the spool.
 //! The position is a *consumed* offset: the end of the last line that went into a

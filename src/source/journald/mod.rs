@@ -3,7 +3,7 @@
 //!
 //! **Exactly-once from the journal into the spool.** The journal cursor of the
 //! last entry read is the block's checkpoint, written by
-//! [`Producer::spool_batch`] in the *same* spool frame as the records made of the
+//! `Producer::spool_batch` in the *same* spool frame as the records made of the
 //! entries up to it (the file source's path). After a crash the spool holds either
 //! both or neither, and `journalctl --after-cursor` starts at the first entry that
 //! did not reach the spool. Entries a block does not select move the cursor too; a
@@ -18,7 +18,6 @@
 //! again from the last spooled cursor after a backoff and counted
 //! (`shardline_journald_restarts_total`).
 //!
-//! [`Producer::spool_batch`]: crate::producer::Producer::spool_batch
 
 pub mod config;
 mod cursor;
