@@ -181,6 +181,20 @@ async fn a_refused_role_waits_in_the_spool_and_is_reported() {
     let logs_state = status(addr).await.streams[0].state;
     assert_eq!(logs_state, DestinationState::Ok);
     assert!(stream_data(&b.client().await, "audit").await.is_empty());
+    // What the credentials alert reads: no PutRecords was sent, ListShards failed.
+    let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let failed = text
+        .lines()
+        .find(|l| {
+            l.starts_with("shardline_list_shards_errors_total{")
+                && l.contains("stream=\"audit\"")
+                && l.contains("code=\"Credentials\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1.0), "{text}");
     assert!(
         b.faults.signers.lock().unwrap().is_empty(),
         "no PutRecords reached account B"

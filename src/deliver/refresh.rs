@@ -48,6 +48,7 @@ pub(super) async fn refresh_shard_map(
             }
             Err((code, e)) => {
                 failures += 1;
+                metrics.list_shards_failed(&stream, code.as_str());
                 metrics.note_error(&stream, code.as_str(), code.trouble(), &e);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {

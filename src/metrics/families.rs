@@ -66,6 +66,7 @@ pub(super) struct DeliveryMetrics {
     pub(super) wrong_shard: Family<StreamLabels, Counter>,
     pub(super) misrouted: Family<StreamLabels, Counter>,
     pub(super) shard_map_refreshes: Family<StreamLabels, Counter>,
+    pub(super) list_shards_errors: Family<CodeLabels, Counter>,
     pub(super) shard_map_changes: Family<StreamLabels, Counter>,
     pub(super) latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
 }
@@ -83,6 +84,7 @@ impl DeliveryMetrics {
             wrong_shard: reg(r, "shardline_wrong_shard_results", "Accepted entries that landed in a shard other than the predicted one", Default::default()),
             misrouted: reg(r, "shardline_records_misrouted", "User records sent again because their aggregate landed in a shard whose range does not hold them", Default::default()),
             shard_map_refreshes: reg(r, "shardline_shard_map_refreshes", "Successful ListShards refreshes", Default::default()),
+            list_shards_errors: reg(r, "shardline_list_shards_errors", "ListShards requests that failed (or answered no usable map), by error code", Default::default()),
             shard_map_changes: reg(r, "shardline_shard_map_changes", "Shard map changes (reshards) taken into use", Default::default()),
             latency: reg(r, "shardline_put_records_duration_seconds", "PutRecords request latency", Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
         }

@@ -357,6 +357,18 @@ impl Metrics {
         }
     }
 
+    /// A ListShards request of stream `s` failed with `code`.
+    pub fn list_shards_failed(&self, s: &str, code: &str) {
+        self.inner
+            .delivery
+            .list_shards_errors
+            .get_or_create(&CodeLabels {
+                stream: s.into(),
+                code: code.into(),
+            })
+            .inc();
+    }
+
     pub fn request_failed(&self, s: &str, code: &str) {
         self.inner
             .delivery
