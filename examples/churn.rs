@@ -46,6 +46,8 @@
 //! At the end the spool is drained, closed (`Spool::close`) and reopened, and the
 //! directory is measured after each step: what a restart gives back.
 //!
+//! `--minutes M` ends the run after M minutes if `--gib` is not written by then.
+//!
 //! `--writers N` runs N−1 more writers the same way, each on its own stream, until
 //! the first is done: a stress of concurrent writers against the one commit thread
 //! (the bound is then N times the live data and two segments).
@@ -127,6 +129,10 @@ struct Args {
     /// Parent of the spool directory [default: the system's temp directory].
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Stop after this many minutes even if `--gib` is not written yet (a stress
+    /// run of a fixed length).
+    #[arg(long)]
+    minutes: Option<f64>,
 }
 
 /// Live entries, oldest first: (id, bytes).
@@ -335,7 +341,11 @@ fn main() -> ExitCode {
             })
         })
         .collect();
-    while c.payload < total {
+    let deadline = args
+        .minutes
+        .map(|m| started + std::time::Duration::from_secs_f64(m * 60.0));
+    let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
+    while c.payload < total && !out_of_time() {
         if c.payload >= next_burst {
             let until = c.payload + (args.burst_mib << 20);
             while c.payload < until {
@@ -346,7 +356,7 @@ fn main() -> ExitCode {
         }
         c.append(false);
         c.retire_down_to(lag);
-        if c.payload >= next_sample || c.payload >= total {
+        if c.payload >= next_sample || c.payload >= total || out_of_time() {
             let (apparent, allocated) = common::dir_usage(&c.dir);
             println!(
                 "{:>8.2} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>10.2} {:>8.1}",

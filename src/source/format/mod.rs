@@ -302,32 +302,24 @@ fn escape(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(out, s).expect("writing a string to a Vec cannot fail");
 }
 
-/// Appends `s` (UTF-8) as a quoted JSON string, escaped as serde_json does it;
-/// eight bytes at a time while none needs an escape.
+/// Appends `s` (UTF-8) as a quoted JSON string, escaped as serde_json does it.
+/// A block of [`ESCAPE_BLOCK`] bytes is tested at once (a loop without branches,
+/// which the compiler turns into vector compares) and copied whole while none of
+/// its bytes needs an escape; only a block that has one is gone through byte by
+/// byte.
 fn escape_into(out: &mut BytesMut, s: &[u8]) {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Whether a byte of `w` is zero: the classic bit trick, exact for "any".
-    let has_zero = |w: u64| w.wrapping_sub(LO) & !w & HI != 0;
-    let special = |w: u64| {
-        w.wrapping_sub(LO * 0x20) & !w & HI != 0
-            || has_zero(w ^ (LO * u64::from(b'"')))
-            || has_zero(w ^ (LO * u64::from(b'\\')))
-    };
     out.extend_from_slice(b"\"");
     let mut start = 0;
-    let mut i = 0;
-    while i < s.len() {
-        if let Some(chunk) = s.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().expect("a slice of 8 bytes"));
-            if !special(w) {
-                i += 8;
+    for (n, block) in s.chunks(ESCAPE_BLOCK).enumerate() {
+        if !needs_escape(block) {
+            continue;
+        }
+        let at = n * ESCAPE_BLOCK;
+        for (j, &b) in block.iter().enumerate() {
+            if escaped_len(b) == 1 {
                 continue;
             }
-        }
-        let b = s[i];
-        if escaped_len(b) > 1 {
-            out.extend_from_slice(&s[start..i]);
+            out.extend_from_slice(&s[start..at + j]);
             match b {
                 b'"' => out.extend_from_slice(b"\\\""),
                 b'\\' => out.extend_from_slice(b"\\\\"),
@@ -342,12 +334,24 @@ fn escape_into(out: &mut BytesMut, s: &[u8]) {
                     out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
                 }
             }
-            start = i + 1;
+            start = at + j + 1;
         }
-        i += 1;
     }
     out.extend_from_slice(&s[start..]);
     out.extend_from_slice(b"\"");
+}
+
+/// Bytes [`escape_into`] tests at once.
+const ESCAPE_BLOCK: usize = 32;
+
+/// Whether a byte of `block` needs an escape (a control byte, `"` or `\`).
+#[inline]
+fn needs_escape(block: &[u8]) -> bool {
+    let mut any = false;
+    for &b in block {
+        any |= (b < 0x20) | (b == b'"') | (b == b'\\');
+    }
+    any
 }
 
 /// Bytes `b` takes inside a JSON string, as serde_json writes it.

@@ -206,3 +206,30 @@ fn timestamps_are_rfc3339_utc_with_milliseconds() {
     assert_eq!(&c.at(1_709_251_199, 999), b"2024-02-29T23:59:59.999Z");
     assert_eq!(&c.at(951_782_400, 50), b"2000-02-29T00:00:00.050Z");
 }
+
+#[test]
+fn escaping_matches_serde_json_at_every_position_of_a_block() {
+    // Lines of every length around the block size, with each kind of byte that
+    // needs an escape at every position (and a few at once), against serde_json.
+    let specials = ["\"", "\\", "\n", "\t", "\u{1}", "\u{1f}", "é", "😀"];
+    for len in 0..(3 * ESCAPE_BLOCK + 2) {
+        for at in 0..=len {
+            for (k, special) in specials.iter().enumerate() {
+                let mut line: String = (0..len)
+                    .map(|i| char::from(b'a' + ((i + k) % 26) as u8))
+                    .collect();
+                line.insert_str(at, special);
+                if at % 7 == 3 {
+                    line.push('"');
+                }
+                let mut out = BytesMut::new();
+                escape_into(&mut out, line.as_bytes());
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    serde_json::to_string(&line).unwrap(),
+                    "{line:?}"
+                );
+            }
+        }
+    }
+}
