@@ -20,7 +20,7 @@ use super::ledger::Ledger;
 use super::pacing::Pacing;
 use super::router::{Placement, Ready, Router};
 use super::{Context, DeliveryOptions, LOG_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
-use crate::aggregate::{Encoded, Pending};
+use crate::aggregate::{encode_all, Aggregate, Encoded, Pending};
 use crate::intake::{Loaded, Outlet};
 use crate::metrics::Metrics;
 use crate::shard_map::ShardMap;
@@ -577,12 +577,15 @@ async fn put_records(
     mut items: Vec<Ready>,
 ) {
     let _permit = permit;
-    // Encoding (and its MD5) runs here, on the worker, so aggregates of
-    // different shards are hashed in parallel.
-    for item in &mut items {
-        if item.encoded.is_none() {
-            item.encoded = Some(item.agg.encode());
-        }
+    // Encoding (and its MD5) runs here, on the worker, so requests are hashed
+    // in parallel, and the aggregates of one request several at once.
+    let todo: Vec<usize> = (0..items.len())
+        .filter(|&i| items[i].encoded.is_none())
+        .collect();
+    let aggs: Vec<&Aggregate> = todo.iter().map(|&i| &items[i].agg).collect();
+    let encoded = encode_all(&aggs);
+    for (i, e) in todo.into_iter().zip(encoded) {
+        items[i].encoded = Some(e);
     }
     let entries: Vec<Encoded> = items
         .iter()

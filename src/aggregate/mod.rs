@@ -7,9 +7,9 @@
 //!
 //! The [`Aggregator`] keeps the exact encoded size as records are added, so an
 //! aggregate never crosses its limit and needs no trial encoding; the encoding itself
-//! (and the MD5 it requires) happens in [`Aggregate::encode`], which delivery runs on
-//! the worker that sends the request, so aggregates of different shards are hashed in
-//! parallel. Partition keys are deduplicated; the explicit hash key table is written
+//! (and the MD5 it requires) happens in [`encode_all`], which delivery runs on the
+//! worker that sends the request, so requests are hashed in parallel and the
+//! aggregates of one request several at once ([`digest`]). Partition keys are deduplicated; the explicit hash key table is written
 //! whenever a record has one. The proto2 `required` fields are always written, even
 //! when zero or empty: strict deaggregators reject a record without them.
 
@@ -27,6 +27,8 @@ pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
 /// Magic plus MD5 trailer.
 const FRAMING_LEN: usize = MAGIC.len() + DIGEST_LEN;
+
+pub mod digest;
 
 /// The protobuf messages of the aggregation format, for decoding.
 pub mod proto {
@@ -431,20 +433,26 @@ impl Aggregate {
     /// is the first record's and the outer explicit hash key its hash key, which lies
     /// in the shard the aggregate was built for.
     pub fn encode(&self) -> Encoded {
+        encode_all(&[self]).pop().expect("one encoding per aggregate")
+    }
+
+    /// The Kinesis record without the MD5 trailer, which [`encode_all`] adds for
+    /// many aggregates at once.
+    fn unsigned(&self) -> Unsigned {
         let first = match self.records.as_slice() {
             [] => {
-                return Encoded {
+                return Unsigned::Done(Encoded {
                     partition_key: String::new(),
                     explicit_hash_key: None,
                     data: Bytes::new(),
-                }
+                })
             }
             [one] => {
-                return Encoded {
+                return Unsigned::Done(Encoded {
                     partition_key: one.record.partition_key.clone(),
                     explicit_hash_key: one.record.explicit_hash_key.map(|k| k.to_string()),
                     data: one.record.data.clone(),
-                }
+                })
             }
             [first, ..] => first,
         };
@@ -473,14 +481,58 @@ impl Aggregate {
             put_bytes_field(&mut buf, 3, &r.record.data);
         }
         debug_assert_eq!(buf.len(), MAGIC.len() + self.body_len);
-        let digest = Md5::digest(&buf[MAGIC.len()..]);
-        buf.put_slice(&digest);
-        Encoded {
+        Unsigned::Body {
             partition_key: first.record.partition_key.clone(),
-            explicit_hash_key: Some(first.hash_key.to_string()),
-            data: buf.freeze(),
+            explicit_hash_key: first.hash_key.to_string(),
+            buf,
         }
     }
+}
+
+/// An aggregate encoded but for its MD5 trailer.
+enum Unsigned {
+    /// Needs no trailer: a lone user record, or nothing.
+    Done(Encoded),
+    /// Magic and protobuf body; the MD5 of the body goes after it.
+    Body {
+        partition_key: String,
+        explicit_hash_key: String,
+        buf: BytesMut,
+    },
+}
+
+/// Encodes each aggregate (see [`Aggregate::encode`]), in order. The MD5
+/// trailers of all of them are computed together ([`digest::digests`]): a
+/// PutRecords request's aggregates are hashed several at once.
+pub fn encode_all(aggs: &[&Aggregate]) -> Vec<Encoded> {
+    let unsigned: Vec<Unsigned> = aggs.iter().map(|a| a.unsigned()).collect();
+    let bodies: Vec<&[u8]> = unsigned
+        .iter()
+        .filter_map(|u| match u {
+            Unsigned::Body { buf, .. } => Some(&buf[MAGIC.len()..]),
+            Unsigned::Done(_) => None,
+        })
+        .collect();
+    let mut digests = digest::digests(&bodies).into_iter();
+    unsigned
+        .into_iter()
+        .map(|u| match u {
+            Unsigned::Done(e) => e,
+            Unsigned::Body {
+                partition_key,
+                explicit_hash_key,
+                mut buf,
+            } => {
+                let d = digests.next().expect("one digest per body");
+                buf.put_slice(&d);
+                Encoded {
+                    partition_key,
+                    explicit_hash_key: Some(explicit_hash_key),
+                    data: buf.freeze(),
+                }
+            }
+        })
+        .collect()
 }
 
 fn put_key(buf: &mut BytesMut, tag: u32, wire_type: u32) {
