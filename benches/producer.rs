@@ -17,7 +17,7 @@
 //! required by the format, so the `md-5` crate's one-message-at-a-time figure is
 //! the floor of a producer that hashes its aggregates one by one.
 //! `md5_floor/…_in_lanes` hashes them eight at a time in vector lanes, as
-//! delivery does (`aggregate::digest`).
+//! delivery does (`digest`).
 //!
 //! ```text
 //! cargo bench --bench producer
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use md5::{Digest, Md5};
-use shardline::aggregate::digest::digests;
+use shardline::digest::digests;
 use shardline::aggregate::Encoded;
 use shardline::config::Config;
 use shardline::deliver::kinesis::{BoxFuture, EntryResult, Kinesis, KinesisError};
@@ -249,7 +249,7 @@ fn md5_floor(c: &mut Criterion) {
             start.elapsed()
         })
     });
-    // The same bytes through `aggregate::digest::digests`, eight aggregates of
+    // The same bytes through `digest::digests`, eight aggregates of
     // 50 KiB at a time (what a PutRecords request's worker hashes): MD5 is no
     // floor once independent messages share the vector lanes.
     group.bench_function("1024_bytes_2_threads_in_lanes", |b| {

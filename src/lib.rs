@@ -42,6 +42,8 @@
 //!   took it.
 //! - [`shard_map`]: open shards' hash key ranges, from ListShards.
 //! - [`aggregate`]: the KPL aggregation format, both ways.
+//! - `digest`: MD5 of many messages at once (a request's aggregates, a batch's
+//!   partition keys), eight per vector register where the CPU has AVX2.
 //! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding, and
 //!   each stream's destination (region, endpoint, credentials, assumed role).
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
@@ -59,6 +61,8 @@ pub mod config;
 #[doc(hidden)]
 pub mod deliver;
 pub(crate) mod descriptors;
+#[doc(hidden)]
+pub mod digest;
 mod intake;
 pub mod metrics;
 pub mod producer;

@@ -9,7 +9,7 @@
 //! aggregate never crosses its limit and needs no trial encoding; the encoding itself
 //! (and the MD5 it requires) happens in [`encode_all`], which delivery runs on the
 //! worker that sends the request, so requests are hashed in parallel and the
-//! aggregates of one request several at once ([`digest`]). Partition keys are deduplicated; the explicit hash key table is written
+//! aggregates of one request several at once ([`crate::digest`]). Partition keys are deduplicated; the explicit hash key table is written
 //! whenever a record has one. The proto2 `required` fields are always written, even
 //! when zero or empty: strict deaggregators reject a record without them.
 
@@ -27,8 +27,6 @@ pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
 /// Magic plus MD5 trailer.
 const FRAMING_LEN: usize = MAGIC.len() + DIGEST_LEN;
-
-pub mod digest;
 
 /// The protobuf messages of the aggregation format, for decoding.
 pub mod proto {
@@ -502,7 +500,7 @@ enum Unsigned {
 }
 
 /// Encodes each aggregate (see [`Aggregate::encode`]), in order. The MD5
-/// trailers of all of them are computed together ([`digest::digests`]): a
+/// trailers of all of them are computed together ([`crate::digest::digests`]): a
 /// PutRecords request's aggregates are hashed several at once.
 pub fn encode_all(aggs: &[&Aggregate]) -> Vec<Encoded> {
     let unsigned: Vec<Unsigned> = aggs.iter().map(|a| a.unsigned()).collect();
@@ -513,7 +511,7 @@ pub fn encode_all(aggs: &[&Aggregate]) -> Vec<Encoded> {
             Unsigned::Done(_) => None,
         })
         .collect();
-    let mut digests = digest::digests(&bodies).into_iter();
+    let mut digests = crate::digest::digests(&bodies).into_iter();
     unsigned
         .into_iter()
         .map(|u| match u {

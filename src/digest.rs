@@ -1,14 +1,17 @@
-//! MD5 of many aggregates at once.
+//! MD5 of many messages at once: the aggregates of a request, the partition keys
+//! of a batch.
 //!
 //! Every KPL aggregate ends in the MD5 of its body, so every byte sent is hashed
-//! once, and MD5 is the largest single cost of the delivery path. One MD5 is a
+//! once, and MD5 is the largest single cost of the delivery path; every record
+//! without an explicit hash key is routed by the MD5 of its partition key. One MD5 is a
 //! chain of 64 dependent steps per 64-byte block: a core runs it at a few cycles
 //! per byte whatever the code, and most of its vector units stay idle. A
 //! PutRecords request holds many aggregates, though, and their hashes are
 //! independent: with AVX2, eight of them advance together, one in each 32-bit
 //! lane of a vector register (the "multi-buffer" technique of Intel's
 //! isa-l_crypto `md5_mb`). A lane whose message is done takes the next one, so
-//! messages of different lengths keep the lanes busy.
+//! messages of different lengths keep the lanes busy. The same goes for the
+//! partition keys of a batch of records.
 //!
 //! [`digests`] picks the lanes when the CPU has AVX2 and there are at least two
 //! messages, and the `md-5` crate's single-message code otherwise; both give the
