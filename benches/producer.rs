@@ -146,15 +146,18 @@ fn timed(
             kinesis.clone(),
         ))
         .expect("producer starts");
-    // Warm up: the shard map is loaded and the pipeline is running.
+    // Warm up: the shard map is loaded and the pipeline is running. Flushed, not
+    // left to its linger: criterion sizes the samples by the wall time of whole
+    // calls, set-up included, and 100 ms of linger per call made it take
+    // samples of a few hundred records, where the pipeline's start and final
+    // flush, not its throughput, decide the time per record.
     rt.block_on(async {
-        producer
+        let receipt = producer
             .put(UserRecord::new("warm-up", data.clone()))
             .await
-            .unwrap()
-            .delivered()
-            .await
             .unwrap();
+        producer.flush();
+        receipt.delivered().await.unwrap();
     });
     let mut halves: Vec<Vec<UserRecord>> = Vec::new();
     let per = all.len().div_ceil(THREADS);
