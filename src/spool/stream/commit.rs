@@ -35,6 +35,7 @@ impl Disk {
             self.copy_forward(stream, &mut state, space);
         }
         self.roll(stream, &mut state, space);
+        self.move_delivered(stream, &mut state, space);
         let mut c = Commit {
             files: Vec::new(),
             dir_dirty: std::mem::take(&mut state.dir_dirty),
@@ -89,6 +90,35 @@ impl Disk {
         }
         if delivered && !idle {
             self.move_live(stream, state, space, seq);
+        }
+    }
+
+    /// Copies forward the few live entries of sealed segments written since the
+    /// last sync and mostly delivered (less than a quarter live), as [`roll`]
+    /// does for the open segment: the segment then goes unsynced, and the disk
+    /// writes the live quarter at most instead of the whole segment. A segment
+    /// rolled for its size just before a commit holds the records still on
+    /// their way to Kinesis at its end; synced, all of it would be written.
+    ///
+    /// [`roll`]: Disk::roll
+    fn move_delivered(&self, stream: &str, state: &mut State, space: &Space) {
+        let open = state.open.as_ref().map(|o| o.seq);
+        let mostly_delivered: Vec<u64> = state
+            .segments
+            .iter()
+            .filter(|(&q, s)| {
+                Some(q) != open
+                    && s.sealed
+                    && s.dirty
+                    && s.live > 0
+                    && s.live_bytes * COPY_FORWARD_RATIO < s.len
+            })
+            .map(|(&q, _)| q)
+            .collect();
+        for seq in mostly_delivered {
+            if !self.move_live(stream, state, space, seq) {
+                return;
+            }
         }
     }
 

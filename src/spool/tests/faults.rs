@@ -236,3 +236,50 @@ fn what_is_delivered_before_the_commit_is_never_synced() {
     assert!(sim.syncs()[before..].iter().any(|(p, _)| open.contains(p)));
     assert_eq!(all(&s).len(), 92);
 }
+
+#[test]
+fn a_segment_sealed_for_its_size_and_mostly_delivered_is_never_synced() {
+    // The commit comes right after the first segment was sealed for its size,
+    // with the newest entries in it still on their way to Kinesis.
+    let sim = Sim::default();
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    let s = spool.stream("s").unwrap();
+    let data = "d".repeat(1000);
+    let mut written = Vec::new();
+    let mut append = |written: &mut Vec<(u64, u64)>| {
+        let r = rec(&format!("k{}", written.len()), &data);
+        written.push(s.append(&[r]).unwrap());
+    };
+    // A first commit while all is live (the segment is synced as it is, and
+    // the disk is no longer behind), then everything delivered.
+    for _ in 0..50 {
+        append(&mut written);
+    }
+    commit(&spool);
+    s.retire(&written, &[], written.len() as u64).unwrap();
+    let retired = written.len();
+    while seg_paths(&sim).len() < 2 {
+        append(&mut written);
+        // Delivered as it goes, all but the newest two.
+        if let Some(n) = written.len().checked_sub(3).filter(|&n| n >= retired) {
+            s.retire(&written[n..=n], &[], 1).unwrap();
+        }
+    }
+    let first = seg_paths(&sim)[0].clone();
+    let before = sim.syncs().len();
+    commit(&spool);
+    let synced: BTreeSet<PathBuf> = sim.syncs()[before..].iter().map(|(p, _)| p.clone()).collect();
+    assert!(
+        !synced.contains(&first),
+        "the sealed, mostly delivered segment was synced: {synced:?}"
+    );
+    assert!(!seg_paths(&sim).contains(&first), "and it is removed");
+    // Its live entries were copied forward and synced: they survive a power cut.
+    crash(spool);
+    sim.power_cut(&mut fastrand::Rng::with_seed(2));
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    let s = spool.stream("s").unwrap();
+    let ids: Vec<u64> = all(&s).iter().map(|e| e.id).collect();
+    let live: Vec<u64> = written[written.len() - 2..].iter().map(|w| w.0).collect();
+    assert_eq!(ids, live);
+}
