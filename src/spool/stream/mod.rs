@@ -40,6 +40,9 @@ pub(crate) const ROLL_IDLE: Duration = Duration::from_secs(1);
 /// A sealed segment whose live entries take less than 1/this of it is copied
 /// forward (its live entries are written again to the open segment).
 const COPY_FORWARD_RATIO: u64 = 4;
+/// A sealed segment written since the last sync is copied forward instead of
+/// synced when less than 1/`MOVE_DELIVERED_RATIO` of it is live.
+const MOVE_DELIVERED_RATIO: u64 = 8;
 /// An open segment at least this fraction of `segment_bytes` long, less than a
 /// quarter live, is rolled by the commit (see [`Disk::collect`]).
 const ROLL_DELIVERED_FRACTION: u64 = 64;

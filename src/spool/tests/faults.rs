@@ -246,7 +246,7 @@ fn a_segment_sealed_for_its_size_and_mostly_delivered_is_never_synced() {
     let s = spool.stream("s").unwrap();
     let data = "d".repeat(1000);
     let mut written = Vec::new();
-    let mut append = |written: &mut Vec<(u64, u64)>| {
+    let append = |written: &mut Vec<(u64, u64)>| {
         let r = rec(&format!("k{}", written.len()), &data);
         written.push(s.append(&[r]).unwrap());
     };
