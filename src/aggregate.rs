@@ -431,7 +431,9 @@ impl Aggregate {
     /// is the first record's and the outer explicit hash key its hash key, which lies
     /// in the shard the aggregate was built for.
     pub fn encode(&self) -> Encoded {
-        encode_all(&[self]).pop().expect("one encoding per aggregate")
+        encode_all(&[self])
+            .pop()
+            .expect("one encoding per aggregate")
     }
 
     /// The Kinesis record without the MD5 trailer, which [`encode_all`] adds for

@@ -268,7 +268,10 @@ fn a_segment_sealed_for_its_size_and_mostly_delivered_is_never_synced() {
     let first = seg_paths(&sim)[0].clone();
     let before = sim.syncs().len();
     commit(&spool);
-    let synced: BTreeSet<PathBuf> = sim.syncs()[before..].iter().map(|(p, _)| p.clone()).collect();
+    let synced: BTreeSet<PathBuf> = sim.syncs()[before..]
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
     assert!(
         !synced.contains(&first),
         "the sealed, mostly delivered segment was synced: {synced:?}"
