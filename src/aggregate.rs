@@ -9,9 +9,10 @@
 //! aggregate never crosses its limit and needs no trial encoding; the encoding itself
 //! (and the MD5 it requires) happens in [`encode_all`], which delivery runs on the
 //! worker that sends the request, so requests are hashed in parallel and the
-//! aggregates of one request several at once ([`crate::digest`]). Partition keys are deduplicated; the explicit hash key table is written
-//! whenever a record has one. The proto2 `required` fields are always written, even
-//! when zero or empty: strict deaggregators reject a record without them.
+//! aggregates of one request several at once ([`crate::digest`]). Partition keys
+//! are deduplicated; the explicit hash key table is written whenever a record has
+//! one. The proto2 `required` fields are always written, even when zero or empty:
+//! strict deaggregators reject a record without them.
 
 use std::collections::HashMap;
 
@@ -20,11 +21,11 @@ use md5::{Digest, Md5};
 use prost::encoding::encoded_len_varint;
 use prost::Message;
 
+use crate::digest::DIGEST_LEN;
 use crate::record::{parse_explicit_hash_key, UserRecord, MAX_RECORD_BYTES};
 
 /// The four bytes every KPL aggregate starts with.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
-const DIGEST_LEN: usize = 16;
 /// Magic plus MD5 trailer.
 const FRAMING_LEN: usize = MAGIC.len() + DIGEST_LEN;
 

@@ -99,9 +99,9 @@ impl Disk {
     /// writes its live eighth instead of the whole segment. (Not up to a
     /// quarter, as for the open segment: with eight writers bursting, the kernel
     /// writes many sealed segments back before they go, and copies of up to a
-    /// quarter added 17 % to the bytes written.) A segment
-    /// rolled for its size just before a commit holds the records still on
-    /// their way to Kinesis at its end; synced, all of it would be written.
+    /// quarter added 17 % to the bytes written.) A segment rolled for its size
+    /// just before a commit holds the records still on their way to Kinesis at
+    /// its end; synced, all of it would be written.
     ///
     /// [`roll`]: Disk::roll
     fn move_delivered(&self, stream: &str, state: &mut State, space: &Space) {
@@ -118,11 +118,7 @@ impl Disk {
             })
             .map(|(&q, _)| q)
             .collect();
-        for seq in mostly_delivered {
-            if !self.move_live(stream, state, space, seq) {
-                return;
-            }
-        }
+        self.move_all(stream, state, space, &mostly_delivered);
     }
 
     /// Fsyncs what the commit covers (no lock held).
@@ -308,12 +304,20 @@ impl Disk {
             .filter(|(_, s)| s.sealed && s.live > 0)
             .map(|(&q, _)| q)
             .collect();
-        let older = &sealed[..sealed.len() / 2];
-        for &seq in older {
-            let seg = &state.segments[&seq];
-            if seg.live_bytes * COPY_FORWARD_RATIO >= seg.len {
-                continue;
-            }
+        let pinned: Vec<u64> = sealed[..sealed.len() / 2]
+            .iter()
+            .copied()
+            .filter(|seq| {
+                let seg = &state.segments[seq];
+                seg.live_bytes * COPY_FORWARD_RATIO < seg.len
+            })
+            .collect();
+        self.move_all(stream, state, space, &pinned);
+    }
+
+    /// [`Disk::move_live`] for each of `seqs`, until one cannot be written.
+    fn move_all(&self, stream: &str, state: &mut State, space: &Space, seqs: &[u64]) {
+        for &seq in seqs {
             if !self.move_live(stream, state, space, seq) {
                 return;
             }
