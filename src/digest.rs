@@ -7,15 +7,23 @@
 //! chain of 64 dependent steps per 64-byte block: a core runs it at a few cycles
 //! per byte whatever the code, and most of its vector units stay idle. A
 //! PutRecords request holds many aggregates, though, and their hashes are
-//! independent: with AVX2, eight of them advance together, one in each 32-bit
-//! lane of a vector register (the "multi-buffer" technique of Intel's
-//! isa-l_crypto `md5_mb`). A lane whose message is done takes the next one, so
-//! messages of different lengths keep the lanes busy. The same goes for the
-//! partition keys of a batch of records.
+//! independent: they advance together, one in each 32-bit lane of a vector
+//! register (the "multi-buffer" technique of Intel's isa-l_crypto `md5_mb`).
+//! A lane whose message is done takes the next one, so messages of different
+//! lengths keep the lanes busy. The same goes for the partition keys of a batch
+//! of records.
 //!
-//! [`digests`] picks the lanes when the CPU has AVX2 and there are at least two
-//! messages, and the `md-5` crate's single-message code otherwise; both give the
-//! same digests (the tests compare them on every length around the block
+//! With AVX-512 a register holds sixteen lanes, and a step is four dependent
+//! instructions (the round function is one `vpternlogd`, the rotation one
+//! `vprolvd`); with AVX2 alone it holds eight, and a step is six. A request
+//! often holds fewer than eight aggregates, so the shorter chain counts as much
+//! as the width: the AVX-512 lanes hash a 1 KiB-record request's aggregates in
+//! two thirds of the AVX2 lanes' time (`md5_floor` in `benches/producer.rs`).
+//!
+//! [`digests`] picks the widest lanes the CPU has when there are at least two
+//! messages, and the `md-5` crate's single-message code otherwise (one lane of a
+//! vector is no faster than it); all give the same digests (the tests compare
+//! every implementation the CPU can run on every length around the block
 //! boundaries).
 
 use md5::{Digest as _, Md5};
@@ -26,9 +34,15 @@ pub const DIGEST_LEN: usize = 16;
 /// MD5 of each message, in order.
 pub fn digests(messages: &[&[u8]]) -> Vec<[u8; DIGEST_LEN]> {
     #[cfg(target_arch = "x86_64")]
-    if messages.len() >= 2 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { lanes::digests(messages) };
+    if messages.len() >= 2 {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { lanes::digests(messages, lanes::compress16) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { lanes::digests(messages, lanes::compress8) };
+        }
     }
     one_by_one(messages)
 }
@@ -182,8 +196,9 @@ mod lanes {
 
     use super::{digest_of, word, Blocks, DIGEST_LEN, IV, K, S};
 
-    /// Messages hashed together, one per 32-bit lane of a 256-bit register.
-    const LANES: usize = 8;
+    /// One block of each lane's message into each lane's state:
+    /// `state[word][lane]`, `words[word][lane]`.
+    pub(super) type Compress<const N: usize> = unsafe fn(&mut [[u32; N]; 4], &[[u32; N]; 16]);
 
     /// A lane's message: its index among the inputs, its blocks, the next block.
     struct Job<'a> {
@@ -192,12 +207,14 @@ mod lanes {
         next: usize,
     }
 
-    /// MD5 of each message, eight at a time.
+    /// MD5 of each message, `N` at a time, one per lane of `compress`.
     ///
     /// # Safety
-    /// The CPU must have AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn digests(messages: &[&[u8]]) -> Vec<[u8; DIGEST_LEN]> {
+    /// The CPU must have the features `compress` is compiled for.
+    pub(super) unsafe fn digests<const N: usize>(
+        messages: &[&[u8]],
+        compress: Compress<N>,
+    ) -> Vec<[u8; DIGEST_LEN]> {
         let mut out = vec![[0u8; DIGEST_LEN]; messages.len()];
         // Longest first: the lanes then run out of work together, not with one
         // long message left alone in the last rounds.
@@ -211,10 +228,9 @@ mod lanes {
                 next: 0,
             })
         };
-        let mut jobs: [Option<Job>; LANES] = std::array::from_fn(|_| take());
-        // state[word][lane]
-        let mut state = IV.map(|w| [w; LANES]);
-        let mut words = [[0u32; LANES]; 16];
+        let mut jobs: [Option<Job>; N] = std::array::from_fn(|_| take());
+        let mut state = IV.map(|w| [w; N]);
+        let mut words = [[0u32; N]; 16];
         while jobs.iter().any(Option::is_some) {
             for (lane, job) in jobs.iter().enumerate() {
                 let Some(job) = job else { continue };
@@ -223,7 +239,7 @@ mod lanes {
                     words[i][lane] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
                 }
             }
-            // SAFETY: this function runs only on a CPU with AVX2.
+            // SAFETY: the caller runs this only where `compress` may run.
             unsafe { compress(&mut state, &words) };
             for (lane, slot) in jobs.iter_mut().enumerate() {
                 let Some(job) = slot else { continue };
@@ -246,12 +262,84 @@ mod lanes {
         out
     }
 
-    /// One block of each lane's message into each lane's state.
+    /// Sixteen lanes in a 512-bit register. A step is four dependent
+    /// instructions: the round function in one `vpternlogd`, two adds around
+    /// one `vprolvd`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn compress16(state: &mut [[u32; 16]; 4], words: &[[u32; 16]; 16]) {
+        // SAFETY (every intrinsic below): AVX-512F is enabled on this
+        // function, and the loads and stores are unaligned ones of whole
+        // `[u32; 16]` arrays.
+        unsafe {
+            macro_rules! load {
+                ($v:expr) => {
+                    _mm512_loadu_si512($v.as_ptr().cast())
+                };
+            }
+            // `$f` is the round function as a `vpternlogd` truth table of
+            // (b, c, d).
+            macro_rules! round {
+                ($round:expr, $f:literal, $a:ident, $b:ident, $c:ident, $d:ident) => {
+                    for i in 0..16 {
+                        let step = $round * 16 + i;
+                        // a + K + m does not wait for b; f and the rest do.
+                        let akm = _mm512_add_epi32(
+                            $a,
+                            _mm512_add_epi32(
+                                _mm512_set1_epi32(K[step] as i32),
+                                load!(words[word(step)]),
+                            ),
+                        );
+                        let f = _mm512_ternarylogic_epi32::<$f>($b, $c, $d);
+                        let rotated = _mm512_rolv_epi32(
+                            _mm512_add_epi32(akm, f),
+                            _mm512_set1_epi32(S[$round][i % 4] as i32),
+                        );
+                        ($a, $b, $c, $d) = ($d, _mm512_add_epi32($b, rotated), $b, $c);
+                    }
+                };
+            }
+            let (mut a, mut b, mut c, mut d) = (
+                load!(state[0]),
+                load!(state[1]),
+                load!(state[2]),
+                load!(state[3]),
+            );
+            let (a0, b0, c0, d0) = (a, b, c, d);
+            // (b & c) | (!b & d)
+            round!(0, 0xca, a, b, c, d);
+            // (b & d) | (c & !d)
+            round!(1, 0xe4, a, b, c, d);
+            // b ^ c ^ d
+            round!(2, 0x96, a, b, c, d);
+            // c ^ (b | !d)
+            round!(3, 0x39, a, b, c, d);
+            let sums = [
+                _mm512_add_epi32(a, a0),
+                _mm512_add_epi32(b, b0),
+                _mm512_add_epi32(c, c0),
+                _mm512_add_epi32(d, d0),
+            ];
+            for (v, x) in state.iter_mut().zip(sums) {
+                _mm512_storeu_si512(v.as_mut_ptr().cast(), x);
+            }
+        }
+    }
+
+    /// Eight lanes in a 256-bit register, for CPUs with AVX2 but not
+    /// AVX-512: a step takes six dependent instructions (the round function in
+    /// two, the rotation in two).
     ///
     /// Macros rather than closures: a closure would not inherit the function's
     /// AVX2 and would call each intrinsic instead of inlining it.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
-    unsafe fn compress(state: &mut [[u32; LANES]; 4], words: &[[u32; LANES]; 16]) {
+    pub(super) unsafe fn compress8(state: &mut [[u32; 8]; 4], words: &[[u32; 8]; 16]) {
         // SAFETY (every intrinsic below): AVX2 is enabled on this function, and
         // the loads and stores are unaligned ones of whole `[u32; 8]` arrays.
         unsafe {
@@ -344,6 +432,34 @@ mod tests {
             .collect()
     }
 
+    /// The digests of `messages` by every implementation this CPU can run,
+    /// each with its name: `digests` itself, and each width of lanes.
+    fn every_way(messages: &[&[u8]]) -> Vec<(&'static str, Vec<[u8; DIGEST_LEN]>)> {
+        let mut all = vec![("digests", digests(messages))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                let got = unsafe { lanes::digests(messages, lanes::compress8) };
+                all.push(("8 lanes", got));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                let got = unsafe { lanes::digests(messages, lanes::compress16) };
+                all.push(("16 lanes", got));
+            }
+        }
+        all
+    }
+
+    /// Asserts that every implementation gives `md-5`'s digests.
+    fn assert_every_way_matches_md5(messages: &[&[u8]], what: &str) {
+        let want = one_by_one(messages);
+        for (how, got) in every_way(messages) {
+            assert_eq!(got, want, "{how}, {what}");
+        }
+    }
+
     #[test]
     fn known_digests() {
         // RFC 1321, A.5.
@@ -356,13 +472,15 @@ mod tests {
             ),
         ];
         let messages: Vec<&[u8]> = cases.iter().map(|c| c.0).collect();
-        for got in [digests(&messages), one_by_one(&messages)] {
+        let mut all = every_way(&messages);
+        all.push(("md-5", one_by_one(&messages)));
+        for (how, got) in all {
             let hex: Vec<String> = got
                 .iter()
                 .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
                 .collect();
             let want: Vec<&str> = cases.iter().map(|c| c.1).collect();
-            assert_eq!(hex, want);
+            assert_eq!(hex, want, "{how}");
         }
     }
 
@@ -375,7 +493,7 @@ mod tests {
         for group in [1, 2, 3, 7, 8, 9, 17, 64, 301] {
             for chunk in owned.chunks(group) {
                 let messages: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-                assert_eq!(digests(&messages), one_by_one(&messages), "group {group}");
+                assert_every_way_matches_md5(&messages, &format!("group {group}"));
             }
         }
     }
@@ -388,22 +506,23 @@ mod tests {
             .map(|(i, &n)| bytes(1000 + i as u64, n))
             .collect();
         let messages: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-        assert_eq!(digests(&messages), one_by_one(&messages));
+        assert_every_way_matches_md5(&messages, "aggregate sizes");
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_lanes_are_used_where_the_cpu_has_avx2() {
-        // On such a CPU `digests` above went through the lanes; say so when it
-        // did not, so a passing run is not mistaken for a test of them.
-        if std::arch::is_x86_feature_detected!("avx2") {
-            let owned: Vec<Vec<u8>> = (0..20).map(|n| bytes(n, 100 * n as usize)).collect();
-            let messages: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-            // SAFETY: the CPU has AVX2, checked above.
-            let lanes = unsafe { lanes::digests(&messages) };
-            assert_eq!(lanes, one_by_one(&messages));
-        } else {
-            eprintln!("this CPU has no AVX2: only the one-by-one MD5 was tested");
+    fn the_lanes_this_cpu_has_are_tested() {
+        // Say which implementations the tests above compared, so a passing
+        // run on a CPU without vector lanes is not mistaken for a test of them.
+        let hows: Vec<&str> = every_way(&[b"a", b"b"]).into_iter().map(|w| w.0).collect();
+        eprintln!("MD5 implementations compared with md-5 on this CPU: {hows:?}");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                assert!(hows.contains(&"8 lanes"), "{hows:?}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                assert!(hows.contains(&"16 lanes"), "{hows:?}");
+            }
         }
     }
 }

@@ -43,7 +43,7 @@
 //! - [`shard_map`]: open shards' hash key ranges, from ListShards.
 //! - [`aggregate`]: the KPL aggregation format, both ways.
 //! - `digest`: MD5 of many messages at once (a request's aggregates, a batch's
-//!   partition keys), eight per vector register where the CPU has AVX2.
+//!   partition keys), sixteen per vector register with AVX-512, eight with AVX2.
 //! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding, and
 //!   each stream's destination (region, endpoint, credentials, assumed role).
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.

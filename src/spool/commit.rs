@@ -93,7 +93,7 @@ pub(super) fn commit_all(inner: &SpoolInner, store: &Store) -> bool {
     for (i, s) in streams.iter().enumerate() {
         let Some(disk) = &s.inner.disk else { continue };
         // Copying forward is rarer work: one stream per commit, in turn.
-        let copy = (covering as usize + i) % streams.len().max(1) == 0;
+        let copy = (covering as usize + i).is_multiple_of(streams.len().max(1));
         let c = disk.collect(&s.inner.name, space, copy);
         let done = disk.sync(&c).and_then(|()| disk.finish(&s.inner.name, c));
         match done {

@@ -152,7 +152,7 @@ pub(super) fn dir_name(stream: &str) -> String {
     stream.bytes().map(|b| format!("{b:02x}")).collect()
 }
 pub(super) fn stream_of_dir(dir: &str) -> Option<String> {
-    if dir.len() % 2 != 0 {
+    if !dir.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..dir.len())
