@@ -72,7 +72,7 @@ impl Kinesis for AcceptAll {
     fn put_records<'a>(
         &'a self,
         _: &'a str,
-        entries: &'a [Encoded],
+        entries: Vec<Encoded>,
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
         Box::pin(async move {
             Ok(entries

@@ -48,7 +48,7 @@ impl Kinesis for Unreachable {
     fn put_records<'a>(
         &'a self,
         _: &'a str,
-        _: &'a [Encoded],
+        _: Vec<Encoded>,
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
         Box::pin(std::future::pending())
     }

@@ -160,7 +160,7 @@ impl Kinesis for PerStream {
     fn put_records<'a>(
         &'a self,
         stream: &'a str,
-        entries: &'a [Encoded],
+        entries: Vec<Encoded>,
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
         self.client(stream).put_records(stream, entries)
     }

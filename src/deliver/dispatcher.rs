@@ -20,7 +20,7 @@ use super::ledger::Ledger;
 use super::pacing::Pacing;
 use super::router::{Placement, Ready, Router};
 use super::{Context, DeliveryOptions, LOG_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
-use crate::aggregate::{encode_all, Aggregate, Encoded, Pending};
+use crate::aggregate::{encode_all, Aggregate, Pending};
 use crate::intake::{Loaded, Outlet};
 use crate::metrics::Metrics;
 use crate::shard_map::ShardMap;
@@ -574,26 +574,18 @@ async fn put_records(
     metrics: Metrics,
     tx: mpsc::Sender<Outcome>,
     permit: OwnedSemaphorePermit,
-    mut items: Vec<Ready>,
+    items: Vec<Ready>,
 ) {
     let _permit = permit;
     // Encoding (and its MD5) runs here, on the worker, so requests are hashed
-    // in parallel, and the aggregates of one request several at once.
-    let todo: Vec<usize> = (0..items.len())
-        .filter(|&i| items[i].encoded.is_none())
-        .collect();
-    let aggs: Vec<&Aggregate> = todo.iter().map(|&i| &items[i].agg).collect();
-    let encoded = encode_all(&aggs);
-    for (i, e) in todo.into_iter().zip(encoded) {
-        items[i].encoded = Some(e);
-    }
-    let entries: Vec<Encoded> = items
-        .iter()
-        .map(|i| i.encoded.clone().expect("encoded above"))
-        .collect();
+    // in parallel, and the aggregates of one request several at once. The
+    // encoded bytes go to the client, not kept for a retry: a retry encodes
+    // again, and a request in flight holds one copy of its aggregates, not two.
+    let aggs: Vec<&Aggregate> = items.iter().map(|i| &i.agg).collect();
+    let entries = encode_all(&aggs);
     let bytes = entries.iter().map(|e| e.size() as u64).sum();
     let started = std::time::Instant::now();
-    let result = kinesis.put_records(&stream, &entries).await;
+    let result = kinesis.put_records(&stream, entries).await;
     metrics.observe_request(&stream, bytes, started.elapsed(), result.is_ok());
     // The dispatcher outlives its workers unless the agent is stopping, in
     // which case the records stay spooled.

@@ -202,10 +202,14 @@ pub trait Kinesis: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>>;
 
     /// Sends one PutRecords request; on success, one result per entry, in order.
+    ///
+    /// The entries are given, not lent: a client that must copy them into a
+    /// request of its own can take their bytes instead while the request is
+    /// in flight (the caller encodes them again for a retry).
     fn put_records<'a>(
         &'a self,
         stream: &'a str,
-        entries: &'a [Encoded],
+        entries: Vec<Encoded>,
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>>;
 }
 
@@ -468,16 +472,19 @@ impl Kinesis for SdkKinesis {
     fn put_records<'a>(
         &'a self,
         stream: &'a str,
-        entries: &'a [Encoded],
+        entries: Vec<Encoded>,
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
         Box::pin(async move {
+            let count = entries.len();
             let records = entries
-                .iter()
+                .into_iter()
                 .map(|e| {
                     PutRecordsRequestEntry::builder()
-                        .data(Blob::new(e.data.to_vec()))
-                        .partition_key(e.partition_key.clone())
-                        .set_explicit_hash_key(e.explicit_hash_key.clone())
+                        // The aggregate's own buffer when nothing else holds it
+                        // (`Vec::from` copies only a shared one).
+                        .data(Blob::new(Vec::from(e.data)))
+                        .partition_key(e.partition_key)
+                        .set_explicit_hash_key(e.explicit_hash_key)
                         .build()
                         .expect("data and partition key are always set")
                 })
@@ -490,15 +497,11 @@ impl Kinesis for SdkKinesis {
                 .send()
                 .await
                 .map_err(|e| self.error("PutRecords", e))?;
-            if out.records().len() != entries.len() {
+            if out.records().len() != count {
                 return Err(KinesisError {
                     operation: "PutRecords",
                     code: ErrorCode::InvalidResponse,
-                    message: format!(
-                        "{} results for {} entries",
-                        out.records().len(),
-                        entries.len()
-                    ),
+                    message: format!("{} results for {} entries", out.records().len(), count),
                 });
             }
             Ok(out

@@ -13,14 +13,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pacing::Pacing;
-use crate::aggregate::{Aggregate, Aggregator, Encoded, Limits, Pending};
+use crate::aggregate::{Aggregate, Aggregator, Limits, Pending};
 use crate::shard_map::ShardMap;
 
 /// A sealed aggregate waiting to be sent (or sent again).
 pub(super) struct Ready {
     pub(super) agg: Aggregate,
-    /// Encoded on the worker that first sent it; kept for a retry.
-    pub(super) encoded: Option<Encoded>,
     /// Shard it was built for, in `map` (of `generation`).
     pub(super) shard: usize,
     pub(super) map: Option<Arc<ShardMap>>,
@@ -136,7 +134,6 @@ impl Router {
         }
         self.ready.push_back(Ready {
             agg,
-            encoded: None,
             shard,
             map: self.map.clone(),
             generation: self.generation,
@@ -329,7 +326,6 @@ impl Router {
                 .expect("an empty aggregator takes any record");
             self.ready.push_front(Ready {
                 agg: one.take(),
-                encoded: None,
                 shard: item.shard,
                 map: item.map.clone(),
                 generation: item.generation,

@@ -131,7 +131,7 @@ impl Kinesis for Emulated {
     fn put_records<'a>(
         &'a self,
         stream: &'a str,
-        entries: &'a [Encoded],
+        entries: Vec<Encoded>,
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
         Box::pin(async move {
             let mut results = Vec::new();
