@@ -17,8 +17,9 @@
 //! instructions (the round function is one `vpternlogd`, the rotation one
 //! `vprolvd`); with AVX2 alone it holds eight, and a step is six. A request
 //! often holds fewer than eight aggregates, so the shorter chain counts as much
-//! as the width: the AVX-512 lanes hash a 1 KiB-record request's aggregates in
-//! two thirds of the AVX2 lanes' time (`md5_floor` in `benches/producer.rs`).
+//! as the width: the AVX-512 lanes hash eight 50 KiB aggregates (half their
+//! lanes idle) in two thirds of the AVX2 lanes' time (`md5_floor` in
+//! `benches/producer.rs`).
 //!
 //! [`digests`] picks the widest lanes the CPU has when there are at least two
 //! messages, and the `md-5` crate's single-message code otherwise (one lane of a
