@@ -16,7 +16,7 @@
 //! `md5_floor` hashes the same bytes on two threads: MD5 of every aggregate is
 //! required by the format, so the `md-5` crate's one-message-at-a-time figure is
 //! the floor of a producer that hashes its aggregates one by one.
-//! `md5_floor/…_in_lanes` hashes them eight at a time in vector lanes, as
+//! `md5_floor/…_in_lanes` hashes eight of them at once in vector lanes, as
 //! delivery does (`digest`).
 //!
 //! ```text
