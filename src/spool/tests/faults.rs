@@ -186,6 +186,19 @@ async fn durable_returns_only_after_the_fdatasync_that_covers_the_write() {
     }
 }
 
+/// Crashes `spool`, cuts the power (what was not fdatasynced is lost, as `seed`
+/// picks), reopens it, and lists the ids of stream "s" that survived.
+fn ids_after_power_cut(sim: &Sim, spool: Spool, seed: u64) -> (Spool, Vec<u64>) {
+    crash(spool);
+    sim.power_cut(&mut fastrand::Rng::with_seed(seed));
+    let spool = sim_open(sim, 1 << 20).unwrap();
+    let ids = all(&spool.stream("s").unwrap())
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    (spool, ids)
+}
+
 #[test]
 fn what_is_delivered_before_the_commit_is_never_synced() {
     let sim = Sim::default();
@@ -218,12 +231,9 @@ fn what_is_delivered_before_the_commit_is_never_synced() {
     let now = seg_paths(&sim);
     assert_eq!(now.len(), 1);
     assert!(synced.contains(&now[0]));
-    crash(spool);
-    sim.power_cut(&mut fastrand::Rng::with_seed(1));
-    let spool = sim_open(&sim, 1 << 20).unwrap();
-    let s = spool.stream("s").unwrap();
-    let ids: Vec<u64> = all(&s).iter().map(|e| e.id).collect();
+    let (spool, ids) = ids_after_power_cut(&sim, spool, 1);
     assert_eq!(ids, vec![written[98].0, written[99].0]);
+    let s = spool.stream("s").unwrap();
 
     // A segment mostly live is synced as before.
     let more: Vec<(u64, u64)> = (0..100)
@@ -278,11 +288,7 @@ fn a_segment_sealed_for_its_size_and_mostly_delivered_is_never_synced() {
     );
     assert!(!seg_paths(&sim).contains(&first), "and it is removed");
     // Its live entries were copied forward and synced: they survive a power cut.
-    crash(spool);
-    sim.power_cut(&mut fastrand::Rng::with_seed(2));
-    let spool = sim_open(&sim, 1 << 20).unwrap();
-    let s = spool.stream("s").unwrap();
-    let ids: Vec<u64> = all(&s).iter().map(|e| e.id).collect();
+    let (_, ids) = ids_after_power_cut(&sim, spool, 2);
     let live: Vec<u64> = written[written.len() - 2..].iter().map(|w| w.0).collect();
     assert_eq!(ids, live);
 }
