@@ -102,8 +102,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match shardline::config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
                 println!("{}: ok", config.display());
+                if let Some(in_use) = spool_in_use(&loaded) {
+                    // Not a fault of the file: validating the running agent's
+                    // own config before a reload is the common case.
+                    println!("note: {in_use}; `shardline run` with this config refuses to start while it holds it");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -215,7 +220,29 @@ fn send(
         && (!ack || report.acknowledged == report.sent))
 }
 
+/// "spool <dir> is in use by shardline pid N" when another process holds the
+/// lock of the config's spool.
+fn spool_in_use(config: &shardline::Config) -> Option<String> {
+    use shardline::spool::{lock_holder, LockState};
+    let dir = config.spool.dir.as_ref()?;
+    match lock_holder(dir) {
+        LockState::Free => None,
+        LockState::Held { pid: Some(pid) } => Some(format!(
+            "spool {} is in use by shardline pid {pid}",
+            dir.display()
+        )),
+        LockState::Held { pid: None } => Some(format!(
+            "spool {} is in use by another shardline",
+            dir.display()
+        )),
+    }
+}
+
 fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
+    // The spool's lock tells who runs, whatever address it listens at.
+    let in_use = shardline::config::load(&config)
+        .ok()
+        .and_then(|c| spool_in_use(&c));
     let addr = match addr {
         Some(a) => a,
         None => {
@@ -234,12 +261,23 @@ fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Resu
         .context("cannot start the async runtime")?;
     match runtime.block_on(shardline::status::fetch(addr, STATUS_TIMEOUT)) {
         Ok(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
-        Ok(s) => print!("{}", s.render()),
+        Ok(s) => {
+            print!("{}", s.render());
+            if let Some(in_use) = in_use {
+                println!("{in_use}");
+            }
+        }
         Err(e) if e.is_not_running() => {
             let why = format!("{:#}", anyhow::Error::from(e));
             if json {
-                let down = serde_json::json!({"running": false, "addr": addr, "error": why});
+                let down = serde_json::json!({"running": false, "addr": addr, "error": why, "spool_in_use": in_use});
                 println!("{}", serde_json::to_string_pretty(&down)?);
+            }
+            if let Some(in_use) = in_use {
+                // An agent holds the spool but does not answer here: another
+                // metrics.listen, or a copy of this config.
+                eprintln!("shardline does not answer at {addr}: {why}; but {in_use}");
+                return Ok(ExitCode::from(EXIT_NOT_ANSWERING));
             }
             eprintln!("shardline is not running (no answer at {addr}): {why}");
             return Ok(ExitCode::from(EXIT_NOT_RUNNING));

@@ -254,3 +254,90 @@ async fn binary_logs_a_refused_line_and_stops_gracefully() {
     assert!(log.contains("Agent stopped"), "{log}");
     assert!(!sock.exists(), "socket file left behind");
 }
+
+/// Regression (issue 22, N1): a second agent on the same spool (a copied config
+/// with another socket and port) took the running one's index for a damaged one,
+/// moved it aside and appended to the same segments; 108,100 of 200,000 acked
+/// records were lost. Now it refuses to start, naming the holder, and touches
+/// nothing; `validate` and `status` say the spool is in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_spool_refuses_to_start_and_touches_nothing() {
+    let emu = Emulator::start().await;
+    create_stream(&emu.client().await, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+    let mut first = AgentProcess::spawn(&work, "first", &config, &[], |_| {});
+    first.metrics_addr().await;
+    send_lines(&work.path("in.sock"), vec!["held by the first".to_owned()]).await;
+    let before: Vec<_> = std::fs::read_dir(work.spool())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    // The same spool, another socket: only the spool is shared.
+    let copy = work.path("copy.toml");
+    std::fs::write(
+        &copy,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("in.sock", "second.sock"),
+    )
+    .unwrap();
+    let second = AgentProcess::spawn(&work, "second", &copy, &[], |_| {});
+    let (exit, _, log) = second.wait(Duration::from_secs(30)).await;
+    assert!(!exit.success(), "the second agent ran:\n{log}");
+    let holder = format!("in use by another shardline (pid {})", first.child.id());
+    assert!(log.contains(&holder), "{holder:?} not in\n{log}");
+    assert!(
+        !work.spool().join("damaged").exists(),
+        "the second agent moved something aside"
+    );
+    let after: Vec<_> = std::fs::read_dir(work.spool())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+
+    let out = shardline()
+        .args(["validate", "--config"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("is in use by shardline pid {}", first.child.id())),
+        "{text}"
+    );
+    // Nothing answers at this address, but the spool's holder runs.
+    let out = shardline()
+        .args(["status", "--addr", "127.0.0.1:9", "--config"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("is in use by shardline pid"), "{text}");
+
+    // The first agent is unharmed: it delivers and stops cleanly.
+    let client = emu.client().await;
+    wait_for_async_data(&client, 1).await;
+    let log = first.stop().await;
+    assert!(!log.contains("cannot be opened"), "{log}");
+
+    // Once it is gone, the spool is free again.
+    let out = shardline()
+        .args(["validate", "--config"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("in use"));
+}
+
+async fn wait_for_async_data(client: &aws_sdk_kinesis::Client, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream_data(client, "logs").await.len() < n {
+        assert!(std::time::Instant::now() < deadline, "nothing delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,6 +8,7 @@
 //! # Layout
 //!
 //! ```text
+//! <dir>/lock                  flock'ed by the agent that has the spool open (its pid)
 //! <dir>/spool.format           "shardline-spool 2": the format of everything below
 //! <dir>/index/                 sled: the catalog of segment files (small, no payload)
 //! <dir>/streams/<hex name>/    one directory per destination stream:
@@ -58,6 +59,7 @@ mod commit;
 mod frame;
 mod index;
 mod legacy;
+mod lock;
 mod open;
 mod space;
 mod storage;
@@ -77,6 +79,7 @@ pub use stream::StreamSpool;
 
 use self::commit::{commit_all, flusher, open_streams, CommitState};
 use self::index::Index;
+pub use self::lock::{holder as lock_holder, lock_path, LockState};
 pub use self::open::open_at;
 use self::open::write_format;
 pub(crate) use self::space::Space;
@@ -103,6 +106,8 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
+    #[error("spool {path} is in use by another shardline ({}); one spool takes one agent: give this one its own spool.dir, or stop the other", match pid { Some(p) => format!("pid {p}"), None => "pid unknown".to_owned() })]
+    Locked { path: PathBuf, pid: Option<u32> },
     #[error("spool index failed")]
     Index(#[from] sled::Error),
     #[error("spool is full: {used} of {max} bytes used, {needed} more needed")]
@@ -206,6 +211,8 @@ struct SpoolInner {
     store: Option<Store>,
     space: Arc<Space>,
     streams: Mutex<HashMap<String, StreamSpool>>,
+    /// The directory's lock, held while the spool is open (on disk only).
+    lock: std::sync::OnceLock<lock::SpoolLock>,
 }
 
 struct Store {

@@ -1,6 +1,7 @@
 //! Opening a spool: the format file, a 0.1 directory's migration, the index,
 //! each stream's recovery, and the commit thread.
 
+use super::lock::SpoolLock;
 use super::*;
 
 impl Spool {
@@ -9,7 +10,13 @@ impl Spool {
     pub fn open(options: &SpoolOptions) -> Result<Spool, SpoolError> {
         match &options.dir {
             None => Ok(Spool::memory(options)),
-            Some(dir) => Spool::open_on(Arc::new(Fs), dir, options, true),
+            Some(dir) => {
+                // Before anything in the directory is read, moved or created.
+                let lock = SpoolLock::acquire(dir)?;
+                let spool = Spool::open_on(Arc::new(Fs), dir, options, true)?;
+                let _ = spool.inner.lock.set(lock);
+                Ok(spool)
+            }
         }
     }
 
@@ -19,6 +26,7 @@ impl Spool {
                 store: None,
                 space: Arc::new(new_space(options)),
                 streams: Mutex::new(HashMap::new()),
+                lock: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -114,6 +122,7 @@ impl Spool {
                 }),
                 space,
                 streams: Mutex::new(HashMap::new()),
+                lock: std::sync::OnceLock::new(),
             }),
         };
         let streams_dir = dir.join("streams");
@@ -206,10 +215,18 @@ pub(super) fn open_index(dir: &Path, cache: u64) -> Option<Index> {
     let path = dir.join("index");
     match Index::open(&path, cache) {
         Ok(i) => Some(i),
+        // An I/O error (a full disk, a permission, a lock) says nothing about
+        // the index's content: it is kept as it is, and the spool runs without it
+        // this time. Only an index that reads as damaged is moved aside.
+        Err(sled::Error::Io(e)) if says_nothing_of_content(&e) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "The spool index cannot be opened; it is kept, and the spool runs without it until the next start (missing segment files go unnoticed)");
+            None
+        }
         Err(e) => {
             let aside = dir.join("damaged").join(format!("index-{}", now_ms()));
             tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e,
-                "The spool index cannot be opened; it is moved aside and rebuilt from the segments");
+                "The spool index is damaged; it is moved aside and rebuilt from the segments");
             let _ = std::fs::create_dir_all(dir.join("damaged"));
             if std::fs::rename(&path, &aside).is_err() {
                 let _ = std::fs::remove_dir_all(&path);
@@ -224,6 +241,26 @@ pub(super) fn open_index(dir: &Path, cache: u64) -> Option<Index> {
             }
         }
     }
+}
+
+/// Whether an error opening the index comes from the system (space, rights,
+/// descriptors, a lock), not from what the index holds.
+fn says_nothing_of_content(e: &std::io::Error) -> bool {
+    const SYSTEM: [i32; 10] = [
+        libc::ENOSPC,
+        libc::EDQUOT,
+        libc::EACCES,
+        libc::EPERM,
+        libc::EROFS,
+        libc::EAGAIN,
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::ENOMEM,
+        libc::EIO,
+    ];
+    // sled reports its own file lock held elsewhere as a message, no errno.
+    e.raw_os_error().is_some_and(|n| SYSTEM.contains(&n))
+        || e.to_string().contains("could not acquire lock")
 }
 
 /// Opens a spool at `dir` with the given limit (for tests and tools).
