@@ -523,6 +523,9 @@ impl Agent {
     /// timeout), which flushes the spool.
     pub async fn stop(self) -> Result<ShutdownReport, AgentError> {
         self.sources.cancel();
+        // A source waiting for room in a full spool would wait for ever: it is
+        // refused instead, and says what it could not spool.
+        self.producer.stop_waiting();
         self.source_tasks.close();
         self.source_tasks.wait().await;
         for s in self.sockets {

@@ -186,6 +186,9 @@ struct Inner {
     metrics: Metrics,
     /// Cancelled when intake closes.
     stopped: CancellationToken,
+    /// Cancelled when the sources are told to stop: a put waiting for room in a
+    /// full spool gives up (`Stopped`) instead of holding up the shutdown.
+    no_waiting: CancellationToken,
     delivery: CancellationToken,
     drain_deadline: watch::Sender<Option<Instant>>,
     tasks: TaskTracker,
@@ -252,6 +255,7 @@ impl Producer {
                 spool,
                 metrics,
                 stopped: CancellationToken::new(),
+                no_waiting: CancellationToken::new(),
                 delivery,
                 drain_deadline,
                 tasks,
@@ -409,6 +413,7 @@ impl Producer {
                             _ = freed => {}
                             _ = tokio::time::sleep(FULL_RETRY) => {}
                             _ = self.inner.stopped.cancelled() => return Err(ProduceError::Stopped),
+                            _ = self.inner.no_waiting.cancelled() => return Err(ProduceError::Stopped),
                         }
                     }
                     PushFailure::Spool(other) => return Err(ProduceError::Spool(other)),
@@ -436,8 +441,17 @@ impl Producer {
                 _ = freed => {}
                 _ = tokio::time::sleep(FULL_RETRY) => {}
                 _ = self.inner.stopped.cancelled() => return Err(ProduceError::Stopped),
+                // Shutting down: no more pacing; the write goes in if there is room.
+                _ = self.inner.no_waiting.cancelled() => return Ok(()),
             }
         }
+    }
+
+    /// From now on a put that finds the spool full fails with `Stopped` at once
+    /// instead of waiting for room: the agent calls it when it stops its sources,
+    /// so a full spool cannot hold up the shutdown. Puts that fit still go in.
+    pub(crate) fn stop_waiting(&self) {
+        self.inner.no_waiting.cancel();
     }
 
     /// Sends every partial aggregate now, without waiting for `linger_ms` (the

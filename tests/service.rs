@@ -337,3 +337,131 @@ async fn sigterm_under_load_exits_within_the_timeout_and_a_restart_delivers_the_
     let log = agent.stop().await;
     assert!(log.contains("replaying"), "no replay at start:\n{log}");
 }
+
+/// A config whose Kinesis endpoint answers nothing (the spool only fills), a
+/// 2 MiB spool and one socket in `framing`.
+fn full_spool_config(work: &Workdir, framing: &str) -> std::path::PathBuf {
+    let path = work.path("shardline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "shutdown_timeout_secs = 3\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n\
+             endpoint = \"http://127.0.0.1:9\"\nrequest_timeout_ms = 1000\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nmax_bytes = 2097152\nmin_free_bytes = 0\nflush_interval_ms = 20\n\
+             [[socket]]\npath = \"{}\"\nframing = \"{framing}\"\n",
+            work.spool().display(),
+            work.path("in.sock").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Writes `chunk` to `socket` until a write has blocked for a second (the agent
+/// stopped reading: its spool is full) or fails; returns the bytes written.
+fn fill(socket: &std::os::unix::net::UnixStream, mut chunk: impl FnMut() -> Vec<u8>) -> usize {
+    use std::io::Write;
+    let mut w = socket.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut written = 0;
+    loop {
+        let c = chunk();
+        match w.write_all(&c) {
+            Ok(()) => written += c.len(),
+            Err(_) => return written,
+        }
+    }
+}
+
+/// Regression (issue 22, N6): with a source waiting for room in a full spool, the
+/// agent was still running 60 s after SIGTERM with `shutdown_timeout_secs = 3`,
+/// and under the unit a line sent meanwhile was lost without a word. Now the
+/// waiting sources are woken by the shutdown: lines that cannot be spooled are
+/// reported and counted, frames are answered `SHUTTING_DOWN`, and the agent exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
+    use bytes::BytesMut;
+    use shardline::source::socket::frame::{self, Record, Request, Response, Status};
+
+    // Lines: nobody waits for an answer, so the loss is logged.
+    let work = Workdir::new();
+    let config = full_spool_config(&work, "lines");
+    let mut agent = AgentProcess::spawn(&work, "lines", &config, &[], |_| {});
+    agent.metrics_addr().await;
+    let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
+    let line = format!("{}\n", "x".repeat(1000)).into_bytes();
+    let written = tokio::task::spawn_blocking(move || fill(&socket, || line.clone()))
+        .await
+        .unwrap();
+    assert!(written > 2 << 20, "the spool took all {written} bytes");
+    agent.signal("TERM");
+    let (exit, _, log) = agent.wait(LIMIT).await;
+    assert!(exit.success(), "exit {exit}:\n{log}");
+    assert!(
+        log.contains("could not be spooled before the agent stopped"),
+        "{log}"
+    );
+
+    // Frames: every request the agent read is answered, SHUTTING_DOWN for those
+    // that found the spool full.
+    let work = Workdir::new();
+    let config = full_spool_config(&work, "frames");
+    let mut agent = AgentProcess::spawn(&work, "frames", &config, &[], |_| {});
+    agent.metrics_addr().await;
+    let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
+    let reader = socket.try_clone().unwrap();
+    let answers = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut reader = reader;
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(r) = frame::decode::<Response>(&mut buf).unwrap() {
+                got.push(r);
+            }
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let mut id = 0;
+    let written = tokio::task::spawn_blocking(move || {
+        fill(&socket, || {
+            id += 1;
+            let mut out = BytesMut::new();
+            frame::encode(
+                &Request {
+                    id,
+                    records: vec![Record {
+                        partition_key: "k".into(),
+                        explicit_hash_key: None,
+                        data: vec![b'y'; 60_000].into(),
+                    }],
+                    ack: true,
+                },
+                &mut out,
+            );
+            out.to_vec()
+        })
+    })
+    .await
+    .unwrap();
+    assert!(written > 2 << 20, "the spool took all {written} bytes");
+    agent.signal("TERM");
+    let (exit, _, log) = agent.wait(LIMIT).await;
+    assert!(exit.success(), "exit {exit}:\n{log}");
+    let answers = answers.join().unwrap();
+    let ok = answers
+        .iter()
+        .filter(|r| r.status == Status::Ok as i32)
+        .count();
+    let stopping = answers
+        .iter()
+        .filter(|r| r.status == Status::ShuttingDown as i32)
+        .count();
+    assert!(ok > 0, "{answers:?}");
+    assert!(stopping > 0, "no SHUTTING_DOWN answer: {answers:?}\n{log}");
+}

@@ -47,6 +47,8 @@ label_values! {
         InvalidRecord => "invalid_record",
         InvalidUtf8 => "invalid_utf8",
         SpoolError => "spool_error",
+        /// Read from a client while the agent stopped with a full spool.
+        ShuttingDown => "shutting_down",
     }
 }
 

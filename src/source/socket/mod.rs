@@ -471,8 +471,9 @@ async fn send(shared: &Shared, batch: Vec<UserRecord>) -> Result<(), ProduceErro
     if batch.is_empty() {
         return Ok(());
     }
-    shared.producer.metrics().received(KIND, batch.len() as u64);
-    shared
+    let n = batch.len() as u64;
+    shared.producer.metrics().received(KIND, n);
+    let result = shared
         .producer
         .spool_batch(
             &shared.config.stream,
@@ -482,7 +483,23 @@ async fn send(shared: &Shared, batch: Vec<UserRecord>) -> Result<(), ProduceErro
             None,
             Some(Pace::HANDOVER),
         )
-        .await
+        .await;
+    if let Err(ProduceError::Stopped) = &result {
+        lost_at_shutdown(shared, n);
+    }
+    result
+}
+
+/// Records read from a client that has no answer to wait for (lines,
+/// datagrams), which the agent could not spool before it stopped (the spool was
+/// full): they are lost, and said so.
+fn lost_at_shutdown(shared: &Shared, n: u64) {
+    shared
+        .producer
+        .metrics()
+        .rejected(KIND, RejectReason::ShuttingDown, n);
+    tracing::error!(path = %shared.path(), records = n,
+        "Records read from the socket could not be spooled before the agent stopped (the spool is full); they are lost (shardline_records_rejected_total, reason shutting_down)");
 }
 
 /// Serves a datagram socket: each datagram is one record.
@@ -544,6 +561,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
         match send(shared, batch).await {
             Ok(()) => {}
             Err(ProduceError::Stopped) => {
+                // Reported by `send`.
                 tracing::debug!("Datagram source stopped");
                 return;
             }
