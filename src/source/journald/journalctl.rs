@@ -3,12 +3,12 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc;
 
 use super::config::{JournaldConfig, Since};
-use super::{MAX_LINE_BYTES, STDERR_LINES};
+use super::{BUFFER_BYTES, MAX_LINE_BYTES, STDERR_LINES};
 use crate::record::excerpt;
 
 /// The journalctl command that goes on after `cursor` (or starts per `since`).
@@ -68,7 +68,8 @@ pub(super) fn parse_tail_cursor(output: &[u8]) -> Option<String> {
 
 /// A line of journalctl's standard output, or its end.
 pub(super) enum Line {
-    Entry(Vec<u8>),
+    /// An entry, holding its bytes of the reader's buffer until dropped.
+    Entry(Vec<u8>, Held),
     TooLong(usize),
     End(String),
 }
@@ -98,9 +99,58 @@ impl Drop for Running {
     }
 }
 
+/// The bytes of lines read and not yet turned into records: the reader waits
+/// while they are over [`BUFFER_BYTES`], so a full spool holds journalctl back
+/// within a bound in bytes, whatever the entries' size (300 entries of 7 MiB
+/// once took 2.1 GiB). One line is always let through, however long (up to
+/// [`MAX_LINE_BYTES`]), so a long entry cannot stop the reader.
+#[derive(Default)]
+pub(super) struct Gate {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A line's share of the [`Gate`], given back when dropped.
+pub(super) struct Held {
+    gate: Arc<Gate>,
+    bytes: usize,
+}
+
+impl Gate {
+    /// Waits until `bytes` more fit (or nothing is held), then holds them.
+    fn hold(gate: &Arc<Gate>, bytes: usize) -> Held {
+        let mut used = gate.used.lock().expect("gate lock poisoned");
+        while *used > 0 && *used + bytes > BUFFER_BYTES {
+            used = gate.freed.wait(used).expect("gate lock poisoned");
+        }
+        *used += bytes;
+        Held {
+            gate: gate.clone(),
+            bytes,
+        }
+    }
+
+    /// Bytes held now.
+    pub(super) fn used(&self) -> usize {
+        *self.used.lock().expect("gate lock poisoned")
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.gate.used.lock().expect("gate lock poisoned") -= self.bytes;
+        self.gate.freed.notify_all();
+    }
+}
+
 /// Reads lines of `out` into `tx` until the end; then reports how the child
 /// ended.
-pub(super) fn read_lines(out: impl Read, child: Arc<Mutex<Child>>, tx: mpsc::Sender<Line>) {
+pub(super) fn read_lines(
+    out: impl Read,
+    child: Arc<Mutex<Child>>,
+    tx: mpsc::Sender<Line>,
+    gate: Arc<Gate>,
+) {
     let mut out = BufReader::with_capacity(256 * 1024, out);
     let mut line = Vec::new();
     let end = loop {
@@ -113,8 +163,10 @@ pub(super) fn read_lines(out: impl Read, child: Arc<Mutex<Child>>, tx: mpsc::Sen
                 }
             }
             Ok(_) => {
+                let held = Gate::hold(&gate, line.capacity());
+                // The buffer goes with the line: the next one starts small.
                 if tx
-                    .blocking_send(Line::Entry(std::mem::take(&mut line)))
+                    .blocking_send(Line::Entry(std::mem::take(&mut line), held))
                     .is_err()
                 {
                     return;
@@ -164,5 +216,38 @@ pub(super) fn log_stderr(err: impl Read, name: String) {
             let text = String::from_utf8_lossy(&line);
             tracing::warn!(name = %name, message = %excerpt(text.trim()), "journalctl says");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_holds_lines_back_past_its_bytes_but_always_lets_one_through() {
+        let gate = Arc::new(Gate::default());
+        // One line over the bound passes when nothing is held.
+        let big = Gate::hold(&gate, BUFFER_BYTES + 1);
+        assert_eq!(gate.used(), BUFFER_BYTES + 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let small = Gate::hold(&gate, 10);
+                tx.send(()).unwrap();
+                small
+            })
+        };
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(),
+            "a line went past a full gate"
+        );
+        drop(big);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the freed bytes did not let the line through");
+        let small = waiter.join().unwrap();
+        assert_eq!(gate.used(), 10);
+        drop(small);
+        assert_eq!(gate.used(), 0);
     }
 }

@@ -37,7 +37,7 @@ use self::cursor::encode_cursor;
 pub use self::cursor::{checkpoint_name, decode_cursor, CursorError};
 use self::entry::Entry;
 pub use self::journalctl::{command, tail_command};
-use self::journalctl::{log_stderr, parse_tail_cursor, read_lines, Line, Running};
+use self::journalctl::{log_stderr, parse_tail_cursor, read_lines, Gate, Line, Running};
 use super::log_limit::LogLimit;
 use crate::metrics::{LineAction, RejectReason, Source as SourceKind, SourceError};
 use crate::producer::{Pace, ProduceError, Producer};
@@ -56,11 +56,14 @@ pub const LINGER: Duration = Duration::from_millis(50);
 /// is written (entries re-read after a crash within it are not selected either).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Lines of journalctl's output in flight between the reader thread and the
-/// batching task: enough to cover a batch, small enough that a stalled spool
-/// holds journalctl back within a few MiB.
+/// batching task: enough to cover a batch...
 const LINES_CHANNEL: usize = 1024;
-/// Longest line (entry) of journalctl's output read; a longer one is skipped and
-/// counted (journald itself keeps entries far smaller unless configured not to).
+/// ... and at most this many bytes of them (one line is let through whatever
+/// its size): what a stalled spool lets journalctl's output take in memory.
+pub const BUFFER_BYTES: usize = 4 << 20;
+/// Longest line (entry) of journalctl's output read; the rest of a longer one is
+/// not kept, the entry is skipped and counted (journald itself keeps entries far
+/// smaller unless configured not to).
 pub const MAX_LINE_BYTES: usize = 8 << 20;
 /// First wait before journalctl is started again; doubles up to
 /// [`RESTART_MAX`], and starts over once a run lasted [`RESTART_RESET`].
@@ -287,7 +290,8 @@ impl Source {
         let (tx, mut rx) = mpsc::channel(LINES_CHANNEL);
         let name = self.config.name.clone();
         std::thread::spawn(move || log_stderr(err, name));
-        std::thread::spawn(move || read_lines(out, child, tx));
+        let gate = Arc::new(Gate::default());
+        std::thread::spawn(move || read_lines(out, child, tx, gate));
         let mut batch = Batch::default();
         loop {
             let deadline = batch.deadline();
@@ -306,7 +310,8 @@ impl Source {
                 }
             };
             match line {
-                Some(Line::Entry(line)) => self.add(&line, &mut batch),
+                // The line's bytes go back to the reader once it is records.
+                Some(Line::Entry(line, _held)) => self.add(&line, &mut batch),
                 Some(Line::TooLong(n)) => {
                     self.producer
                         .metrics()
