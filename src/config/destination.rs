@@ -21,8 +21,22 @@ pub(super) struct RawTarget<'a> {
 }
 
 fn check_url(field: &str, url: &str, problems: &mut Vec<String>) {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         problems.push(format!("{field} {url:?} is not an http:// or https:// URL"));
+        return;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        // An IPv6 literal: up to its bracket.
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        problems.push(format!("{field} {url:?} names no host"));
     }
 }
 

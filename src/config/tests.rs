@@ -378,3 +378,52 @@ fn every_destination_problem_is_listed() {
         "{e}"
     );
 }
+
+/// Regression (issue 22, D13): `validate` accepted what `run` refuses or what
+/// cannot be right: a descriptor count no process can have, the filesystem root
+/// as the spool, patterns that tail the spool itself, an endpoint without a host.
+#[test]
+fn validate_refuses_what_run_would_refuse_or_what_harms_the_spool() {
+    let e = check(&MINIMAL.replace(
+        "path = \"/tmp/a.sock\"",
+        "path = \"/tmp/a.sock\"\nmax_connections = 100000000",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("more than Linux allows a process"), "{e}");
+    for dir in ["/", "/var"] {
+        let e = check(&MINIMAL.replace("dir = \"/tmp/x\"", &format!("dir = \"{dir}\"")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("top-level directory"), "{dir}: {e}");
+    }
+    check(&MINIMAL.replace("dir = \"/tmp/x\"", "dir = \"/var/lib/shardline\"")).unwrap();
+    for pattern in ["/tmp/x/**", "/tmp/*/streams/*/*.seg", "/tmp/x/*"] {
+        let e = check(&format!("{MINIMAL}\n[[file]]\ninclude = [\"{pattern}\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("file[0].include matches the spool's own files")
+                || e.contains("file[0].include matches the dead-letter file"),
+            "{pattern}: {e}"
+        );
+    }
+    // Excluded, or beside the spool: fine.
+    check(&format!(
+        "{MINIMAL}\n[[file]]\ninclude = [\"/tmp/**/*.log\"]\n"
+    ))
+    .unwrap();
+    check(&format!(
+        "{MINIMAL}\n[[file]]\ninclude = [\"/tmp/x/**\"]\nexclude = [\"/tmp/x/**\"]\n"
+    ))
+    .unwrap();
+    for url in ["http://", "https://:443", "http://user@/"] {
+        let e = check(&MINIMAL.replace(
+            "stream = \"logs\"\n    [spool]",
+            &format!("stream = \"logs\"\n    endpoint = \"{url}\"\n    [spool]"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("names no host"), "{url}: {e}");
+    }
+}

@@ -43,6 +43,48 @@ pub(super) fn glob_set(
     }
 }
 
+/// Most descriptors a Linux process can have by default (`fs.nr_open`): a
+/// configuration that needs more can never start.
+const MAX_DESCRIPTORS: u64 = 1 << 20;
+
+/// Refuses `[[file]]` patterns that match the spool's own files or the
+/// dead-letter file: tailing them sends the spool to itself, without end.
+fn check_files_miss_own(
+    files: &[FileConfig],
+    spool: &Path,
+    dead_letter: Option<&Path>,
+    problems: &mut Vec<String>,
+) {
+    // A name of each kind the spool writes (see the spool's layout).
+    let own: Vec<PathBuf> = [
+        "streams/6c6f6773/0000000000000001.seg",
+        "streams/6c6f6773/0000000000000001.ack",
+        "streams/6c6f6773/checkpoints",
+        "damaged/report",
+        "lock",
+        "spool.format",
+        "index/db",
+    ]
+    .iter()
+    .map(|n| spool.join(n))
+    .collect();
+    for (i, f) in files.iter().enumerate() {
+        let matches = |p: &Path| f.include_set.is_match(p) && !f.exclude_set.is_match(p);
+        if let Some(p) = own.iter().find(|p| matches(p)) {
+            problems.push(format!(
+                "file[{i}].include matches the spool's own files (such as {}): tailing them would send the spool to itself; narrow the pattern or add an exclude",
+                p.display()
+            ));
+        }
+        if let Some(d) = dead_letter.filter(|d| matches(d)) {
+            problems.push(format!(
+                "file[{i}].include matches the dead-letter file {}: its records would be sent again without end; narrow the pattern or add an exclude",
+                d.display()
+            ));
+        }
+    }
+}
+
 /// Checks one `[[file]]` block.
 pub(super) fn validate_file(
     i: usize,
@@ -272,6 +314,9 @@ impl RawConfig {
             ));
         }
         journald::check_names(&journald_blocks, &mut problems);
+        if let Some(dir) = spool.as_ref().and_then(|s| s.dir.as_ref()) {
+            check_files_miss_own(&files, dir, dead_letter_path.as_deref(), &mut problems);
+        }
         let written: HashSet<&str> = (sockets.iter().map(|s| s.stream.as_str()))
             .chain(files.iter().map(|f| f.stream.as_str()))
             .chain(journald_blocks.iter().map(|j| j.stream.as_str()))
@@ -285,7 +330,7 @@ impl RawConfig {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(Config {
+        let config = Config {
             dead_letter_path: dead_letter_path.expect("checked above"),
             kinesis: kinesis.expect("checked above"),
             destinations,
@@ -297,7 +342,16 @@ impl RawConfig {
             metrics: metrics.expect("checked above"),
             ingest,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
-        })
+        };
+        // What `run` would refuse at start-up, whatever the process's limit.
+        let (sockets, others) = crate::descriptors::needed(&config);
+        if sockets + others > MAX_DESCRIPTORS {
+            return Err(vec![format!(
+                "the configuration needs {} file descriptors, more than Linux allows a process ({MAX_DESCRIPTORS}, fs.nr_open); lower the sockets' or delivery's max_connections",
+                sockets + others
+            )]);
+        }
+        Ok(config)
     }
 }
 
@@ -414,7 +468,16 @@ fn validate_spool(s: Option<RawSpool>, problems: &mut Vec<String>) -> Option<Spo
     };
     match &s.dir {
         None => problems.push("spool.dir is missing".into()),
-        Some(d) => check_absolute(d, "spool.dir", problems),
+        Some(d) => {
+            check_absolute(d, "spool.dir", problems);
+            // The spool creates, moves and removes files in its directory: the
+            // root or a top-level directory (`/`, `/var`) is never its own.
+            if d.is_absolute() && d.components().count() <= 2 {
+                problems.push(format!(
+                    "spool.dir {d:?} is the filesystem root or a top-level directory; give the spool a directory of its own (for example /var/lib/shardline)"
+                ));
+            }
+        }
     }
     if s.max_bytes < 2 * MAX_RECORD_BYTES as u64 {
         problems.push(format!(

@@ -131,6 +131,7 @@ impl Gate {
     }
 
     /// Bytes held now.
+    #[cfg(test)]
     pub(super) fn used(&self) -> usize {
         *self.used.lock().expect("gate lock poisoned")
     }
@@ -239,7 +240,8 @@ mod tests {
             })
         };
         assert!(
-            rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(),
+            rx.recv_timeout(std::time::Duration::from_millis(100))
+                .is_err(),
             "a line went past a full gate"
         );
         drop(big);
