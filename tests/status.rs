@@ -339,3 +339,57 @@ async fn each_stream_shows_its_destination_state() {
     .await;
     agent.stop().await.unwrap();
 }
+
+/// Regression (issue 22, D14): with 64 idle connections to the metrics port,
+/// renewed as they were closed, 0 of 21 scrapes and 0 of 21 `shardline status`
+/// calls succeeded. Now a newcomer takes the slot of the oldest idle connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_scrapes_answer_while_idle_connections_are_renewed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let work = Workdir::new();
+    let config = write_binary_config(&work, "http://127.0.0.1:9", "");
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Always more idle connections than the endpoint serves, the oldest
+            // replaced by new ones.
+            let mut open = std::collections::VecDeque::new();
+            while !stop.load(Ordering::Relaxed) {
+                while open.len() < 2 * shardline::status::MAX_CONNECTIONS {
+                    if let Ok(c) = std::net::TcpStream::connect(addr) {
+                        open.push_back(c);
+                    }
+                }
+                for _ in 0..8 {
+                    open.pop_front();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let out = status_at(addr);
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let scrape = tokio::time::timeout(
+            Duration::from_secs(10),
+            shardline::status::get(addr, "/metrics", Duration::from_secs(5)),
+        )
+        .await;
+        assert!(
+            matches!(scrape, Ok(Ok((200, _)))),
+            "the scrape failed: {scrape:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    agent.stop().await;
+}

@@ -246,7 +246,47 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), 
     Ok((listener, bound))
 }
 
+/// The connections being served, oldest first, so that a new one can take the
+/// slot of the oldest that has no request in flight.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: VecDeque<Served>,
+}
+
+struct Served {
+    id: u64,
+    /// A request is being answered: not to be closed for a newcomer.
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    close: CancellationToken,
+}
+
+impl Connections {
+    /// Asks the oldest connection with no request in flight to close; false
+    /// when every one is busy.
+    fn evict_idle(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        match self
+            .open
+            .iter()
+            .find(|c| !c.busy.load(Ordering::Relaxed) && !c.close.is_cancelled())
+        {
+            Some(c) => {
+                c.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves the endpoint until `shutdown`; connections are spawned on `tracker`.
+///
+/// At most [`MAX_CONNECTIONS`] are served. When every slot is taken, a newcomer
+/// closes the oldest connection that waits idle (no request in flight) and takes
+/// its slot: a client that opens connections and sends nothing cannot keep a
+/// scraper or `shardline status` out, since they send their request at once and
+/// are then the newest.
 pub(crate) async fn serve(
     listener: TcpListener,
     view: Arc<View>,
@@ -254,6 +294,9 @@ pub(crate) async fn serve(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Newcomers waiting for an evicted connection's slot: bounded too.
+    let waiting = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Mutex::new(Connections::default()));
     let mut sample = tokio::time::interval(RATE_SAMPLE_INTERVAL);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -273,18 +316,64 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Every slot is taken: closed at once (see MAX_CONNECTIONS).
-            drop(stream);
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(_) => {
+                let evicted = connections
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .evict_idle();
+                match waiting.clone().try_acquire_owned() {
+                    Ok(w) if evicted => Err(w),
+                    // Every slot busy answering, or too many waiting: closed at
+                    // once, so the client learns right away that the agent is
+                    // there but busy.
+                    _ => {
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
         };
         let view = view.clone();
         let shutdown = shutdown.clone();
+        let (slots, connections) = (slots.clone(), connections.clone());
         tracker.spawn(async move {
-            let _slot = slot;
+            let _slot = match slot {
+                Ok(slot) => slot,
+                Err(_waiting) => {
+                    // The evicted connection gives its slot back within its
+                    // close grace.
+                    match tokio::time::timeout(CLOSE_GRACE, slots.acquire_owned()).await {
+                        Ok(Ok(slot)) => slot,
+                        _ => return,
+                    }
+                }
+            };
+            let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let close = CancellationToken::new();
+            let id = {
+                let mut c = connections.lock().unwrap_or_else(|e| e.into_inner());
+                let id = c.next_id;
+                c.next_id += 1;
+                c.open.push_back(Served {
+                    id,
+                    busy: busy.clone(),
+                    close: close.clone(),
+                });
+                id
+            };
+            let flag = busy.clone();
             let service = hyper::service::service_fn(move |req| {
                 let view = view.clone();
-                async move { Ok::<_, Infallible>(respond(&view, &req)) }
+                let flag = flag.clone();
+                async move {
+                    use std::sync::atomic::Ordering;
+                    flag.store(true, Ordering::Relaxed);
+                    let r = respond(&view, &req);
+                    flag.store(false, Ordering::Relaxed);
+                    Ok::<_, Infallible>(r)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -293,6 +382,11 @@ pub(crate) async fn serve(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
+                _ = close.cancelled() => {
+                    // Idle, by choice of the eviction: closes at once.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                }
                 _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
@@ -302,6 +396,11 @@ pub(crate) async fn serve(
                     let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
                 }
             }
+            connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .open
+                .retain(|c| c.id != id);
         });
     }
 }
