@@ -222,6 +222,22 @@ pub async fn run_with(
     agent.stop().await
 }
 
+/// Warns of records in the spool for streams the configuration no longer
+/// delivers (a source removed or renamed): they wait there until a
+/// `[[destination]]` with `drain = true` delivers them, or an operator removes
+/// their directory while the agent is stopped.
+fn warn_of_orphans(producer: &Producer, config: &Config) {
+    let delivered = config.streams();
+    for (stream, records, dir) in producer.spool().held_streams() {
+        if delivered.contains(&stream) {
+            continue;
+        }
+        let dir = dir.map(|d| d.display().to_string()).unwrap_or_default();
+        tracing::warn!(stream = %stream, records, dir = %dir,
+            "The spool holds records of a stream that no source writes and no destination drains; they are not delivered. Add a [[destination]] with this stream and drain = true to deliver them, or stop the agent and remove the directory to drop them");
+    }
+}
+
 /// Reads the config file again and applies it; on any problem the running
 /// configuration stays and the reason is logged.
 async fn reload(agent: &mut Agent, path: &Path) {
@@ -326,6 +342,7 @@ impl Agent {
                 return Err(e.into());
             }
         };
+        warn_of_orphans(&producer, &config);
         let budget = Budget::new(config.ingest.max_memory_bytes, producer.metrics().clone());
         let agent = Agent {
             producer,

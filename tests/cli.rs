@@ -341,3 +341,72 @@ async fn wait_for_async_data(client: &aws_sdk_kinesis::Client, n: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Regression (issue 22, N9): records of a stream no longer in the config stayed
+/// in the spool for ever, and nothing was logged. Now the start names the stream
+/// and its records, and a `[[destination]]` with `drain = true` delivers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_a_removed_stream_are_named_at_start_and_drained_on_request() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    create_stream(&client, "old", 1).await;
+    let work = Workdir::new();
+    let base = |endpoint: &str, socket_stream: &str, extra: &str| {
+        format!(
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
+             request_timeout_ms = 1000\n[delivery]\nlinger_ms = 20\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{}{extra}",
+            work.spool().display(),
+            socket_toml(&work.path("in.sock"), Some(socket_stream)),
+        )
+    };
+    let path = work.path("shardline.toml");
+    // Nothing answers: the records of "old" stay spooled.
+    std::fs::write(&path, base("http://127.0.0.1:9", "old", "")).unwrap();
+    let mut agent = AgentProcess::spawn(&work, "first", &path, &[], |_| {});
+    agent.metrics_addr().await;
+    send_lines(&work.path("in.sock"), (0..3).map(|i| format!("old {i}"))).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.stop().await;
+
+    // The socket now writes "logs": "old" has no source.
+    std::fs::write(&path, base(&emu.endpoint, "logs", "")).unwrap();
+    let mut agent = AgentProcess::spawn(&work, "second", &path, &[], |_| {});
+    agent.metrics_addr().await;
+    let log = agent.stop().await;
+    let warning = log
+        .lines()
+        .find(|l| l.contains("no source writes"))
+        .unwrap_or_else(|| panic!("no warning of the orphaned stream in\n{log}"));
+    assert!(
+        warning.contains("stream=old") && warning.contains("records=3"),
+        "{warning}"
+    );
+    assert!(stream_data(&client, "old").await.is_empty());
+
+    std::fs::write(
+        &path,
+        base(
+            &emu.endpoint,
+            "logs",
+            "[[destination]]\nstream = \"old\"\ndrain = true\n",
+        ),
+    )
+    .unwrap();
+    let out = shardline()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut agent = AgentProcess::spawn(&work, "third", &path, &[], |_| {});
+    agent.metrics_addr().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stream_data(&client, "old").await.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = agent.stop().await;
+    assert!(!log.contains("no source writes"), "{log}");
+}

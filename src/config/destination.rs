@@ -114,9 +114,9 @@ pub(super) fn destinations(
                 "{field}.stream {:?} has another [[destination]] block",
                 d.stream
             ));
-        } else if !written.contains(d.stream.as_str()) {
+        } else if !written.contains(d.stream.as_str()) && !d.drain {
             problems.push(format!(
-                "{field}.stream {:?} is not the stream of any source",
+                "{field}.stream {:?} is not the stream of any source (set drain = true to deliver what the spool still holds for it)",
                 d.stream
             ));
         }

@@ -199,7 +199,9 @@ impl Config {
         let mut out = vec![self.kinesis.stream.clone()];
         let sources = self.sockets.iter().map(|s| &s.stream);
         let sources = sources.chain(self.files.iter().map(|f| &f.stream));
-        for s in sources.chain(self.journald.iter().map(|j| &j.stream)) {
+        let sources = sources.chain(self.journald.iter().map(|j| &j.stream));
+        // A drained destination has no source but is delivered.
+        for s in sources.chain(self.destinations.iter().map(|(s, _)| s)) {
             if !out.contains(s) {
                 out.push(s.clone());
             }

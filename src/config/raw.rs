@@ -92,6 +92,10 @@ pub struct RawDestination {
     pub session_name: Option<String>,
     /// STS endpoint override; default: the region's STS.
     pub sts_endpoint: Option<String>,
+    /// No source writes this stream any more: deliver what the spool still
+    /// holds for it (records spooled before a source was removed or renamed).
+    #[serde(default)]
+    pub drain: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -258,6 +258,25 @@ impl Spool {
         open_streams(&self.inner)
     }
 
+    /// Every stream the spool holds records of, with their count and the
+    /// directory they are in (`None` in memory).
+    pub fn held_streams(&self) -> Vec<(String, u64, Option<PathBuf>)> {
+        let mut out: Vec<_> = self
+            .open_streams()
+            .iter()
+            .map(|s| {
+                (
+                    s.inner.name.to_string(),
+                    s.inner.records.load(Ordering::Relaxed),
+                    s.inner.disk.as_ref().map(|d| d.dir.clone()),
+                )
+            })
+            .filter(|(_, n, _)| *n > 0)
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Bytes of live entries held, in all streams.
     pub fn used_bytes(&self) -> u64 {
         self.inner.space.used_bytes.load(Ordering::Relaxed)
