@@ -82,6 +82,7 @@ use self::index::Index;
 pub use self::lock::{holder as lock_holder, lock_path, LockState};
 pub use self::open::open_at;
 use self::open::write_format;
+pub use self::space::Refusing;
 pub(crate) use self::space::Space;
 use self::space::{new_space, segment_bytes};
 use self::storage::{Fs, Storage};
@@ -300,6 +301,11 @@ impl Spool {
 
     pub fn max_bytes(&self) -> u64 {
         self.inner.space.max_bytes
+    }
+
+    /// Whether writers are refused room now (they wait, or are told so).
+    pub fn refusing(&self) -> Option<Refusing> {
+        self.inner.space.refusing()
     }
 
     /// Free space the spool leaves on its filesystem (`spool.min_free_bytes`).

@@ -38,7 +38,36 @@ pub(crate) struct Space {
     pub(super) unsynced_limit: u64,
     /// The commit thread, asked for a commit by a writer that waits.
     pub(super) commit: std::sync::OnceLock<Arc<CommitState>>,
+    /// The last write refused for space: when (Unix ms; 0 once a write went
+    /// in since) and why. A write needs room for itself above
+    /// `min_free_bytes`, so writers can wait while the free space is still
+    /// above the reserve: this says so.
+    pub(super) refused_at_ms: AtomicU64,
+    pub(super) refused_disk: std::sync::atomic::AtomicBool,
 }
+
+/// Why writers are refused room now, as far as the last attempts tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusing {
+    /// The spool's files reached `max_bytes`.
+    SpoolFull,
+    /// The filesystem has no room above `min_free_bytes` for the next write.
+    DiskFull,
+}
+
+impl Refusing {
+    /// As `status` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusing::SpoolFull => "spool_full",
+            Refusing::DiskFull => "disk_full",
+        }
+    }
+}
+
+/// A refusal older than this without another one says nothing of now: the
+/// writer that was refused has given up, or space came back.
+const REFUSAL_FRESH_MS: u64 = 10_000;
 
 impl Space {
     /// Takes room for `len` bytes, or says why there is none.
@@ -46,6 +75,7 @@ impl Space {
         let used = self.disk_bytes.fetch_add(len, Ordering::AcqRel);
         if used + len > self.max_bytes {
             self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.refused(false);
             return Err(SpoolError::Full {
                 used,
                 max: self.max_bytes,
@@ -55,6 +85,7 @@ impl Space {
         let free = self.disk_free.load(Ordering::Relaxed);
         if free < self.min_free_bytes.saturating_add(len) {
             self.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.refused(true);
             return Err(SpoolError::DiskFull {
                 free,
                 reserve: self.min_free_bytes,
@@ -73,7 +104,28 @@ impl Space {
             });
         }
         self.disk_free.fetch_sub(len, Ordering::Relaxed);
+        if self.refused_at_ms.load(Ordering::Relaxed) != 0 {
+            self.refused_at_ms.store(0, Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    fn refused(&self, disk: bool) {
+        self.refused_disk.store(disk, Ordering::Relaxed);
+        self.refused_at_ms.store(super::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether writers are being refused room now.
+    pub(super) fn refusing(&self) -> Option<Refusing> {
+        let at = self.refused_at_ms.load(Ordering::Relaxed);
+        if at == 0 || super::now_ms().saturating_sub(at) > REFUSAL_FRESH_MS {
+            return None;
+        }
+        Some(if self.refused_disk.load(Ordering::Relaxed) {
+            Refusing::DiskFull
+        } else {
+            Refusing::SpoolFull
+        })
     }
 
     pub(super) fn unreserve(&self, len: u64) {
@@ -98,6 +150,8 @@ pub(super) fn new_space(options: &SpoolOptions) -> Space {
         unsynced: AtomicU64::new(0),
         unsynced_limit: segment_bytes(options),
         commit: std::sync::OnceLock::new(),
+        refused_at_ms: AtomicU64::new(0),
+        refused_disk: std::sync::atomic::AtomicBool::new(false),
     }
 }
 

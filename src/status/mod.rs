@@ -228,6 +228,7 @@ impl View {
                 disk_free_bytes: spool.disk_free_bytes(),
                 min_free_bytes: spool.min_free_bytes(),
                 damaged_frames: spool.damaged().0,
+                refusing: spool.refusing().map(|r| r.as_str().to_owned()),
             },
             delivered_records_total: totals.iter().sum(),
             delivery_rate_records_per_second: rates.iter().sum(),

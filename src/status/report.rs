@@ -47,6 +47,10 @@ pub struct SpoolStatus {
     /// Damaged spool frames or files found since the start (their records are lost).
     #[serde(default)]
     pub damaged_frames: u64,
+    /// Writers are refused room now: `"spool_full"` (max_bytes reached) or
+    /// `"disk_full"` (no room above min_free_bytes for the next write).
+    #[serde(default)]
+    pub refusing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,7 +241,7 @@ impl Status {
             s.records,
             human_bytes(s.bytes),
             human_bytes(s.max_bytes),
-            if s.segment_bytes >= s.max_bytes {
+            if s.segment_bytes >= s.max_bytes || s.refusing.as_deref() == Some("spool_full") {
                 ", FULL: sources are waiting"
             } else {
                 ""
@@ -251,6 +255,8 @@ impl Status {
                 human_bytes(free),
                 if free < s.min_free_bytes {
                     " (below spool.min_free_bytes: DISK FULL, sources are waiting)"
+                } else if s.refusing.as_deref() == Some("disk_full") {
+                    " (no room for the next write above spool.min_free_bytes: DISK FULL, sources are waiting)"
                 } else {
                     ""
                 }
@@ -269,6 +275,7 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::Refusing;
 
     fn status() -> Status {
         Status {
@@ -284,6 +291,7 @@ mod tests {
                 disk_free_bytes: Some(10 << 30),
                 min_free_bytes: 64 << 20,
                 damaged_frames: 0,
+                refusing: None,
             },
             delivered_records_total: 9000,
             delivery_rate_records_per_second: 150.25,
@@ -346,6 +354,24 @@ mod tests {
         assert!(text.contains("2 damaged frames"), "{text}");
         assert!(text.contains("oldest unsent:  unknown"), "{text}");
         assert!(text.contains("last error:     none"), "{text}");
+    }
+
+    /// Regression (issue 22, N11): a client blocked because the next write does
+    /// not fit above `min_free_bytes`, while the free space itself is still
+    /// above it, saw no DISK FULL.
+    #[test]
+    fn a_refused_write_above_the_reserve_shows_disk_full() {
+        let mut s = status();
+        let text = s.render();
+        assert!(!text.contains("FULL"), "{text}");
+        s.spool.refusing = Some(Refusing::DiskFull.as_str().to_owned());
+        let text = s.render();
+        assert!(
+            text.contains("no room for the next write above spool.min_free_bytes: DISK FULL"),
+            "{text}"
+        );
+        s.spool.refusing = Some(Refusing::SpoolFull.as_str().to_owned());
+        assert!(s.render().contains("FULL: sources are waiting"));
     }
 
     #[test]

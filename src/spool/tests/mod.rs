@@ -325,3 +325,17 @@ fn parse_line(r: &UserRecord) -> (usize, usize) {
 
 mod faults;
 mod power_cut;
+
+/// A write refused for room is what `status` shows as FULL, until one goes in.
+#[test]
+fn a_refused_write_is_reported_until_one_goes_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_at(dir.path(), 400).unwrap();
+    let s = spool.stream("s").unwrap();
+    assert_eq!(spool.refusing(), None);
+    let big = UserRecord::new("k", vec![b'x'; 1000]);
+    assert!(s.append(&[big]).unwrap_err().is_full());
+    assert_eq!(spool.refusing(), Some(Refusing::SpoolFull));
+    s.append(&[UserRecord::new("k", "small")]).unwrap();
+    assert_eq!(spool.refusing(), None);
+}
