@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::SharedKinesis;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
 use crate::producer::{LifecycleError, Producer, ProducerOptions, ShutdownReport};
 use crate::source::budget::Budget;
 use crate::source::file;
@@ -403,6 +403,8 @@ impl Agent {
     }
 
     fn serve_socket(&mut self, listener: socket::Bound, config: SocketConfig) {
+        self.metrics()
+            .source_up(Source::Socket, &config.path.display().to_string());
         let source = RunningSource::new(&self.sources, config.clone());
         source.tasks.spawn(socket::serve(
             listener,
@@ -418,6 +420,10 @@ impl Agent {
     fn start_files(&mut self, files: Vec<FileConfig>) {
         if files.is_empty() {
             return;
+        }
+        for f in &files {
+            self.metrics()
+                .source_up(Source::File, &f.include.join(", "));
         }
         let source = RunningSource::new(&self.sources, files.clone());
         file::spawn(
@@ -493,6 +499,9 @@ impl Agent {
         // A socket whose settings changed is stopped before it is bound again.
         for &i in removed.iter().rev() {
             let source = self.sockets.remove(i);
+            self.producer
+                .metrics()
+                .source_removed(Source::Socket, &source.config.path.display().to_string());
             report.sockets_removed.push(source.config.path.clone());
             source.stop().await;
         }
@@ -505,6 +514,11 @@ impl Agent {
                 Err(e) => {
                     // What could be applied is; this socket stays out.
                     tracing::error!(path = %s.path.display(), error = %e, "A reloaded socket cannot be bound; it is left out");
+                    self.producer.metrics().source_down(
+                        Source::Socket,
+                        &s.path.display().to_string(),
+                        format!("cannot be bound: {e}"),
+                    );
                     report.failed.push(s.path.clone());
                 }
             }
@@ -513,12 +527,22 @@ impl Agent {
             if let Some(files) = self.files.take() {
                 files.stop().await;
             }
+            for f in &self.config.files {
+                self.producer
+                    .metrics()
+                    .source_removed(Source::File, &f.include.join(", "));
+            }
             self.start_files(new.files.clone());
             report.files_restarted = true;
         }
         if self.config.journald != new.journald {
             if let Some(running) = self.journald.take() {
                 running.stop().await;
+            }
+            for j in &self.config.journald {
+                self.producer
+                    .metrics()
+                    .source_removed(Source::Journald, &j.name);
             }
             self.start_journald(new.journald.clone());
         }

@@ -393,3 +393,42 @@ async fn status_and_scrapes_answer_while_idle_connections_are_renewed() {
     flood.join().unwrap();
     agent.stop().await;
 }
+
+/// Regression (issue 22, N11): `status` said nothing about sources: with
+/// journalctl missing it showed the stream `ok` and nothing else. Now each
+/// source has a line, and one held by a problem says what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_source_and_what_holds_one_back() {
+    let emu = Emulator::start().await;
+    create_stream(&emu.client().await, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+    let missing = work.path("no-such-journalctl");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[[journald]]\nname = \"system\"\njournalctl = \"{}\"\n",
+        missing.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let mut shown = String::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !shown.contains("FAILING for") {
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = String::from_utf8_lossy(&status_at(addr).stdout).into_owned();
+    }
+    let socket = format!("socket   {}: running", work.path("in.sock").display());
+    assert!(shown.contains(&socket), "{socket:?} not in\n{shown}");
+    let journald = shown
+        .lines()
+        .find(|l| l.contains("journald system: FAILING for"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(journald.contains("no-such-journalctl"), "{journald}");
+    let s = shardline::status::fetch(addr, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(s.sources.len(), 2, "{:?}", s.sources);
+    agent.stop().await;
+}

@@ -1,4 +1,5 @@
-//! What delivery last found of each stream's destination, for `shardline status`.
+//! What delivery last found of each stream's destination, and each source's
+//! state, for `shardline status`.
 
 use std::time::SystemTime;
 
@@ -45,4 +46,15 @@ impl DestinationHealth {
             .as_ref()
             .filter(|e| self.last_ok.is_none_or(|ok| e.at >= ok))
     }
+}
+
+/// A source as it last reported itself: running, or held by a problem (a
+/// journalctl that cannot start, a socket that cannot be bound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceHealth {
+    pub kind: super::Source,
+    /// The journald block's name, the socket's path, a file block's patterns.
+    pub name: String,
+    /// What holds it now, and since when; `None` while it runs.
+    pub problem: Option<(String, SystemTime)>,
 }

@@ -32,7 +32,7 @@ mod labels;
 mod process;
 
 use families::{DeliveryMetrics, SourceMetrics};
-pub use health::{DestinationHealth, LastError, Trouble};
+pub use health::{DestinationHealth, LastError, SourceHealth, Trouble};
 pub use labels::*;
 
 fn latency_histogram() -> Histogram {
@@ -50,6 +50,8 @@ struct Inner {
     last_error: Mutex<Option<LastError>>,
     /// Each stream's last answer and last problem.
     destinations: Mutex<HashMap<String, DestinationHealth>>,
+    /// Each running source's state, in the order they started.
+    source_health: Mutex<Vec<SourceHealth>>,
 }
 
 /// Reads the spool gauges at each scrape.
@@ -176,6 +178,7 @@ impl Metrics {
                 spool,
                 last_error: Mutex::new(None),
                 destinations: Mutex::new(HashMap::new()),
+                source_health: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -239,6 +242,50 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// A source runs (again): `problem` clears.
+    pub fn source_up(&self, kind: Source, name: &str) {
+        self.set_source(kind, name, None);
+    }
+
+    /// A source is held by a problem until it reports itself up.
+    pub fn source_down(&self, kind: Source, name: &str, problem: String) {
+        self.set_source(kind, name, Some((problem, SystemTime::now())));
+    }
+
+    /// A source was stopped (a reload removed it).
+    pub fn source_removed(&self, kind: Source, name: &str) {
+        self.inner
+            .source_health
+            .lock()
+            .expect("source health lock poisoned")
+            .retain(|h| !(h.kind == kind && h.name == name));
+    }
+
+    fn set_source(&self, kind: Source, name: &str, problem: Option<(String, SystemTime)>) {
+        let mut all = self
+            .inner
+            .source_health
+            .lock()
+            .expect("source health lock poisoned");
+        match all.iter_mut().find(|h| h.kind == kind && h.name == name) {
+            Some(h) => h.problem = problem,
+            None => all.push(SourceHealth {
+                kind,
+                name: name.to_owned(),
+                problem,
+            }),
+        }
+    }
+
+    /// Every source's state.
+    pub fn sources(&self) -> Vec<SourceHealth> {
+        self.inner
+            .source_health
+            .lock()
+            .expect("source health lock poisoned")
+            .clone()
     }
 
     /// The most recent delivery problem, if any.

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -30,7 +30,7 @@ use crate::producer::Producer;
 
 mod report;
 
-pub use report::{DestinationState, ErrorStatus, SpoolStatus, Status, StreamStatus};
+pub use report::{DestinationState, ErrorStatus, SourceStatus, SpoolStatus, Status, StreamStatus};
 
 /// Most connections served at once: scrapers and `shardline status` are few, and
 /// a flood must not take memory or descriptors from the pipeline. Past it a new
@@ -234,6 +234,21 @@ impl View {
             delivery_rate_records_per_second: rates.iter().sum(),
             streams,
             last_error: metrics.last_error().as_ref().map(ErrorStatus::of),
+            sources: metrics
+                .sources()
+                .into_iter()
+                .map(|h| SourceStatus {
+                    kind: h.kind.as_str().to_owned(),
+                    name: h.name,
+                    problem_age_seconds: h.problem.as_ref().map(|(_, at)| {
+                        SystemTime::now()
+                            .duration_since(*at)
+                            .unwrap_or_default()
+                            .as_secs_f64()
+                    }),
+                    problem: h.problem.map(|(p, _)| p),
+                })
+                .collect(),
         }
     }
 }

@@ -22,6 +22,22 @@ pub struct Status {
     pub streams: Vec<StreamStatus>,
     /// The most recent delivery problem, if there was one since the start.
     pub last_error: Option<ErrorStatus>,
+    /// Each source and whether it runs.
+    #[serde(default)]
+    pub sources: Vec<SourceStatus>,
+}
+
+/// A source (`[[socket]]`, `[[file]]`, `[[journald]]`) and whether it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// `socket`, `file` or `journald`.
+    pub kind: String,
+    /// The socket's path, the file block's patterns, the journald block's name.
+    pub name: String,
+    /// What keeps it from running, if anything (`None`: running).
+    pub problem: Option<String>,
+    /// How long the problem has held it.
+    pub problem_age_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +222,25 @@ impl Status {
                     e.code,
                     e.message
                 );
+            }
+        }
+        if !self.sources.is_empty() {
+            let _ = writeln!(out, "sources:");
+        }
+        for src in &self.sources {
+            match (&src.problem, src.problem_age_seconds) {
+                (None, _) => {
+                    let _ = writeln!(out, "  {:<9}{}: running", src.kind, src.name);
+                }
+                (Some(p), age) => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<9}{}: FAILING for {}: {p}",
+                        src.kind,
+                        src.name,
+                        human_duration(age.unwrap_or_default())
+                    );
+                }
             }
         }
         match &self.last_error {

@@ -127,8 +127,10 @@ pub fn spawn(
 ) {
     tasks.spawn(async move {
         let name = config.name.clone();
+        let metrics = producer.metrics().clone();
         if let Err(e) = run(config, producer, stop).await {
             tracing::error!(name = %name, error = %e, "The journald source stopped; no journal entries are read");
+            metrics.source_down(KIND, &name, format!("stopped: {e}"));
         }
     });
 }
@@ -210,6 +212,10 @@ async fn run(
             backoff = RESTART_MIN;
         }
         source.producer.metrics().journald_restarted();
+        source
+            .producer
+            .metrics()
+            .source_down(KIND, &source.config.name, why.clone());
         tracing::warn!(
             name = %source.config.name,
             reason = %why,
@@ -277,9 +283,13 @@ impl Source {
                     error = %e,
                     "journalctl cannot be started; no journal entries are read until it can"
                 );
-                return Outcome::Ended(format!("starting journalctl failed: {e}"));
+                return Outcome::Ended(format!(
+                    "starting {} failed: {e}",
+                    self.config.journalctl.display()
+                ));
             }
         };
+        self.producer.metrics().source_up(KIND, &self.config.name);
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             unreachable!("the command pipes both")
         };
