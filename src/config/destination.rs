@@ -6,6 +6,7 @@ use crate::deliver::destination::{
     check_external_id, check_role_arn, check_session_name, AssumeRole, Destination,
     DEFAULT_SESSION_NAME,
 };
+use crate::deliver::redact;
 
 /// The destination settings of a section, as written.
 pub(super) struct RawTarget<'a> {
@@ -20,9 +21,19 @@ pub(super) struct RawTarget<'a> {
     pub sts_endpoint: Option<String>,
 }
 
+/// Checks an AWS endpoint URL. Its message quotes the URL with any userinfo
+/// hidden: the problems are printed and logged.
 fn check_url(field: &str, url: &str, problems: &mut Vec<String>) {
+    let shown = redact::url(url);
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        problems.push(format!("{field} {url:?} is not an http:// or https:// URL"));
+        problems.push(format!(
+            "{field} {shown:?} is not an http:// or https:// URL"
+        ));
+    }
+    if redact::has_userinfo(url) {
+        problems.push(format!(
+            "{field} {shown:?} carries credentials (user:password@): AWS endpoints take none (requests are signed with the AWS credentials), and a URL is shown in the log and in `shardline status`; remove them"
+        ));
     }
 }
 

@@ -348,6 +348,26 @@ mod tests {
         assert!(text.contains("last error:     none"), "{text}");
     }
 
+    /// Regression (issue 22, N4): `user:pass@` in an endpoint was shown by
+    /// `shardline status` (text and JSON; any local user can read `/status`).
+    #[test]
+    fn status_never_shows_endpoint_credentials() {
+        use crate::deliver::destination::Destination;
+        let mut s = status();
+        s.streams[0].destination = Destination {
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://alice:s3cret@127.0.0.1:4567".into()),
+            ..Destination::default()
+        }
+        .describe();
+        let json = serde_json::to_string(&s).unwrap();
+        for shown in [s.render(), json] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("alice"), "{shown}");
+            assert!(shown.contains("http://***@127.0.0.1:4567"), "{shown}");
+        }
+    }
+
     #[test]
     fn status_round_trips_through_json() {
         let s = status();
