@@ -298,7 +298,11 @@ pub(super) fn migrate(
     }
     let work = dir.join(WORK_DIR);
     let _ = std::fs::remove_dir_all(&work);
-    copy_old_files(dir, &work).map_err(|source| open_error(&work, source))?;
+    if let Err(source) = copy_old_files(dir, &work) {
+        // A full disk, say: nothing is touched, the next start tries again.
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(open_error(&work, source));
+    }
     let new = Spool::open_layout(Arc::new(Fs), dir, options)?;
     let read = read_all(dir, &work, options, &new);
     let synced = new.sync_now();
