@@ -6,6 +6,7 @@ use crate::deliver::destination::{
     check_external_id, check_role_arn, check_session_name, AssumeRole, Destination,
     DEFAULT_SESSION_NAME,
 };
+use crate::deliver::redact;
 
 /// The destination settings of a section, as written.
 pub(super) struct RawTarget<'a> {
@@ -20,14 +21,24 @@ pub(super) struct RawTarget<'a> {
     pub sts_endpoint: Option<String>,
 }
 
+/// Checks an AWS endpoint URL. Its message quotes the URL with any userinfo
+/// hidden: the problems are printed and logged.
 fn check_url(field: &str, url: &str, problems: &mut Vec<String>) {
+    let shown = redact::url(url);
     let Some(rest) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
     else {
-        problems.push(format!("{field} {url:?} is not an http:// or https:// URL"));
+        problems.push(format!(
+            "{field} {shown:?} is not an http:// or https:// URL"
+        ));
         return;
     };
+    if redact::has_userinfo(url) {
+        problems.push(format!(
+            "{field} {shown:?} carries credentials (user:password@): AWS endpoints take none (requests are signed with the AWS credentials), and a URL is shown in the log and in `shardline status`; remove them"
+        ));
+    }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit('@').next().unwrap_or_default();
     let host = match host_port.strip_prefix('[') {
@@ -36,7 +47,7 @@ fn check_url(field: &str, url: &str, problems: &mut Vec<String>) {
         None => host_port.split(':').next().unwrap_or_default(),
     };
     if host.is_empty() {
-        problems.push(format!("{field} {url:?} names no host"));
+        problems.push(format!("{field} {shown:?} names no host"));
     }
 }
 

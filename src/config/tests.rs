@@ -334,6 +334,42 @@ fn a_destination_takes_what_it_leaves_out_from_kinesis() {
     );
 }
 
+/// Regression (issue 22, N4): `user:pass@` in an endpoint was accepted without a
+/// word (and then shown in the log and `shardline status`); a proxy may take them.
+#[test]
+fn credentials_in_an_endpoint_are_refused_without_being_shown() {
+    let text = format!(
+        r#"{MINIMAL}
+        [[destination]]
+        stream = "other"
+        endpoint = "https://alice:s3cret@kinesis.example"
+        role_arn = "arn:aws:iam::123456789012:role/w"
+        sts_endpoint = "https://bob@sts.example"
+        "#
+    );
+    let e = check(&text).unwrap_err().to_string();
+    for needle in [
+        "destination[0].endpoint \"https://***@kinesis.example\" carries credentials",
+        "destination[0].sts_endpoint \"https://***@sts.example\" carries credentials",
+        "AWS endpoints take none",
+    ] {
+        assert!(e.contains(needle), "{needle:?} not in {e}");
+    }
+    assert!(
+        !e.contains("s3cret") && !e.contains("alice") && !e.contains("bob"),
+        "{e}"
+    );
+    let proxied = MINIMAL.replace(
+        "stream = \"logs\"\n",
+        "stream = \"logs\"\n    proxy = \"http://carol:pw@proxy:3128\"\n",
+    );
+    assert!(check(&proxied).is_ok());
+    let bad_proxy = proxied.replace("http://carol", "ftp://carol");
+    let e = check(&bad_proxy).unwrap_err().to_string();
+    assert!(e.contains("\"ftp://***@proxy:3128\""), "{e}");
+    assert!(!e.contains("carol") && !e.contains(":pw"), "{e}");
+}
+
 #[test]
 fn every_destination_problem_is_listed() {
     let text = format!(
@@ -391,13 +427,15 @@ fn validate_refuses_what_run_would_refuse_or_what_harms_the_spool() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("more than Linux allows a process"), "{e}");
-    for dir in ["/", "/var"] {
+    for dir in ["/", "/var", "/var/lib/", "/etc"] {
         let e = check(&MINIMAL.replace("dir = \"/tmp/x\"", &format!("dir = \"{dir}\"")))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("top-level directory"), "{dir}: {e}");
+        assert!(e.contains("root or a system directory"), "{dir}: {e}");
     }
-    check(&MINIMAL.replace("dir = \"/tmp/x\"", "dir = \"/var/lib/shardline\"")).unwrap();
+    for dir in ["/var/lib/shardline", "/spool"] {
+        check(&MINIMAL.replace("dir = \"/tmp/x\"", &format!("dir = \"{dir}\""))).unwrap();
+    }
     for pattern in ["/tmp/x/**", "/tmp/*/streams/*/*.seg", "/tmp/x/*"] {
         let e = check(&format!("{MINIMAL}\n[[file]]\ninclude = [\"{pattern}\"]\n"))
             .unwrap_err()

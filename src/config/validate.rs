@@ -43,6 +43,13 @@ pub(super) fn glob_set(
     }
 }
 
+/// Directories that belong to the system, never a spool's own.
+const SYSTEM_DIRS: [&str; 22] = [
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
+    "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log", "/var/tmp",
+    "/mnt",
+];
+
 /// Most descriptors a Linux process can have by default (`fs.nr_open`): a
 /// configuration that needs more can never start.
 const MAX_DESCRIPTORS: u64 = 1 << 20;
@@ -471,10 +478,11 @@ fn validate_spool(s: Option<RawSpool>, problems: &mut Vec<String>) -> Option<Spo
         Some(d) => {
             check_absolute(d, "spool.dir", problems);
             // The spool creates, moves and removes files in its directory: the
-            // root or a top-level directory (`/`, `/var`) is never its own.
-            if d.is_absolute() && d.components().count() <= 2 {
+            // root or a system directory is never its own (a mount point of its
+            // own, `/spool`, is fine).
+            if SYSTEM_DIRS.iter().any(|s| d == Path::new(s)) {
                 problems.push(format!(
-                    "spool.dir {d:?} is the filesystem root or a top-level directory; give the spool a directory of its own (for example /var/lib/shardline)"
+                    "spool.dir {d:?} is the filesystem root or a system directory; give the spool a directory of its own (for example /var/lib/shardline)"
                 ));
             }
         }

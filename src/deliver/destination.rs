@@ -53,7 +53,7 @@ impl Destination {
             .clone()
             .unwrap_or_else(|| "default region".into());
         if let Some(e) = &self.endpoint {
-            out.push_str(&format!(" at {e}"));
+            out.push_str(&format!(" at {}", super::redact::url(e)));
         }
         if let Some(p) = &self.profile {
             out.push_str(&format!(", profile {p}"));
@@ -230,5 +230,20 @@ mod tests {
             "eu-west-1, profile audit, as arn:aws:iam::123456789012:role/w"
         );
         assert_eq!(Destination::default().describe(), "default region");
+    }
+
+    /// Regression (issue 22, N4): `user:pass@` in the endpoint was shown in the
+    /// log and in `shardline status`.
+    #[test]
+    fn a_description_hides_the_endpoint_userinfo() {
+        let d = Destination {
+            region: Some("eu-west-1".into()),
+            endpoint: Some("https://alice:s3cret@kinesis.example:443/".into()),
+            ..Destination::default()
+        };
+        assert_eq!(
+            d.describe(),
+            "eu-west-1 at https://***@kinesis.example:443/"
+        );
     }
 }

@@ -402,7 +402,9 @@ where
     KinesisError {
         operation,
         code,
-        message,
+        // The SDK's messages may quote the endpoint or the proxy, credentials
+        // and all; this message goes to the log and to `shardline status`.
+        message: super::redact::text(&message).into_owned(),
     }
 }
 
@@ -600,5 +602,21 @@ mod tests {
             dispatch_code(ConnectorError::other("no credentials".into(), None)),
             ErrorCode::Credentials
         );
+    }
+
+    /// Regression (issue 22, N4): an SDK error that quotes the endpoint or the
+    /// proxy showed its `user:password@` in the log and in `shardline status`.
+    #[test]
+    fn an_sdk_error_quoting_a_url_hides_its_credentials() {
+        use aws_sdk_kinesis::error::ConnectorError;
+        let err: SdkError<aws_sdk_kinesis::operation::put_records::PutRecordsError, ()> =
+            SdkError::dispatch_failure(ConnectorError::io(
+                "error sending request for url (https://alice:s3cret@kinesis.example/): refused"
+                    .into(),
+            ));
+        let e = sdk_error("PutRecords", err);
+        assert!(!e.message.contains("s3cret"), "{e}");
+        assert!(!e.message.contains("alice"), "{e}");
+        assert!(e.message.contains("https://***@kinesis.example/"), "{e}");
     }
 }

@@ -11,7 +11,8 @@
 //! - `refresh`: the task that keeps the shard map fresh;
 //! - `dead_letter`: the file records refused for good are written to;
 //! - [`kinesis`]: the Kinesis client, and the one place that classifies its errors;
-//! - [`destination`]: each stream's region, endpoint, profile and assumed role.
+//! - [`destination`]: each stream's region, endpoint, profile and assumed role;
+//! - [`redact`]: URLs and messages shown with their credentials hidden.
 //!
 //! Requests run on worker tasks, bounded across all streams by `max_connections`.
 //!
@@ -30,6 +31,7 @@ pub mod kinesis;
 mod ledger;
 mod pacing;
 pub mod proxy;
+pub mod redact;
 mod refresh;
 mod router;
 #[cfg(test)]

@@ -11,6 +11,8 @@
 
 use aws_smithy_http_client::proxy::ProxyConfig;
 
+use super::redact::{text as redact_text, url as redact};
+
 /// Hosts never sent through a proxy: the instance metadata service.
 const ALWAYS_DIRECT: &str = "169.254.169.254,fd00:ec2::254";
 
@@ -44,7 +46,7 @@ impl ProxySetting {
 #[derive(Debug, Clone)]
 pub struct Proxy {
     pub config: ProxyConfig,
-    /// The URL with any password replaced, and where it came from.
+    /// The URL with its userinfo shown as `***`, and where it came from.
     pub shown: String,
     pub source: &'static str,
 }
@@ -58,9 +60,13 @@ fn check_url(url: &str) -> Result<(), String> {
             redact(url)
         ));
     }
-    ProxyConfig::all(url)
-        .map(|_| ())
-        .map_err(|e| format!("{:?} is not a usable proxy URL: {e}", redact(url)))
+    ProxyConfig::all(url).map(|_| ()).map_err(|e| {
+        format!(
+            "{:?} is not a usable proxy URL: {}",
+            redact(url),
+            redact_text(&e.to_string())
+        )
+    })
 }
 
 /// The proxy for an endpoint of this scheme, or `None` for direct connections.
@@ -101,35 +107,15 @@ pub fn resolve(
         direct.push(n);
     }
     let config = ProxyConfig::all(url.as_str())
-        .map_err(|e| format!("{source}: {e}"))?
+        .map_err(|e| format!("{source}: {}", redact_text(&e.to_string())))?
         .no_proxy(direct.join(","));
     // Credentials in the URL are sent as Basic auth (`ProxyConfig::all` takes
     // them from the URL).
     Ok(Some(Proxy {
         config,
-        shown: redact(&url),
+        shown: redact(&url).into_owned(),
         source,
     }))
-}
-
-/// The URL with the password (if any) replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split_once(':').map_or(user, |(u, _)| u);
-            let tail = if path.is_empty() {
-                String::new()
-            } else {
-                format!("/{path}")
-            };
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -199,7 +185,7 @@ mod tests {
         assert!(e.starts_with("HTTPS_PROXY: "), "{e}");
         assert_eq!(
             redact("http://alice:s3cret@proxy:3128/x"),
-            "http://alice:***@proxy:3128/x"
+            "http://***@proxy:3128/x"
         );
         assert_eq!(redact("http://proxy:3128"), "http://proxy:3128");
         let e = ProxySetting::parse(Some("ftp://alice:s3cret@proxy")).unwrap_err();

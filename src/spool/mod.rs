@@ -53,7 +53,9 @@
 //! the segment and offset, `shardline_spool_damaged_frames_total`) and skipped;
 //! a file that cannot be read at all is moved to `damaged/`; a format version
 //! this binary does not know is refused with a message naming it. A directory
-//! written by shardline 0.1 (sled holding the records) is migrated on first open.
+//! written by shardline 0.1 (sled holding the records) is migrated on first open;
+//! one that does not read whole has what could be read migrated and its files
+//! kept in `damaged/` (see `legacy.rs`).
 
 mod commit;
 mod frame;

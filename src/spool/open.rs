@@ -59,11 +59,12 @@ impl Spool {
                 });
             }
             if real {
-                // Migrated before a crash that left the old files.
-                legacy::remove_old_files(dir);
+                // 0.1 ran here again after an upgrade: its records are added
+                // (never deleted unread).
+                legacy::migrate(dir, options, legacy::Target::Beside)?;
             }
         } else if real {
-            legacy::migrate(dir, options)?;
+            legacy::migrate(dir, options, legacy::Target::Fresh)?;
         } else {
             write_format(&*storage, dir).map_err(open_err)?;
         }

@@ -359,6 +359,20 @@ mod tests {
                 message: "Stream audit under account 1 not found.".into(),
                 age_seconds: 4.0,
             }),
+            sources: vec![
+                SourceStatus {
+                    kind: "socket".into(),
+                    name: "/run/shardline/in.sock".into(),
+                    problem: None,
+                    problem_age_seconds: None,
+                },
+                SourceStatus {
+                    kind: "journald".into(),
+                    name: "system".into(),
+                    problem: Some("journalctl exited (exit status: 1)".into()),
+                    problem_age_seconds: Some(3.0),
+                },
+            ],
         }
     }
 
@@ -374,6 +388,7 @@ mod tests {
             "  logs          ok, 150.2 records/s, 8000 delivered, to us-east-1\n",
             "  audit         STREAM MISSING, 0.0 records/s, 1000 delivered, to eu-west-1, as arn:aws:iam::123456789012:role/w\n                4s ago: ResourceNotFoundException: Stream audit under account 1 not found.\n",
             "last error:     4s ago, stream audit: ResourceNotFoundException: Stream audit under account 1 not found.",
+            "sources:\n  socket   /run/shardline/in.sock: running\n  journald system: FAILING for 3s: journalctl exited (exit status: 1)\n",
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
         }
@@ -407,6 +422,26 @@ mod tests {
         );
         s.spool.refusing = Some(Refusing::SpoolFull.as_str().to_owned());
         assert!(s.render().contains("FULL: sources are waiting"));
+    }
+
+    /// Regression (issue 22, N4): `user:pass@` in an endpoint was shown by
+    /// `shardline status` (text and JSON; any local user can read `/status`).
+    #[test]
+    fn status_never_shows_endpoint_credentials() {
+        use crate::deliver::destination::Destination;
+        let mut s = status();
+        s.streams[0].destination = Destination {
+            region: Some("us-east-1".into()),
+            endpoint: Some("http://alice:s3cret@127.0.0.1:4567".into()),
+            ..Destination::default()
+        }
+        .describe();
+        let json = serde_json::to_string(&s).unwrap();
+        for shown in [s.render(), json] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("alice"), "{shown}");
+            assert!(shown.contains("http://***@127.0.0.1:4567"), "{shown}");
+        }
     }
 
     #[test]

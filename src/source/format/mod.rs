@@ -16,6 +16,13 @@
 //! added ones never overwrite what the application wrote); a line that is not a
 //! JSON object is wrapped as above.
 //!
+//! Every record is valid JSON for any consumer: a line is merged only when
+//! `serde_json` would read it whole into a `Value` (strings of valid UTF-8 without
+//! lone surrogate escapes, raw control bytes or bad escapes; numbers within an
+//! f64; nesting within 128 levels; nothing after the object). Anything else (invalid
+//! UTF-8 in a string, `"\ud800"`, `1e400`, a byte-order mark, trailing bytes) is
+//! wrapped as `message`, its invalid UTF-8 replaced by U+FFFD like any line's.
+//!
 //! # Record limits
 //!
 //! Escaping grows a line (a control byte becomes `\u00XX`, six bytes), so a line
@@ -252,10 +259,58 @@ struct Has {
     entries: Vec<bool>,
 }
 
+/// A JSON value read as `serde_json::Value` would read it, and dropped: its
+/// strings are checked (UTF-8, escapes, surrogate pairs), its numbers parsed, its
+/// depth bounded. serde's `IgnoredAny` skips a string's bytes unchecked and a
+/// number's digits unparsed, so a line it passes may not parse elsewhere.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
 /// The added keys a JSON object line already has, and how many keys it has;
-/// `None` when the line is not exactly one JSON object.
+/// `None` when the line is not exactly one JSON object that any JSON reader
+/// reads (see [`Checked`]).
 fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usize)> {
-    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{Deserializer as _, MapAccess, Visitor};
 
     struct Keys<'e>(&'e [(String, String)]);
     impl<'de> Visitor<'de> for Keys<'_> {
@@ -276,7 +331,7 @@ fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usi
                 } else if let Some(i) = self.0.iter().position(|(name, _)| *name == k) {
                     has.entries[i] = true;
                 }
-                map.next_value::<IgnoredAny>()?;
+                map.next_value::<Checked>()?;
             }
             Ok((has, n))
         }

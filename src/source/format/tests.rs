@@ -233,3 +233,128 @@ fn escaping_matches_serde_json_at_every_position_of_a_block() {
         }
     }
 }
+
+/// Lines no application should write, but some do: invalid UTF-8 in keys,
+/// values and between tokens, lone surrogate escapes, control bytes and NULs,
+/// deep nesting, duplicate keys, numbers out of range, trailing bytes, a BOM.
+fn hostile_corpus() -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = [
+        &b"{\"a\":\"\xff\"}"[..],
+        b"{\"a\":\"ok \xc3\x28 bad\"}",
+        b"{\"\xfe\":1}",
+        b"{\"a\":1,\xff\"b\":2}",
+        b"{\"a\":1 \xff}",
+        b"{\"a\":\"\xed\xa0\x80\"}",
+        b"{\"a\":\"\xc0\x80\"}",
+        b"{\"a\":\"\xf4\x90\x80\x80\"}",
+        br#"{"a":"\ud800"}"#,
+        br#"{"a":"\udc00"}"#,
+        br#"{"a":"\ud800\u0041"}"#,
+        br#"{"\ud800":1}"#,
+        br#"{"a":["\ud800"]}"#,
+        br#"{"a":"\ud83d\ude00"}"#,
+        br#"{"a":"\x41"}"#,
+        br#"{"a":"\u00zz"}"#,
+        b"{\"a\":\"x\x00y\"}",
+        b"{\"a\":1}\x00",
+        b"\x00{\"a\":1}",
+        br#"{"a":"x\u0000y"}"#,
+        b"{\"a\":\"\x01\x1f\"}",
+        b"{\"a\":\"tab\there\"}",
+        b"{\"a\":\"\x7f\"}",
+        br#"{"a":1,"a":2}"#,
+        br#"{"host":"mine","host":"theirs","timestamp":1}"#,
+        br#"{"a":1e400}"#,
+        br#"{"a":-1e400}"#,
+        br#"{"a":1e-400}"#,
+        br#"{"a":123456789012345678901234567890123456789}"#,
+        br#"{"a":NaN}"#,
+        br#"{"a":Infinity}"#,
+        br#"{"a":01}"#,
+        br#"{"a":1} trailing"#,
+        br#"{"a":1}{"b":2}"#,
+        br#"{"a":1},"#,
+        b"\xef\xbb\xbf{\"a\":1}",
+        br#"{"a":"#,
+        br#"{"a":1"#,
+        br#"{}"#,
+        b"{ \t}",
+        br#"{"a":"unterminated}"#,
+        b"\xff\xfe plain text",
+        b"\xed\xa0\x80",
+        b"plain \x00 nul and \x1b[31m colour",
+        b"",
+    ]
+    .iter()
+    .map(|l| l.to_vec())
+    .collect();
+    for depth in [64, 127, 128, 129, 200, 5000] {
+        let mut l = b"{\"a\":".to_vec();
+        l.extend(std::iter::repeat_n(b'[', depth));
+        l.extend(std::iter::repeat_n(b']', depth));
+        l.push(b'}');
+        lines.push(l);
+    }
+    lines
+}
+
+/// Regression (issue 22, N5): a JSON line with invalid UTF-8 in a string value
+/// was merged and sent as it was (serde's `IgnoredAny` skips a string's bytes
+/// unchecked): 4 of 133 hostile records were not JSON. Every record of every
+/// line, merged or wrapped, whole or cut, parses strictly.
+#[test]
+fn every_record_of_a_hostile_line_is_valid_json() {
+    let fields = [("env", "pr\"od\u{0}"), ("k\\ey", "\u{1F600}")];
+    let strict = |r: &Bytes, line: &[u8]| -> Value {
+        std::str::from_utf8(r).unwrap_or_else(|e| panic!("{e}: {line:?} gave {r:?}"));
+        serde_json::from_slice::<Value>(r).unwrap_or_else(|e| panic!("{e}: {line:?} gave {r:?}"))
+    };
+    for merge in [true, false] {
+        let mut f = formatter(merge, &fields);
+        for line in hostile_corpus() {
+            for limit in [1 << 20, 300, 40] {
+                let (out, _) = records(&mut f, &line, limit, Oversized::Split);
+                assert!(!out.is_empty(), "{line:?}");
+                for r in &out {
+                    let v = strict(r, &line);
+                    assert!(v.is_object(), "{line:?} gave {v}");
+                }
+            }
+        }
+    }
+    // What is valid JSON is merged; what is not is wrapped as message.
+    let mut f = formatter(true, &[]);
+    let merged = |f: &mut JsonFormatter, line: &[u8]| one(f, line).get("message").is_none();
+    for line in [
+        &br#"{"a":"\ud83d\ude00"}"#[..],
+        br#"{"a":1,"a":2}"#,
+        br#"{"a":1e-400}"#,
+        br#"{"a":123456789012345678901234567890123456789}"#,
+        br#"{"a":"x\u0000y"}"#,
+    ] {
+        assert!(merged(&mut f, line), "{line:?}");
+    }
+    for line in [
+        &b"{\"a\":\"\xff\"}"[..],
+        b"{\"\xfe\":1}",
+        br#"{"a":"\ud800"}"#,
+        br#"{"\ud800":1}"#,
+        br#"{"a":1e400}"#,
+        b"{\"a\":\"x\x00y\"}",
+        b"\xef\xbb\xbf{\"a\":1}",
+        br#"{"a":1} trailing"#,
+    ] {
+        assert!(!merged(&mut f, line), "{line:?}");
+    }
+    let deep = |depth: usize| {
+        let mut l = b"{\"a\":".to_vec();
+        l.extend(std::iter::repeat_n(b'[', depth));
+        l.extend(std::iter::repeat_n(b']', depth));
+        l.push(b'}');
+        l
+    };
+    assert!(merged(&mut f, &deep(100)));
+    assert!(!merged(&mut f, &deep(200)));
+    let v = one(&mut f, b"{\"a\":\"\xff\"}");
+    assert_eq!(v["message"], "{\"a\":\"\u{FFFD}\"}");
+}

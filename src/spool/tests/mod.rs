@@ -213,13 +213,7 @@ fn an_unknown_format_version_is_refused_by_name() {
 #[test]
 fn a_spool_written_by_0_1_is_migrated_once() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spool-0.1.0");
-    for e in std::fs::read_dir(&fixture).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
+    legacy::copy_fixture(dir.path());
     {
         let spool = open_at(dir.path(), 1 << 30).unwrap();
         let a = spool.stream("alpha").unwrap();
@@ -324,6 +318,7 @@ fn parse_line(r: &UserRecord) -> (usize, usize) {
 }
 
 mod faults;
+mod legacy;
 mod power_cut;
 
 /// A write refused for room is what `status` shows as FULL, until one goes in.
