@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::frame::{self, CheckpointRecord, Placed};
 use super::index::CatalogEvent;
-use super::storage::{Storage, StoredFile};
+use super::storage::{create_dir_durable, Storage, StoredFile};
 use super::{now_ms, Checkpoint, Entry, Space, SpoolError};
 use crate::record::UserRecord;
 
@@ -231,9 +231,7 @@ impl Disk {
     fn create_segment(&self, stream: &str, state: &mut State) -> Result<(), SpoolError> {
         let seq = state.next_seq;
         let path = self.dir.join(seg_name(seq));
-        self.storage
-            .create_dir_all(&self.dir)
-            .map_err(|e| io_err(&self.dir, e))?;
+        create_dir_durable(&*self.storage, &self.dir).map_err(|e| io_err(&self.dir, e))?;
         let file = self
             .storage
             .open(&path, true)

@@ -335,8 +335,7 @@ pub(in crate::spool) fn move_aside(storage: &dyn Storage, path: &Path, damaged_d
         path.file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     );
-    let moved = storage
-        .create_dir_all(damaged_dir)
+    let moved = create_dir_durable(storage, damaged_dir)
         .and_then(|()| storage.rename(path, &damaged_dir.join(name)));
     if let Err(e) = moved {
         tracing::error!(path = %path.display(), error = %e, "Moving a damaged spool file aside failed; it is removed");
