@@ -235,6 +235,17 @@ pub(crate) mod sim {
             self.state.lock().unwrap().max_open = n;
         }
 
+        /// Writes a whole file, durably (to put back what a cut would keep).
+        pub(crate) fn put(&self, path: &Path, bytes: Vec<u8>) {
+            let mut s = self.state.lock().unwrap();
+            let i = Arc::new(Mutex::new(Inode {
+                durable: bytes.clone(),
+                current: bytes,
+            }));
+            s.current.insert(path.to_owned(), i.clone());
+            s.durable.insert(path.to_owned(), i);
+        }
+
         /// Removes a file (to damage the spool), durably.
         pub(crate) fn delete(&self, path: &Path) {
             let mut s = self.state.lock().unwrap();

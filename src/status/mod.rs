@@ -30,7 +30,7 @@ use crate::producer::Producer;
 
 mod report;
 
-pub use report::{DestinationState, ErrorStatus, SpoolStatus, Status, StreamStatus};
+pub use report::{DamageStatus, DestinationState, ErrorStatus, SpoolStatus, Status, StreamStatus};
 
 /// Most connections served at once: scrapers and `shardline status` are few, and
 /// a flood must not take memory or descriptors from the pipeline. Past it a new
@@ -228,6 +228,11 @@ impl View {
                 disk_free_bytes: spool.disk_free_bytes(),
                 min_free_bytes: spool.min_free_bytes(),
                 damaged_frames: spool.damaged().0,
+                damage: spool.damage_report().map(|d| DamageStatus {
+                    path: d.path.display().to_string(),
+                    events: d.events,
+                    lost_records: d.lost_records,
+                }),
             },
             delivered_records_total: totals.iter().sum(),
             delivery_rate_records_per_second: rates.iter().sum(),

@@ -47,6 +47,21 @@ pub struct SpoolStatus {
     /// Damaged spool frames or files found since the start (their records are lost).
     #[serde(default)]
     pub damaged_frames: u64,
+    /// The spool's damage report, kept across restarts until an operator
+    /// deletes it (`None`: there is none).
+    #[serde(default)]
+    pub damage: Option<DamageStatus>,
+}
+
+/// What the spool's damage report (`damaged/report`) lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamageStatus {
+    /// The report file; deleting it clears the report.
+    pub path: String,
+    /// Damage events listed.
+    pub events: u64,
+    /// Records they lost, as far as known.
+    pub lost_records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,6 +278,13 @@ impl Status {
                 s.damaged_frames
             );
         }
+        if let Some(d) = &s.damage {
+            let _ = writeln!(
+                out,
+                "spool losses:   {} records lost to spool damage (see {}; delete it once dealt with)",
+                d.lost_records, d.path
+            );
+        }
     }
 }
 
@@ -284,6 +306,7 @@ mod tests {
                 disk_free_bytes: Some(10 << 30),
                 min_free_bytes: 64 << 20,
                 damaged_frames: 0,
+                damage: None,
             },
             delivered_records_total: 9000,
             delivery_rate_records_per_second: 150.25,
@@ -338,12 +361,23 @@ mod tests {
         full.spool.segment_bytes = full.spool.max_bytes;
         full.spool.disk_free_bytes = Some(1 << 20);
         full.spool.damaged_frames = 2;
+        full.spool.damage = Some(DamageStatus {
+            path: "/var/lib/shardline/spool/damaged/report".into(),
+            events: 2,
+            lost_records: 3000,
+        });
         full.spool.oldest_record_age_seconds = None;
         full.last_error = None;
         let text = full.render();
         assert!(text.contains("FULL: sources are waiting"), "{text}");
         assert!(text.contains("DISK FULL"), "{text}");
         assert!(text.contains("2 damaged frames"), "{text}");
+        assert!(
+            text.contains(
+                "3000 records lost to spool damage (see /var/lib/shardline/spool/damaged/report"
+            ),
+            "{text}"
+        );
         assert!(text.contains("oldest unsent:  unknown"), "{text}");
         assert!(text.contains("last error:     none"), "{text}");
     }

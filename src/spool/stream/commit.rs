@@ -18,6 +18,9 @@ pub(in crate::spool) struct Commit {
     unsynced: Vec<(u64, Arc<dyn StoredFile>)>,
     table: Option<Vec<CheckpointRecord>>,
     catalog: Vec<CatalogEvent>,
+    /// What the manifest records once the sync went through: the segments
+    /// synced, and those whose count of undelivered records changed.
+    facts: Vec<(u64, Fact)>,
 }
 
 impl Disk {
@@ -43,6 +46,7 @@ impl Disk {
             unsynced: Vec::new(),
             table: None,
             catalog: std::mem::take(&mut state.catalog),
+            facts: Vec::new(),
         };
         self.write_acks(stream, &mut state, true);
         c.dir_dirty |= std::mem::take(&mut state.dir_dirty);
@@ -54,7 +58,18 @@ impl Disk {
                     c.unsynced.push((seq, seg.file.clone()));
                 } else {
                     c.files.push(seg.file.clone());
+                    c.facts.push((seq, seg.fact()));
                 }
+            } else if let Some(f) = seg.fact.filter(|f| f.unsent != seg.unsent && !goes) {
+                // Acks written in this commit: the count of what a loss of the
+                // file would take goes down.
+                c.facts.push((
+                    seq,
+                    Fact {
+                        unsent: seg.unsent,
+                        ..f
+                    },
+                ));
             }
             if seg.ack_dirty {
                 seg.ack_dirty = false;
@@ -199,11 +214,12 @@ impl Disk {
         c: Commit,
     ) -> Result<(u64, Vec<CatalogEvent>), SpoolError> {
         let mut catalog = c.catalog;
-        if c.remove.is_empty() {
-            return Ok((0, catalog));
-        }
         let unsynced = c.unsynced;
         let mut remove = c.remove;
+        if remove.is_empty() {
+            self.record_facts(stream, &c.facts, &[])?;
+            return Ok((0, catalog));
+        }
         if let Some(table) = &c.table {
             match self.write_table(stream, table) {
                 Ok(()) => {
@@ -222,16 +238,23 @@ impl Disk {
         let mut freed = 0u64;
         let mut removed = Vec::new();
         {
+            let state = self.lock();
+            // Still nothing live (a copy-forward cannot add entries to a sealed
+            // segment, so this holds; checked anyway).
+            remove.retain(|seq| {
+                state
+                    .segments
+                    .get(seq)
+                    .is_some_and(|s| s.live == 0 && s.sealed)
+            });
+        }
+        // The removals are durable in the manifest before the unlinks: a power
+        // cut between the two must not make a delivered segment a lost one.
+        self.record_facts(stream, &c.facts, &remove)?;
+        {
             let mut state = self.lock();
             for seq in remove {
-                // Still nothing live (a copy-forward cannot add entries to a
-                // sealed segment, so this holds; checked anyway).
-                if state
-                    .segments
-                    .get(&seq)
-                    .is_some_and(|s| s.live == 0 && s.sealed)
-                {
-                    let seg = state.segments.remove(&seq).expect("checked");
+                if let Some(seg) = state.segments.remove(&seq) {
                     freed += seg.len;
                     removed.push(seq);
                 }
@@ -260,19 +283,73 @@ impl Disk {
         Ok((freed, catalog))
     }
 
+    /// Records in the manifest what this commit made durable (after its sync)
+    /// and the segments about to be removed (before their unlink). A full disk
+    /// does not stop the commit: the facts stay unknown, and a removal goes on
+    /// unrecorded (a power cut before the next record may then report the
+    /// removed segment missing, a false alarm rather than a stuck spool).
+    fn record_facts(
+        &self,
+        stream: &str,
+        facts: &[(u64, Fact)],
+        removed: &[u64],
+    ) -> Result<(), SpoolError> {
+        let records: Vec<(u64, Option<Fact>)> = {
+            let state = self.lock();
+            let known = |seq: &u64| state.segments.get(seq).is_some_and(|s| s.fact.is_some());
+            facts
+                .iter()
+                .filter(|(seq, _)| state.segments.contains_key(seq))
+                .map(|&(seq, f)| (seq, Some(f)))
+                .chain(removed.iter().filter(|q| known(q)).map(|&seq| (seq, None)))
+                .collect()
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let recorded = self
+            .manifest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(&*self.storage, &records);
+        match recorded {
+            Ok(()) => {
+                let mut state = self.lock();
+                for &(seq, f) in facts {
+                    if let Some(seg) = state.segments.get_mut(&seq) {
+                        seg.fact = Some(f);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.is_full() => {
+                if self.may_warn() {
+                    tracing::warn!(stream, error = %e,
+                        "Writing the spool's manifest failed (full disk); damage found before it is written again may go unreported");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Warns that acks could not be written, once a minute at most.
     fn warn_acks(&self, stream: &str, path: &Path, e: &std::io::Error) {
+        if self.may_warn() {
+            tracing::warn!(stream, path = %path.display(), error = %e,
+                "Writing spool acks failed (full disk?); after a crash those records are sent again");
+        }
+    }
+
+    /// Whether a warning about a full disk may be logged now (once a minute).
+    fn may_warn(&self) -> bool {
         let now = now_ms();
         let last = self.acks_warned_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 60_000
+        now.saturating_sub(last) >= 60_000
             && self
                 .acks_warned_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        {
-            tracing::warn!(stream, path = %path.display(), error = %e,
-                "Writing spool acks failed (full disk?); after a crash those records are sent again");
-        }
     }
 
     /// Writes the checkpoint table (temp file, fdatasync, rename, directory fsync).
@@ -357,10 +434,12 @@ impl Disk {
                 ..loc
             };
             state.entries.insert(id, new);
+            let progress = state.progress.get(&id).cloned();
+            let unsent = u64::from(loc.count).saturating_sub(done_bits(progress.as_ref()));
             let old = state.segments.get_mut(&seq).expect("listed");
             old.live -= 1;
             old.live_bytes -= u64::from(loc.len);
-            let progress = state.progress.get(&id).cloned();
+            old.unsent = old.unsent.saturating_sub(unsent);
             // The copy carries its entry's (old) checkpoint: the new segment
             // holds a value of it, and its footer says so.
             let copied = frame::check(&buf)
@@ -369,6 +448,9 @@ impl Disk {
             let to = state.segments.get_mut(&new_seq).expect("just written");
             to.live += 1;
             to.live_bytes += u64::from(loc.len);
+            to.entries += 1;
+            to.records += u64::from(loc.count);
+            to.unsent += unsent;
             if let Some(c) = &copied {
                 let seq = to.names.entry(c.name.clone()).or_insert(c.seq);
                 *seq = (*seq).max(c.seq);

@@ -14,10 +14,13 @@
 //! - `io.rs`: what writers, the reader and delivery call (append, read, retire,
 //!   checkpoints);
 //! - `commit.rs`: the stream's part of a group commit (acks, syncs, removals,
-//!   copy-forward).
+//!   copy-forward);
+//! - `manifest.rs`: the durable facts of each segment (how far it was synced,
+//!   what it held), so that damage is told from a crash's torn tail.
 
 mod commit;
 mod io;
+mod manifest;
 mod recover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::frame::{self, CheckpointRecord, Placed};
+use super::damage::{self, DamageEvent};
+use super::frame::{self, CheckpointRecord, Fact, Placed};
 use super::index::CatalogEvent;
 use super::storage::{create_dir_durable, Storage, StoredFile};
 use super::{now_ms, Checkpoint, Entry, Space, SpoolError};
@@ -76,6 +80,10 @@ pub(super) struct Disk {
     space: Arc<Space>,
     /// When a failure to write acks was last logged (Unix milliseconds).
     acks_warned_ms: AtomicU64,
+    /// The segments' durable facts; written by the group commit only.
+    manifest: Mutex<manifest::Manifest>,
+    /// The spool's `damaged/` directory (files moved aside, the damage report).
+    damaged_dir: PathBuf,
 }
 
 /// Where a live entry is.
@@ -92,6 +100,15 @@ pub(super) struct Segment {
     file: Arc<dyn StoredFile>,
     /// Bytes of the file (what counts against `max_bytes`).
     len: u64,
+    /// Where its frames end (before the footer of a sealed segment).
+    data_len: u64,
+    /// Entries and records written in its frames (copies included), and its
+    /// records not yet delivered: what its manifest fact says at a commit.
+    entries: u64,
+    records: u64,
+    unsent: u64,
+    /// What the manifest says of it (`None`: nothing yet).
+    fact: Option<Fact>,
     live: u32,
     live_bytes: u64,
     sealed: bool,
@@ -223,6 +240,7 @@ impl Disk {
             return Err(io_err(&self.dir.join(seg_name(seq)), e));
         }
         seg.len += buf.len() as u64;
+        seg.data_len = seg.len;
         seg.dirty = true;
         open.last_append = Instant::now();
         Ok((seq, offset))
@@ -251,6 +269,11 @@ impl Disk {
             Segment {
                 file,
                 len: head.len() as u64,
+                data_len: head.len() as u64,
+                entries: 0,
+                records: 0,
+                unsent: 0,
+                fact: None,
                 live: 0,
                 live_bytes: 0,
                 sealed: false,
@@ -303,6 +326,26 @@ impl Disk {
     }
 }
 
+/// Appends `events` to the spool's damage report; false (and logged) when it
+/// cannot be written, so that what it would forget is kept for the next try.
+fn report_damage(storage: &dyn Storage, damaged_dir: &Path, events: &[DamageEvent]) -> bool {
+    match damage::record(storage, damaged_dir, events) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(path = %damaged_dir.join(damage::REPORT_FILE).display(), error = %e,
+                "Writing the spool's damage report failed; the damage is in the log only");
+            false
+        }
+    }
+}
+
+impl Disk {
+    /// See [`report_damage`].
+    fn report(&self, events: &[DamageEvent]) -> bool {
+        report_damage(&*self.storage, &self.damaged_dir, events)
+    }
+}
+
 /// Keeps the later of two records of one checkpoint (by sequence, not by place:
 /// an entry copied forward carries its old checkpoint after newer ones).
 fn keep_later(table: &mut BTreeMap<Vec<u8>, CheckpointRecord>, c: CheckpointRecord) {
@@ -336,6 +379,23 @@ fn carry_needed(state: &State, remove: &[u64]) -> bool {
             None => latest.value.is_some(),
         }
     })
+}
+
+/// Records of an entry already delivered, by its progress bitmap.
+fn done_bits(progress: Option<&Vec<u64>>) -> u64 {
+    progress.map_or(0, |p| p.iter().map(|w| u64::from(w.count_ones())).sum())
+}
+
+impl Segment {
+    /// What a commit that synced it up to now records of it.
+    fn fact(&self) -> Fact {
+        Fact {
+            data_len: self.data_len,
+            entries: self.entries,
+            records: self.records,
+            unsent: self.unsent,
+        }
+    }
 }
 
 fn seg_len(state: &State, seq: u64) -> u64 {

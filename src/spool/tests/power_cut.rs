@@ -271,6 +271,9 @@ fn the_simulation_loses_an_unsynced_directory_and_its_files() {
     drop(f);
     sim.power_cut(&mut fastrand::Rng::with_seed(0));
     assert!(sim.exists(Path::new("/a")));
-    assert!(!sim.exists(Path::new("/a/b")), "b's entry in a was never synced");
+    assert!(
+        !sim.exists(Path::new("/a/b")),
+        "b's entry in a was never synced"
+    );
     assert!(sim.files().is_empty());
 }
