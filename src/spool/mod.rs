@@ -99,6 +99,10 @@ use self::storage::{Fs, Storage};
 const FORMAT_FILE: &str = "spool.format";
 const FORMAT_TEXT: &str = "shardline-spool 2\n";
 const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Descriptors one stream's spool holds at most, whatever its size: its open
+/// segment, a few sealed segment and ack files, its manifest, and one opened
+/// for a moment (a sync, a rewrite, the damage report).
+pub const FILES_PER_STREAM: u64 = stream::OPEN_FILES as u64 + 4;
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]

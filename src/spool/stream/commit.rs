@@ -7,7 +7,9 @@ use super::*;
 /// held across an fsync: [`Disk::collect`], then [`Commit::sync`] (no lock),
 /// then [`Disk::finish`].
 pub(in crate::spool) struct Commit {
-    files: Vec<Arc<dyn StoredFile>>,
+    /// Files to fdatasync, with their handle when one is open (the others are
+    /// opened one at a time: a commit holds no descriptor per file).
+    files: Vec<(PathBuf, Option<Arc<dyn StoredFile>>)>,
     dir_dirty: bool,
     /// Segments to remove after the sync, and whether the checkpoint table must
     /// be carried forward first (then the table as of this commit).
@@ -15,7 +17,7 @@ pub(in crate::spool) struct Commit {
     /// Segments removed unsynced: written since the last sync, but every entry
     /// in them was delivered before this commit. Synced in `finish` after all
     /// if one has to stay.
-    unsynced: Vec<(u64, Arc<dyn StoredFile>)>,
+    unsynced: Vec<(u64, PathBuf, Option<Arc<dyn StoredFile>>)>,
     table: Option<Vec<CheckpointRecord>>,
     catalog: Vec<CatalogEvent>,
     /// What the manifest records once the sync went through: the segments
@@ -50,14 +52,25 @@ impl Disk {
         };
         self.write_acks(stream, &mut state, true);
         c.dir_dirty |= std::mem::take(&mut state.dir_dirty);
-        for (&seq, seg) in state.segments.iter_mut() {
+        let State {
+            segments, files, ..
+        } = &mut *state;
+        for (&seq, seg) in segments.iter_mut() {
             let goes = seg.sealed && seg.live == 0;
+            let path = self.dir.join(seg_name(seq));
+            if seg.sealed {
+                // A sealed segment's file joins the few kept open.
+                if let Some(f) = seg.file.take() {
+                    files.put(&path, f);
+                }
+            }
             if seg.dirty {
                 seg.dirty = false;
+                let file = seg.file.clone().or_else(|| files.peek(&path));
                 if goes {
-                    c.unsynced.push((seq, seg.file.clone()));
+                    c.unsynced.push((seq, path, file));
                 } else {
-                    c.files.push(seg.file.clone());
+                    c.files.push((path, file));
                     c.facts.push((seq, seg.fact()));
                 }
             } else if let Some(f) = seg.fact.filter(|f| f.unsent != seg.unsent && !goes) {
@@ -73,7 +86,9 @@ impl Disk {
             }
             if seg.ack_dirty {
                 seg.ack_dirty = false;
-                c.files.extend(seg.ack_file.clone());
+                let path = self.dir.join(ack_name(seq));
+                let file = files.peek(&path);
+                c.files.push((path, file));
             }
             if goes {
                 c.remove.push(seq);
@@ -138,8 +153,17 @@ impl Disk {
 
     /// Fsyncs what the commit covers (no lock held).
     pub(in crate::spool) fn sync(&self, c: &Commit) -> Result<(), SpoolError> {
-        for f in &c.files {
-            f.sync_data().map_err(|e| io_err(&self.dir, e))?;
+        for (path, f) in &c.files {
+            let f = match f {
+                Some(f) => f.clone(),
+                None => match self.storage.open(path, false) {
+                    Ok(f) => f,
+                    // Removed from under the spool: the next open reports it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(path, e)),
+                },
+            };
+            f.sync_data().map_err(|e| io_err(path, e))?;
         }
         if c.dir_dirty {
             self.storage
@@ -155,7 +179,10 @@ impl Disk {
     /// nothing is lost, and a full disk does not stop the commit.
     pub(super) fn write_acks(&self, stream: &str, state: &mut State, drop_failed: bool) {
         let mut created = false;
-        for (&seq, seg) in state.segments.iter_mut() {
+        let State {
+            segments, files, ..
+        } = &mut *state;
+        for (&seq, seg) in segments.iter_mut() {
             if seg.acks.is_empty() || (seg.sealed && seg.live == 0) {
                 // A segment about to go needs no acks.
                 if seg.sealed && seg.live == 0 {
@@ -164,29 +191,34 @@ impl Disk {
                 continue;
             }
             let path = self.dir.join(ack_name(seq));
-            if seg.ack_file.is_none() {
-                let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
-                let opened = self.storage.open(&path, true).and_then(|f| {
+            let new = seg.ack_len == 0;
+            let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
+            let opened = files.get(&*self.storage, &path, new).and_then(|f| {
+                if new {
                     f.write_at(0, &head)?;
-                    Ok(f)
-                });
-                match opened {
-                    Ok(f) => {
-                        seg.ack_file = Some(f);
+                }
+                Ok(f)
+            });
+            let file = match opened {
+                Ok(f) => {
+                    if new {
                         seg.ack_len = head.len() as u64;
                         created = true;
                     }
-                    Err(e) => {
-                        let _ = self.storage.remove_file(&path);
-                        if drop_failed {
-                            seg.acks.clear();
-                            self.warn_acks(stream, &path, &e);
-                        }
-                        continue;
-                    }
+                    f
                 }
-            }
-            let file = seg.ack_file.as_ref().expect("opened above");
+                Err(e) => {
+                    if new {
+                        files.take(&path);
+                        let _ = self.storage.remove_file(&path);
+                    }
+                    if drop_failed {
+                        seg.acks.clear();
+                        self.warn_acks(stream, &path, &e);
+                    }
+                    continue;
+                }
+            };
             match file.write_at(seg.ack_len, &seg.acks) {
                 Ok(()) => {
                     seg.ack_len += seg.acks.len() as u64;
@@ -257,6 +289,8 @@ impl Disk {
                 if let Some(seg) = state.segments.remove(&seq) {
                     freed += seg.len;
                     removed.push(seq);
+                    state.files.take(&self.dir.join(seg_name(seq)));
+                    state.files.take(&self.dir.join(ack_name(seq)));
                 }
             }
         }
@@ -272,9 +306,16 @@ impl Disk {
         // One left unsynced that stays after all (no room for the checkpoint
         // table) is synced now, before the commit is published: its checkpoints
         // count.
-        for (seq, file) in &unsynced {
-            if !removed.contains(seq) {
-                file.sync_data().map_err(|e| io_err(&self.dir, e))?;
+        for (seq, path, file) in unsynced {
+            if !removed.contains(&seq) {
+                let file = match file {
+                    Some(f) => f,
+                    None => self
+                        .storage
+                        .open(&path, false)
+                        .map_err(|e| io_err(&path, e))?,
+                };
+                file.sync_data().map_err(|e| io_err(&path, e))?;
             }
         }
         if !removed.is_empty() {
@@ -405,8 +446,10 @@ impl Disk {
     /// is opened if needed). False if the open segment cannot be written (a full
     /// disk): what is not copied stays where it is.
     fn move_live(&self, stream: &str, state: &mut State, space: &Space, seq: u64) -> bool {
-        let seg = &state.segments[&seq];
-        let file = seg.file.clone();
+        let Ok(file) = self.seg_file(state, seq) else {
+            // Left where it is: the reader reports it.
+            return true;
+        };
         let ids: Vec<(u64, Loc)> = state
             .entries
             .iter()
@@ -484,7 +527,7 @@ impl Disk {
         let mut state = self.lock();
         for seg in state.segments.values_mut() {
             seg.dirty = true;
-            seg.ack_dirty |= seg.ack_file.is_some();
+            seg.ack_dirty |= seg.ack_len > 0;
         }
         state.dir_dirty = true;
     }

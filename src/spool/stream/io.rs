@@ -165,16 +165,29 @@ impl StreamSpool {
                     break;
                 }
                 total += u64::from(loc.len);
-                let file = state.segments[&loc.seg].file.clone();
-                wanted.push((id, *loc, file, state.progress.get(&id).cloned()));
+                wanted.push((id, *loc, state.progress.get(&id).cloned()));
             }
         }
         let mut out = Vec::with_capacity(wanted.len());
-        for (id, loc, file, delivered) in wanted {
+        // One segment's file at a time (entries come mostly in segment order):
+        // a large read holds no descriptor per segment.
+        let mut current: Option<(u64, Option<Arc<dyn StoredFile>>)> = None;
+        for (id, loc, delivered) in wanted {
+            if current.as_ref().is_none_or(|(seq, _)| *seq != loc.seg) {
+                drop(current.take());
+                let opened = disk.seg_file(&mut disk.lock(), loc.seg);
+                let file = match opened {
+                    Ok(f) => Some(f),
+                    // Gone from under the spool: its entries are reported lost.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_err(&disk.dir.join(seg_name(loc.seg)), e)),
+                };
+                current = Some((loc.seg, file));
+            }
+            let file = current.as_ref().and_then(|(_, f)| f.as_ref());
             let mut buf = vec![0u8; loc.len as usize];
             let read = file
-                .read_at(loc.offset, &mut buf)
-                .ok()
+                .and_then(|f| f.read_at(loc.offset, &mut buf).ok())
                 .and_then(|()| frame::check(&buf).map(|b| b.len()))
                 .and_then(|body_len| {
                     let body =

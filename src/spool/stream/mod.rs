@@ -15,13 +15,17 @@
 //!   checkpoints);
 //! - `commit.rs`: the stream's part of a group commit (acks, syncs, removals,
 //!   copy-forward);
+//! - `files.rs`: the few sealed segment and ack files kept open;
 //! - `manifest.rs`: the durable facts of each segment (how far it was synced,
 //!   what it held), so that damage is told from a crash's torn tail.
 
 mod commit;
+mod files;
 mod io;
 mod manifest;
 mod recover;
+
+pub(crate) use files::OPEN_FILES;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -97,7 +101,9 @@ struct Loc {
 }
 
 pub(super) struct Segment {
-    file: Arc<dyn StoredFile>,
+    /// The open segment's file (and a sealed one's until the next commit);
+    /// the others are opened through [`State::files`].
+    file: Option<Arc<dyn StoredFile>>,
     /// Bytes of the file (what counts against `max_bytes`).
     len: u64,
     /// Where its frames end (before the footer of a sealed segment).
@@ -121,7 +127,7 @@ pub(super) struct Segment {
     names: BTreeMap<Vec<u8>, u64>,
     /// Ack frames not written yet (a write failed: the commit tries again).
     acks: Vec<u8>,
-    ack_file: Option<Arc<dyn StoredFile>>,
+    /// Bytes of its ack file (0: none yet).
     ack_len: u64,
     /// The ack file was written since the last fdatasync.
     ack_dirty: bool,
@@ -149,6 +155,8 @@ pub(super) struct State {
     dir_dirty: bool,
     /// What the checkpoint file holds: name → sequence number.
     table_has: BTreeMap<Vec<u8>, u64>,
+    /// Sealed segment and ack files open now (a bounded few).
+    files: files::FileCache,
 }
 
 fn seg_name(seq: u64) -> String {
@@ -234,9 +242,10 @@ impl Disk {
             .get_mut(&seq)
             .expect("the open segment is listed");
         let offset = seg.len;
-        if let Err(e) = seg.file.write_at(offset, buf) {
+        let file = seg.file.as_ref().expect("the open segment holds its file");
+        if let Err(e) = file.write_at(offset, buf) {
             // Nothing of a failed write may stay: the next frame goes here.
-            let _ = seg.file.set_len(offset);
+            let _ = file.set_len(offset);
             return Err(io_err(&self.dir.join(seg_name(seq)), e));
         }
         seg.len += buf.len() as u64;
@@ -267,7 +276,7 @@ impl Disk {
         state.segments.insert(
             seq,
             Segment {
-                file,
+                file: Some(file),
                 len: head.len() as u64,
                 data_len: head.len() as u64,
                 entries: 0,
@@ -280,7 +289,6 @@ impl Disk {
                 dirty: true,
                 names: BTreeMap::new(),
                 acks: Vec::new(),
-                ack_file: None,
                 ack_len: 0,
                 ack_dirty: false,
             },
@@ -312,14 +320,15 @@ impl Disk {
         tail.extend_from_slice(&frame::trailer(seg.len));
         // A footer that cannot be written (full disk) only costs a scan at the
         // next open.
-        match seg.file.write_at(seg.len, &tail) {
+        let file = seg.file.as_ref().expect("the open segment holds its file");
+        match file.write_at(seg.len, &tail) {
             Ok(()) => {
                 seg.len += tail.len() as u64;
                 seg.dirty = true;
                 tail.len() as u64
             }
             Err(_) => {
-                let _ = seg.file.set_len(seg.len);
+                let _ = file.set_len(seg.len);
                 0
             }
         }
@@ -340,6 +349,16 @@ fn report_damage(storage: &dyn Storage, damaged_dir: &Path, events: &[DamageEven
 }
 
 impl Disk {
+    /// A segment's file: the open segment's own, or one opened on demand.
+    fn seg_file(&self, state: &mut State, seq: u64) -> std::io::Result<Arc<dyn StoredFile>> {
+        if let Some(f) = state.segments.get(&seq).and_then(|s| s.file.clone()) {
+            return Ok(f);
+        }
+        state
+            .files
+            .get(&*self.storage, &self.dir.join(seg_name(seq)), false)
+    }
+
     /// See [`report_damage`].
     fn report(&self, events: &[DamageEvent]) -> bool {
         report_damage(&*self.storage, &self.damaged_dir, events)

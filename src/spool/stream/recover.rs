@@ -72,6 +72,7 @@ impl StreamInner {
                 catalog: Vec::new(),
                 dir_dirty: false,
                 table_has: BTreeMap::new(),
+                files: Default::default(),
             },
             found: Recovered::default(),
             max_id: 0,
@@ -350,8 +351,9 @@ impl Loading<'_> {
         }
         let (placed, checkpoints) = read.found;
         let len = file.len().map_err(|e| io_err(&path, e))?;
+        drop(file);
         let mut seg = Segment {
-            file,
+            file: None,
             len,
             data_len: read.data_len,
             entries: placed.len() as u64,
@@ -367,7 +369,6 @@ impl Loading<'_> {
                 .map(|c| (c.name.clone(), c.seq))
                 .collect(),
             acks: Vec::new(),
-            ack_file: None,
             ack_len: 0,
             ack_dirty: false,
         };
@@ -523,10 +524,6 @@ impl Loading<'_> {
             }
         }
         s.ack_len = w.end;
-        s.ack_file = self.storage.open(&path, false).ok();
-        if s.ack_len == 0 {
-            s.ack_file = None;
-        }
         Ok(())
     }
 }

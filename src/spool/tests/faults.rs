@@ -546,3 +546,41 @@ fn a_removed_segment_is_never_reported_missing() {
     assert_eq!(spool.damaged(), (0, 0));
     assert_eq!(spool.damage_report(), None);
 }
+
+/// Regression (issue 22, N8): every segment and ack file held a descriptor; at
+/// some 1,100 segments under a 1,024 limit every commit failed with EMFILE
+/// (every acked write got INTERNAL), and so did the next start. Sealed
+/// segments and acks are now opened on demand, a few at a time.
+#[test]
+fn descriptors_stay_bounded_whatever_the_number_of_segments() {
+    const LIMIT: usize = 20;
+    let sim = Sim::default();
+    sim.set_max_open(Some(LIMIT));
+    let spool = sim_open(&sim, 4096).unwrap();
+    let written = write_entries(&spool, 2400, 5);
+    assert!(
+        seg_paths(&sim).len() > 150,
+        "{} segments",
+        seg_paths(&sim).len()
+    );
+    // Acks in every segment: an ack file each.
+    let s = spool.stream("s").unwrap();
+    let acked: Vec<(u64, u64)> = written.iter().copied().step_by(3).collect();
+    s.retire(&acked, &[], acked.len() as u64 * 5).unwrap();
+    commit(&spool);
+    assert_eq!(held(&spool).len(), (2400 - acked.len()) * 5);
+    crash(spool);
+    let spool = sim_open(&sim, 4096).unwrap();
+    let entries = all(&spool.stream("s").unwrap());
+    assert_eq!(entries.len(), 2400 - acked.len());
+    let s = spool.stream("s").unwrap();
+    let more: Vec<(u64, u64)> = entries.iter().step_by(2).map(|e| (e.id, e.bytes)).collect();
+    s.retire(&more, &[], more.len() as u64 * 5).unwrap();
+    commit(&spool);
+    assert_eq!(spool.damaged(), (0, 0));
+    assert!(
+        sim.most_open() <= LIMIT,
+        "{} files open at once",
+        sim.most_open()
+    );
+}
