@@ -3,13 +3,16 @@
 
 use super::*;
 
+/// A file a commit syncs: its path, and its handle when one is open.
+type ToSync = (PathBuf, Option<Arc<dyn StoredFile>>);
+
 /// What one group commit does for one stream, in three steps so that no lock is
 /// held across an fsync: [`Disk::collect`], then [`Commit::sync`] (no lock),
 /// then [`Disk::finish`].
 pub(in crate::spool) struct Commit {
     /// Files to fdatasync, with their handle when one is open (the others are
     /// opened one at a time: a commit holds no descriptor per file).
-    files: Vec<(PathBuf, Option<Arc<dyn StoredFile>>)>,
+    files: Vec<ToSync>,
     dir_dirty: bool,
     /// Segments to remove after the sync, and whether the checkpoint table must
     /// be carried forward first (then the table as of this commit).
@@ -17,7 +20,7 @@ pub(in crate::spool) struct Commit {
     /// Segments removed unsynced: written since the last sync, but every entry
     /// in them was delivered before this commit. Synced in `finish` after all
     /// if one has to stay.
-    unsynced: Vec<(u64, PathBuf, Option<Arc<dyn StoredFile>>)>,
+    unsynced: Vec<(u64, ToSync)>,
     table: Option<Vec<CheckpointRecord>>,
     catalog: Vec<CatalogEvent>,
     /// What the manifest records once the sync went through: the segments
@@ -68,7 +71,7 @@ impl Disk {
                 seg.dirty = false;
                 let file = seg.file.clone().or_else(|| files.peek(&path));
                 if goes {
-                    c.unsynced.push((seq, path, file));
+                    c.unsynced.push((seq, (path, file)));
                 } else {
                     c.files.push((path, file));
                     c.facts.push((seq, seg.fact()));
@@ -306,7 +309,7 @@ impl Disk {
         // One left unsynced that stays after all (no room for the checkpoint
         // table) is synced now, before the commit is published: its checkpoints
         // count.
-        for (seq, path, file) in unsynced {
+        for (seq, (path, file)) in unsynced {
             if !removed.contains(&seq) {
                 let file = match file {
                     Some(f) => f,
