@@ -270,7 +270,7 @@ async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
 }
 
 /// Regression (issue 22, N2): the release binary met damage it did not report.
-/// Acked records pile up in 64 KiB segments (Kinesis refuses), the agent is
+/// Acked records pile up in 1 MiB segments (Kinesis refuses), the agent is
 /// SIGKILLed, then a sealed segment is cut mid-frame and the newest segment is
 /// deleted. The next start reports exactly the acked records that did not
 /// reach the stream: in the metric, in `/status` and in `damaged/report`, which
@@ -284,15 +284,15 @@ async fn damaged_segments_report_exactly_the_acked_records_lost() {
     let conf = spool_config(
         &work,
         &emu.endpoint,
-        "segment_bytes = 65536\nflush_interval_ms = 50",
+        "segment_bytes = 1048576\nflush_interval_ms = 50",
         "",
     );
     emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
     let mut agent = AgentProcess::spawn(&work, "fill", &conf, &[], |_| {});
     agent.metrics_addr().await;
-    let sender = Sender::start(work.path("in.sock"), 20, 300, Duration::ZERO);
+    let sender = Sender::start(work.path("in.sock"), 50, 300, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sender.acked() < 3000 {
+    while sender.acked() < 16_000 {
         assert!(Instant::now() < deadline, "{}", agent.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
