@@ -30,6 +30,9 @@ struct Loading<'a> {
     events: Vec<DamageEvent>,
     /// Segments the manifest lists and the directory lacks: forgotten once reported.
     missing: Vec<u64>,
+    /// Damaged segments whose facts are recorded anew once reported (synced as
+    /// they are now), so the next start does not report them again.
+    restated: Vec<u64>,
 }
 
 /// Damage found in a segment the manifest knows.
@@ -81,6 +84,7 @@ impl StreamInner {
             suspects: Vec::new(),
             events: Vec::new(),
             missing: Vec::new(),
+            restated: Vec::new(),
         };
         if l.facts.is_some() {
             l.report_missing_known(&segs);
@@ -107,8 +111,19 @@ impl StreamInner {
         // The report is durable before the manifest forgets the missing
         // segments: a crash in between reports them again, never not at all.
         if report_damage(&*storage, damaged_dir, &l.events) {
-            let gone: Vec<(u64, Option<Fact>)> = l.missing.iter().map(|&q| (q, None)).collect();
-            if let Err(e) = manifest.record(&*storage, &gone) {
+            let mut records: Vec<(u64, Option<Fact>)> =
+                l.missing.iter().map(|&q| (q, None)).collect();
+            for &seq in &l.restated {
+                let Some(seg) = l.state.segments.get(&seq) else {
+                    continue;
+                };
+                let path = dir.join(seg_name(seq));
+                let synced = storage.open(&path, false).and_then(|f| f.sync_data());
+                if synced.is_ok() {
+                    records.push((seq, Some(seg.fact())));
+                }
+            }
+            if let Err(e) = manifest.record(&*storage, &records) {
                 tracing::warn!(stream = name, error = %e,
                     "Updating the spool's manifest failed; the missing segments are reported again at the next start");
             }
@@ -255,6 +270,7 @@ impl Loading<'_> {
             let bytes: u64 = list.iter().map(|s| s.bytes).sum();
             self.found.damaged_frames += list.len() as u64;
             self.found.lost_records += lost;
+            self.restated.push(seq);
             tracing::error!(stream = self.name, segment = %path.display(), offset = first.offset,
                 bytes, records = lost, damage = first.what,
                 "Part of a spool segment that was synced is damaged or missing: the records it held are lost");
@@ -330,6 +346,9 @@ impl Loading<'_> {
                     });
                     drop(file);
                     move_aside(self.storage, &path, self.damaged_dir);
+                    if fact.is_some() {
+                        self.missing.push(seq);
+                    }
                     return Ok(());
                 }
             },
@@ -348,6 +367,7 @@ impl Loading<'_> {
             });
             let head = frame::frame(&frame::header(frame::ROLE_SEGMENT, self.name, seq));
             let _ = file.write_at(0, &head);
+            self.restated.push(seq);
         }
         let (placed, checkpoints) = read.found;
         let len = file.len().map_err(|e| io_err(&path, e))?;

@@ -162,7 +162,14 @@ fn a_segment_without_a_readable_header_is_moved_aside() {
     sim.overwrite(&seg, b"garbage".to_vec());
     let spool = sim_open(&sim, 1 << 20).unwrap();
     assert!(all(&spool.stream("s").unwrap()).is_empty());
-    assert_eq!(spool.damaged().0, 1);
+    assert_eq!(spool.damaged(), (1, 1));
+    crash(spool);
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    assert_eq!(
+        spool.damaged(),
+        (0, 0),
+        "reported once, not again as missing"
+    );
     assert!(sim
         .files()
         .iter()
@@ -370,6 +377,13 @@ fn a_sealed_segment_cut_short_reports_exactly_the_records_it_lost() {
     assert_eq!(held(&spool), wanted(0..7, 30));
     assert_eq!(spool.damaged(), (1, 90));
     assert_eq!(report(&spool), (1, 90));
+    // Reported once: a crash before any commit, and the next start finds
+    // nothing new.
+    crash(spool);
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    assert_eq!(spool.damaged(), (0, 0));
+    assert_eq!(report(&spool), (1, 90));
+    assert_eq!(held(&spool), wanted(0..7, 30));
 }
 
 /// Regression (issue 22, N2): the newest segment deleted lost its records with
@@ -487,6 +501,11 @@ fn a_damaged_last_frame_that_was_synced_is_damage_not_a_torn_tail() {
     let spool = sim_open(&sim, 1 << 20).unwrap();
     assert_eq!(held(&spool), wanted(0..9, 20));
     assert_eq!(spool.damaged(), (1, 20));
+    assert_eq!(report(&spool), (1, 20));
+    crash(spool);
+    sim.power_cut(&mut fastrand::Rng::with_seed(4));
+    let spool = sim_open(&sim, 1 << 20).unwrap();
+    assert_eq!(spool.damaged(), (0, 0), "reported once");
     assert_eq!(report(&spool), (1, 20));
 }
 
