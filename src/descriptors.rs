@@ -1,7 +1,8 @@
 //! File descriptors: the agent checks at start-up that its configuration fits the
 //! process's limit (`RLIMIT_NOFILE`), so that a full set of socket clients cannot
 //! leave it without descriptors for what must keep working: tailed files, the
-//! metrics endpoint, Kinesis connections and the spool.
+//! metrics endpoint, Kinesis connections and the spool (a bounded few files per
+//! stream, whatever the number of segments).
 //!
 //! Every stream socket may hold `max_connections` clients; the rest is a reserve.
 //! When the soft limit is too low the agent raises it towards the hard limit (as
@@ -11,8 +12,8 @@
 
 use crate::config::{Config, SocketMode};
 
-/// Descriptors kept for everything but socket clients: tailed files and the
-/// inotify watch, the spool's files, the runtime's own, stdio.
+/// Descriptors kept for everything but socket clients and the spool: tailed
+/// files and the inotify watch, the runtime's own, stdio.
 pub const RESERVE: u64 = 64;
 
 /// Why the configuration cannot run within the descriptor limit.
@@ -42,9 +43,12 @@ pub fn needed(config: &Config) -> (u64, u64) {
             SocketMode::Datagram => 1,
         })
         .sum();
+    // The spool keeps a bounded few files open per stream, whatever its size.
+    let spool = config.streams().len() as u64 * crate::spool::FILES_PER_STREAM;
     let others = config.delivery.max_connections as u64
         + crate::status::MAX_CONNECTIONS as u64
         + 1
+        + spool
         + RESERVE;
     (sockets, others)
 }
@@ -143,7 +147,10 @@ mod tests {
         assert_eq!(sockets, 101 + 1025 + 1);
         assert_eq!(
             others,
-            10 + crate::status::MAX_CONNECTIONS as u64 + 1 + RESERVE
+            10 + crate::status::MAX_CONNECTIONS as u64
+                + 1
+                + crate::spool::FILES_PER_STREAM
+                + RESERVE
         );
     }
 }

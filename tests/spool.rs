@@ -269,6 +269,108 @@ async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
     agent.stop().await;
 }
 
+/// Regression (issue 22, N2): the release binary met damage it did not report.
+/// Acked records pile up in 1 MiB segments (Kinesis refuses), the agent is
+/// SIGKILLed, then a sealed segment is cut mid-frame and the newest segment is
+/// deleted. The next start reports exactly the acked records that did not
+/// reach the stream: in the metric, in `/status` and in `damaged/report`, which
+/// a second restart still shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_segments_report_exactly_the_acked_records_lost() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let conf = spool_config(
+        &work,
+        &emu.endpoint,
+        "segment_bytes = 1048576\nflush_interval_ms = 50",
+        "",
+    );
+    emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "fill", &conf, &[], |_| {});
+    agent.metrics_addr().await;
+    let sender = Sender::start(work.path("in.sock"), 50, 300, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.acked() < 16_000 {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every request answered before the kill: all that is in the spool was acked.
+    let (acked, refused) = sender.finish();
+    assert!(refused.is_empty(), "{refused:?}");
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    let streams = stream_dir(&work.spool());
+    let segs = files_with(&streams, "seg");
+    assert!(segs.len() >= 4, "{segs:?}");
+    let middle = &segs[segs.len() / 2];
+    let len = std::fs::metadata(middle).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(middle)
+        .unwrap();
+    f.set_len(len / 2 + 7).unwrap();
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+
+    emu.faults.fail_requests.store(0, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "damaged", &conf, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let log = agent.log.clone();
+    let log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let lost = metric(
+        std::str::from_utf8(&text).unwrap(),
+        "shardline_spool_lost_records_total",
+    );
+    assert!(lost > 0, "{}", log());
+    // What reaches the stream is everything acked but the records reported lost.
+    let want: HashSet<&Bytes> = acked.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let delivered = loop {
+        let data = stream_data(&client, "logs").await;
+        let got: HashSet<Bytes> = data.into_iter().filter(|d| want.contains(d)).collect();
+        if got.len() as u64 + lost >= acked.len() as u64 || Instant::now() > deadline {
+            break got.len() as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(delivered + lost, acked.len() as u64, "{}", log());
+    let text = log();
+    assert!(
+        text.contains("A spool segment file is missing: the records it held are lost"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Part of a spool segment that was synced is damaged or missing"),
+        "{text}"
+    );
+    assert!(!text.contains("never acknowledged as durable"), "{text}");
+    agent.stop().await;
+
+    // The report outlives the restart, in /status, until the file is deleted.
+    let mut agent = AgentProcess::spawn(&work, "after", &conf, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let (_, body) = shardline::status::get(addr, "/status", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let status: shardline::status::Status = serde_json::from_slice(&body).unwrap();
+    let damage = status.spool.damage.expect("the damage report is shown");
+    assert_eq!((damage.events, damage.lost_records), (2, lost));
+    assert_eq!(
+        Path::new(&damage.path),
+        work.spool().join("damaged").join("report")
+    );
+    agent.stop().await;
+}
+
 /// A real full filesystem (a 12 MiB tmpfs; root only): frames clients get
 /// SPOOL_FULL, nothing acked is lost, the agent starts on the full disk, drains
 /// it and takes records again.

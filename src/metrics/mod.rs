@@ -127,6 +127,14 @@ impl Collector for SpoolCollector {
                 damaged.metric_type(),
             )?;
             damaged.encode(metric)?;
+            let lost = ConstCounter::new(spool.damaged().1);
+            let metric = encoder.encode_descriptor(
+                "shardline_spool_lost_records",
+                "User records lost to spool damage found since the start (a missing segment, a segment cut short, a damaged frame); see damaged/report",
+                None,
+                lost.metric_type(),
+            )?;
+            lost.encode(metric)?;
         }
         match spool.oldest_record_age() {
             Ok(age) => encode_gauge(

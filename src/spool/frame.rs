@@ -14,6 +14,10 @@
 //! - [`CHECKPOINT`]: a checkpoint set or removed alone.
 //! - [`FOOTER`]: written when a segment is sealed: where every entry is, and the
 //!   last checkpoint values the segment holds, so an open reads no entry.
+//! - [`FACT`] and [`GONE`] (a stream's manifest only): how far a segment was
+//!   synced and how many undelivered records it held then, or that it was
+//!   removed. Added within format 2: a binary that does not know them never
+//!   opens the manifest.
 //! - [`DONE`], [`PROGRESS`]: acks (in ack files): entries retired, and the
 //!   records already accepted of a partly delivered entry.
 //! - [`TABLE`]: the checkpoint table carried forward (in the checkpoint file).
@@ -39,11 +43,14 @@ pub(crate) const FOOTER: u8 = 3;
 pub(crate) const DONE: u8 = 4;
 pub(crate) const PROGRESS: u8 = 5;
 pub(crate) const TABLE: u8 = 6;
+pub(crate) const FACT: u8 = 7;
+pub(crate) const GONE: u8 = 8;
 
 /// File roles named in the header.
 pub(crate) const ROLE_SEGMENT: u8 = 1;
 pub(crate) const ROLE_ACKS: u8 = 2;
 pub(crate) const ROLE_CHECKPOINTS: u8 = 3;
+pub(crate) const ROLE_MANIFEST: u8 = 4;
 
 /// Wraps a body (kind byte first) in a frame.
 pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
@@ -454,6 +461,55 @@ pub(crate) fn parse_ack(body: &[u8]) -> Option<Ack> {
         _ => return None,
     };
     r.is_empty().then_some(ack)
+}
+
+/// What a stream's manifest says of one segment as of a commit: its frames end
+/// at `data_len` or later, durably; the frames before hold `entries` entries of
+/// `records` records in all, and `unsent` of its records were not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Fact {
+    pub data_len: u64,
+    pub entries: u64,
+    pub records: u64,
+    pub unsent: u64,
+}
+
+/// A manifest record: a segment's fact, or its removal (`None`).
+pub(crate) fn manifest_record(seq: u64, fact: Option<Fact>) -> Vec<u8> {
+    match fact {
+        Some(f) => {
+            let mut b = Vec::with_capacity(41);
+            b.push(FACT);
+            b.extend_from_slice(&seq.to_le_bytes());
+            for n in [f.data_len, f.entries, f.records, f.unsent] {
+                b.extend_from_slice(&n.to_le_bytes());
+            }
+            b
+        }
+        None => {
+            let mut b = vec![GONE];
+            b.extend_from_slice(&seq.to_le_bytes());
+            b
+        }
+    }
+}
+
+pub(crate) fn parse_manifest_record(body: &[u8]) -> Option<(u64, Option<Fact>)> {
+    let mut r = Reader(body);
+    let out = match r.u8()? {
+        FACT => (
+            r.u64()?,
+            Some(Fact {
+                data_len: r.u64()?,
+                entries: r.u64()?,
+                records: r.u64()?,
+                unsent: r.u64()?,
+            }),
+        ),
+        GONE => (r.u64()?, None),
+        _ => return None,
+    };
+    r.is_empty().then_some(out)
 }
 
 /// The checkpoint table carried forward.

@@ -16,7 +16,11 @@
 //!                              sealed with a footer when it reaches the roll size
 //!     <seq>.ack                acks of that segment's entries (retired, partly delivered)
 //!     checkpoints              the checkpoint table carried forward
+//!     manifest                 how far each segment was synced and what it held
+//!                              (appended by the group commit, see `stream/manifest.rs`)
 //! <dir>/damaged/               files that could not be read, moved aside
+//! <dir>/damaged/report         every damage found and the records it lost, one
+//!                              line each, until an operator deletes the file
 //! ```
 //!
 //! An *entry* is what one read or one socket batch produced. Its frame holds the
@@ -49,15 +53,20 @@
 //!
 //! An open reads the footer of every sealed segment (where its entries are) and
 //! scans only the segments without one (the one open at a crash), then applies
-//! the ack files. It reads no record. A damaged frame is reported (ERROR naming
-//! the segment and offset, `shardline_spool_damaged_frames_total`) and skipped;
-//! a file that cannot be read at all is moved to `damaged/`; a format version
-//! this binary does not know is refused with a message naming it. A directory
-//! written by shardline 0.1 (sled holding the records) is migrated on first open;
-//! one that does not read whole has what could be read migrated and its files
-//! kept in `damaged/` (see `legacy.rs`).
+//! the ack files. It reads no record. Each stream's manifest says how far every
+//! segment was synced and what it held, so a segment missing, cut short or
+//! damaged before that point is damage, never taken for a crash's torn tail.
+//! Damage is reported (ERROR naming the segment, offset and records lost,
+//! `shardline_spool_damaged_frames_total`, `shardline_spool_lost_records_total`,
+//! a line in `damaged/report` that `shardline status` shows until the file is
+//! deleted) and skipped; a file that cannot be read at all is moved to
+//! `damaged/`; a format version this binary does not know is refused with a
+//! message naming it. A directory written by shardline 0.1 (sled holding the
+//! records) is migrated on first open; one that does not read whole has what
+//! could be read migrated and its files kept in `damaged/` (see `legacy.rs`).
 
 mod commit;
+mod damage;
 mod frame;
 mod index;
 mod legacy;
@@ -79,6 +88,8 @@ use crate::record::UserRecord;
 use stream::StreamInner;
 pub use stream::StreamSpool;
 
+pub use self::damage::DamageReport;
+
 use self::commit::{commit_all, flusher, open_streams, CommitState};
 use self::index::Index;
 pub use self::lock::{holder as lock_holder, lock_path, LockState};
@@ -93,6 +104,10 @@ use self::storage::{Fs, Storage};
 const FORMAT_FILE: &str = "spool.format";
 const FORMAT_TEXT: &str = "shardline-spool 2\n";
 const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Descriptors one stream's spool holds at most, whatever its size: its open
+/// segment, a few sealed segment and ack files, its manifest, and one opened
+/// for a moment (a sync, a rewrite, the damage report).
+pub const FILES_PER_STREAM: u64 = stream::OPEN_FILES as u64 + 4;
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +338,14 @@ impl Spool {
             s.damaged_frames.load(Ordering::Relaxed),
             s.lost_records.load(Ordering::Relaxed),
         )
+    }
+
+    /// The damage report (`damaged/report`): every damage found since an
+    /// operator last deleted the file, and the records lost with it. `None` when
+    /// there is none, or in memory. Blocking (a small file read).
+    pub fn damage_report(&self) -> Option<DamageReport> {
+        let store = self.store()?;
+        damage::read(&*store.storage, &store.dir.join("damaged"))
     }
 
     /// How long the oldest record held has waited, over all streams; `None` when

@@ -127,7 +127,10 @@ impl Spool {
             }),
         };
         let streams_dir = dir.join("streams");
-        storage.create_dir_all(&streams_dir).map_err(open_err)?;
+        storage::create_dir_durable(&*storage, &streams_dir).map_err(open_err)?;
+        // The entries of `streams/` and sled's `index/` in the root: durable before
+        // any commit reports a record so.
+        storage.sync_dir(dir).map_err(open_err)?;
         for name in storage.list(&streams_dir).map_err(open_err)? {
             match stream::stream_of_dir(&name) {
                 Some(stream) => {
@@ -209,7 +212,12 @@ pub(super) fn write_format(storage: &dyn Storage, dir: &Path) -> std::io::Result
     f.write_at(0, FORMAT_TEXT.as_bytes())?;
     f.sync_data()?;
     storage.rename(&tmp, &dir.join(FORMAT_FILE))?;
-    storage.sync_dir(dir)
+    storage.sync_dir(dir)?;
+    // A new spool's own entry in its parent.
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => storage.sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 pub(super) fn open_index(dir: &Path, cache: u64) -> Option<Index> {

@@ -38,6 +38,29 @@ pub(crate) trait Storage: Send + Sync {
     fn free_bytes(&self, path: &Path) -> io::Result<u64>;
 }
 
+/// Creates `path` and its missing parents, each followed by an fsync of its
+/// parent: a new directory's entry is lost in a power cut until its parent is
+/// synced, and with it every file below it that a commit reported durable.
+pub(crate) fn create_dir_durable(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    if path.as_os_str().is_empty() || storage.exists(path) {
+        return Ok(());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_durable(storage, parent)?;
+    }
+    storage.create_dir_all(path)?;
+    match parent {
+        Some(parent) => storage.sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Whether an error says the process ran out of file descriptors.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
 /// The real filesystem.
 pub(crate) struct Fs;
 
@@ -116,7 +139,10 @@ pub(crate) mod sim {
     //! A storage layer with a power switch. Every file has the bytes a power cut
     //! keeps (`durable`, set by `sync_data`) and the bytes the process sees
     //! (`current`); every directory has the names a cut keeps (set by
-    //! `sync_dir`) and the names the process sees. A cut keeps the durable state
+    //! `sync_dir`) and the names the process sees, subdirectories included: a
+    //! directory created or a file created or renamed is lost in a cut unless
+    //! its parent was synced since (strict POSIX rules, which ext4's
+    //! `auto_da_alloc` and journal ordering only hide). A cut keeps the durable state
     //! plus, for a file that was only appended to, a random prefix of what was
     //! written after its last sync (a torn tail), sometimes with its last bytes
     //! garbled. It can also run out of space (ENOSPC) at a set size.
@@ -139,10 +165,18 @@ pub(crate) mod sim {
         /// Path → inode, as a power cut leaves it (directory entries synced).
         durable: BTreeMap<PathBuf, Arc<Mutex<Inode>>>,
         dirs: BTreeSet<PathBuf>,
+        /// Directories whose entry in their parent is durable.
+        durable_dirs: BTreeSet<PathBuf>,
         /// Bytes all files may hold; past it writes fail with ENOSPC.
         capacity: Option<u64>,
         /// Every `sync_data`, as (path, durable length), for order checks.
         syncs: Vec<(PathBuf, u64)>,
+        /// Files open now (for the descriptor bound).
+        open_files: Arc<std::sync::atomic::AtomicUsize>,
+        /// Most files open at once so far.
+        most_open: Arc<std::sync::atomic::AtomicUsize>,
+        /// Opens fail with EMFILE past this many open files.
+        max_open: Option<usize>,
     }
 
     /// The simulated storage (cheap to clone: the clones share the files).
@@ -155,6 +189,14 @@ pub(crate) mod sim {
         path: PathBuf,
         inode: Arc<Mutex<Inode>>,
         sim: Sim,
+        open_files: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Drop for SimFile {
+        fn drop(&mut self) {
+            self.open_files
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn enospc() -> io::Error {
@@ -177,6 +219,38 @@ pub(crate) mod sim {
         /// The `sync_data` calls so far: (path, bytes made durable).
         pub(crate) fn syncs(&self) -> Vec<(PathBuf, u64)> {
             self.state.lock().unwrap().syncs.clone()
+        }
+
+        /// Most files the process held open at once so far.
+        pub(crate) fn most_open(&self) -> usize {
+            self.state
+                .lock()
+                .unwrap()
+                .most_open
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        /// Opens fail with EMFILE while this many files are open.
+        pub(crate) fn set_max_open(&self, n: Option<usize>) {
+            self.state.lock().unwrap().max_open = n;
+        }
+
+        /// Writes a whole file, durably (to put back what a cut would keep).
+        pub(crate) fn put(&self, path: &Path, bytes: Vec<u8>) {
+            let mut s = self.state.lock().unwrap();
+            let i = Arc::new(Mutex::new(Inode {
+                durable: bytes.clone(),
+                current: bytes,
+            }));
+            s.current.insert(path.to_owned(), i.clone());
+            s.durable.insert(path.to_owned(), i);
+        }
+
+        /// Removes a file (to damage the spool), durably.
+        pub(crate) fn delete(&self, path: &Path) {
+            let mut s = self.state.lock().unwrap();
+            s.current.remove(path);
+            s.durable.remove(path);
         }
 
         /// Durable length of a file, as a cut would leave it (without torn bytes).
@@ -216,6 +290,21 @@ pub(crate) mod sim {
                     })),
                 );
             }
+            // A directory survives if its entry and every ancestor's are durable.
+            let survives = |d: &Path, durable: &BTreeSet<PathBuf>| {
+                d.ancestors()
+                    .all(|a| a.parent().is_none() || durable.contains(a))
+            };
+            let dirs: BTreeSet<PathBuf> = s
+                .durable_dirs
+                .iter()
+                .filter(|d| survives(d, &s.durable_dirs))
+                .cloned()
+                .chain(std::iter::once(PathBuf::from("/")))
+                .collect();
+            after.retain(|p, _| p.parent().is_some_and(|d| dirs.contains(d)));
+            s.durable_dirs = dirs.clone();
+            s.dirs = dirs;
             s.current = after.clone();
             s.durable = after;
         }
@@ -297,10 +386,18 @@ pub(crate) mod sim {
                 }
                 None => return Err(io::ErrorKind::NotFound.into()),
             };
+            use std::sync::atomic::Ordering::Relaxed;
+            let open = s.open_files.fetch_add(1, Relaxed) + 1;
+            if s.max_open.is_some_and(|m| open > m) {
+                s.open_files.fetch_sub(1, Relaxed);
+                return Err(io::Error::from_raw_os_error(libc::EMFILE));
+            }
+            s.most_open.fetch_max(open, Relaxed);
             Ok(Arc::new(SimFile {
                 path: path.to_owned(),
                 inode,
                 sim: self.clone(),
+                open_files: s.open_files.clone(),
             }))
         }
         fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -344,7 +441,11 @@ pub(crate) mod sim {
         fn sync_dir(&self, dir: &Path) -> io::Result<()> {
             let mut s = self.state.lock().unwrap();
             let State {
-                current, durable, ..
+                current,
+                durable,
+                dirs,
+                durable_dirs,
+                ..
             } = &mut *s;
             durable.retain(|p, _| p.parent() != Some(dir));
             for (p, i) in current.iter() {
@@ -352,6 +453,8 @@ pub(crate) mod sim {
                     durable.insert(p.clone(), i.clone());
                 }
             }
+            durable_dirs.retain(|d| d.parent() != Some(dir));
+            durable_dirs.extend(dirs.iter().filter(|d| d.parent() == Some(dir)).cloned());
             Ok(())
         }
         fn exists(&self, path: &Path) -> bool {

@@ -30,7 +30,9 @@ use crate::producer::Producer;
 
 mod report;
 
-pub use report::{DestinationState, ErrorStatus, SourceStatus, SpoolStatus, Status, StreamStatus};
+pub use report::{
+    DamageStatus, DestinationState, ErrorStatus, SourceStatus, SpoolStatus, Status, StreamStatus,
+};
 
 /// Most connections served at once: scrapers and `shardline status` are few, and
 /// a flood must not take memory or descriptors from the pipeline. Past it a new
@@ -229,6 +231,11 @@ impl View {
                 min_free_bytes: spool.min_free_bytes(),
                 damaged_frames: spool.damaged().0,
                 refusing: spool.refusing().map(|r| r.as_str().to_owned()),
+                damage: spool.damage_report().map(|d| DamageStatus {
+                    path: d.path.display().to_string(),
+                    events: d.events,
+                    lost_records: d.lost_records,
+                }),
             },
             delivered_records_total: totals.iter().sum(),
             delivery_rate_records_per_second: rates.iter().sum(),

@@ -67,6 +67,21 @@ pub struct SpoolStatus {
     /// `"disk_full"` (no room above min_free_bytes for the next write).
     #[serde(default)]
     pub refusing: Option<String>,
+    /// The spool's damage report, kept across restarts until an operator
+    /// deletes it (`None`: there is none).
+    #[serde(default)]
+    pub damage: Option<DamageStatus>,
+}
+
+/// What the spool's damage report (`damaged/report`) lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamageStatus {
+    /// The report file; deleting it clears the report.
+    pub path: String,
+    /// Damage events listed.
+    pub events: u64,
+    /// Records they lost, as far as known.
+    pub lost_records: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +319,13 @@ impl Status {
                 s.damaged_frames
             );
         }
+        if let Some(d) = &s.damage {
+            let _ = writeln!(
+                out,
+                "spool losses:   {} records lost to spool damage (see {}; delete it once dealt with)",
+                d.lost_records, d.path
+            );
+        }
     }
 }
 
@@ -327,6 +349,7 @@ mod tests {
                 min_free_bytes: 64 << 20,
                 damaged_frames: 0,
                 refusing: None,
+                damage: None,
             },
             delivered_records_total: 9000,
             delivery_rate_records_per_second: 150.25,
@@ -396,12 +419,23 @@ mod tests {
         full.spool.segment_bytes = full.spool.max_bytes;
         full.spool.disk_free_bytes = Some(1 << 20);
         full.spool.damaged_frames = 2;
+        full.spool.damage = Some(DamageStatus {
+            path: "/var/lib/shardline/spool/damaged/report".into(),
+            events: 2,
+            lost_records: 3000,
+        });
         full.spool.oldest_record_age_seconds = None;
         full.last_error = None;
         let text = full.render();
         assert!(text.contains("FULL: sources are waiting"), "{text}");
         assert!(text.contains("DISK FULL"), "{text}");
         assert!(text.contains("2 damaged frames"), "{text}");
+        assert!(
+            text.contains(
+                "3000 records lost to spool damage (see /var/lib/shardline/spool/damaged/report"
+            ),
+            "{text}"
+        );
         assert!(text.contains("oldest unsent:  unknown"), "{text}");
         assert!(text.contains("last error:     none"), "{text}");
     }

@@ -3,11 +3,16 @@
 
 use super::*;
 
+/// A file a commit syncs: its path, and its handle when one is open.
+type ToSync = (PathBuf, Option<Arc<dyn StoredFile>>);
+
 /// What one group commit does for one stream, in three steps so that no lock is
 /// held across an fsync: [`Disk::collect`], then [`Commit::sync`] (no lock),
 /// then [`Disk::finish`].
 pub(in crate::spool) struct Commit {
-    files: Vec<Arc<dyn StoredFile>>,
+    /// Files to fdatasync, with their handle when one is open (the others are
+    /// opened one at a time: a commit holds no descriptor per file).
+    files: Vec<ToSync>,
     dir_dirty: bool,
     /// Segments to remove after the sync, and whether the checkpoint table must
     /// be carried forward first (then the table as of this commit).
@@ -15,9 +20,12 @@ pub(in crate::spool) struct Commit {
     /// Segments removed unsynced: written since the last sync, but every entry
     /// in them was delivered before this commit. Synced in `finish` after all
     /// if one has to stay.
-    unsynced: Vec<(u64, Arc<dyn StoredFile>)>,
+    unsynced: Vec<(u64, ToSync)>,
     table: Option<Vec<CheckpointRecord>>,
     catalog: Vec<CatalogEvent>,
+    /// What the manifest records once the sync went through: the segments
+    /// synced, and those whose count of undelivered records changed.
+    facts: Vec<(u64, Fact)>,
 }
 
 impl Disk {
@@ -43,22 +51,47 @@ impl Disk {
             unsynced: Vec::new(),
             table: None,
             catalog: std::mem::take(&mut state.catalog),
+            facts: Vec::new(),
         };
         self.write_acks(stream, &mut state, true);
         c.dir_dirty |= std::mem::take(&mut state.dir_dirty);
-        for (&seq, seg) in state.segments.iter_mut() {
+        let State {
+            segments, files, ..
+        } = &mut *state;
+        for (&seq, seg) in segments.iter_mut() {
             let goes = seg.sealed && seg.live == 0;
+            let path = self.dir.join(seg_name(seq));
+            if seg.sealed {
+                // A sealed segment's file joins the few kept open.
+                if let Some(f) = seg.file.take() {
+                    files.put(&path, f);
+                }
+            }
             if seg.dirty {
                 seg.dirty = false;
+                let file = seg.file.clone().or_else(|| files.peek(&path));
                 if goes {
-                    c.unsynced.push((seq, seg.file.clone()));
+                    c.unsynced.push((seq, (path, file)));
                 } else {
-                    c.files.push(seg.file.clone());
+                    c.files.push((path, file));
+                    c.facts.push((seq, seg.fact()));
                 }
+            } else if let Some(f) = seg.fact.filter(|f| f.unsent != seg.unsent && !goes) {
+                // Acks written in this commit: the count of what a loss of the
+                // file would take goes down.
+                c.facts.push((
+                    seq,
+                    Fact {
+                        unsent: seg.unsent,
+                        ..f
+                    },
+                ));
             }
             if seg.ack_dirty {
                 seg.ack_dirty = false;
-                c.files.extend(seg.ack_file.clone());
+                let path = self.dir.join(ack_name(seq));
+                let file = files.peek(&path);
+                c.files.push((path, file));
             }
             if goes {
                 c.remove.push(seq);
@@ -123,8 +156,17 @@ impl Disk {
 
     /// Fsyncs what the commit covers (no lock held).
     pub(in crate::spool) fn sync(&self, c: &Commit) -> Result<(), SpoolError> {
-        for f in &c.files {
-            f.sync_data().map_err(|e| io_err(&self.dir, e))?;
+        for (path, f) in &c.files {
+            let f = match f {
+                Some(f) => f.clone(),
+                None => match self.storage.open(path, false) {
+                    Ok(f) => f,
+                    // Removed from under the spool: the next open reports it.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(path, e)),
+                },
+            };
+            f.sync_data().map_err(|e| io_err(path, e))?;
         }
         if c.dir_dirty {
             self.storage
@@ -140,7 +182,10 @@ impl Disk {
     /// nothing is lost, and a full disk does not stop the commit.
     pub(super) fn write_acks(&self, stream: &str, state: &mut State, drop_failed: bool) {
         let mut created = false;
-        for (&seq, seg) in state.segments.iter_mut() {
+        let State {
+            segments, files, ..
+        } = &mut *state;
+        for (&seq, seg) in segments.iter_mut() {
             if seg.acks.is_empty() || (seg.sealed && seg.live == 0) {
                 // A segment about to go needs no acks.
                 if seg.sealed && seg.live == 0 {
@@ -149,29 +194,34 @@ impl Disk {
                 continue;
             }
             let path = self.dir.join(ack_name(seq));
-            if seg.ack_file.is_none() {
-                let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
-                let opened = self.storage.open(&path, true).and_then(|f| {
+            let new = seg.ack_len == 0;
+            let head = frame::frame(&frame::header(frame::ROLE_ACKS, stream, seq));
+            let opened = files.get(&*self.storage, &path, new).and_then(|f| {
+                if new {
                     f.write_at(0, &head)?;
-                    Ok(f)
-                });
-                match opened {
-                    Ok(f) => {
-                        seg.ack_file = Some(f);
+                }
+                Ok(f)
+            });
+            let file = match opened {
+                Ok(f) => {
+                    if new {
                         seg.ack_len = head.len() as u64;
                         created = true;
                     }
-                    Err(e) => {
-                        let _ = self.storage.remove_file(&path);
-                        if drop_failed {
-                            seg.acks.clear();
-                            self.warn_acks(stream, &path, &e);
-                        }
-                        continue;
-                    }
+                    f
                 }
-            }
-            let file = seg.ack_file.as_ref().expect("opened above");
+                Err(e) => {
+                    if new {
+                        files.take(&path);
+                        let _ = self.storage.remove_file(&path);
+                    }
+                    if drop_failed {
+                        seg.acks.clear();
+                        self.warn_acks(stream, &path, &e);
+                    }
+                    continue;
+                }
+            };
             match file.write_at(seg.ack_len, &seg.acks) {
                 Ok(()) => {
                     seg.ack_len += seg.acks.len() as u64;
@@ -199,11 +249,12 @@ impl Disk {
         c: Commit,
     ) -> Result<(u64, Vec<CatalogEvent>), SpoolError> {
         let mut catalog = c.catalog;
-        if c.remove.is_empty() {
-            return Ok((0, catalog));
-        }
         let unsynced = c.unsynced;
         let mut remove = c.remove;
+        if remove.is_empty() {
+            self.record_facts(stream, &c.facts, &[])?;
+            return Ok((0, catalog));
+        }
         if let Some(table) = &c.table {
             match self.write_table(stream, table) {
                 Ok(()) => {
@@ -222,18 +273,27 @@ impl Disk {
         let mut freed = 0u64;
         let mut removed = Vec::new();
         {
+            let state = self.lock();
+            // Still nothing live (a copy-forward cannot add entries to a sealed
+            // segment, so this holds; checked anyway).
+            remove.retain(|seq| {
+                state
+                    .segments
+                    .get(seq)
+                    .is_some_and(|s| s.live == 0 && s.sealed)
+            });
+        }
+        // The removals are durable in the manifest before the unlinks: a power
+        // cut between the two must not make a delivered segment a lost one.
+        self.record_facts(stream, &c.facts, &remove)?;
+        {
             let mut state = self.lock();
             for seq in remove {
-                // Still nothing live (a copy-forward cannot add entries to a
-                // sealed segment, so this holds; checked anyway).
-                if state
-                    .segments
-                    .get(&seq)
-                    .is_some_and(|s| s.live == 0 && s.sealed)
-                {
-                    let seg = state.segments.remove(&seq).expect("checked");
+                if let Some(seg) = state.segments.remove(&seq) {
                     freed += seg.len;
                     removed.push(seq);
+                    state.files.take(&self.dir.join(seg_name(seq)));
+                    state.files.take(&self.dir.join(ack_name(seq)));
                 }
             }
         }
@@ -249,9 +309,16 @@ impl Disk {
         // One left unsynced that stays after all (no room for the checkpoint
         // table) is synced now, before the commit is published: its checkpoints
         // count.
-        for (seq, file) in &unsynced {
-            if !removed.contains(seq) {
-                file.sync_data().map_err(|e| io_err(&self.dir, e))?;
+        for (seq, (path, file)) in unsynced {
+            if !removed.contains(&seq) {
+                let file = match file {
+                    Some(f) => f,
+                    None => self
+                        .storage
+                        .open(&path, false)
+                        .map_err(|e| io_err(&path, e))?,
+                };
+                file.sync_data().map_err(|e| io_err(&path, e))?;
             }
         }
         if !removed.is_empty() {
@@ -260,19 +327,73 @@ impl Disk {
         Ok((freed, catalog))
     }
 
+    /// Records in the manifest what this commit made durable (after its sync)
+    /// and the segments about to be removed (before their unlink). A full disk
+    /// does not stop the commit: the facts stay unknown, and a removal goes on
+    /// unrecorded (a power cut before the next record may then report the
+    /// removed segment missing, a false alarm rather than a stuck spool).
+    fn record_facts(
+        &self,
+        stream: &str,
+        facts: &[(u64, Fact)],
+        removed: &[u64],
+    ) -> Result<(), SpoolError> {
+        let records: Vec<(u64, Option<Fact>)> = {
+            let state = self.lock();
+            let known = |seq: &u64| state.segments.get(seq).is_some_and(|s| s.fact.is_some());
+            facts
+                .iter()
+                .filter(|(seq, _)| state.segments.contains_key(seq))
+                .map(|&(seq, f)| (seq, Some(f)))
+                .chain(removed.iter().filter(|q| known(q)).map(|&seq| (seq, None)))
+                .collect()
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let recorded = self
+            .manifest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(&*self.storage, &records);
+        match recorded {
+            Ok(()) => {
+                let mut state = self.lock();
+                for &(seq, f) in facts {
+                    if let Some(seg) = state.segments.get_mut(&seq) {
+                        seg.fact = Some(f);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.is_full() => {
+                if self.may_warn() {
+                    tracing::warn!(stream, error = %e,
+                        "Writing the spool's manifest failed (full disk); damage found before it is written again may go unreported");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Warns that acks could not be written, once a minute at most.
     fn warn_acks(&self, stream: &str, path: &Path, e: &std::io::Error) {
+        if self.may_warn() {
+            tracing::warn!(stream, path = %path.display(), error = %e,
+                "Writing spool acks failed (full disk?); after a crash those records are sent again");
+        }
+    }
+
+    /// Whether a warning about a full disk may be logged now (once a minute).
+    fn may_warn(&self) -> bool {
         let now = now_ms();
         let last = self.acks_warned_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 60_000
+        now.saturating_sub(last) >= 60_000
             && self
                 .acks_warned_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        {
-            tracing::warn!(stream, path = %path.display(), error = %e,
-                "Writing spool acks failed (full disk?); after a crash those records are sent again");
-        }
     }
 
     /// Writes the checkpoint table (temp file, fdatasync, rename, directory fsync).
@@ -328,8 +449,10 @@ impl Disk {
     /// is opened if needed). False if the open segment cannot be written (a full
     /// disk): what is not copied stays where it is.
     fn move_live(&self, stream: &str, state: &mut State, space: &Space, seq: u64) -> bool {
-        let seg = &state.segments[&seq];
-        let file = seg.file.clone();
+        let Ok(file) = self.seg_file(state, seq) else {
+            // Left where it is: the reader reports it.
+            return true;
+        };
         let ids: Vec<(u64, Loc)> = state
             .entries
             .iter()
@@ -357,10 +480,12 @@ impl Disk {
                 ..loc
             };
             state.entries.insert(id, new);
+            let progress = state.progress.get(&id).cloned();
+            let unsent = u64::from(loc.count).saturating_sub(done_bits(progress.as_ref()));
             let old = state.segments.get_mut(&seq).expect("listed");
             old.live -= 1;
             old.live_bytes -= u64::from(loc.len);
-            let progress = state.progress.get(&id).cloned();
+            old.unsent = old.unsent.saturating_sub(unsent);
             // The copy carries its entry's (old) checkpoint: the new segment
             // holds a value of it, and its footer says so.
             let copied = frame::check(&buf)
@@ -369,6 +494,9 @@ impl Disk {
             let to = state.segments.get_mut(&new_seq).expect("just written");
             to.live += 1;
             to.live_bytes += u64::from(loc.len);
+            to.entries += 1;
+            to.records += u64::from(loc.count);
+            to.unsent += unsent;
             if let Some(c) = &copied {
                 let seq = to.names.entry(c.name.clone()).or_insert(c.seq);
                 *seq = (*seq).max(c.seq);
@@ -402,7 +530,7 @@ impl Disk {
         let mut state = self.lock();
         for seg in state.segments.values_mut() {
             seg.dirty = true;
-            seg.ack_dirty |= seg.ack_file.is_some();
+            seg.ack_dirty |= seg.ack_len > 0;
         }
         state.dir_dirty = true;
     }

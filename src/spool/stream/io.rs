@@ -106,6 +106,9 @@ impl StreamSpool {
         let seg = state.segments.get_mut(&seq).expect("just written");
         seg.live += 1;
         seg.live_bytes += len;
+        seg.entries += 1;
+        seg.records += u64::from(loc.count);
+        seg.unsent += u64::from(loc.count);
         if let Some(c) = &c {
             seg.names.insert(c.name.clone(), c.seq);
         }
@@ -162,16 +165,29 @@ impl StreamSpool {
                     break;
                 }
                 total += u64::from(loc.len);
-                let file = state.segments[&loc.seg].file.clone();
-                wanted.push((id, *loc, file, state.progress.get(&id).cloned()));
+                wanted.push((id, *loc, state.progress.get(&id).cloned()));
             }
         }
         let mut out = Vec::with_capacity(wanted.len());
-        for (id, loc, file, delivered) in wanted {
+        // One segment's file at a time (entries come mostly in segment order):
+        // a large read holds no descriptor per segment.
+        let mut current: Option<(u64, Option<Arc<dyn StoredFile>>)> = None;
+        for (id, loc, delivered) in wanted {
+            if current.as_ref().is_none_or(|(seq, _)| *seq != loc.seg) {
+                drop(current.take());
+                let opened = disk.seg_file(&mut disk.lock(), loc.seg);
+                let file = match opened {
+                    Ok(f) => Some(f),
+                    // Gone from under the spool: its entries are reported lost.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_err(&disk.dir.join(seg_name(loc.seg)), e)),
+                };
+                current = Some((loc.seg, file));
+            }
+            let file = current.as_ref().and_then(|(_, f)| f.as_ref());
             let mut buf = vec![0u8; loc.len as usize];
             let read = file
-                .read_at(loc.offset, &mut buf)
-                .ok()
+                .and_then(|f| f.read_at(loc.offset, &mut buf).ok())
                 .and_then(|()| frame::check(&buf).map(|b| b.len()))
                 .and_then(|body_len| {
                     let body =
@@ -206,9 +222,16 @@ impl StreamSpool {
                 .map_or(0, |p| p.iter().map(|w| w.count_ones()).sum());
             u64::from(loc.count.saturating_sub(done))
         };
+        let path = disk.dir.join(seg_name(loc.seg));
         tracing::error!(stream = %self.inner.name,
-            segment = %disk.dir.join(seg_name(loc.seg)).display(), offset = loc.offset, records = lost,
+            segment = %path.display(), offset = loc.offset, records = lost,
             "A damaged frame in the spool was skipped: the records it held are lost");
+        disk.report(&[DamageEvent {
+            stream: self.inner.name.to_string(),
+            path,
+            records: Some(lost),
+            what: "a damaged frame was skipped",
+        }]);
         self.inner
             .space
             .damaged_frames
@@ -245,11 +268,14 @@ impl StreamSpool {
             let mut by_seg: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
             for &(id, _) in done {
                 if let Some(loc) = state.entries.remove(&id) {
-                    state.progress.remove(&id);
+                    let delivered = done_bits(state.progress.remove(&id).as_ref());
                     let seg = state
                         .segments
                         .get_mut(&loc.seg)
                         .expect("live entries have segments");
+                    seg.unsent = seg
+                        .unsent
+                        .saturating_sub(u64::from(loc.count).saturating_sub(delivered));
                     seg.live -= 1;
                     seg.live_bytes -= u64::from(loc.len);
                     freed += u64::from(loc.len);
@@ -264,11 +290,14 @@ impl StreamSpool {
                 let Some(loc) = state.entries.get(&id).copied() else {
                     continue;
                 };
+                let before = done_bits(state.progress.get(&id));
                 state.progress.insert(id, bits.to_vec());
+                let after = done_bits(state.progress.get(&id));
                 let seg = state
                     .segments
                     .get_mut(&loc.seg)
                     .expect("live entries have segments");
+                seg.unsent = (seg.unsent + before).saturating_sub(after);
                 frame::push_frame(&mut seg.acks, &frame::progress(id, bits));
             }
             // Into the page cache now, as the records were: a crash of the

@@ -14,11 +14,18 @@
 //! - `io.rs`: what writers, the reader and delivery call (append, read, retire,
 //!   checkpoints);
 //! - `commit.rs`: the stream's part of a group commit (acks, syncs, removals,
-//!   copy-forward).
+//!   copy-forward);
+//! - `files.rs`: the few sealed segment and ack files kept open;
+//! - `manifest.rs`: the durable facts of each segment (how far it was synced,
+//!   what it held), so that damage is told from a crash's torn tail.
 
 mod commit;
+mod files;
 mod io;
+mod manifest;
 mod recover;
+
+pub(crate) use files::OPEN_FILES;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -28,9 +35,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::frame::{self, CheckpointRecord, Placed};
+use super::damage::{self, DamageEvent};
+use super::frame::{self, CheckpointRecord, Fact, Placed};
 use super::index::CatalogEvent;
-use super::storage::{Storage, StoredFile};
+use super::storage::{create_dir_durable, Storage, StoredFile};
 use super::{now_ms, Checkpoint, Entry, Space, SpoolError};
 use crate::record::UserRecord;
 
@@ -76,6 +84,10 @@ pub(super) struct Disk {
     space: Arc<Space>,
     /// When a failure to write acks was last logged (Unix milliseconds).
     acks_warned_ms: AtomicU64,
+    /// The segments' durable facts; written by the group commit only.
+    manifest: Mutex<manifest::Manifest>,
+    /// The spool's `damaged/` directory (files moved aside, the damage report).
+    damaged_dir: PathBuf,
 }
 
 /// Where a live entry is.
@@ -89,9 +101,20 @@ struct Loc {
 }
 
 pub(super) struct Segment {
-    file: Arc<dyn StoredFile>,
+    /// The open segment's file (and a sealed one's until the next commit);
+    /// the others are opened through [`State::files`].
+    file: Option<Arc<dyn StoredFile>>,
     /// Bytes of the file (what counts against `max_bytes`).
     len: u64,
+    /// Where its frames end (before the footer of a sealed segment).
+    data_len: u64,
+    /// Entries and records written in its frames (copies included), and its
+    /// records not yet delivered: what its manifest fact says at a commit.
+    entries: u64,
+    records: u64,
+    unsent: u64,
+    /// What the manifest says of it (`None`: nothing yet).
+    fact: Option<Fact>,
     live: u32,
     live_bytes: u64,
     sealed: bool,
@@ -104,7 +127,7 @@ pub(super) struct Segment {
     names: BTreeMap<Vec<u8>, u64>,
     /// Ack frames not written yet (a write failed: the commit tries again).
     acks: Vec<u8>,
-    ack_file: Option<Arc<dyn StoredFile>>,
+    /// Bytes of its ack file (0: none yet).
     ack_len: u64,
     /// The ack file was written since the last fdatasync.
     ack_dirty: bool,
@@ -132,6 +155,8 @@ pub(super) struct State {
     dir_dirty: bool,
     /// What the checkpoint file holds: name → sequence number.
     table_has: BTreeMap<Vec<u8>, u64>,
+    /// Sealed segment and ack files open now (a bounded few).
+    files: files::FileCache,
 }
 
 fn seg_name(seq: u64) -> String {
@@ -217,12 +242,14 @@ impl Disk {
             .get_mut(&seq)
             .expect("the open segment is listed");
         let offset = seg.len;
-        if let Err(e) = seg.file.write_at(offset, buf) {
+        let file = seg.file.as_ref().expect("the open segment holds its file");
+        if let Err(e) = file.write_at(offset, buf) {
             // Nothing of a failed write may stay: the next frame goes here.
-            let _ = seg.file.set_len(offset);
+            let _ = file.set_len(offset);
             return Err(io_err(&self.dir.join(seg_name(seq)), e));
         }
         seg.len += buf.len() as u64;
+        seg.data_len = seg.len;
         seg.dirty = true;
         open.last_append = Instant::now();
         Ok((seq, offset))
@@ -231,9 +258,7 @@ impl Disk {
     fn create_segment(&self, stream: &str, state: &mut State) -> Result<(), SpoolError> {
         let seq = state.next_seq;
         let path = self.dir.join(seg_name(seq));
-        self.storage
-            .create_dir_all(&self.dir)
-            .map_err(|e| io_err(&self.dir, e))?;
+        create_dir_durable(&*self.storage, &self.dir).map_err(|e| io_err(&self.dir, e))?;
         let file = self
             .storage
             .open(&path, true)
@@ -251,15 +276,19 @@ impl Disk {
         state.segments.insert(
             seq,
             Segment {
-                file,
+                file: Some(file),
                 len: head.len() as u64,
+                data_len: head.len() as u64,
+                entries: 0,
+                records: 0,
+                unsent: 0,
+                fact: None,
                 live: 0,
                 live_bytes: 0,
                 sealed: false,
                 dirty: true,
                 names: BTreeMap::new(),
                 acks: Vec::new(),
-                ack_file: None,
                 ack_len: 0,
                 ack_dirty: false,
             },
@@ -291,17 +320,48 @@ impl Disk {
         tail.extend_from_slice(&frame::trailer(seg.len));
         // A footer that cannot be written (full disk) only costs a scan at the
         // next open.
-        match seg.file.write_at(seg.len, &tail) {
+        let file = seg.file.as_ref().expect("the open segment holds its file");
+        match file.write_at(seg.len, &tail) {
             Ok(()) => {
                 seg.len += tail.len() as u64;
                 seg.dirty = true;
                 tail.len() as u64
             }
             Err(_) => {
-                let _ = seg.file.set_len(seg.len);
+                let _ = file.set_len(seg.len);
                 0
             }
         }
+    }
+}
+
+/// Appends `events` to the spool's damage report; false (and logged) when it
+/// cannot be written, so that what it would forget is kept for the next try.
+fn report_damage(storage: &dyn Storage, damaged_dir: &Path, events: &[DamageEvent]) -> bool {
+    match damage::record(storage, damaged_dir, events) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(path = %damaged_dir.join(damage::REPORT_FILE).display(), error = %e,
+                "Writing the spool's damage report failed; the damage is in the log only");
+            false
+        }
+    }
+}
+
+impl Disk {
+    /// A segment's file: the open segment's own, or one opened on demand.
+    fn seg_file(&self, state: &mut State, seq: u64) -> std::io::Result<Arc<dyn StoredFile>> {
+        if let Some(f) = state.segments.get(&seq).and_then(|s| s.file.clone()) {
+            return Ok(f);
+        }
+        state
+            .files
+            .get(&*self.storage, &self.dir.join(seg_name(seq)), false)
+    }
+
+    /// See [`report_damage`].
+    fn report(&self, events: &[DamageEvent]) -> bool {
+        report_damage(&*self.storage, &self.damaged_dir, events)
     }
 }
 
@@ -338,6 +398,23 @@ fn carry_needed(state: &State, remove: &[u64]) -> bool {
             None => latest.value.is_some(),
         }
     })
+}
+
+/// Records of an entry already delivered, by its progress bitmap.
+fn done_bits(progress: Option<&Vec<u64>>) -> u64 {
+    progress.map_or(0, |p| p.iter().map(|w| u64::from(w.count_ones())).sum())
+}
+
+impl Segment {
+    /// What a commit that synced it up to now records of it.
+    fn fact(&self) -> Fact {
+        Fact {
+            data_len: self.data_len,
+            entries: self.entries,
+            records: self.records,
+            unsent: self.unsent,
+        }
+    }
 }
 
 fn seg_len(state: &State, seq: u64) -> u64 {

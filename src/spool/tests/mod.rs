@@ -276,6 +276,10 @@ fn sim_options() -> SpoolOptions {
 }
 
 fn sim_open_with(sim: &Sim, options: SpoolOptions) -> Result<Spool, SpoolError> {
+    // The spool's parent exists, durably, as a package's state directory does.
+    let parent = Path::new(SIM_DIR).parent().unwrap();
+    sim.create_dir_all(parent).unwrap();
+    sim.sync_dir(Path::new("/")).unwrap();
     Spool::open_on(Arc::new(sim.clone()), Path::new(SIM_DIR), &options, false)
 }
 
