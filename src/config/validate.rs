@@ -67,6 +67,7 @@ fn check_files_miss_own(
         "streams/6c6f6773/0000000000000001.seg",
         "streams/6c6f6773/0000000000000001.ack",
         "streams/6c6f6773/checkpoints",
+        "streams/6c6f6773/manifest",
         "damaged/report",
         "lock",
         "spool.format",
