@@ -68,8 +68,10 @@ pub struct RawJournald {
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
     /// What happens to a longer message: `"split"` (into records of
-    /// `max_record_bytes`) or `"truncate"`. A `"json"` record is always truncated
-    /// (its `MESSAGE` is cut so the object stays valid). Either way it is counted.
+    /// `max_record_bytes`; a `"json"` record is sent whole once per part of its
+    /// `MESSAGE`) or `"truncate"` (a `"json"` record's `MESSAGE` is cut so the
+    /// object stays valid). A `MESSAGE` that is not UTF-8 in a `"json"` record is
+    /// always cut. Either way it is counted.
     #[serde(default)]
     pub oversized: Oversized,
 }

@@ -145,7 +145,13 @@ impl Entry {
                     made.records.push((key, Bytes::from(message).slice(..max)));
                 }
             }
-            Format::Json => return finish_json(made, key, self.json_object(&config.fields), max),
+            Format::Json => {
+                let object = self.json_object(&config.fields);
+                if config.oversized == Oversized::Split {
+                    return split_json(made, key, object, max);
+                }
+                return finish_json(made, key, object, max);
+            }
         }
         made
     }
@@ -159,6 +165,56 @@ impl Entry {
                 .collect(),
         }
     }
+}
+
+/// Serializes a JSON record; a text `MESSAGE` too long for `max` bytes goes in
+/// parts, each record the whole object with the next part of the message, so
+/// nothing is lost (as a file's json lines are split). A `MESSAGE` that is not
+/// text (bytes that are not UTF-8, an array of numbers) is cut.
+fn split_json(mut made: Made, key: String, mut object: Map<String, Value>, max: usize) -> Made {
+    let whole = serde_json::to_vec(&object).expect("a JSON value serializes");
+    if whole.len() <= max {
+        made.records.push((key, Bytes::from(whole)));
+        return made;
+    }
+    let Some(Value::String(message)) = object.get("MESSAGE").cloned() else {
+        return finish_json(made, key, object, max);
+    };
+    let mut rest: &str = &message;
+    while !rest.is_empty() {
+        // The longest prefix that fits once escaped: start from all of it and
+        // take away what overflowed (escaping only grows a part).
+        let mut n = rest.len();
+        let data = loop {
+            object.insert("MESSAGE".into(), Value::String(rest[..n].to_owned()));
+            let data = serde_json::to_vec(&object).expect("a JSON value serializes");
+            if data.len() <= max {
+                break Some(data);
+            }
+            let excess = data.len() - max;
+            if n == 0 {
+                break None;
+            }
+            let mut keep = n.saturating_sub(excess.max(1));
+            while !rest.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            n = keep;
+        };
+        match data {
+            Some(data) if n > 0 => {
+                made.oversized = Some("split");
+                made.records.push((key.clone(), Bytes::from(data)));
+                rest = &rest[n..];
+            }
+            // Not even one character fits beside the other fields.
+            _ => {
+                made.too_large = true;
+                return made;
+            }
+        }
+    }
+    made
 }
 
 /// Serializes a JSON record, cutting its `MESSAGE` until it fits in `max` bytes.
@@ -284,8 +340,29 @@ mod tests {
             v,
             serde_json::json!({"MESSAGE": "h\u{e9}llo \"w\"", "_SYSTEMD_UNIT": "a.service"})
         );
+        // Regression (issue 22, N11): `split` truncated a json record's
+        // MESSAGE without a word. Now every part is sent, each a whole object.
         for max in 30..45 {
             let made = e.records(&config(Format::Json, max));
+            if made.too_large {
+                continue;
+            }
+            assert_eq!(made.oversized, Some("split"));
+            let mut joined = String::new();
+            for (_, data) in &made.records {
+                assert!(data.len() <= max, "{max}: {data:?}");
+                let v: Value = serde_json::from_slice(data).unwrap();
+                assert_eq!(v["_SYSTEMD_UNIT"], "a.service");
+                joined.push_str(v["MESSAGE"].as_str().unwrap());
+            }
+            assert_eq!(joined, "h\u{e9}llo \"w\"", "{max}");
+            assert!(made.records.len() > 1);
+        }
+        let mut truncate = config(Format::Json, 0);
+        truncate.oversized = Oversized::Truncate;
+        for max in 30..45 {
+            truncate.max_record_bytes = max;
+            let made = e.records(&truncate);
             if made.too_large {
                 continue;
             }
