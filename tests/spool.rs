@@ -467,3 +467,95 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// Regression (issue 22, N8): every segment and ack file held a descriptor; with
+/// 1 MiB segments and a limit of 1,024, at some 1,100 segments every commit
+/// failed with EMFILE, every acked write was answered `INTERNAL`, and the next
+/// start failed the same way. Under a limit of 192, twice as many segments as
+/// descriptors are written and acked, the agent restarts on them, recovers every
+/// acked record and delivers from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_segments_than_descriptors_are_written_reopened_and_delivered() {
+    use std::os::unix::process::CommandExt;
+    const LIMIT: u64 = 192;
+    let work = Workdir::new();
+    let limited = |c: &mut std::process::Command| {
+        // SAFETY: setrlimit only, between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                let l = libc::rlimit {
+                    rlim_cur: LIMIT as libc::rlim_t,
+                    rlim_max: LIMIT as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    };
+    // Nothing answers at first: every segment stays.
+    let spool_extra = "max_bytes = 2147483648\nsegment_bytes = 1048576\nmin_free_bytes = 0\n";
+    let socket_extra = "max_connections = 8\n";
+    let config = spool_config(&work, "http://127.0.0.1:9", spool_extra, socket_extra);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[delivery]\n", "[delivery]\nmax_connections = 4\n"),
+    )
+    .unwrap();
+    let mut agent = AgentProcess::spawn(&work, "first", &config, &[], limited);
+    agent.metrics_addr().await;
+    let sender = Sender::start(work.path("in.sock"), 16, 60_000, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while files_with(&stream_dir(&work.spool()), "seg").len() < 2 * LIMIT as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} segments\n{}",
+            files_with(&stream_dir(&work.spool()), "seg").len(),
+            agent.log_text()
+        );
+        assert!(
+            sender.refused.lock().unwrap().is_empty(),
+            "{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (acked, refused) = sender.finish();
+    assert!(
+        refused.is_empty(),
+        "refused {refused:?}\n{}",
+        agent.log_text()
+    );
+    let log = agent.stop().await;
+    assert!(!log.contains("Too many open files"), "{log}");
+
+    // Restart under the same limit, now with Kinesis there.
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 4).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("http://127.0.0.1:9", &emu.endpoint)).unwrap();
+    let mut agent = AgentProcess::spawn(&work, "second", &config, &[], limited);
+    let addr = agent.metrics_addr().await;
+    let status = shardline::status::fetch(addr, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Every acked record was recovered (delivery may have begun already).
+    assert!(
+        status.spool.records + status.delivered_records_total >= acked.len() as u64,
+        "{} spooled and {} delivered of {} acked\n{}",
+        status.spool.records,
+        status.delivered_records_total,
+        acked.len(),
+        agent.log_text()
+    );
+    // Delivering reads and acks segment after segment under the limit (all of
+    // them would take minutes on the emulator).
+    let log = || agent.log_text();
+    wait_delivered(&client, &acked[..2000], &log).await;
+    let log = agent.stop().await;
+    assert!(!log.contains("Too many open files"), "{log}");
+}
