@@ -16,8 +16,9 @@ use super::redact::{text as redact_text, url as redact};
 /// Hosts never sent through a proxy: the instance metadata service.
 const ALWAYS_DIRECT: &str = "169.254.169.254,fd00:ec2::254";
 
-/// What `kinesis.proxy` says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What `kinesis.proxy` says. Its `Debug` hides the URL's userinfo, like every
+/// other place it is shown: a config printed with `{:?}` shows no password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub enum ProxySetting {
     /// Not set: the environment decides.
     #[default]
@@ -26,6 +27,16 @@ pub enum ProxySetting {
     Disabled,
     /// A proxy URL.
     Url(String),
+}
+
+impl std::fmt::Debug for ProxySetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxySetting::FromEnvironment => f.write_str("FromEnvironment"),
+            ProxySetting::Disabled => f.write_str("Disabled"),
+            ProxySetting::Url(u) => f.debug_tuple("Url").field(&super::redact::url(u)).finish(),
+        }
+    }
 }
 
 impl ProxySetting {
@@ -121,6 +132,17 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_proxy_password() {
+        let p = ProxySetting::Url("http://alice:s3cret@proxy:3128".into());
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(shown.contains("proxy:3128"), "{shown}");
+    }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |n| {
