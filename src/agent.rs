@@ -24,13 +24,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::JournaldConfig;
 use crate::config::{self, Config, FileConfig, SocketConfig};
 use crate::deliver::kinesis::SharedKinesis;
 use crate::metrics::{Metrics, Source};
 use crate::producer::{LifecycleError, Producer, ProducerOptions, ShutdownReport};
 use crate::source::budget::Budget;
 use crate::source::file;
-use crate::source::journald::{self, config::JournaldConfig};
+use crate::source::journald;
 use crate::source::socket::{self, SocketError};
 use crate::status::{self, StatusError, View};
 use crate::systemd::Notifier;

@@ -39,7 +39,8 @@ use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
 use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
 use crate::metrics::{Metrics, Source};
 use crate::record::{RecordError, UserRecord};
-use crate::spool::{Checkpoint, Spool, SpoolError, SpoolOptions};
+pub use crate::spool::Checkpoint;
+use crate::spool::{Spool, SpoolError, SpoolOptions};
 
 /// Longest wait between two attempts while the spool is full (space is also
 /// announced as soon as it is freed; this only bounds a missed wake-up).

@@ -17,16 +17,31 @@ use crate::aggregate::Limits;
 use crate::deliver::destination::Destination;
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
-use crate::source::journald::config::{self as journald, JournaldConfig, RawJournald};
 use crate::spool::SpoolOptions;
 
 mod destination;
+pub mod journald;
+mod paths;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use journald::{JournaldConfig, RawJournald, Since};
+pub use paths::{glob_base, is_pseudo_fs};
 pub use raw::*;
+
+/// Keys every json record carries (and those `ec2_identity` adds); `fields` may
+/// not use them.
+pub const BUILT_IN_KEYS: [&str; 7] = [
+    "message",
+    "timestamp",
+    "host",
+    "source",
+    "instance_id",
+    "region",
+    "az",
+];
 
 /// Largest file record: the Kinesis limit less 256 bytes, the longest partition key
 /// the file source makes (it cuts a path or a JSON field to that).

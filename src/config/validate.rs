@@ -254,12 +254,12 @@ pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String
 /// Include patterns must name a directory before their first wildcard, outside the
 /// kernel's pseudo-filesystems: `/**` or `/*` would walk (and tail) everything.
 pub(super) fn check_include_base(pattern: &str, field: &str, problems: &mut Vec<String>) {
-    let (base, _) = crate::source::file::glob_base(pattern);
+    let (base, _) = glob_base(pattern);
     if base == Path::new("/") {
         problems.push(format!(
             "{field} pattern {pattern:?} has no directory before its first wildcard: it would walk the whole filesystem"
         ));
-    } else if crate::source::file::is_pseudo_fs(&base) {
+    } else if is_pseudo_fs(&base) {
         problems.push(format!(
             "{field} pattern {pattern:?} is under /proc, /sys or /dev, which are never tailed"
         ));
@@ -664,7 +664,6 @@ pub(super) fn record_format(
     [merge, ec2_identity]: [bool; 2],
     problems: &mut Vec<String>,
 ) -> RecordFormat {
-    use crate::source::format::BUILT_IN_KEYS;
     if name == FormatName::Raw {
         if !fields.is_empty() {
             problems.push(format!("{field}.fields needs format = \"json\""));

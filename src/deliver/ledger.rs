@@ -122,7 +122,7 @@ impl Ledger {
         let (Some(max), Some(t)) = (self.max_record_age, self.tracked.get(&p.entry)) else {
             return false;
         };
-        crate::spool::now_ms().saturating_sub(t.spooled_at_ms) > max.as_millis() as u64
+        crate::intake::now_ms().saturating_sub(t.spooled_at_ms) > max.as_millis() as u64
     }
 
     /// Notes why a record of the entry was refused for good (the first reason

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::record::UserRecord;
 use crate::spool::{Checkpoint, Entry, SpoolError, StreamSpool};
 
+/// The spool's clock (milliseconds since the Unix epoch), for delivery's
+/// record ages.
+pub(crate) use crate::spool::now_ms;
 pub(crate) use outlet::{Acks, Outlet};
 pub(crate) use receipts::Receipts;
 pub use receipts::{DeliveryError, DeliveryResult};

@@ -213,29 +213,6 @@ impl<S: Sink> Tail<S> {
     }
 }
 
-/// The literal leading directory of a glob pattern, and how many path components
-/// below it the pattern reaches (`None`: any number, `**`).
-pub fn glob_base(pattern: &str) -> (PathBuf, Option<usize>) {
-    let parts: Vec<&str> = pattern.split('/').collect();
-    let first_glob = parts
-        .iter()
-        .position(|p| p.contains(['*', '?', '[', '{', '\\']))
-        .unwrap_or(parts.len() - 1);
-    let base = parts[..first_glob].join("/");
-    let base = if base.is_empty() {
-        "/".to_owned()
-    } else {
-        base
-    };
-    let rest = &parts[first_glob..];
-    let depth = if rest.iter().any(|p| p.contains("**")) {
-        None
-    } else {
-        Some(rest.len())
-    };
-    (PathBuf::from(base), depth)
-}
-
 /// Why a path the patterns match is not tailed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Skip {
@@ -276,15 +253,6 @@ pub fn admit_path(path: &Path, block: &FileConfig) -> Result<PathBuf, Skip> {
         return Err(Skip::TargetNotIncluded { target });
     }
     Ok(target)
-}
-
-/// Whether `path` is in one of the kernel's pseudo-filesystems (`/proc`, `/sys`,
-/// `/dev`), which are never tailed: reading them can expose the agent's own
-/// secrets (`/proc/self/environ`) or block forever.
-pub fn is_pseudo_fs(path: &Path) -> bool {
-    ["/proc", "/sys", "/dev"]
-        .iter()
-        .any(|root| path.starts_with(root))
 }
 
 /// Calls `f` with every file under `dir`, down to `depth` components (`None`: all).

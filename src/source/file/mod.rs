@@ -114,10 +114,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey, ReadFrom};
 use crate::metrics::{FileEvent, LineAction, Metrics, RejectReason, Source};
+use crate::producer::Checkpoint;
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{random_partition_key, UserRecord};
 use crate::source::format::{Cut, JsonFormatter};
-use crate::spool::Checkpoint;
 
 mod checkpoint;
 mod discovery;
@@ -140,7 +140,8 @@ use runner::*;
 use tailed::*;
 use tailer::*;
 
-pub use discovery::{admit_path, glob_base, is_pseudo_fs, Skip};
+pub use crate::config::{glob_base, is_pseudo_fs};
+pub use discovery::{admit_path, Skip};
 pub use memory::{Memory, MemorySink};
 pub use runner::spawn;
 pub use tailer::Tail;

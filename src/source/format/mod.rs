@@ -45,19 +45,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
+pub use crate::config::BUILT_IN_KEYS;
 use crate::config::{JsonFormat, Oversized, RecordFormat};
-
-/// Keys every json record carries (and those `ec2_identity` adds); `fields` may
-/// not use them.
-pub const BUILT_IN_KEYS: [&str; 7] = [
-    "message",
-    "timestamp",
-    "host",
-    "source",
-    "instance_id",
-    "region",
-    "az",
-];
 
 /// Most bytes one byte of a line takes in a JSON string (`\u0001`).
 pub const MAX_ESCAPE_GROWTH: usize = 6;

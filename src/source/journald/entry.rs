@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::config::{Fields, Format, JournalKey, JournaldConfig, Selection};
+use crate::config::journald::{Fields, Format, JournalKey, JournaldConfig, Selection};
 use crate::config::Oversized;
 use crate::record::{random_partition_key, MAX_PARTITION_KEY_CHARS};
 
@@ -252,7 +252,7 @@ fn finish_json(mut made: Made, key: String, mut object: Map<String, Value>, max:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::journald::config::Since;
+    use crate::config::journald::Since;
 
     fn config(format: Format, max: usize) -> JournaldConfig {
         JournaldConfig {

@@ -7,8 +7,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::config::{JournaldConfig, Since};
 use super::{BUFFER_BYTES, MAX_LINE_BYTES, STDERR_LINES};
+use crate::config::journald::{JournaldConfig, Since};
 use crate::record::excerpt;
 
 /// The journalctl command that goes on after `cursor` (or starts per `since`).

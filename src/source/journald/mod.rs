@@ -19,7 +19,6 @@
 //! (`shardline_journald_restarts_total`).
 //!
 
-pub mod config;
 mod cursor;
 pub mod entry;
 mod journalctl;
@@ -32,17 +31,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::config::{JournaldConfig, Since};
 use self::cursor::encode_cursor;
 pub use self::cursor::{checkpoint_name, decode_cursor, CursorError};
 use self::entry::Entry;
 pub use self::journalctl::{command, tail_command};
 use self::journalctl::{log_stderr, parse_tail_cursor, read_lines, Gate, Line, Running};
 use super::log_limit::LogLimit;
+pub use crate::config::journald::{JournaldConfig, Since};
 use crate::metrics::{LineAction, RejectReason, Source as SourceKind, SourceError};
+use crate::producer::Checkpoint;
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::UserRecord;
-use crate::spool::Checkpoint;
 
 /// Source kind, as it appears in metrics.
 pub const KIND: SourceKind = SourceKind::Journald;
@@ -457,8 +456,8 @@ mod tests {
     use super::cursor::CHECKPOINT_VERSION;
     use super::journalctl::read_line;
     use super::*;
+    use crate::config::journald::{Fields, Format, JournalKey, Selection};
     use crate::config::Oversized;
-    use crate::source::journald::config::{Fields, Format, JournalKey, Selection};
 
     fn config(since: Since) -> JournaldConfig {
         JournaldConfig {

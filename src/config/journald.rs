@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{Oversized, MAX_FILE_RECORD_BYTES};
+use super::{Oversized, MAX_FILE_RECORD_BYTES};
 
 /// A `[[journald]]` block as written.
 #[derive(Debug, Deserialize)]
