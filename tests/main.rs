@@ -11,6 +11,7 @@ mod destination;
 mod file;
 mod format;
 mod journald;
+mod layout;
 mod monitoring;
 mod packaging;
 mod pipeline;
