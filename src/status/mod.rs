@@ -366,8 +366,9 @@ pub(crate) async fn serve(
                 Ok(slot) => slot,
                 Err(_waiting) => {
                     // The evicted connection gives its slot back within its
-                    // close grace.
-                    match tokio::time::timeout(CLOSE_GRACE, slots.acquire_owned()).await {
+                    // close grace (one mid-request is cut off at its end).
+                    let wait = CLOSE_GRACE + Duration::from_secs(1);
+                    match tokio::time::timeout(wait, slots.acquire_owned()).await {
                         Ok(Ok(slot)) => slot,
                         _ => return,
                     }
