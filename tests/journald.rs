@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::util::{
-    config, create_stream, read_stream, shardline_bin, spool_contents, start_agent, wait_for,
-    AgentProcess, Emulator, Workdir,
+    config, create_stream, full_spool_config, read_stream, shardline_bin, spool_contents,
+    start_agent, wait_for, AgentProcess, Emulator, Workdir,
 };
 
 const LONG: Duration = Duration::from_secs(120);
@@ -655,21 +655,14 @@ async fn a_flood_of_large_entries_behind_a_full_spool_stays_within_a_memory_boun
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = work.path("shardline.toml");
     // Nothing answers at the endpoint: the 2 MiB spool fills and stays full.
-    std::fs::write(
-        &config,
-        format!(
-            "shutdown_timeout_secs = 3\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n\
-             endpoint = \"http://127.0.0.1:9\"\nrequest_timeout_ms = 1000\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n\
-             [spool]\ndir = \"{}\"\nmax_bytes = 2097152\nmin_free_bytes = 0\n\
-             [[journald]]\njournalctl = \"{}\"\nsince = \"beginning\"\n",
-            work.spool().display(),
+    let config = full_spool_config(
+        &work,
+        &format!(
+            "[[journald]]\njournalctl = \"{}\"\nsince = \"beginning\"\n",
             fake.display()
         ),
-    )
-    .unwrap();
+    );
     let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
     agent.metrics_addr().await;
     // The reader takes entries until it is held back: the count stops moving.
@@ -694,9 +687,7 @@ async fn a_flood_of_large_entries_behind_a_full_spool_stays_within_a_memory_boun
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     let taken = last.0;
-    agent.signal("TERM");
-    let (exit, _, log) = agent.wait(Duration::from_secs(30)).await;
-    assert!(exit.success(), "{log}");
+    agent.stop().await;
     assert!(
         taken < ENTRIES,
         "journalctl was never held back: all {taken} entries of 7 MB were read"

@@ -338,24 +338,12 @@ async fn sigterm_under_load_exits_within_the_timeout_and_a_restart_delivers_the_
     assert!(log.contains("replaying"), "no replay at start:\n{log}");
 }
 
-/// A config whose Kinesis endpoint answers nothing (the spool only fills), a
-/// 2 MiB spool and one socket in `framing`.
-fn full_spool_config(work: &Workdir, framing: &str) -> std::path::PathBuf {
-    let path = work.path("shardline.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "shutdown_timeout_secs = 3\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n\
-             endpoint = \"http://127.0.0.1:9\"\nrequest_timeout_ms = 1000\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n\
-             [spool]\ndir = \"{}\"\nmax_bytes = 2097152\nmin_free_bytes = 0\nflush_interval_ms = 20\n\
-             [[socket]]\npath = \"{}\"\nframing = \"{framing}\"\n",
-            work.spool().display(),
-            work.path("in.sock").display()
-        ),
+/// A `[[socket]]` block at `in.sock` in `framing`.
+fn socket_block(work: &Workdir, framing: &str) -> String {
+    format!(
+        "[[socket]]\npath = \"{}\"\nframing = \"{framing}\"\n",
+        work.path("in.sock").display()
     )
-    .unwrap();
-    path
 }
 
 /// Writes `chunk` to `socket` until a write has blocked for a second (the agent
@@ -386,7 +374,7 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
 
     // Lines: nobody waits for an answer, so the loss is logged.
     let work = Workdir::new();
-    let config = full_spool_config(&work, "lines");
+    let config = full_spool_config(&work, &socket_block(&work, "lines"));
     let mut agent = AgentProcess::spawn(&work, "lines", &config, &[], |_| {});
     agent.metrics_addr().await;
     let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
@@ -395,9 +383,7 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
         .await
         .unwrap();
     assert!(written > 2 << 20, "the spool took all {written} bytes");
-    agent.signal("TERM");
-    let (exit, _, log) = agent.wait(LIMIT).await;
-    assert!(exit.success(), "exit {exit}:\n{log}");
+    let log = agent.stop().await;
     assert!(
         log.contains("could not be spooled before the agent stopped"),
         "{log}"
@@ -406,7 +392,7 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
     // Frames: every request the agent read is answered, SHUTTING_DOWN for those
     // that found the spool full.
     let work = Workdir::new();
-    let config = full_spool_config(&work, "frames");
+    let config = full_spool_config(&work, &socket_block(&work, "frames"));
     let mut agent = AgentProcess::spawn(&work, "frames", &config, &[], |_| {});
     agent.metrics_addr().await;
     let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
@@ -450,9 +436,7 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
     .await
     .unwrap();
     assert!(written > 2 << 20, "the spool took all {written} bytes");
-    agent.signal("TERM");
-    let (exit, _, log) = agent.wait(LIMIT).await;
-    assert!(exit.success(), "exit {exit}:\n{log}");
+    let log = agent.stop().await;
     let answers = answers.join().unwrap();
     let ok = answers
         .iter()

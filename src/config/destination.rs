@@ -1,7 +1,10 @@
 //! `[kinesis]`'s destination settings and the `[[destination]]` blocks.
 
 use super::validate::check_stream_name;
-use super::*;
+use std::collections::HashSet;
+
+use super::raw::RawDestination;
+use super::KinesisConfig;
 use crate::deliver::destination::{
     check_external_id, check_role_arn, check_session_name, AssumeRole, Destination,
     DEFAULT_SESSION_NAME,
@@ -39,8 +42,12 @@ fn check_url(field: &str, url: &str, problems: &mut Vec<String>) {
             "{field} {shown:?} carries credentials (user:password@): AWS endpoints take none (requests are signed with the AWS credentials), and a URL is shown in the log and in `shardline status`; remove them"
         ));
     }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    // After the userinfo as `redact` sees it (the last `@`), up to the path.
+    let after_userinfo = rest.rsplit('@').next().unwrap_or_default();
+    let host_port = after_userinfo
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
     let host = match host_port.strip_prefix('[') {
         // An IPv6 literal: up to its bracket.
         Some(v6) => v6.split(']').next().unwrap_or_default(),

@@ -5,17 +5,13 @@
 //! Every field's `///` comment is its user documentation; `config/shardline.toml`
 //! shows them all with their defaults.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::aggregate::Limits;
 use crate::deliver::destination::Destination;
-use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::deliver::DeliveryOptions;
 use crate::record::MAX_RECORD_BYTES;
 use crate::spool::SpoolOptions;
 

@@ -1,6 +1,12 @@
 //! The configuration file as written: what serde reads, with the defaults.
 
-use super::*;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{RawJournald, MAX_FILE_RECORD_BYTES};
+use crate::deliver::MAX_BATCH_RECORDS;
+use crate::record::MAX_RECORD_BYTES;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]

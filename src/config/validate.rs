@@ -1,7 +1,25 @@
 //! Validation: the raw file checked section by section into the types the agent
 //! uses, every problem listed at once.
 
-use super::*;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::journald;
+use super::raw::{
+    FormatName, Framing, JsonFormat, PartitionKey, RawConfig, RawDelivery, RawFile, RawIngest,
+    RawJsonField, RawKinesis, RawMetrics, RawPartitionKey, RawSocket, RawSpool, RecordFormat,
+    SocketMode, MIN_INGEST_MEMORY_BYTES,
+};
+use super::{
+    glob_base, is_pseudo_fs, Config, FileConfig, IngestConfig, KinesisConfig, MetricsConfig,
+    SocketConfig, BUILT_IN_KEYS, MAX_FILE_RECORD_BYTES,
+};
+use crate::aggregate::Limits;
+use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::record::MAX_RECORD_BYTES;
+use crate::spool::SpoolOptions;
 
 /// Compiles glob patterns as the file source matches them: `*` stays within one
 /// path component.

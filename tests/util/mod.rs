@@ -597,3 +597,23 @@ pub async fn stream_data(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<
     data.sort();
     data
 }
+
+/// A config for the binary whose Kinesis endpoint answers nothing (the spool
+/// only fills), with a 2 MiB spool, a 3 s shutdown timeout and `sources` (TOML
+/// blocks). Returns its path.
+pub fn full_spool_config(work: &Workdir, sources: &str) -> PathBuf {
+    let path = work.path("shardline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "shutdown_timeout_secs = 3\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n\
+             endpoint = \"http://127.0.0.1:9\"\nrequest_timeout_ms = 1000\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [spool]\ndir = \"{}\"\nmax_bytes = 2097152\nmin_free_bytes = 0\nflush_interval_ms = 20\n\
+             {sources}",
+            work.spool().display(),
+        ),
+    )
+    .unwrap();
+    path
+}
