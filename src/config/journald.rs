@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::validate::written_value;
 use super::{Oversized, MAX_FILE_RECORD_BYTES};
 
 /// A `[[journald]]` block as written.
@@ -102,18 +103,29 @@ fn default_max_record_bytes() -> usize {
     256 * 1024
 }
 
-/// `priority` as written: a name or a number.
+/// `priority` as written: a name or a number. Anything else is kept as written,
+/// so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawPriority {
     Number(i64),
-    Name(String),
+    Name(Priority),
+    Unknown(toml::Value),
 }
 
-/// Syslog priority names, most urgent first (the index is the number).
-const PRIORITIES: [&str; 8] = [
-    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-];
+/// Syslog priority names, most urgent first: the discriminant is the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Emerg = 0,
+    Alert = 1,
+    Crit = 2,
+    Err = 3,
+    Warning = 4,
+    Notice = 5,
+    Info = 6,
+    Debug = 7,
+}
 
 /// Where a block without a checkpoint starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -134,18 +146,28 @@ pub enum Format {
     Json,
 }
 
-/// `partition_key` as written: a name, or `{ field = "..." }`.
+/// `partition_key` as written: a name, or `{ field = "..." }`. Anything else is
+/// kept as written, so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawJournalKey {
-    Named(String),
+    Named(JournalKeyName),
     Field(RawKeyField),
+    Unknown(toml::Value),
 }
 
 impl Default for RawJournalKey {
     fn default() -> Self {
-        RawJournalKey::Named("random".into())
+        RawJournalKey::Named(JournalKeyName::Random)
     }
+}
+
+/// The partition keys a journald block can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalKeyName {
+    /// 16 random hex digits.
+    Random,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,12 +304,15 @@ fn validate_priority(
     match p {
         None => None,
         Some(RawPriority::Number(n)) if (0..=7).contains(n) => Some(*n as u8),
-        Some(RawPriority::Name(n)) if PRIORITIES.contains(&n.as_str()) => {
-            PRIORITIES.iter().position(|p| p == n).map(|p| p as u8)
-        }
+        Some(RawPriority::Name(name)) => Some(*name as u8),
         Some(p) => {
+            let written = match p {
+                RawPriority::Number(n) => n.to_string(),
+                RawPriority::Unknown(v) => written_value(v),
+                RawPriority::Name(_) => unreachable!("every name is a priority"),
+            };
             problems.push(format!(
-                "{field}.priority {p:?} is not a priority name (\"emerg\" … \"debug\") or a number 0..=7"
+                "{field}.priority {written} is not a priority name (\"emerg\" … \"debug\") or a number 0..=7"
             ));
             None
         }
@@ -317,10 +342,11 @@ fn validate_fields(field: &str, names: &[String], problems: &mut Vec<String>) ->
 /// `partition_key`: `"random"` or `{ field = "..." }`.
 fn validate_key(field: &str, key: RawJournalKey, problems: &mut Vec<String>) -> Option<JournalKey> {
     match key {
-        RawJournalKey::Named(n) if n == "random" => Some(JournalKey::Random),
-        RawJournalKey::Named(n) => {
+        RawJournalKey::Named(JournalKeyName::Random) => Some(JournalKey::Random),
+        RawJournalKey::Unknown(written) => {
             problems.push(format!(
-                "{field}.partition_key {n:?} is not \"random\" or {{ field = \"...\" }}"
+                "{field}.partition_key {} is not \"random\" or {{ field = \"...\" }}",
+                written_value(&written)
             ));
             None
         }
@@ -408,7 +434,18 @@ units = [""]"#,
             problems[0].contains("directory \"relative\""),
             "{problems:#?}"
         );
+        for written in ["priority \"loud\" is not", "partition_key \"unit\" is not"] {
+            assert!(
+                problems.iter().any(|p| p.contains(written)),
+                "{written}: {problems:#?}"
+            );
+        }
         assert!(parse("priority = 8").is_err());
+        assert!(parse("priority = [3]").is_err());
+        assert_eq!(
+            parse("priority = \"debug\"").unwrap().select.max_priority,
+            Some(7)
+        );
         assert!(parse("since = \"yesterday\"").is_err());
     }
 

@@ -444,18 +444,41 @@ pub enum InvalidUtf8 {
     Reject,
 }
 
-/// `partition_key` as written: a name, or `{ json_field = "..." }`.
+/// `partition_key` as written: a name, or `{ json_field = "..." }`. Anything else
+/// is kept as written, so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum RawPartitionKey {
-    Named(String),
+    Named(KeyName),
     Field(RawJsonField),
+    Unknown(toml::Value),
 }
 
 impl Default for RawPartitionKey {
     fn default() -> Self {
-        RawPartitionKey::Named("random".into())
+        RawPartitionKey::Named(KeyName::Random)
     }
+}
+
+/// The partition keys a file or socket block can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyName {
+    /// 16 random hex digits.
+    Random,
+    /// A hash of the line.
+    LineHash,
+    /// The file's path.
+    FilePath,
+}
+
+impl KeyName {
+    /// Every name, as written in the config.
+    pub const ALL: [(&'static str, KeyName); 3] = [
+        ("random", KeyName::Random),
+        ("line_hash", KeyName::LineHash),
+        ("file_path", KeyName::FilePath),
+    ];
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::journald;
 use super::raw::{
-    FormatName, Framing, JsonFormat, PartitionKey, RawConfig, RawDelivery, RawFile, RawIngest,
-    RawJsonField, RawKinesis, RawMetrics, RawPartitionKey, RawSocket, RawSpool, RecordFormat,
-    SocketMode, MIN_INGEST_MEMORY_BYTES,
+    FormatName, Framing, JsonFormat, KeyName, PartitionKey, RawConfig, RawDelivery, RawFile,
+    RawIngest, RawJsonField, RawKinesis, RawMetrics, RawPartitionKey, RawSocket, RawSpool,
+    RecordFormat, SocketMode, MIN_INGEST_MEMORY_BYTES,
 };
 use super::{
     glob_base, is_pseudo_fs, Config, FileConfig, IngestConfig, KinesisConfig, MetricsConfig,
@@ -191,23 +191,33 @@ fn file_partition_key(
     problems: &mut Vec<String>,
 ) -> Option<PartitionKey> {
     match key {
-        RawPartitionKey::Named(n) => match n.as_str() {
-            "random" => Some(PartitionKey::Random),
-            "line_hash" => Some(PartitionKey::LineHash),
-            "file_path" => Some(PartitionKey::FilePath),
-            _ => {
-                problems.push(format!(
-                    "{field}.partition_key {n:?} is not one of \"random\", \"line_hash\", \"file_path\" or {{ json_field = \"...\" }}"
-                ));
-                None
-            }
-        },
+        RawPartitionKey::Named(KeyName::Random) => Some(PartitionKey::Random),
+        RawPartitionKey::Named(KeyName::LineHash) => Some(PartitionKey::LineHash),
+        RawPartitionKey::Named(KeyName::FilePath) => Some(PartitionKey::FilePath),
+        RawPartitionKey::Unknown(written) => {
+            let names: Vec<String> = KeyName::ALL.iter().map(|(n, _)| format!("{n:?}")).collect();
+            problems.push(format!(
+                "{field}.partition_key {} is not one of {} or {{ json_field = \"...\" }}",
+                written_value(&written),
+                names.join(", ")
+            ));
+            None
+        }
         RawPartitionKey::Field(RawJsonField { json_field }) => {
             if json_field.is_empty() {
                 problems.push(format!("{field}.partition_key.json_field is empty"));
             }
             Some(PartitionKey::JsonField(json_field))
         }
+    }
+}
+
+/// A TOML value as the operator wrote it, for a message: a string in quotes,
+/// anything else as TOML.
+pub(super) fn written_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
     }
 }
 
