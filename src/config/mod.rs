@@ -16,9 +16,11 @@ use crate::record::MAX_RECORD_BYTES;
 use crate::spool::SpoolOptions;
 
 mod destination;
+mod files;
 pub mod journald;
 mod paths;
 mod raw;
+mod socket;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -6,60 +6,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::files::{check_files_miss_own, validate_file};
 use super::journald;
 use super::raw::{
-    FormatName, Framing, JsonFormat, KeyName, PartitionKey, RawConfig, RawDelivery, RawFile,
-    RawIngest, RawJsonField, RawKinesis, RawMetrics, RawPartitionKey, RawSocket, RawSpool,
-    RecordFormat, SocketMode, MIN_INGEST_MEMORY_BYTES,
+    FormatName, JsonFormat, RawConfig, RawDelivery, RawIngest, RawKinesis, RawMetrics, RawSpool,
+    RecordFormat, MIN_INGEST_MEMORY_BYTES,
 };
-use super::{
-    glob_base, is_pseudo_fs, Config, FileConfig, IngestConfig, KinesisConfig, MetricsConfig,
-    SocketConfig, BUILT_IN_KEYS, MAX_FILE_RECORD_BYTES,
-};
+use super::socket::validate_socket;
+use super::{Config, IngestConfig, KinesisConfig, MetricsConfig, BUILT_IN_KEYS};
 use crate::aggregate::Limits;
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
 use crate::spool::SpoolOptions;
-
-/// Compiles glob patterns as the file source matches them: `*` stays within one
-/// path component.
-pub(super) fn glob_set(
-    patterns: &[String],
-    field: &str,
-    problems: &mut Vec<String>,
-) -> Option<globset::GlobSet> {
-    let mut builder = globset::GlobSetBuilder::new();
-    let mut ok = true;
-    for p in patterns {
-        if !p.starts_with('/') {
-            problems.push(format!("{field} pattern {p:?} is not an absolute path"));
-            ok = false;
-            continue;
-        }
-        match globset::GlobBuilder::new(p).literal_separator(true).build() {
-            Ok(g) => {
-                builder.add(g);
-            }
-            Err(e) => {
-                problems.push(format!(
-                    "{field} pattern {p:?} is not a valid glob: {}",
-                    e.kind()
-                ));
-                ok = false;
-            }
-        }
-    }
-    if !ok {
-        return None;
-    }
-    match builder.build() {
-        Ok(set) => Some(set),
-        Err(e) => {
-            problems.push(format!("{field} patterns cannot be compiled: {e}"));
-            None
-        }
-    }
-}
 
 /// Directories that belong to the system, never a spool's own.
 const SYSTEM_DIRS: [&str; 22] = [
@@ -72,146 +30,6 @@ const SYSTEM_DIRS: [&str; 22] = [
 /// configuration that needs more can never start.
 const MAX_DESCRIPTORS: u64 = 1 << 20;
 
-/// Refuses `[[file]]` patterns that match the spool's own files or the
-/// dead-letter file: tailing them sends the spool to itself, without end.
-fn check_files_miss_own(
-    files: &[FileConfig],
-    spool: &Path,
-    dead_letter: Option<&Path>,
-    problems: &mut Vec<String>,
-) {
-    // A name of each kind the spool writes (see the spool's layout).
-    let own: Vec<PathBuf> = [
-        "streams/6c6f6773/0000000000000001.seg",
-        "streams/6c6f6773/0000000000000001.ack",
-        "streams/6c6f6773/checkpoints",
-        "streams/6c6f6773/manifest",
-        "damaged/report",
-        "lock",
-        "spool.format",
-        "index/db",
-    ]
-    .iter()
-    .map(|n| spool.join(n))
-    .collect();
-    for (i, f) in files.iter().enumerate() {
-        let matches = |p: &Path| f.include_set.is_match(p) && !f.exclude_set.is_match(p);
-        if let Some(p) = own.iter().find(|p| matches(p)) {
-            problems.push(format!(
-                "file[{i}].include matches the spool's own files (such as {}): tailing them would send the spool to itself; narrow the pattern or add an exclude",
-                p.display()
-            ));
-        }
-        if let Some(d) = dead_letter.filter(|d| matches(d)) {
-            problems.push(format!(
-                "file[{i}].include matches the dead-letter file {}: its records would be sent again without end; narrow the pattern or add an exclude",
-                d.display()
-            ));
-        }
-    }
-}
-
-/// Checks one `[[file]]` block.
-pub(super) fn validate_file(
-    i: usize,
-    f: RawFile,
-    default_stream: Option<&String>,
-    problems: &mut Vec<String>,
-) -> Option<FileConfig> {
-    let field = format!("file[{i}]");
-    let before = problems.len();
-    if f.include.is_empty() {
-        problems.push(format!(
-            "{field}.include is missing (a list of glob patterns)"
-        ));
-    }
-    let include_set = glob_set(&f.include, &format!("{field}.include"), problems);
-    for p in f.include.iter().filter(|p| p.starts_with('/')) {
-        check_include_base(p, &format!("{field}.include"), problems);
-    }
-    let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
-    if let Some(stream) = &f.stream {
-        check_stream_name(stream, &format!("{field}.stream"), problems);
-    }
-    let partition_key = file_partition_key(&field, f.partition_key, problems);
-    let multiline_start = multiline_start(&field, f.multiline_start.as_deref(), problems);
-    if f.multiline_timeout_ms == 0 {
-        problems.push(format!("{field}.multiline_timeout_ms must be at least 1"));
-    }
-    if f.max_record_bytes == 0 || f.max_record_bytes > MAX_FILE_RECORD_BYTES {
-        problems.push(format!(
-            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
-            f.max_record_bytes
-        ));
-    }
-    if f.rescan_interval_ms == 0 {
-        problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
-    }
-    let format = record_format(
-        &field,
-        f.format,
-        &f.fields,
-        [f.json_merge, f.ec2_identity],
-        problems,
-    );
-    if format != RecordFormat::Raw && f.max_record_bytes < MIN_JSON_RECORD_BYTES {
-        problems.push(format!(
-            "{field}.max_record_bytes {} is below {MIN_JSON_RECORD_BYTES}, too small for format = \"json\" (the added keys need room)",
-            f.max_record_bytes
-        ));
-    }
-    if problems.len() > before {
-        return None;
-    }
-    Some(FileConfig {
-        include: f.include,
-        exclude: f.exclude,
-        include_set: include_set?,
-        exclude_set: exclude_set?,
-        stream: f.stream.or(default_stream.cloned())?,
-        read_from: f.read_from,
-        partition_key: partition_key?,
-        multiline_start,
-        multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
-        max_record_bytes: f.max_record_bytes,
-        oversized: f.oversized,
-        invalid_utf8: f.invalid_utf8,
-        ignore_older: f.ignore_older_secs.map(Duration::from_secs),
-        rescan_interval: Duration::from_millis(f.rescan_interval_ms),
-        rotate_wait: Duration::from_millis(f.rotate_wait_ms),
-        follow_symlinks: f.follow_symlinks,
-        format,
-    })
-}
-
-/// A file block's `partition_key`.
-fn file_partition_key(
-    field: &str,
-    key: RawPartitionKey,
-    problems: &mut Vec<String>,
-) -> Option<PartitionKey> {
-    match key {
-        RawPartitionKey::Named(KeyName::Random) => Some(PartitionKey::Random),
-        RawPartitionKey::Named(KeyName::LineHash) => Some(PartitionKey::LineHash),
-        RawPartitionKey::Named(KeyName::FilePath) => Some(PartitionKey::FilePath),
-        RawPartitionKey::Unknown(written) => {
-            let names: Vec<String> = KeyName::ALL.iter().map(|(n, _)| format!("{n:?}")).collect();
-            problems.push(format!(
-                "{field}.partition_key {} is not one of {} or {{ json_field = \"...\" }}",
-                written_value(&written),
-                names.join(", ")
-            ));
-            None
-        }
-        RawPartitionKey::Field(RawJsonField { json_field }) => {
-            if json_field.is_empty() {
-                problems.push(format!("{field}.partition_key.json_field is empty"));
-            }
-            Some(PartitionKey::JsonField(json_field))
-        }
-    }
-}
-
 /// A TOML value as the operator wrote it, for a message: a string in quotes,
 /// anything else as TOML.
 pub(super) fn written_value(value: &toml::Value) -> String {
@@ -221,76 +39,11 @@ pub(super) fn written_value(value: &toml::Value) -> String {
     }
 }
 
-/// A file block's `multiline_start` pattern.
-fn multiline_start(
-    field: &str,
-    pattern: Option<&str>,
-    problems: &mut Vec<String>,
-) -> Option<regex::bytes::Regex> {
-    match pattern.map(regex::bytes::Regex::new) {
-        None => None,
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            problems.push(format!(
-                "{field}.multiline_start {:?} is not a valid regular expression: {}",
-                pattern.unwrap_or_default(),
-                e.to_string().lines().last().unwrap_or_default().trim()
-            ));
-            None
-        }
-    }
-}
-
-/// Resolves a user or group (name or number) with the system's database file.
-pub(super) fn lookup_id(db: &str, name: &str) -> Result<u32, String> {
-    if let Ok(id) = name.parse::<u32>() {
-        return Ok(id);
-    }
-    let text = std::fs::read_to_string(db).map_err(|e| format!("cannot read {db}: {e}"))?;
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let n = f.next()?;
-            let id = f.nth(1)?.parse::<u32>().ok()?;
-            (n == name).then_some(id)
-        })
-        .next()
-        .ok_or_else(|| format!("no such entry in {db}"))
-}
-
-/// A permission written in octal: 3 or 4 digits 0-7 (`"0660"`, `"640"`), nothing
-/// else (`u32::from_str_radix` alone would take `"+777"`).
-pub(super) fn parse_mode(text: &str) -> Option<u32> {
-    let digits = text
-        .strip_prefix('0')
-        .filter(|d| d.len() == 3)
-        .unwrap_or(text);
-    if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(digits, 8).ok()
-}
-
 /// Paths are absolute: a relative one would depend on the directory the agent
 /// happens to start in.
 pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String>) {
     if !path.is_absolute() {
         problems.push(format!("{field} {path:?} is not an absolute path"));
-    }
-}
-
-/// Include patterns must name a directory before their first wildcard, outside the
-/// kernel's pseudo-filesystems: `/**` or `/*` would walk (and tail) everything.
-pub(super) fn check_include_base(pattern: &str, field: &str, problems: &mut Vec<String>) {
-    let (base, _) = glob_base(pattern);
-    if base == Path::new("/") {
-        problems.push(format!(
-            "{field} pattern {pattern:?} has no directory before its first wildcard: it would walk the whole filesystem"
-        ));
-    } else if is_pseudo_fs(&base) {
-        problems.push(format!(
-            "{field} pattern {pattern:?} is under /proc, /sys or /dev, which are never tailed"
-        ));
     }
 }
 
@@ -573,110 +326,6 @@ fn validate_ingest(i: &RawIngest, problems: &mut Vec<String>) -> IngestConfig {
     }
     IngestConfig {
         max_memory_bytes: usize::try_from(i.max_memory_bytes).unwrap_or(usize::MAX),
-    }
-}
-
-/// Checks one `[[socket]]` block; `paths` holds the paths of the blocks before it.
-fn validate_socket(
-    i: usize,
-    s: &RawSocket,
-    default_stream: Option<&String>,
-    paths: &mut HashSet<PathBuf>,
-    problems: &mut Vec<String>,
-) -> Option<SocketConfig> {
-    let field = format!("socket[{i}]");
-    match &s.path {
-        None => problems.push(format!("{field}.path is missing")),
-        Some(p) => {
-            check_absolute(p, &format!("{field}.path"), problems);
-            if !paths.insert(p.clone()) {
-                problems.push(format!("{field}.path {p:?} is used by another socket"));
-            }
-        }
-    }
-    if let Some(stream) = &s.stream {
-        check_stream_name(stream, &format!("{field}.stream"), problems);
-    }
-    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
-        problems.push(format!(
-            "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
-            s.max_line_bytes,
-            MAX_RECORD_BYTES - 16
-        ));
-    }
-    let file_mode = parse_mode(&s.file_mode);
-    if file_mode.is_none() {
-        problems.push(format!(
-            "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
-            s.file_mode
-        ));
-    }
-    let owner = s.owner.as_deref().and_then(|o| {
-        lookup_id("/etc/passwd", o)
-            .map_err(|e| problems.push(format!("{field}.owner {o:?}: {e}")))
-            .ok()
-    });
-    let group = s.group.as_deref().and_then(|g| {
-        lookup_id("/etc/group", g)
-            .map_err(|e| problems.push(format!("{field}.group {g:?}: {e}")))
-            .ok()
-    });
-    check_socket_limits(&field, s, problems);
-    let format = record_format(
-        &field,
-        s.format,
-        &s.fields,
-        [s.json_merge, s.ec2_identity],
-        problems,
-    );
-    if format != RecordFormat::Raw && s.framing == Framing::Frames {
-        problems.push(format!(
-            "{field}: format = \"json\" needs framing = \"lines\" (frames carry their own records)"
-        ));
-    }
-    Some(SocketConfig {
-        path: s.path.clone()?,
-        mode: s.mode,
-        framing: s.framing,
-        stream: s.stream.clone().or(default_stream.cloned())?,
-        max_line_bytes: s.max_line_bytes,
-        file_mode: file_mode?,
-        owner,
-        group,
-        allow_uids: s.allow_uids.clone(),
-        allow_gids: s.allow_gids.clone(),
-        max_connections: s.max_connections,
-        max_connections_per_uid: s.max_connections_per_uid,
-        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
-        on_full: s.on_full,
-        format,
-    })
-}
-
-/// A socket's mode against its framing and peer checks, and its limits.
-fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
-    if s.mode == SocketMode::Datagram {
-        if s.framing == Framing::Frames {
-            problems.push(format!(
-                "{field}: framing = \"frames\" needs mode = \"stream\""
-            ));
-        }
-        if !s.allow_uids.is_empty() || !s.allow_gids.is_empty() {
-            problems.push(format!(
-                "{field}: allow_uids/allow_gids need mode = \"stream\" (a datagram has no peer credentials)"
-            ));
-        }
-    }
-    if s.max_connections == 0 {
-        problems.push(format!("{field}.max_connections must be at least 1"));
-    }
-    if s.max_connections_per_uid == 0 {
-        problems.push(format!(
-            "{field}.max_connections_per_uid must be at least 1"
-        ));
-    }
-    if s.idle_timeout_secs == 0 {
-        problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
     }
 }
 

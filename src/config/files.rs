@@ -1,0 +1,224 @@
+//! The `[[file]]` blocks: patterns, partition keys, multiline starts and the
+//! spool's own files kept out of reach.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
+use super::validate::{check_stream_name, record_format, written_value, MIN_JSON_RECORD_BYTES};
+use super::{glob_base, is_pseudo_fs, FileConfig, MAX_FILE_RECORD_BYTES};
+
+/// Compiles glob patterns as the file source matches them: `*` stays within one
+/// path component.
+pub(super) fn glob_set(
+    patterns: &[String],
+    field: &str,
+    problems: &mut Vec<String>,
+) -> Option<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    let mut ok = true;
+    for p in patterns {
+        if !p.starts_with('/') {
+            problems.push(format!("{field} pattern {p:?} is not an absolute path"));
+            ok = false;
+            continue;
+        }
+        match globset::GlobBuilder::new(p).literal_separator(true).build() {
+            Ok(g) => {
+                builder.add(g);
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "{field} pattern {p:?} is not a valid glob: {}",
+                    e.kind()
+                ));
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match builder.build() {
+        Ok(set) => Some(set),
+        Err(e) => {
+            problems.push(format!("{field} patterns cannot be compiled: {e}"));
+            None
+        }
+    }
+}
+
+/// Refuses `[[file]]` patterns that match the spool's own files or the
+/// dead-letter file: tailing them sends the spool to itself, without end.
+pub(super) fn check_files_miss_own(
+    files: &[FileConfig],
+    spool: &Path,
+    dead_letter: Option<&Path>,
+    problems: &mut Vec<String>,
+) {
+    // A name of each kind the spool writes (see the spool's layout).
+    let own: Vec<PathBuf> = [
+        "streams/6c6f6773/0000000000000001.seg",
+        "streams/6c6f6773/0000000000000001.ack",
+        "streams/6c6f6773/checkpoints",
+        "streams/6c6f6773/manifest",
+        "damaged/report",
+        "lock",
+        "spool.format",
+        "index/db",
+    ]
+    .iter()
+    .map(|n| spool.join(n))
+    .collect();
+    for (i, f) in files.iter().enumerate() {
+        let matches = |p: &Path| f.include_set.is_match(p) && !f.exclude_set.is_match(p);
+        if let Some(p) = own.iter().find(|p| matches(p)) {
+            problems.push(format!(
+                "file[{i}].include matches the spool's own files (such as {}): tailing them would send the spool to itself; narrow the pattern or add an exclude",
+                p.display()
+            ));
+        }
+        if let Some(d) = dead_letter.filter(|d| matches(d)) {
+            problems.push(format!(
+                "file[{i}].include matches the dead-letter file {}: its records would be sent again without end; narrow the pattern or add an exclude",
+                d.display()
+            ));
+        }
+    }
+}
+
+/// Checks one `[[file]]` block.
+pub(super) fn validate_file(
+    i: usize,
+    f: RawFile,
+    default_stream: Option<&String>,
+    problems: &mut Vec<String>,
+) -> Option<FileConfig> {
+    let field = format!("file[{i}]");
+    let before = problems.len();
+    if f.include.is_empty() {
+        problems.push(format!(
+            "{field}.include is missing (a list of glob patterns)"
+        ));
+    }
+    let include_set = glob_set(&f.include, &format!("{field}.include"), problems);
+    for p in f.include.iter().filter(|p| p.starts_with('/')) {
+        check_include_base(p, &format!("{field}.include"), problems);
+    }
+    let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
+    if let Some(stream) = &f.stream {
+        check_stream_name(stream, &format!("{field}.stream"), problems);
+    }
+    let partition_key = file_partition_key(&field, f.partition_key, problems);
+    let multiline_start = multiline_start(&field, f.multiline_start.as_deref(), problems);
+    if f.multiline_timeout_ms == 0 {
+        problems.push(format!("{field}.multiline_timeout_ms must be at least 1"));
+    }
+    if f.max_record_bytes == 0 || f.max_record_bytes > MAX_FILE_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
+            f.max_record_bytes
+        ));
+    }
+    if f.rescan_interval_ms == 0 {
+        problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
+    }
+    let format = record_format(
+        &field,
+        f.format,
+        &f.fields,
+        [f.json_merge, f.ec2_identity],
+        problems,
+    );
+    if format != RecordFormat::Raw && f.max_record_bytes < MIN_JSON_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.max_record_bytes {} is below {MIN_JSON_RECORD_BYTES}, too small for format = \"json\" (the added keys need room)",
+            f.max_record_bytes
+        ));
+    }
+    if problems.len() > before {
+        return None;
+    }
+    Some(FileConfig {
+        include: f.include,
+        exclude: f.exclude,
+        include_set: include_set?,
+        exclude_set: exclude_set?,
+        stream: f.stream.or(default_stream.cloned())?,
+        read_from: f.read_from,
+        partition_key: partition_key?,
+        multiline_start,
+        multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
+        max_record_bytes: f.max_record_bytes,
+        oversized: f.oversized,
+        invalid_utf8: f.invalid_utf8,
+        ignore_older: f.ignore_older_secs.map(Duration::from_secs),
+        rescan_interval: Duration::from_millis(f.rescan_interval_ms),
+        rotate_wait: Duration::from_millis(f.rotate_wait_ms),
+        follow_symlinks: f.follow_symlinks,
+        format,
+    })
+}
+
+/// A file block's `partition_key`.
+fn file_partition_key(
+    field: &str,
+    key: RawPartitionKey,
+    problems: &mut Vec<String>,
+) -> Option<PartitionKey> {
+    match key {
+        RawPartitionKey::Named(KeyName::Random) => Some(PartitionKey::Random),
+        RawPartitionKey::Named(KeyName::LineHash) => Some(PartitionKey::LineHash),
+        RawPartitionKey::Named(KeyName::FilePath) => Some(PartitionKey::FilePath),
+        RawPartitionKey::Unknown(written) => {
+            let names: Vec<String> = KeyName::ALL.iter().map(|(n, _)| format!("{n:?}")).collect();
+            problems.push(format!(
+                "{field}.partition_key {} is not one of {} or {{ json_field = \"...\" }}",
+                written_value(&written),
+                names.join(", ")
+            ));
+            None
+        }
+        RawPartitionKey::Field(RawJsonField { json_field }) => {
+            if json_field.is_empty() {
+                problems.push(format!("{field}.partition_key.json_field is empty"));
+            }
+            Some(PartitionKey::JsonField(json_field))
+        }
+    }
+}
+
+/// A file block's `multiline_start` pattern.
+fn multiline_start(
+    field: &str,
+    pattern: Option<&str>,
+    problems: &mut Vec<String>,
+) -> Option<regex::bytes::Regex> {
+    match pattern.map(regex::bytes::Regex::new) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            problems.push(format!(
+                "{field}.multiline_start {:?} is not a valid regular expression: {}",
+                pattern.unwrap_or_default(),
+                e.to_string().lines().last().unwrap_or_default().trim()
+            ));
+            None
+        }
+    }
+}
+
+/// Include patterns must name a directory before their first wildcard, outside the
+/// kernel's pseudo-filesystems: `/**` or `/*` would walk (and tail) everything.
+pub(super) fn check_include_base(pattern: &str, field: &str, problems: &mut Vec<String>) {
+    let (base, _) = glob_base(pattern);
+    if base == Path::new("/") {
+        problems.push(format!(
+            "{field} pattern {pattern:?} has no directory before its first wildcard: it would walk the whole filesystem"
+        ));
+    } else if is_pseudo_fs(&base) {
+        problems.push(format!(
+            "{field} pattern {pattern:?} is under /proc, /sys or /dev, which are never tailed"
+        ));
+    }
+}

@@ -1,0 +1,144 @@
+//! The `[[socket]]` blocks: paths, modes, owners and limits.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
+use super::validate::{check_absolute, check_stream_name, record_format};
+use super::SocketConfig;
+use crate::record::MAX_RECORD_BYTES;
+
+/// Checks one `[[socket]]` block; `paths` holds the paths of the blocks before it.
+pub(super) fn validate_socket(
+    i: usize,
+    s: &RawSocket,
+    default_stream: Option<&String>,
+    paths: &mut HashSet<PathBuf>,
+    problems: &mut Vec<String>,
+) -> Option<SocketConfig> {
+    let field = format!("socket[{i}]");
+    match &s.path {
+        None => problems.push(format!("{field}.path is missing")),
+        Some(p) => {
+            check_absolute(p, &format!("{field}.path"), problems);
+            if !paths.insert(p.clone()) {
+                problems.push(format!("{field}.path {p:?} is used by another socket"));
+            }
+        }
+    }
+    if let Some(stream) = &s.stream {
+        check_stream_name(stream, &format!("{field}.stream"), problems);
+    }
+    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
+        problems.push(format!(
+            "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
+            s.max_line_bytes,
+            MAX_RECORD_BYTES - 16
+        ));
+    }
+    let file_mode = parse_mode(&s.file_mode);
+    if file_mode.is_none() {
+        problems.push(format!(
+            "{field}.file_mode {:?} is not an octal permission such as \"0660\"",
+            s.file_mode
+        ));
+    }
+    let owner = s.owner.as_deref().and_then(|o| {
+        lookup_id("/etc/passwd", o)
+            .map_err(|e| problems.push(format!("{field}.owner {o:?}: {e}")))
+            .ok()
+    });
+    let group = s.group.as_deref().and_then(|g| {
+        lookup_id("/etc/group", g)
+            .map_err(|e| problems.push(format!("{field}.group {g:?}: {e}")))
+            .ok()
+    });
+    check_socket_limits(&field, s, problems);
+    let format = record_format(
+        &field,
+        s.format,
+        &s.fields,
+        [s.json_merge, s.ec2_identity],
+        problems,
+    );
+    if format != RecordFormat::Raw && s.framing == Framing::Frames {
+        problems.push(format!(
+            "{field}: format = \"json\" needs framing = \"lines\" (frames carry their own records)"
+        ));
+    }
+    Some(SocketConfig {
+        path: s.path.clone()?,
+        mode: s.mode,
+        framing: s.framing,
+        stream: s.stream.clone().or(default_stream.cloned())?,
+        max_line_bytes: s.max_line_bytes,
+        file_mode: file_mode?,
+        owner,
+        group,
+        allow_uids: s.allow_uids.clone(),
+        allow_gids: s.allow_gids.clone(),
+        max_connections: s.max_connections,
+        max_connections_per_uid: s.max_connections_per_uid,
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        on_full: s.on_full,
+        format,
+    })
+}
+
+/// A socket's mode against its framing and peer checks, and its limits.
+fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
+    if s.mode == SocketMode::Datagram {
+        if s.framing == Framing::Frames {
+            problems.push(format!(
+                "{field}: framing = \"frames\" needs mode = \"stream\""
+            ));
+        }
+        if !s.allow_uids.is_empty() || !s.allow_gids.is_empty() {
+            problems.push(format!(
+                "{field}: allow_uids/allow_gids need mode = \"stream\" (a datagram has no peer credentials)"
+            ));
+        }
+    }
+    if s.max_connections == 0 {
+        problems.push(format!("{field}.max_connections must be at least 1"));
+    }
+    if s.max_connections_per_uid == 0 {
+        problems.push(format!(
+            "{field}.max_connections_per_uid must be at least 1"
+        ));
+    }
+    if s.idle_timeout_secs == 0 {
+        problems.push(format!("{field}.idle_timeout_secs must be at least 1"));
+    }
+}
+
+/// Resolves a user or group (name or number) with the system's database file.
+pub(super) fn lookup_id(db: &str, name: &str) -> Result<u32, String> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    let text = std::fs::read_to_string(db).map_err(|e| format!("cannot read {db}: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let id = f.nth(1)?.parse::<u32>().ok()?;
+            (n == name).then_some(id)
+        })
+        .next()
+        .ok_or_else(|| format!("no such entry in {db}"))
+}
+
+/// A permission written in octal: 3 or 4 digits 0-7 (`"0660"`, `"640"`), nothing
+/// else (`u32::from_str_radix` alone would take `"+777"`).
+pub(super) fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text
+        .strip_prefix('0')
+        .filter(|d| d.len() == 3)
+        .unwrap_or(text);
+    if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
