@@ -271,7 +271,7 @@ mod lanes {
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn compress16(state: &mut [[u32; 16]; 4], words: &[[u32; 16]; 16]) {
-        // SAFETY (every intrinsic below): AVX-512F is enabled on this
+        // SAFETY: for every intrinsic below, AVX-512F is enabled on this
         // function, and the loads and stores are unaligned ones of whole
         // `[u32; 16]` arrays.
         unsafe {
@@ -341,8 +341,8 @@ mod lanes {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn compress8(state: &mut [[u32; 8]; 4], words: &[[u32; 8]; 16]) {
-        // SAFETY (every intrinsic below): AVX2 is enabled on this function, and
-        // the loads and stores are unaligned ones of whole `[u32; 8]` arrays.
+        // SAFETY: for every intrinsic below, AVX2 is enabled on this function,
+        // and the loads and stores are unaligned ones of whole `[u32; 8]` arrays.
         unsafe {
             macro_rules! load {
                 ($v:expr) => {

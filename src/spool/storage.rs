@@ -125,6 +125,7 @@ impl Storage for Fs {
     fn free_bytes(&self, path: &Path) -> io::Result<u64> {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `statvfs` is plain data, for which all zeroes is a valid value.
         let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `c` is a NUL-terminated path and `s` a valid out-pointer.
         if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
