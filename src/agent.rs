@@ -588,3 +588,29 @@ impl Agent {
         Ok(report)
     }
 }
+
+/// Applies the memory allocator's settings for a long-running agent (two arenas,
+/// large blocks mapped): call once at the start of `main`, before threads start.
+/// A no-op where the C library is not glibc.
+pub fn tune_allocator() {
+    crate::allocator::tune();
+}
+
+/// When another process holds the lock of the config's spool: a sentence naming
+/// it ("spool <dir> is in use by shardline pid N"). `None` for a free spool or a
+/// memory-only config.
+pub fn spool_in_use(config: &Config) -> Option<String> {
+    use crate::spool::{lock_holder, LockState};
+    let dir = config.spool.dir.as_ref()?;
+    match lock_holder(dir) {
+        LockState::Free => None,
+        LockState::Held { pid: Some(pid) } => Some(format!(
+            "spool {} is in use by shardline pid {pid}",
+            dir.display()
+        )),
+        LockState::Held { pid: None } => Some(format!(
+            "spool {} is in use by another shardline",
+            dir.display()
+        )),
+    }
+}

@@ -85,4 +85,5 @@ pub use deliver::{DeliveryOptions, Failure};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;
+pub use source::socket::client::{send_lines, ClientError, SendReport};
 pub use spool::SpoolOptions;

@@ -98,13 +98,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    shardline::allocator::tune();
+    shardline::agent::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match shardline::config::load(&config) {
             Ok(loaded) => {
                 println!("{}: ok", config.display());
-                if let Some(in_use) = spool_in_use(&loaded) {
+                if let Some(in_use) = shardline::agent::spool_in_use(&loaded) {
                     // Not a fault of the file: validating the running agent's
                     // own config before a reload is the common case.
                     println!("note: {in_use}; `shardline run` with this config refuses to start while it holds it");
@@ -174,7 +174,7 @@ fn send(
     ack: bool,
     file: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
-    use shardline::source::socket::client::send_lines;
+    use shardline::send_lines;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -220,29 +220,11 @@ fn send(
         && (!ack || report.acknowledged == report.sent))
 }
 
-/// "spool <dir> is in use by shardline pid N" when another process holds the
-/// lock of the config's spool.
-fn spool_in_use(config: &shardline::Config) -> Option<String> {
-    use shardline::spool::{lock_holder, LockState};
-    let dir = config.spool.dir.as_ref()?;
-    match lock_holder(dir) {
-        LockState::Free => None,
-        LockState::Held { pid: Some(pid) } => Some(format!(
-            "spool {} is in use by shardline pid {pid}",
-            dir.display()
-        )),
-        LockState::Held { pid: None } => Some(format!(
-            "spool {} is in use by another shardline",
-            dir.display()
-        )),
-    }
-}
-
 fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
     // The spool's lock tells who runs, whatever address it listens at.
     let in_use = shardline::config::load(&config)
         .ok()
-        .and_then(|c| spool_in_use(&c));
+        .and_then(|c| shardline::agent::spool_in_use(&c));
     let addr = match addr {
         Some(a) => a,
         None => {
