@@ -1,6 +1,6 @@
 //! `[kinesis]`'s destination settings and the `[[destination]]` blocks.
 
-use super::validate::check_stream_name;
+use super::checks::check_stream_name;
 use std::collections::HashSet;
 
 use super::raw::RawDestination;

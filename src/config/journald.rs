@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::validate::written_value;
+use super::checks::written_value;
 use super::{Oversized, MAX_FILE_RECORD_BYTES};
 
 /// A `[[journald]]` block as written.

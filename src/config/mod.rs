@@ -15,6 +15,7 @@ use crate::deliver::DeliveryOptions;
 use crate::record::MAX_RECORD_BYTES;
 use crate::spool::SpoolOptions;
 
+mod checks;
 mod destination;
 mod files;
 pub mod journald;

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::checks::{check_absolute, check_stream_name, record_format};
 use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
-use super::validate::{check_absolute, check_stream_name, record_format};
 use super::SocketConfig;
 use crate::record::MAX_RECORD_BYTES;
 

@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::checks::{check_absolute, check_stream_name};
 use super::files::{check_files_miss_own, validate_file};
 use super::journald;
 use super::raw::{
-    FormatName, JsonFormat, RawConfig, RawDelivery, RawIngest, RawKinesis, RawMetrics, RawSpool,
-    RecordFormat, MIN_INGEST_MEMORY_BYTES,
+    RawConfig, RawDelivery, RawIngest, RawKinesis, RawMetrics, RawSpool, MIN_INGEST_MEMORY_BYTES,
 };
 use super::socket::validate_socket;
-use super::{Config, IngestConfig, KinesisConfig, MetricsConfig, BUILT_IN_KEYS};
+use super::{Config, IngestConfig, KinesisConfig, MetricsConfig};
 use crate::aggregate::Limits;
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
@@ -29,37 +29,6 @@ const SYSTEM_DIRS: [&str; 22] = [
 /// Most descriptors a Linux process can have by default (`fs.nr_open`): a
 /// configuration that needs more can never start.
 const MAX_DESCRIPTORS: u64 = 1 << 20;
-
-/// A TOML value as the operator wrote it, for a message: a string in quotes,
-/// anything else as TOML.
-pub(super) fn written_value(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
-    }
-}
-
-/// Paths are absolute: a relative one would depend on the directory the agent
-/// happens to start in.
-pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String>) {
-    if !path.is_absolute() {
-        problems.push(format!("{field} {path:?} is not an absolute path"));
-    }
-}
-
-/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
-pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-    {
-        problems.push(format!(
-            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
-        ));
-    }
-}
 
 impl RawConfig {
     /// Checks everything and lists every problem.
@@ -327,44 +296,4 @@ fn validate_ingest(i: &RawIngest, problems: &mut Vec<String>) -> IngestConfig {
     IngestConfig {
         max_memory_bytes: usize::try_from(i.max_memory_bytes).unwrap_or(usize::MAX),
     }
-}
-
-/// Smallest `max_record_bytes` of a json file block: room for the added keys
-/// beside some of the line.
-pub(super) const MIN_JSON_RECORD_BYTES: usize = 1024;
-
-/// A block's `format`, `fields` and `json_merge`.
-pub(super) fn record_format(
-    field: &str,
-    name: FormatName,
-    fields: &std::collections::BTreeMap<String, String>,
-    [merge, ec2_identity]: [bool; 2],
-    problems: &mut Vec<String>,
-) -> RecordFormat {
-    if name == FormatName::Raw {
-        if !fields.is_empty() {
-            problems.push(format!("{field}.fields needs format = \"json\""));
-        }
-        for (set, key) in [(merge, "json_merge"), (ec2_identity, "ec2_identity")] {
-            if set {
-                problems.push(format!("{field}.{key} needs format = \"json\""));
-            }
-        }
-        return RecordFormat::Raw;
-    }
-    for key in fields.keys() {
-        if key.is_empty() {
-            problems.push(format!("{field}.fields has an empty key"));
-        } else if BUILT_IN_KEYS.contains(&key.as_str()) {
-            problems.push(format!(
-                "{field}.fields key {key:?} collides with a key every json record has ({})",
-                BUILT_IN_KEYS.join(", ")
-            ));
-        }
-    }
-    RecordFormat::Json(JsonFormat {
-        fields: fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        merge,
-        ec2_identity,
-    })
 }

@@ -1,0 +1,78 @@
+//! Checks shared by every section's validation: names, paths, record formats,
+//! and how a bad value is quoted. A leaf: it knows the raw types, no section.
+
+use std::path::Path;
+
+use super::raw::{FormatName, JsonFormat, RecordFormat};
+use super::BUILT_IN_KEYS;
+
+/// A TOML value as the operator wrote it, for a message: a string in quotes,
+/// anything else as TOML.
+pub(super) fn written_value(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Paths are absolute: a relative one would depend on the directory the agent
+/// happens to start in.
+pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String>) {
+    if !path.is_absolute() {
+        problems.push(format!("{field} {path:?} is not an absolute path"));
+    }
+}
+
+/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
+pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        problems.push(format!(
+            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
+        ));
+    }
+}
+
+/// Smallest `max_record_bytes` of a json file block: room for the added keys
+/// beside some of the line.
+pub(super) const MIN_JSON_RECORD_BYTES: usize = 1024;
+
+/// A block's `format`, `fields` and `json_merge`.
+pub(super) fn record_format(
+    field: &str,
+    name: FormatName,
+    fields: &std::collections::BTreeMap<String, String>,
+    [merge, ec2_identity]: [bool; 2],
+    problems: &mut Vec<String>,
+) -> RecordFormat {
+    if name == FormatName::Raw {
+        if !fields.is_empty() {
+            problems.push(format!("{field}.fields needs format = \"json\""));
+        }
+        for (set, key) in [(merge, "json_merge"), (ec2_identity, "ec2_identity")] {
+            if set {
+                problems.push(format!("{field}.{key} needs format = \"json\""));
+            }
+        }
+        return RecordFormat::Raw;
+    }
+    for key in fields.keys() {
+        if key.is_empty() {
+            problems.push(format!("{field}.fields has an empty key"));
+        } else if BUILT_IN_KEYS.contains(&key.as_str()) {
+            problems.push(format!(
+                "{field}.fields key {key:?} collides with a key every json record has ({})",
+                BUILT_IN_KEYS.join(", ")
+            ));
+        }
+    }
+    RecordFormat::Json(JsonFormat {
+        fields: fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        merge,
+        ec2_identity,
+    })
+}
