@@ -6,6 +6,7 @@ mod util;
 
 mod cli;
 mod codec;
+mod cycles;
 mod delivery;
 mod destination;
 mod file;
