@@ -1,83 +1,84 @@
 //! The dispatcher: one task per stream, a `select!` loop over its parts. It takes
 //! batches from the stream's [`Outlet`], tracks them in the [`Ledger`], routes their
-//! records through the [`Router`], starts requests when [`Pacing`] allows and a
-//! connection slot is free, and settles their outcomes. It never waits on Kinesis:
-//! requests run on worker tasks, and their outcomes come back as messages, so a
+//! records through the [`Router`], starts requests on its [`Workers`] when [`Pacing`]
+//! allows and a connection slot is free, and settles their outcomes: accepted
+//! entries are acked in the ledger, the others go to the [`Policy`], whose verdict
+//! the dispatcher applies to its router and pacing. It never waits on Kinesis:
+//! requests run on worker tasks and their outcomes come back as messages, so a
 //! request that must be retried never holds a connection slot while it waits, and
 //! its aggregates go back to the *front* of the queue.
+//!
+//! Only [`super::spawn_stream`] creates a dispatcher; it owns its parts and nothing
+//! else reaches them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::dead_letter::{DeadLetter, Failure};
-use super::kinesis::{EntryResult, ErrorClass, ErrorCode, KinesisError, SharedKinesis};
+use super::kinesis::{EntryResult, ErrorClass, ErrorCode, KinesisError};
 use super::ledger::Ledger;
 use super::pacing::Pacing;
+use super::policy::{EntryVerdict, Fate, Policy, RequestVerdict};
 use super::router::{Placement, Ready, Router};
-use super::{Context, DeliveryOptions, LOG_INTERVAL, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
-use crate::aggregate::{encode_all, Aggregate, Pending};
+use super::workers::{Outcome, Workers};
+use super::{Context, DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
+use crate::aggregate::Pending;
 use crate::intake::{Loaded, Outlet};
 use crate::metrics::Metrics;
 use crate::shard_map::ShardMap;
 
-/// How often records waiting for a shard map are checked for expiry.
-const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// Pause after a failed spool read before the next attempt.
 const READ_RETRY: Duration = Duration::from_secs(1);
-
-/// The outcome of one request, back from a worker.
-pub(super) struct Outcome {
-    items: Vec<Ready>,
-    result: Result<Vec<EntryResult>, KinesisError>,
-}
 
 /// What a response did to the shards it touched, gathered once per response.
 #[derive(Default)]
 struct Answer {
+    /// User records accepted into the shard they belong to.
     delivered: u64,
+    /// Entries that landed in a shard other than the predicted one.
     wrong_shard: u64,
     /// Records of aggregates that landed out of their shard's range.
     misrouted: Vec<Pending>,
+    /// Shards (as predicted) that accepted an entry: their backoff ends.
     accepted_shards: HashSet<Arc<str>>,
+    /// Shards (as predicted) that refused an entry to be retried: they back off.
     refused_shards: HashSet<Arc<str>>,
     /// The first refusal of the response: (code, message).
     refused: Option<(ErrorCode, String)>,
+    /// Aggregates to send again, in their order.
     retry: Vec<Ready>,
 }
 
 /// One stream's delivery loop and its parts.
 pub(super) struct Dispatcher {
+    /// The stream's name, in logs and metric labels.
     stream: Arc<str>,
-    kinesis: SharedKinesis,
-    /// Connection slots, across all streams.
-    permits: Arc<Semaphore>,
+    /// The memory window and the request limits.
     options: DeliveryOptions,
+    /// Delivered, retried and misrouted records, shard map changes, and the
+    /// stream's health.
     metrics: Metrics,
-    /// Where permanent failures are reported (if anyone listens).
-    failures: mpsc::Sender<Failure>,
-    dead_letter: Option<Arc<DeadLetter>>,
-    /// Batches in, acks out.
+    /// Batches in (handed over, or read back from the spool), and the signals
+    /// that wake the loop.
     outlet: Outlet,
     /// The latest shard map, from the refresh task.
     map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
     /// Asks the refresh task for a new map now.
     refresh: Arc<Notify>,
-    outcome_tx: mpsc::Sender<Outcome>,
-    outcome_rx: mpsc::Receiver<Outcome>,
-    /// Requests started and not yet settled.
-    in_flight: usize,
-    /// When a delivery problem was last logged (at most one per `LOG_INTERVAL`).
-    last_problem_log: Option<Instant>,
-    /// When records waiting for a shard map are next checked for expiry.
-    next_sweep: Option<Instant>,
+    /// Routing and aggregation per shard, and the queue of sealed aggregates.
     router: Router,
+    /// When the stream and each of its shards may be sent to next.
     pacing: Pacing,
+    /// Delivery progress of every loaded spool entry; writes the acks.
     ledger: Ledger,
+    /// What becomes of refused and expired records.
+    policy: Policy,
+    /// The requests in flight and the channel their outcomes come back on.
+    workers: Workers,
 }
 
 impl Dispatcher {
@@ -86,30 +87,36 @@ impl Dispatcher {
         ctx: Context,
         map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
         refresh: Arc<Notify>,
-        outcome_capacity: usize,
     ) -> Dispatcher {
         let stream = outlet.stream().clone();
-        let (outcome_tx, outcome_rx) = mpsc::channel(outcome_capacity);
-        let ledger = Ledger::new(stream.clone(), outlet.acks(), ctx.options.max_record_age);
+        let options = ctx.options;
+        let ledger = Ledger::new(stream.clone(), outlet.acks(), options.max_record_age);
+        let policy = Policy::new(
+            stream.clone(),
+            ctx.metrics.clone(),
+            ctx.dead_letter,
+            ctx.failures,
+            options.max_record_age,
+        );
+        let workers = Workers::new(
+            stream.clone(),
+            ctx.kinesis,
+            ctx.permits,
+            ctx.metrics.clone(),
+            options.max_connections,
+        );
         Dispatcher {
-            router: Router::new(ctx.options.linger, ctx.options.aggregation),
-            pacing: Pacing::new(ctx.options.shard_rate_factor),
+            router: Router::new(options.linger, options.aggregation),
+            pacing: Pacing::new(options.shard_rate_factor),
             ledger,
+            policy,
+            workers,
             stream,
-            kinesis: ctx.kinesis,
-            permits: ctx.permits,
-            options: ctx.options,
+            options,
             metrics: ctx.metrics,
-            failures: ctx.failures,
-            dead_letter: ctx.dead_letter,
             outlet,
             map_rx,
             refresh,
-            outcome_tx,
-            outcome_rx,
-            in_flight: 0,
-            last_problem_log: None,
-            next_sweep: None,
         }
     }
 
@@ -130,29 +137,18 @@ impl Dispatcher {
                 self.router.seal_all();
             }
             if draining {
-                let deadline = *drain_deadline.borrow();
-                let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
-                if (self.router.queue_is_empty() && self.in_flight == 0) || out_of_time {
+                if self.drained(*drain_deadline.borrow()) {
                     break;
                 }
             } else {
                 self.prepare().await;
             }
-            self.router.route_waiting();
-            if self.router.take_stale() {
-                self.refresh.notify_one();
-            }
-            if self.options.max_record_age.is_some()
-                && self.router.has_waiting()
-                && self.next_sweep.is_none()
-            {
-                self.next_sweep = Some(Instant::now() + EXPIRY_SWEEP);
-            }
+            self.route_waiting();
             let now = Instant::now();
             let can_send = self.router.has_sendable(&self.pacing, now);
             let room = !draining && self.has_room();
             let wake_at = self.next_wake(now);
-            let permits = self.permits.clone();
+            let slot = self.workers.slot();
             // Requests in flight may outlast the drain: wake at its deadline.
             let drain_until = if draining {
                 *drain_deadline.borrow()
@@ -162,7 +158,7 @@ impl Dispatcher {
             let signals = self.outlet.signals();
             tokio::select! {
                 biased;
-                Some(outcome) = self.outcome_rx.recv() => self.on_outcome(outcome),
+                outcome = self.workers.next_outcome() => self.on_outcome(outcome),
                 _ = shutdown.cancelled(), if !draining => {}
                 _ = drain_deadline.changed(), if draining => {}
                 _ = sleep_until_opt(drain_until) => {}
@@ -175,10 +171,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                permit = permits.acquire_owned(), if can_send => {
-                    let permit = permit.expect("the connection semaphore is never closed");
-                    self.send(permit);
-                }
+                permit = slot, if can_send => self.send(permit),
                 Some(batch) = signals.handed_over.recv(), if room => self.load(batch),
                 _ = signals.flush.notified() => {
                     // Take in what was handed over before the flush was asked for.
@@ -192,6 +185,25 @@ impl Dispatcher {
             }
         }
         self.ledger.close();
+    }
+
+    /// While draining: whether the loop ends, with nothing left to send or the
+    /// drain's `deadline` passed.
+    fn drained(&self, deadline: Option<Instant>) -> bool {
+        let out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+        (self.router.queue_is_empty() && self.workers.in_flight() == 0) || out_of_time
+    }
+
+    /// Routes the records waiting for a map once it covers them, asks for a new
+    /// map when a record fell in a gap, and starts the expiry sweep's timer while
+    /// records wait.
+    fn route_waiting(&mut self) {
+        self.router.route_waiting();
+        if self.router.take_stale() {
+            self.refresh.notify_one();
+        }
+        self.policy
+            .arm_sweep(self.router.has_waiting(), Instant::now());
     }
 
     /// Before waiting (not draining): reads spilled entries back while there is
@@ -219,7 +231,7 @@ impl Dispatcher {
     }
 
     fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let later = [self.pacing.stream_until(), self.next_sweep]
+        let later = [self.pacing.stream_until(), self.policy.next_sweep()]
             .into_iter()
             .flatten()
             .filter(|&t| t > now);
@@ -233,9 +245,12 @@ impl Dispatcher {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        if self.next_sweep.is_some_and(|t| t <= now) {
-            self.next_sweep = None;
-            self.sweep_expired();
+        if self.policy.sweep_due(now) && self.router.has_waiting() {
+            // Records waiting for a shard map (a missing stream, say) expire too.
+            let waiting = self.router.take_waiting();
+            let sorted = self.policy.expire(waiting, &mut self.ledger);
+            self.router.wait_for_map(sorted.kept);
+            self.router.wait_for_map(sorted.fresh);
         }
         self.router.on_timer(now);
         self.pacing.on_timer(now);
@@ -243,7 +258,14 @@ impl Dispatcher {
 
     fn load(&mut self, batch: Loaded) {
         let pending = self.ledger.track(batch);
-        for p in self.drop_expired(pending) {
+        self.route_fresh(pending);
+    }
+
+    /// Routes records, after giving up those older than `max_record_age`.
+    fn route_fresh(&mut self, records: Vec<Pending>) {
+        let sorted = self.policy.expire(records, &mut self.ledger);
+        self.router.wait_for_map(sorted.kept);
+        for p in sorted.fresh {
             self.router.route(p);
         }
     }
@@ -259,19 +281,10 @@ impl Dispatcher {
         if items.is_empty() {
             return;
         }
-        self.in_flight += 1;
-        tokio::spawn(put_records(
-            self.kinesis.clone(),
-            self.stream.clone(),
-            self.metrics.clone(),
-            self.outcome_tx.clone(),
-            permit,
-            items,
-        ));
+        self.workers.start(permit, items);
     }
 
     fn on_outcome(&mut self, outcome: Outcome) {
-        self.in_flight -= 1;
         let Outcome { items, result } = outcome;
         match result {
             Ok(results) => self.on_results(items, results),
@@ -280,7 +293,7 @@ impl Dispatcher {
     }
 
     /// Settles a response: accepted entries are acked (or checked against the map
-    /// when they landed in another shard), refused ones retried or given up.
+    /// when they landed in another shard), refused ones go to the policy.
     fn on_results(&mut self, items: Vec<Ready>, results: Vec<EntryResult>) {
         self.pacing.request_succeeded();
         self.metrics.note_ok(&self.stream);
@@ -299,9 +312,7 @@ impl Dispatcher {
             Instant::now(),
         );
         if let Some((code, message)) = answer.refused {
-            // One per response, not per entry.
-            self.metrics
-                .note_error(&self.stream, code.as_str(), code.trouble(), &message);
+            self.policy.response_refused(&code, &message);
         }
         if answer.wrong_shard > 0 {
             self.metrics.wrong_shard(&self.stream, answer.wrong_shard);
@@ -310,7 +321,7 @@ impl Dispatcher {
         if !answer.misrouted.is_empty() {
             self.metrics
                 .misrouted(&self.stream, answer.misrouted.len() as u64);
-            self.log_problem(
+            self.policy.log_problem(
                 &ErrorCode::WrongShard,
                 "an aggregate landed in a shard whose range does not hold all its records; they are sent again after the shard map refresh",
             );
@@ -348,127 +359,52 @@ impl Dispatcher {
     }
 
     fn refused(&mut self, item: Ready, code: ErrorCode, message: String, answer: &mut Answer) {
-        let class = code.class();
-        self.metrics.entry_failed(&self.stream, code.as_str());
-        if class == ErrorClass::Permanent {
-            self.isolate(item, &code, &message);
-        } else {
-            if let Some(id) = self.router.shard_id(&item) {
-                answer.refused_shards.insert(id);
+        match self
+            .policy
+            .entry_refused(item, &code, &message, &mut self.ledger)
+        {
+            EntryVerdict::Retry(item) => {
+                if let Some(id) = self.router.shard_id(&item) {
+                    answer.refused_shards.insert(id);
+                }
+                answer.retry.push(item);
             }
-            if class != ErrorClass::Throttled {
-                self.log_problem(&code, &message);
-            }
-            answer.retry.push(item);
+            EntryVerdict::Final(fate) => self.apply_fate(fate),
         }
         if answer.refused.is_none() {
             answer.refused = Some((code, message));
         }
     }
 
-    /// A request failed as a whole: the stream backs off and the aggregates go
-    /// back to the queue; a permanent refusal sends each aggregate alone to find
-    /// the record it objects to.
+    /// A request failed as a whole: the policy's verdict is applied (a backoff
+    /// and a retry, aggregates sent alone, or a lone one's fate).
     fn on_request_error(&mut self, items: Vec<Ready>, e: KinesisError) {
-        let class = e.code.class();
-        self.metrics.request_failed(&self.stream, e.code.as_str());
-        self.metrics
-            .note_error(&self.stream, e.code.as_str(), e.code.trouble(), &e.message);
-        if class == ErrorClass::Permanent {
-            self.log_problem(&e.code, &e.message);
-            if items.len() == 1 && items[0].alone {
-                let item = items.into_iter().next().expect("one item");
-                self.isolate(item, &e.code, &e.message);
-                self.ledger.commit();
-            } else {
-                let items = items
-                    .into_iter()
-                    .map(|mut i| {
-                        i.alone = true;
-                        i
-                    })
-                    .collect();
+        match self.policy.request_failed(items, &e, &mut self.ledger) {
+            RequestVerdict::Retry(items, class) => {
+                self.pacing.request_failed(class, Instant::now());
+                if class == ErrorClass::Environment {
+                    self.refresh.notify_one();
+                }
                 self.requeue(items);
             }
-            return;
-        }
-        self.pacing.request_failed(class, Instant::now());
-        self.log_problem(&e.code, &e.message);
-        if class == ErrorClass::Environment {
-            self.refresh.notify_one();
-        }
-        self.requeue(items);
-    }
-
-    /// An aggregate Kinesis refused for good: an aggregate of several records is
-    /// split so each is tried alone; a lone record is a permanent failure — it goes
-    /// to the dead-letter file and the failure stream, and leaves the spool.
-    fn isolate(&mut self, item: Ready, code: &ErrorCode, message: &str) {
-        if item.agg.len() > 1 {
-            self.router.split_alone(item);
-            return;
-        }
-        let kept = self.give_up(item.agg.into_records(), code, message);
-        if !kept.is_empty() {
-            self.pacing.hold_stream(Instant::now());
-            self.router.wait_for_map(kept);
-        }
-    }
-
-    /// Gives records up for good: writes them to the dead-letter file (fsynced),
-    /// reports them on the failure stream, and retires them from the spool (at the
-    /// next commit). If the dead-letter file cannot be written they stay spooled
-    /// and are returned.
-    fn give_up(&mut self, records: Vec<Pending>, code: &ErrorCode, message: &str) -> Vec<Pending> {
-        let failure = Failure {
-            stream: self.stream.to_string(),
-            records: records.iter().map(|p| p.record.clone()).collect(),
-            code: code.clone(),
-            message: message.to_owned(),
-        };
-        if let Some(dl) = &self.dead_letter {
-            if let Err(e) = dl.write(&failure) {
-                tracing::error!(
-                    stream = %self.stream,
-                    path = %dl.path().display(),
-                    error = %e,
-                    "Writing records to the dead-letter file failed; they stay spooled"
-                );
-                return records;
+            RequestVerdict::SendAlone(items) => self.requeue(items),
+            RequestVerdict::Final(fate) => {
+                self.apply_fate(fate);
+                self.ledger.commit();
             }
         }
-        tracing::error!(
-            stream = %self.stream,
-            code = code.as_str(),
-            error = message,
-            records = failure.records.len(),
-            dead_letter = ?self.dead_letter.as_ref().map(|d| d.path().display().to_string()),
-            "Gave up records; they were moved to the dead-letter file"
-        );
-        self.metrics
-            .failed(&self.stream, failure.records.len() as u64);
-        for p in &records {
-            self.ledger.refused(p.entry, code, message);
-            self.ledger.ack(p.entry, p.index);
-        }
-        // Nobody listening, or a slow listener: the dead-letter file has it.
-        let _ = self.failures.try_send(failure);
-        Vec::new()
     }
 
-    fn log_problem(&mut self, code: &ErrorCode, message: &str) {
-        let now = Instant::now();
-        if self
-            .last_problem_log
-            .is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL)
-        {
-            self.last_problem_log = Some(now);
-            tracing::warn!(
-                stream = %self.stream,
-                code = code.as_str(),
-                error = message,
-                "Kinesis refused records; they stay spooled and are retried"
-            );
+    /// Applies what the policy decided for an aggregate refused for good.
+    fn apply_fate(&mut self, fate: Fate) {
+        match fate {
+            Fate::Split(item) => self.router.split_alone(item),
+            Fate::GaveUp => {}
+            Fate::Kept(records) => {
+                // The dead-letter file cannot be written: pause, and keep them.
+                self.pacing.hold_stream(Instant::now());
+                self.router.wait_for_map(records);
+            }
         }
     }
 
@@ -478,8 +414,7 @@ impl Dispatcher {
     fn requeue(&mut self, items: Vec<Ready>) {
         let mut stale = Vec::new();
         for mut item in items.into_iter().rev() {
-            let expired = self.options.max_record_age.is_some()
-                && item.agg.records().iter().any(|p| self.ledger.is_expired(p));
+            let expired = self.policy.holds_expired(&item, &self.ledger);
             if !self.router.is_current(&item) || expired {
                 stale.push(item);
                 continue;
@@ -489,38 +424,7 @@ impl Dispatcher {
             self.router.push_front(item);
         }
         for item in stale {
-            for p in self.drop_expired(item.agg.into_records()) {
-                self.router.route(p);
-            }
-        }
-    }
-
-    /// Gives up the records older than `max_record_age` (dead-letter file) and
-    /// returns the rest.
-    fn drop_expired(&mut self, records: Vec<Pending>) -> Vec<Pending> {
-        let Some(max) = self.options.max_record_age else {
-            return records;
-        };
-        let (expired, fresh): (Vec<Pending>, Vec<Pending>) =
-            records.into_iter().partition(|p| self.ledger.is_expired(p));
-        if !expired.is_empty() {
-            let message = format!(
-                "not delivered within max_record_age_secs ({} s)",
-                max.as_secs()
-            );
-            let kept = self.give_up(expired, &ErrorCode::Expired, &message);
-            self.ledger.commit();
-            self.router.wait_for_map(kept);
-        }
-        fresh
-    }
-
-    /// Expires the records waiting for a shard map (a missing stream, say).
-    fn sweep_expired(&mut self) {
-        if self.options.max_record_age.is_some() && self.router.has_waiting() {
-            let waiting = self.router.take_waiting();
-            let fresh = self.drop_expired(waiting);
-            self.router.wait_for_map(fresh);
+            self.route_fresh(item.agg.into_records());
         }
     }
 
@@ -541,7 +445,7 @@ impl Dispatcher {
                 }
             } else {
                 self.metrics.misrouted(&self.stream, records.len() as u64);
-                self.log_problem(
+                self.policy.log_problem(
                     &ErrorCode::WrongShard,
                     "an aggregate landed in a shard whose range does not hold all its records; they are sent again",
                 );
@@ -564,32 +468,6 @@ impl Dispatcher {
             self.pacing.forget_shards();
         }
     }
-}
-
-/// A worker: sends one PutRecords request and brings its outcome back to the
-/// dispatcher, holding a connection slot until then.
-async fn put_records(
-    kinesis: SharedKinesis,
-    stream: Arc<str>,
-    metrics: Metrics,
-    tx: mpsc::Sender<Outcome>,
-    permit: OwnedSemaphorePermit,
-    items: Vec<Ready>,
-) {
-    let _permit = permit;
-    // Encoding (and its MD5) runs here, on the worker, so requests are hashed
-    // in parallel, and the aggregates of one request several at once. The
-    // encoded bytes go to the client, not kept for a retry: a retry encodes
-    // again, and a request in flight holds one copy of its aggregates, not two.
-    let aggs: Vec<&Aggregate> = items.iter().map(|i| &i.agg).collect();
-    let entries = encode_all(&aggs);
-    let bytes = entries.iter().map(|e| e.size() as u64).sum();
-    let started = std::time::Instant::now();
-    let result = kinesis.put_records(&stream, entries).await;
-    metrics.observe_request(&stream, bytes, started.elapsed(), result.is_ok());
-    // The dispatcher outlives its workers unless the agent is stopping, in
-    // which case the records stay spooled.
-    let _ = tx.send(Outcome { items, result }).await;
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -1,15 +1,25 @@
 //! Delivery: from the stream's intake to Kinesis, and back to the spool as acks.
 //!
-//! One *dispatcher* task per stream (`dispatcher`) is a loop over parts that each
-//! own their state:
+//! One *dispatcher* task per stream (`dispatcher`, started by [`spawn_stream`],
+//! which the producer calls once per stream) is a `select!` loop over parts that
+//! each own their state and are held by that dispatcher alone:
 //!
 //! - `router`: routing and aggregation per shard, and the queue of sealed
 //!   aggregates;
 //! - `pacing`: token buckets, stream and shard backoff, and when to wake up;
 //! - `ledger`: delivery progress of every loaded spool entry (ack, retire, give
-//!   up, expiry);
-//! - `refresh`: the task that keeps the shard map fresh;
-//! - `dead_letter`: the file records refused for good are written to;
+//!   up, expiry), and the acks it writes back through intake;
+//! - `policy`: what becomes of records Kinesis refuses or that grow too old
+//!   (retry, split, give up to the dead-letter file and the failure channel):
+//!   the one place records leave the spool undelivered;
+//! - `workers`: the PutRecords requests in flight, their connection slots and the
+//!   channel their outcomes come back on.
+//!
+//! Beside them:
+//!
+//! - `refresh`: the task that keeps a stream's shard map fresh;
+//! - `dead_letter`: the file records refused for good are written to (shared by
+//!   every stream's policy);
 //! - [`kinesis`]: the Kinesis client, and the one place that classifies its errors;
 //! - [`destination`]: each stream's region, endpoint, profile and assumed role;
 //! - [`redact`]: URLs and messages shown with their credentials hidden.
@@ -30,12 +40,14 @@ mod dispatcher;
 pub mod kinesis;
 mod ledger;
 mod pacing;
+mod policy;
 pub mod proxy;
 pub mod redact;
 mod refresh;
 mod router;
 #[cfg(test)]
 mod tests;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +71,6 @@ pub use pacing::{SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC};
 pub const MAX_BATCH_RECORDS: usize = 500;
 /// Most bytes in one PutRecords request (a Kinesis limit).
 pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
-/// Capacity of the channel that brings request outcomes back to a dispatcher. Each
-/// worker sends exactly one message and holds a connection slot until then, so the
-/// channel never needs more than `max_connections`; it is a floor.
-const OUTCOME_CHANNEL_MIN: usize = 16;
 /// How often the same kind of delivery problem is logged at most.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -85,7 +93,8 @@ pub struct DeliveryOptions {
     pub max_record_age: Option<Duration>,
 }
 
-/// What every stream's dispatcher shares.
+/// What every stream's dispatcher shares; made by the producer, handed to
+/// [`spawn_stream`] for each stream.
 #[derive(Clone)]
 pub(crate) struct Context {
     pub(crate) kinesis: SharedKinesis,
@@ -120,9 +129,8 @@ pub(crate) fn spawn_stream(
         ctx.metrics.clone(),
         ctx.shutdown.clone(),
     ));
-    let outcome_capacity = ctx.options.max_connections.max(OUTCOME_CHANNEL_MIN);
     let shutdown = ctx.shutdown.clone();
     let drain_deadline = ctx.drain_deadline.clone();
-    let dispatcher = Dispatcher::new(outlet, ctx, map_rx, refresh, outcome_capacity);
+    let dispatcher = Dispatcher::new(outlet, ctx, map_rx, refresh);
     tracker.spawn(dispatcher.run(shutdown, drain_deadline))
 }

@@ -17,6 +17,7 @@ use crate::aggregate::{Aggregate, Aggregator, Limits, Pending};
 use crate::shard_map::ShardMap;
 
 /// A sealed aggregate waiting to be sent (or sent again).
+#[derive(Debug)]
 pub(super) struct Ready {
     pub(super) agg: Aggregate,
     /// Shard it was built for, in `map` (of `generation`).

@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::kinesis::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
-use super::*;
+use super::{
+    spawn_stream, Context, DeadLetter, DeliveryOptions, Failure, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
+};
 use crate::aggregate::{Encoded, Limits};
 use crate::intake::{DeliveryError, DeliveryResult, Intake};
+use crate::metrics::Metrics;
 use crate::record::UserRecord;
 use crate::shard_map::Shard;
 use crate::spool::{Spool, SpoolOptions};
