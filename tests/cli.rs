@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::*;
+use crate::util::{
+    check_shards_and_collect, create_stream, send_lines, shardline_bin, socket_toml, stream_data,
+    wait_for, write_binary_config, AgentProcess, Emulator, Workdir,
+};
 
 fn shardline() -> Command {
     Command::new(shardline_bin())

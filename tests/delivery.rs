@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-use crate::util::*;
+use crate::util::{
+    all_shards, check_shards_and_collect, collect_with_placement, config, create_stream,
+    socket_toml, start_agent, wait_active, wait_for, Emulator, ShardInfo, Workdir,
+};
 
 /// Writes `lines_per_sec` lines of `line_bytes` bytes for `secs` seconds, in ticks
 /// of 100 ms; returns what was written.
@@ -253,6 +256,45 @@ async fn open_shards(client: &aws_sdk_kinesis::Client) -> Vec<ShardInfo> {
     shards
 }
 
+/// Every 2 s: a split (1 → 2 shards), UpdateShardCount to 4 then back to 2, a
+/// merge (2 → 1).
+async fn reshard_four_times(client: &aws_sdk_kinesis::Client) {
+    let step = Duration::from_secs(2);
+    tokio::time::sleep(step).await;
+    client
+        .split_shard()
+        .stream_name("logs")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((1u128 << 127).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_stream_active(client).await;
+    assert_eq!(open_shards(client).await.len(), 2);
+    tokio::time::sleep(step).await;
+    update_shard_count(client, 4).await;
+    tokio::time::sleep(step).await;
+    update_shard_count(client, 2).await;
+    tokio::time::sleep(step).await;
+    let open = open_shards(client).await;
+    assert_eq!(open.len(), 2);
+    let (a, b) = if open[0].start < open[1].start {
+        (&open[0], &open[1])
+    } else {
+        (&open[1], &open[0])
+    };
+    client
+        .merge_shards()
+        .stream_name("logs")
+        .shard_to_merge(&a.id)
+        .adjacent_shard_to_merge(&b.id)
+        .send()
+        .await
+        .unwrap();
+    wait_stream_active(client).await;
+    assert_eq!(open_shards(client).await.len(), 1);
+}
+
 /// While 200,000 records flow, the stream is split 1→2 (SplitShard), scaled 2→4
 /// (UpdateShardCount), scaled back to 2 and merged to 1 (MergeShards): every record
 /// arrives, and every user record lies in the hash key range of the shard it was
@@ -270,40 +312,7 @@ async fn reshards_under_load_keep_every_record_in_its_shard_range() {
     let agent = start_agent(c).await;
     // 200,000 records over 10 s.
     let feeder = tokio::spawn(feed(sock.clone(), "rsh", 20_000, 48, 10.0));
-    let step = Duration::from_secs(2);
-    tokio::time::sleep(step).await;
-    client
-        .split_shard()
-        .stream_name("logs")
-        .shard_to_split("shardId-000000000000")
-        .new_starting_hash_key((1u128 << 127).to_string())
-        .send()
-        .await
-        .unwrap();
-    wait_stream_active(&client).await;
-    assert_eq!(open_shards(&client).await.len(), 2);
-    tokio::time::sleep(step).await;
-    update_shard_count(&client, 4).await;
-    tokio::time::sleep(step).await;
-    update_shard_count(&client, 2).await;
-    tokio::time::sleep(step).await;
-    let open = open_shards(&client).await;
-    assert_eq!(open.len(), 2);
-    let (a, b) = if open[0].start < open[1].start {
-        (&open[0], &open[1])
-    } else {
-        (&open[1], &open[0])
-    };
-    client
-        .merge_shards()
-        .stream_name("logs")
-        .shard_to_merge(&a.id)
-        .adjacent_shard_to_merge(&b.id)
-        .send()
-        .await
-        .unwrap();
-    wait_stream_active(&client).await;
-    assert_eq!(open_shards(&client).await.len(), 1);
+    reshard_four_times(&client).await;
     let sent = feeder.await.unwrap();
     assert_eq!(sent.len(), 200_000);
     let m = agent.metrics().clone();

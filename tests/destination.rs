@@ -7,10 +7,13 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shardline::status::{DestinationState, Status};
+use shardline::status::{DestinationState, Status, StreamStatus};
 
 use crate::util::sts::{Sts, ASSUMED_KEY};
-use crate::util::*;
+use crate::util::{
+    create_stream, send_lines, socket_toml, stream_data, write_binary_config, AgentProcess,
+    Emulator, Workdir,
+};
 
 const ROLE: &str = "arn:aws:iam::111122223333:role/shardline-writer";
 const RECORDS: usize = 30;
@@ -146,21 +149,11 @@ async fn two_streams_in_two_accounts_and_regions() {
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_role_waits_in_the_spool_and_is_reported() {
-    let (a, b, work) = setup().await;
-    let sts = Sts::start(false).await;
-    let config = write_config(&work, &a, &b, &sts, "");
-    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
-    let addr = agent.metrics_addr().await;
-    let started = Instant::now();
-    send(&work, "in.sock", "logs").await;
-    send(&work, "audit.sock", "audit").await;
-    // The other stream is not held up.
-    wait_records(&a, "logs", "logs-", RECORDS).await;
-
+/// The audit stream's status once its credentials fail and its records wait in
+/// the spool.
+async fn wait_audit_refused(addr: std::net::SocketAddr) -> StreamStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let audit = loop {
+    loop {
         let s = status(addr).await;
         let audit = s
             .streams
@@ -170,39 +163,29 @@ async fn a_refused_role_waits_in_the_spool_and_is_reported() {
             .clone();
         if audit.state == DestinationState::CredentialsFailing && s.spool.records >= RECORDS as u64
         {
-            break audit;
+            return audit;
         }
         assert!(Instant::now() < deadline, "{s:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let error = audit.error.expect("the problem is shown");
-    assert!(error.message.contains(ROLE), "{error:?}");
-    assert!(error.message.contains("AccessDenied"), "{error:?}");
-    let logs_state = status(addr).await.streams[0].state;
-    assert_eq!(logs_state, DestinationState::Ok);
-    assert!(stream_data(&b.client().await, "audit").await.is_empty());
-    // What the credentials alert reads: no PutRecords was sent, ListShards failed.
-    let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(5))
-        .await
-        .unwrap();
-    let text = String::from_utf8(text.to_vec()).unwrap();
-    let failed = text
-        .lines()
+    }
+}
+
+/// The audit stream's ListShards failures for want of credentials, in metrics
+/// `text`.
+fn credentials_failures(text: &str) -> Option<f64> {
+    text.lines()
         .find(|l| {
             l.starts_with("shardline_list_shards_errors_total{")
                 && l.contains("stream=\"audit\"")
                 && l.contains("code=\"Credentials\"")
         })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
-    assert!(failed.is_some_and(|n| n >= 1.0), "{text}");
-    assert!(
-        b.faults.signers.lock().unwrap().is_empty(),
-        "no PutRecords reached account B"
-    );
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
 
-    // Let the retries go on a while: the refusal is logged once per interval
-    // (10 s) by each of the stream's two tasks (map refresh, delivery), not
-    // once per retry.
+/// Lets the retries go on a while: the refusal is logged once per interval
+/// (10 s) by each of the stream's two tasks (map refresh, delivery), not once
+/// per retry.
+async fn refusals_are_logged_once_per_interval(agent: &AgentProcess, started: Instant, sts: &Sts) {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let log = agent.log_text();
     let reported = log
@@ -216,10 +199,10 @@ async fn a_refused_role_waits_in_the_spool_and_is_reported() {
         "{reported} reports in {intervals} intervals:\n{log}"
     );
     assert!(sts.calls().len() > reported, "retries are not all logged");
+}
 
-    // STS accepts again: the spooled records go, once each.
-    sts.state.allow.store(true, Ordering::Release);
-    wait_records(&b, "audit", "audit-", RECORDS).await;
+/// Waits until every stream is OK and the spool is empty.
+async fn wait_all_ok(addr: std::net::SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(addr).await;
@@ -229,6 +212,46 @@ async fn a_refused_role_waits_in_the_spool_and_is_reported() {
         assert!(Instant::now() < deadline, "{s:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_role_waits_in_the_spool_and_is_reported() {
+    let (a, b, work) = setup().await;
+    let sts = Sts::start(false).await;
+    let config = write_config(&work, &a, &b, &sts, "");
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let started = Instant::now();
+    send(&work, "in.sock", "logs").await;
+    send(&work, "audit.sock", "audit").await;
+    // The other stream is not held up.
+    wait_records(&a, "logs", "logs-", RECORDS).await;
+
+    let audit = wait_audit_refused(addr).await;
+    let error = audit.error.expect("the problem is shown");
+    assert!(error.message.contains(ROLE), "{error:?}");
+    assert!(error.message.contains("AccessDenied"), "{error:?}");
+    let logs_state = status(addr).await.streams[0].state;
+    assert_eq!(logs_state, DestinationState::Ok);
+    assert!(stream_data(&b.client().await, "audit").await.is_empty());
+    // What the credentials alert reads: no PutRecords was sent, ListShards failed.
+    let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let failed = credentials_failures(&text);
+    assert!(failed.is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        b.faults.signers.lock().unwrap().is_empty(),
+        "no PutRecords reached account B"
+    );
+
+    refusals_are_logged_once_per_interval(&agent, started, &sts).await;
+
+    // STS accepts again: the spooled records go, once each.
+    sts.state.allow.store(true, Ordering::Release);
+    wait_records(&b, "audit", "audit-", RECORDS).await;
+    wait_all_ok(addr).await;
     agent.stop().await;
     wait_records(&a, "logs", "logs-", RECORDS).await;
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::util::*;
+use crate::util::{
+    aws_env, config, create_stream, file_toml, send_lines, socket_toml, start_agent, stream_data,
+    wait_for, Emulator, Workdir,
+};
 
 /// Every record of `stream`, parsed as a JSON object.
 async fn objects(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Map<String, Value>> {

@@ -53,6 +53,51 @@ const KEYWORDS: &[&str] = &[
     "count_values",
 ];
 
+/// A byte of a name: a metric, a label, a keyword or a variable.
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+}
+
+/// The name that starts at `start`: a metric's goes into `out` (not a label in a
+/// selector, a modifier with its label list, a function or a keyword). Returns
+/// where the scan goes on.
+fn take_word(expr: &str, start: usize, in_selector: bool, out: &mut BTreeSet<String>) -> usize {
+    let b = expr.as_bytes();
+    let mut i = start;
+    while i < b.len() && is_ident(b[i]) {
+        i += 1;
+    }
+    let word = &expr[start..i];
+    let rest = expr[i..].trim_start();
+    if in_selector {
+        return i;
+    }
+    if [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ]
+    .contains(&word)
+    {
+        // Its label list.
+        if let Some(end) = rest.strip_prefix('(').and_then(|r| r.find(')')) {
+            return expr.len() - rest.len() + end + 2;
+        }
+        return i;
+    }
+    if rest.starts_with('(') {
+        // A function or an aggregation.
+        return i;
+    }
+    if !KEYWORDS.contains(&word) {
+        out.insert(word.to_owned());
+    }
+    i
+}
+
 /// Metric names in a PromQL expression: identifiers that are not functions,
 /// keywords, label names (in `{…}` or a grouping), strings, durations or
 /// `$variables`.
@@ -60,7 +105,6 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     let b = expr.as_bytes();
     let mut out = BTreeSet::new();
     let (mut i, mut braces, mut brackets) = (0, 0, 0);
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
     while i < b.len() {
         let c = b[i];
         match c {
@@ -89,49 +133,16 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             }
             b'$' => {
                 i += 1;
-                while i < b.len() && ident(b[i]) {
+                while i < b.len() && is_ident(b[i]) {
                     i += 1;
                 }
             }
             c if c.is_ascii_digit() || c == b'.' => {
-                while i < b.len() && (ident(b[i]) || b[i] == b'.') {
+                while i < b.len() && (is_ident(b[i]) || b[i] == b'.') {
                     i += 1;
                 }
             }
-            c if ident(c) => {
-                let start = i;
-                while i < b.len() && ident(b[i]) {
-                    i += 1;
-                }
-                let word = &expr[start..i];
-                let rest = expr[i..].trim_start();
-                if braces > 0 || brackets > 0 {
-                    continue;
-                }
-                if [
-                    "by",
-                    "without",
-                    "on",
-                    "ignoring",
-                    "group_left",
-                    "group_right",
-                ]
-                .contains(&word)
-                {
-                    // Its label list.
-                    if let Some(end) = rest.strip_prefix('(').and_then(|r| r.find(')')) {
-                        i = expr.len() - rest.len() + end + 2;
-                    }
-                    continue;
-                }
-                if rest.starts_with('(') {
-                    // A function or an aggregation.
-                    continue;
-                }
-                if !KEYWORDS.contains(&word) {
-                    out.insert(word.to_owned());
-                }
-            }
+            c if is_ident(c) => i = take_word(expr, i, braces > 0 || brackets > 0, &mut out),
             _ => i += 1,
         }
     }

@@ -109,17 +109,20 @@ fn systemd_verify_catches_a_misspelt_key() {
     assert!(result.is_err(), "a misspelt key passed verification");
 }
 
-/// `cargo deb` from the binary this test build made (debug profile: no second,
-/// release build), unpacked into a scratch root.
-#[test]
-fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
-    let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("shardline.deb");
-    // cargo-deb takes the binary from <target>/debug: a target directory of our
-    // own holding the binary under test, whatever else shares the real one.
-    let target = dir.path().join("target");
+/// A target directory of our own in `dir` holding the binary under test as
+/// `debug/shardline` (the packagers take it from there), whatever else shares the
+/// real one.
+fn own_target(dir: &Path) -> PathBuf {
+    let target = dir.join("target");
     std::fs::create_dir_all(target.join("debug")).unwrap();
     std::os::unix::fs::symlink(shardline_bin(), target.join("debug/shardline")).unwrap();
+    target
+}
+
+/// `cargo deb` without a build; returns the package's path in `dir`.
+fn build_deb(dir: &Path) -> PathBuf {
+    let deb = dir.join("shardline.deb");
+    let target = own_target(dir);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = run(Command::new(cargo)
         .env("CARGO_TARGET_DIR", &target)
@@ -133,13 +136,18 @@ fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
         "cargo deb failed (.ci/test installs cargo-deb):\n{}",
         text(&out)
     );
+    deb
+}
 
-    let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
+/// The package's control data: its name and dependency, the config as its only
+/// conffile, and a postinst that creates the user and the state directory.
+fn check_deb_control(dir: &Path, deb: &Path) {
+    let info = run(Command::new("dpkg-deb").arg("--info").arg(deb));
     let info = text(&info);
     assert!(info.contains("Package: shardline"), "{info}");
     assert!(info.contains("Depends: adduser"), "{info}");
-    let conffiles = run(Command::new("dpkg-deb").args(["--ctrl-tarfile"]).arg(&deb));
-    let ctrl = dir.path().join("control");
+    let conffiles = run(Command::new("dpkg-deb").args(["--ctrl-tarfile"]).arg(deb));
+    let ctrl = dir.join("control");
     std::fs::create_dir(&ctrl).unwrap();
     let mut tar = Command::new("tar")
         .arg("-x")
@@ -168,9 +176,13 @@ fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
     assert!(postinst.contains("/var/lib/shardline"), "{postinst}");
     let sh = run(Command::new("sh").arg("-n").arg(ctrl.join("postinst")));
     assert!(sh.status.success(), "postinst syntax:\n{}", text(&sh));
+}
 
-    let root = dir.path().join("root");
-    let x = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+/// The package unpacked into `dir/root`: the binary (which runs and accepts the
+/// shipped config), the unit and the config as in the source tree.
+fn check_deb_contents(dir: &Path, deb: &Path) {
+    let root = dir.join("root");
+    let x = run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root));
     assert!(x.status.success(), "{}", text(&x));
     let binary = root.join("usr/bin/shardline");
     let mode =
@@ -199,20 +211,25 @@ fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
     verify_unit(&unit_text, &binary);
 }
 
+/// `cargo deb` from the binary this test build made (debug profile: no second,
+/// release build), unpacked into a scratch root.
+#[test]
+fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = build_deb(dir.path());
+    check_deb_control(dir.path(), &deb);
+    check_deb_contents(dir.path(), &deb);
+}
+
 fn root_file(p: &str) -> PathBuf {
     root().join(p)
 }
 
-/// `cargo generate-rpm` from the binary this test build made, read back with
-/// `rpm -qp` (Debian's `rpm`): the package Amazon Linux 2023 and RHEL 9 hosts
-/// install. `.ci/test` installs both tools.
-#[test]
-fn rpm_package_holds_the_binary_unit_config_and_scripts() {
-    let dir = tempfile::tempdir().unwrap();
-    let rpm = dir.path().join("shardline.rpm");
-    let target = dir.path().join("target");
-    std::fs::create_dir_all(target.join("debug")).unwrap();
-    std::os::unix::fs::symlink(shardline_bin(), target.join("debug/shardline")).unwrap();
+/// `cargo generate-rpm` from the binary under test; returns the package's path in
+/// `dir`.
+fn build_rpm(dir: &Path) -> PathBuf {
+    let rpm = dir.join("shardline.rpm");
+    let target = own_target(dir);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = run(Command::new(cargo)
         .current_dir(root())
@@ -228,11 +245,19 @@ fn rpm_package_holds_the_binary_unit_config_and_scripts() {
         "cargo generate-rpm failed (.ci/test installs cargo-generate-rpm):\n{}",
         text(&out)
     );
-    let query = |flag: &str| {
-        let out = run(Command::new("rpm").args(["-qp", flag]).arg(&rpm));
-        assert!(out.status.success(), "rpm -qp {flag}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    rpm
+}
+
+/// `rpm -qp FLAG` of the package: its standard output.
+fn rpm_query(rpm: &Path, flag: &str) -> String {
+    let out = run(Command::new("rpm").args(["-qp", flag]).arg(rpm));
+    assert!(out.status.success(), "rpm -qp {flag}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The files, the config as a conffile an upgrade leaves alone, the binary's mode.
+fn check_rpm_files(rpm: &Path) {
+    let query = |flag: &str| rpm_query(rpm, flag);
     let files: Vec<String> = query("-l").lines().map(str::to_owned).collect();
     assert_eq!(
         files,
@@ -271,8 +296,11 @@ fn rpm_package_holds_the_binary_unit_config_and_scripts() {
         binary.split(' ').nth(4).unwrap().ends_with("755"),
         "{binary}"
     );
+}
 
-    let scripts = query("--scripts");
+/// The scriptlets do what each must, and the shipped scripts parse.
+fn check_rpm_scripts(rpm: &Path) {
+    let scripts = rpm_query(rpm, "--scripts");
     for (part, needle) in [
         ("preinstall", "useradd -r -g shardline"),
         ("preinstall", "systemd-journal"),
@@ -300,10 +328,12 @@ fn rpm_package_holds_the_binary_unit_config_and_scripts() {
             .arg(root_file(&format!("packaging/rpm/{s}.sh"))));
         assert!(sh.status.success(), "{s}.sh syntax:\n{}", text(&sh));
     }
+}
 
-    // What it needs of the host: useradd, systemd, and a glibc that Amazon Linux
-    // 2023 and RHEL 9 have (2.34).
-    let requires = query("--requires");
+/// What it needs of the host: useradd, systemd, and a glibc that Amazon Linux
+/// 2023 and RHEL 9 have (2.34).
+fn check_rpm_requires(rpm: &Path) {
+    let requires = rpm_query(rpm, "--requires");
     assert!(requires.lines().any(|l| l == "shadow-utils"), "{requires}");
     assert!(requires.lines().any(|l| l == "systemd"), "{requires}");
     let newest = requires
@@ -318,4 +348,16 @@ fn rpm_package_holds_the_binary_unit_config_and_scripts() {
         .max()
         .expect("glibc requirements listed");
     assert!(newest <= vec![2, 34], "needs glibc {newest:?}:\n{requires}");
+}
+
+/// `cargo generate-rpm` from the binary this test build made, read back with
+/// `rpm -qp` (Debian's `rpm`): the package Amazon Linux 2023 and RHEL 9 hosts
+/// install. `.ci/test` installs both tools.
+#[test]
+fn rpm_package_holds_the_binary_unit_config_and_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rpm = build_rpm(dir.path());
+    check_rpm_files(&rpm);
+    check_rpm_scripts(&rpm);
+    check_rpm_requires(&rpm);
 }

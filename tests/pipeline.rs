@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::util::*;
+use crate::util::{
+    check_shards_and_collect, config, create_stream, node_deaggregate, send_lines, socket_toml,
+    start_agent, wait_for, Emulator, Workdir,
+};
 
 const LONG: Duration = Duration::from_secs(180);
 

@@ -9,7 +9,10 @@ use shardline::producer::{Producer, ProducerOptions};
 use shardline::record::{RecordError, UserRecord, MAX_RECORD_BYTES};
 use shardline::ProduceError;
 
-use crate::util::*;
+use crate::util::{
+    aws_env, check_shards_and_collect, config, create_stream, read_stream, socket_toml, Emulator,
+    ReadRecord, Workdir,
+};
 
 fn options(work: &Workdir, endpoint: &str, extra: &str) -> ProducerOptions {
     let c = config(

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use crate::util::proxy::{ConnectProxy, TlsFront};
-use crate::util::*;
+use crate::util::{
+    create_stream, send_lines, stream_data, write_binary_config, AgentProcess, Emulator, Workdir,
+};
 
 const RECORDS: usize = 50;
 

@@ -5,7 +5,10 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::util::*;
+use crate::util::{
+    create_stream, file_toml, full_spool_config, send_lines, stream_data, wait_for,
+    write_binary_config, AgentProcess, Emulator, Workdir,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -362,6 +365,49 @@ fn fill(socket: &std::os::unix::net::UnixStream, mut chunk: impl FnMut() -> Vec<
     }
 }
 
+/// Reads every answer on `reader` until the connection ends, on a thread.
+fn read_answers(
+    mut reader: std::os::unix::net::UnixStream,
+) -> std::thread::JoinHandle<Vec<shardline::source::socket::frame::Response>> {
+    use bytes::BytesMut;
+    use shardline::source::socket::frame::{self, Response};
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(r) = frame::decode::<Response>(&mut buf).unwrap() {
+                got.push(r);
+            }
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+}
+
+/// Request `id` on the wire: one acked record of 60,000 bytes.
+fn numbered_frame(id: u64) -> Vec<u8> {
+    use bytes::BytesMut;
+    use shardline::source::socket::frame::{self, Record, Request};
+    let mut out = BytesMut::new();
+    frame::encode(
+        &Request {
+            id,
+            records: vec![Record {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: vec![b'y'; 60_000].into(),
+            }],
+            ack: true,
+        },
+        &mut out,
+    );
+    out.to_vec()
+}
+
 /// Regression (issue 22, N6): with a source waiting for room in a full spool, the
 /// agent was still running 60 s after SIGTERM with `shutdown_timeout_secs = 3`,
 /// and under the unit a line sent meanwhile was lost without a word. Now the
@@ -369,8 +415,7 @@ fn fill(socket: &std::os::unix::net::UnixStream, mut chunk: impl FnMut() -> Vec<
 /// reported and counted, frames are answered `SHUTTING_DOWN`, and the agent exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
-    use bytes::BytesMut;
-    use shardline::source::socket::frame::{self, Record, Request, Response, Status};
+    use shardline::source::socket::frame::Status;
 
     // Lines: nobody waits for an answer, so the loss is logged.
     let work = Workdir::new();
@@ -397,40 +442,12 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
     agent.metrics_addr().await;
     let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
     let reader = socket.try_clone().unwrap();
-    let answers = std::thread::spawn(move || {
-        use std::io::Read;
-        let mut reader = reader;
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            while let Some(r) = frame::decode::<Response>(&mut buf).unwrap() {
-                got.push(r);
-            }
-            match reader.read(&mut chunk) {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    });
+    let answers = read_answers(reader);
     let mut id = 0;
     let written = tokio::task::spawn_blocking(move || {
         fill(&socket, || {
             id += 1;
-            let mut out = BytesMut::new();
-            frame::encode(
-                &Request {
-                    id,
-                    records: vec![Record {
-                        partition_key: "k".into(),
-                        explicit_hash_key: None,
-                        data: vec![b'y'; 60_000].into(),
-                    }],
-                    ack: true,
-                },
-                &mut out,
-            );
-            out.to_vec()
+            numbered_frame(id)
         })
     })
     .await

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shardline::source::socket::frame::{self, Record, Request, Response, Status};
 
-use crate::util::*;
+use crate::util::{create_stream, stream_data, AgentProcess, Emulator, Workdir};
 
 fn spool_config(work: &Workdir, endpoint: &str, spool_extra: &str, socket_extra: &str) -> PathBuf {
     let path = work.path("shardline.toml");
@@ -44,6 +44,48 @@ struct Sender {
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
+/// Request `next` of [`Sender`]: `per` records of `size` bytes, each under a
+/// random key; returns their data too.
+fn numbered_request(next: u64, per: usize, size: usize) -> (Vec<Bytes>, Request) {
+    let data: Vec<Bytes> = (0..per)
+        .map(|i| {
+            let head = format!("rec-{next:08}-{i:04}-");
+            Bytes::from(format!(
+                "{head}{}",
+                "p".repeat(size.saturating_sub(head.len()))
+            ))
+        })
+        .collect();
+    let req = Request {
+        id: next,
+        records: data
+            .iter()
+            .map(|d| Record {
+                partition_key: format!("k{}", fastrand::u32(..)),
+                explicit_hash_key: None,
+                data: d.clone(),
+            })
+            .collect(),
+        ack: true,
+    };
+    (data, req)
+}
+
+/// The next answer on `conn` (`buf` holds what was read past the last one), or
+/// `None` once the connection ends.
+fn read_answer(conn: &mut UnixStream, buf: &mut BytesMut) -> Option<Response> {
+    loop {
+        if let Ok(Some(r)) = frame::decode::<Response>(buf) {
+            return Some(r);
+        }
+        let mut chunk = [0u8; 4096];
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 impl Sender {
     fn start(sock: PathBuf, per: usize, size: usize, pause: Duration) -> Sender {
         let stop = Arc::new(AtomicBool::new(false));
@@ -62,43 +104,14 @@ impl Sender {
                         .unwrap();
                     let mut buf = BytesMut::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let data: Vec<Bytes> = (0..per)
-                            .map(|i| {
-                                let head = format!("rec-{next:08}-{i:04}-");
-                                Bytes::from(format!(
-                                    "{head}{}",
-                                    "p".repeat(size.saturating_sub(head.len()))
-                                ))
-                            })
-                            .collect();
-                        let req = Request {
-                            id: next,
-                            records: data
-                                .iter()
-                                .map(|d| Record {
-                                    partition_key: format!("k{}", fastrand::u32(..)),
-                                    explicit_hash_key: None,
-                                    data: d.clone(),
-                                })
-                                .collect(),
-                            ack: true,
-                        };
+                        let (data, req) = numbered_request(next, per, size);
                         next += 1;
                         let mut wire = BytesMut::new();
                         frame::encode(&req, &mut wire);
                         if conn.write_all(&wire).is_err() {
                             break;
                         }
-                        let answer = loop {
-                            if let Ok(Some(r)) = frame::decode::<Response>(&mut buf) {
-                                break Some(r);
-                            }
-                            let mut chunk = [0u8; 4096];
-                            match conn.read(&mut chunk) {
-                                Ok(0) | Err(_) => break None,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
+                        let answer = read_answer(&mut conn, &mut buf);
                         match answer {
                             Some(r) if r.status == Status::Ok as i32 => {
                                 assert_eq!(r.id, req.id);
@@ -269,6 +282,80 @@ async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
     agent.stop().await;
 }
 
+/// Acked records pile up in 1 MiB segments while Kinesis refuses, then the agent
+/// is SIGKILLed with every request answered. Returns what was acked.
+async fn fill_segments_and_kill(emu: &Emulator, work: &Workdir, conf: &Path) -> Vec<Bytes> {
+    emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(work, "fill", conf, &[], |_| {});
+    agent.metrics_addr().await;
+    let sender = Sender::start(work.path("in.sock"), 50, 300, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.acked() < 16_000 {
+        assert!(Instant::now() < deadline, "{}", agent.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every request answered before the kill: all that is in the spool was acked.
+    let (acked, refused) = sender.finish();
+    assert!(refused.is_empty(), "{refused:?}");
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    acked
+}
+
+/// A sealed segment cut mid-frame and the newest segment deleted.
+fn damage_segments(work: &Workdir) {
+    let streams = stream_dir(&work.spool());
+    let segs = files_with(&streams, "seg");
+    assert!(segs.len() >= 4, "{segs:?}");
+    let middle = &segs[segs.len() / 2];
+    let len = std::fs::metadata(middle).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(middle)
+        .unwrap();
+    f.set_len(len / 2 + 7).unwrap();
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+}
+
+/// The value of the unlabelled sample `name` in metrics `text`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// How many of `acked` reached the stream, once that and `lost` make them all
+/// (or two minutes passed).
+async fn delivered_of(client: &aws_sdk_kinesis::Client, acked: &[Bytes], lost: u64) -> u64 {
+    let want: HashSet<&Bytes> = acked.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let data = stream_data(client, "logs").await;
+        let got: HashSet<Bytes> = data.into_iter().filter(|d| want.contains(d)).collect();
+        if got.len() as u64 + lost >= acked.len() as u64 || Instant::now() > deadline {
+            return got.len() as u64;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The report outlives a restart, in /status, until the file is deleted.
+async fn check_report_after_restart(work: &Workdir, conf: &Path, lost: u64) {
+    let mut agent = AgentProcess::spawn(work, "after", conf, &[], |_| {});
+    let addr = agent.metrics_addr().await;
+    let (_, body) = shardline::status::get(addr, "/status", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let status: shardline::status::Status = serde_json::from_slice(&body).unwrap();
+    let damage = status.spool.damage.expect("the damage report is shown");
+    assert_eq!((damage.events, damage.lost_records), (2, lost));
+    assert_eq!(
+        Path::new(&damage.path),
+        work.spool().join("damaged").join("report")
+    );
+    agent.stop().await;
+}
+
 /// Regression (issue 22, N2): the release binary met damage it did not report.
 /// Acked records pile up in 1 MiB segments (Kinesis refuses), the agent is
 /// SIGKILLed, then a sealed segment is cut mid-frame and the newest segment is
@@ -287,42 +374,14 @@ async fn damaged_segments_report_exactly_the_acked_records_lost() {
         "segment_bytes = 1048576\nflush_interval_ms = 50",
         "",
     );
-    emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
-    let mut agent = AgentProcess::spawn(&work, "fill", &conf, &[], |_| {});
-    agent.metrics_addr().await;
-    let sender = Sender::start(work.path("in.sock"), 50, 300, Duration::ZERO);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sender.acked() < 16_000 {
-        assert!(Instant::now() < deadline, "{}", agent.log_text());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Every request answered before the kill: all that is in the spool was acked.
-    let (acked, refused) = sender.finish();
-    assert!(refused.is_empty(), "{refused:?}");
-    agent.child.kill().unwrap();
-    agent.child.wait().unwrap();
-    let streams = stream_dir(&work.spool());
-    let segs = files_with(&streams, "seg");
-    assert!(segs.len() >= 4, "{segs:?}");
-    let middle = &segs[segs.len() / 2];
-    let len = std::fs::metadata(middle).unwrap().len();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(middle)
-        .unwrap();
-    f.set_len(len / 2 + 7).unwrap();
-    std::fs::remove_file(segs.last().unwrap()).unwrap();
+    let acked = fill_segments_and_kill(&emu, &work, &conf).await;
+    damage_segments(&work);
 
     emu.faults.fail_requests.store(0, Ordering::Relaxed);
     let mut agent = AgentProcess::spawn(&work, "damaged", &conf, &[], |_| {});
     let addr = agent.metrics_addr().await;
     let log = agent.log.clone();
     let log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let metric = |text: &str, name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    };
     let (_, text) = shardline::status::get(addr, "/metrics", Duration::from_secs(10))
         .await
         .unwrap();
@@ -332,16 +391,7 @@ async fn damaged_segments_report_exactly_the_acked_records_lost() {
     );
     assert!(lost > 0, "{}", log());
     // What reaches the stream is everything acked but the records reported lost.
-    let want: HashSet<&Bytes> = acked.iter().collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let delivered = loop {
-        let data = stream_data(&client, "logs").await;
-        let got: HashSet<Bytes> = data.into_iter().filter(|d| want.contains(d)).collect();
-        if got.len() as u64 + lost >= acked.len() as u64 || Instant::now() > deadline {
-            break got.len() as u64;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let delivered = delivered_of(&client, &acked, lost).await;
     assert_eq!(delivered + lost, acked.len() as u64, "{}", log());
     let text = log();
     assert!(
@@ -354,64 +404,36 @@ async fn damaged_segments_report_exactly_the_acked_records_lost() {
     );
     assert!(!text.contains("never acknowledged as durable"), "{text}");
     agent.stop().await;
-
-    // The report outlives the restart, in /status, until the file is deleted.
-    let mut agent = AgentProcess::spawn(&work, "after", &conf, &[], |_| {});
-    let addr = agent.metrics_addr().await;
-    let (_, body) = shardline::status::get(addr, "/status", Duration::from_secs(10))
-        .await
-        .unwrap();
-    let status: shardline::status::Status = serde_json::from_slice(&body).unwrap();
-    let damage = status.spool.damage.expect("the damage report is shown");
-    assert_eq!((damage.events, damage.lost_records), (2, lost));
-    assert_eq!(
-        Path::new(&damage.path),
-        work.spool().join("damaged").join("report")
-    );
-    agent.stop().await;
+    check_report_after_restart(&work, &conf, lost).await;
 }
 
-/// A real full filesystem (a 12 MiB tmpfs; root only): frames clients get
-/// SPOOL_FULL, nothing acked is lost, the agent starts on the full disk, drains
-/// it and takes records again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
-    if unsafe { libc_geteuid() } != 0 {
-        eprintln!("skipped: mounting a small filesystem needs root");
-        return;
+/// Unmounts (lazily) the filesystem at its path when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
-    let emu = Emulator::start().await;
-    let client = emu.client().await;
-    create_stream(&client, "logs", 2).await;
-    let work = Workdir::new();
-    let mount = work.path("spool");
-    std::fs::create_dir_all(&mount).unwrap();
+}
+
+/// A 12 MiB tmpfs at `mount`, unmounted when the guard is dropped.
+fn mount_small_tmpfs(mount: &Path) -> Unmount {
+    std::fs::create_dir_all(mount).unwrap();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
-        .arg(&mount)
+        .arg(mount)
         .status()
         .unwrap();
     assert!(mounted.success(), "mount tmpfs");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(mount.clone());
-    // No reserve: the spool meets the real ENOSPC, not only its own bound.
-    let conf = spool_config(
-        &work,
-        &emu.endpoint,
-        "segment_bytes = 1048576\nmin_free_bytes = 0",
-        "on_full = \"refuse\"",
-    );
-    emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
-    let mut agent = AgentProcess::spawn(&work, "full", &conf, &[], |_| {});
-    agent.metrics_addr().await;
+    Unmount(mount.to_path_buf())
+}
+
+/// Sends until the full filesystem refuses; every refusal is SPOOL_FULL. Returns
+/// what was acked.
+async fn send_until_the_disk_is_full(work: &Workdir, agent: &AgentProcess) -> Vec<Bytes> {
     let sender = Sender::start(work.path("in.sock"), 50, 1000, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sender.refused.lock().unwrap().is_empty() {
@@ -428,6 +450,50 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
         refused.iter().all(|s| *s == Status::SpoolFull),
         "a full disk is SPOOL_FULL, nothing else: {refused:?}"
     );
+    acked
+}
+
+/// Once delivery freed the disk, 100 records are taken again; returns them.
+async fn send_after_the_drain(work: &Workdir, agent: &AgentProcess) -> Vec<Bytes> {
+    let sender = Sender::start(work.path("in.sock"), 10, 100, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.acked() < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "no record taken after the drain:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (more, _) = sender.finish();
+    more
+}
+
+/// A real full filesystem (a 12 MiB tmpfs; root only): frames clients get
+/// SPOOL_FULL, nothing acked is lost, the agent starts on the full disk, drains
+/// it and takes records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("skipped: mounting a small filesystem needs root");
+        return;
+    }
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let _unmount = mount_small_tmpfs(&work.path("spool"));
+    // No reserve: the spool meets the real ENOSPC, not only its own bound.
+    let conf = spool_config(
+        &work,
+        &emu.endpoint,
+        "segment_bytes = 1048576\nmin_free_bytes = 0",
+        "on_full = \"refuse\"",
+    );
+    emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
+    let mut agent = AgentProcess::spawn(&work, "full", &conf, &[], |_| {});
+    agent.metrics_addr().await;
+    let acked = send_until_the_disk_is_full(&work, &agent).await;
     // SIGKILL on the full disk, then a start on it: it opens and drains.
     agent.child.kill().unwrap();
     agent.child.wait().unwrap();
@@ -440,17 +506,7 @@ async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
     })
     .await;
     // It takes records again once delivery freed the disk.
-    let sender = Sender::start(work.path("in.sock"), 10, 100, Duration::ZERO);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while sender.acked() < 100 {
-        assert!(
-            Instant::now() < deadline,
-            "no record taken after the drain:\n{}",
-            agent.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (more, _) = sender.finish();
+    let more = send_after_the_drain(&work, &agent).await;
     wait_delivered(&client, &more, &|| {
         std::fs::read_to_string(&log).unwrap_or_default()
     })
@@ -468,48 +524,33 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-/// Regression (issue 22, N8): every segment and ack file held a descriptor; with
-/// 1 MiB segments and a limit of 1,024, at some 1,100 segments every commit
-/// failed with EMFILE, every acked write was answered `INTERNAL`, and the next
-/// start failed the same way. Under a limit of 192, twice as many segments as
-/// descriptors are written and acked, the agent restarts on them, recovers every
-/// acked record and delivers from them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_segments_than_descriptors_are_written_reopened_and_delivered() {
+/// The descriptor limit of the test below.
+const DESCRIPTORS: u64 = 192;
+
+/// Makes the agent start under a limit of [`DESCRIPTORS`] open files.
+fn limit_descriptors(c: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    const LIMIT: u64 = 192;
-    let work = Workdir::new();
-    let limited = |c: &mut std::process::Command| {
-        // SAFETY: setrlimit only, between fork and exec.
-        unsafe {
-            c.pre_exec(|| {
-                let l = libc::rlimit {
-                    rlim_cur: LIMIT as libc::rlim_t,
-                    rlim_max: LIMIT as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    };
-    // Nothing answers at first: every segment stays.
-    let spool_extra = "max_bytes = 2147483648\nsegment_bytes = 1048576\nmin_free_bytes = 0\n";
-    let socket_extra = "max_connections = 8\n";
-    let config = spool_config(&work, "http://127.0.0.1:9", spool_extra, socket_extra);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("[delivery]\n", "[delivery]\nmax_connections = 4\n"),
-    )
-    .unwrap();
-    let mut agent = AgentProcess::spawn(&work, "first", &config, &[], limited);
-    agent.metrics_addr().await;
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: DESCRIPTORS as libc::rlim_t,
+                rlim_max: DESCRIPTORS as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends until the spool holds twice as many segments as descriptors, nothing
+/// refused. Returns what was acked.
+async fn send_twice_the_limit_in_segments(work: &Workdir, agent: &AgentProcess) -> Vec<Bytes> {
     let sender = Sender::start(work.path("in.sock"), 16, 60_000, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(300);
-    while files_with(&stream_dir(&work.spool()), "seg").len() < 2 * LIMIT as usize {
+    while files_with(&stream_dir(&work.spool()), "seg").len() < 2 * DESCRIPTORS as usize {
         assert!(
             Instant::now() < deadline,
             "{} segments\n{}",
@@ -529,6 +570,32 @@ async fn more_segments_than_descriptors_are_written_reopened_and_delivered() {
         "refused {refused:?}\n{}",
         agent.log_text()
     );
+    acked
+}
+
+/// Regression (issue 22, N8): every segment and ack file held a descriptor; with
+/// 1 MiB segments and a limit of 1,024, at some 1,100 segments every commit
+/// failed with EMFILE, every acked write was answered `INTERNAL`, and the next
+/// start failed the same way. Under a limit of 192, twice as many segments as
+/// descriptors are written and acked, the agent restarts on them, recovers every
+/// acked record and delivers from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_segments_than_descriptors_are_written_reopened_and_delivered() {
+    let work = Workdir::new();
+    // Nothing answers at first: every segment stays.
+    let spool_extra = "max_bytes = 2147483648\nsegment_bytes = 1048576\nmin_free_bytes = 0\n";
+    let socket_extra = "max_connections = 8\n";
+    let config = spool_config(&work, "http://127.0.0.1:9", spool_extra, socket_extra);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[delivery]\n", "[delivery]\nmax_connections = 4\n"),
+    )
+    .unwrap();
+    let mut agent = AgentProcess::spawn(&work, "first", &config, &[], limit_descriptors);
+    agent.metrics_addr().await;
+    let acked = send_twice_the_limit_in_segments(&work, &agent).await;
     let log = agent.stop().await;
     assert!(!log.contains("Too many open files"), "{log}");
 
@@ -538,7 +605,7 @@ async fn more_segments_than_descriptors_are_written_reopened_and_delivered() {
     create_stream(&client, "logs", 4).await;
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("http://127.0.0.1:9", &emu.endpoint)).unwrap();
-    let mut agent = AgentProcess::spawn(&work, "second", &config, &[], limited);
+    let mut agent = AgentProcess::spawn(&work, "second", &config, &[], limit_descriptors);
     let addr = agent.metrics_addr().await;
     let status = shardline::status::fetch(addr, Duration::from_secs(10))
         .await

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use shardline::status::{self, DestinationState, Status};
 
-use crate::util::*;
+use crate::util::{
+    config, create_stream, send_lines, shardline_command, socket_toml, start_agent, wait_for,
+    write_binary_config, AgentProcess, Emulator, Workdir,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -48,29 +51,9 @@ async fn wait_status(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
-    let emu = Emulator::start().await;
-    let client = emu.client().await;
-    create_stream(&client, "logs", 2).await;
-    let work = Workdir::new();
-    let sock = work.path("in.sock");
-    let agent = start_agent(config(
-        &work,
-        &emu.endpoint,
-        "logs",
-        &socket_toml(&sock, None),
-    ))
-    .await;
-    let addr = agent.metrics_addr();
-    assert!(addr.ip().is_loopback(), "{addr}");
-    assert_ne!(addr.port(), 0, "the bound port is reported, not 0");
-
-    send_lines(&sock, (0..200).map(|i| format!("line {i}"))).await;
-    wait_for("200 delivered", LIMIT, || {
-        agent.metrics().delivered_count("logs") == 200
-    })
-    .await;
+/// `/metrics` and `/status` once 200 records were delivered and none waits; an
+/// unknown path is 404.
+async fn check_idle_endpoint(addr: std::net::SocketAddr) {
     let (code, text) = get(addr, "/metrics").await;
     assert_eq!(code, 200);
     assert!(text.ends_with("# EOF\n"), "not OpenMetrics text:\n{text}");
@@ -109,11 +92,14 @@ async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
     assert_eq!(s.streams[0].state, DestinationState::Ok);
     assert_eq!(s.last_error, None);
     assert_eq!(get(addr, "/nothing").await.0, 404);
+}
 
-    // Kinesis goes away: records wait in the spool, and the status says so.
+/// Kinesis goes away: 50 records sent to `sock` wait in the spool, and the status
+/// and the metrics say how many, how old, and the error.
+async fn check_backlog(emu: &Emulator, sock: &std::path::Path, addr: std::net::SocketAddr) {
     emu.faults.outage.store(true, Ordering::Release);
     let sent = Instant::now();
-    send_lines(&sock, (0..50).map(|i| format!("later {i}"))).await;
+    send_lines(sock, (0..50).map(|i| format!("later {i}"))).await;
     let s = wait_status(addr, "a backlog of 50 with an error", |s| {
         s.spool.records == 50 && s.last_error.is_some() && sent.elapsed().as_secs_f64() > 1.5
     })
@@ -143,6 +129,33 @@ async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
     assert!(!e.code.is_empty() && !e.message.is_empty(), "{e:?}");
     assert_eq!(s.streams[0].state, DestinationState::Failing, "{s:#?}");
     assert_eq!(s.streams[0].error.as_ref().map(|e| &e.code), Some(&e.code));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_serves_metrics_and_status_with_backlog_age_and_last_error() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 2).await;
+    let work = Workdir::new();
+    let sock = work.path("in.sock");
+    let agent = start_agent(config(
+        &work,
+        &emu.endpoint,
+        "logs",
+        &socket_toml(&sock, None),
+    ))
+    .await;
+    let addr = agent.metrics_addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_ne!(addr.port(), 0, "the bound port is reported, not 0");
+
+    send_lines(&sock, (0..200).map(|i| format!("line {i}"))).await;
+    wait_for("200 delivered", LIMIT, || {
+        agent.metrics().delivered_count("logs") == 200
+    })
+    .await;
+    check_idle_endpoint(addr).await;
+    check_backlog(&emu, &sock, addr).await;
 
     emu.faults.outage.store(false, Ordering::Release);
     let s = wait_status(addr, "the backlog delivered", |s| {

@@ -14,7 +14,8 @@ use axum::response::Response;
 use base64::Engine as _;
 use bytes::Bytes;
 
-/// What to inject; change it while the agent runs.
+/// What to inject; change it while the agent runs. Tests own it through
+/// `Emulator::faults` and set it; only [`layer`] reads it.
 #[derive(Default)]
 pub struct Faults {
     /// PutRecords requests to answer with HTTP 500 `InternalFailure` (counts down).
@@ -80,19 +81,15 @@ fn entry_data(entry: &serde_json::Value) -> Bytes {
         .into()
 }
 
-pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) -> Response {
-    let target = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    if faults.outage.load(Ordering::Acquire) {
-        cut_connection();
-    }
-    if !target.ends_with(".PutRecords") {
-        return next.run(req).await;
-    }
+/// Takes one from a count-down fault: true if it was not yet at zero.
+fn take(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Counts a PutRecords request and notes who signed it.
+fn note_put_records(faults: &Faults, req: &Request) {
     faults.put_records.fetch_add(1, Ordering::Relaxed);
     if let Some(who) = req
         .headers()
@@ -102,43 +99,28 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
     {
         faults.signers.lock().unwrap().push(who);
     }
-    let delay = faults.delay_ms.load(Ordering::Relaxed);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
-    let take = |counter: &AtomicU32| {
-        counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
-    };
-    if take(&faults.reset_requests) {
-        cut_connection();
-    }
-    if take(&faults.fail_requests) {
-        return json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"__type": "InternalFailure", "message": "injected"}),
-        );
-    }
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    let mut request: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let poison = faults.poison.lock().unwrap().clone();
-    if let Some(marker) = poison {
-        for e in request["Records"].as_array().unwrap() {
-            let data = entry_data(e);
-            let users = shardline::aggregate::deaggregate("p", None, &data).unwrap();
-            if users.iter().any(|u| contains(&u.data, &marker)) {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    serde_json::json!({"__type": "ValidationException", "message": "injected: record refused"}),
-                );
-            }
+}
+
+/// The refusal of a request that carries the poison marker, if it does.
+fn poisoned(faults: &Faults, request: &serde_json::Value) -> Option<Response> {
+    let marker = faults.poison.lock().unwrap().clone()?;
+    for e in request["Records"].as_array().unwrap() {
+        let data = entry_data(e);
+        let users = shardline::aggregate::deaggregate("p", None, &data).unwrap();
+        if users.iter().any(|u| contains(&u.data, &marker)) {
+            return Some(json_response(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"__type": "ValidationException", "message": "injected: record refused"}),
+            ));
         }
     }
-    // Take throttled entries out; answer for them after the emulator answered the rest.
-    let entries = request["Records"].as_array().unwrap().clone();
-    let mut throttled = vec![false; entries.len()];
+    None
+}
+
+/// Which of `entries` entries are throttled: the first ones, while the count
+/// lasts.
+fn throttle(faults: &Faults, entries: usize) -> Vec<bool> {
+    let mut throttled = vec![false; entries];
     for t in throttled.iter_mut() {
         if take(&faults.throttle_entries) {
             *t = true;
@@ -146,28 +128,50 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
             break;
         }
     }
+    throttled
+}
+
+/// Sends the entries that are not throttled on to the emulator. Returns its
+/// per-entry results, or (as `Err`) its response when it is to be passed back as
+/// it is: a failure, or nothing to change in it.
+async fn forward_unthrottled(
+    faults: &Faults,
+    parts: axum::http::request::Parts,
+    mut request: serde_json::Value,
+    throttled: &[bool],
+    next: Next,
+) -> Result<Vec<serde_json::Value>, Response> {
+    let entries = request["Records"].as_array().unwrap().clone();
     let kept: Vec<serde_json::Value> = entries
         .iter()
-        .zip(&throttled)
+        .zip(throttled)
         .filter(|(_, t)| !**t)
         .map(|(e, _)| e.clone())
         .collect();
     let throttled_count = throttled.iter().filter(|t| **t).count();
-    let mut upstream_results = Vec::new();
-    if !kept.is_empty() {
-        request["Records"] = serde_json::Value::Array(kept);
-        let forwarded =
-            Request::from_parts(parts, Body::from(serde_json::to_vec(&request).unwrap()));
-        let response = next.run(forwarded).await;
-        let swap = faults.wrong_shard.load(Ordering::Acquire) > 0;
-        if (throttled_count == 0 && !swap) || !response.status().is_success() {
-            return response;
-        }
-        let (_, body) = response.into_parts();
-        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        upstream_results = v["Records"].as_array().unwrap().clone();
+    if kept.is_empty() {
+        return Ok(Vec::new());
     }
+    request["Records"] = serde_json::Value::Array(kept);
+    let forwarded = Request::from_parts(parts, Body::from(serde_json::to_vec(&request).unwrap()));
+    let response = next.run(forwarded).await;
+    let swap = faults.wrong_shard.load(Ordering::Acquire) > 0;
+    if (throttled_count == 0 && !swap) || !response.status().is_success() {
+        return Err(response);
+    }
+    let (_, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    Ok(v["Records"].as_array().unwrap().clone())
+}
+
+/// The answer for the whole request: throttled entries refused, the emulator's
+/// results for the others (with a shard swapped while `wrong_shard` lasts).
+fn merge_results(
+    faults: &Faults,
+    throttled: &[bool],
+    upstream_results: Vec<serde_json::Value>,
+) -> Response {
     let mut upstream = upstream_results.into_iter();
     let mut failed = 0;
     let results: Vec<serde_json::Value> = throttled
@@ -200,4 +204,48 @@ pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) 
         StatusCode::OK,
         serde_json::json!({"FailedRecordCount": failed, "Records": results}),
     )
+}
+
+/// The middleware: passes every request on to the emulator, or answers in its
+/// place as [`Faults`] says. Installed by `Emulator::serve`; the only reader of
+/// the faults a test sets.
+pub async fn layer(State(faults): State<Arc<Faults>>, req: Request, next: Next) -> Response {
+    let target = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if faults.outage.load(Ordering::Acquire) {
+        cut_connection();
+    }
+    if !target.ends_with(".PutRecords") {
+        return next.run(req).await;
+    }
+    note_put_records(&faults, &req);
+    let delay = faults.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if take(&faults.reset_requests) {
+        cut_connection();
+    }
+    if take(&faults.fail_requests) {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"__type": "InternalFailure", "message": "injected"}),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    if let Some(refused) = poisoned(&faults, &request) {
+        return refused;
+    }
+    // Take throttled entries out; answer for them after the emulator answered the rest.
+    let throttled = throttle(&faults, request["Records"].as_array().unwrap().len());
+    match forward_unthrottled(&faults, parts, request, &throttled, next).await {
+        Ok(upstream) => merge_results(&faults, &throttled, upstream),
+        Err(response) => response,
+    }
 }
