@@ -201,7 +201,7 @@ struct Inner {
 impl Producer {
     /// Starts a producer that talks to Kinesis through `aws-sdk-kinesis`.
     pub async fn start(options: ProducerOptions) -> Result<Producer, LifecycleError> {
-        let kinesis = crate::deliver::destination::connect(&options.client).await;
+        let kinesis = crate::deliver::clients::connect(&options.client).await;
         Self::start_with(options, kinesis).await
     }
 

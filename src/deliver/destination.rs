@@ -2,19 +2,9 @@
 //! profile and the role assumed to write to it.
 //!
 //! `[kinesis]` is the default destination; a `[[destination]]` block gives one
-//! stream its own. Each destination gets its own client ([`SdkKinesis`]); the
-//! [`Kinesis`] that delivery uses picks the client by stream name ([`connect`]).
-//! Assumed-role credentials come from aws-config's `AssumeRoleProvider`: the SDK
-//! caches them and refreshes them before they expire.
-
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use super::kinesis::{
-    BoxFuture, ClientOptions, EntryResult, Kinesis, KinesisError, SdkKinesis, SharedKinesis,
-};
-use crate::aggregate::Encoded;
-use crate::shard_map::Shard;
+//! stream its own. This file holds what a destination is and the checks of its
+//! names; the clients made from destinations are in `clients` (one per
+//! destination) and `kinesis` (the SDK client).
 
 /// Session name of an assumed role when the config names none.
 pub const DEFAULT_SESSION_NAME: &str = "shardline";
@@ -118,51 +108,6 @@ pub fn check_external_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("it is not 2-1224 characters of a-z, A-Z, 0-9, +=,.@:/_-".into())
-    }
-}
-
-/// The Kinesis client delivery uses: one [`SdkKinesis`] for the default
-/// destination, and one for each stream that has its own.
-pub async fn connect(options: &ClientOptions) -> SharedKinesis {
-    let default: SharedKinesis = Arc::new(SdkKinesis::new(options).await);
-    if options.streams.is_empty() {
-        return default;
-    }
-    let mut streams = HashMap::new();
-    for (stream, destination) in &options.streams {
-        tracing::info!(stream = %stream, destination = %destination.describe(), "Stream has its own destination");
-        let client: SharedKinesis = Arc::new(SdkKinesis::to(destination, options).await);
-        streams.insert(stream.clone(), client);
-    }
-    Arc::new(PerStream { default, streams })
-}
-
-/// Kinesis clients chosen by stream name.
-pub struct PerStream {
-    pub default: SharedKinesis,
-    pub streams: HashMap<String, SharedKinesis>,
-}
-
-impl PerStream {
-    fn client(&self, stream: &str) -> &SharedKinesis {
-        self.streams.get(stream).unwrap_or(&self.default)
-    }
-}
-
-impl Kinesis for PerStream {
-    fn list_shards<'a>(
-        &'a self,
-        stream: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
-        self.client(stream).list_shards(stream)
-    }
-
-    fn put_records<'a>(
-        &'a self,
-        stream: &'a str,
-        entries: Vec<Encoded>,
-    ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
-        self.client(stream).put_records(stream, entries)
     }
 }
 

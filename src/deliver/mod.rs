@@ -22,6 +22,7 @@
 //!   every stream's policy);
 //! - [`kinesis`]: the Kinesis client, and the one place that classifies its errors;
 //! - [`destination`]: each stream's region, endpoint, profile and assumed role;
+//! - `clients`: the clients made from the destinations, chosen by stream name;
 //! - [`redact`]: URLs and messages shown with their credentials hidden.
 //!
 //! Requests run on worker tasks, bounded across all streams by `max_connections`.
@@ -34,6 +35,7 @@
 //! aggregates in flight keep the generation of the map they were built with and are
 //! dissolved if they come back failed.
 
+pub(crate) mod clients;
 mod dead_letter;
 pub mod destination;
 mod dispatcher;
