@@ -143,6 +143,27 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
 }
 
+/// The sections of `new` that changed from `old` and wait for a restart to
+/// take effect (a reload applies only the sources).
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    [
+        ("kinesis", old.kinesis != new.kinesis),
+        ("destination", old.destinations != new.destinations),
+        ("delivery", old.delivery != new.delivery),
+        ("spool", !config::same_spool(&old.spool, &new.spool)),
+        ("metrics", old.metrics != new.metrics),
+        ("ingest", old.ingest != new.ingest),
+        (
+            "shutdown_timeout_secs",
+            old.shutdown_timeout != new.shutdown_timeout,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, changed)| changed)
+    .map(|(section, _)| section.to_owned())
+    .collect()
+}
+
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
@@ -467,35 +488,32 @@ impl Agent {
         if crate::source::format::wants_ec2_identity(&new) {
             crate::source::format::load_ec2_identity().await;
         }
-        let mut report = ReloadReport::default();
-        let old = &self.config;
-        for (section, changed) in [
-            ("kinesis", old.kinesis != new.kinesis),
-            ("destination", old.destinations != new.destinations),
-            ("delivery", old.delivery != new.delivery),
-            ("spool", !config::same_spool(&old.spool, &new.spool)),
-            ("metrics", old.metrics != new.metrics),
-            ("ingest", old.ingest != new.ingest),
-            (
-                "shutdown_timeout_secs",
-                old.shutdown_timeout != new.shutdown_timeout,
-            ),
-        ] {
-            if changed {
-                report.needs_restart.push(section.to_owned());
-            }
+        let mut report = ReloadReport {
+            needs_restart: needs_restart(&self.config, &new),
+            ..ReloadReport::default()
+        };
+        self.reload_sockets(&new.sockets, &mut report).await;
+        if self.config.files != new.files {
+            self.restart_files(new.files.clone()).await;
+            report.files_restarted = true;
         }
+        if self.config.journald != new.journald {
+            self.restart_journald(new.journald.clone()).await;
+        }
+        self.config = new;
+        Ok(report)
+    }
+
+    /// Stops the sockets the new configuration drops or changed, then binds and
+    /// serves the ones it adds (a changed one is stopped before it is bound
+    /// again); one that cannot be bound is left out and reported.
+    async fn reload_sockets(&mut self, new: &[SocketConfig], report: &mut ReloadReport) {
         // Bind the new sockets first: a path that cannot be bound refuses the
         // reload before anything running is touched.
         let unchanged = |s: &SocketConfig| self.sockets.iter().any(|r| r.config == *s);
-        let added: Vec<SocketConfig> = new
-            .sockets
-            .iter()
-            .filter(|s| !unchanged(s))
-            .cloned()
-            .collect();
+        let added: Vec<SocketConfig> = new.iter().filter(|s| !unchanged(s)).cloned().collect();
         let removed: Vec<usize> = (0..self.sockets.len())
-            .filter(|&i| !new.sockets.contains(&self.sockets[i].config))
+            .filter(|&i| !new.contains(&self.sockets[i].config))
             .collect();
         // A socket whose settings changed is stopped before it is bound again.
         for &i in removed.iter().rev() {
@@ -524,31 +542,34 @@ impl Agent {
                 }
             }
         }
-        if self.config.files != new.files {
-            if let Some(files) = self.files.take() {
-                files.stop().await;
-            }
-            for f in &self.config.files {
-                self.producer
-                    .metrics()
-                    .source_removed(Source::File, &f.include.join(", "));
-            }
-            self.start_files(new.files.clone());
-            report.files_restarted = true;
+    }
+
+    /// Stops the file tailer of the running configuration and starts one for
+    /// `files` (each file resumes at its checkpoint).
+    async fn restart_files(&mut self, files: Vec<FileConfig>) {
+        if let Some(running) = self.files.take() {
+            running.stop().await;
         }
-        if self.config.journald != new.journald {
-            if let Some(running) = self.journald.take() {
-                running.stop().await;
-            }
-            for j in &self.config.journald {
-                self.producer
-                    .metrics()
-                    .source_removed(Source::Journald, &j.name);
-            }
-            self.start_journald(new.journald.clone());
+        for f in &self.config.files {
+            self.producer
+                .metrics()
+                .source_removed(Source::File, &f.include.join(", "));
         }
-        self.config = new;
-        Ok(report)
+        self.start_files(files);
+    }
+
+    /// Stops the journal readers of the running configuration and starts the
+    /// ones of `blocks` (each resumes at its journal cursor).
+    async fn restart_journald(&mut self, blocks: Vec<JournaldConfig>) {
+        if let Some(running) = self.journald.take() {
+            running.stop().await;
+        }
+        for j in &self.config.journald {
+            self.producer
+                .metrics()
+                .source_removed(Source::Journald, &j.name);
+        }
+        self.start_journald(blocks);
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -612,5 +633,28 @@ pub fn spool_in_use(config: &Config) -> Option<String> {
             "spool {} is in use by another shardline",
             dir.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::needs_restart;
+    use crate::config::{self, Config};
+
+    const BASE: &str = "[kinesis]\nstream = \"logs\"\n[spool]\ndir = \"/tmp/x\"\n[[socket]]\npath = \"/tmp/a.sock\"\n";
+
+    fn parse(text: &str) -> Config {
+        config::parse(text, Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_lists_the_sections_that_need_a_restart_and_not_the_sources() {
+        let old = parse(BASE);
+        let sources = parse(&format!("{BASE}[[socket]]\npath = \"/tmp/b.sock\"\n"));
+        assert!(needs_restart(&old, &sources).is_empty());
+        let metrics = parse(&format!("{BASE}[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+        assert_eq!(needs_restart(&old, &metrics), vec!["metrics"]);
     }
 }

@@ -1,5 +1,12 @@
 //! The group commit: one thread per spool makes every stream's writes and acks
 //! durable, then publishes what it covered.
+//!
+//! [`CommitState`] is the commit thread's own state (the wake-up, the durable
+//! watermark it publishes, the last commit's time); each stream's part of a
+//! commit belongs to the stream (`stream/commit.rs`). Started by the spool's
+//! open; asked for a commit by a wait for durability (a durability ack) and by
+//! the space when too much is written unsynced, and run once more by the last
+//! handle's drop.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -7,7 +14,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::*;
+use super::index;
+use super::{now_ms, SpoolInner, Store, StreamSpool};
 
 /// The flusher's side of the group commit.
 pub(super) struct CommitState {

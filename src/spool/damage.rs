@@ -1,5 +1,6 @@
 //! The damage report: every loss the spool found, kept in `damaged/report` until
-//! an operator deletes the file.
+//! an operator deletes the file. The file is the only state; a stream's open
+//! and its reads append to it (through `stream/`), the status reads it back.
 //!
 //! A log line scrolls away and a counter restarts at zero with the process; an
 //! operator who looks at `shardline status` a day after a power cut must still

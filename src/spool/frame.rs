@@ -21,6 +21,9 @@
 //! - [`DONE`], [`PROGRESS`]: acks (in ack files): entries retired, and the
 //!   records already accepted of a partly delivered entry.
 //! - [`TABLE`]: the checkpoint table carried forward (in the checkpoint file).
+//!
+//! Owns no state: functions from bytes to bytes. Only the spool's own files
+//! (`stream/`, `legacy.rs`) call it; nothing outside `spool` reads these bytes.
 
 use bytes::Bytes;
 

@@ -1,5 +1,6 @@
 //! Reading a spool written by shardline 0.1, where sled held the records, and
-//! moving it to the current layout on the first open.
+//! moving it to the current layout on the first open. Owns no state beyond the
+//! migration in hand; called by the spool's open (`open.rs`) only.
 //!
 //! 0.1 kept one sled tree per stream (`stream/<name>`), keys a namespace byte and a
 //! big-endian id: `0x00 id` an entry (version byte 1, record count u32, spool
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::open::open_error;
+use super::format::{open_error, write_format};
 use super::{now_ms, Checkpoint, Fs, Spool, SpoolError, SpoolOptions};
 use crate::record::UserRecord;
 
@@ -320,7 +321,7 @@ pub(super) fn migrate(
             "The spool written by shardline 0.1 does not read whole: the records that could be read are migrated, any others are lost unless recovered from the files kept");
     }
     if target == Target::Fresh {
-        super::write_format(&Fs, dir).map_err(|source| open_error(dir, source))?;
+        write_format(&Fs, dir).map_err(|source| open_error(dir, source))?;
     }
     Ok(())
 }

@@ -67,6 +67,7 @@
 
 mod commit;
 mod damage;
+mod format;
 mod frame;
 mod index;
 mod legacy;
@@ -77,12 +78,10 @@ mod storage;
 mod stream;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 use crate::record::UserRecord;
 use stream::StreamInner;
@@ -90,14 +89,12 @@ pub use stream::StreamSpool;
 
 pub use self::damage::DamageReport;
 
-use self::commit::{commit_all, flusher, open_streams, CommitState};
+use self::commit::{commit_all, open_streams, CommitState};
 use self::index::Index;
 pub use self::lock::{holder as lock_holder, lock_path, LockState};
 pub use self::open::open_at;
-use self::open::write_format;
 pub use self::space::Refusing;
 pub(crate) use self::space::Space;
-use self::space::{new_space, segment_bytes};
 use self::storage::{Fs, Storage};
 
 /// The format file's name and its content for this format.

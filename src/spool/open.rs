@@ -1,8 +1,31 @@
 //! Opening a spool: the format file, a 0.1 directory's migration, the index,
 //! each stream's recovery, and the commit thread.
+//!
+//! Owns no state of its own: it builds the [`Spool`] (its streams, the sled
+//! index, the commit thread) that then owns everything. Called through
+//! [`Spool::open`] by the producer at start-up, and by tests and tools through
+//! [`open_at`].
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::commit::{flusher, CommitState};
+use super::format::{open_error, write_format};
+use super::index::Index;
+use super::legacy;
 use super::lock::SpoolLock;
-use super::*;
+use super::space::{new_space, segment_bytes};
+use super::storage::{self, Fs, Storage};
+use super::stream;
+use super::{
+    now_ms, Spool, SpoolError, SpoolInner, SpoolOptions, Store, StreamInner, StreamSpool,
+    FORMAT_FILE, FORMAT_TEXT,
+};
 
 impl Spool {
     /// Opens (or creates) the spool: migrates a 0.1 directory, reads segment
@@ -195,28 +218,6 @@ impl Spool {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), s.clone());
         Ok(s)
-    }
-}
-
-pub(super) fn open_error(dir: &Path, source: std::io::Error) -> SpoolError {
-    SpoolError::Open {
-        path: dir.to_owned(),
-        source,
-    }
-}
-
-pub(super) fn write_format(storage: &dyn Storage, dir: &Path) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
-    let f = storage.open(&tmp, true)?;
-    f.set_len(0)?;
-    f.write_at(0, FORMAT_TEXT.as_bytes())?;
-    f.sync_data()?;
-    storage.rename(&tmp, &dir.join(FORMAT_FILE))?;
-    storage.sync_dir(dir)?;
-    // A new spool's own entry in its parent.
-    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => storage.sync_dir(parent),
-        None => Ok(()),
     }
 }
 

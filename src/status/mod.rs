@@ -8,10 +8,16 @@
 //! the oldest), whether it moves (the delivery rate over the last minute) and, if
 //! not, why (the last error). The rate is computed from the delivered counters
 //! sampled every [`RATE_SAMPLE_INTERVAL`], so asking costs nothing.
+//!
+//! The agent binds the endpoint ([`bind`]) and spawns [`serve`], which owns the
+//! listener and the connections' admission (slots, eviction of idle ones) and
+//! spawns one task per connection; a [`View`] holds what the answers are made
+//! of. `report.rs` holds the [`Status`] document, also read by the client.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +28,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -280,7 +286,7 @@ struct Connections {
 struct Served {
     id: u64,
     /// A request is being answered: not to be closed for a newcomer.
-    busy: Arc<std::sync::atomic::AtomicBool>,
+    busy: Arc<AtomicBool>,
     close: CancellationToken,
 }
 
@@ -288,7 +294,6 @@ impl Connections {
     /// Asks the oldest connection with no request in flight to close; false
     /// when every one is busy.
     fn evict_idle(&self) -> bool {
-        use std::sync::atomic::Ordering;
         match self
             .open
             .iter()
@@ -299,6 +304,84 @@ impl Connections {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Lists a connection now served; returns its id, the flag its requests
+    /// set while answered, and the token that asks it to close.
+    fn register(&mut self) -> (u64, Arc<AtomicBool>, CancellationToken) {
+        let busy = Arc::new(AtomicBool::new(false));
+        let close = CancellationToken::new();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.push_back(Served {
+            id,
+            busy: busy.clone(),
+            close: close.clone(),
+        });
+        (id, busy, close)
+    }
+}
+
+/// The endpoint's admission: the connection slots, the newcomers waiting for
+/// an evicted connection's slot, and the connections served. Owned by
+/// [`serve`] and shared with the connections it spawns, which give their slot
+/// back and leave the list when they end.
+struct Admission {
+    slots: Arc<Semaphore>,
+    /// Newcomers waiting for an evicted connection's slot: bounded too.
+    waiting: Arc<Semaphore>,
+    connections: Mutex<Connections>,
+}
+
+/// A newcomer's way in: a free slot, or a place among those waiting for the
+/// slot of the connection it evicted.
+enum Ticket {
+    Slot(OwnedSemaphorePermit),
+    Waiting(OwnedSemaphorePermit),
+}
+
+impl Admission {
+    fn new() -> Admission {
+        Admission {
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            waiting: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            connections: Mutex::new(Connections::default()),
+        }
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, Connections> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets a newcomer in: a free slot, or else the eviction of the oldest idle
+    /// connection and a place among the waiting. `None` when every slot is
+    /// busy answering, or too many wait: the connection is then closed at
+    /// once, so the client learns right away that the agent is there but busy.
+    fn admit(&self) -> Option<Ticket> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Some(Ticket::Slot(slot));
+        }
+        let evicted = self.connections().evict_idle();
+        match self.waiting.clone().try_acquire_owned() {
+            Ok(w) if evicted => Some(Ticket::Waiting(w)),
+            _ => None,
+        }
+    }
+
+    /// The slot a ticket gives: at once, or once the evicted connection gives
+    /// its slot back within its close grace (one mid-request is cut off at its
+    /// end). `None` when it does not in time.
+    async fn slot(&self, ticket: Ticket) -> Option<OwnedSemaphorePermit> {
+        match ticket {
+            Ticket::Slot(slot) => Some(slot),
+            Ticket::Waiting(_waiting) => {
+                let wait = CLOSE_GRACE + Duration::from_secs(1);
+                match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(slot)) => Some(slot),
+                    _ => None,
+                }
+            }
         }
     }
 }
@@ -316,10 +399,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    // Newcomers waiting for an evicted connection's slot: bounded too.
-    let waiting = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let connections = Arc::new(Mutex::new(Connections::default()));
+    let admission = Arc::new(Admission::new());
     let mut sample = tokio::time::interval(RATE_SAMPLE_INTERVAL);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -339,94 +419,66 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => Ok(slot),
-            Err(_) => {
-                let evicted = connections
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .evict_idle();
-                match waiting.clone().try_acquire_owned() {
-                    Ok(w) if evicted => Err(w),
-                    // Every slot busy answering, or too many waiting: closed at
-                    // once, so the client learns right away that the agent is
-                    // there but busy.
-                    _ => {
-                        drop(stream);
-                        continue;
-                    }
-                }
-            }
+        let Some(ticket) = admission.admit() else {
+            drop(stream);
+            continue;
         };
-        let view = view.clone();
-        let shutdown = shutdown.clone();
-        let (slots, connections) = (slots.clone(), connections.clone());
-        tracker.spawn(async move {
-            let _slot = match slot {
-                Ok(slot) => slot,
-                Err(_waiting) => {
-                    // The evicted connection gives its slot back within its
-                    // close grace (one mid-request is cut off at its end).
-                    let wait = CLOSE_GRACE + Duration::from_secs(1);
-                    match tokio::time::timeout(wait, slots.acquire_owned()).await {
-                        Ok(Ok(slot)) => slot,
-                        _ => return,
-                    }
-                }
-            };
-            let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let close = CancellationToken::new();
-            let id = {
-                let mut c = connections.lock().unwrap_or_else(|e| e.into_inner());
-                let id = c.next_id;
-                c.next_id += 1;
-                c.open.push_back(Served {
-                    id,
-                    busy: busy.clone(),
-                    close: close.clone(),
-                });
-                id
-            };
-            let flag = busy.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let view = view.clone();
-                let flag = flag.clone();
-                async move {
-                    use std::sync::atomic::Ordering;
-                    flag.store(true, Ordering::Relaxed);
-                    let r = respond(&view, &req);
-                    flag.store(false, Ordering::Relaxed);
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = close.cancelled() => {
-                    // Idle, by choice of the eviction: closes at once.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
-                }
-                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
-                }
-            }
-            connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .open
-                .retain(|c| c.id != id);
-        });
+        tracker.spawn(serve_connection(
+            stream,
+            ticket,
+            admission.clone(),
+            view.clone(),
+            shutdown.clone(),
+        ));
     }
+}
+
+/// Serves one connection once it has its slot, until it ends, is evicted
+/// while idle, outlives [`CONNECTION_LIFETIME`] or the agent stops; then it
+/// leaves the list and gives its slot back.
+async fn serve_connection(
+    stream: TcpStream,
+    ticket: Ticket,
+    admission: Arc<Admission>,
+    view: Arc<View>,
+    shutdown: CancellationToken,
+) {
+    let Some(_slot) = admission.slot(ticket).await else {
+        return;
+    };
+    let (id, busy, close) = admission.connections().register();
+    let service = hyper::service::service_fn(move |req| {
+        let view = view.clone();
+        let flag = busy.clone();
+        async move {
+            flag.store(true, Ordering::Relaxed);
+            let r = respond(&view, &req);
+            flag.store(false, Ordering::Relaxed);
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = close.cancelled() => {
+            // Idle, by choice of the eviction: closes at once.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+        }
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+        }
+    }
+    admission.connections().open.retain(|c| c.id != id);
 }
 
 fn response(
@@ -535,6 +587,26 @@ pub async fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Status, Status
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newcomer_evicts_the_oldest_idle_connection_and_is_refused_when_all_are_busy() {
+        let admission = Admission::new();
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            match admission.admit() {
+                Some(Ticket::Slot(slot)) => held.push(slot),
+                _ => panic!("a free slot is taken at once"),
+            }
+        }
+        let served: Vec<_> = (0..3).map(|_| admission.connections().register()).collect();
+        // The oldest is answering a request: the next oldest goes.
+        served[0].1.store(true, Ordering::Relaxed);
+        assert!(matches!(admission.admit(), Some(Ticket::Waiting(_))));
+        let closing: Vec<bool> = served.iter().map(|(_, _, c)| c.is_cancelled()).collect();
+        assert_eq!(closing, vec![false, true, false]);
+        served[2].1.store(true, Ordering::Relaxed);
+        assert!(admission.admit().is_none());
+    }
 
     #[test]
     fn rate_is_averaged_over_the_window() {

@@ -1,7 +1,19 @@
 //! A stream's part of a group commit: acks written, files synced, delivered
 //! segments removed, pinned entries copied forward.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{
+    ack_name, carry_needed, done_bits, io_err, keep_later, seg_len, seg_name, Disk, Loc, State,
+    CHECKPOINT_FILE, COPY_FORWARD_RATIO, MOVE_DELIVERED_RATIO, ROLL_DELIVERED_FRACTION, ROLL_IDLE,
+};
+use crate::spool::frame::{self, CheckpointRecord, Fact, Placed};
+use crate::spool::index::CatalogEvent;
+use crate::spool::storage::StoredFile;
+use crate::spool::{now_ms, Space, SpoolError};
 
 /// A file a commit syncs: its path, and its handle when one is open.
 type ToSync = (PathBuf, Option<Arc<dyn StoredFile>>);
@@ -249,29 +261,14 @@ impl Disk {
         c: Commit,
     ) -> Result<(u64, Vec<CatalogEvent>), SpoolError> {
         let mut catalog = c.catalog;
-        let unsynced = c.unsynced;
         let mut remove = c.remove;
         if remove.is_empty() {
             self.record_facts(stream, &c.facts, &[])?;
             return Ok((0, catalog));
         }
         if let Some(table) = &c.table {
-            match self.write_table(stream, table) {
-                Ok(()) => {
-                    self.lock().table_has = table.iter().map(|r| (r.name.clone(), r.seq)).collect();
-                }
-                Err(e) if e.is_full() => {
-                    // No room for the checkpoint file (a disk filled by others):
-                    // the segments whose checkpoints nothing else keeps stay; the
-                    // others go, which frees room for it.
-                    let state = self.lock();
-                    remove.retain(|q| !carry_needed(&state, &[*q]));
-                }
-                Err(e) => return Err(e),
-            }
+            self.carry_table(stream, table, &mut remove)?;
         }
-        let mut freed = 0u64;
-        let mut removed = Vec::new();
         {
             let state = self.lock();
             // Still nothing live (a copy-forward cannot add entries to a sealed
@@ -286,6 +283,48 @@ impl Disk {
         // The removals are durable in the manifest before the unlinks: a power
         // cut between the two must not make a delivered segment a lost one.
         self.record_facts(stream, &c.facts, &remove)?;
+        let (freed, removed) = self.unlink(stream, remove, &mut catalog);
+        self.sync_kept(c.unsynced, &removed)?;
+        if !removed.is_empty() {
+            let _ = self.storage.sync_dir(&self.dir);
+        }
+        Ok((freed, catalog))
+    }
+
+    /// Writes the checkpoint table a removal needs. On a full disk (filled by
+    /// others) the segments whose checkpoints nothing else keeps stay: they
+    /// leave `remove`; the others go, which frees room for it.
+    fn carry_table(
+        &self,
+        stream: &str,
+        table: &[CheckpointRecord],
+        remove: &mut Vec<u64>,
+    ) -> Result<(), SpoolError> {
+        match self.write_table(stream, table) {
+            Ok(()) => {
+                self.lock().table_has = table.iter().map(|r| (r.name.clone(), r.seq)).collect();
+                Ok(())
+            }
+            Err(e) if e.is_full() => {
+                let state = self.lock();
+                remove.retain(|q| !carry_needed(&state, &[*q]));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets the segments `remove` and unlinks their files (ack file first);
+    /// the catalog hears of each segment file gone. Returns the bytes freed on
+    /// disk and the segments removed.
+    fn unlink(
+        &self,
+        stream: &str,
+        remove: Vec<u64>,
+        catalog: &mut Vec<CatalogEvent>,
+    ) -> (u64, Vec<u64>) {
+        let mut freed = 0u64;
+        let mut removed = Vec::new();
         {
             let mut state = self.lock();
             for seq in remove {
@@ -306,9 +345,13 @@ impl Disk {
                 }
             }
         }
-        // One left unsynced that stays after all (no room for the checkpoint
-        // table) is synced now, before the commit is published: its checkpoints
-        // count.
+        (freed, removed)
+    }
+
+    /// Syncs a segment left unsynced that stays after all (no room for the
+    /// checkpoint table), before the commit is published: its checkpoints
+    /// count.
+    fn sync_kept(&self, unsynced: Vec<(u64, ToSync)>, removed: &[u64]) -> Result<(), SpoolError> {
         for (seq, (path, file)) in unsynced {
             if !removed.contains(&seq) {
                 let file = match file {
@@ -321,10 +364,7 @@ impl Disk {
                 file.sync_data().map_err(|e| io_err(&path, e))?;
             }
         }
-        if !removed.is_empty() {
-            let _ = self.storage.sync_dir(&self.dir);
-        }
-        Ok((freed, catalog))
+        Ok(())
     }
 
     /// Records in the manifest what this commit made durable (after its sync)

@@ -1,7 +1,19 @@
 //! What writers, the reader and delivery call: append, read, retire, and the
 //! checkpoints.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{done_bits, io_err, seg_len, seg_name, Loc, StreamSpool};
+use crate::record::UserRecord;
+use crate::spool::damage::DamageEvent;
+use crate::spool::frame::{self, CheckpointRecord, Placed};
+use crate::spool::storage::StoredFile;
+use crate::spool::{now_ms, Checkpoint, Entry, SpoolError};
 
 impl StreamSpool {
     pub fn name(&self) -> &Arc<str> {

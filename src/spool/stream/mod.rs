@@ -9,8 +9,16 @@
 //! entries is live; a sealed segment whose few live entries pin it is copied
 //! forward first.
 //!
-//! - `recover.rs`: the open (footers, scans of the segment open at a crash, acks,
-//!   the checkpoint table);
+//! A [`StreamSpool`] owns one stream's [`State`] (segments, live entries,
+//! progress, checkpoints) behind its lock, and its manifest. Who calls it: the
+//! intake (`crate::intake`), the only door for writers and delivery, gets it from
+//! `Spool::stream`; the spool's open (`spool/open.rs`) builds it with
+//! `StreamInner::recover`; the commit thread (`spool/commit.rs`) runs its part of
+//! each group commit. Nothing else reaches its files.
+//!
+//! - `recover/`: the open (footers, scans of the segment open at a crash, acks,
+//!   the checkpoint table; `findings.rs` keeps the damage it finds and writes
+//!   its report, `segment.rs` reads one segment file);
 //! - `io.rs`: what writers, the reader and delivery call (append, read, retire,
 //!   checkpoints);
 //! - `commit.rs`: the stream's part of a group commit (acks, syncs, removals,
@@ -33,14 +41,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::damage::{self, DamageEvent};
 use super::frame::{self, CheckpointRecord, Fact, Placed};
 use super::index::CatalogEvent;
 use super::storage::{create_dir_durable, Storage, StoredFile};
-use super::{now_ms, Checkpoint, Entry, Space, SpoolError};
-use crate::record::UserRecord;
+use super::{Space, SpoolError};
 
 /// A segment with no live entry and no append for this long is sealed and
 /// removed (so a drained spool gives its disk back).

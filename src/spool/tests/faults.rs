@@ -1,9 +1,14 @@
 //! Full disks, damage, and what the commit leaves unsynced, on the simulated storage.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::*;
+use super::{
+    all, append_committing, commit, crash, rec, sim_open, sim_open_with, sim_options, Sim, SIM_DIR,
+};
+use crate::record::UserRecord;
+use crate::spool::storage::Storage as _;
+use crate::spool::{Spool, SpoolError, SpoolOptions};
 
 #[test]
 fn a_full_disk_is_backpressure_and_delivery_frees_it() {

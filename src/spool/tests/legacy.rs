@@ -1,9 +1,12 @@
 //! Migration of damaged 0.1 spools (issue 22, "Never a silent loss"): what
 //! could be read is migrated, the old files are kept and an ERROR says why.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::*;
+use super::{all, append_committing, commit, rec};
+use crate::record::UserRecord;
+use crate::spool::{open_at, Spool, FORMAT_FILE};
 
 const FIXTURE: &str = "tests/fixtures/spool-0.1.0";
 

@@ -1,9 +1,19 @@
 //! The spool's own tests: the API on real files, and power cuts, full disks and
 //! damage on the simulated storage layer.
 
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::commit::commit_all;
 use super::storage::sim::Sim;
 use super::storage::Storage as _;
-use super::*;
+use super::stream;
+use super::{
+    open_at, Checkpoint, Entry, Refusing, Spool, SpoolError, SpoolOptions, StreamSpool, FORMAT_FILE,
+};
+use crate::record::UserRecord;
 
 fn rec(pk: &str, data: &str) -> UserRecord {
     UserRecord::new(pk, data.to_owned())

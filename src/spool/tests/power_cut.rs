@@ -2,9 +2,13 @@
 //! and power cuts that take the directory entries not yet synced.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::*;
+use super::{all, commit, crash, line, parse_line, rec, sim_open, Sim};
+use crate::record::UserRecord;
+use crate::spool::storage::Storage as _;
+use crate::spool::{Checkpoint, Entry, Spool, StreamSpool};
 
 #[test]
 fn power_cuts_keep_every_durable_record_and_no_checkpoint_runs_ahead() {

@@ -1,0 +1,220 @@
+//! The aggregation format both ways: against prost, against damage, and
+//! `deaggregate(aggregate(xs)) == xs` within the size limits.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use prost::Message;
+
+use super::{
+    deaggregate, encode_all, is_aggregated, proto, Aggregate, Aggregator, DecodeError, Limits,
+    Pending,
+};
+use crate::record::{UserRecord, MAX_RECORD_BYTES};
+
+fn pending(pk: &str, ehk: Option<u128>, data: &[u8]) -> Pending {
+    Pending::new(
+        0,
+        0,
+        UserRecord {
+            partition_key: pk.into(),
+            explicit_hash_key: ehk,
+            data: Bytes::copy_from_slice(data),
+        },
+    )
+}
+
+const NO_LIMIT: Limits = Limits {
+    max_bytes: MAX_RECORD_BYTES,
+    max_records: usize::MAX,
+};
+
+fn aggregate(records: Vec<Pending>, limits: &Limits) -> Vec<Aggregate> {
+    let mut out = Vec::new();
+    let mut agg = Aggregator::new();
+    for r in records {
+        if let Err(r) = agg.try_add(r, limits) {
+            out.push(agg.take());
+            agg.try_add(r, limits)
+                .expect("empty aggregator takes any record");
+        }
+    }
+    if !agg.is_empty() {
+        out.push(agg.take());
+    }
+    out
+}
+
+fn roundtrip(agg: &Aggregate) -> Vec<UserRecord> {
+    let e = agg.encode();
+    let ehk = e.explicit_hash_key.as_deref().map(|k| k.parse().unwrap());
+    deaggregate(&e.partition_key, ehk, &e.data).unwrap()
+}
+
+#[test]
+fn encoding_matches_prost_and_keeps_required_fields() {
+    let records = vec![
+        pending("a", None, b""),
+        pending("a", Some(7), b"x"),
+        pending("b", Some(7), b"yz"),
+    ];
+    let aggs = aggregate(records, &NO_LIMIT);
+    assert_eq!(aggs.len(), 1);
+    let e = aggs[0].encode();
+    assert_eq!(e.size(), aggs[0].size());
+    let body = &e.data[4..e.data.len() - 16];
+    let expected = proto::AggregatedRecord {
+        partition_key_table: vec!["a".into(), "b".into()],
+        explicit_hash_key_table: vec!["7".into()],
+        records: vec![
+            proto::Record {
+                partition_key_index: 0,
+                explicit_hash_key_index: None,
+                data: Bytes::new(),
+                tags: vec![],
+            },
+            proto::Record {
+                partition_key_index: 0,
+                explicit_hash_key_index: Some(0),
+                data: Bytes::from_static(b"x"),
+                tags: vec![],
+            },
+            proto::Record {
+                partition_key_index: 1,
+                explicit_hash_key_index: Some(0),
+                data: Bytes::from_static(b"yz"),
+                tags: vec![],
+            },
+        ],
+    };
+    assert_eq!(body, expected.encode_to_vec().as_slice());
+    // The first record has index 0 and empty data: both fields are still present
+    // (`08 00` and `1a 00`).
+    let first_record = &expected.records[0].encode_to_vec();
+    assert_eq!(first_record.as_slice(), &[0x08, 0x00, 0x1a, 0x00]);
+}
+
+#[test]
+fn checksum_and_magic_mismatch_are_detected() {
+    let aggs = aggregate(
+        vec![pending("a", None, b"one"), pending("b", None, b"two")],
+        &NO_LIMIT,
+    );
+    let e = aggs[0].encode();
+    let mut bad = e.data.to_vec();
+    let n = bad.len();
+    bad[n - 20] ^= 1; // a byte of the protobuf body
+    assert!(matches!(
+        deaggregate("a", None, &Bytes::from(bad.clone())),
+        Err(DecodeError::Checksum { .. })
+    ));
+    bad[n - 20] ^= 1;
+    bad[n - 1] ^= 1; // a byte of the trailer
+    assert!(matches!(
+        deaggregate("a", None, &Bytes::from(bad.clone())),
+        Err(DecodeError::Checksum { .. })
+    ));
+    bad[n - 1] ^= 1;
+    // A wrong magic number: the data is not an aggregate, and reads as one
+    // opaque record, as the KCL reads it.
+    bad[0] = 0;
+    let plain = deaggregate("a", None, &Bytes::from(bad.clone())).unwrap();
+    assert_eq!(plain.len(), 1);
+    assert_eq!(plain[0].data, bad);
+    assert!(matches!(
+        deaggregate("a", None, &Bytes::from_static(&[0xF3, 0x89, 0x9A, 0xC2, 1])),
+        Err(DecodeError::Truncated { len: 5 })
+    ));
+}
+
+#[test]
+fn lone_record_goes_unaggregated() {
+    let aggs = aggregate(vec![pending("k", Some(5), b"data")], &NO_LIMIT);
+    let e = aggs[0].encode();
+    assert_eq!(&e.data[..], b"data");
+    assert_eq!(e.partition_key, "k");
+    assert_eq!(e.explicit_hash_key.as_deref(), Some("5"));
+}
+
+fn arb_record() -> impl Strategy<Value = (String, Option<u128>, Vec<u8>)> {
+    (
+        prop_oneof!["[a-c]{1,2}", "\\PC{1,20}", "[a-z0-9]{200,256}",],
+        proptest::option::of(any::<u128>()),
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(any::<u8>(), 0..20_000),
+        ],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn deaggregate_of_aggregate_is_identity(
+        xs in proptest::collection::vec(arb_record(), 1..200),
+        max_bytes in prop_oneof![Just(MAX_RECORD_BYTES), 64usize..60_000],
+        max_records in prop_oneof![Just(usize::MAX), 1usize..50],
+    ) {
+        let limits = Limits { max_bytes, max_records };
+        let records: Vec<Pending> = xs
+            .iter()
+            .map(|(pk, ehk, data)| pending(pk, *ehk, data))
+            .collect();
+        let aggs = aggregate(records, &limits);
+        let mut decoded = Vec::new();
+        for agg in &aggs {
+            let e = agg.encode();
+            prop_assert_eq!(e.size(), agg.size());
+            prop_assert!(e.size() <= MAX_RECORD_BYTES);
+            if agg.len() > 1 {
+                prop_assert!(e.size() <= max_bytes);
+                prop_assert!(agg.len() <= max_records);
+                prop_assert!(is_aggregated(&e.data));
+            }
+            decoded.extend(roundtrip(agg));
+        }
+        let expected: Vec<UserRecord> = xs
+            .into_iter()
+            .map(|(pk, ehk, data)| UserRecord { partition_key: pk, explicit_hash_key: ehk, data: data.into() })
+            .collect();
+        prop_assert_eq!(decoded, expected);
+    }
+}
+
+#[test]
+fn full_aggregates_stay_within_one_mebibyte() {
+    // Records sized so that the limit falls inside the length varints.
+    let mut records = Vec::new();
+    for i in 0..400 {
+        records.push(pending(
+            &format!("key-{i}"),
+            None,
+            &vec![b'x'; 16_380 + i % 7],
+        ));
+    }
+    let aggs = aggregate(records, &NO_LIMIT);
+    assert!(aggs.len() > 4);
+    for a in &aggs[..aggs.len() - 1] {
+        let size = a.encode().size();
+        assert!(size <= MAX_RECORD_BYTES, "{size}");
+        // Full: no room left for one more record of the same kind.
+        assert!(size > MAX_RECORD_BYTES - 16_500, "{size}");
+    }
+}
+
+#[test]
+fn an_encoded_aggregate_gives_up_its_buffer_without_a_copy() {
+    // The Kinesis client turns each entry's bytes into the SDK's `Vec`; a
+    // request in flight holds its aggregates once only while that takes the
+    // buffer itself, which it does for a buffer nothing else shares.
+    let records = (0..50)
+        .map(|i| pending(&format!("k{i}"), None, &[b'y'; 700]))
+        .collect();
+    let aggs = aggregate(records, &NO_LIMIT);
+    let refs: Vec<&Aggregate> = aggs.iter().collect();
+    for e in encode_all(&refs) {
+        let at = e.data.as_ptr();
+        let len = e.data.len();
+        let v = Vec::from(e.data);
+        assert_eq!((v.as_ptr(), v.len()), (at, len));
+    }
+}
