@@ -20,6 +20,8 @@ pub mod journald;
 mod paths;
 mod raw;
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
 mod validate;
 
