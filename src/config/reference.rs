@@ -30,9 +30,10 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::forward_to_deserialize_any;
 
-use super::{
-    RawConfig, RawDelivery, RawDestination, RawFile, RawIngest, RawJournald, RawKinesis,
-    RawMetrics, RawSocket, RawSpool,
+use super::journald::RawJournald;
+use super::raw::{
+    RawConfig, RawDelivery, RawDestination, RawFile, RawIngest, RawKinesis, RawMetrics, RawSocket,
+    RawSpool,
 };
 
 /// The field names serde accepts for `T`.
