@@ -23,6 +23,8 @@ mod paths;
 mod raw;
 mod socket;
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
 mod validate;
 

@@ -8,7 +8,9 @@ use super::{RawJournald, MAX_FILE_RECORD_BYTES};
 use crate::deliver::MAX_BATCH_RECORDS;
 use crate::record::MAX_RECORD_BYTES;
 
-/// The file as written.
+/// The file as written. Every key of every section is listed, with its type,
+/// default and meaning, in docs/configuration.md; `reference.rs` holds that page
+/// and `config/shardline.toml` to these types.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -28,7 +30,7 @@ pub struct RawConfig {
     /// Tailed files.
     #[serde(default)]
     pub file: Vec<RawFile>,
-    /// Journal readers (`src/source/journald/config.rs` documents the keys).
+    /// Journal readers (`journald.rs` beside this file documents the keys).
     #[serde(default)]
     pub journald: Vec<RawJournald>,
     /// The HTTP endpoint for metrics and status.
@@ -204,7 +206,7 @@ pub struct RawSocket {
     #[serde(default)]
     pub mode: SocketMode,
     /// For stream sockets: `lines` (newline-delimited records) or `frames` (the
-    /// length-prefixed protocol with per-record keys and acks, see the README).
+    /// length-prefixed protocol with per-record keys and acks, see docs/protocol.md).
     #[serde(default)]
     pub framing: Framing,
     /// Destination stream (default: `kinesis.stream`).
@@ -245,7 +247,7 @@ pub struct RawSocket {
     #[serde(default)]
     pub on_full: OnFull,
     /// Record format: `"raw"` (the line as it is) or `"json"` (an object with the
-    /// line as `message` plus `timestamp`, `host` and `source`; see the README).
+    /// line as `message` plus `timestamp`, `host` and `source`; see docs/sources.md).
     #[serde(default)]
     pub format: FormatName,
     /// With `format = "json"`: static string fields added to every record as
@@ -368,7 +370,7 @@ pub struct RawFile {
     #[serde(default)]
     pub follow_symlinks: bool,
     /// Record format: `"raw"` (the line as it is) or `"json"` (an object with the
-    /// line as `message` plus `timestamp`, `host` and `source`; see the README).
+    /// line as `message` plus `timestamp`, `host` and `source`; see docs/sources.md).
     #[serde(default)]
     pub format: FormatName,
     /// With `format = "json"`: static string fields added to every record as
