@@ -60,7 +60,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,6 +138,9 @@ struct Args {
 /// Live entries, oldest first: (id, bytes).
 type Live = std::collections::VecDeque<(u64, u64)>;
 
+/// One writer: it owns its stream of the spool, the entries it has live (appended,
+/// not retired yet) and its own figures. `main` drives the measured one
+/// (`Churn::first`); `spawn_others` runs the others (`Churn::beside`) in threads.
 struct Churn {
     stream: StreamSpool,
     spool: Spool,
@@ -158,6 +161,63 @@ struct Churn {
 }
 
 impl Churn {
+    /// Opens the spool with `options` and the measured writer's stream in it,
+    /// and starts the stall watchdog its calls feed.
+    fn first(args: &Args, options: &SpoolOptions) -> Churn {
+        let spool = Spool::open(options).expect("open the spool");
+        let stream = spool.stream(STREAM).expect("stream");
+        let per_entry = ((args.entry_kib << 10) / args.record_bytes.max(1)).max(1);
+        let data = Bytes::from(vec![b'x'; args.record_bytes]);
+        let records: Vec<UserRecord> = (0..per_entry)
+            .map(|_| UserRecord::new("0000000000000000", data.clone()))
+            .collect();
+        Churn {
+            stream,
+            spool,
+            dir: options.dir.clone().expect("the options name a directory"),
+            records,
+            checkpoint: Checkpoint {
+                name: b"file/churn".to_vec(),
+                value: Vec::new(),
+            },
+            live: Live::new(),
+            live_bytes: 0,
+            live_peak: 0,
+            payload: 0,
+            calls: watchdog(),
+            measured: Vec::new(),
+            rss: Vec::new(),
+        }
+    }
+
+    /// Another writer on the same spool, on `stream`, feeding the same watchdog.
+    fn beside(&self, stream: &str) -> Churn {
+        Churn {
+            stream: self.spool.stream(stream).expect("stream"),
+            spool: self.spool.clone(),
+            dir: self.dir.clone(),
+            records: self.records.clone(),
+            checkpoint: self.checkpoint.clone(),
+            live: Live::new(),
+            live_bytes: 0,
+            live_peak: 0,
+            payload: 0,
+            calls: self.calls.clone(),
+            measured: Vec::new(),
+            rss: Vec::new(),
+        }
+    }
+
+    /// A backlog burst: `bytes` of payload appended as entries that wait, then
+    /// everything live read back and retired.
+    fn burst(&mut self, bytes: u64) {
+        let until = self.payload + bytes;
+        while self.payload < until {
+            self.append(true);
+        }
+        self.drain();
+    }
+
     /// Appends one entry; `waits`: as a backlog entry (chunked).
     fn append(&mut self, waits: bool) {
         let position = self.payload.to_be_bytes();
@@ -242,42 +302,46 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let work = tempfile::tempdir_in(&parent).expect("temp dir");
-    let dir = work.path().join("spool");
     let options = SpoolOptions {
-        dir: Some(dir.clone()),
+        dir: Some(work.path().join("spool")),
         max_bytes: u64::MAX / 2,
         flush_interval_ms: args.flush_ms,
         cache_capacity_bytes: args.cache_mib << 20,
         segment_bytes: args.segment_mib << 20,
         min_free_bytes: 0,
     };
-    let spool = Spool::open(&options).expect("open the spool");
-    let stream = spool.stream(STREAM).expect("stream");
-    let per_entry = ((args.entry_kib << 10) / args.record_bytes.max(1)).max(1);
-    let data = Bytes::from(vec![b'x'; args.record_bytes]);
-    let records: Vec<UserRecord> = (0..per_entry)
-        .map(|_| UserRecord::new("0000000000000000", data.clone()))
-        .collect();
-    let total = (args.gib * (1u64 << 30) as f64) as u64;
-    let burst_every = (args.burst_every_gib * (1u64 << 30) as f64) as u64;
-    let sample_every = ((args.sample_gib * (1u64 << 30) as f64) as u64).max(1);
-    let mut c = Churn {
-        stream,
-        spool,
-        dir,
-        records,
-        checkpoint: Checkpoint {
-            name: b"file/churn".to_vec(),
-            value: Vec::new(),
-        },
-        live: Live::new(),
-        live_bytes: 0,
-        live_peak: 0,
-        payload: 0,
-        calls: watchdog(),
-        measured: Vec::new(),
-        rss: Vec::new(),
+    let mut c = Churn::first(&args, &options);
+    print_header(&args);
+    let io_before = write_bytes();
+    let cpu_before = common::cpu_seconds("self");
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let others = spawn_others(&args, &c, &stop);
+    run_first(&args, &mut c, started, io_before);
+    stop.store(true, Ordering::Relaxed);
+    let others_payload: u64 = others
+        .into_iter()
+        .map(|t| t.join().expect("writer thread"))
+        .sum();
+    let max = c.measured.iter().map(|m| m.1).max().unwrap_or(0);
+    let end = End {
+        elapsed: started.elapsed().as_secs_f64(),
+        cpu: common::cpu_seconds("self") - cpu_before,
+        written: write_bytes() - io_before,
+        at_end: common::dir_usage(&c.dir).1,
+        max,
+        growth: slope(&c.measured[c.measured.len() / 2..]),
+        bound: args.bound_mib.map_or(
+            args.writers as u64 * (c.live_peak + 2 * (args.segment_mib << 20)) + (16 << 20),
+            |m| m << 20,
+        ),
+        others_payload,
     };
+    let restart = restart(c, &options);
+    report(&args, &end, &restart)
+}
+
+fn print_header(args: &Args) {
     println!(
         "churn: {:.2} GiB of {}-byte records in {} KiB entries, lag {} MiB, \
          bursts of {} MiB every {} GiB, cache {} MiB, flush every {} ms",
@@ -294,43 +358,31 @@ fn main() -> ExitCode {
         "{:>8} {:>9} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
         "GiB", "live MiB", "dir MiB", "alloc MiB", "files MiB", "RSS MiB", "disk GiB", "secs"
     );
-    let io_before = write_bytes();
-    let cpu_before = common::cpu_seconds("self");
-    let started = Instant::now();
-    let mut next_burst = if burst_every > 0 {
-        burst_every
-    } else {
-        u64::MAX
-    };
-    let mut next_sample = sample_every;
+}
+
+/// Payload between two backlog bursts; 0: no bursts.
+fn burst_every(args: &Args) -> u64 {
+    (args.burst_every_gib * (1u64 << 30) as f64) as u64
+}
+
+/// Starts the `--writers` beyond the first, each on a stream of its own, until
+/// `stop`; each returns the payload it wrote.
+fn spawn_others(
+    args: &Args,
+    c: &Churn,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    let burst_every = burst_every(args);
     let lag = args.lag_mib << 20;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let others: Vec<std::thread::JoinHandle<u64>> = (1..args.writers)
+    (1..args.writers)
         .map(|i| {
-            let mut w = Churn {
-                stream: c.spool.stream(&format!("{STREAM}-{i}")).expect("stream"),
-                spool: c.spool.clone(),
-                dir: c.dir.clone(),
-                records: c.records.clone(),
-                checkpoint: c.checkpoint.clone(),
-                live: Live::new(),
-                live_bytes: 0,
-                live_peak: 0,
-                payload: 0,
-                calls: c.calls.clone(),
-                measured: Vec::new(),
-                rss: Vec::new(),
-            };
+            let mut w = c.beside(&format!("{STREAM}-{i}"));
             let (stop, burst_mib) = (stop.clone(), args.burst_mib);
             std::thread::spawn(move || {
                 let mut next_burst = burst_every.max(1);
                 while !stop.load(Ordering::Relaxed) {
                     if burst_every > 0 && w.payload >= next_burst {
-                        let until = w.payload + (burst_mib << 20);
-                        while w.payload < until {
-                            w.append(true);
-                        }
-                        w.drain();
+                        w.burst(burst_mib << 20);
                         next_burst += burst_every;
                     }
                     w.append(false);
@@ -340,55 +392,86 @@ fn main() -> ExitCode {
                 w.payload
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The measured writer: churns until `--gib` is written or `--minutes` are up,
+/// printing a sample line every `--sample-gib`.
+fn run_first(args: &Args, c: &mut Churn, started: Instant, io_before: u64) {
+    let total = (args.gib * (1u64 << 30) as f64) as u64;
+    let burst_every = burst_every(args);
+    let sample_every = ((args.sample_gib * (1u64 << 30) as f64) as u64).max(1);
+    let mut next_burst = if burst_every > 0 {
+        burst_every
+    } else {
+        u64::MAX
+    };
+    let mut next_sample = sample_every;
+    let lag = args.lag_mib << 20;
     let deadline = args
         .minutes
         .map(|m| started + std::time::Duration::from_secs_f64(m * 60.0));
     let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
     while c.payload < total && !out_of_time() {
         if c.payload >= next_burst {
-            let until = c.payload + (args.burst_mib << 20);
-            while c.payload < until {
-                c.append(true);
-            }
-            c.drain();
+            c.burst(args.burst_mib << 20);
             next_burst += burst_every;
         }
         c.append(false);
         c.retire_down_to(lag);
         if c.payload >= next_sample || c.payload >= total || out_of_time() {
-            let (apparent, allocated) = common::dir_usage(&c.dir);
-            println!(
-                "{:>8.2} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>10.2} {:>8.1}",
-                gib(c.payload),
-                mib(c.live_bytes),
-                mib(apparent),
-                mib(allocated),
-                mib(c.spool.size_on_disk().unwrap_or(0)),
-                status_kib("VmRSS:") as f64 / 1024.0,
-                gib(write_bytes() - io_before),
-                started.elapsed().as_secs_f64()
-            );
+            print_sample(c, started, io_before);
             next_sample += sample_every;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let others_payload: u64 = others
-        .into_iter()
-        .map(|t| t.join().expect("writer thread"))
-        .sum();
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = common::cpu_seconds("self") - cpu_before;
-    let written = write_bytes() - io_before;
-    let (_, at_end) = common::dir_usage(&c.dir);
-    let max = c.measured.iter().map(|m| m.1).max().unwrap_or(0);
-    let growth = slope(&c.measured[c.measured.len() / 2..]);
-    let bound = args.bound_mib.map_or(
-        args.writers as u64 * (c.live_peak + 2 * (args.segment_mib << 20)) + (16 << 20),
-        |m| m << 20,
-    );
+}
 
-    // What a restart gives back.
+fn print_sample(c: &Churn, started: Instant, io_before: u64) {
+    let (apparent, allocated) = common::dir_usage(&c.dir);
+    println!(
+        "{:>8.2} {:>9.1} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>10.2} {:>8.1}",
+        gib(c.payload),
+        mib(c.live_bytes),
+        mib(apparent),
+        mib(allocated),
+        mib(c.spool.size_on_disk().unwrap_or(0)),
+        status_kib("VmRSS:") as f64 / 1024.0,
+        gib(write_bytes() - io_before),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The figures of the run, taken when the writers stopped.
+struct End {
+    elapsed: f64,
+    cpu: f64,
+    /// Bytes written to disk.
+    written: u64,
+    /// The directory's allocated bytes at the end, and at most.
+    at_end: u64,
+    max: u64,
+    /// MiB per GiB over the second half.
+    growth: f64,
+    /// The largest allowed directory size.
+    bound: u64,
+    /// Payload of the other writers.
+    others_payload: u64,
+}
+
+/// What a restart gives back, and the measured writer's own figures.
+struct Restart {
+    /// The directory's allocated bytes after the drain, the close and the reopen.
+    drained: u64,
+    closed: u64,
+    reopened: u64,
+    rss: Vec<u64>,
+    payload: u64,
+    live_peak: u64,
+}
+
+/// Drains the measured writer's stream, closes the spool and reopens it,
+/// measuring the directory after each step.
+fn restart(mut c: Churn, options: &SpoolOptions) -> Restart {
     c.drain();
     let (_, drained) = common::dir_usage(&c.dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -400,7 +483,7 @@ fn main() -> ExitCode {
         stream,
         spool,
         dir,
-        mut rss,
+        rss,
         payload,
         live_peak,
         ..
@@ -408,11 +491,24 @@ fn main() -> ExitCode {
     drop((stream, spool));
     let (_, closed) = common::dir_usage(&dir);
     let reopened = {
-        let spool = Spool::open(&options).expect("reopen the spool");
+        let spool = Spool::open(options).expect("reopen the spool");
         runtime.block_on(spool.flush()).expect("flush");
         common::dir_usage(&dir).1
     };
+    Restart {
+        drained,
+        closed,
+        reopened,
+        rss,
+        payload,
+        live_peak,
+    }
+}
 
+/// Prints the end report and the verdict.
+fn report(args: &Args, e: &End, r: &Restart) -> ExitCode {
+    let (payload, elapsed, growth) = (r.payload, e.elapsed, e.growth);
+    let mut rss = r.rss.clone();
     rss.sort_unstable();
     println!(
         "payload          {:.2} GiB in {elapsed:.1} s ({:.1} MiB/s)",
@@ -423,34 +519,34 @@ fn main() -> ExitCode {
         println!(
             "other writers    {} wrote {:.2} GiB beside it (not in the figures per GiB)",
             args.writers - 1,
-            gib(others_payload)
+            gib(e.others_payload)
         );
     }
-    println!("live entries     {:.1} MiB at most", mib(live_peak));
+    println!("live entries     {:.1} MiB at most", mib(r.live_peak));
     println!(
         "directory        {:.1} MiB at most, {:.1} MiB at the end (allocated)",
-        mib(max),
-        mib(at_end)
+        mib(e.max),
+        mib(e.at_end)
     );
     println!("growth           {growth:.2} MiB per GiB written over the second half");
     println!(
         "restart          drained {:.1} MiB, closed {:.1} MiB, reopened {:.1} MiB",
-        mib(drained),
-        mib(closed),
-        mib(reopened)
+        mib(r.drained),
+        mib(r.closed),
+        mib(r.reopened)
     );
     println!(
         "written to disk  {:.2} GiB, {:.2} bytes per payload byte",
-        gib(written),
-        written as f64 / payload as f64
+        gib(e.written),
+        e.written as f64 / payload as f64
     );
-    println!("CPU s per GiB    {:.2}", cpu / gib(payload));
+    println!("CPU s per GiB    {:.2}", e.cpu / gib(payload));
     println!(
         "RSS              median {:.1} MiB, peak {:.1} MiB",
         rss.get(rss.len() / 2).copied().unwrap_or(0) as f64 / 1024.0,
         status_kib("VmHWM:") as f64 / 1024.0
     );
-    let bounded = max <= bound;
+    let bounded = e.max <= e.bound;
     let level = growth <= args.max_growth;
     println!(
         "verdict          {} ({:.1} of {} MiB), {} ({growth:.2} of {} MiB per GiB)",
@@ -459,8 +555,8 @@ fn main() -> ExitCode {
         } else {
             "over the bound"
         },
-        mib(max),
-        bound >> 20,
+        mib(e.max),
+        e.bound >> 20,
         if level { "level" } else { "still growing" },
         args.max_growth
     );

@@ -35,40 +35,13 @@ async fn main() {
         .init();
 
     // 1. A Kinesis emulator on loopback, with a 4-shard stream.
-    let emu = common::emulator::start(
-        ferrokinesis::store::StoreOptions {
-            create_stream_ms: 0,
-            ..Default::default()
-        },
-        |app| app,
-    )
-    .await;
-    let endpoint = emu.endpoint.clone();
-    let client = common::emulator::client(&endpoint, None).await;
-    client
-        .create_stream()
-        .stream_name(STREAM)
-        .shard_count(SHARDS)
-        .send()
-        .await
-        .expect("creating the demo stream");
+    let (_emu, endpoint, client) = start_emulator().await;
     println!("Kinesis emulator on {endpoint}, stream {STREAM:?} with {SHARDS} shards");
 
     // 2. The agent, from a config file like any user's.
     let work = tempfile::tempdir().unwrap();
     let socket = work.path().join("ingest.sock");
-    let config_path = work.path().join("shardline.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\n",
-            work.path().join("spool").display(),
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let config = shardline::config::load(&config_path).expect("demo config is valid");
+    let config = agent_config(&endpoint, work.path(), &socket);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(shardline::agent::run(config, async move {
         let _ = stop_rx.await;
@@ -83,14 +56,7 @@ async fn main() {
     println!("Sent {LINES} lines to {}", socket.display());
 
     // 4. Read the stream back until every line is there.
-    let (per_shard, kinesis_records) = loop {
-        let (per_shard, kinesis_records) = read_back(&client).await;
-        let total: usize = per_shard.values().map(|v| v.len()).sum();
-        if total >= LINES || started.elapsed() > Duration::from_secs(60) {
-            break (per_shard, kinesis_records);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (per_shard, kinesis_records) = wait_for_lines(&client, started).await;
     let total: usize = per_shard.values().map(|v| v.len()).sum();
     println!(
         "\n{total} of {LINES} lines arrived in {:.2?}, packed into {kinesis_records} Kinesis records (KPL aggregates):",
@@ -113,6 +79,60 @@ async fn main() {
     if total != LINES {
         eprintln!("Not every line arrived");
         std::process::exit(1);
+    }
+}
+
+/// The emulator with the demo's stream; its endpoint and a client of it.
+async fn start_emulator() -> (common::emulator::Served, String, aws_sdk_kinesis::Client) {
+    let emu = common::emulator::start(
+        ferrokinesis::store::StoreOptions {
+            create_stream_ms: 0,
+            ..Default::default()
+        },
+        |app| app,
+    )
+    .await;
+    let endpoint = emu.endpoint.clone();
+    let client = common::emulator::client(&endpoint, None).await;
+    client
+        .create_stream()
+        .stream_name(STREAM)
+        .shard_count(SHARDS)
+        .send()
+        .await
+        .expect("creating the demo stream");
+    (emu, endpoint, client)
+}
+
+/// Writes the agent's config into `work` (the emulator at `endpoint`, a socket at
+/// `socket`) and loads it as `shardline run` does.
+fn agent_config(endpoint: &str, work: &Path, socket: &Path) -> shardline::config::Config {
+    let config_path = work.join("shardline.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\n",
+            work.join("spool").display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    shardline::config::load(&config_path).expect("demo config is valid")
+}
+
+/// Reads the stream back until every line is there (or a minute passed).
+async fn wait_for_lines(
+    client: &aws_sdk_kinesis::Client,
+    started: Instant,
+) -> (BTreeMap<String, Vec<Bytes>>, usize) {
+    loop {
+        let (per_shard, kinesis_records) = read_back(client).await;
+        let total: usize = per_shard.values().map(|v| v.len()).sum();
+        if total >= LINES || started.elapsed() > Duration::from_secs(60) {
+            return (per_shard, kinesis_records);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -107,36 +107,9 @@ async fn run(budget_mib: u64) -> Result<bool, String> {
         .map_err(|e| format!("cannot create a work directory: {e}"))?;
     let dir = work.path();
     let sock = dir.join("frames.sock");
-    let config = dir.join("shardline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9\"\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n[ingest]\nmax_memory_bytes = {}\n\
-             [spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\nframing = \"frames\"\n\
-             max_connections_per_uid = 1024\n",
-            budget_mib * MIB,
-            dir.join("spool").display(),
-            sock.display()
-        ),
-    )
-    .map_err(|e| format!("cannot write the config: {e}"))?;
-    let status_file = dir.join("status.json");
-    let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| e.to_string())?;
-    let mut agent = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--status-file")
-        .arg(&status_file)
-        .env("AWS_ACCESS_KEY_ID", "attack")
-        .env("AWS_SECRET_ACCESS_KEY", "attack")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut agent = start_agent(&bin, dir, &sock, budget_mib)?;
     let pid = agent.id();
-    let addr = wait_for_status(&status_file).await?;
+    let addr = wait_for_status(&dir.join("status.json")).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = status_kib(pid, "VmRSS:") * 1024;
     println!(
@@ -145,33 +118,7 @@ async fn run(budget_mib: u64) -> Result<bool, String> {
     );
     println!("| Attack | Peak RSS | Most charged | Outcome |");
     println!("|---|---|---|---|");
-
-    let mut worst = 0;
-    let s = sock.clone();
-    let (rss, charged, note) = measure(pid, addr, async move { unfinished_frames(&s).await }).await;
-    report(
-        "400 connections × unfinished 8 MiB frame",
-        rss,
-        charged,
-        &note,
-    );
-    worst = worst.max(rss);
-
-    let s = sock.clone();
-    let (rss, charged, note) = measure(pid, addr, async move { tiny_records(&s).await }).await;
-    report("8 frames × 1.6 M tiny records", rss, charged, &note);
-    worst = worst.max(rss);
-
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = status_kib(pid, "VmRSS:") * 1024;
-    let waits = metric(addr, "shardline_ingest_memory_waits_total").await;
-    let charged = metric(addr, "shardline_ingest_memory_bytes").await;
-    report(
-        "after the clients left",
-        after,
-        charged,
-        &format!("{waits} waits for budget in all"),
-    );
+    let worst = attacks(pid, addr, &sock).await;
     let hwm = status_kib(pid, "VmHWM:") * 1024;
     println!("agent VmHWM {:.1} MiB", hwm as f64 / MIB as f64);
 
@@ -193,6 +140,76 @@ async fn run(budget_mib: u64) -> Result<bool, String> {
         if ok { "met" } else { "NOT met" }
     );
     Ok(ok)
+}
+
+/// Writes the agent's config into `dir` (one frames socket at `sock`, an ingest
+/// budget of `budget_mib`, Kinesis unreachable) and starts the agent on it, its
+/// stderr in `agent.log` and its status file `status.json`.
+fn start_agent(
+    bin: &Path,
+    dir: &Path,
+    sock: &Path,
+    budget_mib: u64,
+) -> Result<std::process::Child, String> {
+    let config = dir.join("shardline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:9\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[ingest]\nmax_memory_bytes = {}\n\
+             [spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\nframing = \"frames\"\n\
+             max_connections_per_uid = 1024\n",
+            budget_mib * MIB,
+            dir.join("spool").display(),
+            sock.display()
+        ),
+    )
+    .map_err(|e| format!("cannot write the config: {e}"))?;
+    let log = std::fs::File::create(dir.join("agent.log")).map_err(|e| e.to_string())?;
+    Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--status-file")
+        .arg(dir.join("status.json"))
+        .env("AWS_ACCESS_KEY_ID", "attack")
+        .env("AWS_SECRET_ACCESS_KEY", "attack")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))
+}
+
+/// Runs the attacks one after the other, reporting each, then what the agent
+/// keeps once the clients left; returns the highest peak RSS of the attacks.
+async fn attacks(pid: u32, addr: std::net::SocketAddr, sock: &Path) -> u64 {
+    let mut worst = 0;
+    let s = sock.to_owned();
+    let (rss, charged, note) = measure(pid, addr, async move { unfinished_frames(&s).await }).await;
+    report(
+        "400 connections × unfinished 8 MiB frame",
+        rss,
+        charged,
+        &note,
+    );
+    worst = worst.max(rss);
+
+    let s = sock.to_owned();
+    let (rss, charged, note) = measure(pid, addr, async move { tiny_records(&s).await }).await;
+    report("8 frames × 1.6 M tiny records", rss, charged, &note);
+    worst = worst.max(rss);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = status_kib(pid, "VmRSS:") * 1024;
+    let waits = metric(addr, "shardline_ingest_memory_waits_total").await;
+    let charged = metric(addr, "shardline_ingest_memory_bytes").await;
+    report(
+        "after the clients left",
+        after,
+        charged,
+        &format!("{waits} waits for budget in all"),
+    );
+    worst
 }
 
 fn report(what: &str, rss: u64, charged: u64, note: &str) {

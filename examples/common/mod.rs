@@ -1,4 +1,9 @@
-//! Helpers shared by the examples (each includes this file as a module).
+//! Helpers shared by the examples (each includes this file as a module: `mod
+//! common;` beside a one-file example, `#[path = "../common/mod.rs"] mod common;`
+//! in an example that is a directory). They own no state: finding (and building)
+//! the agent binary, measuring a directory, a process's CPU time, backtraces of a
+//! hang; `emulator` serves the Kinesis emulator for the examples, the benches and
+//! the tests.
 
 #![allow(dead_code)]
 
