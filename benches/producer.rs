@@ -31,10 +31,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use md5::{Digest, Md5};
 use shardline::aggregate::Encoded;
 use shardline::config::Config;
-use shardline::deliver::kinesis::{BoxFuture, EntryResult, Kinesis, KinesisError};
-use shardline::digest::digests;
 use shardline::producer::{Producer, ProducerOptions};
-use shardline::shard_map::Shard;
+use shardline::testkit::digests;
+use shardline::testkit::Shard;
+use shardline::testkit::{BoxFuture, EntryResult, Kinesis, KinesisError};
 use shardline::UserRecord;
 
 const DATA_BYTES: usize = 1024;
@@ -288,7 +288,7 @@ fn spool_floor(c: &mut Criterion) {
     group.bench_function("1024_bytes_2_threads", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().expect("temp dir");
-            let spool = shardline::spool::Spool::open(&options(Some(dir.path())).spool)
+            let spool = shardline::testkit::Spool::open(&options(Some(dir.path())).spool)
                 .expect("spool opens");
             let data = Bytes::from(vec![b'x'; DATA_BYTES]);
             let batch = records(BATCH as u64, None, &data);

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardline::agent::Agent;
 use shardline::aggregate::Encoded;
-use shardline::deliver::kinesis::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
-use shardline::shard_map::Shard;
+use shardline::testkit::Shard;
+use shardline::testkit::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
 
 /// Bytes of one line, newline included.
 const LINE_BYTES: usize = 256;

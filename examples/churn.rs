@@ -66,7 +66,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use clap::Parser;
-use shardline::spool::{Checkpoint, Spool, SpoolOptions, StreamSpool};
+use shardline::testkit::{Checkpoint, Spool, StreamSpool};
+use shardline::SpoolOptions;
 use shardline::UserRecord;
 
 const STREAM: &str = "churn";

@@ -10,9 +10,9 @@
 //! [`config::load`]. Those items, and the option types they take, are re-exported
 //! here. The documented modules are `agent`, `config`, `producer`, `record`,
 //! `aggregate` (KPL aggregates, both ways), `metrics` and `status` (the endpoint's
-//! client). The others (`deliver`, `source`, `spool`, `shard_map`, `allocator`) are
-//! public only for the agent's tests, benches and examples: hidden from the
-//! documentation, and not a stable interface.
+//! client). Everything else is private to the crate; what the agent's own tests,
+//! benches and examples drive directly is re-exported in [`testkit`], which is
+//! not a stable interface.
 //!
 //! # Layout
 //!
@@ -53,28 +53,25 @@
 //!   start-up.
 //! - [`agent`]: wires it all together and runs it until shutdown.
 
+#![warn(unreachable_pub)]
+
 pub mod agent;
 pub mod aggregate;
-#[doc(hidden)]
-pub mod allocator;
+mod allocator;
 pub mod config;
-#[doc(hidden)]
-pub mod deliver;
-pub(crate) mod descriptors;
-#[doc(hidden)]
-pub mod digest;
+mod deliver;
+mod descriptors;
+mod digest;
 mod intake;
 pub mod metrics;
 pub mod producer;
 pub mod record;
-#[doc(hidden)]
-pub mod shard_map;
-#[doc(hidden)]
-pub mod source;
-#[doc(hidden)]
-pub mod spool;
+mod shard_map;
+mod source;
+mod spool;
 pub mod status;
-pub(crate) mod systemd;
+mod systemd;
+pub mod testkit;
 
 pub use agent::Agent;
 pub use config::{Config, ConfigError};

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use shardline::aggregate::{deaggregate, is_aggregated, Aggregator, Limits, Pending};
 use shardline::record::{partition_key_hash, UserRecord, MAX_RECORD_BYTES};
-use shardline::shard_map::{Shard, ShardMap};
+use shardline::testkit::{Shard, ShardMap};
 
 use crate::util::node_deaggregate;
 

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use shardline::deliver::DeliveryError;
 use shardline::producer::{Producer, ProducerOptions};
 use shardline::record::{RecordError, UserRecord, MAX_RECORD_BYTES};
+use shardline::DeliveryError;
 use shardline::ProduceError;
 
 use crate::util::{

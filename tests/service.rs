@@ -368,9 +368,9 @@ fn fill(socket: &std::os::unix::net::UnixStream, mut chunk: impl FnMut() -> Vec<
 /// Reads every answer on `reader` until the connection ends, on a thread.
 fn read_answers(
     mut reader: std::os::unix::net::UnixStream,
-) -> std::thread::JoinHandle<Vec<shardline::source::socket::frame::Response>> {
+) -> std::thread::JoinHandle<Vec<shardline::testkit::frame::Response>> {
     use bytes::BytesMut;
-    use shardline::source::socket::frame::{self, Response};
+    use shardline::testkit::frame::{self, Response};
     use std::io::Read;
     std::thread::spawn(move || {
         let mut buf = BytesMut::new();
@@ -391,7 +391,7 @@ fn read_answers(
 /// Request `id` on the wire: one acked record of 60,000 bytes.
 fn numbered_frame(id: u64) -> Vec<u8> {
     use bytes::BytesMut;
-    use shardline::source::socket::frame::{self, Record, Request};
+    use shardline::testkit::frame::{self, Record, Request};
     let mut out = BytesMut::new();
     frame::encode(
         &Request {
@@ -415,7 +415,7 @@ fn numbered_frame(id: u64) -> Vec<u8> {
 /// reported and counted, frames are answered `SHUTTING_DOWN`, and the agent exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
-    use shardline::source::socket::frame::Status;
+    use shardline::testkit::frame::Status;
 
     // Lines: nobody waits for an answer, so the loss is logged.
     let work = Workdir::new();

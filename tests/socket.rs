@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use shardline::source::socket::frame::{self, Record, Request, Response, Status};
+use shardline::testkit::frame::{self, Record, Request, Response, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

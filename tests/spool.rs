@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use shardline::source::socket::frame::{self, Record, Request, Response, Status};
+use shardline::testkit::frame::{self, Record, Request, Response, Status};
 
 use crate::util::{create_stream, stream_data, AgentProcess, Emulator, Workdir};
 
@@ -474,6 +474,7 @@ async fn send_after_the_drain(work: &Workdir, agent: &AgentProcess) -> Vec<Bytes
 /// it and takes records again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_filesystem_is_backpressure_and_the_agent_recovers_on_it() {
+    // SAFETY: geteuid takes nothing, cannot fail and touches no memory of ours.
     if unsafe { libc_geteuid() } != 0 {
         eprintln!("skipped: mounting a small filesystem needs root");
         return;

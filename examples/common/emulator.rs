@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shardline::deliver::destination::Destination;
-use shardline::deliver::kinesis::{ClientOptions, SdkKinesis};
-use shardline::deliver::proxy::ProxySetting;
+use shardline::Destination;
+use shardline::ProxySetting;
+use shardline::{testkit::SdkKinesis, ClientOptions};
 
 /// A served emulator.
 pub struct Served {

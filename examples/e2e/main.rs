@@ -117,7 +117,7 @@ use crate::lines::send_lines;
 
 fn main() {
     // The allocator settings the binary's `main` applies.
-    shardline::allocator::tune();
+    shardline::agent::tune_allocator();
     std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
     std::env::set_var("AWS_REGION", "us-east-1");

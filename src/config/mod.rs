@@ -21,9 +21,9 @@ mod files;
 pub mod journald;
 mod paths;
 mod raw;
-mod socket;
 #[cfg(test)]
 mod reference;
+mod socket;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use shardline::config::FileConfig;
 use shardline::metrics::Metrics;
-use shardline::source::file::{MemorySink, Tail};
+use shardline::testkit::{MemorySink, Tail};
 
 use super::open_append;
 

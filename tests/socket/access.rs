@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shardline::source::socket::frame::Status;
+use shardline::testkit::frame::Status;
 
 use super::{encoded, exchange, frames_socket, request, status};
 use crate::util::{config, start_agent, wait_for, AgentProcess, Workdir};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardline::metrics::Metrics;
-use shardline::source::socket::frame::Status;
+use shardline::testkit::frame::Status;
 
 use super::{encoded, exchange, frames_socket, request, status};
 use crate::util::{

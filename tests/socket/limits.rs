@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shardline::metrics::Metrics;
-use shardline::source::socket::frame::Status;
+use shardline::testkit::frame::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

@@ -319,8 +319,8 @@ pub fn file_toml(patterns: &[&Path], extra: &str) -> String {
 pub fn spool_contents(
     dir: &Path,
     stream: &str,
-) -> (Vec<UserRecord>, Vec<shardline::spool::Checkpoint>) {
-    let spool = shardline::spool::open_at(dir, u64::MAX).unwrap();
+) -> (Vec<UserRecord>, Vec<shardline::testkit::Checkpoint>) {
+    let spool = shardline::testkit::open_at(dir, u64::MAX).unwrap();
     let s = spool.stream(stream).unwrap();
     let (entries, _) = s.read_from(0, u64::MAX, |_| false).unwrap();
     let mut records = Vec::new();
