@@ -5,8 +5,9 @@
 //! State: an [`Identity`] belongs to one open file and is owned by its `Tailed`
 //! (tailed.rs). Its fingerprint grows only through the reader (reader.rs), which
 //! hands it the bytes it reads at their offsets, and is forgotten past a reset.
-//! Callers: tailed.rs (the open file), batch.rs and checkpoint.rs (a checkpoint's
-//! name and fingerprint), open.rs and recovery.rs (`find_file`, `end_position`).
+//! Callers: tailed.rs (the open file), reader.rs (the fingerprint), batch.rs and
+//! checkpoint.rs (a checkpoint's name and fingerprint), tailer.rs (files by
+//! [`FileId`]), open.rs and recovery.rs (`find_file`, `end_position`).
 
 use std::fs::{File, Metadata};
 use std::io;

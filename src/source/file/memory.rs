@@ -2,7 +2,8 @@
 //! alone (its unit tests, the model test, tools), without a spool.
 //!
 //! State: a [`MemorySink`] owns the records and checkpoints written to it (its
-//! clones share them). Callers: tests, tools and benches, through `Tail::start`.
+//! clones share them). Callers: the tailer's tests (here and tests/file.rs),
+//! through `Tail::start`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

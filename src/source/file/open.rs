@@ -3,7 +3,8 @@
 //! it still matches), where the file was ignored, or where `read_from` says.
 //!
 //! State: none of its own; these are steps of the tailer (tailer.rs) on its
-//! indexes of open files, called from its rescans and from recovery.rs.
+//! indexes of open files, called from its rescans, from the paths inotify names
+//! and when a path comes to name another file.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
