@@ -1,9 +1,19 @@
 //! A sink that keeps what the tailer writes in memory: for driving the tailer
 //! alone (its unit tests, the model test, tools), without a spool.
+//!
+//! State: a [`MemorySink`] owns the records and checkpoints written to it (its
+//! clones share them). Callers: the tailer's tests (here and tests/file.rs),
+//! through `Tail::start`.
 
-use std::sync::MutexGuard;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::*;
+use bytes::Bytes;
+
+use crate::producer::{Checkpoint, ProduceError};
+use crate::record::UserRecord;
+
+use super::Sink;
 
 /// What a [`MemorySink`] holds.
 #[derive(Debug, Default)]
@@ -20,7 +30,7 @@ pub struct Memory {
 /// Records and checkpoints written together, as the spool does, in memory. Clones
 /// share the same memory.
 #[derive(Clone, Debug, Default)]
-pub struct MemorySink(Arc<std::sync::Mutex<Memory>>);
+pub struct MemorySink(Arc<Mutex<Memory>>);
 
 impl MemorySink {
     /// What the sink holds, locked.

@@ -10,8 +10,10 @@
 //! the file is read again from exactly the first byte that did not reach the spool.
 //! The position is a *consumed* offset: the end of the last line that went into a
 //! spooled record (or was deliberately skipped). A partial last line (no newline
-//! yet), a multiline record still collecting lines, and a line being truncated are
-//! all *after* it, so they are read again after a crash, never lost or doubled.
+//! yet), a multiline record still collecting lines, a line being truncated, and a
+//! line whose records are not all in the batch yet (a batch that fills while a
+//! line is split, or with the record a multiline start line ends) are all *after*
+//! it, so they are read again after a crash, never lost or doubled.
 //!
 //! **One batch per read.** A read of a file (up to [`READ_BYTES`]) becomes records
 //! that are cut into batches of [`BATCH_BYTES`]; each batch is one spool entry with
@@ -96,49 +98,59 @@
 //! ends any multiline record in progress and is never merged into one. Lines that are
 //! not valid UTF-8 are passed, replaced (U+FFFD) or rejected. Each of these is
 //! counted, and logged once per file (later ones are only counted).
+//!
+//! # Layout
+//!
+//! Each file is a part that owns its state, or a step of the tailer; no file
+//! reaches into another's fields:
+//!
+//! - `tailer.rs`: [`Tail`], the loop over every open file. Owns the open files and
+//!   their indexes (by identity, by path), the files ignored for their age, the
+//!   checkpoints read at start-up and the skipped paths. Driven by `runner.rs`,
+//!   tests and tools.
+//! - `open.rs` (opening a file found at a path) and `recovery.rs` (truncation,
+//!   files rotated or truncated while the agent was stopped): steps of the tailer,
+//!   with no state of their own.
+//! - `tailed.rs`: `Tailed`, one open file: the four parts below, private, and when
+//!   it is read, drained or retried. Owned by the tailer, which calls its methods.
+//! - `identity.rs`: `Identity`, a file's device and inode, the checkpoint it
+//!   carries, its paths and the fingerprint of its first bytes; finding a file
+//!   again.
+//! - `reader.rs`: `Reader`, the handle, the read buffer and the offsets; the only
+//!   code that moves an offset (reading, taking lines, seeking on a reset).
+//! - `framer/`: `Framer`, what is between lines (a multiline record collecting
+//!   lines, a line being truncated or split) and the line policies; takes bytes
+//!   from the reader and gives records with the consumed offset they reach.
+//! - `batch.rs`: `Batch`, the records not yet spooled, their counts and the
+//!   spooled checkpoint; written to the sink with the checkpoint at the consumed
+//!   offset, so a checkpoint covers exactly the lines of the records before it.
+//! - `checkpoint.rs`: `Position`, a checkpoint's value. `keys.rs`: partition keys.
+//!   `discovery.rs`: which paths are tailed. `memory.rs`: [`MemorySink`].
+//!   `runner.rs`: the thread, and the producer as a [`Sink`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use crate::metrics::Source;
+use crate::producer::{Checkpoint, ProduceError};
+use crate::record::UserRecord;
 
-use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey, ReadFrom};
-use crate::metrics::{FileEvent, LineAction, Metrics, RejectReason, Source};
-use crate::producer::Checkpoint;
-use crate::producer::{Pace, ProduceError, Producer};
-use crate::record::{random_partition_key, UserRecord};
-use crate::source::format::{Cut, JsonFormatter};
-
+mod batch;
 mod checkpoint;
 mod discovery;
+mod framer;
 mod identity;
 mod keys;
-mod lines;
 mod memory;
+mod open;
+mod reader;
+mod recovery;
 mod runner;
 mod tailed;
 mod tailer;
 #[cfg(test)]
 mod tests;
-
-use checkpoint::*;
-use discovery::*;
-use identity::*;
-use keys::*;
-use lines::*;
-use runner::*;
-use tailed::*;
-use tailer::*;
 
 pub use crate::config::{glob_base, is_pseudo_fs};
 pub use discovery::{admit_path, Skip};
@@ -166,15 +178,6 @@ pub const MAX_KEY_BYTES: usize = 256;
 const END_LOOKBACK_BYTES: u64 = 64 * 1024;
 /// Wait before reading a file again after a read or spool error.
 const RETRY: Duration = Duration::from_secs(1);
-/// While delivery keeps up, a file is read at its pace (the file itself holds what
-/// is not read yet, so copying it ahead into the spool would only cost); when
-/// delivery stalls (an outage), the file is read into the spool, where rotation and
-/// deletion cannot reach it.
-const PACE: Pace = Pace {
-    handover_wait: Duration::from_millis(500),
-    read_ahead_bytes: 64 << 20,
-    stalled_after: Duration::from_secs(5),
-};
 const CHECKPOINT_PREFIX: &[u8] = b"file/";
 const CHECKPOINT_VERSION: u8 = 1;
 
@@ -235,39 +238,14 @@ pub trait Sink {
     fn remove_checkpoint(&mut self, stream: &str, name: &[u8]) -> Result<(), ProduceError>;
 }
 
-/// The producer as a sink, called from the tailer thread.
-#[derive(Clone)]
-struct ProducerSink {
-    producer: Producer,
-    runtime: tokio::runtime::Handle,
-    shutdown: CancellationToken,
-}
-
-impl Sink for ProducerSink {
-    fn spool(
-        &mut self,
-        stream: &str,
-        records: Vec<UserRecord>,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), ProduceError> {
-        let (producer, shutdown) = (&self.producer, &self.shutdown);
-        self.runtime.block_on(async {
-            // A spool that stays full must not hold up the shutdown. Dropping the
-            // write leaves the checkpoint where it was: the lines are read again at
-            // the next start.
-            tokio::select! {
-                biased;
-                r = producer.spool_batch(stream, KIND, records, None, Some(checkpoint), Some(PACE)) => r,
-                _ = shutdown.cancelled() => Err(ProduceError::Stopped),
-            }
-        })
+/// An error with its causes, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
     }
-
-    fn checkpoints(&mut self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
-        self.producer.checkpoints(stream)
-    }
-
-    fn remove_checkpoint(&mut self, stream: &str, name: &[u8]) -> Result<(), ProduceError> {
-        self.producer.remove_checkpoint(stream, name)
-    }
+    s
 }

@@ -1,24 +1,76 @@
-//! The tailer's thread: inotify events and rescans drive it until shutdown.
+//! The tailer's thread: inotify events and rescans drive it until shutdown; its
+//! sink is the producer.
+//!
+//! State: the thread owns its `Tail` (tailer.rs), the inotify watcher and the
+//! directories it watches. Callers: the agent, through [`spawn`].
 
-use super::*;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::FileConfig;
+use crate::metrics::Metrics;
+use crate::producer::{Checkpoint, Pace, ProduceError, Producer};
+use crate::record::UserRecord;
+
+use super::tailer::Tail;
+use super::{error_chain, FileError, Sink, EVENT_CHANNEL, KIND, RETRY};
+
+/// While delivery keeps up, a file is read at its pace (the file itself holds what
+/// is not read yet, so copying it ahead into the spool would only cost); when
+/// delivery stalls (an outage), the file is read into the spool, where rotation and
+/// deletion cannot reach it.
+const PACE: Pace = Pace {
+    handover_wait: Duration::from_millis(500),
+    read_ahead_bytes: 64 << 20,
+    stalled_after: Duration::from_secs(5),
+};
+
+/// The producer as a sink, called from the tailer thread.
+#[derive(Clone)]
+struct ProducerSink {
+    producer: Producer,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+}
+
+impl Sink for ProducerSink {
+    fn spool(
+        &mut self,
+        stream: &str,
+        records: Vec<UserRecord>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ProduceError> {
+        let (producer, shutdown) = (&self.producer, &self.shutdown);
+        self.runtime.block_on(async {
+            // A spool that stays full must not hold up the shutdown. Dropping the
+            // write leaves the checkpoint where it was: the lines are read again at
+            // the next start.
+            tokio::select! {
+                biased;
+                r = producer.spool_batch(stream, KIND, records, None, Some(checkpoint), Some(PACE)) => r,
+                _ = shutdown.cancelled() => Err(ProduceError::Stopped),
+            }
+        })
     }
-    s
+
+    fn checkpoints(&mut self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
+        self.producer.checkpoints(stream)
+    }
+
+    fn remove_checkpoint(&mut self, stream: &str, name: &[u8]) -> Result<(), ProduceError> {
+        self.producer.remove_checkpoint(stream, name)
+    }
 }
 
 /// Waits for `limit` or a stop; true if the source is to stop.
-pub(super) fn wait_or_stop(
-    rx: &mpsc::Receiver<Wake>,
-    shutdown: &CancellationToken,
-    limit: Duration,
-) -> bool {
+fn wait_or_stop(rx: &mpsc::Receiver<Wake>, shutdown: &CancellationToken, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while !shutdown.is_cancelled() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -33,7 +85,7 @@ pub(super) fn wait_or_stop(
 }
 
 /// A message to the tailer thread.
-pub(super) enum Wake {
+enum Wake {
     Paths(Vec<PathBuf>),
     Rescan,
     Stop,
@@ -76,10 +128,7 @@ pub fn spawn(
     });
 }
 
-pub(super) fn watcher(
-    tx: SyncSender<Wake>,
-    overflow: Arc<AtomicBool>,
-) -> Option<notify::RecommendedWatcher> {
+fn watcher(tx: SyncSender<Wake>, overflow: Arc<AtomicBool>) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, Watcher as _};
     let handler = move |event: notify::Result<notify::Event>| {
         let message = match event {
@@ -105,7 +154,7 @@ pub(super) fn watcher(
 }
 
 /// The tailer thread.
-pub(super) fn run(
+fn run(
     files: Vec<FileConfig>,
     sink: ProducerSink,
     metrics: Metrics,

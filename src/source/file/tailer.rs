@@ -1,10 +1,32 @@
 //! The tailer: every file of every `[[file]]` block, serviced in turn: read, cut
 //! into records, spooled with their checkpoint.
+//!
+//! State: a [`Tail`] owns the open files (one `Tailed` each, by the order they
+//! were opened, with indexes by identity and by path), the files ignored for
+//! their age, the checkpoints read at start-up and not yet matched, and the
+//! paths skipped. It is driven by the tailer thread (runner.rs), by tests and by
+//! tools, through its public methods. Opening a file found at a path is in
+//! open.rs; rotation and truncation recovery in recovery.rs; a file's own state
+//! is in its `Tailed` (tailed.rs), which this loop only calls.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{glob_base, FileConfig};
+use crate::metrics::{FileEvent, Metrics};
+use crate::producer::ProduceError;
+
+use super::checkpoint::Position;
+use super::discovery::{admit_path, walk};
+use super::identity::FileId;
+use super::tailed::{ReadEnd, Tailed};
+use super::{error_chain, FileError, Sink, READ_BUDGET_BYTES, RETRY};
 
 /// What a service pass of one file did.
-pub(super) enum Serviced {
+enum Serviced {
     Keep { more: bool },
     Closed,
 }
@@ -145,7 +167,7 @@ impl<S: Sink> Tail<S> {
         // A skipped path that is gone is logged again if it comes back.
         self.skipped.retain(|p| claimed.contains(p));
         for t in self.files.values_mut() {
-            t.dirty = true;
+            t.mark_dirty();
         }
         Ok(())
     }
@@ -154,7 +176,7 @@ impl<S: Sink> Tail<S> {
     pub fn changed(&mut self, path: &Path) -> Result<(), FileError> {
         if let Some(&seq) = self.by_path.get(path) {
             if let Some(t) = self.files.get_mut(&seq) {
-                t.dirty = true;
+                t.mark_dirty();
             }
             return self.check_path(seq);
         }
@@ -176,15 +198,17 @@ impl<S: Sink> Tail<S> {
             let Some(mut t) = self.files.remove(&seq) else {
                 continue;
             };
-            match self.service_file(&mut t, now) {
+            let serviced = self.service_file(&mut t, now);
+            self.scanned_bytes += t.take_scanned();
+            match serviced {
                 Ok(Serviced::Keep { more: m }) => {
                     more |= m;
                     self.files.insert(seq, t);
                 }
                 Ok(Serviced::Closed) => {
-                    self.by_id.remove(&t.id);
-                    if self.by_path.get(&t.path) == Some(&seq) {
-                        self.by_path.remove(&t.path);
+                    self.by_id.remove(&t.id());
+                    if self.by_path.get(t.path()) == Some(&seq) {
+                        self.by_path.remove(t.path());
                     }
                 }
                 Err(FileError::Stopped) => {
@@ -193,15 +217,13 @@ impl<S: Sink> Tail<S> {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        path = %t.path.display(),
+                        path = %t.path().display(),
                         error = %error_chain(&e),
                         "Tailing a file failed; it is read again from its checkpoint shortly"
                     );
-                    let committed = t.committed;
-                    if let Err(e) = t.reset_to(committed) {
-                        tracing::warn!(path = %t.path.display(), error = %e, "Rewinding a tailed file failed");
+                    if let Err(e) = t.rewind(now + RETRY) {
+                        tracing::warn!(path = %t.path().display(), error = %e, "Rewinding a tailed file failed");
                     }
-                    t.retry_at = Some(now + RETRY);
                     self.files.insert(seq, t);
                 }
             }
@@ -212,17 +234,7 @@ impl<S: Sink> Tail<S> {
     /// When [`service`](Self::service) has timed work next (a multiline record to
     /// send, a rotated file to close, a retry).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.files
-            .values()
-            .filter_map(|t| {
-                let multiline = t
-                    .multiline
-                    .as_ref()
-                    .map(|p| p.last + t.block.multiline_timeout);
-                let close = t.draining.map(|d| d.max(t.grew) + t.block.rotate_wait);
-                [multiline, close, t.retry_at].into_iter().flatten().min()
-            })
-            .min()
+        self.files.values().filter_map(Tailed::next_deadline).min()
     }
 
     /// Rescans and services until nothing is left to read (tests, and a pass that
@@ -265,17 +277,17 @@ impl<S: Sink> Tail<S> {
         let Some(t) = self.files.get_mut(&seq) else {
             return Ok(());
         };
-        if t.draining.is_some() {
+        if t.is_draining() {
             return Ok(());
         }
-        let now_at_path = match std::fs::metadata(&t.path) {
+        let now_at_path = match std::fs::metadata(t.path()) {
             Ok(m) if m.is_file() => Some(FileId::of(&m)),
             Ok(_) => None,
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             // Cannot tell (permissions changed?): keep tailing the handle.
             Err(_) => return Ok(()),
         };
-        if now_at_path == Some(t.id) {
+        if now_at_path == Some(t.id()) {
             return Ok(());
         }
         let (event, what) = if now_at_path.is_some() {
@@ -285,14 +297,13 @@ impl<S: Sink> Tail<S> {
         };
         self.metrics.file_event(event);
         tracing::info!(
-            path = %t.path.display(),
-            position = t.read_pos,
+            path = %t.path().display(),
+            position = t.read_pos(),
             "Tailed file was {what}; reading its old handle to the end"
         );
-        t.draining = Some(Instant::now());
-        t.dirty = true;
-        let path = t.path.clone();
-        let block = self.blocks.iter().position(|b| Arc::ptr_eq(b, &t.block));
+        t.start_draining(Instant::now());
+        let path = t.path().to_owned();
+        let block = self.blocks.iter().position(|b| Arc::ptr_eq(b, t.block()));
         self.by_path.remove(&path);
         if now_at_path.is_some() {
             if let Some(block) = block {
@@ -301,201 +312,37 @@ impl<S: Sink> Tail<S> {
         }
         Ok(())
     }
-}
 
-impl<S: Sink> Tail<S> {
-    pub(super) fn service_file(
-        &mut self,
-        t: &mut Tailed,
-        now: Instant,
-    ) -> Result<Serviced, FileError> {
-        if t.retry_at.is_some_and(|r| now < r) {
+    /// One pass over one file: reads it (from a copy first, if it was truncated),
+    /// spools what it read, sends a multiline record whose time is up, and closes
+    /// it once drained.
+    fn service_file(&mut self, t: &mut Tailed, now: Instant) -> Result<Serviced, FileError> {
+        if !t.ready(now) {
             return Ok(Serviced::Keep { more: false });
         }
-        t.retry_at = None;
         let mut more = false;
-        if t.dirty || t.draining.is_some() {
-            t.dirty = false;
+        if t.take_work() {
             self.check_truncation(t)?;
-            match self.read(t, READ_BUDGET_BYTES, now)? {
+            match t.read(&mut self.sink, &self.metrics, READ_BUDGET_BYTES, now)? {
                 ReadEnd::Budget => {
-                    t.dirty = true;
+                    t.mark_dirty();
                     more = true;
                 }
                 ReadEnd::Eof => {}
             }
-            self.spool_batch(t)?;
+            t.spool(&mut self.sink, &self.metrics)?;
         }
-        let timed_out = t
-            .multiline
-            .as_ref()
-            .is_some_and(|p| now >= p.last + t.block.multiline_timeout);
-        if timed_out {
-            self.emit_multiline(t)?;
-            self.spool_batch(t)?;
+        if t.emit_multiline_due(&mut self.sink, &self.metrics, now)? {
+            t.spool(&mut self.sink, &self.metrics)?;
         }
-        if let Some(since) = t.draining {
-            // Now, not the pass's start: the read above may have just moved `grew`.
-            let now = Instant::now();
-            if t.at_eof && !more && now >= since.max(t.grew) + t.block.rotate_wait {
-                self.finish_lines(t)?;
-                self.spool_batch(t)?;
-                self.remove_checkpoint(&t.block.stream.clone(), t.checkpoint_id)?;
-                self.metrics.file_event(FileEvent::Closed);
-                tracing::info!(path = %t.path.display(), position = t.read_pos, "Closed a rotated or removed file after reading it to the end");
-                return Ok(Serviced::Closed);
-            }
+        if !more && t.drained() {
+            t.finish(&mut self.sink, &self.metrics)?;
+            t.spool(&mut self.sink, &self.metrics)?;
+            self.remove_checkpoint(t.stream(), t.checkpoint_id())?;
+            self.metrics.file_event(FileEvent::Closed);
+            tracing::info!(path = %t.path().display(), position = t.read_pos(), "Closed a rotated or removed file after reading it to the end");
+            return Ok(Serviced::Closed);
         }
         Ok(Serviced::Keep { more })
     }
-
-    /// Notices a truncation (copytruncate) and recovers what can be recovered.
-    pub(super) fn check_truncation(&mut self, t: &mut Tailed) -> Result<(), FileError> {
-        let read_err = |source| FileError::Read {
-            path: t.path.clone(),
-            source,
-        };
-        let size = t.file.metadata().map_err(read_err)?.len();
-        let mut truncated = size < t.read_pos;
-        if !truncated && !t.prefix.is_empty() {
-            let head = read_head(&t.file, t.prefix.len()).map_err(read_err)?;
-            truncated = head != t.prefix;
-        }
-        if !truncated {
-            return Ok(());
-        }
-        self.metrics.file_event(FileEvent::Truncated);
-        tracing::warn!(
-            path = %t.path.display(),
-            position = t.read_pos,
-            size,
-            "File was truncated (copytruncate); reading it again from the start"
-        );
-        let (prefix, committed, own_id) = (t.prefix.clone(), t.committed, t.id);
-        let copy = if prefix.is_empty() {
-            None
-        } else {
-            find_file(&t.path, |c, meta| {
-                let id = FileId::of(meta);
-                id != own_id
-                    && meta.len() > committed
-                    && !self.by_id.contains_key(&id)
-                    && read_head(c, prefix.len()).is_ok_and(|h| h == prefix)
-            })
-        };
-        match copy {
-            Some((copy_path, copy)) => self.drain_copy(t, copy, &copy_path, committed),
-            None => {
-                tracing::warn!(
-                    path = %t.path.display(),
-                    position = t.read_pos,
-                    "No copy of the truncated file was found: lines written after the last read and before the truncation, if any, are lost"
-                );
-                self.restart_at_zero(t)
-            }
-        }
-    }
-
-    /// Reads until the end of the file or `budget` bytes.
-    pub(super) fn read(
-        &mut self,
-        t: &mut Tailed,
-        budget: u64,
-        now: Instant,
-    ) -> Result<ReadEnd, FileError> {
-        let mut total = 0u64;
-        loop {
-            if total >= budget {
-                t.at_eof = false;
-                return Ok(ReadEnd::Budget);
-            }
-            let len = t.buf.len();
-            if t.buf.capacity() - len < READ_BYTES {
-                t.buf.reserve(READ_BYTES);
-            }
-            t.buf.resize(len + READ_BYTES, 0);
-            let n = loop {
-                match t.file.read(&mut t.buf[len..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        t.buf.truncate(len);
-                        return Err(FileError::Read {
-                            path: t.path.clone(),
-                            source,
-                        });
-                    }
-                }
-            };
-            t.buf.truncate(len + n);
-            if n == 0 {
-                t.at_eof = true;
-                return Ok(ReadEnd::Eof);
-            }
-            if t.prefix.len() < FINGERPRINT_BYTES && t.read_pos == t.prefix.len() as u64 {
-                let take = n.min(FINGERPRINT_BYTES - t.prefix.len());
-                t.prefix.extend_from_slice(&t.buf[len..len + take]);
-            }
-            t.read_pos += n as u64;
-            t.grew = now;
-            total += n as u64;
-            self.lines(t, false)?;
-        }
-    }
-}
-
-impl<S: Sink> Tail<S> {
-    /// Spools the batch with the file's checkpoint (or the checkpoint alone, if the
-    /// position moved without records).
-    pub(super) fn spool_batch(&mut self, t: &mut Tailed) -> Result<(), FileError> {
-        // Counts go out even when nothing else moved (a line being truncated is
-        // counted when it crosses the limit, before anything is spooled).
-        let c = std::mem::take(&mut t.counts);
-        let m = &self.metrics;
-        if c.split > 0 {
-            m.oversized(KIND, LineAction::Split, c.split);
-        }
-        if c.truncated > 0 {
-            m.oversized(KIND, LineAction::Truncated, c.truncated);
-        }
-        if c.utf8 > 0 {
-            let action = match t.block.invalid_utf8 {
-                InvalidUtf8::Replace => LineAction::Replaced,
-                _ => LineAction::Passed,
-            };
-            m.invalid_utf8(KIND, action, c.utf8);
-        }
-        if c.rejected_utf8 > 0 {
-            m.invalid_utf8(KIND, LineAction::Rejected, c.rejected_utf8);
-            m.rejected(KIND, RejectReason::InvalidUtf8, c.rejected_utf8);
-        }
-        if c.key_fallbacks > 0 {
-            m.partition_key_fallback(KIND, c.key_fallbacks);
-        }
-        let pos = t.consumed();
-        if t.batch.is_empty() && pos == t.committed {
-            return Ok(());
-        }
-        let records = std::mem::take(&mut t.batch);
-        t.batch_bytes = 0;
-        let n = records.len() as u64;
-        if n > 0 {
-            m.received(KIND, n);
-        }
-        let cp = t.checkpoint(pos);
-        self.sink
-            .spool(&t.block.stream, records, &cp)
-            .map_err(|e| FileError::spool(&t.path, e))?;
-        t.committed = pos;
-        Ok(())
-    }
-}
-
-pub(super) enum ReadEnd {
-    Eof,
-    Budget,
-}
-
-pub(super) fn memchr(buf: &[u8]) -> Option<usize> {
-    memchr::memchr(b'\n', buf)
 }

@@ -1,5 +1,24 @@
-use super::*;
+//! The tailer driven through a memory sink: lines, multiline, oversized lines,
+//! invalid UTF-8, partition keys, symbolic links, rotation, truncation and
+//! checkpoints across restarts.
+
 use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::{glob_base, FileConfig};
+use crate::metrics::{LineAction, Metrics};
+
+use super::checkpoint::Position;
+use super::discovery::{admit_path, Skip};
+use super::framer::char_boundary;
+use super::identity::{fnv1a, FileId};
+use super::keys::{json_field, key_tail};
+use super::memory::MemorySink;
+use super::tailer::Tail;
+use super::{KIND, READ_BYTES};
 
 fn block(dir: &Path, extra: &str) -> FileConfig {
     let text = format!(
@@ -183,92 +202,114 @@ fn a_line_written_in_small_pieces_is_searched_once() {
     );
 }
 
-/// Regression (issue 14, rows 10 and 11): a symbolic link in a watched
-/// directory was followed to a 0600 file outside the patterns and to
-/// `/proc/self/environ` (the agent's own secrets), with two WARNs per rescan.
-#[test]
-fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
-    use std::os::unix::fs::{symlink, PermissionsExt};
-    let dir = tempfile::tempdir().unwrap();
-    let secret_dir = tempfile::tempdir().unwrap();
-    let secret = secret_dir.path().join("secret.txt");
-    append(&secret, b"top secret\n");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let shared = tempfile::tempdir().unwrap();
-    let shared_log = shared.path().join("shared.log");
-    append(&shared_log, b"shared line\n");
-    append(&dir.path().join("plain.log"), b"plain line\n");
-    symlink(&secret, dir.path().join("secret.log")).unwrap();
-    symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
-    symlink(&shared_log, dir.path().join("shared.log")).unwrap();
-    let config = |follow: bool| {
+/// A watched directory with a real file and three symbolic links: to a 0600
+/// file outside the patterns, to `/proc/self/environ`, and to a file of another
+/// included directory.
+struct Links {
+    dir: tempfile::TempDir,
+    _secret_dir: tempfile::TempDir,
+    shared: tempfile::TempDir,
+    shared_log: std::path::PathBuf,
+}
+
+impl Links {
+    fn new() -> Links {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("secret.txt");
+        append(&secret, b"top secret\n");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        let shared_log = shared.path().join("shared.log");
+        append(&shared_log, b"shared line\n");
+        append(&dir.path().join("plain.log"), b"plain line\n");
+        symlink(&secret, dir.path().join("secret.log")).unwrap();
+        symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
+        symlink(&shared_log, dir.path().join("shared.log")).unwrap();
+        Links {
+            dir,
+            _secret_dir: secret_dir,
+            shared,
+            shared_log,
+        }
+    }
+
+    fn config(&self, follow: bool) -> FileConfig {
         let text = format!(
             "[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n[[file]]\n\
              include = [\"{}/*.log\", \"{}/*.log\"]\nfollow_symlinks = {follow}\n",
-            dir.path().display(),
-            shared.path().display()
+            self.dir.path().display(),
+            self.shared.path().display()
         );
         crate::config::parse(&text, Path::new("t.toml"))
             .unwrap()
             .files
             .remove(0)
-    };
+    }
+}
 
+fn skipped(metrics: &Metrics) -> u64 {
+    metrics.read("shardline_file_events_total", &[("event", "skipped")])
+}
+
+/// Regression (issue 14, rows 10 and 11): a symbolic link in a watched
+/// directory was followed to a 0600 file outside the patterns and to
+/// `/proc/self/environ` (the agent's own secrets), with two WARNs per rescan.
+#[test]
+fn symlinks_are_skipped_or_followed_only_within_the_patterns() {
+    let links = Links::new();
     // Not following: only real files, each link skipped and logged once.
     let sink = MemorySink::default();
     let metrics = Metrics::new();
-    let mut tail = Tail::start(vec![config(false)], sink.clone(), metrics.clone()).unwrap();
+    let mut tail = Tail::start(vec![links.config(false)], sink.clone(), metrics.clone()).unwrap();
     for _ in 0..3 {
         tail.poll().unwrap();
     }
     let mut got = sink.lines();
     got.sort();
     assert_eq!(got, ["plain line", "shared line"]);
-    assert_eq!(
-        metrics.read("shardline_file_events_total", &[("event", "skipped")]),
-        3
-    );
+    assert_eq!(skipped(&metrics), 3);
     // A link that goes and comes back is logged again.
-    std::fs::remove_file(dir.path().join("environ.log")).unwrap();
+    let environ = links.dir.path().join("environ.log");
+    std::fs::remove_file(&environ).unwrap();
     tail.poll().unwrap();
-    symlink("/proc/self/environ", dir.path().join("environ.log")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", &environ).unwrap();
     tail.poll().unwrap();
     tail.poll().unwrap();
-    assert_eq!(
-        metrics.read("shardline_file_events_total", &[("event", "skipped")]),
-        4
-    );
+    assert_eq!(skipped(&metrics), 4);
     drop(tail);
+    symlinks_are_followed_only_within_the_patterns(&links);
+}
 
-    // Following: only to a regular file the patterns match (the shared log, the
-    // same file as its own path: tailed once), never outside them, never /proc.
+/// Following: only to a regular file the patterns match (the shared log, the
+/// same file as its own path: tailed once), never outside them, never /proc.
+fn symlinks_are_followed_only_within_the_patterns(links: &Links) {
     let sink = MemorySink::default();
     let metrics = Metrics::new();
-    let mut tail = Tail::start(vec![config(true)], sink.clone(), metrics.clone()).unwrap();
+    let mut tail = Tail::start(vec![links.config(true)], sink.clone(), metrics.clone()).unwrap();
     tail.poll().unwrap();
     tail.poll().unwrap();
     let mut got = sink.lines();
     got.sort();
     assert_eq!(got, ["plain line", "shared line"]);
     assert_eq!(tail.open_files(), 2);
+    assert_eq!(skipped(&metrics), 2);
+    let cfg = links.config(true);
+    let dir = links.dir.path();
     assert_eq!(
-        metrics.read("shardline_file_events_total", &[("event", "skipped")]),
-        2
-    );
-    let cfg = config(true);
-    assert_eq!(
-        admit_path(&dir.path().join("environ.log"), &cfg),
+        admit_path(&dir.join("environ.log"), &cfg),
         Err(Skip::PseudoFs {
             target: std::fs::canonicalize("/proc/self/environ").unwrap()
         })
     );
     assert!(matches!(
-        admit_path(&dir.path().join("secret.log"), &cfg),
+        admit_path(&dir.join("secret.log"), &cfg),
         Err(Skip::TargetNotIncluded { .. })
     ));
     assert_eq!(
-        admit_path(&dir.path().join("shared.log"), &cfg),
-        Ok(std::fs::canonicalize(&shared_log).unwrap())
+        admit_path(&dir.join("shared.log"), &cfg),
+        Ok(std::fs::canonicalize(&links.shared_log).unwrap())
     );
 }
 

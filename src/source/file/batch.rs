@@ -1,0 +1,343 @@
+//! The batch of one open file: the records read since the last spool write, what
+//! happened to its lines meanwhile (counts), and the checkpoint that is in the
+//! spool (`committed`).
+//!
+//! State: a [`Batch`] is owned by its file's `Tailed` (tailed.rs). It turns each
+//! record's data into a [`UserRecord`] (partition key, json format) and is sent
+//! with [`Batch::spool`], which writes its records and the checkpoint at the
+//! consumed offset in one spool write. Callers: tailed.rs, and the framer through
+//! [`Spooling`], its [`Emit`] (a full batch is sent at once).
+//!
+//! Invariant: the checkpoint written with a batch is the consumed offset at the
+//! moment it is cut, so it covers exactly the lines whose records were given so
+//! far: never a byte still in the reader's buffer or held by the framer, never
+//! one whose record is not in this or an earlier write. `committed` moves only
+//! when the sink took the write.
+
+use std::mem;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey};
+use crate::metrics::{LineAction, Metrics, RejectReason};
+use crate::record::{random_partition_key, UserRecord};
+use crate::source::format::{Cut, JsonFormatter};
+
+use super::checkpoint::checkpoint;
+use super::framer::Emit;
+use super::identity::{fnv1a, Identity};
+use super::keys::{json_field, key_tail};
+use super::{FileError, Sink, BATCH_BYTES, KIND, MAX_KEY_BYTES};
+
+/// Counts gathered since the last spool write and emitted with it.
+#[derive(Debug, Default)]
+struct Counts {
+    split: u64,
+    truncated: u64,
+    utf8: u64,
+    rejected_utf8: u64,
+    key_fallbacks: u64,
+}
+
+/// The records of one file not yet spooled, and its spooled position.
+#[derive(Debug)]
+pub(super) struct Batch {
+    block: Arc<FileConfig>,
+    records: Vec<UserRecord>,
+    /// Data and key bytes of `records`.
+    bytes: usize,
+    counts: Counts,
+    /// The consumed offset in the spool: the last checkpoint written.
+    committed: u64,
+    /// Partition key for `file_path`.
+    path_key: String,
+    /// The block's json format for this path; `None`: raw.
+    format: Option<JsonFormatter>,
+}
+
+impl Batch {
+    /// An empty batch of a file at `path` whose checkpoint in the spool is at
+    /// `committed`.
+    pub(super) fn new(block: Arc<FileConfig>, path: &Path, committed: u64) -> Batch {
+        let mut batch = Batch {
+            block,
+            records: Vec::new(),
+            bytes: 0,
+            counts: Counts::default(),
+            committed,
+            path_key: String::new(),
+            format: None,
+        };
+        batch.set_path(path);
+        batch
+    }
+
+    /// The file is read at `path` now: its key and json source follow it.
+    pub(super) fn set_path(&mut self, path: &Path) {
+        self.path_key = key_tail(&path.to_string_lossy());
+        self.format = JsonFormatter::for_source(&self.block.format, &path.to_string_lossy());
+    }
+
+    /// The consumed offset the spool holds for this file.
+    pub(super) fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The spool holds a checkpoint at `offset` (written alone, or the one a
+    /// reset goes back to).
+    pub(super) fn set_committed(&mut self, offset: u64) {
+        self.committed = offset;
+    }
+
+    /// The file is read again from another offset: the records not spooled are
+    /// dropped (they are read again).
+    pub(super) fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds the record of a line (in the json format, the records: a line that
+    /// overflows once wrapped is cut per `oversized`, and counted). Returns
+    /// whether the batch is full.
+    pub(super) fn push(&mut self, data: Bytes) -> bool {
+        let partition_key = self.partition_key(&data);
+        match self.format.as_mut() {
+            None => {
+                self.bytes += data.len() + partition_key.len();
+                self.records.push(UserRecord {
+                    partition_key,
+                    explicit_hash_key: None,
+                    data,
+                });
+            }
+            Some(format) => {
+                let (records, bytes) = (&mut self.records, &mut self.bytes);
+                let (max, oversized) = (self.block.max_record_bytes, self.block.oversized);
+                let cut = format.format(&data, max, oversized, |data| {
+                    *bytes += data.len() + partition_key.len();
+                    records.push(UserRecord {
+                        partition_key: partition_key.clone(),
+                        explicit_hash_key: None,
+                        data,
+                    });
+                });
+                match cut {
+                    Cut::None => {}
+                    Cut::Split => self.counts.split += 1,
+                    Cut::Truncated => self.counts.truncated += 1,
+                }
+            }
+        }
+        self.bytes >= BATCH_BYTES
+    }
+
+    /// The key of a line's record: the line's, not its wrapping's, so equal
+    /// lines hash alike.
+    fn partition_key(&mut self, data: &[u8]) -> String {
+        match &self.block.partition_key {
+            // One random key per batch: the batch goes to one shard, in order, and
+            // is hashed once; batches spread over the shards.
+            PartitionKey::Random => match self.records.first() {
+                Some(first) => first.partition_key.clone(),
+                None => random_partition_key(),
+            },
+            PartitionKey::LineHash => format!("{:016x}", fnv1a(data)),
+            PartitionKey::FilePath => self.path_key.clone(),
+            PartitionKey::JsonField(field) => match json_field(data, field) {
+                Some(k) if !k.is_empty() && k.len() <= MAX_KEY_BYTES => k,
+                _ => {
+                    self.counts.key_fallbacks += 1;
+                    random_partition_key()
+                }
+            },
+        }
+    }
+
+    /// Spools the records with the checkpoint at `consumed` (or the checkpoint
+    /// alone, if the position moved without records); the counts go to `metrics`
+    /// even when nothing else moved.
+    pub(super) fn spool<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        metrics: &Metrics,
+        identity: &Identity,
+        consumed: u64,
+    ) -> Result<(), FileError> {
+        // A line being truncated is counted when it crosses the limit, before
+        // anything is spooled.
+        self.emit_counts(metrics);
+        if self.records.is_empty() && consumed == self.committed {
+            return Ok(());
+        }
+        let records = mem::take(&mut self.records);
+        self.bytes = 0;
+        let n = records.len() as u64;
+        if n > 0 {
+            metrics.received(KIND, n);
+        }
+        let cp = checkpoint(identity, consumed);
+        sink.spool(&self.block.stream, records, &cp)
+            .map_err(|e| FileError::spool(identity.path(), e))?;
+        self.committed = consumed;
+        Ok(())
+    }
+
+    fn emit_counts(&mut self, m: &Metrics) {
+        let c = mem::take(&mut self.counts);
+        if c.split > 0 {
+            m.oversized(KIND, LineAction::Split, c.split);
+        }
+        if c.truncated > 0 {
+            m.oversized(KIND, LineAction::Truncated, c.truncated);
+        }
+        if c.utf8 > 0 {
+            let action = match self.block.invalid_utf8 {
+                InvalidUtf8::Replace => LineAction::Replaced,
+                _ => LineAction::Passed,
+            };
+            m.invalid_utf8(KIND, action, c.utf8);
+        }
+        if c.rejected_utf8 > 0 {
+            m.invalid_utf8(KIND, LineAction::Rejected, c.rejected_utf8);
+            m.rejected(KIND, RejectReason::InvalidUtf8, c.rejected_utf8);
+        }
+        if c.key_fallbacks > 0 {
+            m.partition_key_fallback(KIND, c.key_fallbacks);
+        }
+    }
+}
+
+/// The framer's records going into a file's batch, which is spooled through the
+/// tailer's sink as soon as it is full. Lent for one framing call.
+pub(super) struct Spooling<'a, S> {
+    pub(super) batch: &'a mut Batch,
+    pub(super) sink: &'a mut S,
+    pub(super) metrics: &'a Metrics,
+    pub(super) identity: &'a Identity,
+}
+
+impl<S: Sink> Emit for Spooling<'_, S> {
+    #[inline]
+    fn record(&mut self, data: Bytes, consumed: u64) -> Result<(), FileError> {
+        if self.batch.push(data) {
+            self.batch
+                .spool(self.sink, self.metrics, self.identity, consumed)?;
+        }
+        Ok(())
+    }
+
+    fn oversized(&mut self, action: Oversized) {
+        match action {
+            Oversized::Split => self.batch.counts.split += 1,
+            Oversized::Truncate => self.batch.counts.truncated += 1,
+        }
+    }
+
+    fn invalid_utf8(&mut self, rejected: bool) {
+        if rejected {
+            self.batch.counts.rejected_utf8 += 1;
+        } else {
+            self.batch.counts.utf8 += 1;
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.identity.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    use super::super::checkpoint::Position;
+    use super::super::identity::FileId;
+    use super::super::memory::MemorySink;
+
+    fn block() -> Arc<FileConfig> {
+        let text = "[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n[[file]]\ninclude = [\"/none/*.log\"]\n";
+        Arc::new(
+            crate::config::parse(text, Path::new("t.toml"))
+                .unwrap()
+                .files
+                .remove(0),
+        )
+    }
+
+    fn identity() -> Identity {
+        let id = FileId { dev: 1, ino: 2 };
+        Identity::new(
+            id,
+            id,
+            PathBuf::from("/none/a.log"),
+            PathBuf::from("/none/a.log"),
+        )
+    }
+
+    fn spooled_at(sink: &MemorySink) -> Option<u64> {
+        let m = sink.lock();
+        let value = m.checkpoints.values().next()?;
+        Some(Position::decode(value).unwrap().offset)
+    }
+
+    #[test]
+    fn the_checkpoint_goes_with_the_records_and_moves_only_when_spooled() {
+        let (sink, metrics, identity) = (MemorySink::default(), Metrics::new(), identity());
+        let mut batch = Batch::new(block(), identity.path(), 0);
+        assert!(!batch.push(Bytes::from("one")));
+        assert!(!batch.push(Bytes::from("two")));
+        batch
+            .spool(&mut sink.clone(), &metrics, &identity, 8)
+            .unwrap();
+        assert_eq!(
+            (sink.lines(), spooled_at(&sink)),
+            (vec!["one".into(), "two".into()], Some(8))
+        );
+        assert_eq!(batch.committed(), 8);
+        // Nothing new, same position: no write.
+        sink.lock().writes_left = Some(0);
+        batch
+            .spool(&mut sink.clone(), &metrics, &identity, 8)
+            .unwrap();
+        // A refused write leaves the committed position where it was.
+        batch.push(Bytes::from("three"));
+        let refused = batch.spool(&mut sink.clone(), &metrics, &identity, 14);
+        assert!(matches!(refused, Err(FileError::Stopped)));
+        assert_eq!((batch.committed(), spooled_at(&sink)), (8, Some(8)));
+        // A reset drops the records; the position alone moves (a skipped line).
+        sink.lock().writes_left = None;
+        batch.clear();
+        batch
+            .spool(&mut sink.clone(), &metrics, &identity, 9)
+            .unwrap();
+        assert_eq!((sink.lines().len(), spooled_at(&sink)), (2, Some(9)));
+    }
+
+    #[test]
+    fn a_full_batch_is_spooled_with_the_offset_of_the_record_that_filled_it() {
+        let (mut sink, metrics, identity) = (MemorySink::default(), Metrics::new(), identity());
+        let mut batch = Batch::new(block(), identity.path(), 0);
+        let line = Bytes::from(vec![b'f'; 1000]);
+        let mut out = Spooling {
+            batch: &mut batch,
+            sink: &mut sink,
+            metrics: &metrics,
+            identity: &identity,
+        };
+        let mut given = 0;
+        while spooled_at(out.sink).is_none() {
+            given += 1;
+            out.record(line.clone(), given * 1001).unwrap();
+        }
+        // Exactly the records given, with the offset the last of them reached.
+        assert_eq!(out.sink.data().len() as u64, given);
+        assert_eq!(spooled_at(out.sink), Some(given * 1001));
+        assert!(given * 1016 >= BATCH_BYTES as u64);
+        out.record(line, (given + 1) * 1001).unwrap();
+        assert_eq!(batch.committed(), given * 1001);
+        assert_eq!(batch.records.len(), 1);
+    }
+}
