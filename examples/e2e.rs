@@ -241,7 +241,7 @@ fn deliver(args: &Args) {
         }
         let elapsed = started.elapsed();
         // Until the spool is empty: the last acks are retired and flushed.
-        while agent.producer().spool().records() > 0 {
+        while agent.producer().backlog().records() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         agent.stop().await.expect("stop");
@@ -424,8 +424,8 @@ fn backlog(args: &Args) {
         let opened = started.elapsed();
         let mut rss = vec![status_kib("self", "VmRSS:")];
         let mut progress = Progress::new("records held");
-        while agent.producer().spool().records() > 0 {
-            progress.check(agent.producer().spool().records());
+        while agent.producer().backlog().records() > 0 {
+            progress.check(agent.producer().backlog().records());
             rss.push(status_kib("self", "VmRSS:"));
             tokio::time::sleep(SAMPLE).await;
         }
