@@ -20,6 +20,12 @@
 //! are closed; when the spool is full, reads pause (or frames are refused, per
 //! `on_full`).
 //!
+//! Who owns what: one socket's `Shared` holds its config, its producer, the
+//! budget, its per-uid counts and its warnings; each connection owns its buffer
+//! and charge (`lines_connection`, `framed.rs`, `datagrams`). The agent binds
+//! ([`bind`]) and runs ([`serve`]) each socket. Records go through the
+//! [`Producer`] only, never the spool: an ack waits on [`Producer::durable`].
+//!
 //! [`LOG_INTERVAL`]: crate::source::log_limit::LOG_INTERVAL
 
 mod bind;
