@@ -214,10 +214,10 @@ pub async fn run_with(
                 // Only while the spool's group commits go through: a commit
                 // stuck on a failing disk gets the service restarted (nothing is
                 // lost: the spool is replayed).
-                let spool = agent.producer().spool().clone();
+                let backlog = agent.producer().backlog().clone();
                 let answered = tokio::time::timeout(
                     every.unwrap_or_default(),
-                    tokio::task::spawn_blocking(move || spool.heartbeat()),
+                    tokio::task::spawn_blocking(move || backlog.heartbeat()),
                 )
                 .await;
                 match answered {
@@ -250,7 +250,7 @@ pub async fn run_with(
 /// their directory while the agent is stopped.
 fn warn_of_orphans(producer: &Producer, config: &Config) {
     let delivered = config.streams();
-    for (stream, records, dir) in producer.spool().held_streams() {
+    for (stream, records, dir) in producer.backlog().held_streams() {
         if delivered.contains(&stream) {
             continue;
         }

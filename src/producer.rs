@@ -9,6 +9,13 @@
 //! [`Producer::failures`] with the records and the error code (and go to the
 //! dead-letter file). [`Producer::shutdown`] drains.
 //!
+//! The producer owns the spool's lifetime (it opens and closes it) and one
+//! intake per stream; every write goes through an intake, the only door to the
+//! spool. Others get what they need by name: [`Producer::durable`] waits for the
+//! group commit (the socket's acks), [`Producer::backlog`] is the spool seen
+//! read-only (gauges, status, the watchdog), and sources speak the intake's
+//! [`Checkpoint`].
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use shardline::producer::{Producer, ProducerOptions};
@@ -37,9 +44,9 @@ use crate::config::Config;
 use crate::deliver::kinesis::{ClientOptions, SharedKinesis};
 use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
 use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
+pub use crate::intake::{Backlog, Checkpoint, WeakBacklog};
 use crate::metrics::{Metrics, Source};
 use crate::record::{RecordError, UserRecord};
-pub use crate::spool::Checkpoint;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 
 /// Longest wait between two attempts while the spool is full (space is also
@@ -183,7 +190,10 @@ pub struct Producer {
 struct Inner {
     intakes: HashMap<String, Intake>,
     default_stream: String,
+    /// Opened and closed here, written only through `intakes`.
     spool: Spool,
+    /// The spool read-only: pacing, the full-spool wait, and whoever asks.
+    backlog: Backlog,
     metrics: Metrics,
     /// Cancelled when intake closes.
     stopped: CancellationToken,
@@ -222,8 +232,9 @@ impl Producer {
                 "Spool holds undelivered records; replaying them"
             );
         }
+        let backlog = Backlog::new(spool.clone());
         let metrics = Metrics::new();
-        metrics.attach_spool(&spool);
+        metrics.attach_spool(&backlog);
         let delivery = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (drain_deadline, drain_rx) = watch::channel(None);
@@ -254,6 +265,7 @@ impl Producer {
                 intakes,
                 default_stream: options.streams.first().cloned().unwrap_or_default(),
                 spool,
+                backlog,
                 metrics,
                 stopped: CancellationToken::new(),
                 no_waiting: CancellationToken::new(),
@@ -276,8 +288,17 @@ impl Producer {
         &self.inner.metrics
     }
 
-    pub fn spool(&self) -> &Spool {
-        &self.inner.spool
+    /// The spool seen read-only: what it holds, how old, whether writers are
+    /// refused, whether its commits go through.
+    pub fn backlog(&self) -> &Backlog {
+        &self.inner.backlog
+    }
+
+    /// Waits until every record spooled before the call is durable (the group
+    /// commit's fdatasync covers it): a durability ack to a socket client waits
+    /// for this. Concurrent callers share one commit; memory-only returns at once.
+    pub async fn durable(&self) -> Result<(), SpoolError> {
+        self.inner.spool.durable().await
     }
 
     /// The checkpoints kept for `stream` (sources read them at start-up).
@@ -395,7 +416,7 @@ impl Producer {
         let mut receipt = receipt;
         loop {
             // Registered before the attempt, so space freed in between is not missed.
-            let freed = self.inner.spool.space_freed();
+            let freed = self.inner.backlog.space_freed();
             match intake
                 .push(
                     records,
@@ -429,13 +450,13 @@ impl Producer {
     /// Waits while the spool holds more than the read-ahead and delivery is
     /// making progress (see [`Pace`]).
     async fn keep_pace(&self, pace: &Pace) -> Result<(), ProduceError> {
-        let spool = &self.inner.spool;
+        let backlog = &self.inner.backlog;
         loop {
-            let freed = spool.space_freed();
-            let progressing = spool
+            let freed = backlog.space_freed();
+            let progressing = backlog
                 .since_freed()
                 .is_some_and(|since| since < pace.stalled_after);
-            if spool.used_bytes() <= pace.read_ahead_bytes || !progressing {
+            if backlog.used_bytes() <= pace.read_ahead_bytes || !progressing {
                 return Ok(());
             }
             tokio::select! {

@@ -43,6 +43,12 @@ const NEVER: &[(&str, &[&str], &[&str], &str)] = &[
         &["spool"],
         "delivery reaches storage only through intake",
     ),
+    (
+        "observers",
+        &["metrics/", "status/"],
+        &["spool"],
+        "only intake (and the producer's wiring) names the spool; gauges and status read intake's read-only Backlog",
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -225,8 +225,8 @@ async fn restart(
     let opened = started.elapsed();
     let mut rss = vec![status_kib("self", "VmRSS:")];
     let mut progress = Progress::new("records held");
-    while agent.producer().spool().records() > 0 {
-        progress.check(agent.producer().spool().records());
+    while agent.producer().backlog().records() > 0 {
+        progress.check(agent.producer().backlog().records());
         rss.push(status_kib("self", "VmRSS:"));
         tokio::time::sleep(SAMPLE).await;
     }

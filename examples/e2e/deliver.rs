@@ -109,7 +109,7 @@ async fn deliver(
     }
     let elapsed = started.elapsed();
     // Until the spool is empty: the last acks are retired and flushed.
-    while agent.producer().spool().records() > 0 {
+    while agent.producer().backlog().records() > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     agent.stop().await.expect("stop");

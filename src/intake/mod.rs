@@ -1,6 +1,6 @@
-//! Intake: the way into one stream's pipeline. A batch is written to the spool
-//! here and either handed over to the stream's dispatcher in memory or *spilled*:
-//! left in the spool for the dispatcher to read back.
+//! Intake: the only door to the spool, per stream. A batch is written to the
+//! spool here and either handed over to the stream's dispatcher in memory or
+//! *spilled*: left in the spool for the dispatcher to read back.
 //!
 //! The spool is the queue; memory holds a window of it. A batch just written by a
 //! source is handed over in memory while the dispatcher keeps up
@@ -9,25 +9,49 @@
 //! back in id order through its [`Outlet`], as far as its memory budget allows,
 //! until it has caught up. The switch between the two paths is decided under one
 //! lock ([`Shared`]) by both sides, so no entry is loaded twice and none is
-//! skipped. Replay after a restart is just the spilled path starting at id 0.
+//! skipped. Replay after a restart is just the spilled path starting at id 0. A
+//! memory-only spool keeps nothing that could wait: it refuses a spill as full,
+//! so the same path hands every batch over, and waiting for room in the
+//! hand-over is the backpressure.
 //!
 //! Receipts are registered here, before the dispatcher can see an entry, and
 //! resolved by delivery when the entry's last record is retired.
+//!
+//! # Who owns what, who calls it
+//!
+//! - [`Intake`] (this file): a stream's spool writes, the hand-over's sending
+//!   side and the switch; called by the producer only (sources reach it through
+//!   the producer).
+//! - [`Outlet`] and [`Acks`] (`outlet.rs`): the dispatcher's side, the
+//!   hand-over's receiving side, the reads of spilled entries and the way acks
+//!   retire entries; called by `deliver` only.
+//! - [`Receipts`] (`receipts.rs`): the waiting receipts, shared by both sides.
+//! - [`Backlog`] (`backlog.rs`): the spool seen read-only, for metrics, status,
+//!   pacing and the watchdog.
+//! - [`Checkpoint`] (`checkpoint.rs`): the read position sources speak of,
+//!   turned into the spool's at this door.
 
+mod backlog;
+mod checkpoint;
 mod outlet;
 mod receipts;
+#[cfg(test)]
+mod tests;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::record::UserRecord;
-use crate::spool::{Checkpoint, Entry, SpoolError, StreamSpool};
+use crate::spool::{Entry, SpoolError, StreamSpool};
 
 /// The spool's clock (milliseconds since the Unix epoch), for delivery's
 /// record ages.
 pub(crate) use crate::spool::now_ms;
+pub use backlog::{Backlog, WeakBacklog};
+pub use checkpoint::Checkpoint;
 pub(crate) use outlet::{Acks, Outlet};
 pub(crate) use receipts::Receipts;
 pub use receipts::{DeliveryError, DeliveryResult};
@@ -74,13 +98,22 @@ struct Shared {
     last_spilled: u64,
 }
 
+/// The switch of a stream whose spool keeps what waits; `None` for a
+/// memory-only spool, which never spills (so there is nothing to decide).
+type Switch = Option<Arc<Mutex<Shared>>>;
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().expect("intake lock poisoned")
+}
+
 /// The way into one stream's pipeline: writes a batch to the spool and hands it to
-/// the dispatcher.
+/// the dispatcher. Owns the stream's spool writes; the producer holds one per
+/// stream and is its only caller.
 #[derive(Clone)]
 pub(crate) struct Intake {
     spool: StreamSpool,
     tx: mpsc::Sender<Loaded>,
-    state: Arc<Mutex<Shared>>,
+    switch: Switch,
     /// Tells the outlet that spilled entries wait in the spool.
     wake: Arc<Notify>,
     receipts: Arc<Receipts>,
@@ -105,28 +138,31 @@ pub(crate) struct PushError {
     pub(crate) receipt: Option<oneshot::Sender<DeliveryResult>>,
 }
 
-/// Opens the intake of one stream and the outlet its dispatcher reads from. The
-/// stream starts spilling: whatever an earlier run left in the spool is read back
-/// first.
+/// Opens the intake of one stream and the outlet its dispatcher reads from. A
+/// stream whose spool keeps entries starts spilling: whatever an earlier run
+/// left in the spool is read back first. A memory-only one has nothing to read
+/// back.
 pub(crate) fn open(spool: StreamSpool) -> (Intake, Outlet) {
     let (tx, rx) = mpsc::channel(HANDOVER_BATCHES);
-    let state = Arc::new(Mutex::new(Shared {
-        spilling: true,
-        cursor: 0,
-        last_spilled: 0,
-    }));
+    let switch = (!spool.is_memory_only()).then(|| {
+        Arc::new(Mutex::new(Shared {
+            spilling: true,
+            cursor: 0,
+            last_spilled: 0,
+        }))
+    });
     let wake = Arc::new(Notify::new());
     let receipts = Arc::new(Receipts::new());
     let flush = Arc::new(Notify::new());
     let intake = Intake {
         spool: spool.clone(),
         tx,
-        state: state.clone(),
+        switch: switch.clone(),
         wake: wake.clone(),
         receipts: receipts.clone(),
         flush: flush.clone(),
     };
-    let outlet = Outlet::new(spool, rx, state, wake, receipts, flush);
+    let outlet = Outlet::new(spool, rx, switch, wake, receipts, flush);
     (intake, outlet)
 }
 
@@ -139,12 +175,13 @@ impl Intake {
 
     /// The checkpoints kept in the stream's spool (sources read them at start-up).
     pub(crate) fn checkpoints(&self) -> Result<Vec<Checkpoint>, SpoolError> {
-        self.spool.checkpoints()
+        let stored = self.spool.checkpoints()?;
+        Ok(stored.into_iter().map(Checkpoint::from).collect())
     }
 
     /// Stores a checkpoint without records (a source that read nothing new).
     pub(crate) fn set_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), SpoolError> {
-        self.spool.set_checkpoint(checkpoint)
+        self.spool.set_checkpoint(checkpoint.as_stored())
     }
 
     /// Removes a checkpoint (its source is gone).
@@ -163,107 +200,85 @@ impl Intake {
         checkpoint: Option<&Checkpoint>,
         pace: Option<Duration>,
     ) -> Result<u64, PushError> {
-        if self.spool.is_memory_only() {
-            // Nothing to read back from: the hand-over channel is the only queue,
-            // and waiting on it is the backpressure.
-            let loaded = self.in_memory(records);
-            if let Some(tx) = receipt {
-                self.receipts.add(loaded.id, tx);
+        let slot = self.room(pace).await;
+        self.take_in(records, receipt, checkpoint, slot)
+    }
+
+    /// Room in the hand-over, waited for before anything is written: dropping
+    /// the push (a stop) leaves no trace.
+    async fn room(&self, pace: Option<Duration>) -> Option<mpsc::Permit<'_, Loaded>> {
+        match (&self.switch, pace) {
+            // Nothing can wait in the spool: the hand-over is the only queue, and
+            // waiting for room in it is the backpressure.
+            (None, _) => self.tx.reserve().await.ok(),
+            // A paced source (a file, whose data is safe where it is) waits a
+            // while for room before its batch goes to the spool only: while
+            // delivery keeps up, it reads at delivery's pace instead of copying
+            // the file into the spool.
+            (Some(shared), Some(limit)) if !lock(shared).spilling => {
+                tokio::time::timeout(limit, self.tx.reserve())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
-            let id = loaded.id;
-            return match self.tx.send(loaded).await {
-                Ok(()) => Ok(id),
-                Err(mpsc::error::SendError(loaded)) => Err(PushError {
-                    failure: PushFailure::Stopped,
-                    records: loaded.records,
-                    receipt: self.receipts.take(id),
-                }),
-            };
-        }
-        // A paced source (a file, whose data is safe where it is) waits a while for
-        // room in the hand-over before its batch goes to the spool only: while
-        // delivery keeps up, it reads at delivery's pace instead of copying the file
-        // into the spool. Nothing is written before the wait, so dropping this
-        // future (a stop) leaves no trace.
-        let slot = match pace {
-            Some(limit) if !self.is_spilling() => tokio::time::timeout(limit, self.tx.reserve())
-                .await
-                .ok()
-                .and_then(Result::ok),
             _ => None,
-        };
-        self.push_spooled(records, receipt, checkpoint, slot)
+        }
     }
 
+    #[cfg(test)]
     fn is_spilling(&self) -> bool {
-        self.state.lock().expect("intake lock poisoned").spilling
+        self.switch.as_deref().is_some_and(|s| lock(s).spilling)
     }
 
-    /// Like [`push`](Self::push), but never waits: in memory-only mode a full
-    /// hand-over is reported as a full spool.
+    /// Like [`push`](Self::push), but never waits: a full hand-over spills, and
+    /// a memory-only spool refuses the spill as full.
     pub(crate) fn try_push(
         &self,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
     ) -> Result<u64, PushError> {
-        if !self.spool.is_memory_only() {
-            return self.push_spooled(records, receipt, None, None);
+        self.take_in(records, receipt, None, None)
+    }
+
+    /// Room in the hand-over for a batch now, decided under the switch's lock
+    /// (`switch`): none while the stream spills. `Err`: the batch has nowhere to
+    /// go (the dispatcher is gone and the spool keeps nothing).
+    fn slot<'a>(
+        &'a self,
+        switch: Option<&Shared>,
+        reserved: Option<mpsc::Permit<'a, Loaded>>,
+    ) -> Result<Option<mpsc::Permit<'a, Loaded>>, ()> {
+        if switch.is_some_and(|s| s.spilling) {
+            return Ok(None);
         }
-        let loaded = self.in_memory(records);
-        let id = loaded.id;
-        if let Some(tx) = receipt {
-            self.receipts.add(id, tx);
+        if reserved.is_some() {
+            return Ok(reserved);
         }
-        match self.tx.try_send(loaded) {
-            Ok(()) => Ok(id),
-            Err(mpsc::error::TrySendError::Full(loaded)) => Err(PushError {
-                failure: PushFailure::Spool(SpoolError::Full {
-                    used: loaded.bytes,
-                    max: 0,
-                    needed: loaded.bytes,
-                }),
-                records: loaded.records,
-                receipt: self.receipts.take(id),
-            }),
-            Err(mpsc::error::TrySendError::Closed(loaded)) => Err(PushError {
-                failure: PushFailure::Stopped,
-                records: loaded.records,
-                receipt: self.receipts.take(id),
-            }),
+        match self.tx.try_reserve() {
+            Ok(slot) => Ok(Some(slot)),
+            Err(TrySendError::Closed(())) if switch.is_none() => Err(()),
+            Err(_) => Ok(None),
         }
     }
 
-    /// A batch of the memory-only mode: an id, no spool write.
-    fn in_memory(&self, records: Vec<UserRecord>) -> Loaded {
-        let (id, bytes) = self
-            .spool
-            .append(&records)
-            .expect("memory-only append cannot fail");
-        Loaded {
-            id,
-            bytes,
-            hash_keys: crate::record::hash_keys(&records),
-            records,
-            delivered: None,
-            spooled_at_ms: crate::spool::now_ms(),
-        }
-    }
-
-    /// The spooled path: append (with the checkpoint) and hand over, or spill.
+    /// The one path: the id and the path (hand over or spill) decided under the
+    /// switch's lock, the spool write (with the checkpoint), the hand-over.
     /// `slot` is room in the hand-over already reserved. The other half of the
     /// decision is [`Outlet::read_spilled`].
-    fn push_spooled(
+    fn take_in(
         &self,
         records: Vec<UserRecord>,
         receipt: Option<oneshot::Sender<DeliveryResult>>,
         checkpoint: Option<&Checkpoint>,
         slot: Option<mpsc::Permit<'_, Loaded>>,
     ) -> Result<u64, PushError> {
-        let mut state = self.state.lock().expect("intake lock poisoned");
-        let slot = match slot {
-            _ if state.spilling => None,
-            Some(slot) => Some(slot),
-            None => self.tx.try_reserve().ok(),
+        let switch = self.switch.as_deref().map(lock);
+        let Ok(slot) = self.slot(switch.as_deref(), slot) else {
+            return Err(PushError {
+                failure: PushFailure::Stopped,
+                records,
+                receipt,
+            });
         };
         // The path is decided, and the id taken, under the lock: an entry handed
         // over always has a lower id than the first one of a later spill, so the
@@ -280,13 +295,15 @@ impl Intake {
                 receipt: self.receipts.take(id),
             })
         };
+        let checkpoint = checkpoint.map(Checkpoint::as_stored);
         let Some(slot) = slot else {
             // Spilled entries are written under the lock, in id order: the
-            // dispatcher reading them back never finds a gap it would skip. They
-            // wait in the spool: stored for waiting (see the spool's chunks).
+            // dispatcher reading them back never finds a gap it would skip. A
+            // memory-only spool refuses them (full).
             if let Err(error) = self.spool.write(id, &records, checkpoint, true) {
                 return failed(error, records);
             }
+            let mut state = switch.expect("only a spool that keeps what waits takes a spill");
             state.last_spilled = id;
             if !state.spilling {
                 state.spilling = true;
@@ -296,7 +313,7 @@ impl Intake {
             self.wake.notify_one();
             return Ok(id);
         };
-        drop(state);
+        drop(switch);
         // Handed over: hashed and written outside the lock, so concurrent senders
         // run in parallel; the reserved slot keeps its place in the hand-over. (A
         // spilled batch is hashed when it is read back, not here.)
@@ -311,7 +328,7 @@ impl Intake {
             hash_keys,
             records,
             delivered: None,
-            spooled_at_ms: crate::spool::now_ms(),
+            spooled_at_ms: now_ms(),
         });
         Ok(id)
     }

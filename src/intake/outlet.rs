@@ -1,18 +1,23 @@
 //! The dispatcher's side of intake: batches handed over in memory, entries read
 //! back from the spool while the stream spills, and the way acks go back.
+//!
+//! An [`Outlet`] owns the receiving side of a stream's hand-over and the reading
+//! half of its switch; [`Acks`] retires entries and resolves receipts. Both are
+//! made by `intake::open` and used by the stream's dispatcher (`deliver`) only.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{DeliveryResult, Loaded, Receipts, Shared};
+use super::{lock, DeliveryResult, Loaded, Receipts, Switch};
 use crate::spool::{SpoolError, StreamSpool};
 
 /// Where a dispatcher takes its stream's batches from.
 pub(crate) struct Outlet {
     spool: StreamSpool,
     rx: mpsc::Receiver<Loaded>,
-    state: Arc<Mutex<Shared>>,
+    /// `None`: a memory-only spool, which never spills.
+    switch: Switch,
     wake: Arc<Notify>,
     receipts: Arc<Receipts>,
     flush: Arc<Notify>,
@@ -32,7 +37,7 @@ impl Outlet {
     pub(super) fn new(
         spool: StreamSpool,
         rx: mpsc::Receiver<Loaded>,
-        state: Arc<Mutex<Shared>>,
+        switch: Switch,
         wake: Arc<Notify>,
         receipts: Arc<Receipts>,
         flush: Arc<Notify>,
@@ -40,7 +45,7 @@ impl Outlet {
         Outlet {
             spool,
             rx,
-            state,
+            switch,
             wake,
             receipts,
             flush,
@@ -74,10 +79,13 @@ impl Outlet {
 
     /// Reads entries that were spilled to the spool (or left there by an earlier
     /// run), up to `budget` bytes; once it has caught up, later batches come in
-    /// memory again. The other half of the decision is `Intake::push_spooled`.
+    /// memory again. The other half of the decision is `Intake::take_in`.
     pub(crate) async fn read_spilled(&mut self, budget: u64) -> Result<Vec<Loaded>, SpoolError> {
+        let Some(switch) = &self.switch else {
+            return Ok(Vec::new());
+        };
         let cursor = {
-            let state = self.state.lock().expect("intake lock poisoned");
+            let state = lock(switch);
             if !state.spilling {
                 return Ok(Vec::new());
             }
@@ -89,7 +97,7 @@ impl Outlet {
                 .await
                 .expect("spool read task panicked")?;
         let last_read = entries.last().map(|e| e.id);
-        let mut state = self.state.lock().expect("intake lock poisoned");
+        let mut state = lock(switch);
         match next {
             Some(next) => state.cursor = next,
             None => {

@@ -8,7 +8,7 @@
 //!
 //! The spool gauges (`shardline_spool_bytes`, `shardline_spool_records`,
 //! `shardline_spool_oldest_record_age_seconds`, `shardline_spool_max_bytes`) are
-//! read from the [`Spool`] at each scrape by a collector, so they are never stale
+//! read from the spool's [`Backlog`] at each scrape by a collector, so they are never stale
 //! and cost nothing between scrapes. The last delivery error is kept here too, for
 //! the status endpoint only: an error message is not a bounded label.
 
@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::spool::{Spool, WeakSpool};
+use crate::intake::{Backlog, WeakBacklog};
 
 mod families;
 mod health;
@@ -46,7 +46,7 @@ struct Inner {
     delivery: DeliveryMetrics,
     /// The spool the gauges read, set once it is open; weak, so metrics kept
     /// after the agent stopped do not keep the database open.
-    spool: Arc<OnceLock<WeakSpool>>,
+    spool: Arc<OnceLock<WeakBacklog>>,
     last_error: Mutex<Option<LastError>>,
     /// Each stream's last answer and last problem.
     destinations: Mutex<HashMap<String, DestinationHealth>>,
@@ -56,7 +56,7 @@ struct Inner {
 
 /// Reads the spool gauges at each scrape.
 struct SpoolCollector {
-    spool: Arc<OnceLock<WeakSpool>>,
+    spool: Arc<OnceLock<WeakBacklog>>,
 }
 
 impl std::fmt::Debug for SpoolCollector {
@@ -64,7 +64,7 @@ impl std::fmt::Debug for SpoolCollector {
         f.debug_struct("SpoolCollector")
             .field(
                 "open",
-                &self.spool.get().and_then(WeakSpool::upgrade).is_some(),
+                &self.spool.get().and_then(WeakBacklog::upgrade).is_some(),
             )
             .finish()
     }
@@ -83,7 +83,7 @@ fn encode_gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
 
 impl Collector for SpoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(spool) = self.spool.get().and_then(WeakSpool::upgrade) else {
+        let Some(spool) = self.spool.get().and_then(WeakBacklog::upgrade) else {
             return Ok(());
         };
         encode_gauge(
@@ -202,8 +202,8 @@ impl Metrics {
     }
 
     /// Gives the spool gauges their spool (once; later calls are ignored).
-    pub fn attach_spool(&self, spool: &Spool) {
-        let _ = self.inner.spool.set(spool.downgrade());
+    pub fn attach_spool(&self, backlog: &Backlog) {
+        let _ = self.inner.spool.set(backlog.downgrade());
     }
 
     /// Remembers a delivery problem for the status endpoint (call once per failed

@@ -5,6 +5,15 @@
 //! when Kinesis has accepted it. The API speaks of entries, records, acks,
 //! checkpoints and bytes; nothing outside this module knows how they are stored.
 //!
+//! # Who calls it
+//!
+//! Intake is the only door: it appends entries and checkpoints (`crate::intake`),
+//! reads spilled entries back for a dispatcher and retires what delivery acked
+//! (its `Outlet` and `Acks`). The producer opens and closes the spool and waits
+//! for durability (the socket's acks); gauges, status, pacing and the watchdog
+//! read it through intake's read-only `Backlog`. Sources and delivery never name
+//! it.
+//!
 //! # Layout
 //!
 //! ```text
@@ -49,6 +58,13 @@
 //! full spool (writers wait or are refused), and delivery and removal keep
 //! working on a full disk (removing a file needs no space).
 //!
+//! # Memory-only
+//!
+//! With no `dir` the spool keeps nothing: a stream's spool gives ids and sizes
+//! and refuses an entry that would wait to be read back (a spill) as a full
+//! spool, so intake's hand-over is the only queue and waiting for room in it is
+//! the backpressure. Nothing is durable and nothing is replayed.
+//!
 //! # Recovery
 //!
 //! An open reads the footer of every sealed segment (where its entries are) and
@@ -82,6 +98,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::futures::Notified;
+use tokio::sync::watch;
 
 use crate::record::UserRecord;
 use stream::StreamInner;
@@ -213,6 +232,23 @@ pub struct Checkpoint {
     pub name: Vec<u8>,
     /// Source-defined value (for a file: its position and fingerprint).
     pub value: Vec<u8>,
+}
+
+/// A checkpoint borrowed from its owner, as [`StreamSpool::write`] takes it: the
+/// caller keeps its own (to try again), and the frame copies the bytes once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointRef<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl<'a> From<&'a Checkpoint> for CheckpointRef<'a> {
+    fn from(c: &'a Checkpoint) -> Self {
+        CheckpointRef {
+            name: &c.name,
+            value: &c.value,
+        }
+    }
 }
 
 /// The spool: one directory, one subdirectory per stream.
@@ -463,9 +499,10 @@ impl Spool {
         }
     }
 
-    /// Waits until some space has been freed.
-    pub async fn space_freed(&self) {
-        self.inner.space.freed.notified().await
+    /// Waits until some space has been freed. The wait counts from the call, not
+    /// from the first poll: space freed in between is not missed.
+    pub fn space_freed(&self) -> Notified<'_> {
+        self.inner.space.freed.notified()
     }
 
     /// Bytes the spool's files take on disk (segments and acks).

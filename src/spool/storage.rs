@@ -6,6 +6,11 @@
 //! keeps every byte not yet made durable in a volatile buffer and throws it away
 //! on a simulated power cut (`sim`, test builds only), the way FoundationDB's and
 //! TigerBeetle's simulators find what a crash really leaves behind.
+//!
+//! Owns no state of the spool's: [`Fs`] is the real filesystem, `sim` a
+//! simulated one for tests. Called by the spool's own files only (its open,
+//! each stream's segments and acks, the damage report, the 0.1 migration);
+//! nothing outside `spool` names it.
 
 use std::io;
 use std::os::unix::fs::FileExt;

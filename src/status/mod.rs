@@ -198,7 +198,7 @@ impl View {
             .lock()
             .expect("rate window lock poisoned")
             .rates(now, &totals);
-        let spool = self.producer.spool();
+        let spool = self.producer.backlog();
         let oldest = match spool.oldest_record_age() {
             Ok(age) => age,
             Err(e) => {

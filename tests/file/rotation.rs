@@ -284,7 +284,7 @@ async fn full_spool_pauses_the_tailer_and_nothing_is_lost() {
     conf.spool.max_bytes = 2 << 20;
     let agent = start_agent(conf).await;
     let m = agent.metrics().clone();
-    let spool = agent.producer().spool().clone();
+    let spool = agent.producer().backlog().clone();
     wait_for("a nearly full spool", LONG, || {
         spool.used_bytes() > (2 << 20) - 256 * 1024
     })

@@ -1,7 +1,24 @@
 //! The framed protocol's connections: a reader spools requests in order, a writer
-//! answers them in order, acks after the spool's group commit.
+//! answers them in order, acks once the producer says the records are durable
+//! ([`Producer::durable`], the spool's group commit).
+//!
+//! Owns nothing past one connection: its buffer, its budget charge and the
+//! answers it owes. Called by the socket's accept loop (`frames_connection`).
 
-use super::*;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, Request, Response, Status};
+use super::reader::{Reader, Want};
+use super::{release, Shared, KIND, READ_BYTES, RESPONSE_QUEUE};
+use crate::config::OnFull;
+use crate::metrics::{RejectReason, SourceError};
+use crate::producer::{Pace, ProduceError, Producer};
+use crate::record::{parse_explicit_hash_key, RecordError, UserRecord};
+use crate::source::budget::{BudgetError, Charge, RECORD_OVERHEAD};
 
 /// What a frames connection owes its client, in request order.
 enum Owed {
@@ -297,7 +314,7 @@ async fn answer(
     while let Some(owed) = rx.recv().await {
         let resp = match owed {
             Owed::Error(r) => r,
-            Owed::Ack { id, records } => match producer.spool().durable().await {
+            Owed::Ack { id, records } => match producer.durable().await {
                 Ok(()) => Response {
                     id,
                     status: Status::Ok as i32,

@@ -20,6 +20,12 @@
 //! are closed; when the spool is full, reads pause (or frames are refused, per
 //! `on_full`).
 //!
+//! Who owns what: one socket's `Shared` holds its config, its producer, the
+//! budget, its per-uid counts and its warnings; each connection owns its buffer
+//! and charge (`lines_connection`, `framed.rs`, `datagrams`). The agent binds
+//! ([`bind`]) and runs ([`serve`]) each socket. Records go through the
+//! [`Producer`] only, never the spool: an ack waits on [`Producer::durable`].
+//!
 //! [`LOG_INTERVAL`]: crate::source::log_limit::LOG_INTERVAL
 
 mod bind;
@@ -36,23 +42,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixDatagram, UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Framing, OnFull, Oversized, SocketConfig};
+use crate::config::{Framing, Oversized, SocketConfig};
 use crate::metrics::{LineAction, RejectReason, Source, SourceError};
 use crate::producer::{Pace, ProduceError, Producer};
-use crate::record::{
-    parse_explicit_hash_key, random_partition_key, RecordError, UserRecord, MAX_RECORD_BYTES,
-};
+use crate::record::{random_partition_key, UserRecord, MAX_RECORD_BYTES};
 use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
 use crate::source::format::{Cut, JsonFormatter};
 use crate::source::log_limit::LogLimit;
 pub use bind::{bind, Bound};
-use frame::{Request, Response, Status};
 use framed::frames_connection;
 use lines::LineSplitter;
 use reader::{Reader, Want, DRAIN_GRACE};

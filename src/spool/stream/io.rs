@@ -13,7 +13,7 @@ use crate::record::UserRecord;
 use crate::spool::damage::DamageEvent;
 use crate::spool::frame::{self, CheckpointRecord, Placed};
 use crate::spool::storage::StoredFile;
-use crate::spool::{now_ms, Checkpoint, Entry, SpoolError};
+use crate::spool::{now_ms, Checkpoint, CheckpointRef, Entry, SpoolError};
 
 impl StreamSpool {
     pub fn name(&self) -> &Arc<str> {
@@ -42,7 +42,7 @@ impl StreamSpool {
         waits: bool,
     ) -> Result<(u64, u64), SpoolError> {
         let id = self.reserve_id();
-        let bytes = self.write(id, records, checkpoint, waits)?;
+        let bytes = self.write(id, records, checkpoint.map(CheckpointRef::from), waits)?;
         Ok((id, bytes))
     }
 
@@ -54,14 +54,24 @@ impl StreamSpool {
 
     /// Writes a batch of records as entry `id` (from [`reserve_id`](Self::reserve_id))
     /// with an optional checkpoint, and returns its size. Durable after the next
-    /// group commit ([`Spool::durable`](super::Spool::durable)).
+    /// group commit ([`Spool::durable`](super::Spool::durable)). `waits`: the
+    /// entry waits in the spool to be read back (a spill); memory-only, where
+    /// nothing waits, refuses it as a full spool.
     pub fn write(
         &self,
         id: u64,
         records: &[UserRecord],
-        checkpoint: Option<&Checkpoint>,
-        _waits: bool,
+        checkpoint: Option<CheckpointRef<'_>>,
+        waits: bool,
     ) -> Result<u64, SpoolError> {
+        if waits && self.inner.disk.is_none() {
+            let bytes = records.iter().map(|r| r.size() as u64).sum();
+            return Err(SpoolError::Full {
+                used: bytes,
+                max: 0,
+                needed: bytes,
+            });
+        }
         self.write_entry(id, records, checkpoint, true)
     }
 
@@ -78,7 +88,7 @@ impl StreamSpool {
         &self,
         id: u64,
         records: &[UserRecord],
-        checkpoint: Option<&Checkpoint>,
+        checkpoint: Option<CheckpointRef<'_>>,
         bounded: bool,
     ) -> Result<u64, SpoolError> {
         let Some(disk) = &self.inner.disk else {
@@ -86,8 +96,8 @@ impl StreamSpool {
         };
         let c = checkpoint.map(|c| CheckpointRecord {
             seq: self.inner.checkpoint_seq.fetch_add(1, Ordering::Relaxed),
-            name: c.name.clone(),
-            value: Some(c.value.clone()),
+            name: c.name.to_vec(),
+            value: Some(c.value.to_vec()),
         });
         let at_ms = now_ms();
         let buf = frame::entry(id, at_ms, records, c.as_ref());
@@ -339,8 +349,12 @@ impl StreamSpool {
 
     /// Writes a checkpoint alone (a position that moved without records, such as
     /// past refused lines).
-    pub fn set_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), SpoolError> {
-        self.write_checkpoint(checkpoint.name.clone(), Some(checkpoint.value.clone()))
+    pub fn set_checkpoint<'a>(
+        &self,
+        checkpoint: impl Into<CheckpointRef<'a>>,
+    ) -> Result<(), SpoolError> {
+        let c = checkpoint.into();
+        self.write_checkpoint(c.name.to_vec(), Some(c.value.to_vec()))
     }
 
     /// Removes a checkpoint (its source is gone).
