@@ -31,7 +31,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use md5::{Digest, Md5};
 use shardline::aggregate::Encoded;
 use shardline::config::Config;
-use shardline::producer::{Producer, ProducerOptions};
+use shardline::producer::ProducerOptions;
 use shardline::testkit::digests;
 use shardline::testkit::Shard;
 use shardline::testkit::{BoxFuture, EntryResult, Kinesis, KinesisError};
@@ -141,7 +141,7 @@ fn timed(
     let all = records(iters, explicit.then_some(&*kinesis), &data);
     let dir = tempfile::tempdir().expect("temp dir");
     let producer = rt
-        .block_on(Producer::start_with(
+        .block_on(shardline::testkit::start_producer(
             options(on_disk.then_some(dir.path())),
             kinesis.clone(),
         ))

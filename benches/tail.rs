@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardline::agent::Agent;
 use shardline::aggregate::Encoded;
 use shardline::testkit::Shard;
 use shardline::testkit::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
@@ -87,7 +86,10 @@ fn tail_once(rt: &tokio::runtime::Runtime, source: &Path) -> Duration {
     );
     let config = shardline::config::parse(&text, "bench.toml".as_ref()).expect("bench config");
     let agent = rt
-        .block_on(Agent::start_with(config, Arc::new(Unreachable)))
+        .block_on(shardline::testkit::start_agent(
+            config,
+            Arc::new(Unreachable),
+        ))
         .expect("agent starts");
     // Let the file source start and watch the directory.
     std::thread::sleep(Duration::from_millis(300));

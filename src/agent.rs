@@ -354,7 +354,10 @@ impl Agent {
     }
 
     /// Starts the agent with the given Kinesis client.
-    pub async fn start_with(config: Config, kinesis: SharedKinesis) -> Result<Agent, AgentError> {
+    pub(crate) async fn start_with(
+        config: Config,
+        kinesis: SharedKinesis,
+    ) -> Result<Agent, AgentError> {
         create_private_paths(&config)?;
         let producer = Producer::start_with(ProducerOptions::from_config(&config), kinesis).await?;
         let (listener, metrics_addr) = match status::bind(config.metrics.listen).await {

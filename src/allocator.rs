@@ -10,7 +10,7 @@
 
 /// Applies the settings; call once, before threads start. A no-op where the C
 /// library is not glibc.
-pub fn tune() {
+pub(crate) fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before other
     // threads allocate.

@@ -14,7 +14,7 @@ use crate::config::{Config, SocketMode};
 
 /// Descriptors kept for everything but socket clients and the spool: tailed
 /// files and the inotify watch, the runtime's own, stdio.
-pub const RESERVE: u64 = 64;
+pub(crate) const RESERVE: u64 = 64;
 
 /// Why the configuration cannot run within the descriptor limit.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum DescriptorError {
 
 /// Descriptors the configuration may use at once: `(socket connections and
 /// listeners, everything else)`.
-pub fn needed(config: &Config) -> (u64, u64) {
+pub(crate) fn needed(config: &Config) -> (u64, u64) {
     let sockets = config
         .sockets
         .iter()
@@ -83,7 +83,7 @@ fn raise(want: u64, hard: u64) -> std::io::Result<()> {
 
 /// Makes sure the configuration fits the descriptor limit, raising the soft limit
 /// when the hard one allows. A limit that cannot be read is logged and not checked.
-pub fn ensure(config: &Config) -> Result<(), DescriptorError> {
+pub(crate) fn ensure(config: &Config) -> Result<(), DescriptorError> {
     let (sockets, others) = needed(config);
     let needed = sockets + others;
     let (soft, hard) = match limits() {

@@ -30,7 +30,7 @@
 use md5::{Digest as _, Md5};
 
 /// Length of an MD5 digest.
-pub const DIGEST_LEN: usize = 16;
+pub(crate) const DIGEST_LEN: usize = 16;
 
 /// MD5 of each message, in order.
 pub fn digests(messages: &[&[u8]]) -> Vec<[u8; DIGEST_LEN]> {
@@ -49,7 +49,7 @@ pub fn digests(messages: &[&[u8]]) -> Vec<[u8; DIGEST_LEN]> {
 }
 
 /// MD5 of each message with the `md-5` crate, one after the other.
-pub fn one_by_one(messages: &[&[u8]]) -> Vec<[u8; DIGEST_LEN]> {
+pub(crate) fn one_by_one(messages: &[&[u8]]) -> Vec<[u8; DIGEST_LEN]> {
     messages.iter().map(|m| Md5::digest(m).into()).collect()
 }
 

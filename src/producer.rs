@@ -215,8 +215,9 @@ impl Producer {
         Self::start_with(options, kinesis).await
     }
 
-    /// Starts a producer with the given Kinesis client.
-    pub async fn start_with(
+    /// Starts a producer with the given Kinesis client (tests and benches reach
+    /// it through `testkit::start_producer`).
+    pub(crate) async fn start_with(
         options: ProducerOptions,
         kinesis: SharedKinesis,
     ) -> Result<Producer, LifecycleError> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// Why systemd cannot be notified.
 #[derive(Debug, thiserror::Error)]
-pub enum SystemdError {
+pub(crate) enum SystemdError {
     #[error(
         "NOTIFY_SOCKET {value:?} is neither an absolute path nor an abstract socket name ('@name')"
     )]
@@ -37,7 +37,7 @@ pub enum SystemdError {
 
 /// Notifies systemd (or nobody, outside systemd).
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<Target>,
     watchdog: Option<Duration>,
 }
@@ -52,7 +52,7 @@ struct Target {
 
 impl Notifier {
     /// A notifier that does nothing.
-    pub fn disabled() -> Notifier {
+    pub(crate) fn disabled() -> Notifier {
         Notifier {
             target: None,
             watchdog: None,
@@ -60,7 +60,7 @@ impl Notifier {
     }
 
     /// From `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`.
-    pub fn from_env() -> Result<Notifier, SystemdError> {
+    pub(crate) fn from_env() -> Result<Notifier, SystemdError> {
         let var = |name| std::env::var(name).ok();
         Self::from_vars(
             var("NOTIFY_SOCKET").as_deref(),
@@ -72,7 +72,7 @@ impl Notifier {
 
     /// From the values of `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`, for
     /// the process `pid`.
-    pub fn from_vars(
+    pub(crate) fn from_vars(
         notify_socket: Option<&str>,
         watchdog_usec: Option<&str>,
         watchdog_pid: Option<&str>,
@@ -114,19 +114,19 @@ impl Notifier {
 
     /// Whether messages go anywhere.
     #[cfg(test)]
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.target.is_some()
     }
 
     /// How often to send `WATCHDOG=1`: half the watchdog timeout, as
     /// `sd_watchdog_enabled(3)` advises; `None` without a watchdog.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_interval(&self) -> Option<Duration> {
         self.target.as_ref()?;
         self.watchdog.map(|t| t / 2)
     }
 
     /// Sends `state` (`KEY=VALUE` lines), if systemd listens.
-    pub fn notify(&self, state: &str) -> Result<(), SystemdError> {
+    pub(crate) fn notify(&self, state: &str) -> Result<(), SystemdError> {
         let Some(t) = &self.target else {
             return Ok(());
         };

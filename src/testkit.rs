@@ -12,6 +12,23 @@ pub use crate::deliver::kinesis::{
 };
 /// MD5 of many messages at once.
 pub use crate::digest::digests;
+
+use crate::agent::{Agent, AgentError};
+use crate::config::Config;
+use crate::producer::{LifecycleError, Producer, ProducerOptions};
+
+/// Starts a producer that delivers through `kinesis` instead of the SDK client.
+pub async fn start_producer(
+    options: ProducerOptions,
+    kinesis: SharedKinesis,
+) -> Result<Producer, LifecycleError> {
+    Producer::start_with(options, kinesis).await
+}
+
+/// Starts the whole agent with `kinesis` instead of the SDK client.
+pub async fn start_agent(config: Config, kinesis: SharedKinesis) -> Result<Agent, AgentError> {
+    Agent::start_with(config, kinesis).await
+}
 /// The shard map: open shards and their hash key ranges.
 pub use crate::shard_map::{Shard, ShardMap};
 /// The file tailer, driven by hand against a sink in memory.

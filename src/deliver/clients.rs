@@ -15,7 +15,7 @@ use crate::shard_map::Shard;
 
 /// The Kinesis client delivery uses: one [`SdkKinesis`] for the default
 /// destination, and one for each stream that has its own.
-pub async fn connect(options: &ClientOptions) -> SharedKinesis {
+pub(crate) async fn connect(options: &ClientOptions) -> SharedKinesis {
     let default: SharedKinesis = Arc::new(SdkKinesis::new(options).await);
     if options.streams.is_empty() {
         return default;
@@ -30,7 +30,7 @@ pub async fn connect(options: &ClientOptions) -> SharedKinesis {
 }
 
 /// Kinesis clients chosen by stream name.
-pub struct PerStream {
+pub(crate) struct PerStream {
     pub default: SharedKinesis,
     pub streams: HashMap<String, SharedKinesis>,
 }

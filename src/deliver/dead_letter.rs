@@ -21,20 +21,20 @@ pub struct Failure {
 /// The dead-letter file: records Kinesis refused for good, one JSON object per line
 /// (`stream`, `partition_key`, `explicit_hash_key`, `data_base64`, `code`,
 /// `message`, `time`). Written and fsynced before the records leave the spool.
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     path: PathBuf,
     lock: Mutex<()>,
 }
 
 impl DeadLetter {
-    pub fn new(path: PathBuf) -> DeadLetter {
+    pub(crate) fn new(path: PathBuf) -> DeadLetter {
         DeadLetter {
             path,
             lock: Mutex::new(()),
         }
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
 

@@ -7,7 +7,7 @@
 //! destination) and `kinesis` (the SDK client).
 
 /// Session name of an assumed role when the config names none.
-pub const DEFAULT_SESSION_NAME: &str = "shardline";
+pub(crate) const DEFAULT_SESSION_NAME: &str = "shardline";
 
 /// A stream's destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,7 +56,7 @@ impl Destination {
 }
 
 /// Checks an IAM role ARN: `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
-pub fn check_role_arn(arn: &str) -> Result<(), String> {
+pub(crate) fn check_role_arn(arn: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("{arn:?} is not an IAM role ARN ({why})"));
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let [prefix, partition, service, region, account, resource] = parts[..] else {
@@ -90,7 +90,7 @@ pub fn check_role_arn(arn: &str) -> Result<(), String> {
 }
 
 /// Checks a role session name: 2-64 characters of `[\w+=,.@-]`.
-pub fn check_session_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_session_name(name: &str) -> Result<(), String> {
     let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
     if (2..=64).contains(&name.len()) && name.chars().all(valid) {
         Ok(())
@@ -102,7 +102,7 @@ pub fn check_session_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks an external id: 2-1224 characters of `[\w+=,.@:/-]`.
-pub fn check_external_id(id: &str) -> Result<(), String> {
+pub(crate) fn check_external_id(id: &str) -> Result<(), String> {
     let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c);
     if (2..=1224).contains(&id.len()) && id.chars().all(valid) {
         Ok(())

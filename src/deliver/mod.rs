@@ -37,14 +37,14 @@
 
 pub(crate) mod clients;
 mod dead_letter;
-pub mod destination;
+pub(crate) mod destination;
 mod dispatcher;
-pub mod kinesis;
+pub(crate) mod kinesis;
 mod ledger;
 mod pacing;
 mod policy;
-pub mod proxy;
-pub mod redact;
+pub(crate) mod proxy;
+pub(crate) mod redact;
 mod refresh;
 mod router;
 #[cfg(test)]
@@ -65,14 +65,13 @@ use crate::metrics::Metrics;
 use dispatcher::Dispatcher;
 use kinesis::SharedKinesis;
 
-pub use crate::intake::{DeliveryError, DeliveryResult};
-pub use dead_letter::{DeadLetter, Failure};
-pub use pacing::{SHARD_BYTES_PER_SEC, SHARD_RECORDS_PER_SEC};
+pub(crate) use dead_letter::DeadLetter;
+pub use dead_letter::Failure;
 
 /// Most entries in one PutRecords request (a Kinesis limit).
-pub const MAX_BATCH_RECORDS: usize = 500;
+pub(crate) const MAX_BATCH_RECORDS: usize = 500;
 /// Most bytes in one PutRecords request (a Kinesis limit).
-pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// How often the same kind of delivery problem is logged at most.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -20,8 +20,8 @@ const SHARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(super) const ENVIRONMENT_RETRY: Duration = Duration::from_secs(5);
 
 /// A shard's write limits (Kinesis).
-pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
-pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
+pub(super) const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+pub(super) const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
 /// Burst a shard's token bucket holds, as time at the full rate: short, because
 /// Kinesis counts a shard's writes in one-second windows and a burst on top of the
 /// steady rate would cross the limit.

@@ -55,7 +55,7 @@ impl ProxySetting {
 
 /// The proxy in use, for the client and the log.
 #[derive(Debug, Clone)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub config: ProxyConfig,
     /// The URL with its userinfo shown as `***`, and where it came from.
     pub shown: String,
@@ -82,7 +82,7 @@ fn check_url(url: &str) -> Result<(), String> {
 
 /// The proxy for an endpoint of this scheme, or `None` for direct connections.
 /// `env` reads an environment variable (the process's, in the agent).
-pub fn resolve(
+pub(crate) fn resolve(
     setting: &ProxySetting,
     no_proxy: Option<&str>,
     https: bool,

@@ -9,13 +9,13 @@
 use std::borrow::Cow;
 
 /// What the userinfo of a URL is shown as.
-pub const HIDDEN: &str = "***";
+pub(crate) const HIDDEN: &str = "***";
 
 /// `url` with its userinfo shown as `***`: everything between the scheme and
 /// the last `@` (a password may hold `/` or `?` unescaped, so the last `@`
 /// decides, not the end of the authority). Without a scheme, everything up to
 /// the last `@`.
-pub fn url(url: &str) -> Cow<'_, str> {
+pub(crate) fn url(url: &str) -> Cow<'_, str> {
     let Some(at) = url.rfind('@') else {
         return Cow::Borrowed(url);
     };
@@ -27,14 +27,14 @@ pub fn url(url: &str) -> Cow<'_, str> {
 }
 
 /// Whether `url` carries a userinfo (`user@`, `user:password@`).
-pub fn has_userinfo(url: &str) -> bool {
+pub(crate) fn has_userinfo(url: &str) -> bool {
     matches!(self::url(url), Cow::Owned(_))
 }
 
 /// `text` with the userinfo of every URL in it shown as `***` (an error message
 /// that quotes a URL). A URL's authority ends at `/`, `?`, `#`, white space or a
 /// quote.
-pub fn text(text: &str) -> Cow<'_, str> {
+pub(crate) fn text(text: &str) -> Cow<'_, str> {
     let mut out = String::new();
     let mut copied = 0;
     let mut from = 0;

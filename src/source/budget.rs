@@ -24,16 +24,16 @@ use crate::metrics::Metrics;
 
 /// Memory a decoded record takes beyond its data: the frame's record, the user
 /// record it becomes, its partition key's allocation and the batch's vectors.
-pub const RECORD_OVERHEAD: usize = 192;
+pub(crate) const RECORD_OVERHEAD: usize = 192;
 
 /// Longest wait for budget; then the connection ends with an error (its client may
 /// retry), so connections holding part of the budget cannot wait on each other
 /// forever.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Why a charge could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BudgetError {
+pub(crate) enum BudgetError {
     #[error(
         "{want} bytes exceed the whole {max}-byte ingest memory budget (ingest.max_memory_bytes)"
     )]
@@ -48,7 +48,7 @@ pub enum BudgetError {
 
 /// The budget, shared by every source.
 #[derive(Clone)]
-pub struct Budget {
+pub(crate) struct Budget {
     inner: Arc<Inner>,
 }
 
@@ -62,12 +62,16 @@ struct Inner {
 }
 
 impl Budget {
-    pub fn new(max_bytes: usize, metrics: Metrics) -> Budget {
+    pub(crate) fn new(max_bytes: usize, metrics: Metrics) -> Budget {
         Budget::with_wait_limit(max_bytes, metrics, WAIT_LIMIT)
     }
 
     /// A budget whose charges wait at most `wait_limit` for room.
-    pub fn with_wait_limit(max_bytes: usize, metrics: Metrics, wait_limit: Duration) -> Budget {
+    pub(crate) fn with_wait_limit(
+        max_bytes: usize,
+        metrics: Metrics,
+        wait_limit: Duration,
+    ) -> Budget {
         // Tokio's semaphore holds at most `usize::MAX >> 3` permits.
         let max = max_bytes.min(Semaphore::MAX_PERMITS);
         metrics.set_ingest_budget(max as u64, 0);
@@ -82,17 +86,17 @@ impl Budget {
     }
 
     /// The budget's size.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.inner.max
     }
 
     /// Bytes charged now.
-    pub fn charged(&self) -> usize {
+    pub(crate) fn charged(&self) -> usize {
         self.inner.max - self.inner.free.available_permits()
     }
 
     /// An empty charge against the budget.
-    pub fn charge(&self) -> Charge {
+    pub(crate) fn charge(&self) -> Charge {
         Charge {
             budget: self.clone(),
             held: 0,
@@ -107,20 +111,20 @@ impl Budget {
 }
 
 /// What one connection holds of the budget; given back when dropped.
-pub struct Charge {
+pub(crate) struct Charge {
     budget: Budget,
     held: usize,
 }
 
 impl Charge {
     /// Bytes held.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held
     }
 
     /// Holds exactly `want` bytes: gives back what is above it, or waits (up to the
     /// budget's wait limit) for what is missing.
-    pub async fn set(&mut self, want: usize) -> Result<(), BudgetError> {
+    pub(crate) async fn set(&mut self, want: usize) -> Result<(), BudgetError> {
         if want <= self.held {
             self.shrink_to(want);
             return Ok(());
@@ -158,7 +162,7 @@ impl Charge {
     }
 
     /// Gives back what is held above `want`.
-    pub fn shrink_to(&mut self, want: usize) {
+    pub(crate) fn shrink_to(&mut self, want: usize) {
         if want < self.held {
             self.budget.inner.free.add_permits(self.held - want);
             self.held = want;

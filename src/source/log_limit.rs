@@ -14,11 +14,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// At most one warning of a kind per source in this long.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One kind of warning of one source, let through at most once per interval.
 #[derive(Debug)]
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     interval: Duration,
     state: Mutex<State>,
 }
@@ -38,7 +38,7 @@ impl Default for LogLimit {
 }
 
 impl LogLimit {
-    pub fn new(interval: Duration) -> LogLimit {
+    pub(crate) fn new(interval: Duration) -> LogLimit {
         LogLimit {
             interval,
             state: Mutex::new(State::default()),
@@ -47,7 +47,7 @@ impl LogLimit {
 
     /// Whether to log now: `Some(lines held back since the last one)`, or `None`
     /// (held back and counted).
-    pub fn check(&self) -> Option<u64> {
+    pub(crate) fn check(&self) -> Option<u64> {
         self.check_at(Instant::now())
     }
 

@@ -4,10 +4,10 @@
 //! [`UserRecord`]: crate::record::UserRecord
 //! [`Producer`]: crate::producer::Producer
 
-pub mod budget;
-pub mod file;
-pub mod format;
-pub mod journald;
+pub(crate) mod budget;
+pub(crate) mod file;
+pub(crate) mod format;
+pub(crate) mod journald;
 mod json;
-pub mod log_limit;
-pub mod socket;
+pub(crate) mod log_limit;
+pub(crate) mod socket;

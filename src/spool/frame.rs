@@ -138,7 +138,7 @@ pub(crate) fn walk(buf: &[u8], base: u64) -> Walk<'_> {
 pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -146,27 +146,27 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(head)
     }
-    pub fn u8(&mut self) -> Option<u8> {
+    pub(super) fn u8(&mut self) -> Option<u8> {
         self.bytes(1).map(|b| b[0])
     }
-    pub fn u16(&mut self) -> Option<u16> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.bytes(2)?.try_into().ok()?))
     }
-    pub fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
     }
-    pub fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
     }
-    pub fn u128(&mut self) -> Option<u128> {
+    pub(super) fn u128(&mut self) -> Option<u128> {
         Some(u128::from_le_bytes(self.bytes(16)?.try_into().ok()?))
     }
     /// A u32-length-prefixed byte string.
-    pub fn blob(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn blob(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
         self.bytes(n)
     }
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }

@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::SpoolError;
 
@@ -31,7 +31,7 @@ pub(crate) struct SpoolLock {
 
 /// Who holds a spool's lock, as far as [`holder`] can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockState {
+pub(crate) enum LockState {
     /// No spool there yet, or nobody holds its lock.
     Free,
     /// Another process holds it; its id as written in the lock file, when readable.
@@ -86,7 +86,7 @@ impl SpoolLock {
 
 /// Whether another process holds the lock of the spool at `dir`. Takes and
 /// drops the lock at once when it is free; never creates anything.
-pub fn holder(dir: &Path) -> LockState {
+pub(crate) fn holder(dir: &Path) -> LockState {
     let Ok(mut file) = OpenOptions::new().read(true).open(dir.join(LOCK_FILE)) else {
         return LockState::Free;
     };
@@ -103,11 +103,6 @@ fn read_pid(file: &mut File) -> Option<u32> {
     file.seek(SeekFrom::Start(0)).ok()?;
     file.take(32).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
-}
-
-/// The path of the lock file of the spool at `dir`, for messages.
-pub fn lock_path(dir: &Path) -> PathBuf {
-    dir.join(LOCK_FILE)
 }
 
 #[cfg(test)]

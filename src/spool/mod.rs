@@ -100,19 +100,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::futures::Notified;
-use tokio::sync::watch;
 
 use crate::record::UserRecord;
 use stream::StreamInner;
 pub use stream::StreamSpool;
 
-pub use self::damage::DamageReport;
+pub(crate) use self::damage::DamageReport;
 
 use self::commit::{commit_all, open_streams, CommitState};
 use self::index::Index;
-pub use self::lock::{holder as lock_holder, lock_path, LockState};
+pub(crate) use self::lock::{holder as lock_holder, LockState};
 pub use self::open::open_at;
-pub use self::space::Refusing;
+pub(crate) use self::space::Refusing;
 pub(crate) use self::space::Space;
 use self::storage::{Fs, Storage};
 
@@ -123,7 +122,7 @@ const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// Descriptors one stream's spool holds at most, whatever its size: its open
 /// segment, a few sealed segment and ack files, its manifest, and one opened
 /// for a moment (a sync, a rewrite, the damage report).
-pub const FILES_PER_STREAM: u64 = stream::OPEN_FILES as u64 + 4;
+pub(crate) const FILES_PER_STREAM: u64 = stream::OPEN_FILES as u64 + 4;
 
 /// Errors of the spool.
 #[derive(Debug, thiserror::Error)]
@@ -527,7 +526,7 @@ impl WeakSpool {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

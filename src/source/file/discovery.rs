@@ -10,7 +10,7 @@ use crate::config::{is_pseudo_fs, FileConfig};
 
 /// Why a path the patterns match is not tailed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Skip {
+pub(super) enum Skip {
     #[error("it is a symbolic link and follow_symlinks is off")]
     Symlink,
     #[error("it is a symbolic link to {target:?}, which the block's patterns do not match")]
@@ -23,7 +23,7 @@ pub enum Skip {
 
 /// The file to open for `path` under `block`'s symlink policy: `path` itself, or
 /// the canonical target of a link the block follows.
-pub fn admit_path(path: &Path, block: &FileConfig) -> Result<PathBuf, Skip> {
+pub(super) fn admit_path(path: &Path, block: &FileConfig) -> Result<PathBuf, Skip> {
     if is_pseudo_fs(path) {
         return Err(Skip::PseudoFs {
             target: path.to_owned(),

@@ -152,27 +152,25 @@ mod tailer;
 #[cfg(test)]
 mod tests;
 
-pub use crate::config::{glob_base, is_pseudo_fs};
-pub use discovery::{admit_path, Skip};
-pub use memory::{Memory, MemorySink};
-pub use runner::spawn;
+pub use memory::MemorySink;
+pub(crate) use runner::spawn;
 pub use tailer::Tail;
 
 /// Source kind, as it appears in metrics.
-pub const KIND: Source = Source::File;
+pub(crate) const KIND: Source = Source::File;
 /// Bytes of a file's start that make its fingerprint.
-pub const FINGERPRINT_BYTES: usize = 256;
+pub(crate) const FINGERPRINT_BYTES: usize = 256;
 /// Size of one read.
-pub const READ_BYTES: usize = 128 * 1024;
+pub(crate) const READ_BYTES: usize = 128 * 1024;
 /// A batch (one spool entry) is cut at this many bytes, like the socket source's.
-pub const BATCH_BYTES: usize = super::socket::BATCH_BYTES;
+pub(crate) const BATCH_BYTES: usize = super::socket::BATCH_BYTES;
 /// Most bytes read from one file before the others get a turn.
-pub const READ_BUDGET_BYTES: u64 = 8 << 20;
+pub(crate) const READ_BUDGET_BYTES: u64 = 8 << 20;
 /// inotify events queued for the tailer thread; past this they are dropped and a
 /// rescan is scheduled (events are hints, the rescan finds everything).
-pub const EVENT_CHANNEL: usize = 4096;
+pub(crate) const EVENT_CHANNEL: usize = 4096;
 /// Longest partition key this source makes, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
+pub(crate) const MAX_KEY_BYTES: usize = 256;
 /// `read_from = "end"` starts after the last newline within this many bytes of the
 /// end, so a half-written last line is not sent as a fragment.
 const END_LOOKBACK_BYTES: u64 = 64 * 1024;

@@ -93,7 +93,7 @@ enum Wake {
 
 /// Starts the file source: one blocking thread, tracked by `tracker`, that tails
 /// every file of `files` until `shutdown`.
-pub fn spawn(
+pub(crate) fn spawn(
     files: Vec<FileConfig>,
     producer: Producer,
     shutdown: CancellationToken,

@@ -45,11 +45,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
-pub use crate::config::BUILT_IN_KEYS;
 use crate::config::{JsonFormat, Oversized, RecordFormat};
 
 /// Most bytes one byte of a line takes in a JSON string (`\u0001`).
-pub const MAX_ESCAPE_GROWTH: usize = 6;
+pub(crate) const MAX_ESCAPE_GROWTH: usize = 6;
 
 /// Records are written into shared buffers of this size, split off as they are
 /// done: one allocation for some twenty records of a few hundred bytes, as a raw
@@ -62,7 +61,7 @@ const TIMESTAMP_BYTES: usize = "2026-12-01T04:06:34.123Z".len();
 
 /// What wrapping did to a line's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cut {
+pub(crate) enum Cut {
     /// The line went whole into one record.
     None,
     /// The line was split into several records (`oversized = "split"`).
@@ -74,7 +73,7 @@ pub enum Cut {
 /// Formats the lines of one source as json records; `None` from
 /// [`JsonFormatter::for_source`] means raw (the line is the record).
 #[derive(Debug, Clone)]
-pub struct JsonFormatter {
+pub(crate) struct JsonFormatter {
     statics: Arc<Statics>,
     clock: Clock,
     /// Where records are written (see [`ARENA_BYTES`]).
@@ -96,7 +95,7 @@ struct Statics {
 impl JsonFormatter {
     /// The formatter of a source reading from `source` (a file or socket path);
     /// `None` for the raw format.
-    pub fn for_source(format: &RecordFormat, source: &str) -> Option<JsonFormatter> {
+    pub(crate) fn for_source(format: &RecordFormat, source: &str) -> Option<JsonFormatter> {
         match format {
             RecordFormat::Raw => None,
             RecordFormat::Json(f) => Some(JsonFormatter::new(f, host_name(), source)),
@@ -146,7 +145,7 @@ impl JsonFormatter {
 
     /// Formats `line` into records of at most `limit` bytes, handed to `emit` in
     /// order; a line that does not fit is cut per `oversized`.
-    pub fn format(
+    pub(crate) fn format(
         &mut self,
         line: &[u8],
         limit: usize,
@@ -431,7 +430,7 @@ fn fitting_prefix(s: &str, room: usize) -> usize {
 
 /// The EC2 instance's identity, as its identity document says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ec2Identity {
+pub(crate) struct Ec2Identity {
     pub instance_id: String,
     pub region: String,
     pub az: String,
@@ -449,7 +448,7 @@ const IMDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// honours `AWS_EC2_METADATA_SERVICE_ENDPOINT`), once per process; later calls
 /// return what the first one read. A failure is logged and remembered: json
 /// records then go without `instance_id`, `region` and `az`.
-pub async fn load_ec2_identity() -> Option<Ec2Identity> {
+pub(crate) async fn load_ec2_identity() -> Option<Ec2Identity> {
     if let Some(id) = EC2_IDENTITY.get() {
         return id.clone();
     }
@@ -494,13 +493,13 @@ pub async fn load_ec2_identity() -> Option<Ec2Identity> {
 }
 
 /// Whether a block of `config` asks for the EC2 identity.
-pub fn wants_ec2_identity(config: &crate::config::Config) -> bool {
+pub(crate) fn wants_ec2_identity(config: &crate::config::Config) -> bool {
     let asks = |f: &RecordFormat| matches!(f, RecordFormat::Json(j) if j.ec2_identity);
     config.files.iter().any(|f| asks(&f.format)) || config.sockets.iter().any(|s| asks(&s.format))
 }
 
 /// The host name, read once.
-pub fn host_name() -> &'static str {
+pub(crate) fn host_name() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
         let mut buf = [0u8; 256];

@@ -15,13 +15,13 @@ use crate::record::{random_partition_key, MAX_PARTITION_KEY_CHARS};
 
 /// A parsed entry.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     fields: Map<String, Value>,
 }
 
 /// Why a line of journalctl's output is not an entry.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EntryError {
+pub(crate) enum EntryError {
     #[error("journalctl wrote a line that is not a JSON object: {0}")]
     NotJson(String),
     #[error("journal entry has no __CURSOR field")]
@@ -30,7 +30,7 @@ pub enum EntryError {
 
 /// What an entry became.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Made {
+pub(crate) struct Made {
     /// (partition key, data) of each record.
     pub records: Vec<(String, Bytes)>,
     /// The partition key field was missing: the key is random.
@@ -59,7 +59,7 @@ fn value_bytes(v: &Value) -> Option<Vec<u8>> {
 }
 
 impl Entry {
-    pub fn parse(line: &[u8]) -> Result<Entry, EntryError> {
+    pub(crate) fn parse(line: &[u8]) -> Result<Entry, EntryError> {
         match serde_json::from_slice::<Value>(line) {
             Ok(Value::Object(fields)) => {
                 if fields.get("__CURSOR").and_then(Value::as_str).is_none() {
@@ -73,7 +73,7 @@ impl Entry {
     }
 
     /// The entry's cursor (checked by [`parse`](Self::parse)).
-    pub fn cursor(&self) -> &str {
+    pub(crate) fn cursor(&self) -> &str {
         self.fields
             .get("__CURSOR")
             .and_then(Value::as_str)
@@ -81,7 +81,7 @@ impl Entry {
     }
 
     /// A field's first value as text (lossy for bytes that are not UTF-8).
-    pub fn text(&self, name: &str) -> Option<String> {
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.fields
             .get(name)
             .and_then(value_bytes)
@@ -89,7 +89,7 @@ impl Entry {
     }
 
     /// Whether `select` sends this entry.
-    pub fn selected(&self, select: &Selection) -> bool {
+    pub(crate) fn selected(&self, select: &Selection) -> bool {
         let unit = self.text("_SYSTEMD_UNIT");
         let ident = self.text("SYSLOG_IDENTIFIER");
         let is_in = |v: &Option<String>, list: &[String]| {
@@ -111,7 +111,7 @@ impl Entry {
     }
 
     /// The records this entry becomes under `config`.
-    pub fn records(&self, config: &JournaldConfig) -> Made {
+    pub(crate) fn records(&self, config: &JournaldConfig) -> Made {
         let mut made = Made::default();
         let key = match &config.partition_key {
             JournalKey::Random => random_partition_key(),

@@ -12,7 +12,7 @@ use crate::config::journald::{JournaldConfig, Since};
 use crate::record::excerpt;
 
 /// The journalctl command that goes on after `cursor` (or starts per `since`).
-pub fn command(config: &JournaldConfig, cursor: Option<&str>) -> Command {
+pub(crate) fn command(config: &JournaldConfig, cursor: Option<&str>) -> Command {
     let mut c = Command::new(&config.journalctl);
     // --all: without it, fields over 4096 bytes come out as null.
     // --no-tail: --follow alone starts at the last ten entries.
@@ -45,7 +45,7 @@ pub fn command(config: &JournaldConfig, cursor: Option<&str>) -> Command {
 }
 
 /// The command that prints the cursor of the journal's last entry.
-pub fn tail_command(config: &JournaldConfig) -> Command {
+pub(crate) fn tail_command(config: &JournaldConfig) -> Command {
     let mut c = Command::new(&config.journalctl);
     c.args(["--lines=0", "--show-cursor", "--no-pager"]);
     if let Some(d) = &config.directory {

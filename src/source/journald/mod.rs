@@ -20,7 +20,7 @@
 //!
 
 mod cursor;
-pub mod entry;
+pub(crate) mod entry;
 mod journalctl;
 
 use std::sync::{Arc, Mutex};
@@ -32,43 +32,43 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::cursor::encode_cursor;
-pub use self::cursor::{checkpoint_name, decode_cursor, CursorError};
+pub(crate) use self::cursor::{checkpoint_name, decode_cursor, CursorError};
 use self::entry::Entry;
-pub use self::journalctl::{command, tail_command};
+pub(crate) use self::journalctl::{command, tail_command};
 use self::journalctl::{log_stderr, parse_tail_cursor, read_lines, Gate, Line, Running};
 use super::log_limit::LogLimit;
-pub use crate::config::journald::{JournaldConfig, Since};
+pub(crate) use crate::config::journald::{JournaldConfig, Since};
 use crate::metrics::{LineAction, RejectReason, Source as SourceKind, SourceError};
 use crate::producer::Checkpoint;
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::UserRecord;
 
 /// Source kind, as it appears in metrics.
-pub const KIND: SourceKind = SourceKind::Journald;
+pub(crate) const KIND: SourceKind = SourceKind::Journald;
 /// A batch (one spool entry) is cut at this many bytes, like the other sources'.
-pub const BATCH_BYTES: usize = super::socket::BATCH_BYTES;
+pub(crate) const BATCH_BYTES: usize = super::socket::BATCH_BYTES;
 /// ... or at this many records.
-pub const BATCH_RECORDS: usize = 1000;
+pub(crate) const BATCH_RECORDS: usize = 1000;
 /// Longest wait for more entries before a batch is spooled.
-pub const LINGER: Duration = Duration::from_millis(50);
+pub(crate) const LINGER: Duration = Duration::from_millis(50);
 /// Longest wait before a cursor moved only by entries the block does not select
 /// is written (entries re-read after a crash within it are not selected either).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Lines of journalctl's output in flight between the reader thread and the
 /// batching task: enough to cover a batch...
 const LINES_CHANNEL: usize = 1024;
 /// ... and at most this many bytes of them (one line is let through whatever
 /// its size): what a stalled spool lets journalctl's output take in memory.
-pub const BUFFER_BYTES: usize = 4 << 20;
+pub(crate) const BUFFER_BYTES: usize = 4 << 20;
 /// Longest line (entry) of journalctl's output read; the rest of a longer one is
 /// not kept, the entry is skipped and counted (journald itself keeps entries far
 /// smaller unless configured not to).
-pub const MAX_LINE_BYTES: usize = 8 << 20;
+pub(crate) const MAX_LINE_BYTES: usize = 8 << 20;
 /// First wait before journalctl is started again; doubles up to
 /// [`RESTART_MAX`], and starts over once a run lasted [`RESTART_RESET`].
-pub const RESTART_MIN: Duration = Duration::from_millis(500);
-pub const RESTART_MAX: Duration = Duration::from_secs(30);
-pub const RESTART_RESET: Duration = Duration::from_secs(60);
+pub(crate) const RESTART_MIN: Duration = Duration::from_millis(500);
+pub(crate) const RESTART_MAX: Duration = Duration::from_secs(30);
+pub(crate) const RESTART_RESET: Duration = Duration::from_secs(60);
 /// Longest wait at shutdown for the batch in hand to reach the spool (if it does
 /// not, it is read again at the next start).
 const STOP_FLUSH: Duration = Duration::from_secs(2);
@@ -118,7 +118,7 @@ async fn anchor_now(config: &JournaldConfig, producer: &Producer, name: &[u8]) -
 }
 
 /// Starts the source of one `[[journald]]` block.
-pub fn spawn(
+pub(crate) fn spawn(
     config: JournaldConfig,
     producer: Producer,
     stop: CancellationToken,
@@ -136,7 +136,7 @@ pub fn spawn(
 
 /// Why the source cannot run.
 #[derive(Debug, thiserror::Error)]
-pub enum JournaldError {
+pub(crate) enum JournaldError {
     #[error("reading the checkpoints of stream {stream:?} failed")]
     Checkpoints {
         stream: String,

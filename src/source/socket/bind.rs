@@ -12,7 +12,7 @@ use super::SocketError;
 use crate::config::{SocketConfig, SocketMode};
 
 /// A bound socket, ready to serve.
-pub enum Bound {
+pub(crate) enum Bound {
     Stream(UnixListener),
     Datagram(UnixDatagram),
 }
@@ -25,7 +25,7 @@ pub enum Bound {
 /// its mode and owner there and renamed into place: the path never exists with
 /// other permissions than configured, and nobody else can swap the file that chmod
 /// and chown act on for a symlink.
-pub fn bind(config: &SocketConfig) -> Result<Bound, SocketError> {
+pub(crate) fn bind(config: &SocketConfig) -> Result<Bound, SocketError> {
     let path = &config.path;
     let bind_err = |source| SocketError::Bind {
         path: path.to_owned(),

@@ -29,11 +29,11 @@
 //! [`LOG_INTERVAL`]: crate::source::log_limit::LOG_INTERVAL
 
 mod bind;
-pub mod client;
+pub(crate) mod client;
 pub mod frame;
 mod framed;
 mod lines;
-pub mod peer;
+pub(crate) mod peer;
 mod reader;
 
 use std::collections::HashMap;
@@ -54,17 +54,17 @@ use crate::record::{random_partition_key, UserRecord, MAX_RECORD_BYTES};
 use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
 use crate::source::format::{Cut, JsonFormatter};
 use crate::source::log_limit::LogLimit;
-pub use bind::{bind, Bound};
+pub(crate) use bind::{bind, Bound};
 use framed::frames_connection;
 use lines::LineSplitter;
 use reader::{Reader, Want, DRAIN_GRACE};
 
 /// Source kind, as it appears in metrics.
-pub const KIND: Source = Source::Socket;
+pub(crate) const KIND: Source = Source::Socket;
 /// A batch is cut at this many bytes: large enough for the spool's fast path (it
 /// writes tens of KiB per entry far faster than single records), small enough to
 /// keep per-connection memory low.
-pub const BATCH_BYTES: usize = 64 * 1024;
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
 /// Size of one read.
 const READ_BYTES: usize = 64 * 1024;
 /// Most overhead of the records of one lines batch (a batch is cut there too):
@@ -201,7 +201,7 @@ impl Drop for UidSlot {
     }
 }
 /// Serves one bound socket until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     bound: Bound,
     config: SocketConfig,
     producer: Producer,

@@ -15,7 +15,7 @@ use crate::config::SocketConfig;
 
 /// The credentials of a connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
+pub(crate) struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
@@ -23,7 +23,7 @@ pub struct Peer {
 
 impl Peer {
     /// The peer of `stream`, as the kernel recorded it at `connect`.
-    pub fn of(stream: &UnixStream) -> io::Result<Peer> {
+    pub(crate) fn of(stream: &UnixStream) -> io::Result<Peer> {
         let cred = stream.peer_cred()?;
         Ok(Peer {
             uid: cred.uid(),
@@ -36,7 +36,7 @@ impl Peer {
 /// Whether a peer may connect: its uid is in `allow_uids`, or its primary or one of
 /// its supplementary groups is in `allow_gids`. `groups` is asked for only when the
 /// answer depends on it.
-pub fn allowed(
+pub(crate) fn allowed(
     config: &SocketConfig,
     peer: &Peer,
     groups: impl FnOnce() -> io::Result<Vec<u32>>,
@@ -54,7 +54,7 @@ pub fn allowed(
 }
 
 /// The supplementary groups of the peer of `stream`.
-pub fn groups(stream: &UnixStream, peer: &Peer) -> io::Result<Vec<u32>> {
+pub(crate) fn groups(stream: &UnixStream, peer: &Peer) -> io::Result<Vec<u32>> {
     match peer_groups(stream) {
         Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => match peer.pid {
             Some(pid) => proc_groups(pid),
