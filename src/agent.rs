@@ -621,7 +621,7 @@ pub fn tune_allocator() {
 }
 
 /// When another process holds the lock of the config's spool: a sentence naming
-/// it ("spool <dir> is in use by shardline pid N"). `None` for a free spool or a
+/// it (`spool <dir> is in use by shardline pid N`). `None` for a free spool or a
 /// memory-only config.
 pub fn spool_in_use(config: &Config) -> Option<String> {
     use crate::spool::{lock_holder, LockState};

@@ -32,19 +32,19 @@
 //!
 //! - [`config`]: the TOML file, validated with every problem listed at once.
 //! - [`record`]: user records, their limits and their hash keys.
-//! - [`source`]: where records come from (`file`, tailed with its read position
+//! - `source`: where records come from (`file`, tailed with its read position
 //!   in the spool; `socket`; `journald`, with its journal cursor in the spool;
 //!   `format`, the raw or json record a file or socket line becomes).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
 //! - `intake`: the spool write and the hand-over-or-spill decision, per stream.
-//! - [`spool`]: the write-ahead spool (CRC-framed segment files, a group commit that
+//! - `spool`: the write-ahead spool (CRC-framed segment files, a group commit that
 //!   fdatasyncs, sled for the segment catalog); a record leaves it only once Kinesis
 //!   took it.
-//! - [`shard_map`]: open shards' hash key ranges, from ListShards.
+//! - `shard_map`: open shards' hash key ranges, from ListShards.
 //! - [`aggregate`]: the KPL aggregation format, both ways.
 //! - `digest`: MD5 of many messages at once (a request's aggregates, a batch's
 //!   partition keys), sixteen per vector register with AVX-512, eight with AVX2.
-//! - [`deliver`]: dispatchers, PutRecords workers, retries, acks, resharding, and
+//! - `deliver`: dispatchers, PutRecords workers, retries, acks, resharding, and
 //!   each stream's destination (region, endpoint, credentials, assumed role).
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
 //! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.

@@ -9,7 +9,7 @@
 //! aggregate never crosses its limit and needs no trial encoding; the encoding itself
 //! (and the MD5 it requires) happens in [`encode_all`], which delivery runs on the
 //! worker that sends the request, so requests are hashed in parallel and the
-//! aggregates of one request several at once ([`crate::digest`]). Partition keys
+//! aggregates of one request several at once (`digest`). Partition keys
 //! are deduplicated; the explicit hash key table is written whenever a record has
 //! one. The proto2 `required` fields are always written, even when zero or empty:
 //! strict deaggregators reject a record without them.

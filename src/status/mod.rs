@@ -9,9 +9,9 @@
 //! not, why (the last error). The rate is computed from the delivered counters
 //! sampled every [`RATE_SAMPLE_INTERVAL`], so asking costs nothing.
 //!
-//! The agent binds the endpoint ([`bind`]) and spawns [`serve`], which owns the
+//! The agent binds the endpoint (`bind`) and spawns `serve`, which owns the
 //! listener and the connections' admission (slots, eviction of idle ones) and
-//! spawns one task per connection; a [`View`] holds what the answers are made
+//! spawns one task per connection; a `View` holds what the answers are made
 //! of. `report.rs` holds the [`Status`] document, also read by the client.
 
 use std::collections::VecDeque;

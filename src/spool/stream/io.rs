@@ -26,7 +26,7 @@ impl StreamSpool {
     }
 
     /// Writes a batch of records as one entry and returns its id and size. Fails
-    /// with [`SpoolError::Full`] (or [`SpoolError::DiskFull`]) when there is no
+    /// with `SpoolError::Full` (or `SpoolError::DiskFull`) when there is no
     /// room for it. In memory-only mode it only assigns the id.
     pub fn append(&self, records: &[UserRecord]) -> Result<(u64, u64), SpoolError> {
         self.append_with_checkpoint(records, None, false)
@@ -54,7 +54,7 @@ impl StreamSpool {
 
     /// Writes a batch of records as entry `id` (from [`reserve_id`](Self::reserve_id))
     /// with an optional checkpoint, and returns its size. Durable after the next
-    /// group commit ([`Spool::durable`](super::Spool::durable)). `waits`: the
+    /// group commit (`Spool::durable`). `waits`: the
     /// entry waits in the spool to be read back (a spill); memory-only, where
     /// nothing waits, refuses it as a full spool.
     pub fn write(
