@@ -1,19 +1,10 @@
-//! Checks shared by every section's validation: names, paths, record formats,
-//! and how a bad value is quoted. A leaf: it knows the raw types, no section.
+//! Checks shared by every section's validation: names, paths and record
+//! formats. It knows the raw types and no section.
 
 use std::path::Path;
 
 use super::raw::{FormatName, JsonFormat, RecordFormat};
 use super::BUILT_IN_KEYS;
-
-/// A TOML value as the operator wrote it, for a message: a string in quotes,
-/// anything else as TOML.
-pub(super) fn written_value(value: &toml::Value) -> String {
-    match value {
-        toml::Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
-    }
-}
 
 /// Paths are absolute: a relative one would depend on the directory the agent
 /// happens to start in.

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checks::{check_stream_name, record_format, written_value, MIN_JSON_RECORD_BYTES};
+use super::checks::{check_stream_name, record_format, MIN_JSON_RECORD_BYTES};
+use super::quote::written_value;
 use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
 use super::{glob_base, is_pseudo_fs, FileConfig, MAX_FILE_RECORD_BYTES};
 

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::checks::written_value;
+use super::quote::written_value;
 use super::{Oversized, MAX_FILE_RECORD_BYTES};
 
 /// A `[[journald]]` block as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJournald {
+pub(crate) struct RawJournald {
     /// Name of this block's read position (its checkpoint, the journal cursor) in
     /// the spool. Blocks that send to one stream need different names; a renamed
     /// block starts again from `since`.
@@ -107,7 +107,7 @@ fn default_max_record_bytes() -> usize {
 /// so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum RawPriority {
+pub(crate) enum RawPriority {
     Number(i64),
     Name(Priority),
     Unknown(toml::Value),
@@ -116,7 +116,7 @@ pub enum RawPriority {
 /// Syslog priority names, most urgent first: the discriminant is the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Priority {
+pub(crate) enum Priority {
     Emerg = 0,
     Alert = 1,
     Crit = 2,
@@ -150,7 +150,7 @@ pub enum Format {
 /// kept as written, so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum RawJournalKey {
+pub(crate) enum RawJournalKey {
     Named(JournalKeyName),
     Field(RawKeyField),
     Unknown(toml::Value),
@@ -165,14 +165,14 @@ impl Default for RawJournalKey {
 /// The partition keys a journald block can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum JournalKeyName {
+pub(crate) enum JournalKeyName {
     /// 16 random hex digits.
     Random,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKeyField {
+pub(crate) struct RawKeyField {
     /// The journal field whose value is the partition key.
     pub field: String,
 }
@@ -230,7 +230,7 @@ fn unit_name(name: &str) -> String {
 
 /// Validates block `i`; problems go to `problems` (the caller checks the stream
 /// name, shared with the other sources).
-pub fn validate(
+pub(crate) fn validate(
     i: usize,
     j: RawJournald,
     default_stream: Option<&String>,
@@ -360,7 +360,7 @@ fn validate_key(field: &str, key: RawJournalKey, problems: &mut Vec<String>) -> 
 }
 
 /// Checks that no two blocks keep their checkpoint under one name in one stream.
-pub fn check_names(blocks: &[JournaldConfig], problems: &mut Vec<String>) {
+pub(crate) fn check_names(blocks: &[JournaldConfig], problems: &mut Vec<String>) {
     for (i, a) in blocks.iter().enumerate() {
         if blocks[..i]
             .iter()

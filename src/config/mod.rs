@@ -20,6 +20,7 @@ mod destination;
 mod files;
 pub mod journald;
 mod paths;
+mod quote;
 mod raw;
 #[cfg(test)]
 mod reference;
@@ -28,9 +29,13 @@ mod socket;
 mod tests;
 mod validate;
 
-pub use journald::{JournaldConfig, RawJournald, Since};
-pub use paths::{glob_base, is_pseudo_fs};
-pub use raw::*;
+pub use journald::{JournaldConfig, Since};
+pub(crate) use paths::{glob_base, is_pseudo_fs};
+pub(crate) use raw::RawConfig;
+pub use raw::{
+    Framing, InvalidUtf8, JsonFormat, OnFull, Oversized, PartitionKey, ReadFrom, RecordFormat,
+    SocketMode,
+};
 
 /// Keys every json record carries (and those `ec2_identity` adds); `fields` may
 /// not use them.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The literal leading directory of a glob pattern, and how many path components
 /// below it the pattern reaches (`None`: any number, `**`).
-pub fn glob_base(pattern: &str) -> (PathBuf, Option<usize>) {
+pub(crate) fn glob_base(pattern: &str) -> (PathBuf, Option<usize>) {
     let parts: Vec<&str> = pattern.split('/').collect();
     let first_glob = parts
         .iter()
@@ -30,7 +30,7 @@ pub fn glob_base(pattern: &str) -> (PathBuf, Option<usize>) {
 /// Whether `path` is in one of the kernel's pseudo-filesystems (`/proc`, `/sys`,
 /// `/dev`), which are never tailed: reading them can expose the agent's own
 /// secrets (`/proc/self/environ`) or block forever.
-pub fn is_pseudo_fs(path: &Path) -> bool {
+pub(crate) fn is_pseudo_fs(path: &Path) -> bool {
     ["/proc", "/sys", "/dev"]
         .iter()
         .any(|root| path.starts_with(root))

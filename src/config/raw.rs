@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{RawJournald, MAX_FILE_RECORD_BYTES};
+use super::journald::RawJournald;
+use super::MAX_FILE_RECORD_BYTES;
 use crate::deliver::MAX_BATCH_RECORDS;
 use crate::record::MAX_RECORD_BYTES;
 
@@ -13,7 +14,7 @@ use crate::record::MAX_RECORD_BYTES;
 /// and `config/shardline.toml` to these types.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     /// Where records go.
     pub kinesis: Option<RawKinesis>,
     /// Streams written in another region or account, or as another role.
@@ -47,7 +48,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKinesis {
+pub(crate) struct RawKinesis {
     /// Default destination stream for sources that do not name their own.
     pub stream: Option<String>,
     /// AWS region; when absent, the standard aws-config chain decides
@@ -84,7 +85,7 @@ pub struct RawKinesis {
 /// block names its own region.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDestination {
+pub(crate) struct RawDestination {
     /// The stream (sources name it in their `stream`).
     pub stream: String,
     pub region: Option<String>,
@@ -108,7 +109,7 @@ pub struct RawDestination {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDelivery {
+pub(crate) struct RawDelivery {
     /// Most concurrent PutRecords requests, across all streams
     /// (kinesis-producer: `MaxConnections`).
     #[serde(default = "default_max_connections")]
@@ -174,7 +175,7 @@ impl Default for RawDelivery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSpool {
+pub(crate) struct RawSpool {
     /// Directory of the spool (created if missing, mode 0700).
     pub dir: Option<PathBuf>,
     /// Most bytes of segment files the spool holds; when full, sources wait.
@@ -199,7 +200,7 @@ pub struct RawSpool {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSocket {
+pub(crate) struct RawSocket {
     /// Path of the Unix socket.
     pub path: Option<PathBuf>,
     /// `stream` (connections) or `datagram` (one datagram = one record).
@@ -308,7 +309,7 @@ pub(super) fn default_idle_timeout_secs() -> u64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFile {
+pub(crate) struct RawFile {
     /// Glob patterns of the files to tail, absolute paths. `*`, `?` and `[...]` do
     /// not cross `/`; `**` does. Each names a directory before its first wildcard
     /// (`/**` would walk the whole filesystem), outside /proc, /sys and /dev.
@@ -392,7 +393,7 @@ pub struct RawFile {
 /// `format` as written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FormatName {
+pub(crate) enum FormatName {
     #[default]
     Raw,
     Json,
@@ -450,7 +451,7 @@ pub enum InvalidUtf8 {
 /// is kept as written, so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum RawPartitionKey {
+pub(crate) enum RawPartitionKey {
     Named(KeyName),
     Field(RawJsonField),
     Unknown(toml::Value),
@@ -465,7 +466,7 @@ impl Default for RawPartitionKey {
 /// The partition keys a file or socket block can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum KeyName {
+pub(crate) enum KeyName {
     /// 16 random hex digits.
     Random,
     /// A hash of the line.
@@ -476,7 +477,7 @@ pub enum KeyName {
 
 impl KeyName {
     /// Every name, as written in the config.
-    pub const ALL: [(&'static str, KeyName); 3] = [
+    pub(crate) const ALL: [(&'static str, KeyName); 3] = [
         ("random", KeyName::Random),
         ("line_hash", KeyName::LineHash),
         ("file_path", KeyName::FilePath),
@@ -485,7 +486,7 @@ impl KeyName {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawJsonField {
+pub(crate) struct RawJsonField {
     /// Name of the top-level field of a JSON line whose value is the partition key.
     pub json_field: String,
 }
@@ -501,7 +502,7 @@ pub enum PartitionKey {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMetrics {
+pub(crate) struct RawMetrics {
     /// Address (`IP:port`) of the HTTP endpoint serving `GET /metrics` (Prometheus
     /// text) and `GET /status` (JSON); `shardline status` reads it from here. Port 0
     /// takes any free port. The endpoint has no authentication: keep it on loopback.
@@ -525,7 +526,7 @@ impl Default for RawMetrics {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawIngest {
+pub(crate) struct RawIngest {
     /// Most bytes the socket sources hold of their clients' input at once: partly
     /// read frames and lines, and records decoded from them until they are in the
     /// spool. A connection that finds it spent waits (its client feels
@@ -549,7 +550,7 @@ pub(super) fn default_ingest_max_memory_bytes() -> u64 {
 }
 
 /// The smallest ingest budget: a maximum-size line with a read and a batch.
-pub const MIN_INGEST_MEMORY_BYTES: u64 = 4 << 20;
+pub(super) const MIN_INGEST_MEMORY_BYTES: u64 = 4 << 20;
 
 pub(super) fn default_metrics_listen() -> String {
     "127.0.0.1:9717".into()

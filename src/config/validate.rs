@@ -32,7 +32,7 @@ const MAX_DESCRIPTORS: u64 = 1 << 20;
 
 impl RawConfig {
     /// Checks everything and lists every problem.
-    pub fn validate(self) -> Result<Config, Vec<String>> {
+    pub(crate) fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         let kinesis = validate_kinesis(self.kinesis, &mut problems);
         let (delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);

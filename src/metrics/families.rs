@@ -8,7 +8,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
-use super::labels::*;
+use super::labels::{
+    CodeLabels, FileEventLabels, LineLabels, RejectLabels, SourceErrorLabels, SourceLabels,
+    StreamLabels,
+};
 use super::latency_histogram;
 
 /// Registers `metric` and returns it (the registry keeps a clone).

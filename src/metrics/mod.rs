@@ -33,7 +33,10 @@ mod process;
 
 use families::{DeliveryMetrics, SourceMetrics};
 pub use health::{DestinationHealth, LastError, SourceHealth, Trouble};
-pub use labels::*;
+pub use labels::{
+    CodeLabels, FileEvent, FileEventLabels, LineAction, LineLabels, RejectLabels, RejectReason,
+    Source, SourceError, SourceErrorLabels, SourceLabels, StreamLabels,
+};
 
 fn latency_histogram() -> Histogram {
     // 1 ms to ~33 s.
