@@ -15,7 +15,7 @@ const NEVER: &[(&str, &[&str], &[&str], &str)] = &[
     ),
     (
         "route",
-        &["shard_map.rs", "aggregate/", "record.rs", "digest.rs"],
+        &["shard_map.rs", "aggregate.rs", "aggregate/", "record.rs", "digest.rs"],
         &["spool", "source"],
         "aggregation is pure: it knows records, not storage, and the flow never runs backwards",
     ),
