@@ -19,6 +19,7 @@ mod pipeline;
 mod producer;
 mod proxy;
 mod service;
+mod sizes;
 mod socket;
 mod spool;
 mod status;

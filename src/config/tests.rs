@@ -1,3 +1,6 @@
+//! Tests of the whole file: defaults, every problem listed at once, and what
+//! `validate` refuses that `run` would refuse.
+
 use super::*;
 
 fn check(text: &str) -> Result<Config, ConfigError> {
