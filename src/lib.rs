@@ -36,7 +36,10 @@
 //!   in the spool; `socket`; `journald`, with its journal cursor in the spool;
 //!   `format`, the raw or json record a file or socket line becomes).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
-//! - `intake`: the spool write and the hand-over-or-spill decision, per stream.
+//! - `intake`: the only door to the spool: the spool write and the
+//!   hand-over-or-spill decision per stream, the checkpoint type sources speak,
+//!   the durability wait of acked sockets, and the read-only `Backlog` that
+//!   metrics, status, pacing and the watchdog read.
 //! - `spool`: the write-ahead spool (CRC-framed segment files, a group commit that
 //!   fdatasyncs, sled for the segment catalog); a record leaves it only once Kinesis
 //!   took it.
@@ -52,6 +55,13 @@
 //! - `descriptors`: the file descriptor limit, checked against the config at
 //!   start-up.
 //! - [`agent`]: wires it all together and runs it until shutdown.
+//! - [`testkit`]: the internals the agent's own tests, benches and examples
+//!   drive; unstable.
+//!
+//! Who may import whom is held by tests (`tests/layout.rs`: sources never
+//! name the spool or delivery, the spool names no stage above it, metrics and
+//! status read the spool only through the backlog; `tests/cycles.rs`: no two
+//! files import each other in a circle).
 
 #![warn(unreachable_pub)]
 

@@ -44,6 +44,22 @@ const NEVER: &[(&str, &[&str], &[&str], &str)] = &[
         "delivery reaches storage only through intake",
     ),
     (
+        "intake",
+        &["intake/"],
+        &["deliver", "source"],
+        "intake is below the sources that write through it and the delivery that reads from it",
+    ),
+    (
+        "below the agent",
+        &[
+            "source/", "intake/", "spool/", "deliver/", "metrics/", "status/", "config/",
+            "shard_map.rs", "aggregate.rs", "aggregate/", "record.rs", "digest.rs",
+            "systemd.rs", "descriptors.rs",
+        ],
+        &["agent"],
+        "the agent wires the parts together; no part reaches back up to it",
+    ),
+    (
         "observers",
         &["metrics/", "status/"],
         &["spool"],

@@ -203,7 +203,7 @@ impl Dispatcher {
             self.refresh.notify_one();
         }
         self.policy
-            .arm_sweep(self.router.has_waiting(), Instant::now());
+            .arm_sweep(self.router.has_waiting(), Instant::now);
     }
 
     /// Before waiting (not draining): reads spilled entries back while there is

@@ -226,10 +226,11 @@ impl Policy {
     }
 
     /// Starts the expiry sweep's timer when records wait for a shard map (a
-    /// missing stream, say) and an age limit applies.
-    pub(super) fn arm_sweep(&mut self, records_waiting: bool, now: Instant) {
+    /// missing stream, say) and an age limit applies. The clock is read only
+    /// then: this runs at every turn of the dispatcher's loop.
+    pub(super) fn arm_sweep(&mut self, records_waiting: bool, now: impl FnOnce() -> Instant) {
         if self.max_record_age.is_some() && records_waiting && self.next_sweep.is_none() {
-            self.next_sweep = Some(now + EXPIRY_SWEEP);
+            self.next_sweep = Some(now() + EXPIRY_SWEEP);
         }
     }
 
@@ -554,7 +555,7 @@ mod tests {
         assert!(!s.policy.holds_expired(&item, &s.ledger));
         let sorted = s.policy.expire(old, &mut s.ledger);
         assert_eq!(sorted.fresh.len(), 2);
-        s.policy.arm_sweep(true, Instant::now());
+        s.policy.arm_sweep(true, Instant::now);
         assert_eq!(s.policy.next_sweep(), None);
     }
 
@@ -574,10 +575,10 @@ mod tests {
     fn the_expiry_sweep_is_due_a_second_after_records_start_waiting() {
         let mut s = setup(Some(HOUR), false);
         let now = Instant::now();
-        s.policy.arm_sweep(false, now);
+        s.policy.arm_sweep(false, || now);
         assert_eq!(s.policy.next_sweep(), None, "nothing waits");
-        s.policy.arm_sweep(true, now);
-        s.policy.arm_sweep(true, now + EXPIRY_SWEEP / 2);
+        s.policy.arm_sweep(true, || now);
+        s.policy.arm_sweep(true, || now + EXPIRY_SWEEP / 2);
         assert_eq!(s.policy.next_sweep(), Some(now + EXPIRY_SWEEP));
         assert!(!s.policy.sweep_due(now));
         assert!(s.policy.sweep_due(now + EXPIRY_SWEEP));
