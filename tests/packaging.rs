@@ -207,8 +207,28 @@ fn check_deb_contents(dir: &Path, deb: &Path) {
         .arg(&config));
     assert!(validate.status.success(), "{}", text(&validate));
     assert!(text(&validate).contains(": ok"));
+    // The pages the README links to sit beside it, so its links resolve.
+    for page in doc_pages() {
+        assert_eq!(
+            std::fs::read(root.join("usr/share/doc/shardline/docs").join(&page)).unwrap(),
+            std::fs::read(root_file("docs").join(&page)).unwrap(),
+            "{page}"
+        );
+    }
     // The unit as packaged, with the packaged binary.
     verify_unit(&unit_text, &binary);
+}
+
+/// The Markdown pages of docs/, by file name, sorted.
+fn doc_pages() -> Vec<String> {
+    let mut pages: Vec<String> = std::fs::read_dir(root_file("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .collect();
+    pages.sort();
+    assert!(pages.len() > 5, "{pages:?}");
+    pages
 }
 
 /// `cargo deb` from the binary this test build made (debug profile: no second,
@@ -259,15 +279,20 @@ fn rpm_query(rpm: &Path, flag: &str) -> String {
 fn check_rpm_files(rpm: &Path) {
     let query = |flag: &str| rpm_query(rpm, flag);
     let files: Vec<String> = query("-l").lines().map(str::to_owned).collect();
-    assert_eq!(
-        files,
-        [
-            "/etc/shardline/shardline.toml",
-            "/usr/bin/shardline",
-            "/usr/lib/systemd/system/shardline.service",
-            "/usr/share/doc/shardline/README.md",
-        ]
+    let mut expected: Vec<String> = [
+        "/etc/shardline/shardline.toml",
+        "/usr/bin/shardline",
+        "/usr/lib/systemd/system/shardline.service",
+        "/usr/share/doc/shardline/README.md",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    expected.extend(
+        doc_pages()
+            .iter()
+            .map(|p| format!("/usr/share/doc/shardline/docs/{p}")),
     );
+    assert_eq!(files, expected);
     // The config is a conffile that an upgrade does not replace.
     assert_eq!(
         query("--configfiles").trim(),
