@@ -1,4 +1,4 @@
-//! The `[[journald]]` block: as written ([`RawJournald`]) and validated
+//! The `[[journald]]` block: as written (`RawJournald`) and validated
 //! ([`JournaldConfig`]), every problem listed with the others of the file.
 
 use std::path::PathBuf;
