@@ -32,9 +32,12 @@ use crate::producer::{LifecycleError, Producer, ProducerOptions, ShutdownReport}
 use crate::source::budget::Budget;
 use crate::source::file;
 use crate::source::journald;
-use crate::source::socket::{self, SocketError};
+use crate::source::socket;
 use crate::status::{self, StatusError, View};
 use crate::systemd::Notifier;
+/// Why a socket source could not start, and why the file descriptor limit is
+/// too low for the configuration.
+pub use crate::{descriptors::DescriptorError, source::socket::SocketError};
 
 /// Why the agent could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]

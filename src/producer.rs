@@ -47,7 +47,9 @@ use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
 pub use crate::intake::{Backlog, Checkpoint, WeakBacklog};
 use crate::metrics::{Metrics, Source};
 use crate::record::{RecordError, UserRecord};
-use crate::spool::{Spool, SpoolError, SpoolOptions};
+/// The spool's errors and states, as the producer and its backlog report them.
+pub use crate::spool::{DamageReport, Refusing, SpoolError};
+use crate::spool::{Spool, SpoolOptions};
 
 /// Longest wait between two attempts while the spool is full (space is also
 /// announced as soon as it is freed; this only bounds a missed wake-up).

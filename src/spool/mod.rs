@@ -105,13 +105,13 @@ use crate::record::UserRecord;
 use stream::StreamInner;
 pub use stream::StreamSpool;
 
-pub(crate) use self::damage::DamageReport;
+pub use self::damage::DamageReport;
 
 use self::commit::{commit_all, open_streams, CommitState};
 use self::index::Index;
 pub(crate) use self::lock::{holder as lock_holder, LockState};
 pub use self::open::open_at;
-pub(crate) use self::space::Refusing;
+pub use self::space::Refusing;
 pub(crate) use self::space::Space;
 use self::storage::{Fs, Storage};
 
