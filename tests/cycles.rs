@@ -8,41 +8,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::util::rust_files;
+
 type Module = Vec<String>;
 
-/// Every module file of `src/` but the binary's, by module path.
+/// Every module file of `src/` but the binary's and test code, by module path.
 fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
-    fn walk(dir: &Path, src: &Path, out: &mut BTreeMap<Module, PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if name != "tests" {
-                    walk(&path, src, out);
-                }
-                continue;
-            }
-            let Some(stem) = name.strip_suffix(".rs") else {
-                continue;
-            };
-            if stem == "tests" || stem == "main" {
-                continue;
-            }
-            let rel = path.strip_prefix(src).unwrap();
-            let mut module: Module = rel
-                .parent()
-                .unwrap()
-                .iter()
-                .map(|c| c.to_string_lossy().into_owned())
-                .collect();
-            if stem != "mod" && stem != "lib" {
-                module.push(stem.to_owned());
-            }
-            out.insert(module, path);
-        }
-    }
     let mut out = BTreeMap::new();
-    walk(src, src, &mut out);
+    for path in rust_files(src) {
+        let rel = path.strip_prefix(src).unwrap();
+        let stem = rel.file_stem().unwrap().to_string_lossy().into_owned();
+        if stem == "tests" || stem == "main" || rel.components().any(|c| c.as_os_str() == "tests") {
+            continue;
+        }
+        let mut module: Module = rel
+            .parent()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        if stem != "mod" && stem != "lib" {
+            module.push(stem);
+        }
+        out.insert(module, path);
+    }
     out
 }
 

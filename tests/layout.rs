@@ -3,7 +3,9 @@
 //! it may never name (`crate::<module>`); test code (`tests.rs`, `tests/`, and
 //! a file's `#[cfg(test)]` tail) is left out, as tests may reach anywhere.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::util::{is_test_file, rust_files};
 
 /// (part, its files or folders under src/, modules it never imports, why).
 const NEVER: &[(&str, &[&str], &[&str], &str)] = &[
@@ -67,21 +69,6 @@ const NEVER: &[(&str, &[&str], &[&str], &str)] = &[
     ),
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "tests") {
-                rust_files(&path, out);
-            }
-        } else if path.extension().is_some_and(|e| e == "rs")
-            && path.file_name().is_some_and(|n| n != "tests.rs")
-        {
-            out.push(path);
-        }
-    }
-}
-
 /// The lines of `text` before its test module, without comments.
 fn code(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
@@ -133,7 +120,7 @@ fn no_part_imports_what_the_layout_forbids() {
         for place in *places {
             let p = src.join(place);
             if place.ends_with('/') {
-                rust_files(&p, &mut files);
+                files.extend(rust_files(&p).into_iter().filter(|f| !is_test_file(f)));
             } else {
                 files.push(p);
             }

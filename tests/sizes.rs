@@ -6,25 +6,16 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::util::{is_test_file, rust_files};
+
 const MAX_FILE_LINES: usize = 700;
 const MAX_FN_LINES: usize = 80;
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 fn project_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     for dir in ["src", "tests", "benches", "examples"] {
-        rust_files(&root.join(dir), &mut files);
+        files.extend(rust_files(&root.join(dir)));
     }
     files.retain(|f| !f.components().any(|c| c.as_os_str() == "fixtures"));
     files
@@ -192,15 +183,12 @@ fn no_file_is_over_700_lines_and_no_function_over_80() {
 fn every_file_of_src_says_what_it_owns_and_siblings_import_by_name() {
     let mut broken = Vec::new();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    for file in files {
+    for file in rust_files(&src) {
         let text = std::fs::read_to_string(&file).unwrap();
         if !text.starts_with("//!") {
             broken.push(format!("{}: no //! header", shown(&file)));
         }
-        let is_tests = file.file_name().is_some_and(|n| n == "tests.rs")
-            || file.components().any(|c| c.as_os_str() == "tests");
+        let is_tests = is_test_file(&file);
         let before_tests = text.split("#[cfg(test)]").next().unwrap_or_default();
         if !is_tests && before_tests.contains("use super::*;") {
             broken.push(format!("{}: use super::* outside its tests", shown(&file)));

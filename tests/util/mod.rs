@@ -617,3 +617,31 @@ pub fn full_spool_config(work: &Workdir, sources: &str) -> PathBuf {
     .unwrap();
     path
 }
+
+/// Every `.rs` file under `dir`, at any depth, sorted: what the layout, cycle
+/// and size checks read.
+pub fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Whether a file of `src/` is test code: a `tests.rs` or under a `tests/` folder.
+pub fn is_test_file(path: &Path) -> bool {
+    let path = path
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(path);
+    path.file_name().is_some_and(|n| n == "tests.rs")
+        || path.components().any(|c| c.as_os_str() == "tests")
+}
