@@ -48,7 +48,7 @@ pub(super) fn destination_of(
     match (stream, delivery_stream) {
         (Some(s), Some(d)) => {
             problems.push(format!(
-                "{field} sets both stream {s:?} (a Kinesis data stream) and delivery_stream {d:?} (a Firehose stream): a block writes to one of them; use two blocks to send the same input to both"
+                "{field} sets both stream {s:?} (a Kinesis data stream) and delivery_stream {d:?} (a Firehose stream): a block writes to one of them"
             ));
             None
         }

@@ -20,7 +20,7 @@ use aws_sdk_firehose::types::Record;
 use super::aws;
 use super::destination::Destination;
 use super::kinesis::{
-    sdk_error, BoxFuture, ClientOptions, EntryResult, ErrorCode, Kinesis, KinesisError,
+    sdk_error, BoxFuture, ClientOptions, EntryResult, ErrorClass, ErrorCode, Kinesis, KinesisError,
 };
 use super::DeliveryOptions;
 use crate::aggregate::{Encoded, Format, Limits};
@@ -84,7 +84,9 @@ pub(super) fn options(route: &str, base: &DeliveryOptions) -> DeliveryOptions {
             max_records: if packing.enabled { usize::MAX } else { 1 },
             format: Format::Lines,
         },
-        batch_max_bytes: base.batch_max_bytes.min(MAX_BATCH_BYTES),
+        // PutRecordBatch's own limit: one packed record alone is nearly 1 MiB,
+        // the default request size of Kinesis.
+        batch_max_bytes: MAX_BATCH_BYTES,
         shard_rate_factor: 0.0,
         ..base.clone()
     }
@@ -161,7 +163,7 @@ impl Kinesis for SdkFirehose {
                 .set_records(Some(records))
                 .send()
                 .await
-                .map_err(|e| sdk_error("PutRecordBatch", e))?;
+                .map_err(|e| source_refused(sdk_error("PutRecordBatch", e)))?;
             let answers = out.request_responses();
             if answers.len() != count {
                 return Err(KinesisError {
@@ -184,6 +186,20 @@ impl Kinesis for SdkFirehose {
                 .collect())
         })
     }
+}
+
+/// A stream whose source is a Kinesis data stream refuses Direct PUT with
+/// `InvalidArgumentException`: no record is at fault, so the records stay
+/// spooled (an operator changes the stream or the config) instead of going to
+/// the dead-letter file.
+fn source_refused(mut e: KinesisError) -> KinesisError {
+    if e.code == "InvalidArgumentException" && e.message.contains("KinesisStreamAsSource") {
+        e.code = ErrorCode::Kinesis {
+            class: ErrorClass::Environment,
+            code: "InvalidArgumentException".into(),
+        };
+    }
+    e
 }
 
 #[cfg(test)]

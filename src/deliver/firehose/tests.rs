@@ -4,7 +4,6 @@
 mod dispatch;
 
 use super::*;
-use crate::deliver::kinesis::ErrorClass;
 
 #[test]
 fn names_inside_the_agent() {
@@ -36,11 +35,33 @@ fn firehose_options_pack_lines_without_a_shard_limit() {
     assert_eq!(packed.aggregation.max_records, usize::MAX);
     assert_eq!(packed.linger, Duration::from_secs(1));
     assert_eq!(packed.shard_rate_factor, 0.0);
-    assert!(packed.batch_max_bytes <= MAX_BATCH_BYTES);
+    assert_eq!(
+        packed.batch_max_bytes, MAX_BATCH_BYTES,
+        "4 MiB, whatever Kinesis's is"
+    );
     let one = options(&route("one"), &base);
     assert_eq!(one.aggregation.max_records, 1);
     assert_eq!(one.aggregation.max_bytes, 5000);
     assert_eq!(one.linger, Duration::from_millis(20));
+}
+
+#[test]
+fn a_stream_fed_by_kinesis_keeps_its_records_spooled() {
+    let refused = |message: &str| KinesisError {
+        operation: "PutRecordBatch",
+        code: ErrorCode::kinesis("InvalidArgumentException"),
+        message: message.into(),
+    };
+    let e = source_refused(refused(
+        "This operation is not permitted on KinesisStreamAsSource delivery stream type.",
+    ));
+    assert_eq!(e.code.class(), ErrorClass::Environment);
+    assert_eq!(
+        e.code, "InvalidArgumentException",
+        "the code is kept as Firehose spelled it"
+    );
+    let e = source_refused(refused("Record size exceeds the limit"));
+    assert_eq!(e.code.class(), ErrorClass::Permanent);
 }
 
 #[test]
