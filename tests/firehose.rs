@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::util::Workdir;
+
 /// How long a test waits for delivery before it fails.
 const LONG: Duration = Duration::from_secs(120);
 
@@ -36,9 +38,11 @@ fn internal(name: &str) -> String {
     format!("firehose:{name}")
 }
 
-/// Line `i` of source `tag`: `tag-000000042-` padded with dots to `len` bytes.
-fn line(tag: &str, i: usize, len: usize) -> String {
+/// Line `i` of source `tag`: `tag-000000042-` padded with dots to a length
+/// that varies from line to line (30 to 329 bytes).
+fn line(tag: &str, i: usize) -> String {
     let mut l = format!("{tag}-{i:09}-");
+    let len = 30 + (i * 37) % 300;
     while l.len() < len {
         l.push('.');
     }
@@ -54,8 +58,8 @@ fn parse_line(l: &[u8]) -> Option<(&str, usize)> {
     Some((tag, n))
 }
 
-/// Appends lines `from..to` of `tag` to the file at `path`.
-fn append_lines(path: &Path, tag: &str, range: std::ops::Range<usize>, len: usize) -> Vec<Bytes> {
+/// Appends lines `range` of `tag` to the file at `path`; returns them.
+fn append_lines(path: &Path, tag: &str, range: std::ops::Range<usize>) -> Vec<Bytes> {
     use std::io::Write as _;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -65,7 +69,7 @@ fn append_lines(path: &Path, tag: &str, range: std::ops::Range<usize>, len: usiz
     let mut buf = Vec::new();
     let mut sent = Vec::new();
     for i in range {
-        let l = line(tag, i, len);
+        let l = line(tag, i);
         buf.extend_from_slice(l.as_bytes());
         buf.push(b'\n');
         sent.push(Bytes::from(l));
@@ -116,4 +120,18 @@ fn duplicates(sent: &[Bytes], got: &[Bytes]) -> HashMap<Bytes, u64> {
         .filter(|(_, n)| *n > 1)
         .map(|(l, n)| (l, n - 1))
         .collect()
+}
+
+/// An in-process agent's config: `[kinesis]` with the `kinesis` keys (its
+/// destination and endpoint), fast linger, the spool in `work`, then `rest`
+/// (sources and `[[destination]]` blocks).
+fn agent_config(work: &Workdir, kinesis: &str, rest: &str) -> shardline::config::Config {
+    let text = format!(
+        "shutdown_timeout_secs = 10\n[kinesis]\nregion = \"us-east-1\"\n\
+         request_timeout_ms = 10000\n{kinesis}\n[delivery]\nlinger_ms = 20\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nflush_interval_ms = 50\n{rest}",
+        work.spool().display()
+    );
+    shardline::config::parse(&text, Path::new("test.toml"))
+        .unwrap_or_else(|e| panic!("the config is refused: {e}\n{text}"))
 }

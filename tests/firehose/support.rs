@@ -86,7 +86,13 @@ async fn the_fault_endpoint_accepts_and_keeps_records_in_order() {
     );
     assert!(accepted.iter().all(|a| a.delivery_stream == "logs"));
     assert_eq!(fh.request_count(), 2);
-    assert_eq!(fh.requests()[0].outcome, Outcome::Answered { failed: 0 });
+    assert_eq!(
+        fh.requests()[0].outcome,
+        Outcome::Answered {
+            unavailable: 0,
+            internal: 0
+        }
+    );
 }
 
 #[tokio::test]
@@ -119,7 +125,8 @@ async fn the_fault_endpoint_refuses_records_one_by_one() {
             assert!(r.get("RecordId").is_none());
         }
         assert!(fh.accepted().is_empty());
-        assert_eq!(fh.records_failed(), 2);
+        let (unavailable, internal) = fh.records_failed();
+        assert_eq!(unavailable + internal, 2);
     }
 }
 

@@ -50,8 +50,9 @@ pub struct Plan {
 /// What the endpoint did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Answered 200; `failed` of its records refused one by one.
-    Answered { failed: usize },
+    /// Answered 200; of its records, `unavailable` refused one by one with
+    /// ServiceUnavailableException and `internal` with InternalFailure.
+    Answered { unavailable: usize, internal: usize },
     /// Answered 500 `InternalFailure`.
     InternalFailure,
     /// Answered 503 `ServiceUnavailableException`.
@@ -111,6 +112,8 @@ struct Shared {
     plan: Mutex<Plan>,
     rng: Mutex<fastrand::Rng>,
     log: Mutex<Log>,
+    /// Requests read and not yet answered (nor cut, nor dropped).
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -141,6 +144,7 @@ impl FirehoseEndpoint {
             plan: Mutex::new(plan),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             log: Mutex::new(Log::default()),
+            in_flight: Default::default(),
         });
         let task = tokio::spawn(accept(listener, shared.clone()));
         FirehoseEndpoint {
@@ -180,16 +184,26 @@ impl FirehoseEndpoint {
         log.requests.iter().filter(|s| f(&s.outcome)).count()
     }
 
-    /// Records refused one by one so far.
-    pub fn records_failed(&self) -> usize {
+    /// Records refused one by one so far: (ServiceUnavailableException,
+    /// InternalFailure).
+    pub fn records_failed(&self) -> (usize, usize) {
         let log = self.shared.log.lock().unwrap();
         log.requests
             .iter()
-            .map(|s| match s.outcome {
-                Outcome::Answered { failed } => failed,
-                _ => 0,
+            .fold((0, 0), |(u, i), s| match s.outcome {
+                Outcome::Answered {
+                    unavailable,
+                    internal,
+                } => (u + unavailable, i + internal),
+                _ => (u, i),
             })
-            .sum()
+    }
+
+    /// Requests being handled now: read, and neither answered nor cut.
+    pub fn in_flight(&self) -> usize {
+        self.shared
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The records stored by requests whose connection was then reset: the only
@@ -312,6 +326,27 @@ fn parse_batch(body: &[u8]) -> Option<Batch> {
     })
 }
 
+/// Counts a request in flight for as long as its handler lives (a handler
+/// dropped because its client went away counts out too).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn enter(shared: &Arc<Shared>) -> InFlight {
+        shared
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What to do with a request.
 enum Decision {
     /// Answer with `answer`, storing nothing.
@@ -336,6 +371,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let _in_flight = InFlight::enter(&shared);
     // The whole request is read first, whatever happens to it.
     let body = req
         .into_body()
@@ -394,12 +430,23 @@ fn note(
                     });
                 }
             }
-            let failed = errors.iter().filter(|e| e.is_some()).count();
+            let count = |code: RecordError| {
+                errors
+                    .iter()
+                    .filter(|e| e.is_some_and(|e| e.code() == code.code()))
+                    .count()
+            };
+            let unavailable = count(RecordError::ServiceUnavailable);
+            let internal = count(RecordError::Internal);
             if then_reset {
-                let stored = errors.len() - failed;
+                let stored = errors.len() - unavailable - internal;
                 (Outcome::ResetAfterStore { stored }, None)
             } else {
-                (Outcome::Answered { failed }, Some(results(&errors)))
+                let outcome = Outcome::Answered {
+                    unavailable,
+                    internal,
+                };
+                (outcome, Some(results(&errors)))
             }
         }
     };
