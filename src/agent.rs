@@ -352,7 +352,7 @@ impl Agent {
     /// Starts the agent with a Kinesis client built from the config.
     pub async fn start(config: Config) -> Result<Agent, AgentError> {
         let options = ProducerOptions::from_config(&config);
-        let kinesis = crate::deliver::clients::connect(&options.client).await;
+        let kinesis = crate::deliver::clients::connect(&options.client, &options.streams).await;
         Self::start_with(config, kinesis).await
     }
 

@@ -35,6 +35,7 @@ use crate::record::UserRecord;
 pub use self::aggregator::Aggregator;
 pub use self::decode::{deaggregate, is_aggregated, DecodeError};
 pub use self::encode::{encode_all, Aggregate};
+
 pub use self::key_hash::{KeyHash, KeyHasher};
 
 /// The four bytes every KPL aggregate starts with.
@@ -102,13 +103,26 @@ impl Pending {
     }
 }
 
-/// Size limits of one aggregate.
+/// Size limits of one aggregate, and the form it is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest aggregate, in bytes of Kinesis record (data plus partition key).
+    /// Largest aggregate, in bytes of record (data plus partition key).
     pub max_bytes: usize,
     /// Most user records in one aggregate.
     pub max_records: usize,
+    /// How the user records are put together.
+    pub format: Format,
+}
+
+/// How an aggregate's user records are put together into one record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The KPL aggregation format (Kinesis data streams; consumers de-aggregate).
+    #[default]
+    Kpl,
+    /// Each user record's data followed by a newline, one after the other
+    /// (Firehose: its destinations read lines). No partition key is sent.
+    Lines,
 }
 
 /// The Kinesis record one aggregate (or a lone user record) becomes.

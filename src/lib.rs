@@ -88,6 +88,7 @@ pub use config::{Config, ConfigError};
 pub use deliver::destination::{AssumeRole, Destination};
 pub use deliver::kinesis::ClientOptions;
 pub use deliver::proxy::ProxySetting;
+pub use deliver::firehose::Packing;
 pub use deliver::{DeliveryOptions, Failure};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};

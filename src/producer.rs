@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::deliver::kinesis::{ClientOptions, SharedKinesis};
+use crate::deliver::firehose;
 use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
 use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
 pub use crate::intake::{Backlog, Checkpoint, WeakBacklog};
@@ -213,7 +214,7 @@ struct Inner {
 impl Producer {
     /// Starts a producer that talks to Kinesis through `aws-sdk-kinesis`.
     pub async fn start(options: ProducerOptions) -> Result<Producer, LifecycleError> {
-        let kinesis = crate::deliver::clients::connect(&options.client).await;
+        let kinesis = crate::deliver::clients::connect(&options.client, &options.streams).await;
         Self::start_with(options, kinesis).await
     }
 
@@ -382,9 +383,19 @@ impl Producer {
         if self.inner.stopped.is_cancelled() {
             return Err(ProduceError::Stopped);
         }
+        // A Firehose record holds the line and its newline.
+        let limit = firehose::stream_name(stream).map_or(usize::MAX, |_| firehose::MAX_LINE_BYTES);
         for (index, r) in records.iter().enumerate() {
             r.validate()
                 .map_err(|source| ProduceError::InvalidRecord { index, source })?;
+            if r.data.len() > limit {
+                let source = RecordError::TooLargeFor {
+                    bytes: r.data.len(),
+                    limit,
+                    destination: "Firehose",
+                };
+                return Err(ProduceError::InvalidRecord { index, source });
+            }
         }
         self.inner
             .intakes

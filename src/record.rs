@@ -33,6 +33,14 @@ pub enum RecordError {
     PartitionKeyTooLong { chars: usize },
     #[error("record of {bytes} bytes exceeds the {MAX_RECORD_BYTES}-byte Kinesis limit")]
     TooLarge { bytes: usize },
+    /// Larger than its destination takes (a Firehose record holds at most
+    /// 1,023,999 bytes of data and its newline).
+    #[error("record of {bytes} bytes of data exceeds the {limit}-byte {destination} limit")]
+    TooLargeFor {
+        bytes: usize,
+        limit: usize,
+        destination: &'static str,
+    },
     #[error("explicit hash key {value:?} is not a decimal integer in 0..2^128")]
     InvalidExplicitHashKey { value: String },
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use shardline::aggregate::{deaggregate, is_aggregated, Aggregator, Limits, Pending};
+use shardline::aggregate::{deaggregate, is_aggregated, Aggregator, Format, Limits, Pending};
 use shardline::record::{partition_key_hash, UserRecord, MAX_RECORD_BYTES};
 use shardline::testkit::{Shard, ShardMap};
 
@@ -157,6 +157,7 @@ fn node_aws_kinesis_agg_decodes_our_aggregates() {
     let limits = Limits {
         max_bytes: MAX_RECORD_BYTES,
         max_records: usize::MAX,
+        format: Format::Kpl,
     };
     let mut encoded = Vec::new();
     let mut expected = Vec::new();

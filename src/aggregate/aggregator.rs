@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::encode::{decimal_len, field_len, record_body_len};
-use super::{Aggregate, KeyHash, Limits, Pending, FRAMING_LEN};
+use super::{Aggregate, Format, KeyHash, Limits, Pending, FRAMING_LEN};
 use crate::record::MAX_RECORD_BYTES;
 
 /// Collects the user records of one shard until the aggregate is full.
@@ -91,6 +91,9 @@ impl Aggregator {
     // tries again; boxing it would cost an allocation per record.
     #[allow(clippy::result_large_err)]
     pub fn try_add(&mut self, p: Pending, limits: &Limits) -> Result<(), Pending> {
+        if limits.format == Format::Lines {
+            return self.try_add_line(p, limits);
+        }
         let (size, keys, new_pk, new_ehk) = self.size_with(&p);
         if !self.is_empty()
             && (size > limits.max_bytes.min(MAX_RECORD_BYTES)
@@ -109,6 +112,23 @@ impl Aggregator {
         }
         self.agg.body_len = size - FRAMING_LEN - self.outer_pk_len_with(&p);
         self.agg.keys.push(keys);
+        self.agg.records.push(p);
+        Ok(())
+    }
+
+    /// [`try_add`](Self::try_add) for [`Format::Lines`]: the record's data and
+    /// its newline; no key tables.
+    #[allow(clippy::result_large_err)]
+    fn try_add_line(&mut self, p: Pending, limits: &Limits) -> Result<(), Pending> {
+        let size = self.agg.body_len + p.record.data.len() + 1;
+        if !self.is_empty()
+            && (size > limits.max_bytes.min(MAX_RECORD_BYTES)
+                || self.agg.records.len() >= limits.max_records)
+        {
+            return Err(p);
+        }
+        self.agg.format = Format::Lines;
+        self.agg.body_len = size;
         self.agg.records.push(p);
         Ok(())
     }

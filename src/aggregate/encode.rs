@@ -6,7 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::encoded_len_varint;
 
-use super::{Encoded, Pending, FRAMING_LEN, MAGIC};
+use super::{Encoded, Format, Pending, FRAMING_LEN, MAGIC};
 
 /// A sealed set of user records of one shard, ready to encode. Only the
 /// [`Aggregator`](super::Aggregator) fills it (the fields are the aggregate
@@ -20,8 +20,11 @@ pub struct Aggregate {
     /// Partition key table, as the index of the first record that carries each key.
     pub(super) pk_owners: Vec<u32>,
     pub(super) ehk_table: Vec<u128>,
-    /// Encoded protobuf length (without magic and trailer).
+    /// Encoded protobuf length (without magic and trailer); for
+    /// [`Format::Lines`], the bytes of the lines with their newlines.
     pub(super) body_len: usize,
+    /// How the records are put together (set by the aggregator).
+    pub(super) format: Format,
 }
 
 /// Bytes of a length-delimited protobuf field of `len` bytes (tag, length,
@@ -68,6 +71,9 @@ impl Aggregate {
 
     /// Size of the Kinesis record this aggregate becomes (data plus partition key).
     pub fn size(&self) -> usize {
+        if self.format == Format::Lines {
+            return self.body_len;
+        }
         match self.records.as_slice() {
             [] => 0,
             [one] => one.record.size(),
@@ -93,6 +99,9 @@ impl Aggregate {
     /// The Kinesis record without the MD5 trailer, which [`encode_all`] adds for
     /// many aggregates at once.
     fn unsigned(&self) -> Unsigned {
+        if self.format == Format::Lines {
+            return Unsigned::Done(self.lines());
+        }
         let first = match self.records.as_slice() {
             [] => {
                 return Unsigned::Done(Encoded {
@@ -139,6 +148,27 @@ impl Aggregate {
             partition_key: first.record.partition_key.clone(),
             explicit_hash_key: first.hash_key.to_string(),
             buf,
+        }
+    }
+}
+
+impl Aggregate {
+    /// How the records are put together.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The [`Format::Lines`] record: each record's data and a newline.
+    fn lines(&self) -> Encoded {
+        let mut buf = BytesMut::with_capacity(self.body_len);
+        for r in &self.records {
+            buf.put_slice(&r.record.data);
+            buf.put_u8(b'\n');
+        }
+        Encoded {
+            partition_key: String::new(),
+            explicit_hash_key: None,
+            data: buf.freeze(),
         }
     }
 }

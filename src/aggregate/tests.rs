@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::{
-    deaggregate, encode_all, is_aggregated, proto, Aggregate, Aggregator, DecodeError, Limits,
+    deaggregate, encode_all, is_aggregated, proto, Aggregate, Aggregator, DecodeError, Format,
+    Limits,
     Pending,
 };
 use crate::record::{UserRecord, MAX_RECORD_BYTES};
@@ -26,6 +27,7 @@ fn pending(pk: &str, ehk: Option<u128>, data: &[u8]) -> Pending {
 const NO_LIMIT: Limits = Limits {
     max_bytes: MAX_RECORD_BYTES,
     max_records: usize::MAX,
+    format: Format::Kpl,
 };
 
 fn aggregate(records: Vec<Pending>, limits: &Limits) -> Vec<Aggregate> {
@@ -154,7 +156,7 @@ proptest! {
         max_bytes in prop_oneof![Just(MAX_RECORD_BYTES), 64usize..60_000],
         max_records in prop_oneof![Just(usize::MAX), 1usize..50],
     ) {
-        let limits = Limits { max_bytes, max_records };
+        let limits = Limits { max_bytes, max_records, format: Format::Kpl };
         let records: Vec<Pending> = xs
             .iter()
             .map(|(pk, ehk, data)| pending(pk, *ehk, data))
@@ -217,4 +219,81 @@ fn an_encoded_aggregate_gives_up_its_buffer_without_a_copy() {
         let v = Vec::from(e.data);
         assert_eq!((v.as_ptr(), v.len()), (at, len));
     }
+}
+
+const LINES: Limits = Limits {
+    max_bytes: 1_024_000,
+    max_records: usize::MAX,
+    format: Format::Lines,
+};
+
+/// Packs records into line aggregates the way the router does: seal when one
+/// does not fit.
+fn pack(records: Vec<Pending>, limits: &Limits) -> Vec<Aggregate> {
+    let mut out = Vec::new();
+    let mut agg = Aggregator::new();
+    for p in records {
+        if let Err(p) = agg.try_add(p, limits) {
+            out.push(agg.take());
+            agg.try_add(p, limits).expect("an empty aggregator takes a record");
+        }
+    }
+    if !agg.is_empty() {
+        out.push(agg.take());
+    }
+    out
+}
+
+#[test]
+fn lines_are_packed_with_a_newline_each_and_no_key() {
+    let records = ["a", "bb", "", "ccc"]
+        .iter()
+        .map(|d| pending("key", Some(7), d.as_bytes()))
+        .collect();
+    let aggs = pack(records, &LINES);
+    assert_eq!(aggs.len(), 1);
+    let e = aggs[0].encode();
+    assert_eq!(&e.data[..], b"a\nbb\n\nccc\n");
+    assert_eq!(e.partition_key, "");
+    assert_eq!(e.explicit_hash_key, None);
+    assert_eq!(aggs[0].size(), e.data.len(), "the size is exact");
+    assert_eq!(aggs[0].format(), Format::Lines);
+}
+
+#[test]
+fn a_lone_line_keeps_its_newline() {
+    let one = Limits {
+        max_records: 1,
+        ..LINES
+    };
+    let aggs = pack(vec![pending("k", None, b"x"), pending("k", None, b"y")], &one);
+    let data: Vec<Bytes> = aggs.iter().map(|a| a.encode().data).collect();
+    assert_eq!(data, [Bytes::from_static(b"x\n"), Bytes::from_static(b"y\n")]);
+}
+
+#[test]
+fn line_aggregates_stay_within_their_size() {
+    // 256-byte lines: 3,984 fit in 1,024,000 bytes with their newlines.
+    let records = (0..10_000u32)
+        .map(|i| Pending::new(1, i, UserRecord::new("k", vec![b'x'; 256])))
+        .collect();
+    let aggs = pack(records, &LINES);
+    for a in &aggs {
+        let e = a.encode();
+        assert!(e.data.len() <= 1_024_000, "{}", e.data.len());
+        assert_eq!(e.data.len(), a.len() * 257);
+    }
+    assert_eq!(aggs[0].len(), 1_024_000 / 257);
+    assert_eq!(aggs.iter().map(Aggregate::len).sum::<usize>(), 10_000);
+}
+
+#[test]
+fn encode_all_mixes_line_and_kpl_aggregates_in_order() {
+    let lines = pack(vec![pending("k", None, b"l1"), pending("k", None, b"l2")], &LINES);
+    let kpl = pack(vec![pending("a", None, b"k1"), pending("b", None, b"k2")], &NO_LIMIT);
+    let out = encode_all(&[&lines[0], &kpl[0]]);
+    assert_eq!(&out[0].data[..], b"l1\nl2\n");
+    assert!(is_aggregated(&out[1].data));
+    let back = deaggregate(&out[1].partition_key, None, &out[1].data).unwrap();
+    assert_eq!(back.len(), 2);
 }

@@ -14,7 +14,7 @@ use super::raw::{
 };
 use super::socket::validate_socket;
 use super::{Config, IngestConfig, KinesisConfig, MetricsConfig};
-use crate::aggregate::Limits;
+use crate::aggregate::{Format, Limits};
 use crate::deliver::{DeliveryOptions, MAX_BATCH_BYTES, MAX_BATCH_RECORDS};
 use crate::record::MAX_RECORD_BYTES;
 use crate::spool::SpoolOptions;
@@ -207,6 +207,7 @@ fn validate_delivery(
         aggregation: Limits {
             max_bytes: d.aggregation_max_bytes,
             max_records: d.aggregation_max_records,
+            format: Format::Kpl,
         },
         batch_max_records: d.batch_max_records,
         batch_max_bytes: d.batch_max_bytes,
@@ -214,6 +215,7 @@ fn validate_delivery(
         max_inflight_bytes: d.max_inflight_bytes,
         shard_rate_factor: d.shard_rate_factor,
         max_record_age: d.max_record_age_secs.map(Duration::from_secs),
+        packing: Vec::new(),
     };
     (options, d.dead_letter_path)
 }

@@ -1,6 +1,7 @@
-//! The Kinesis clients delivery uses, chosen by stream name: one [`SdkKinesis`]
-//! for the default destination and one for each stream with a destination of its
-//! own. Made once at start-up by [`connect`] (the agent and the producer call it);
+//! The clients delivery uses, chosen by stream name: one [`SdkKinesis`] for the
+//! default destination, one for each stream with a destination of its own, and
+//! one [`SdkFirehose`] for each Firehose stream (`firehose:NAME`). Made once at
+//! start-up by [`connect`] (the agent and the producer call it);
 //! each client's assumed-role credentials come from aws-config's
 //! `AssumeRoleProvider`, which caches and refreshes them before they expire.
 
@@ -10,23 +11,42 @@ use std::sync::Arc;
 use super::kinesis::{
     BoxFuture, ClientOptions, EntryResult, Kinesis, KinesisError, SdkKinesis, SharedKinesis,
 };
+use super::destination::Destination;
+use super::firehose::{self, SdkFirehose};
 use crate::aggregate::Encoded;
 use crate::shard_map::Shard;
 
-/// The Kinesis client delivery uses: one [`SdkKinesis`] for the default
-/// destination, and one for each stream that has its own.
-pub(crate) async fn connect(options: &ClientOptions) -> SharedKinesis {
+/// The client delivery uses for `streams`: one [`SdkKinesis`] for the default
+/// destination, one for each Kinesis stream that has its own, and one
+/// [`SdkFirehose`] for each Firehose stream (to its own destination, else the
+/// default one).
+pub(crate) async fn connect(options: &ClientOptions, streams: &[String]) -> SharedKinesis {
     let default: SharedKinesis = Arc::new(SdkKinesis::new(options).await);
-    if options.streams.is_empty() {
+    let own = |s: &str| options.streams.iter().any(|(o, _)| o == s);
+    let inherited = streams
+        .iter()
+        .filter(|s| firehose::stream_name(s).is_some() && !own(s))
+        .map(|s| (s.clone(), options.destination.clone()));
+    let all: Vec<(String, Destination)> =
+        options.streams.iter().cloned().chain(inherited).collect();
+    if all.is_empty() {
         return default;
     }
-    let mut streams = HashMap::new();
-    for (stream, destination) in &options.streams {
-        tracing::info!(stream = %stream, destination = %destination.describe(), "Stream has its own destination");
-        let client: SharedKinesis = Arc::new(SdkKinesis::to(destination, options).await);
-        streams.insert(stream.clone(), client);
+    let mut clients = HashMap::new();
+    for (stream, destination) in &all {
+        let client: SharedKinesis = if firehose::stream_name(stream).is_some() {
+            tracing::info!(stream = %stream, destination = %destination.describe(), "Firehose stream");
+            Arc::new(SdkFirehose::to(destination, options).await)
+        } else {
+            tracing::info!(stream = %stream, destination = %destination.describe(), "Stream has its own destination");
+            Arc::new(SdkKinesis::to(destination, options).await)
+        };
+        clients.insert(stream.clone(), client);
     }
-    Arc::new(PerStream { default, streams })
+    Arc::new(PerStream {
+        default,
+        streams: clients,
+    })
 }
 
 /// Kinesis clients chosen by stream name.

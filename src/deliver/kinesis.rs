@@ -16,7 +16,8 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::destination::{AssumeRole, Destination};
+use super::aws::{self, sdk_error};
+use super::destination::Destination;
 use crate::aggregate::Encoded;
 use crate::metrics::Trouble;
 use crate::shard_map::Shard;
@@ -169,7 +170,9 @@ impl ErrorClass {
             "ProvisionedThroughputExceededException"
             | "KMSThrottlingException"
             | "LimitExceededException"
-            | "ThrottlingException" => ErrorClass::Throttled,
+            | "ThrottlingException"
+            // Firehose's throttle, per record and per request.
+            | "ServiceUnavailableException" => ErrorClass::Throttled,
             "ResourceNotFoundException"
             | "AccessDeniedException"
             | "AccessDeniedExceptionReason"
@@ -183,7 +186,10 @@ impl ErrorClass {
             | "KMSInvalidStateException"
             | "KMSNotFoundException"
             | "KMSOptInRequired"
-            | "ResourceInUseException" => ErrorClass::Environment,
+            | "ResourceInUseException"
+            // Firehose: its KMS key, or a stream that takes no Direct PUT.
+            | "InvalidKMSResourceException"
+            | "InvalidSourceException" => ErrorClass::Environment,
             // A request Kinesis considers malformed: with validated records, this
             // means one of them is refused for good (for example larger than the
             // stream allows).
@@ -244,46 +250,10 @@ impl SdkKinesis {
 
     /// A client of `destination`, with the timeout and proxy of `options`.
     pub async fn to(destination: &Destination, options: &ClientOptions) -> SdkKinesis {
-        let timeout = options.request_timeout.unwrap_or(Duration::from_secs(30));
-        let connect_timeout = Duration::from_secs(5).min(timeout);
-        let https = destination
-            .endpoint
-            .as_deref()
-            .is_none_or(|e| !e.starts_with("http://"));
-        let env = |name: &str| std::env::var(name).ok();
-        let proxy =
-            match super::proxy::resolve(&options.proxy, options.no_proxy.as_deref(), https, env) {
-                Ok(Some(proxy)) => {
-                    tracing::info!(proxy = %proxy.shown, from = proxy.source,
-                    "Kinesis requests go through a proxy");
-                    Some(proxy)
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e,
-                    "The proxy setting cannot be used; connecting to Kinesis directly");
-                    None
-                }
-            };
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http_client(proxy, connect_timeout));
-        if let Some(profile) = &destination.profile {
-            // The profile's own credentials, even when the environment has some.
-            let credentials = aws_config::profile::ProfileFileCredentialsProvider::builder()
-                .profile_name(profile)
-                .build();
-            loader = loader
-                .profile_name(profile)
-                .credentials_provider(credentials);
-        }
-        if let Some(region) = &destination.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        // Without the Kinesis endpoint: STS must not be sent there.
-        let shared = loader.load().await;
-        let mut config = aws_sdk_kinesis::config::Builder::from(&shared);
-        if let Some(role) = &destination.role {
-            config = config.credentials_provider(assume_role(role, &shared).await);
+        let c = aws::connect(destination, options, "Kinesis").await;
+        let mut config = aws_sdk_kinesis::config::Builder::from(&c.shared);
+        if let Some(credentials) = c.credentials {
+            config = config.credentials_provider(credentials);
         }
         if let Some(endpoint) = &destination.endpoint {
             config = config.endpoint_url(endpoint);
@@ -292,12 +262,7 @@ impl SdkKinesis {
             // Delivery retries by itself, so a request that must wait never holds
             // a connection slot.
             .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(connect_timeout)
-                    .operation_timeout(timeout)
-                    .build(),
-            )
+            .timeout_config(c.timeouts)
             .build();
         SdkKinesis {
             client: aws_sdk_kinesis::Client::from_conf(config),
@@ -322,101 +287,6 @@ impl SdkKinesis {
         }
         e
     }
-}
-
-/// Credentials of `role`, assumed with the credentials of `shared` through STS
-/// (at `sts_endpoint` if set), cached and refreshed by the SDK.
-async fn assume_role(
-    role: &AssumeRole,
-    shared: &aws_config::SdkConfig,
-) -> aws_config::sts::AssumeRoleProvider {
-    let mut sts = shared.clone();
-    if let Some(endpoint) = &role.sts_endpoint {
-        sts = sts.into_builder().endpoint_url(endpoint).build();
-    }
-    let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
-        .session_name(&role.session_name)
-        .configure(&sts);
-    if let Some(id) = &role.external_id {
-        provider = provider.external_id(id);
-    }
-    provider.build().await
-}
-
-/// The SDK's own HTTPS client (rustls with aws-lc, as its default), with the
-/// proxy resolved above or none: the SDK's default would read the proxy
-/// variables itself, without `kinesis.proxy`, its `"none"`, or the metadata
-/// service's exemption.
-fn http_client(
-    proxy: Option<super::proxy::Proxy>,
-    connect_timeout: Duration,
-) -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::{proxy::ProxyConfig, tls};
-    use aws_smithy_runtime_api::client::http::{
-        http_client_fn, HttpConnectorSettings, SharedHttpConnector,
-    };
-    let connector = aws_smithy_http_client::Connector::builder()
-        .connector_settings(
-            HttpConnectorSettings::builder()
-                .connect_timeout(connect_timeout)
-                .build(),
-        )
-        .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
-        .proxy_config(proxy.map_or_else(ProxyConfig::disabled, |p| p.config))
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .build();
-    let connector = SharedHttpConnector::new(connector);
-    // One connector (one connection pool) for every request.
-    http_client_fn(move |_, _| connector.clone())
-}
-
-fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> KinesisError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let (code, message) = match &err {
-        SdkError::ServiceError(e) => (
-            ErrorCode::kinesis(e.err().code().unwrap_or("Unknown")),
-            e.err().message().unwrap_or_default().to_owned(),
-        ),
-        SdkError::TimeoutError(_) => (ErrorCode::Timeout, "request timed out".to_owned()),
-        SdkError::DispatchFailure(d) => {
-            // An error the connector classified (a connection closed under the
-            // request is a transient "other" error, not an I/O one) is the
-            // transport's; an unclassified one arose before the request was sent
-            // (resolving credentials, signing).
-            let code = if d.is_timeout() {
-                ErrorCode::Timeout
-            } else if d.is_io() || d.as_other().is_some() {
-                ErrorCode::Transport
-            } else {
-                ErrorCode::Credentials
-            };
-            (code, error_chain(&err))
-        }
-        _ => (ErrorCode::Transport, error_chain(&err)),
-    };
-    KinesisError {
-        operation,
-        code,
-        // The SDK's messages may quote the endpoint or the proxy, credentials
-        // and all; this message goes to the log and to `shardline status`.
-        message: super::redact::text(&message).into_owned(),
-    }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn parse_hash_key(shard: &str, value: &str) -> Result<u128, KinesisError> {

@@ -35,10 +35,12 @@
 //! aggregates in flight keep the generation of the map they were built with and are
 //! dissolved if they come back failed.
 
+mod aws;
 pub(crate) mod clients;
 mod dead_letter;
 pub(crate) mod destination;
 mod dispatcher;
+pub(crate) mod firehose;
 pub(crate) mod kinesis;
 mod ledger;
 mod pacing;
@@ -62,6 +64,7 @@ use tokio_util::task::TaskTracker;
 use crate::aggregate::Limits;
 use crate::intake::Outlet;
 use crate::metrics::Metrics;
+use crate::shard_map::ShardMap;
 use dispatcher::Dispatcher;
 use kinesis::SharedKinesis;
 
@@ -92,6 +95,9 @@ pub struct DeliveryOptions {
     /// Records older than this are given up (dead-letter file) instead of retried;
     /// `None`: records wait as long as it takes.
     pub max_record_age: Option<Duration>,
+    /// How lines are packed for each Firehose stream (by its name inside the
+    /// agent); a Firehose stream not listed gets the default packing.
+    pub packing: Vec<(String, firehose::Packing)>,
 }
 
 /// What every stream's dispatcher shares; made by the producer, handed to
@@ -113,23 +119,30 @@ pub(crate) struct Context {
 }
 
 /// Starts the dispatcher of one stream, reading from `outlet`, and its shard map
-/// refresh task.
+/// refresh task (a Firehose stream has a map of one shard, and no refresh).
 pub(crate) fn spawn_stream(
     outlet: Outlet,
-    ctx: Context,
+    mut ctx: Context,
     tracker: &TaskTracker,
 ) -> tokio::task::JoinHandle<()> {
     let (map_tx, map_rx) = watch::channel(None);
     let refresh = Arc::new(Notify::new());
-    tracker.spawn(refresh::refresh_shard_map(
-        outlet.stream().clone(),
-        ctx.kinesis.clone(),
-        ctx.options.shard_refresh_interval,
-        map_tx,
-        refresh.clone(),
-        ctx.metrics.clone(),
-        ctx.shutdown.clone(),
-    ));
+    if firehose::stream_name(outlet.stream()).is_some() {
+        ctx.options = firehose::options(outlet.stream(), &ctx.options);
+        let one = ShardMap::new(vec![firehose::shard()]).expect("one shard of every key");
+        // Marked changed: the dispatcher takes it in its first turn.
+        map_tx.send_replace(Some(Arc::new(one)));
+    } else {
+        tracker.spawn(refresh::refresh_shard_map(
+            outlet.stream().clone(),
+            ctx.kinesis.clone(),
+            ctx.options.shard_refresh_interval,
+            map_tx,
+            refresh.clone(),
+            ctx.metrics.clone(),
+            ctx.shutdown.clone(),
+        ));
+    }
     let shutdown = ctx.shutdown.clone();
     let drain_deadline = ctx.drain_deadline.clone();
     let dispatcher = Dispatcher::new(outlet, ctx, map_rx, refresh);

@@ -129,6 +129,9 @@ impl Policy {
     ) -> EntryVerdict {
         let class = code.class();
         self.metrics.entry_failed(&self.stream, code.as_str());
+        if class == ErrorClass::Throttled {
+            self.metrics.throttled(&self.stream);
+        }
         if class == ErrorClass::Permanent {
             return EntryVerdict::Final(self.isolate(item, code, message, ledger));
         }
@@ -156,6 +159,9 @@ impl Policy {
     ) -> RequestVerdict {
         let class = e.code.class();
         self.metrics.request_failed(&self.stream, e.code.as_str());
+        if class == ErrorClass::Throttled {
+            self.metrics.throttled(&self.stream);
+        }
         self.metrics
             .note_error(&self.stream, e.code.as_str(), e.code.trouble(), &e.message);
         self.log_problem(&e.code, &e.message);
@@ -321,7 +327,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::aggregate::{Aggregator, Limits};
+    use crate::aggregate::{Aggregator, Format, Limits};
     use crate::intake::{DeliveryError, DeliveryResult, Intake, Outlet};
     use crate::record::UserRecord;
     use crate::spool::{Spool, SpoolOptions};
@@ -411,6 +417,7 @@ mod tests {
         let limits = Limits {
             max_bytes: 1 << 20,
             max_records: 1000,
+            format: Format::Kpl,
         };
         let mut agg = Aggregator::new();
         for p in records {

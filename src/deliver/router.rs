@@ -320,6 +320,7 @@ impl Router {
         let limits = Limits {
             max_bytes: usize::MAX,
             max_records: 1,
+            format: item.agg.format(),
         };
         for p in item.agg.into_records().into_iter().rev() {
             let mut one = Aggregator::new();
@@ -407,6 +408,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::Format;
     use crate::record::UserRecord;
     use crate::shard_map::Shard;
 
@@ -444,6 +446,7 @@ mod tests {
             Limits {
                 max_bytes: 1 << 20,
                 max_records,
+                format: Format::Kpl,
             },
         )
     }

@@ -20,7 +20,7 @@ use super::kinesis::{BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError};
 use super::{
     spawn_stream, Context, DeadLetter, DeliveryOptions, Failure, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
 };
-use crate::aggregate::{Encoded, Limits};
+use crate::aggregate::{Encoded, Format, Limits};
 use crate::intake::{DeliveryError, DeliveryResult, Intake};
 use crate::metrics::Metrics;
 use crate::record::UserRecord;
@@ -200,13 +200,14 @@ impl Kinesis for Emulated {
     }
 }
 
-fn options() -> DeliveryOptions {
+pub(super) fn options() -> DeliveryOptions {
     DeliveryOptions {
         max_connections: 4,
         linger: Duration::from_millis(10),
         aggregation: Limits {
             max_bytes: 1 << 20,
             max_records: 1000,
+            format: Format::Kpl,
         },
         batch_max_records: MAX_BATCH_RECORDS,
         batch_max_bytes: MAX_BATCH_BYTES,
@@ -214,6 +215,7 @@ fn options() -> DeliveryOptions {
         max_inflight_bytes: 64 << 20,
         shard_rate_factor: 0.0,
         max_record_age: None,
+        packing: Vec::new(),
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::kinesis::{EntryResult, KinesisError, SharedKinesis};
 use super::router::Ready;
-use crate::aggregate::{encode_all, Aggregate};
+use crate::aggregate::{encode_all, Aggregate, Format};
 use crate::metrics::Metrics;
 
 /// Capacity of the channel that brings request outcomes back to a dispatcher. Each
@@ -132,6 +132,9 @@ async fn put_records(
     let aggs: Vec<&Aggregate> = items.iter().map(|i| &i.agg).collect();
     let entries = encode_all(&aggs);
     let bytes = entries.iter().map(|e| e.size() as u64).sum();
+    for agg in aggs.iter().filter(|a| a.format() == Format::Lines) {
+        metrics.packed(&stream, agg.len());
+    }
     let started = std::time::Instant::now();
     let result = kinesis.put_records(&stream, entries).await;
     metrics.observe_request(&stream, bytes, started.elapsed(), result.is_ok());
@@ -195,6 +198,7 @@ mod tests {
         let limits = Limits {
             max_bytes: 1 << 20,
             max_records: 1,
+            format: Format::Kpl,
         };
         one.try_add(Pending::new(1, 0, UserRecord::new(key, "data")), &limits)
             .expect("an empty aggregator takes a record");

@@ -12,7 +12,7 @@ use super::labels::{
     CodeLabels, FileEventLabels, LineLabels, RejectLabels, SourceErrorLabels, SourceLabels,
     StreamLabels,
 };
-use super::latency_histogram;
+use super::{latency_histogram, packing_histogram};
 
 /// Registers `metric` and returns it (the registry keeps a clone).
 fn reg<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -72,14 +72,16 @@ pub(super) struct DeliveryMetrics {
     pub(super) list_shards_errors: Family<CodeLabels, Counter>,
     pub(super) shard_map_changes: Family<StreamLabels, Counter>,
     pub(super) latency: Family<StreamLabels, Histogram, fn() -> Histogram>,
+    pub(super) throttles: Family<StreamLabels, Counter>,
+    pub(super) lines_per_record: Family<StreamLabels, Histogram, fn() -> Histogram>,
 }
 
 impl DeliveryMetrics {
     pub(super) fn register(r: &mut Registry) -> DeliveryMetrics {
         DeliveryMetrics {
-            delivered: reg(r, "shardline_records_delivered", "User records accepted by Kinesis", Default::default()),
-            requests: reg(r, "shardline_put_records_requests", "PutRecords requests sent", Default::default()),
-            request_bytes: reg(r, "shardline_put_records_bytes", "Bytes of Kinesis records (data plus partition keys) sent in PutRecords requests", Default::default()),
+            delivered: reg(r, "shardline_records_delivered", "User records accepted by Kinesis or Firehose", Default::default()),
+            requests: reg(r, "shardline_put_records_requests", "PutRecords requests sent (Firehose streams: PutRecordBatch)", Default::default()),
+            request_bytes: reg(r, "shardline_put_records_bytes", "Bytes of Kinesis records (data plus partition keys) sent in PutRecords requests, and of Firehose records in PutRecordBatch requests", Default::default()),
             request_errors: reg(r, "shardline_put_records_errors", "PutRecords requests that failed as a whole, by error code", Default::default()),
             entry_errors: reg(r, "shardline_put_records_entry_errors", "PutRecords entries refused, by error code", Default::default()),
             retried: reg(r, "shardline_records_retried", "User records queued again after a failed request or entry", Default::default()),
@@ -89,7 +91,9 @@ impl DeliveryMetrics {
             shard_map_refreshes: reg(r, "shardline_shard_map_refreshes", "Successful ListShards refreshes", Default::default()),
             list_shards_errors: reg(r, "shardline_list_shards_errors", "ListShards requests that failed (or answered no usable map), by error code", Default::default()),
             shard_map_changes: reg(r, "shardline_shard_map_changes", "Shard map changes (reshards) taken into use", Default::default()),
-            latency: reg(r, "shardline_put_records_duration_seconds", "PutRecords request latency", Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
+            latency: reg(r, "shardline_put_records_duration_seconds", "PutRecords (Firehose: PutRecordBatch) request latency", Family::new_with_constructor(latency_histogram as fn() -> Histogram)),
+            throttles: reg(r, "shardline_throttles", "Requests and entries refused for throttling (Kinesis: ProvisionedThroughputExceededException and others; Firehose: ServiceUnavailableException)", Default::default()),
+            lines_per_record: reg(r, "shardline_firehose_records_per_record", "User records (lines) packed into each Firehose record sent", Family::new_with_constructor(packing_histogram as fn() -> Histogram)),
         }
     }
 }

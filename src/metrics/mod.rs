@@ -43,6 +43,12 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+fn packing_histogram() -> Histogram {
+    Histogram::new(
+        [1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0].into_iter(),
+    )
+}
+
 struct Inner {
     registry: Registry,
     sources: SourceMetrics,
@@ -447,6 +453,24 @@ impl Metrics {
                 code: code.into(),
             })
             .inc();
+    }
+
+    /// A request or an entry of stream `s` was refused for throttling.
+    pub fn throttled(&self, s: &str) {
+        self.inner
+            .delivery
+            .throttles
+            .get_or_create(&stream(s))
+            .inc();
+    }
+
+    /// A Firehose record of stream `s` was sent with `lines` lines in it.
+    pub fn packed(&self, s: &str, lines: usize) {
+        self.inner
+            .delivery
+            .lines_per_record
+            .get_or_create(&stream(s))
+            .observe(lines as f64);
     }
 
     pub fn retried(&self, s: &str, n: u64) {

@@ -280,6 +280,17 @@ async fn spool_request(shared: &Shared, mut req: Request) -> Option<Owed> {
             let status = match e {
                 ProduceError::SpoolFull(_) => Status::SpoolFull,
                 ProduceError::Stopped => Status::ShuttingDown,
+                // Too large for the destination (a Firehose stream's limit).
+                ProduceError::InvalidRecord { ref source, .. } => {
+                    let status = match source {
+                        RecordError::TooLarge { .. } | RecordError::TooLargeFor { .. } => {
+                            Status::RecordTooLarge
+                        }
+                        _ => Status::InvalidRecord,
+                    };
+                    metrics.rejected(KIND, reject_reason(status), n as u64);
+                    status
+                }
                 _ => Status::Internal,
             };
             Some(Owed::Error(error_response(req.id, status, e.to_string())))
