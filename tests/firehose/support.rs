@@ -248,3 +248,95 @@ async fn moto_writes_one_object_of_decoded_data_per_batch() {
     assert_eq!(objects[0].data, Bytes::from("a\nbb\nc\n"));
     assert!(objects[0].key.starts_with("check/"), "{}", objects[0].key);
 }
+
+/// aws-sdk-firehose, without its own retries, at `endpoint`.
+async fn sdk(endpoint: &str) -> aws_sdk_firehose::Client {
+    crate::util::aws_env();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    aws_sdk_firehose::Client::new(&conf)
+}
+
+async fn sdk_put(
+    client: &aws_sdk_firehose::Client,
+    records: &[&str],
+) -> Result<
+    aws_sdk_firehose::operation::put_record_batch::PutRecordBatchOutput,
+    aws_sdk_firehose::error::SdkError<
+        aws_sdk_firehose::operation::put_record_batch::PutRecordBatchError,
+    >,
+> {
+    let records = records.iter().map(|r| {
+        aws_sdk_firehose::types::Record::builder()
+            .data(aws_sdk_firehose::primitives::Blob::new(r.as_bytes()))
+            .build()
+            .unwrap()
+    });
+    client
+        .put_record_batch()
+        .delivery_stream_name("logs")
+        .set_records(Some(records.collect()))
+        .send()
+        .await
+}
+
+/// The endpoint's answers read as aws-sdk-firehose reads Firehose's: results
+/// per record, and each whole-request error with its code.
+#[tokio::test]
+async fn aws_sdk_firehose_reads_the_fault_endpoint_as_firehose() {
+    use aws_sdk_firehose::error::ProvideErrorMetadata as _;
+    let fh = FirehoseEndpoint::start(Plan::default()).await;
+    let client = sdk(&fh.endpoint).await;
+    let out = sdk_put(&client, &["a\n", "b\n"]).await.unwrap();
+    assert_eq!(out.failed_put_count(), 0);
+    assert_eq!(out.request_responses().len(), 2);
+    assert_eq!(fh.accepted()[1].data, Bytes::from("b\n"));
+    fh.set_plan(Plan {
+        record_internal: 1.0,
+        ..Plan::default()
+    });
+    let out = sdk_put(&client, &["c\n"]).await.unwrap();
+    assert_eq!(out.failed_put_count(), 1);
+    assert_eq!(
+        out.request_responses()[0].error_code(),
+        Some("InternalFailure")
+    );
+    for (plan, code) in [
+        (
+            Plan {
+                request_503: 1.0,
+                ..Plan::default()
+            },
+            "ServiceUnavailableException",
+        ),
+        (
+            Plan {
+                request_500: 1.0,
+                ..Plan::default()
+            },
+            "InternalFailure",
+        ),
+        (
+            Plan {
+                not_found: true,
+                ..Plan::default()
+            },
+            "ResourceNotFoundException",
+        ),
+    ] {
+        fh.set_plan(plan);
+        let e = sdk_put(&client, &["d\n"]).await.unwrap_err();
+        assert_eq!(e.code(), Some(code), "{e:?}");
+    }
+    fh.set_plan(Plan {
+        reset_after_store: 1.0,
+        ..Plan::default()
+    });
+    let e = sdk_put(&client, &["e\n"]).await.unwrap_err();
+    assert!(e.code().is_none(), "a cut connection has no code: {e:?}");
+    assert_eq!(fh.stored_then_reset().len(), 1);
+}
