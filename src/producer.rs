@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::deliver::kinesis::{ClientOptions, SharedKinesis};
 use crate::deliver::firehose;
+use crate::deliver::kinesis::{ClientOptions, SharedKinesis};
 use crate::deliver::{self, Context, DeadLetter, DeliveryOptions, Failure};
 use crate::intake::{self, DeliveryError, DeliveryResult, Intake, PushFailure};
 pub use crate::intake::{Backlog, Checkpoint, WeakBacklog};

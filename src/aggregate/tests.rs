@@ -7,8 +7,7 @@ use prost::Message;
 
 use super::{
     deaggregate, encode_all, is_aggregated, proto, Aggregate, Aggregator, DecodeError, Format,
-    Limits,
-    Pending,
+    Limits, Pending,
 };
 use crate::record::{UserRecord, MAX_RECORD_BYTES};
 
@@ -235,7 +234,8 @@ fn pack(records: Vec<Pending>, limits: &Limits) -> Vec<Aggregate> {
     for p in records {
         if let Err(p) = agg.try_add(p, limits) {
             out.push(agg.take());
-            agg.try_add(p, limits).expect("an empty aggregator takes a record");
+            agg.try_add(p, limits)
+                .expect("an empty aggregator takes a record");
         }
     }
     if !agg.is_empty() {
@@ -266,9 +266,15 @@ fn a_lone_line_keeps_its_newline() {
         max_records: 1,
         ..LINES
     };
-    let aggs = pack(vec![pending("k", None, b"x"), pending("k", None, b"y")], &one);
+    let aggs = pack(
+        vec![pending("k", None, b"x"), pending("k", None, b"y")],
+        &one,
+    );
     let data: Vec<Bytes> = aggs.iter().map(|a| a.encode().data).collect();
-    assert_eq!(data, [Bytes::from_static(b"x\n"), Bytes::from_static(b"y\n")]);
+    assert_eq!(
+        data,
+        [Bytes::from_static(b"x\n"), Bytes::from_static(b"y\n")]
+    );
 }
 
 #[test]
@@ -289,8 +295,14 @@ fn line_aggregates_stay_within_their_size() {
 
 #[test]
 fn encode_all_mixes_line_and_kpl_aggregates_in_order() {
-    let lines = pack(vec![pending("k", None, b"l1"), pending("k", None, b"l2")], &LINES);
-    let kpl = pack(vec![pending("a", None, b"k1"), pending("b", None, b"k2")], &NO_LIMIT);
+    let lines = pack(
+        vec![pending("k", None, b"l1"), pending("k", None, b"l2")],
+        &LINES,
+    );
+    let kpl = pack(
+        vec![pending("a", None, b"k1"), pending("b", None, b"k2")],
+        &NO_LIMIT,
+    );
     let out = encode_all(&[&lines[0], &kpl[0]]);
     assert_eq!(&out[0].data[..], b"l1\nl2\n");
     assert!(is_aggregated(&out[1].data));

@@ -1,6 +1,5 @@
 //! `[kinesis]`'s destination settings and the `[[destination]]` blocks.
 
-use super::checks::check_stream_name;
 use std::collections::HashSet;
 
 use super::raw::RawDestination;
@@ -9,6 +8,7 @@ use crate::deliver::destination::{
     check_external_id, check_role_arn, check_session_name, AssumeRole, Destination,
     DEFAULT_SESSION_NAME,
 };
+use crate::deliver::firehose::{self, Packing};
 use crate::deliver::redact;
 
 /// The destination settings of a section, as written.
@@ -111,32 +111,49 @@ pub(super) fn destination(t: RawTarget<'_>, problems: &mut Vec<String>) -> Desti
 }
 
 /// Checks the `[[destination]]` blocks against `[kinesis]` and the streams the
-/// sources write; fills in what a block leaves to `[kinesis]`.
+/// sources write; fills in what a block leaves to `[kinesis]`. Returns the
+/// destinations, and the packing of every Firehose stream that sets one.
 pub(super) fn destinations(
     blocks: Vec<RawDestination>,
     kinesis: Option<&KinesisConfig>,
     written: &HashSet<&str>,
     problems: &mut Vec<String>,
-) -> Vec<(String, Destination)> {
+) -> (Vec<(String, Destination)>, Vec<(String, Packing)>) {
     let mut out: Vec<(String, Destination)> = Vec::new();
+    let mut packings: Vec<(String, Packing)> = kinesis
+        .and_then(|k| Some((k.stream.clone(), k.packing?)))
+        .into_iter()
+        .collect();
+    let default_is_firehose = kinesis.is_some_and(|k| firehose::stream_name(&k.stream).is_some());
     for (i, d) in blocks.into_iter().enumerate() {
         let field = format!("destination[{i}]");
-        check_stream_name(&d.stream, &format!("{field}.stream"), problems);
-        if kinesis.is_some_and(|k| k.stream == d.stream) {
+        let is_firehose = d.delivery_stream.is_some();
+        let Some(route) = block_route(&field, &d, kinesis, problems) else {
+            continue;
+        };
+        if out.iter().any(|(s, _)| *s == route) {
             problems.push(format!(
-                "{field}.stream {:?} is kinesis.stream: the default stream's destination is [kinesis]",
-                d.stream
+                "{field} names {} again: it has another [[destination]] block",
+                shown(&route)
             ));
-        } else if out.iter().any(|(s, _)| *s == d.stream) {
+        } else if !written.contains(route.as_str()) && !d.drain {
             problems.push(format!(
-                "{field}.stream {:?} has another [[destination]] block",
-                d.stream
+                "{field} names {}, which no source writes (set drain = true to deliver what the spool still holds for it)",
+                shown(&route)
             ));
-        } else if !written.contains(d.stream.as_str()) && !d.drain {
-            problems.push(format!(
-                "{field}.stream {:?} is not the stream of any source (set drain = true to deliver what the spool still holds for it)",
-                d.stream
-            ));
+        }
+        let packing = super::firehose::packing(
+            &field,
+            is_firehose,
+            super::firehose::RawPacking {
+                packing: d.packing,
+                max_bytes: d.packing_max_bytes,
+                linger_ms: d.packing_linger_ms,
+            },
+            problems,
+        );
+        if let Some(p) = packing {
+            packings.push((route.clone(), p));
         }
         let own_region = d.region.is_some() || d.endpoint.is_some();
         let mut dest = destination(
@@ -156,14 +173,96 @@ pub(super) fn destinations(
             if dest.region.is_none() {
                 dest.region = base.region.clone();
             }
-            if !own_region {
+            // `[kinesis]`'s endpoint serves the kind of its own stream only.
+            if !own_region && is_firehose == default_is_firehose {
                 dest.endpoint = base.endpoint.clone();
             }
             if dest.profile.is_none() {
                 dest.profile = base.profile.clone();
             }
         }
-        out.push((d.stream, dest));
+        out.push((route, dest));
     }
-    out
+    if let Some(k) = kinesis {
+        check_other_kind(k, &out, written, problems);
+    }
+    (out, packings)
+}
+
+/// A stream name as the config writes it: `delivery_stream "x"` or `stream "x"`.
+fn shown(route: &str) -> String {
+    match firehose::stream_name(route) {
+        Some(name) => format!("delivery_stream {name:?}"),
+        None => format!("stream {route:?}"),
+    }
+}
+
+/// The stream a `[[destination]]` block names (by its name inside the agent), or
+/// `None` with the problem.
+fn block_route(
+    field: &str,
+    d: &RawDestination,
+    kinesis: Option<&KinesisConfig>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    if d.stream.is_none() && d.delivery_stream.is_none() {
+        problems.push(format!(
+            "{field} names no stream: set stream (a Kinesis data stream) or delivery_stream (a Firehose stream)"
+        ));
+        return None;
+    }
+    let route = super::firehose::destination_of(
+        field,
+        d.stream.as_ref(),
+        d.delivery_stream.as_ref(),
+        None,
+        problems,
+    )?;
+    if kinesis.is_some_and(|k| k.stream == route) {
+        let key = if d.stream.is_some() {
+            "stream"
+        } else {
+            "delivery_stream"
+        };
+        problems.push(format!(
+            "{field}.{key} {:?} is kinesis.{key}: the default destination's settings are in [kinesis]",
+            d.stream.as_ref().or(d.delivery_stream.as_ref()).expect("one is set")
+        ));
+        return None;
+    }
+    Some(route)
+}
+
+/// A stream of the other kind than `[kinesis]`'s own, written by a source
+/// without a `[[destination]]` block, would be sent to `[kinesis]`'s endpoint,
+/// which serves the other service: refused, with what to add.
+fn check_other_kind(
+    k: &KinesisConfig,
+    blocks: &[(String, Destination)],
+    written: &HashSet<&str>,
+    problems: &mut Vec<String>,
+) {
+    let Some(endpoint) = &k.destination.endpoint else {
+        return;
+    };
+    let default_is_firehose = firehose::stream_name(&k.stream).is_some();
+    let mut orphans: Vec<&&str> = written
+        .iter()
+        .filter(|s| firehose::stream_name(s).is_some() != default_is_firehose)
+        .filter(|s| !blocks.iter().any(|(b, _)| b == **s))
+        .collect();
+    orphans.sort();
+    for s in orphans {
+        let (service, key) = match firehose::stream_name(s) {
+            Some(_) => ("Kinesis", "delivery_stream"),
+            None => ("Firehose", "stream"),
+        };
+        let name = firehose::stream_name(s).unwrap_or(s);
+        problems.push(format!(
+            "{} has no [[destination]] block, and kinesis.endpoint {:?} is the {service} endpoint of kinesis.{}: add a [[destination]] with {key} = {name:?} and its own endpoint or region",
+            shown(s),
+            redact::url(endpoint),
+            if default_is_firehose { "delivery_stream" } else { "stream" },
+        ));
+    }
 }

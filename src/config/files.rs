@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checks::{check_stream_name, record_format, MIN_JSON_RECORD_BYTES};
+use super::checks::{record_format, MIN_JSON_RECORD_BYTES};
 use super::quote::written_value;
 use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
 use super::{glob_base, is_pseudo_fs, FileConfig, MAX_FILE_RECORD_BYTES};
@@ -107,9 +107,21 @@ pub(super) fn validate_file(
         check_include_base(p, &format!("{field}.include"), problems);
     }
     let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
-    if let Some(stream) = &f.stream {
-        check_stream_name(stream, &format!("{field}.stream"), problems);
-    }
+    let stream = super::firehose::destination_of(
+        &field,
+        f.stream.as_ref(),
+        f.delivery_stream.as_ref(),
+        default_stream,
+        problems,
+    );
+    let max_record_bytes = super::firehose::line_limit(
+        &field,
+        "max_record_bytes",
+        f.max_record_bytes,
+        super::raw::default_max_record_bytes(),
+        stream.as_deref(),
+        problems,
+    );
     let partition_key = file_partition_key(&field, f.partition_key, problems);
     let multiline_start = multiline_start(&field, f.multiline_start.as_deref(), problems);
     if f.multiline_timeout_ms == 0 {
@@ -145,12 +157,12 @@ pub(super) fn validate_file(
         exclude: f.exclude,
         include_set: include_set?,
         exclude_set: exclude_set?,
-        stream: f.stream.or(default_stream.cloned())?,
+        stream: stream?,
         read_from: f.read_from,
         partition_key: partition_key?,
         multiline_start,
         multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
-        max_record_bytes: f.max_record_bytes,
+        max_record_bytes,
         oversized: f.oversized,
         invalid_utf8: f.invalid_utf8,
         ignore_older: f.ignore_older_secs.map(Duration::from_secs),

@@ -48,8 +48,10 @@ pub(crate) struct RawJournald {
     /// always goes on from it, across restarts and reboots.
     #[serde(default)]
     pub since: Since,
-    /// Destination stream (default: `kinesis.stream`).
+    /// Destination Kinesis data stream (default: `[kinesis]`'s destination).
     pub stream: Option<String>,
+    /// Destination Firehose stream, instead of a Kinesis `stream`.
+    pub delivery_stream: Option<String>,
     /// Record data: `"message"` (the `MESSAGE` field's bytes) or `"json"` (a JSON
     /// object of the journal fields named in `fields`, as `journalctl -o json`
     /// writes them).
@@ -265,6 +267,21 @@ pub(crate) fn validate(
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
     let fields = validate_fields(&field, &j.fields, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
+    let stream = super::firehose::destination_of(
+        &field,
+        j.stream.as_ref(),
+        j.delivery_stream.as_ref(),
+        default_stream,
+        problems,
+    );
+    let max_record_bytes = super::firehose::line_limit(
+        &field,
+        "max_record_bytes",
+        j.max_record_bytes,
+        default_max_record_bytes(),
+        stream.as_deref(),
+        problems,
+    );
     if j.max_record_bytes == 0 || j.max_record_bytes > MAX_FILE_RECORD_BYTES {
         problems.push(format!(
             "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
@@ -286,11 +303,11 @@ pub(crate) fn validate(
             max_priority,
         },
         since: j.since,
-        stream: j.stream.or(default_stream.cloned())?,
+        stream: stream?,
         format: j.format,
         fields,
         partition_key: partition_key?,
-        max_record_bytes: j.max_record_bytes,
+        max_record_bytes,
         oversized: j.oversized,
     })
 }

@@ -18,6 +18,9 @@ use crate::spool::SpoolOptions;
 mod checks;
 mod destination;
 mod files;
+mod firehose;
+#[cfg(test)]
+mod firehose_tests;
 pub mod journald;
 mod paths;
 mod quote;
@@ -85,7 +88,11 @@ pub struct MetricsConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KinesisConfig {
+    /// The default destination: a Kinesis data stream, or a Firehose stream
+    /// (`firehose:NAME`).
     pub stream: String,
+    /// How the default destination packs lines, when it is a Firehose stream.
+    pub packing: Option<crate::deliver::firehose::Packing>,
     /// The default stream's region, endpoint, credentials and role.
     pub destination: Destination,
     pub request_timeout: Duration,

@@ -49,8 +49,19 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKinesis {
-    /// Default destination stream for sources that do not name their own.
+    /// Default destination for sources that do not name their own: a Kinesis
+    /// data stream...
     pub stream: Option<String>,
+    /// ...or a Firehose stream.
+    pub delivery_stream: Option<String>,
+    /// Several lines per Firehose record, each ending in a newline (default);
+    /// `false`: one line per record. Only for a Firehose stream.
+    pub packing: Option<bool>,
+    /// Largest Firehose record, in bytes: 1..=1024000 (default 1024000).
+    pub packing_max_bytes: Option<usize>,
+    /// Longest a line waits for its Firehose record to fill, in milliseconds
+    /// (default 1000).
+    pub packing_linger_ms: Option<u64>,
     /// AWS region; when absent, the standard aws-config chain decides
     /// (`AWS_REGION`, profile, IMDS).
     pub region: Option<String>,
@@ -86,8 +97,18 @@ pub(crate) struct RawKinesis {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDestination {
-    /// The stream (sources name it in their `stream`).
-    pub stream: String,
+    /// The Kinesis data stream (sources name it in their `stream`)...
+    pub stream: Option<String>,
+    /// ...or the Firehose stream (sources name it in their `delivery_stream`).
+    pub delivery_stream: Option<String>,
+    /// Several lines per Firehose record, each ending in a newline (default);
+    /// `false`: one line per record. Only for a Firehose stream.
+    pub packing: Option<bool>,
+    /// Largest Firehose record, in bytes: 1..=1024000 (default 1024000).
+    pub packing_max_bytes: Option<usize>,
+    /// Longest a line waits for its Firehose record to fill, in milliseconds
+    /// (default 1000).
+    pub packing_linger_ms: Option<u64>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub profile: Option<String>,
@@ -210,8 +231,10 @@ pub(crate) struct RawSocket {
     /// length-prefixed protocol with per-record keys and acks, see docs/protocol.md).
     #[serde(default)]
     pub framing: Framing,
-    /// Destination stream (default: `kinesis.stream`).
+    /// Destination Kinesis data stream (default: `[kinesis]`'s destination).
     pub stream: Option<String>,
+    /// Destination Firehose stream, instead of a Kinesis `stream`.
+    pub delivery_stream: Option<String>,
     /// Longest line or datagram accepted, in bytes; a longer one is refused with an
     /// error and counted. At most 1048576 minus the partition key.
     #[serde(default = "default_max_line_bytes")]
@@ -319,8 +342,10 @@ pub(crate) struct RawFile {
     /// Glob patterns of files never tailed, even when included.
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Destination stream (default: `kinesis.stream`).
+    /// Destination Kinesis data stream (default: `[kinesis]`'s destination).
     pub stream: Option<String>,
+    /// Destination Firehose stream, instead of a Kinesis `stream`.
+    pub delivery_stream: Option<String>,
     /// Where to start in a file that has no checkpoint and is already there when the
     /// agent starts: `"beginning"` or `"end"`. A file that appears later is always
     /// read from its beginning.

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::checks::{check_absolute, check_stream_name, record_format};
+use super::checks::{check_absolute, record_format};
 use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
 use super::SocketConfig;
 use crate::record::MAX_RECORD_BYTES;
@@ -27,9 +27,21 @@ pub(super) fn validate_socket(
             }
         }
     }
-    if let Some(stream) = &s.stream {
-        check_stream_name(stream, &format!("{field}.stream"), problems);
-    }
+    let stream = super::firehose::destination_of(
+        &field,
+        s.stream.as_ref(),
+        s.delivery_stream.as_ref(),
+        default_stream,
+        problems,
+    );
+    let max_line_bytes = super::firehose::line_limit(
+        &field,
+        "max_line_bytes",
+        s.max_line_bytes,
+        super::raw::default_max_line_bytes(),
+        stream.as_deref(),
+        problems,
+    );
     if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
         problems.push(format!(
             "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
@@ -71,8 +83,8 @@ pub(super) fn validate_socket(
         path: s.path.clone()?,
         mode: s.mode,
         framing: s.framing,
-        stream: s.stream.clone().or(default_stream.cloned())?,
-        max_line_bytes: s.max_line_bytes,
+        stream: stream?,
+        max_line_bytes,
         file_mode: file_mode?,
         owner,
         group,

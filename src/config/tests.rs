@@ -400,9 +400,9 @@ fn every_destination_problem_is_listed() {
         "destination[0].session_name: \"has space\" is not a role session name",
         "destination[0].sts_endpoint \"sts.amazonaws.com\" is not an http:// or https:// URL",
         "destination[0].endpoint \"kinesis.local\" is not an http:// or https:// URL",
-        "destination[1].stream \"other\" has another [[destination]] block",
+        "destination[1] names stream \"other\" again: it has another [[destination]] block",
         "destination[2].stream \"logs\" is kinesis.stream",
-        "destination[3].stream \"nobody-writes-this\" is not the stream of any source",
+        "destination[3] names stream \"nobody-writes-this\", which no source writes",
         "destination[3].external_id is set without destination[3].role_arn",
     ] {
         assert!(e.contains(needle), "{needle:?} not in {e}");

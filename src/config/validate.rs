@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checks::{check_absolute, check_stream_name};
+use super::checks::check_absolute;
 use super::files::{check_files_miss_own, validate_file};
 use super::journald;
 use super::raw::{
@@ -61,9 +61,6 @@ impl RawConfig {
         }
         let mut journald_blocks = Vec::new();
         for (i, j) in self.journald.into_iter().enumerate() {
-            if let Some(stream) = &j.stream {
-                check_stream_name(stream, &format!("journald[{i}].stream"), &mut problems);
-            }
             journald_blocks.extend(journald::validate(
                 i,
                 j,
@@ -79,12 +76,14 @@ impl RawConfig {
             .chain(files.iter().map(|f| f.stream.as_str()))
             .chain(journald_blocks.iter().map(|j| j.stream.as_str()))
             .collect();
-        let destinations = super::destination::destinations(
+        let (destinations, packing) = super::destination::destinations(
             self.destination,
             kinesis.as_ref(),
             &written,
             &mut problems,
         );
+        let mut delivery = delivery;
+        delivery.packing = packing;
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -119,10 +118,28 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         problems.push("[kinesis] section is missing (it names the stream)".into());
         return None;
     };
-    match &k.stream {
-        None => problems.push("kinesis.stream is missing".into()),
-        Some(s) => check_stream_name(s, "kinesis.stream", problems),
+    let stream = super::firehose::destination_of(
+        "kinesis",
+        k.stream.as_ref(),
+        k.delivery_stream.as_ref(),
+        None,
+        problems,
+    );
+    if k.stream.is_none() && k.delivery_stream.is_none() {
+        problems.push(
+            "kinesis.stream is missing (the default destination: a Kinesis data stream, or a Firehose stream as kinesis.delivery_stream)".into(),
+        );
     }
+    let packing = super::firehose::packing(
+        "kinesis",
+        k.delivery_stream.is_some(),
+        super::firehose::RawPacking {
+            packing: k.packing,
+            max_bytes: k.packing_max_bytes,
+            linger_ms: k.packing_linger_ms,
+        },
+        problems,
+    );
     let destination = super::destination::destination(
         super::destination::RawTarget {
             field: "kinesis",
@@ -143,7 +160,8 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         .map_err(|e| problems.push(format!("kinesis.proxy: {e}")))
         .ok()?;
     Some(KinesisConfig {
-        stream: k.stream?,
+        stream: stream?,
+        packing,
         destination,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         proxy,

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 use super::destination::{AssumeRole, Destination};
 use super::kinesis::{ClientOptions, ErrorCode, KinesisError};

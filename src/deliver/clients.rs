@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::destination::Destination;
+use super::firehose::{self, SdkFirehose};
 use super::kinesis::{
     BoxFuture, ClientOptions, EntryResult, Kinesis, KinesisError, SdkKinesis, SharedKinesis,
 };
-use super::destination::Destination;
-use super::firehose::{self, SdkFirehose};
 use crate::aggregate::Encoded;
 use crate::shard_map::Shard;
 

@@ -19,9 +19,7 @@ use aws_sdk_firehose::types::Record;
 
 use super::aws::{self, sdk_error};
 use super::destination::Destination;
-use super::kinesis::{
-    BoxFuture, ClientOptions, EntryResult, ErrorCode, Kinesis, KinesisError,
-};
+use super::kinesis::{BoxFuture, ClientOptions, EntryResult, ErrorCode, Kinesis, KinesisError};
 use super::DeliveryOptions;
 use crate::aggregate::{Encoded, Format, Limits};
 use crate::shard_map::Shard;

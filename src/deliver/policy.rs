@@ -316,7 +316,7 @@ impl Policy {
                 stream = %self.stream,
                 code = code.as_str(),
                 error = message,
-                "Kinesis refused records; they stay spooled and are retried"
+                "The destination refused records; they stay spooled and are retried"
             );
         }
     }

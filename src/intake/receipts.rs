@@ -13,7 +13,7 @@ pub type DeliveryResult = Result<(), DeliveryError>;
 /// Why records of a batch were not delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("Kinesis refused a record for good ({code}: {message}); it was written to the dead-letter file")]
+    #[error("The destination (Kinesis or Firehose) refused a record for good ({code}: {message}); it was written to the dead-letter file")]
     Rejected { code: String, message: String },
     #[error(
         "not delivered before the producer stopped; the records stay spooled for the next start"

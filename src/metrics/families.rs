@@ -85,7 +85,7 @@ impl DeliveryMetrics {
             request_errors: reg(r, "shardline_put_records_errors", "PutRecords requests that failed as a whole, by error code", Default::default()),
             entry_errors: reg(r, "shardline_put_records_entry_errors", "PutRecords entries refused, by error code", Default::default()),
             retried: reg(r, "shardline_records_retried", "User records queued again after a failed request or entry", Default::default()),
-            failed: reg(r, "shardline_records_failed", "User records Kinesis refused for good, moved to the dead-letter file", Default::default()),
+            failed: reg(r, "shardline_records_failed", "User records Kinesis or Firehose refused for good, moved to the dead-letter file", Default::default()),
             wrong_shard: reg(r, "shardline_wrong_shard_results", "Accepted entries that landed in a shard other than the predicted one", Default::default()),
             misrouted: reg(r, "shardline_records_misrouted", "User records sent again because their aggregate landed in a shard whose range does not hold them", Default::default()),
             shard_map_refreshes: reg(r, "shardline_shard_map_refreshes", "Successful ListShards refreshes", Default::default()),

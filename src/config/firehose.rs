@@ -1,0 +1,133 @@
+//! The keys that name a Firehose stream (`delivery_stream` beside `stream`) and
+//! pack its lines (`packing*`), checked for every section that has them. The
+//! sections call [`destination_of`] and [`line_limit`]; `destination.rs` calls
+//! [`packing`] for `[kinesis]` and each `[[destination]]`.
+
+use std::time::Duration;
+
+use super::checks::check_stream_name;
+use crate::deliver::firehose::{self, Packing};
+
+/// Firehose stream names: 1–64 characters of `a-zA-Z0-9_.-`.
+pub(super) fn check_delivery_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        problems.push(format!(
+            "{field} {name:?} is not a valid Firehose stream name (1-64 characters of a-z, A-Z, 0-9, '_', '.', '-')"
+        ));
+    }
+}
+
+/// The destination a section names, as known inside the agent: its Kinesis
+/// `stream`, its Firehose `delivery_stream` (`firehose:NAME`), else `default`.
+pub(super) fn destination_of(
+    field: &str,
+    stream: Option<&String>,
+    delivery_stream: Option<&String>,
+    default: Option<&String>,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match (stream, delivery_stream) {
+        (Some(s), Some(d)) => {
+            problems.push(format!(
+                "{field} sets both stream {s:?} (a Kinesis data stream) and delivery_stream {d:?} (a Firehose stream): a block writes to one of them; use two blocks to send the same input to both"
+            ));
+            None
+        }
+        (Some(s), None) => {
+            check_stream_name(s, &format!("{field}.stream"), problems);
+            Some(s.clone())
+        }
+        (None, Some(d)) => {
+            check_delivery_stream_name(d, &format!("{field}.delivery_stream"), problems);
+            Some(firehose::route(d))
+        }
+        (None, None) => default.cloned(),
+    }
+}
+
+/// A section's record limit (`key`, set to `value`, `default` when not
+/// written) for its destination `route`: a Firehose record holds at most
+/// 1,023,999 bytes and its newline, so a limit left at a larger default is
+/// lowered to that, and a larger one written is refused.
+pub(super) fn line_limit(
+    field: &str,
+    key: &str,
+    value: usize,
+    default: usize,
+    route: Option<&str>,
+    problems: &mut Vec<String>,
+) -> usize {
+    let max = firehose::MAX_LINE_BYTES;
+    if route.and_then(firehose::stream_name).is_none() || value <= max {
+        return value;
+    }
+    if value != default {
+        problems.push(format!(
+            "{field}.{key} {value} is above {max}, the most a Firehose record holds with its newline (1,000 KiB); lower it (longer lines are split or refused as `oversized` says)"
+        ));
+    }
+    max
+}
+
+/// The packing keys of a section as written.
+pub(super) struct RawPacking {
+    pub(super) packing: Option<bool>,
+    pub(super) max_bytes: Option<usize>,
+    pub(super) linger_ms: Option<u64>,
+}
+
+/// Checks a section's packing keys: `None` when it names a Kinesis stream (and
+/// then they must not be set), else the packing of its Firehose stream.
+pub(super) fn packing(
+    field: &str,
+    firehose_stream: bool,
+    p: RawPacking,
+    problems: &mut Vec<String>,
+) -> Option<Packing> {
+    let set: Vec<&str> = [
+        ("packing", p.packing.is_some()),
+        ("packing_max_bytes", p.max_bytes.is_some()),
+        ("packing_linger_ms", p.linger_ms.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if !firehose_stream {
+        for key in set {
+            problems.push(format!(
+                "{field}.{key} is for a Firehose stream (delivery_stream); a Kinesis stream's records are KPL-aggregated instead ([delivery] aggregation_max_bytes, aggregation_max_records)"
+            ));
+        }
+        return None;
+    }
+    let mut out = Packing::default();
+    out.enabled = p.packing.unwrap_or(out.enabled);
+    if let Some(bytes) = p.max_bytes {
+        if bytes == 0 || bytes > firehose::MAX_RECORD_BYTES {
+            problems.push(format!(
+                "{field}.packing_max_bytes {bytes} is outside 1..={} (Firehose's record limit, 1,000 KiB)",
+                firehose::MAX_RECORD_BYTES
+            ));
+        }
+        if !out.enabled {
+            problems.push(format!(
+                "{field}.packing_max_bytes is set but packing = false sends one line per record; remove one of them"
+            ));
+        }
+        out.max_bytes = bytes;
+    }
+    if let Some(ms) = p.linger_ms {
+        if !out.enabled {
+            problems.push(format!(
+                "{field}.packing_linger_ms is set but packing = false sends one line per record; remove one of them"
+            ));
+        }
+        out.linger = Duration::from_millis(ms);
+    }
+    Some(out)
+}
