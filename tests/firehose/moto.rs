@@ -82,8 +82,14 @@ async fn files_to_moto(name: &str, packing: bool) -> ((u64, u64, u64), Vec<S3Obj
     for tag in TAGS {
         sent.extend(append_lines(&logs.join(format!("{tag}.log")), tag, 0..half));
     }
+    // A linger is refused without packing (there is nothing to wait for).
+    let linger = if packing {
+        "packing_linger_ms = 50\n"
+    } else {
+        ""
+    };
     let kinesis = format!(
-        "delivery_stream = \"{name}\"\nendpoint = \"{}\"\npacking = {packing}\npacking_linger_ms = 50\n",
+        "delivery_stream = \"{name}\"\nendpoint = \"{}\"\npacking = {packing}\n{linger}",
         moto.endpoint
     );
     let rest = file_toml(&[&logs.join("*.log")], "");
