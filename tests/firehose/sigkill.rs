@@ -1,6 +1,7 @@
 //! The real binary, SIGKILLed while a PutRecordBatch is in flight at the fault
-//! endpoint (each answer is slow), then started again on the same spool while a
-//! writer keeps appending to the file it tails.
+//! endpoint (which stores each request's records at once and answers 150 ms
+//! later), then started again on the same spool while a writer keeps appending
+//! to the file it tails.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -158,6 +159,7 @@ async fn run_and_kill(work: &Workdir, conf: &Path, fh: &FirehoseEndpoint, run: u
 async fn sigkill_mid_batch_loses_nothing_and_duplicates_only_what_was_in_flight() {
     let fh = FirehoseEndpoint::start(Plan {
         delay: Duration::from_millis(150),
+        store_before_delay: true,
         ..Plan::default()
     })
     .await;

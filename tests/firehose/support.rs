@@ -227,6 +227,26 @@ async fn the_fault_endpoint_cuts_connections_before_or_after_storing() {
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300), "no delay");
     assert_eq!(fh.accepted().len(), 3);
+    // Stored at once, answered late: a client gone before the answer leaves
+    // the records stored.
+    fh.set_plan(Plan {
+        delay: Duration::from_secs(30),
+        store_before_delay: true,
+        ..Plan::default()
+    });
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        post(&fh.endpoint, TARGET, batch("logs", &[b"e\n"])),
+    )
+    .await;
+    assert!(gave_up.is_err(), "answered before the delay");
+    assert_eq!(fh.accepted().len(), 4);
+    crate::util::wait_for(
+        "the endpoint to drop the request",
+        Duration::from_secs(10),
+        || fh.in_flight() == 0,
+    )
+    .await;
 }
 
 /// moto decodes the base64 `Data` and writes each PutRecordBatch as one S3

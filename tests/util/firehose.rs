@@ -41,6 +41,9 @@ pub struct Plan {
     pub reset_after_store: f64,
     /// Waited before answering (or resetting) each request.
     pub delay: Duration,
+    /// The records are stored before the delay instead of after it: a client
+    /// that gives up (or dies) while waiting for the answer leaves them stored.
+    pub store_before_delay: bool,
     /// Every request is answered 500 `InternalFailure`: the endpoint is broken.
     pub refuse_all: bool,
     /// Every request is answered 400 `ResourceNotFoundException`.
@@ -380,7 +383,7 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let plan = shared.plan.lock().unwrap().clone();
-    if !plan.delay.is_zero() {
+    if !plan.store_before_delay {
         tokio::time::sleep(plan.delay).await;
     }
     let batch = parse_batch(&body).filter(|_| target == "Firehose_20150804.PutRecordBatch");
@@ -396,6 +399,9 @@ async fn handle(
         Some(batch) => decide(&shared, &plan, batch),
     };
     let answer = note(&shared, target, batch.as_ref(), decision);
+    if plan.store_before_delay {
+        tokio::time::sleep(plan.delay).await;
+    }
     match answer {
         Some(a) => Ok(a),
         None => {
