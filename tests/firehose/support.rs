@@ -281,15 +281,15 @@ async fn sdk(endpoint: &str) -> aws_sdk_firehose::Client {
     aws_sdk_firehose::Client::new(&conf)
 }
 
-async fn sdk_put(
-    client: &aws_sdk_firehose::Client,
-    records: &[&str],
-) -> Result<
+/// What aws-sdk-firehose's PutRecordBatch returns.
+type SdkResult = Result<
     aws_sdk_firehose::operation::put_record_batch::PutRecordBatchOutput,
     aws_sdk_firehose::error::SdkError<
         aws_sdk_firehose::operation::put_record_batch::PutRecordBatchError,
     >,
-> {
+>;
+
+async fn sdk_put(client: &aws_sdk_firehose::Client, records: &[&str]) -> SdkResult {
     let records = records.iter().map(|r| {
         aws_sdk_firehose::types::Record::builder()
             .data(aws_sdk_firehose::primitives::Blob::new(r.as_bytes()))
