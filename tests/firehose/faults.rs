@@ -94,8 +94,8 @@ fn resent_rightly(fh: &FirehoseEndpoint) -> HashMap<Bytes, u64> {
 /// records leaves the agent without an answer, so it sends those records
 /// again, and each of their lines may arrive once more per such cut (the same
 /// records can be cut twice); no other fault stores anything, so no other
-/// line may arrive twice. The agent's per-record error counters match what
-/// the endpoint refused, code by code.
+/// line may arrive twice. The agent's error and throttle counters match what
+/// the endpoint refused, code by code, record by record and request by request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_firehose_fault_is_retried_and_only_cut_answers_duplicate() {
     let fh = FirehoseEndpoint::start(plan()).await;
@@ -157,8 +157,35 @@ async fn every_firehose_fault_is_retried_and_only_cut_answers_duplicate() {
     );
     assert_eq!(errors("ServiceUnavailableException"), unavailable as u64);
     assert_eq!(errors("InternalFailure"), internal_failures as u64);
+    // The agent sends without the SDK's own retries: it sees every request
+    // the endpoint failed, each counted once, by code.
     let labels = [("stream", stream.as_str())];
-    assert!(m.read("shardline_throttles_total", &labels) >= unavailable as u64);
+    let failed = |code: &str| {
+        m.read(
+            "shardline_put_records_errors_total",
+            &[("stream", stream.as_str()), ("code", code)],
+        )
+    };
+    let answered_500 = fh.count(|o| *o == Outcome::InternalFailure) as u64;
+    let answered_503 = fh.count(|o| *o == Outcome::ServiceUnavailable) as u64;
+    let cut = fh.count(|o| {
+        matches!(
+            o,
+            Outcome::ResetBeforeStore | Outcome::ResetAfterStore { .. }
+        )
+    }) as u64;
+    assert_eq!(failed("InternalFailure"), answered_500);
+    assert_eq!(failed("ServiceUnavailableException"), answered_503);
+    assert_eq!(
+        m.read("shardline_put_records_errors_total", &labels),
+        answered_500 + answered_503 + cut,
+        "failed requests: 500s, 503s and cut connections"
+    );
+    assert_eq!(
+        m.read("shardline_throttles_total", &labels),
+        unavailable as u64 + answered_503,
+        "throttles: refused records and 503 requests"
+    );
     assert!(m.read("shardline_records_retried_total", &labels) > 0);
     assert!(m.delivered_count(&stream) >= sent.len() as u64);
 }
