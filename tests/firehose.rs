@@ -123,12 +123,18 @@ fn duplicates(sent: &[Bytes], got: &[Bytes]) -> HashMap<Bytes, u64> {
 }
 
 /// An in-process agent's config: `[kinesis]` with the `kinesis` keys (its
-/// destination and endpoint), fast linger, the spool in `work`, then `rest`
-/// (sources and `[[destination]]` blocks).
+/// destination and endpoint; a 10 s request time limit unless they set one),
+/// fast linger, the spool in `work`, then `rest` (sources and
+/// `[[destination]]` blocks).
 fn agent_config(work: &Workdir, kinesis: &str, rest: &str) -> shardline::config::Config {
+    let timeout = if kinesis.contains("request_timeout_ms") {
+        ""
+    } else {
+        "request_timeout_ms = 10000\n"
+    };
     let text = format!(
         "shutdown_timeout_secs = 10\n[kinesis]\nregion = \"us-east-1\"\n\
-         request_timeout_ms = 10000\n{kinesis}\n[delivery]\nlinger_ms = 20\n\
+         {timeout}{kinesis}\n[delivery]\nlinger_ms = 20\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nflush_interval_ms = 50\n{rest}",
         work.spool().display()
     );

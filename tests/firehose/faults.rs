@@ -77,11 +77,12 @@ async fn feed_until_every_fault(fh: &FirehoseEndpoint, path: &Path) -> Vec<Bytes
     }
 }
 
-/// How many times each line was stored by a request whose connection was then
-/// cut: the agent saw no answer, so it rightly sent those lines again.
+/// How many times each line was stored by a request whose answer the agent
+/// never got (the connection cut, or the agent gone before the answer): it
+/// rightly sent those lines again.
 fn resent_rightly(fh: &FirehoseEndpoint) -> HashMap<Bytes, u64> {
     let mut out: HashMap<Bytes, u64> = HashMap::new();
-    for a in fh.stored_then_reset() {
+    for a in fh.stored_unanswered() {
         for l in split_lines(&a.data) {
             *out.entry(l).or_default() += 1;
         }
@@ -188,4 +189,65 @@ async fn every_firehose_fault_is_retried_and_only_cut_answers_duplicate() {
     );
     assert!(m.read("shardline_records_retried_total", &labels) > 0);
     assert!(m.delivered_count(&stream) >= sent.len() as u64);
+}
+
+/// Answers slower than the agent's request time limit, the records stored
+/// before the wait: the agent gives up each such request (one error each) and
+/// sends its records again, so they may arrive twice, each line at most once
+/// more per request given up after storing it; once answers are fast again,
+/// every line arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_slower_than_the_time_limit_are_sent_again_and_nothing_is_lost() {
+    let fh = FirehoseEndpoint::start(Plan {
+        delay: Duration::from_millis(1500),
+        store_before_delay: true,
+        ..Plan::default()
+    })
+    .await;
+    let work = Workdir::new();
+    let log = work.path("app.log");
+    let kinesis = format!(
+        "delivery_stream = \"slow\"\nendpoint = \"{}\"\nrequest_timeout_ms = 500\n\
+         packing_max_bytes = 4096\npacking_linger_ms = 20\n",
+        fh.endpoint
+    );
+    let agent = start_agent(agent_config(&work, &kinesis, &file_toml(&[&log], ""))).await;
+    let sent = append_lines(&log, "slw", 0..5 * CHUNK);
+    let abandoned = || fh.requests().iter().filter(|s| s.abandoned).count();
+    wait_for("three requests given up", LONG, || abandoned() >= 3).await;
+    fh.set_plan(Plan::default());
+    let wanted: std::collections::HashSet<Bytes> = sent.iter().cloned().collect();
+    wait_for("every line once answers are fast", LONG, || {
+        let got: std::collections::HashSet<Bytes> = fh
+            .accepted()
+            .iter()
+            .flat_map(|a| split_lines(&a.data))
+            .collect();
+        wanted.is_subset(&got)
+    })
+    .await;
+    let m = agent.metrics().clone();
+    agent.stop().await.unwrap();
+    let got: Vec<Bytes> = fh
+        .accepted()
+        .iter()
+        .flat_map(|a| split_lines(&a.data))
+        .collect();
+    let dups = duplicates(&sent, &got);
+    let rightly = resent_rightly(&fh);
+    for (l, extra) in &dups {
+        let allowed = rightly.get(l).copied().unwrap_or(0);
+        assert!(
+            *extra <= allowed,
+            "{l:?}: {extra} extra copies, {allowed} given up"
+        );
+    }
+    let stream = internal("slow");
+    let errors = m.read("shardline_put_records_errors_total", &[("stream", &stream)]);
+    println!(
+        "slow answers: {} requests given up, {errors} request errors, {} lines duplicated",
+        abandoned(),
+        dups.len()
+    );
+    assert_eq!(errors, abandoned() as u64, "one error per request given up");
 }

@@ -207,7 +207,7 @@ async fn the_fault_endpoint_cuts_connections_before_or_after_storing() {
     assert!(post(&fh.endpoint, TARGET, batch("logs", &[b"b\n", b"c\n"]))
         .await
         .is_err());
-    let kept: Vec<Bytes> = fh.stored_then_reset().into_iter().map(|a| a.data).collect();
+    let kept: Vec<Bytes> = fh.stored_unanswered().into_iter().map(|a| a.data).collect();
     assert_eq!(kept, [Bytes::from("b\n"), Bytes::from("c\n")]);
     let outcomes: Vec<Outcome> = fh.requests().iter().map(|s| s.outcome).collect();
     assert_eq!(
@@ -247,6 +247,12 @@ async fn the_fault_endpoint_cuts_connections_before_or_after_storing() {
         || fh.in_flight() == 0,
     )
     .await;
+    assert!(fh.requests().last().unwrap().abandoned);
+    let unanswered: Vec<Bytes> = fh.stored_unanswered().into_iter().map(|a| a.data).collect();
+    assert_eq!(
+        unanswered,
+        [Bytes::from("b\n"), Bytes::from("c\n"), Bytes::from("e\n")]
+    );
 }
 
 /// moto decodes the base64 `Data` and writes each PutRecordBatch as one S3
@@ -358,5 +364,5 @@ async fn aws_sdk_firehose_reads_the_fault_endpoint_as_firehose() {
     });
     let e = sdk_put(&client, &["e\n"]).await.unwrap_err();
     assert!(e.code().is_none(), "a cut connection has no code: {e:?}");
-    assert_eq!(fh.stored_then_reset().len(), 1);
+    assert_eq!(fh.stored_unanswered().len(), 1);
 }

@@ -79,6 +79,9 @@ pub struct Seen {
     pub delivery_stream: String,
     pub records: usize,
     pub outcome: Outcome,
+    /// The client went away while the answer waited (with
+    /// `store_before_delay`: after its records were stored).
+    pub abandoned: bool,
 }
 
 /// One record stored, with the request it came in.
@@ -209,14 +212,15 @@ impl FirehoseEndpoint {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The records stored by requests whose connection was then reset: the only
-    /// ones the agent may rightly send twice.
-    pub fn stored_then_reset(&self) -> Vec<Accepted> {
+    /// The records stored by requests whose answer never reached the client
+    /// (the connection cut after storing, or the client gone while the answer
+    /// waited): the only ones the agent may rightly send twice.
+    pub fn stored_unanswered(&self) -> Vec<Accepted> {
         let log = self.shared.log.lock().unwrap();
         let reset: std::collections::HashSet<u64> = log
             .requests
             .iter()
-            .filter(|s| matches!(s.outcome, Outcome::ResetAfterStore { .. }))
+            .filter(|s| s.abandoned || matches!(s.outcome, Outcome::ResetAfterStore { .. }))
             .map(|s| s.number)
             .collect();
         log.accepted
@@ -330,21 +334,32 @@ fn parse_batch(body: &[u8]) -> Option<Batch> {
 }
 
 /// Counts a request in flight for as long as its handler lives (a handler
-/// dropped because its client went away counts out too).
-struct InFlight(Arc<Shared>);
+/// dropped because its client went away counts out too), and marks a logged
+/// request whose handler was dropped before it answered as abandoned.
+struct InFlight {
+    shared: Arc<Shared>,
+    /// The request's number once logged, until it is answered (or cut).
+    waiting: Option<u64>,
+}
 
 impl InFlight {
     fn enter(shared: &Arc<Shared>) -> InFlight {
         shared
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        InFlight(shared.clone())
+        InFlight {
+            shared: shared.clone(),
+            waiting: None,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
+        if let Some(n) = self.waiting {
+            self.shared.log.lock().unwrap().requests[n as usize].abandoned = true;
+        }
+        self.shared
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
@@ -374,7 +389,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let _in_flight = InFlight::enter(&shared);
+    let mut in_flight = InFlight::enter(&shared);
     // The whole request is read first, whatever happens to it.
     let body = req
         .into_body()
@@ -398,9 +413,11 @@ async fn handle(
         },
         Some(batch) => decide(&shared, &plan, batch),
     };
-    let answer = note(&shared, target, batch.as_ref(), decision);
+    let (number, answer) = note(&shared, target, batch.as_ref(), decision);
     if plan.store_before_delay {
+        in_flight.waiting = Some(number);
         tokio::time::sleep(plan.delay).await;
+        in_flight.waiting = None;
     }
     match answer {
         Some(a) => Ok(a),
@@ -412,14 +429,14 @@ async fn handle(
     }
 }
 
-/// Stores what `decision` accepts and logs the request; returns the answer
-/// (`None`: cut the connection).
+/// Stores what `decision` accepts and logs the request; returns its number
+/// and the answer (`None`: cut the connection).
 fn note(
     shared: &Shared,
     target: String,
     batch: Option<&Batch>,
     decision: Decision,
-) -> Option<Answer> {
+) -> (u64, Option<Answer>) {
     let mut log = shared.log.lock().unwrap();
     let number = log.requests.len() as u64;
     let (outcome, answer) = match decision {
@@ -462,8 +479,9 @@ fn note(
         delivery_stream: batch.map(|b| b.delivery_stream.clone()).unwrap_or_default(),
         records: batch.map_or(0, |b| b.records.len()),
         outcome,
+        abandoned: false,
     });
-    answer
+    (number, answer)
 }
 
 /// What to do with a well-formed PutRecordBatch, as the plan draws it.
