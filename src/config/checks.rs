@@ -14,20 +14,6 @@ pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String
     }
 }
 
-/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
-pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-    {
-        problems.push(format!(
-            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
-        ));
-    }
-}
-
 /// Smallest `max_record_bytes` of a json file block: room for the added keys
 /// beside some of the line.
 pub(super) const MIN_JSON_RECORD_BYTES: usize = 1024;

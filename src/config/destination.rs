@@ -142,10 +142,10 @@ pub(super) fn destinations(
                 shown(&route)
             ));
         }
-        let packing = super::firehose::packing(
+        let packing = super::streams::packing(
             &field,
             is_firehose,
-            super::firehose::RawPacking {
+            super::streams::RawPacking {
                 packing: d.packing,
                 max_bytes: d.packing_max_bytes,
                 linger_ms: d.packing_linger_ms,
@@ -211,7 +211,7 @@ fn block_route(
         ));
         return None;
     }
-    let route = super::firehose::destination_of(
+    let route = super::streams::destination_of(
         field,
         d.stream.as_ref(),
         d.delivery_stream.as_ref(),

@@ -107,19 +107,15 @@ pub(super) fn validate_file(
         check_include_base(p, &format!("{field}.include"), problems);
     }
     let exclude_set = glob_set(&f.exclude, &format!("{field}.exclude"), problems);
-    let stream = super::firehose::destination_of(
+    let (stream, max_record_bytes) = super::streams::target(
         &field,
-        f.stream.as_ref(),
-        f.delivery_stream.as_ref(),
+        [f.stream.as_ref(), f.delivery_stream.as_ref()],
         default_stream,
-        problems,
-    );
-    let max_record_bytes = super::firehose::line_limit(
-        &field,
-        "max_record_bytes",
-        f.max_record_bytes,
-        super::raw::default_max_record_bytes(),
-        stream.as_deref(),
+        (
+            "max_record_bytes",
+            f.max_record_bytes,
+            super::raw::default_max_record_bytes(),
+        ),
         problems,
     );
     let partition_key = file_partition_key(&field, f.partition_key, problems);

@@ -267,19 +267,15 @@ pub(crate) fn validate(
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
     let fields = validate_fields(&field, &j.fields, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
-    let stream = super::firehose::destination_of(
+    let (stream, max_record_bytes) = super::streams::target(
         &field,
-        j.stream.as_ref(),
-        j.delivery_stream.as_ref(),
+        [j.stream.as_ref(), j.delivery_stream.as_ref()],
         default_stream,
-        problems,
-    );
-    let max_record_bytes = super::firehose::line_limit(
-        &field,
-        "max_record_bytes",
-        j.max_record_bytes,
-        default_max_record_bytes(),
-        stream.as_deref(),
+        (
+            "max_record_bytes",
+            j.max_record_bytes,
+            default_max_record_bytes(),
+        ),
         problems,
     );
     if j.max_record_bytes == 0 || j.max_record_bytes > MAX_FILE_RECORD_BYTES {

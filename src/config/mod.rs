@@ -18,9 +18,6 @@ use crate::spool::SpoolOptions;
 mod checks;
 mod destination;
 mod files;
-mod firehose;
-#[cfg(test)]
-mod firehose_tests;
 pub mod journald;
 mod paths;
 mod quote;
@@ -28,6 +25,7 @@ mod raw;
 #[cfg(test)]
 mod reference;
 mod socket;
+mod streams;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -27,28 +27,17 @@ pub(super) fn validate_socket(
             }
         }
     }
-    let stream = super::firehose::destination_of(
+    let (stream, max_line_bytes) = super::streams::target(
         &field,
-        s.stream.as_ref(),
-        s.delivery_stream.as_ref(),
+        [s.stream.as_ref(), s.delivery_stream.as_ref()],
         default_stream,
-        problems,
-    );
-    let max_line_bytes = super::firehose::line_limit(
-        &field,
-        "max_line_bytes",
-        s.max_line_bytes,
-        super::raw::default_max_line_bytes(),
-        stream.as_deref(),
-        problems,
-    );
-    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
-        problems.push(format!(
-            "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
+        (
+            "max_line_bytes",
             s.max_line_bytes,
-            MAX_RECORD_BYTES - 16
-        ));
-    }
+            super::raw::default_max_line_bytes(),
+        ),
+        problems,
+    );
     let file_mode = parse_mode(&s.file_mode);
     if file_mode.is_none() {
         problems.push(format!(
@@ -100,6 +89,13 @@ pub(super) fn validate_socket(
 
 /// A socket's mode against its framing and peer checks, and its limits.
 fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
+    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
+        problems.push(format!(
+            "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
+            s.max_line_bytes,
+            MAX_RECORD_BYTES - 16
+        ));
+    }
     if s.mode == SocketMode::Datagram {
         if s.framing == Framing::Frames {
             problems.push(format!(

@@ -118,7 +118,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         problems.push("[kinesis] section is missing (it names the stream)".into());
         return None;
     };
-    let stream = super::firehose::destination_of(
+    let stream = super::streams::destination_of(
         "kinesis",
         k.stream.as_ref(),
         k.delivery_stream.as_ref(),
@@ -130,10 +130,10 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
             "kinesis.stream is missing (the default destination: a Kinesis data stream, or a Firehose stream as kinesis.delivery_stream)".into(),
         );
     }
-    let packing = super::firehose::packing(
+    let packing = super::streams::packing(
         "kinesis",
         k.delivery_stream.is_some(),
-        super::firehose::RawPacking {
+        super::streams::RawPacking {
             packing: k.packing,
             max_bytes: k.packing_max_bytes,
             linger_ms: k.packing_linger_ms,

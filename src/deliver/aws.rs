@@ -1,6 +1,5 @@
 //! What the Kinesis and Firehose clients share: the AWS configuration of a
-//! destination (region, profile, assumed role, proxy, timeouts) and the one
-//! reading of an SDK error into a [`KinesisError`].
+//! destination (region, profile, assumed role, proxy, timeouts).
 //!
 //! `kinesis` (`SdkKinesis`) and `firehose` (`SdkFirehose`) each build their
 //! service's client from a [`Connection`] made by [`connect`].
@@ -8,10 +7,22 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 use super::destination::{AssumeRole, Destination};
-use super::kinesis::{ClientOptions, ErrorCode, KinesisError};
+
+/// Connection settings of the Kinesis and Firehose clients.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// The default destination (`[kinesis]`).
+    pub destination: Destination,
+    /// Streams with a destination of their own (`[[destination]]`).
+    pub streams: Vec<(String, Destination)>,
+    /// Time limit of one request.
+    pub request_timeout: Option<Duration>,
+    /// The proxy (`kinesis.proxy`, else the environment).
+    pub proxy: super::proxy::ProxySetting,
+    pub no_proxy: Option<String>,
+}
 
 /// What a service client is built from.
 pub(super) struct Connection {
@@ -41,14 +52,14 @@ pub(super) async fn connect(
     let proxy = match super::proxy::resolve(&options.proxy, options.no_proxy.as_deref(), https, env)
     {
         Ok(Some(proxy)) => {
-            tracing::info!(proxy = %proxy.shown, from = proxy.source, service,
-                "Requests go through a proxy");
+            tracing::info!(proxy = %proxy.shown, from = proxy.source,
+                "{service} requests go through a proxy");
             Some(proxy)
         }
         Ok(None) => None,
         Err(e) => {
-            tracing::error!(error = %e, service,
-                "The proxy setting cannot be used; connecting directly");
+            tracing::error!(error = %e,
+                "The proxy setting cannot be used; connecting to {service} directly");
             None
         }
     };
@@ -127,51 +138,4 @@ fn http_client(
     let connector = SharedHttpConnector::new(connector);
     // One connector (one connection pool) for every request.
     http_client_fn(move |_, _| connector.clone())
-}
-
-pub(super) fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> KinesisError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let (code, message) = match &err {
-        SdkError::ServiceError(e) => (
-            ErrorCode::kinesis(e.err().code().unwrap_or("Unknown")),
-            e.err().message().unwrap_or_default().to_owned(),
-        ),
-        SdkError::TimeoutError(_) => (ErrorCode::Timeout, "request timed out".to_owned()),
-        SdkError::DispatchFailure(d) => {
-            // An error the connector classified (a connection closed under the
-            // request is a transient "other" error, not an I/O one) is the
-            // transport's; an unclassified one arose before the request was sent
-            // (resolving credentials, signing).
-            let code = if d.is_timeout() {
-                ErrorCode::Timeout
-            } else if d.is_io() || d.as_other().is_some() {
-                ErrorCode::Transport
-            } else {
-                ErrorCode::Credentials
-            };
-            (code, error_chain(&err))
-        }
-        _ => (ErrorCode::Transport, error_chain(&err)),
-    };
-    KinesisError {
-        operation,
-        code,
-        // The SDK's messages may quote the endpoint or the proxy, credentials
-        // and all; this message goes to the log and to `shardline status`.
-        message: super::redact::text(&message).into_owned(),
-    }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

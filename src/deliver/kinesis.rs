@@ -10,13 +10,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::aws::{self, sdk_error};
+use super::aws;
+pub use super::aws::ClientOptions;
 use super::destination::Destination;
 use crate::aggregate::Encoded;
 use crate::metrics::Trouble;
@@ -219,20 +219,6 @@ pub trait Kinesis: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>>;
 }
 
-/// Connection settings for [`SdkKinesis`].
-#[derive(Debug, Clone, Default)]
-pub struct ClientOptions {
-    /// The default destination (`[kinesis]`).
-    pub destination: Destination,
-    /// Streams with a destination of their own (`[[destination]]`).
-    pub streams: Vec<(String, Destination)>,
-    /// Time limit of one request.
-    pub request_timeout: Option<Duration>,
-    /// The proxy (`kinesis.proxy`, else the environment).
-    pub proxy: super::proxy::ProxySetting,
-    pub no_proxy: Option<String>,
-}
-
 /// Kinesis through `aws-sdk-kinesis`, with credentials and region from the
 /// standard `aws-config` chain, a profile, or an assumed role.
 #[derive(Clone)]
@@ -287,6 +273,53 @@ impl SdkKinesis {
         }
         e
     }
+}
+
+pub(super) fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> KinesisError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message) = match &err {
+        SdkError::ServiceError(e) => (
+            ErrorCode::kinesis(e.err().code().unwrap_or("Unknown")),
+            e.err().message().unwrap_or_default().to_owned(),
+        ),
+        SdkError::TimeoutError(_) => (ErrorCode::Timeout, "request timed out".to_owned()),
+        SdkError::DispatchFailure(d) => {
+            // An error the connector classified (a connection closed under the
+            // request is a transient "other" error, not an I/O one) is the
+            // transport's; an unclassified one arose before the request was sent
+            // (resolving credentials, signing).
+            let code = if d.is_timeout() {
+                ErrorCode::Timeout
+            } else if d.is_io() || d.as_other().is_some() {
+                ErrorCode::Transport
+            } else {
+                ErrorCode::Credentials
+            };
+            (code, error_chain(&err))
+        }
+        _ => (ErrorCode::Transport, error_chain(&err)),
+    };
+    KinesisError {
+        operation,
+        code,
+        // The SDK's messages may quote the endpoint or the proxy, credentials
+        // and all; this message goes to the log and to `shardline status`.
+        message: super::redact::text(&message).into_owned(),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn parse_hash_key(shard: &str, value: &str) -> Result<u128, KinesisError> {

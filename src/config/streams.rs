@@ -1,12 +1,26 @@
-//! The keys that name a Firehose stream (`delivery_stream` beside `stream`) and
-//! pack its lines (`packing*`), checked for every section that has them. The
-//! sections call [`destination_of`] and [`line_limit`]; `destination.rs` calls
-//! [`packing`] for `[kinesis]` and each `[[destination]]`.
+//! The keys that name a destination stream (`stream` for Kinesis,
+//! `delivery_stream` for Firehose) and pack a Firehose stream's lines
+//! (`packing*`), checked for every section that has them. The sections call
+//! [`destination_of`] and [`line_limit`]; `destination.rs` calls [`packing`] for
+//! `[kinesis]` and each `[[destination]]`.
 
 use std::time::Duration;
 
-use super::checks::check_stream_name;
 use crate::deliver::firehose::{self, Packing};
+
+/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
+pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        problems.push(format!(
+            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
+        ));
+    }
+}
 
 /// Firehose stream names: 1–64 characters of `a-zA-Z0-9_.-`.
 pub(super) fn check_delivery_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
@@ -48,6 +62,23 @@ pub(super) fn destination_of(
         }
         (None, None) => default.cloned(),
     }
+}
+
+/// A section's record limit: its key, its value, its default.
+pub(super) type RecordLimit<'a> = (&'a str, usize, usize);
+
+/// [`destination_of`], and the section's record limit through [`line_limit`]
+/// for it.
+pub(super) fn target(
+    field: &str,
+    [stream, delivery_stream]: [Option<&String>; 2],
+    default: Option<&String>,
+    (key, value, default_limit): RecordLimit<'_>,
+    problems: &mut Vec<String>,
+) -> (Option<String>, usize) {
+    let route = destination_of(field, stream, delivery_stream, default, problems);
+    let limit = line_limit(field, key, value, default_limit, route.as_deref(), problems);
+    (route, limit)
 }
 
 /// A section's record limit (`key`, set to `value`, `default` when not
@@ -131,3 +162,6 @@ pub(super) fn packing(
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::*;
+use crate::config::*;
 use crate::deliver::firehose::{Packing, MAX_LINE_BYTES};
+use std::path::Path;
 
 fn check(text: &str) -> Result<Config, ConfigError> {
     parse(text, Path::new("test.toml"))
