@@ -3,7 +3,7 @@
 //! fails whole requests (500, 503), answers slowly and cuts connections before
 //! or after storing. Every line arrives, and every duplicate is accounted for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -109,42 +109,11 @@ async fn every_firehose_fault_is_retried_and_only_cut_answers_duplicate() {
     let rest = file_toml(&[&log], "");
     let agent = start_agent(agent_config(&work, &kinesis, &rest)).await;
     let sent = feed_until_every_fault(&fh, &log).await;
-    let wanted: std::collections::HashSet<Bytes> = sent.iter().cloned().collect();
-    wait_for("every line accepted despite faults", LONG, || {
-        let got: std::collections::HashSet<Bytes> = fh
-            .accepted()
-            .iter()
-            .flat_map(|a| split_lines(&a.data))
-            .collect();
-        wanted.is_subset(&got)
-    })
-    .await;
+    wait_all_stored(&fh, &sent).await;
     let m = agent.metrics().clone();
     let report = agent.stop().await.unwrap();
     assert_eq!(report.spooled_bytes, 0, "the spool is not drained");
-    let got: Vec<Bytes> = fh
-        .accepted()
-        .iter()
-        .flat_map(|a| split_lines(&a.data))
-        .collect();
-    let dups = duplicates(&sent, &got);
-    let rightly = resent_rightly(&fh);
-    for (l, extra) in &dups {
-        let allowed = rightly.get(l).copied().unwrap_or(0);
-        assert!(
-            *extra <= allowed,
-            "{l:?} arrived {extra} extra times, stored under a cut answer only {allowed} times (seed {})",
-            fh.seed
-        );
-    }
-    let stream = internal(NAME);
-    let errors = |code: &str| {
-        m.read(
-            "shardline_put_records_entry_errors_total",
-            &[("stream", stream.as_str()), ("code", code)],
-        )
-    };
-    let (unavailable, internal_failures) = fh.records_failed();
+    let dups = duplicates_explained(&fh, &sent);
     println!(
         "faults (seed {}): {} lines, {} requests, met {:?}; {} lines duplicated ({} copies), \
          {} lines stored under cut answers",
@@ -154,19 +123,58 @@ async fn every_firehose_fault_is_retried_and_only_cut_answers_duplicate() {
         faults_met(&fh),
         dups.len(),
         dups.values().sum::<u64>(),
-        rightly.len()
+        resent_rightly(&fh).len()
     );
-    assert_eq!(errors("ServiceUnavailableException"), unavailable as u64);
-    assert_eq!(errors("InternalFailure"), internal_failures as u64);
-    // The agent sends without the SDK's own retries: it sees every request
-    // the endpoint failed, each counted once, by code.
-    let labels = [("stream", stream.as_str())];
-    let failed = |code: &str| {
-        m.read(
-            "shardline_put_records_errors_total",
-            &[("stream", stream.as_str()), ("code", code)],
-        )
+    check_counters(&m, &fh, &internal(NAME));
+    assert!(m.delivered_count(&internal(NAME)) >= sent.len() as u64);
+}
+
+/// Every line stored at the endpoint, every copy, in arrival order.
+fn stored_lines(fh: &FirehoseEndpoint) -> Vec<Bytes> {
+    fh.accepted()
+        .iter()
+        .flat_map(|a| split_lines(&a.data))
+        .collect()
+}
+
+/// Waits until the endpoint has stored every line of `sent`.
+async fn wait_all_stored(fh: &FirehoseEndpoint, sent: &[Bytes]) {
+    let wanted: HashSet<&Bytes> = sent.iter().collect();
+    wait_for("every line stored at the endpoint", LONG, || {
+        let got = stored_lines(fh);
+        wanted.is_subset(&got.iter().collect())
+    })
+    .await;
+}
+
+/// Checks that every line arrived, and that each extra copy is one the agent
+/// rightly sent again ([`resent_rightly`]); returns the extra copies.
+fn duplicates_explained(fh: &FirehoseEndpoint, sent: &[Bytes]) -> HashMap<Bytes, u64> {
+    let dups = duplicates(sent, &stored_lines(fh));
+    let rightly = resent_rightly(fh);
+    for (l, extra) in &dups {
+        let allowed = rightly.get(l).copied().unwrap_or(0);
+        assert!(
+            *extra <= allowed,
+            "{l:?} arrived {extra} extra times, stored without an answer only {allowed} times (seed {})",
+            fh.seed
+        );
+    }
+    dups
+}
+
+/// The agent's error and throttle counters for `stream` against what the
+/// endpoint did. The agent sends without the SDK's own retries: it sees every
+/// request and record the endpoint failed, each counted once, by code.
+fn check_counters(m: &shardline::metrics::Metrics, fh: &FirehoseEndpoint, stream: &str) {
+    let read = |name: &str, code: Option<&str>| {
+        let mut labels = vec![("stream", stream)];
+        labels.extend(code.map(|c| ("code", c)));
+        m.read(name, &labels)
     };
+    let entries = "shardline_put_records_entry_errors_total";
+    let requests = "shardline_put_records_errors_total";
+    let (unavailable, internal_failures) = fh.records_failed();
     let answered_500 = fh.count(|o| *o == Outcome::InternalFailure) as u64;
     let answered_503 = fh.count(|o| *o == Outcome::ServiceUnavailable) as u64;
     let cut = fh.count(|o| {
@@ -175,20 +183,25 @@ async fn every_firehose_fault_is_retried_and_only_cut_answers_duplicate() {
             Outcome::ResetBeforeStore | Outcome::ResetAfterStore { .. }
         )
     }) as u64;
-    assert_eq!(failed("InternalFailure"), answered_500);
-    assert_eq!(failed("ServiceUnavailableException"), answered_503);
+    let unavailable_code = Some("ServiceUnavailableException");
+    assert_eq!(read(entries, unavailable_code), unavailable as u64);
     assert_eq!(
-        m.read("shardline_put_records_errors_total", &labels),
+        read(entries, Some("InternalFailure")),
+        internal_failures as u64
+    );
+    assert_eq!(read(requests, Some("InternalFailure")), answered_500);
+    assert_eq!(read(requests, unavailable_code), answered_503);
+    assert_eq!(
+        read(requests, None),
         answered_500 + answered_503 + cut,
         "failed requests: 500s, 503s and cut connections"
     );
     assert_eq!(
-        m.read("shardline_throttles_total", &labels),
+        read("shardline_throttles_total", None),
         unavailable as u64 + answered_503,
         "throttles: refused records and 503 requests"
     );
-    assert!(m.read("shardline_records_retried_total", &labels) > 0);
-    assert!(m.delivered_count(&stream) >= sent.len() as u64);
+    assert!(read("shardline_records_retried_total", None) > 0);
 }
 
 /// Answers slower than the agent's request time limit, the records stored
@@ -216,32 +229,11 @@ async fn answers_slower_than_the_time_limit_are_sent_again_and_nothing_is_lost()
     let abandoned = || fh.requests().iter().filter(|s| s.abandoned).count();
     wait_for("three requests given up", LONG, || abandoned() >= 3).await;
     fh.set_plan(Plan::default());
-    let wanted: std::collections::HashSet<Bytes> = sent.iter().cloned().collect();
-    wait_for("every line once answers are fast", LONG, || {
-        let got: std::collections::HashSet<Bytes> = fh
-            .accepted()
-            .iter()
-            .flat_map(|a| split_lines(&a.data))
-            .collect();
-        wanted.is_subset(&got)
-    })
-    .await;
+    wait_all_stored(&fh, &sent).await;
     let m = agent.metrics().clone();
-    agent.stop().await.unwrap();
-    let got: Vec<Bytes> = fh
-        .accepted()
-        .iter()
-        .flat_map(|a| split_lines(&a.data))
-        .collect();
-    let dups = duplicates(&sent, &got);
-    let rightly = resent_rightly(&fh);
-    for (l, extra) in &dups {
-        let allowed = rightly.get(l).copied().unwrap_or(0);
-        assert!(
-            *extra <= allowed,
-            "{l:?}: {extra} extra copies, {allowed} given up"
-        );
-    }
+    let report = agent.stop().await.unwrap();
+    assert_eq!(report.spooled_bytes, 0, "the spool is not drained");
+    let dups = duplicates_explained(&fh, &sent);
     let stream = internal("slow");
     let errors = m.read("shardline_put_records_errors_total", &[("stream", &stream)]);
     println!(
