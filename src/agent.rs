@@ -258,8 +258,13 @@ fn warn_of_orphans(producer: &Producer, config: &Config) {
             continue;
         }
         let dir = dir.map(|d| d.display().to_string()).unwrap_or_default();
+        // The block that drains it, as the config writes it.
+        let block = match crate::deliver::firehose::stream_name(&stream) {
+            Some(name) => format!("delivery_stream = {name:?}"),
+            None => format!("stream = {stream:?}"),
+        };
         tracing::warn!(stream = %stream, records, dir = %dir,
-            "The spool holds records of a stream that no source writes and no destination drains; they are not delivered. Add a [[destination]] with this stream and drain = true to deliver them, or stop the agent and remove the directory to drop them");
+            "The spool holds records of a stream that no source writes and no destination drains; they are not delivered. Add a [[destination]] with {block} and drain = true to deliver them, or stop the agent and remove the directory to drop them");
     }
 }
 

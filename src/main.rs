@@ -27,7 +27,7 @@ const EXIT_NOT_ANSWERING: u8 = 4;
 #[command(
     name = "shardline",
     version,
-    about = "Forwards log records to Amazon Kinesis Data Streams without losing one"
+    about = "Forwards log records to Amazon Kinesis Data Streams and Amazon Data Firehose without losing one"
 )]
 struct Cli {
     /// Log format: `auto` is `journal` under systemd (JOURNAL_STREAM names stderr),

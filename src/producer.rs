@@ -246,6 +246,7 @@ impl Producer {
         let ctx = Context {
             kinesis,
             permits: Arc::new(Semaphore::new(options.delivery.max_connections)),
+            share: deliver::share(options.delivery.max_connections, options.streams.len()),
             options: options.delivery.clone(),
             metrics: metrics.clone(),
             failures: failures_tx,

@@ -285,7 +285,7 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
         .flat_map(|e| metric_names(e))
         .collect();
     let rules: BTreeSet<String> = rule_exprs().iter().flat_map(|e| metric_names(e)).collect();
-    assert!(rule_exprs().len() >= 7, "{:?}", rule_exprs());
+    assert!(rule_exprs().len() >= 8, "{:?}", rule_exprs());
     for (file, names) in [("dashboard", &dashboard), ("rules", &rules)] {
         let unknown: Vec<&String> = names
             .iter()
@@ -296,7 +296,8 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
             "the {file} names metrics the agent does not expose: {unknown:?}\n/metrics:\n{text}"
         );
     }
-    // What the dashboard is for: records in and out, the spool, Kinesis,
+    // What the dashboard is for: records in and out, the spool, Kinesis and
+    // Firehose (throttles of both kinds, lines packed per Firehose record),
     // reshards and the process.
     for needed in [
         "shardline_records_received_total",
@@ -306,6 +307,9 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
         "shardline_spool_oldest_record_age_seconds",
         "shardline_put_records_duration_seconds_bucket",
         "shardline_put_records_entry_errors_total",
+        "shardline_throttles_total",
+        "shardline_firehose_records_per_record_bucket",
+        "shardline_firehose_records_per_record_count",
         "shardline_shard_map_refreshes_total",
         "shardline_records_misrouted_total",
         "process_cpu_seconds_total",
@@ -322,8 +326,10 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
         "shardline_spool_max_bytes",
         "shardline_spool_oldest_record_age_seconds",
         "shardline_records_failed_total",
-        "shardline_put_records_entry_errors_total",
+        "shardline_throttles_total",
+        "shardline_put_records_requests_total",
         "shardline_put_records_errors_total",
+        "shardline_list_shards_errors_total",
     ] {
         assert!(rules.contains(needed), "no rule looks at {needed}");
     }
@@ -349,6 +355,31 @@ fn promtool(args: &[&str]) {
 fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     promtool(&["check", "rules", "shardline.rules.yml"]);
     promtool(&["test", "rules", "shardline.rules.test.yml"]);
+}
+
+/// The alerts about a stream hold for Firehose streams too (named
+/// `firehose:NAME`, with no ListShards): the unit tests expect each of them for
+/// such a stream.
+#[test]
+fn stream_alerts_are_tested_with_a_firehose_stream() {
+    let tests =
+        std::fs::read_to_string(root().join("packaging/prometheus/shardline.rules.test.yml"))
+            .unwrap();
+    for alert in [
+        "ShardlineRecordsFailing",
+        "ShardlineThrottledSustained",
+        "ShardlineCredentialsFailing",
+        "ShardlineStreamUnusable",
+    ] {
+        let tested = tests
+            .split("alertname: ")
+            .skip(1)
+            .any(|case| case.starts_with(alert) && case.contains("stream: firehose:"));
+        assert!(
+            tested,
+            "no unit test of the rules expects {alert} for a Firehose stream (stream: firehose:NAME)"
+        );
+    }
 }
 
 /// The dashboard imports as Grafana expects: an input for the data source, unique

@@ -104,6 +104,7 @@ impl Dispatcher {
             ctx.permits,
             ctx.metrics.clone(),
             options.max_connections,
+            ctx.share,
         );
         Dispatcher {
             router: Router::new(options.linger, options.aggregation),
@@ -145,7 +146,7 @@ impl Dispatcher {
             }
             self.route_waiting();
             let now = Instant::now();
-            let can_send = self.router.has_sendable(&self.pacing, now);
+            let can_send = self.workers.has_room() && self.router.has_sendable(&self.pacing, now);
             let room = !draining && self.has_room();
             let wake_at = self.next_wake(now);
             let slot = self.workers.slot();

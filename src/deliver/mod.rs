@@ -107,6 +107,9 @@ pub(crate) struct Context {
     pub(crate) kinesis: SharedKinesis,
     /// Connection slots, across all streams (`max_connections`).
     pub(crate) permits: Arc<Semaphore>,
+    /// Most of those slots one stream may hold: the others always have one
+    /// left, so a slow destination (Firehose timing out, say) cannot starve them.
+    pub(crate) share: usize,
     pub(crate) options: DeliveryOptions,
     pub(crate) metrics: Metrics,
     /// Where permanent failures are reported (if anyone listens).
@@ -116,6 +119,14 @@ pub(crate) struct Context {
     pub(crate) shutdown: CancellationToken,
     /// Set when the producer stops: draining ends at this instant.
     pub(crate) drain_deadline: watch::Receiver<Option<Instant>>,
+}
+
+/// Most connection slots one of `streams` streams may hold out of
+/// `max_connections`: every other stream keeps one.
+pub(crate) fn share(max_connections: usize, streams: usize) -> usize {
+    max_connections
+        .saturating_sub(streams.saturating_sub(1))
+        .max(1)
 }
 
 /// Starts the dispatcher of one stream, reading from `outlet`, and its shard map

@@ -258,6 +258,7 @@ impl Harness {
         let ctx = Context {
             kinesis: kinesis.clone(),
             permits: Arc::new(Semaphore::new(options.max_connections)),
+            share: options.max_connections,
             options,
             metrics: metrics.clone(),
             failures: failures_tx,

@@ -48,6 +48,8 @@ pub(super) struct Workers {
     rx: mpsc::Receiver<Outcome>,
     /// Requests started and whose outcome has not been taken yet.
     in_flight: usize,
+    /// Most requests of this stream in flight at once (its share of the slots).
+    share: usize,
 }
 
 impl Workers {
@@ -57,6 +59,7 @@ impl Workers {
         permits: Arc<Semaphore>,
         metrics: Metrics,
         max_connections: usize,
+        share: usize,
     ) -> Workers {
         let (tx, rx) = mpsc::channel(max_connections.max(OUTCOME_CHANNEL_MIN));
         Workers {
@@ -67,12 +70,19 @@ impl Workers {
             tx,
             rx,
             in_flight: 0,
+            share,
         }
     }
 
     /// Requests started and not settled yet.
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Whether this stream may start another request (it holds less than its
+    /// share of the slots).
+    pub(super) fn has_room(&self) -> bool {
+        self.in_flight < self.share
     }
 
     /// A free connection slot, once there is one. The future borrows nothing, so
@@ -221,7 +231,14 @@ mod tests {
     fn workers(kinesis: Arc<Scripted>, slots: usize) -> (Workers, Arc<Semaphore>, Metrics) {
         let permits = Arc::new(Semaphore::new(slots));
         let metrics = Metrics::new();
-        let w = Workers::new("s".into(), kinesis, permits.clone(), metrics.clone(), slots);
+        let w = Workers::new(
+            "s".into(),
+            kinesis,
+            permits.clone(),
+            metrics.clone(),
+            slots,
+            slots,
+        );
         (w, permits, metrics)
     }
 
@@ -308,5 +325,40 @@ mod tests {
         assert_eq!(keys, ["a", "b", "c"]);
         assert_eq!(w.in_flight(), 0);
         assert_eq!(kinesis.sent.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stream_holds_at_most_its_share_of_the_slots() {
+        assert_eq!(crate::deliver::share(24, 1), 24);
+        assert_eq!(
+            crate::deliver::share(24, 3),
+            22,
+            "two other streams keep one each"
+        );
+        assert_eq!(crate::deliver::share(2, 5), 1, "never less than one");
+        let gate = Arc::new(Notify::new());
+        let kinesis = Arc::new(Scripted {
+            gate: Some(gate.clone()),
+            ..Scripted::default()
+        });
+        kinesis
+            .answers
+            .lock()
+            .unwrap()
+            .push_back(Ok(vec![accepted()]));
+        let permits = Arc::new(Semaphore::new(4));
+        let mut w = Workers::new("s".into(), kinesis, permits.clone(), Metrics::new(), 4, 1);
+        assert!(w.has_room());
+        let permit = w.slot().await;
+        w.start(permit, vec![item("a")]);
+        assert!(!w.has_room(), "its one share is in flight");
+        assert_eq!(
+            permits.available_permits(),
+            3,
+            "the others' slots stay free"
+        );
+        gate.notify_one();
+        w.next_outcome().await;
+        assert!(w.has_room());
     }
 }
