@@ -10,6 +10,7 @@ mod cycles;
 mod delivery;
 mod destination;
 mod file;
+mod firehose;
 mod format;
 mod journald;
 mod layout;

@@ -6,6 +6,8 @@
 #[path = "../../examples/common/emulator.rs"]
 pub mod emulator;
 pub mod faults;
+pub mod firehose;
+pub mod moto;
 pub mod proxy;
 pub mod sts;
 
