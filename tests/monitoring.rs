@@ -252,6 +252,39 @@ fn exposed_names(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// What the dashboard is for: records in and out, the spool, Kinesis and
+/// Firehose (throttles of both kinds, lines packed per Firehose record),
+/// reshards and the process.
+const DASHBOARD_SHOWS: [&str; 14] = [
+    "shardline_records_received_total",
+    "shardline_records_delivered_total",
+    "shardline_records_failed_total",
+    "shardline_spool_bytes",
+    "shardline_spool_oldest_record_age_seconds",
+    "shardline_put_records_duration_seconds_bucket",
+    "shardline_put_records_entry_errors_total",
+    "shardline_throttles_total",
+    "shardline_firehose_records_per_record_bucket",
+    "shardline_firehose_records_per_record_count",
+    "shardline_shard_map_refreshes_total",
+    "shardline_records_misrouted_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+];
+
+/// What the alert rules must look at.
+const RULES_WATCH: [&str; 9] = [
+    "up",
+    "shardline_spool_segment_bytes",
+    "shardline_spool_max_bytes",
+    "shardline_spool_oldest_record_age_seconds",
+    "shardline_records_failed_total",
+    "shardline_throttles_total",
+    "shardline_put_records_requests_total",
+    "shardline_put_records_errors_total",
+    "shardline_list_shards_errors_total",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
     let emu = Emulator::start().await;
@@ -296,41 +329,13 @@ async fn dashboard_and_rules_name_only_metrics_a_running_agent_exposes() {
             "the {file} names metrics the agent does not expose: {unknown:?}\n/metrics:\n{text}"
         );
     }
-    // What the dashboard is for: records in and out, the spool, Kinesis and
-    // Firehose (throttles of both kinds, lines packed per Firehose record),
-    // reshards and the process.
-    for needed in [
-        "shardline_records_received_total",
-        "shardline_records_delivered_total",
-        "shardline_records_failed_total",
-        "shardline_spool_bytes",
-        "shardline_spool_oldest_record_age_seconds",
-        "shardline_put_records_duration_seconds_bucket",
-        "shardline_put_records_entry_errors_total",
-        "shardline_throttles_total",
-        "shardline_firehose_records_per_record_bucket",
-        "shardline_firehose_records_per_record_count",
-        "shardline_shard_map_refreshes_total",
-        "shardline_records_misrouted_total",
-        "process_cpu_seconds_total",
-        "process_resident_memory_bytes",
-    ] {
+    for needed in DASHBOARD_SHOWS {
         assert!(
             dashboard.contains(needed),
             "the dashboard does not show {needed}"
         );
     }
-    for needed in [
-        "up",
-        "shardline_spool_segment_bytes",
-        "shardline_spool_max_bytes",
-        "shardline_spool_oldest_record_age_seconds",
-        "shardline_records_failed_total",
-        "shardline_throttles_total",
-        "shardline_put_records_requests_total",
-        "shardline_put_records_errors_total",
-        "shardline_list_shards_errors_total",
-    ] {
+    for needed in RULES_WATCH {
         assert!(rules.contains(needed), "no rule looks at {needed}");
     }
 }

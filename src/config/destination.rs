@@ -110,6 +110,9 @@ pub(super) fn destination(t: RawTarget<'_>, problems: &mut Vec<String>) -> Desti
     }
 }
 
+/// The packing of each Firehose stream that sets one, by its name inside the agent.
+type Packings = Vec<(String, Packing)>;
+
 /// Checks the `[[destination]]` blocks against `[kinesis]` and the streams the
 /// sources write; fills in what a block leaves to `[kinesis]`. Returns the
 /// destinations, and the packing of every Firehose stream that sets one.
@@ -118,7 +121,7 @@ pub(super) fn destinations(
     kinesis: Option<&KinesisConfig>,
     written: &HashSet<&str>,
     problems: &mut Vec<String>,
-) -> (Vec<(String, Destination)>, Vec<(String, Packing)>) {
+) -> (Vec<(String, Destination)>, Packings) {
     let mut out: Vec<(String, Destination)> = Vec::new();
     let mut packings: Vec<(String, Packing)> = kinesis
         .and_then(|k| Some((k.stream.clone(), k.packing?)))

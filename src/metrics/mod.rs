@@ -44,12 +44,9 @@ fn latency_histogram() -> Histogram {
 }
 
 fn packing_histogram() -> Histogram {
-    Histogram::new(
-        [
-            1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
-        ]
-        .into_iter(),
-    )
+    Histogram::new([
+        1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+    ])
 }
 
 struct Inner {
