@@ -53,7 +53,7 @@ pub(crate) fn stream_name(route: &str) -> Option<&str> {
 pub struct Packing {
     /// Several lines per record; `false`: one line per record.
     pub enabled: bool,
-    /// Largest record, in bytes (at most [`MAX_RECORD_BYTES`]).
+    /// Largest record, in bytes (at most 1,024,000, Firehose's 1,000 KiB).
     pub max_bytes: usize,
     /// Longest a line waits for its record to fill.
     pub linger: Duration,
