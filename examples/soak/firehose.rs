@@ -233,7 +233,9 @@ async fn handle(State(s): State<Served>, headers: HeaderMap, body: axum::body::B
     answer
 }
 
-/// Answers each record: refused while a per-record fault lasts, else stored.
+/// Answers each record: refused while a per-record fault lasts, else stored. A
+/// request answered `late` takes no per-record fault: the agent would never see
+/// the refusal.
 fn put_record_batch(s: &Served, body: &[u8], late: bool) -> Response {
     let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
         return json(
@@ -250,9 +252,9 @@ fn put_record_batch(s: &Served, body: &[u8], late: bool) -> Response {
         .map_or(&[][..], Vec::as_slice)
         .iter()
         .map(|record| {
-            let code = if take(&s.faults.throttle_records) {
+            let code = if !late && take(&s.faults.throttle_records) {
                 "ServiceUnavailableException"
-            } else if take(&s.faults.fail_records) {
+            } else if !late && take(&s.faults.fail_records) {
                 "InternalFailure"
             } else {
                 store.accept(record, batch);
