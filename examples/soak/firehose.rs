@@ -50,8 +50,11 @@ pub(crate) struct Faults {
     late_requests: AtomicU32,
 }
 
+/// A count-down fault of [`Faults`], and how much one burst adds to it.
+type Fault = (fn(&Faults) -> &AtomicU32, u32);
+
 /// A burst of faults, injected every 20–40 s.
-const BURST: [(fn(&Faults) -> &AtomicU32, u32); 6] = [
+const BURST: [Fault; 6] = [
     (|f| &f.throttle_records, 4),
     (|f| &f.fail_records, 4),
     (|f| &f.fail_requests, 3),
