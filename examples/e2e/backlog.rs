@@ -72,7 +72,7 @@ impl Fill {
         let config_path = work.join("phase1.toml");
         std::fs::write(
             &config_path,
-            config_text(&format!("http://{down}"), work, source),
+            config_text(args.destination, &format!("http://{down}"), work, source),
         )
         .expect("config file");
         let started = Instant::now();
@@ -158,8 +158,8 @@ struct Drain {
 
 impl Drain {
     fn run(args: &Args, work: &Path, source: &str) -> Drain {
-        let endpoint = Endpoint::start(EndpointKind::Ack, args.shards);
-        let config = config(&endpoint.url(), work, source);
+        let endpoint = Endpoint::start(EndpointKind::Ack, args.destination, args.shards);
+        let config = config(args.destination, &endpoint.url(), work, source);
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let cpu_before = common::cpu_seconds("self");
         let started = Instant::now();

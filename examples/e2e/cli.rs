@@ -1,6 +1,6 @@
 //! The command line of the benchmark's main role. Owns no state: `main` parses
 //! [`Args`] and hands them to `deliver` or `backlog`; `endpoint` reads the
-//! [`EndpointKind`].
+//! [`EndpointKind`] and the [`DestinationKind`], `config` the latter.
 
 use clap::{Parser, ValueEnum};
 
@@ -18,9 +18,12 @@ pub(crate) struct Args {
     /// Where the lines come from.
     #[arg(long, value_enum, default_value_t = SourceKind::File)]
     pub(crate) source: SourceKind,
-    /// What receives the PutRecords requests.
+    /// What receives the PutRecords requests (Kinesis only).
     #[arg(long, value_enum, default_value_t = EndpointKind::Ack)]
     pub(crate) endpoint: EndpointKind,
+    /// Where the agent delivers: a Kinesis data stream or a Firehose stream.
+    #[arg(long, value_enum, default_value_t = DestinationKind::Kinesis)]
+    pub(crate) destination: DestinationKind,
     /// Connections the socket client sends over (--source socket).
     #[arg(long, default_value_t = 1)]
     pub(crate) connections: usize,
@@ -39,6 +42,14 @@ pub(crate) struct Args {
 pub(crate) enum SourceKind {
     File,
     Socket,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DestinationKind {
+    /// `[kinesis] stream`: PutRecords to a stream of `SHARDS` shards.
+    Kinesis,
+    /// `[kinesis] delivery_stream`: PutRecordBatch of packed lines.
+    Firehose,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,17 +1,22 @@
 //! The default run: the agent in this process delivers the lines once, from a file
 //! or from the socket client, to the endpoint, and the report is printed. `main`
-//! calls [`run`]; [`Delivered`] owns what was measured while the agent ran.
+//! calls [`run`]; [`Delivered`] owns what was measured while the agent ran. A run
+//! ends when every line was delivered: counted by the agent for a Kinesis stream,
+//! by the endpoint (lines in the records it accepted) for a Firehose stream.
 
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, EndpointKind, SourceKind};
+use crate::cli::{Args, DestinationKind, EndpointKind, SourceKind};
 use crate::common;
 use crate::config::{config, STREAM};
 use crate::endpoint::Endpoint;
 use crate::lines::write_lines;
 use crate::measure::{gib, mib, print_samples, status_kib, Progress, SAMPLE};
+
+/// The socket source's path in the work directory.
+const SOCKET: &str = "ingest.sock";
 
 /// What was measured while the agent delivered.
 struct Delivered {
@@ -23,24 +28,26 @@ struct Delivered {
     rss: Vec<u64>,
     /// The socket client process (`--source socket`).
     sender: Option<Child>,
+    /// Lines and Firehose records the Firehose endpoint accepted, at the end.
+    arrived: (u64, u64),
 }
 
 /// Delivers the lines once and prints the report.
 pub(crate) fn run(args: &Args) {
     let lines = args.lines.unwrap_or(2_000_000);
-    let endpoint = Endpoint::start(args.endpoint, args.shards);
+    let endpoint = Endpoint::start(args.endpoint, args.destination, args.shards);
     let work = tempfile::tempdir().expect("temp dir");
-    let socket = work.path().join("ingest.sock");
     let record_format = std::env::var("E2E_FORMAT").unwrap_or_else(|_| "raw".into());
-    let source = source_section(args, work.path(), &socket, lines, &record_format);
-    let config = config(&endpoint.url(), work.path(), &source);
+    let source = source_section(args, work.path(), lines, &record_format);
+    let config = config(args.destination, &endpoint.url(), work.path(), &source);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let cpu_before = common::cpu_seconds("self");
     let started = Instant::now();
     let mut delivered =
-        runtime.block_on(deliver(config, args, &socket, lines, work.path(), started));
+        runtime.block_on(deliver(config, args, &endpoint, lines, work.path(), started));
     let drained = started.elapsed();
     let cpu = common::cpu_seconds("self") - cpu_before;
+    delivered.arrived = endpoint.arrived();
     if let Some(mut s) = delivered.sender.take() {
         let status = s.wait().expect("socket client");
         assert!(status.success(), "the socket client failed: {status}");
@@ -54,13 +61,8 @@ pub(crate) fn run(args: &Args) {
 
 /// The source section of the config; for the file source, the file is written
 /// first.
-fn source_section(
-    args: &Args,
-    work: &Path,
-    socket: &Path,
-    lines: u64,
-    record_format: &str,
-) -> String {
+fn source_section(args: &Args, work: &Path, lines: u64, record_format: &str) -> String {
+    let socket = work.join(SOCKET);
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs).expect("log dir");
     let section = match args.source {
@@ -79,16 +81,17 @@ fn source_section(
 async fn deliver(
     config: shardline::config::Config,
     args: &Args,
-    socket: &Path,
+    endpoint: &Endpoint,
     lines: u64,
     work: &Path,
     started: Instant,
 ) -> Delivered {
+    let socket = work.join(SOCKET);
     let agent = shardline::agent::Agent::start(config).await.expect("agent");
     let sender = (args.source == SourceKind::Socket).then(|| {
         Command::new(std::env::current_exe().expect("own path"))
             .arg("--send-lines")
-            .arg(socket)
+            .arg(&socket)
             .args([
                 lines.to_string(),
                 args.line_bytes.to_string(),
@@ -98,11 +101,15 @@ async fn deliver(
             .expect("socket client process")
     });
     let m = agent.metrics().clone();
+    let delivered = || match args.destination {
+        DestinationKind::Kinesis => m.delivered_count(STREAM),
+        DestinationKind::Firehose => endpoint.arrived().0,
+    };
     let mut spool_peak = 0;
     let mut rss = Vec::new();
     let mut progress = Progress::new("delivered lines");
-    while m.delivered_count(STREAM) < lines {
-        progress.check(m.delivered_count(STREAM));
+    while delivered() < lines {
+        progress.check(delivered());
         spool_peak = spool_peak.max(common::dir_usage(&work.join("spool")).0);
         rss.push(status_kib("self", "VmRSS:"));
         tokio::time::sleep(SAMPLE).await;
@@ -118,6 +125,7 @@ async fn deliver(
         spool_peak,
         rss,
         sender,
+        arrived: (0, 0),
     }
 }
 
@@ -133,8 +141,12 @@ fn print_report(
     let payload = lines * line_bytes as u64;
     print_samples("RSS samples     ", &d.rss);
     let secs = d.elapsed.as_secs_f64();
+    let stream = match args.destination {
+        DestinationKind::Kinesis => format!("{shards} shards"),
+        DestinationKind::Firehose => "a Firehose stream".to_owned(),
+    };
     println!(
-        "lines            {lines} x {line_bytes} bytes ({:.0} MiB), {shards} shards",
+        "lines            {lines} x {line_bytes} bytes ({:.0} MiB), {stream}",
         mib(payload)
     );
     println!(
@@ -147,9 +159,10 @@ fn print_report(
                 if args.connections == 1 { "" } else { "s" }
             ),
         },
-        match args.endpoint {
-            EndpointKind::Ack => "ack endpoint",
-            EndpointKind::Emulator => "ferrokinesis emulator",
+        match (args.destination, args.endpoint) {
+            (DestinationKind::Firehose, _) => "Firehose ack endpoint",
+            (_, EndpointKind::Ack) => "ack endpoint",
+            (_, EndpointKind::Emulator) => "ferrokinesis emulator",
         }
     );
     println!("record format    {record_format}");
@@ -163,4 +176,11 @@ fn print_report(
     );
     println!("spool on disk    {:.1} MiB at most", mib(d.spool_peak));
     println!("spool empty at   {:.2} s", drained.as_secs_f64());
+    if args.destination == DestinationKind::Firehose {
+        let (arrived, records) = d.arrived;
+        println!(
+            "Firehose records {records} sent, {:.0} lines per record ({arrived} lines at the endpoint)",
+            arrived as f64 / records.max(1) as f64
+        );
+    }
 }

@@ -1,9 +1,11 @@
-//! The PutRecords endpoint, in a child process (this program again, in another
-//! role, so its CPU is not the agent's). [`Endpoint`] is the parent's handle: it
-//! owns the child and the time of the first PutRecords the child reported on its
-//! stdout; `deliver` and `backlog` start and stop it. [`serve_endpoint`] and
-//! [`serve_emulator`] are the child's side, called by `main` for the
-//! `--serve-endpoint` and `--serve-emulator` roles.
+//! The endpoint, in a child process (this program again, in another role, so its
+//! CPU is not the agent's). [`Endpoint`] is the parent's handle: it owns the child,
+//! the time of the first PutRecords (or PutRecordBatch) the child reported on its
+//! stdout and, for the Firehose endpoint, the lines and records it reported
+//! accepted; `deliver` and `backlog` start and stop it. [`serve_endpoint`] and
+//! [`serve_emulator`] are the child's side of Kinesis, called by `main` for the
+//! `--serve-endpoint` and `--serve-emulator` roles; `firehose` serves
+//! `--serve-firehose`.
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -11,12 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cli::EndpointKind;
+use crate::cli::{DestinationKind, EndpointKind};
 use crate::common;
 use crate::config::STREAM;
 
 /// Marks the endpoint's stdout line that reports its first PutRecords.
 const FIRST_PUT: &str = "first-put ";
+/// Marks the Firehose endpoint's stdout line that reports the lines and the
+/// records it accepted so far: `arrived <lines> <records>`.
+pub(crate) const ARRIVED: &str = "arrived ";
+
+/// Lines and Firehose records the Firehose endpoint accepted, as reported.
+#[derive(Default)]
+struct Arrived {
+    lines: AtomicU64,
+    records: AtomicU64,
+}
 
 /// The endpoint child process and what its stdout reports.
 pub(crate) struct Endpoint {
@@ -24,15 +36,19 @@ pub(crate) struct Endpoint {
     addr: String,
     /// Unix nanoseconds of the first PutRecords received; 0 before it.
     first_put_ns: Arc<AtomicU64>,
+    /// What the Firehose endpoint accepted (stays 0 for Kinesis).
+    arrived: Arc<Arrived>,
 }
 
 impl Endpoint {
-    /// Starts the child of `kind` with a stream of `shards` shards; returns once
-    /// it serves.
-    pub(crate) fn start(kind: EndpointKind, shards: u32) -> Endpoint {
-        let role = match kind {
-            EndpointKind::Ack => "--serve-endpoint",
-            EndpointKind::Emulator => "--serve-emulator",
+    /// Starts the child of `kind` for `destination` (a Kinesis stream of
+    /// `shards` shards, or a Firehose stream, always the ack endpoint); returns
+    /// once it serves.
+    pub(crate) fn start(kind: EndpointKind, destination: DestinationKind, shards: u32) -> Endpoint {
+        let role = match (destination, kind) {
+            (DestinationKind::Firehose, _) => "--serve-firehose",
+            (DestinationKind::Kinesis, EndpointKind::Ack) => "--serve-endpoint",
+            (DestinationKind::Kinesis, EndpointKind::Emulator) => "--serve-emulator",
         };
         let mut child = Command::new(std::env::current_exe().expect("own path"))
             .args([role, &shards.to_string()])
@@ -44,11 +60,18 @@ impl Endpoint {
         let mut addr = String::new();
         out.read_line(&mut addr).expect("endpoint address");
         let first_put_ns = Arc::new(AtomicU64::new(0));
-        let first = first_put_ns.clone();
+        let arrived = Arc::new(Arrived::default());
+        let (first, counts) = (first_put_ns.clone(), arrived.clone());
         std::thread::spawn(move || {
             for line in out.lines().map_while(Result::ok) {
                 if let Some(ns) = line.strip_prefix(FIRST_PUT) {
                     first.store(ns.parse().unwrap_or(0), Ordering::Release);
+                } else if let Some(rest) = line.strip_prefix(ARRIVED) {
+                    let mut n = rest.split(' ').map(|v| v.parse().unwrap_or(0));
+                    let (lines, records) = (n.next().unwrap_or(0), n.next().unwrap_or(0));
+                    // Reports of concurrent requests may come out of order.
+                    counts.lines.fetch_max(lines, Ordering::AcqRel);
+                    counts.records.fetch_max(records, Ordering::AcqRel);
                 }
             }
         });
@@ -56,7 +79,16 @@ impl Endpoint {
             child,
             addr: addr.trim().to_owned(),
             first_put_ns,
+            arrived,
         }
+    }
+
+    /// Lines and Firehose records the Firehose endpoint reported accepted.
+    pub(crate) fn arrived(&self) -> (u64, u64) {
+        (
+            self.arrived.lines.load(Ordering::Acquire),
+            self.arrived.records.load(Ordering::Acquire),
+        )
     }
 
     pub(crate) fn url(&self) -> String {
@@ -100,8 +132,9 @@ pub(crate) fn exit_with_parent() {
     });
 }
 
-/// Prints `first-put <unix ns>` on stdout for the first PutRecords request.
-async fn note_first_put(
+/// Prints `first-put <unix ns>` on stdout for the first PutRecords (or
+/// PutRecordBatch) request.
+pub(crate) async fn note_first_put(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -110,7 +143,7 @@ async fn note_first_put(
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.ends_with(".PutRecords"));
+        .is_some_and(|t| t.ends_with(".PutRecords") || t.ends_with(".PutRecordBatch"));
     if is_put {
         FIRST.call_once(|| println!("{FIRST_PUT}{}", unix_ns()));
     }

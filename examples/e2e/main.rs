@@ -11,6 +11,7 @@
 //! cargo run --release --example e2e -- 1000000 1024 4    # the 1 KiB variant
 //! cargo run --release --example e2e -- --source socket --connections 4
 //! cargo run --release --example e2e -- --endpoint emulator
+//! cargo run --release --example e2e -- --destination firehose 2000000 256 4
 //! cargo run --release --example e2e -- --backlog [--crash]
 //! E2E_DELIVERY="max_inflight_bytes = 8388608" cargo run --release --example e2e
 //! E2E_FORMAT=json cargo run --release --example e2e -- 2000000 256 4
@@ -43,7 +44,15 @@
 //! - `emulator`: the `ferrokinesis` Kinesis emulator (in memory, no shard limits
 //!   enforced) with a stream of `SHARDS` shards created before the agent starts.
 //!
-//! Either runs in a child process (this program again), so its CPU is not counted.
+//! - with `--destination firehose`: the agent's `[kinesis]` names a
+//!   `delivery_stream` (default packing; `E2E_PACKING` adds packing keys) and the
+//!   endpoint is a minimal PutRecordBatch endpoint (JSON 1.1) that parses each
+//!   request, base64-decodes every record, counts its lines (newlines) and
+//!   accepts every record, one `RecordId` each. `SHARDS` does not apply. The
+//!   run ends when the endpoint has counted every line; the report adds the
+//!   Firehose records it received and the lines per record.
+//!
+//! Each runs in a child process (this program again), so its CPU is not counted.
 //! The per-shard rate limit of the agent is off (`shard_rate_factor = 0`): neither
 //! endpoint has shard limits.
 //!
@@ -90,6 +99,7 @@
 //! - `config`: the agent's config and the stream's name.
 //! - `lines`: the generated lines, written to a file or sent over the socket.
 //! - `endpoint`: the endpoint child process, both its handle and its side.
+//! - `firehose`: the Firehose ack endpoint, the child's side.
 //! - `measure`: sampling periods, the hang watch, memory figures.
 //! - `child`: the phase 1 agent process of `--backlog`.
 //! - `deliver`: the default run and its report.
@@ -104,6 +114,7 @@ mod cli;
 mod config;
 mod deliver;
 mod endpoint;
+mod firehose;
 mod lines;
 mod measure;
 
@@ -111,8 +122,9 @@ use std::path::Path;
 
 use clap::Parser;
 
-use crate::cli::{Args, EndpointKind, SourceKind};
+use crate::cli::{Args, DestinationKind, EndpointKind, SourceKind};
 use crate::endpoint::{exit_with_parent, serve_emulator, serve_endpoint};
+use crate::firehose::serve_firehose;
 use crate::lines::send_lines;
 
 fn main() {
@@ -133,6 +145,10 @@ fn main() {
             exit_with_parent();
             return serve_emulator(raw[2].parse().expect("shard count"));
         }
+        Some("--serve-firehose") => {
+            exit_with_parent();
+            return serve_firehose();
+        }
         Some("--send-lines") => {
             return send_lines(
                 Path::new(&raw[2]),
@@ -150,6 +166,10 @@ fn main() {
     }
     if args.backlog && (args.source != SourceKind::File || args.endpoint != EndpointKind::Ack) {
         eprintln!("e2e: --backlog runs with the file source and the ack endpoint only");
+        std::process::exit(2);
+    }
+    if args.destination == DestinationKind::Firehose && args.endpoint != EndpointKind::Ack {
+        eprintln!("e2e: --destination firehose runs with the ack endpoint only");
         std::process::exit(2);
     }
     if args.backlog {

@@ -1,8 +1,8 @@
 //! The faults: [`schedule`] draws a run's fault plan from the seed (called by
 //! `main` before anything starts); [`Chaos`] applies it. `Chaos` owns the shard
 //! count it last asked for and the rest of the seeded random numbers; it switches
-//! the emulator's faults, reshards the stream, kills, stops and restarts the agent
-//! process, and counts all of it in `Shared`. `main` hands it the running agent and
+//! the destination's faults, reshards a Kinesis stream, kills, stops and restarts
+//! the agent process, and counts all of it in `Shared`. `main` hands it the running agent and
 //! gets back the one running at the end of the load.
 
 use std::sync::atomic::Ordering;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ScalingType;
 
-use crate::faults;
+use crate::destination::Destination;
 use crate::kinesis::{wait_active, INITIAL_SHARDS, STREAM};
 use crate::process::{AgentCommand, AgentProcess, STOP_LIMIT};
 use crate::progress::say;
@@ -21,12 +21,13 @@ const RESHARD_RANGE: std::ops::RangeInclusive<i32> = 2..=5;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Fault {
-    /// A burst at the endpoint: throttled entries, HTTP 500s, connection resets.
+    /// A burst at the endpoint: throttled entries (and, for Firehose, failed
+    /// records and slow answers), HTTP 500s, connection resets.
     Inject,
     /// Every connection to the endpoint cut for this long.
     Outage(Duration),
     OutageEnd,
-    /// UpdateShardCount to another count.
+    /// UpdateShardCount to another count (Kinesis only).
     Reshard,
     /// SIGKILL, then a restart on the same spool.
     Kill,
@@ -79,8 +80,7 @@ pub(crate) fn schedule(run: Duration, rng: &mut fastrand::Rng) -> Vec<(Duration,
 
 /// Applies the schedule to the endpoint, the stream and the agent process.
 pub(crate) struct Chaos<'a> {
-    client: &'a aws_sdk_kinesis::Client,
-    faults: &'a faults::Faults,
+    destination: &'a Destination,
     state: &'a Shared,
     command: &'a AgentCommand,
     /// The stream's shard count since the last reshard.
@@ -90,15 +90,13 @@ pub(crate) struct Chaos<'a> {
 
 impl<'a> Chaos<'a> {
     pub(crate) fn new(
-        client: &'a aws_sdk_kinesis::Client,
-        faults: &'a faults::Faults,
+        destination: &'a Destination,
         state: &'a Shared,
         command: &'a AgentCommand,
         rng: fastrand::Rng,
     ) -> Chaos<'a> {
         Chaos {
-            client,
-            faults,
+            destination,
             state,
             command,
             shards: INITIAL_SHARDS,
@@ -149,7 +147,7 @@ impl<'a> Chaos<'a> {
 
     async fn apply(&mut self, fault: Fault, agent: AgentProcess) -> Result<AgentProcess, String> {
         match fault {
-            Fault::Inject => self.inject(),
+            Fault::Inject => self.destination.inject(self.state),
             Fault::Outage(length) => self.outage(length),
             Fault::OutageEnd => self.outage_end(),
             Fault::Reshard => self.reshard().await?,
@@ -159,28 +157,9 @@ impl<'a> Chaos<'a> {
         Ok(agent)
     }
 
-    fn inject(&self) {
-        let s = self.state;
-        let (throttles, errors, resets) = (300, 3, 2);
-        self.faults
-            .throttle_entries
-            .fetch_add(throttles, Ordering::AcqRel);
-        self.faults
-            .fail_requests
-            .fetch_add(errors, Ordering::AcqRel);
-        self.faults
-            .reset_requests
-            .fetch_add(resets, Ordering::AcqRel);
-        s.injected_throttles
-            .fetch_add(throttles.into(), Ordering::Relaxed);
-        s.injected_500s.fetch_add(errors.into(), Ordering::Relaxed);
-        s.injected_resets
-            .fetch_add(resets.into(), Ordering::Relaxed);
-    }
-
     fn outage(&self, length: Duration) {
         let s = self.state;
-        self.faults.outage.store(true, Ordering::Release);
+        self.destination.outage(true);
         s.outage_on.store(true, Ordering::Relaxed);
         s.outages.fetch_add(1, Ordering::Relaxed);
         s.outage_ms
@@ -189,22 +168,24 @@ impl<'a> Chaos<'a> {
     }
 
     fn outage_end(&self) {
-        self.faults.outage.store(false, Ordering::Release);
+        self.destination.outage(false);
         self.state.outage_on.store(false, Ordering::Relaxed);
         say!("outage over");
     }
 
     /// UpdateShardCount to another count in `RESHARD_RANGE`; a refused one is
-    /// skipped.
+    /// skipped, and so is every one for a Firehose stream.
     async fn reshard(&mut self) -> Result<(), String> {
+        let Some(client) = self.destination.kinesis() else {
+            return Ok(());
+        };
         let to = loop {
             let n = self.rng.i32(RESHARD_RANGE);
             if n != self.shards {
                 break n;
             }
         };
-        match self
-            .client
+        match client
             .update_shard_count()
             .stream_name(STREAM)
             .target_shard_count(to)
@@ -213,7 +194,7 @@ impl<'a> Chaos<'a> {
             .await
         {
             Ok(_) => {
-                wait_active(self.client).await?;
+                wait_active(client).await?;
                 say!("resharded {} → {to}", self.shards);
                 self.shards = to;
                 self.state.reshards.fetch_add(1, Ordering::Relaxed);
@@ -230,12 +211,14 @@ impl<'a> Chaos<'a> {
 
     async fn kill(&mut self, mut agent: AgentProcess) -> Result<AgentProcess, String> {
         agent.kill();
+        self.note_stop("SIGKILL");
         self.state.kills.fetch_add(1, Ordering::Relaxed);
         say!("agent SIGKILLed");
         self.restart(agent).await
     }
 
     async fn term(&mut self, mut agent: AgentProcess) -> Result<AgentProcess, String> {
+        self.note_stop("SIGTERM");
         agent.signal("TERM")?;
         let started = Instant::now();
         match agent.wait_exit(STOP_LIMIT).await {
@@ -253,6 +236,12 @@ impl<'a> Chaos<'a> {
         }
         self.state.terms.fetch_add(1, Ordering::Relaxed);
         self.restart(agent).await
+    }
+
+    /// Notes when the schedule stopped the agent, and how.
+    fn note_stop(&self, how: &'static str) {
+        let mut stops = self.state.stops.lock().expect("not poisoned");
+        stops.push((Instant::now(), how));
     }
 
     /// Starts the next incarnation once `old` is gone.

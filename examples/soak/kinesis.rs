@@ -2,6 +2,7 @@
 //! fault layer, and the soak's stream in it. [`Emulator`] owns the fault switches
 //! (`chaos` turns them on, `main` ends them all with [`Emulator::restore`]);
 //! [`wait_active`] is called after the stream is created and after each reshard.
+//! `destination` holds it beside the Firehose endpoint.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use aws_sdk_kinesis::types::StreamStatus;
 
 use crate::common;
 use crate::faults;
+use crate::shared::Shared;
 
 pub(crate) const STREAM: &str = "soak";
 /// Shards at the start; reshards pick another count (see `chaos`).
@@ -62,6 +64,25 @@ impl Emulator {
             endpoint: served.endpoint,
             faults,
         })
+    }
+
+    /// A burst at the endpoint: throttled entries, HTTP 500s, connection resets;
+    /// counted in `state`.
+    pub(crate) fn inject(&self, state: &Shared) {
+        let (throttles, errors, resets) = (300, 3, 2);
+        let f = &self.faults;
+        f.throttle_entries.fetch_add(throttles, Ordering::AcqRel);
+        f.fail_requests.fetch_add(errors, Ordering::AcqRel);
+        f.reset_requests.fetch_add(resets, Ordering::AcqRel);
+        state
+            .injected_throttles
+            .fetch_add(throttles.into(), Ordering::Relaxed);
+        state
+            .injected_500s
+            .fetch_add(errors.into(), Ordering::Relaxed);
+        state
+            .injected_resets
+            .fetch_add(resets.into(), Ordering::Relaxed);
     }
 
     /// Ends every fault: the endpoint is reachable and answers truthfully.

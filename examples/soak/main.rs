@@ -5,11 +5,24 @@
 //! cargo build --release --bin shardline --example soak
 //! target/release/examples/soak --minutes 10
 //! cargo run --release --example soak -- --minutes 2 --rate 3000 --seed 7
+//! target/release/examples/soak --minutes 10 --destination firehose
 //! ```
 //!
 //! - **Kinesis**: a `ferrokinesis` emulator in this process on 127.0.0.1, enforcing
 //!   the shard write limits (1 MiB/s, 1000 records/s) like AWS, behind the test
 //!   suite's fault layer (`tests/util/faults.rs`).
+//! - **Firehose** (`--destination firehose`): instead of Kinesis, the agent's
+//!   `[kinesis]` names a `delivery_stream` (records packed up to 64 KiB,
+//!   `request_timeout_ms = 5000`) at a PutRecordBatch endpoint in this process,
+//!   which stores every line it accepts by its id. Its faults replace the
+//!   emulator's: each burst refuses records with `ServiceUnavailableException`
+//!   (throttling) and `InternalFailure`, answers HTTP 500s, resets connections,
+//!   answers two requests 2 s late and one after the agent's timeout (stored, so
+//!   the agent sends it again: duplicates); outages, SIGKILLs and the SIGTERM
+//!   follow the same schedule, reshards are left out. Each duplicate is explained
+//!   by what happened to the copy before it: answered after the timeout, or
+//!   accepted at most 10 s before a SIGKILL or SIGTERM (its acknowledgement did
+//!   not reach the spool); any other is reported as unexplained.
 //! - **Load** (`--rate` records/s, a third each): `logs/rename.log`, rotated by
 //!   rename and create; `logs/copytruncate.log`, rotated by copytruncate (the writer
 //!   copies and truncates between two writes, so logrotate's race cannot lose
@@ -52,7 +65,9 @@
 //! back, last stop, report. Each part owns its state and is called from here:
 //!
 //! - `progress`: the clock of the load and the `say!` progress lines (everyone).
+//! - `destination`: the Kinesis emulator or the Firehose endpoint, whichever runs.
 //! - `kinesis`: the emulator behind the fault layer and the soak's stream.
+//! - `firehose`: the Firehose endpoint, its faults and what it accepted.
 //! - `process`: how the agent is started, and one running agent process.
 //! - `record`: where a record came from, its id and its data.
 //! - `shared`: the counters the parts share while the run lasts.
@@ -70,7 +85,9 @@ mod common;
 mod faults;
 
 mod chaos;
+mod destination;
 mod drain;
+mod firehose;
 mod kinesis;
 mod load;
 mod observe;
@@ -89,18 +106,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 
 use crate::chaos::{schedule, Chaos, Fault};
+use crate::destination::{Destination, DestinationKind};
 use crate::drain::drain;
-use crate::kinesis::{Emulator, STREAM};
 use crate::load::Load;
 use crate::observe::{observe, scrape};
 use crate::process::{AgentCommand, STOP_LIMIT};
 use crate::report::{report, Report};
 use crate::shared::Shared;
-use crate::tally::read_back_settled;
 
 #[derive(Parser)]
 #[command(about = "Soak test of the shardline agent against a faulty Kinesis emulator")]
 struct Args {
+    /// Where the agent delivers: the Kinesis emulator or a Firehose endpoint.
+    #[arg(long, value_enum, default_value_t = DestinationKind::Kinesis)]
+    destination: DestinationKind,
     /// Length of the load phase, in minutes.
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
@@ -179,14 +198,14 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
     });
     let run = Duration::from_secs_f64(args.minutes * 60.0);
     let mut rng = fastrand::Rng::with_seed(seed);
-    let plan = schedule(run, &mut rng);
+    let destination = Destination::start(args.destination).await?;
+    let plan = destination.plan(schedule(run, &mut rng));
 
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {logs:?}: {e}"))?;
-    let (emulator, client) = Emulator::start_with_stream().await?;
     let socket = work.join("ingest.sock");
-    let config = write_config(&args, &emulator, work, &socket, &logs)?;
-    print_header(&args, seed, bin, &emulator, work, &plan);
+    let config = write_config(&args, &destination, work, &socket, &logs)?;
+    print_header(&args, seed, bin, &destination, work, &plan);
 
     let state = Arc::new(Shared::default());
     let command = AgentCommand {
@@ -213,19 +232,19 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
         state.clone(),
         Duration::from_secs(args.progress_secs),
     ));
-    let mut chaos = Chaos::new(&client, &emulator.faults, &state, &command, rng);
+    let mut chaos = Chaos::new(&destination, &state, &command, rng);
     let mut agent = chaos.run(plan, started, started + run, agent).await?;
 
     // The end: stop the load, restore the endpoint, drain.
     load.stop().await?;
-    emulator.restore();
+    destination.restore();
     let load_stopped = std::time::Instant::now();
     let drain_limit = Duration::from_secs(args.drain_secs);
     let drained = drain(&mut agent, &state, drain_limit, work).await?;
     let drain_time = load_stopped.elapsed();
     observer.abort();
     scrape(&state).await;
-    let (tally, kinesis_records) = read_back_settled(&client, &state, drained).await?;
+    let (tally, records, duplicate_causes) = destination.read_back(&state, drained).await?;
 
     // A last graceful stop, which must succeed.
     agent.signal("TERM")?;
@@ -235,7 +254,9 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
     Ok(report(&Report {
         state: &state,
         tally: &tally,
-        kinesis_records,
+        records,
+        records_name: destination.records_name(),
+        duplicate_causes,
         drained,
         drain_time,
         final_exit,
@@ -243,11 +264,11 @@ async fn soak_in(args: Args, bin: &Path, work: &Path) -> Result<bool, String> {
     }))
 }
 
-/// Writes the agent's config into `work`: the emulator's stream, a frames socket
-/// and the log files; returns its path.
+/// Writes the agent's config into `work`: the destination's stream, a frames
+/// socket and the log files; returns its path.
 fn write_config(
     args: &Args,
-    emulator: &Emulator,
+    destination: &Destination,
     work: &Path,
     socket: &Path,
     logs: &Path,
@@ -256,11 +277,12 @@ fn write_config(
     std::fs::write(
         &config,
         format!(
-            "[kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
+            "[kinesis]\n{}region = \"us-east-1\"\nendpoint = \"{}\"\n\
              [delivery]\nshard_rate_factor = {}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\nframing = \"frames\"\n\
              [[file]]\ninclude = [\"{}/*.log\"]\n",
-            emulator.endpoint,
+            destination.config_lines(),
+            destination.endpoint(),
             args.rate_factor,
             work.join("spool").display(),
             socket.display(),
@@ -276,7 +298,7 @@ fn print_header(
     args: &Args,
     seed: u64,
     bin: &Path,
-    emulator: &Emulator,
+    destination: &Destination,
     work: &Path,
     plan: &[(Duration, Fault)],
 ) {
@@ -288,8 +310,12 @@ fn print_header(
         bin.display()
     );
     println!(
-        "soak: emulator {}, work directory {}",
-        emulator.endpoint,
+        "soak: {} at {}, work directory {}",
+        match destination {
+            Destination::Kinesis { .. } => "Kinesis emulator",
+            Destination::Firehose(_) => "Firehose endpoint",
+        },
+        destination.endpoint(),
         work.display()
     );
     println!("soak: fault schedule:");

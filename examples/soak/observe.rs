@@ -49,10 +49,7 @@ fn progress_line(state: &Shared) {
         unconfirmed,
         state.spool_records.load(Ordering::Relaxed),
         state.metric("shardline_records_delivered_total", None),
-        state.metric(
-            "shardline_put_records_entry_errors_total",
-            Some("ProvisionedThroughputExceededException")
-        ),
+        state.metric("shardline_throttles_total", None),
         state.metric("shardline_records_misrouted_total", None),
         shards,
         state.kills.load(Ordering::Relaxed),

@@ -18,7 +18,11 @@ use crate::tally::Tally;
 pub(crate) struct Report<'a> {
     pub(crate) state: &'a Shared,
     pub(crate) tally: &'a Tally,
-    pub(crate) kinesis_records: u64,
+    /// The records that carried the user records, and what they are called.
+    pub(crate) records: u64,
+    pub(crate) records_name: &'static str,
+    /// Duplicates by cause, where the destination can tell (Firehose).
+    pub(crate) duplicate_causes: Vec<(String, u64)>,
     pub(crate) drained: bool,
     pub(crate) drain_time: Duration,
     pub(crate) final_exit: Result<ExitStatus, String>,
@@ -108,16 +112,20 @@ fn print_records(r: &Report, c: &Counts) {
         );
     }
     println!(
-        "  delivered       {} unique ids ({} user records in {} Kinesis records)",
+        "  delivered       {} unique ids ({} user records in {} {})",
         t.delivered_unique(),
         t.delivered_total(),
-        r.kinesis_records
+        r.records,
+        r.records_name
     );
     println!("  lost            {}", c.lost.len());
     for (src, seq) in c.lost.iter().take(20) {
         println!("                  {}-{seq:010}", src.tag());
     }
     println!("  duplicated      {}", t.duplicated());
+    for (cause, n) in &r.duplicate_causes {
+        println!("                  {n:>6} × {cause}");
+    }
     println!(
         "  shard placement {} copies in aggregates a KCL consumer drops (a record outside the shard's range); \
          {} sent records with no copy it keeps",
@@ -158,6 +166,13 @@ fn print_faults(s: &Shared) {
         s.injected_500s.load(Ordering::Relaxed),
         s.injected_resets.load(Ordering::Relaxed),
     );
+    let (failures, slow) = (
+        s.injected_failures.load(Ordering::Relaxed),
+        s.injected_slow.load(Ordering::Relaxed),
+    );
+    if failures + slow > 0 {
+        println!("                  {failures} InternalFailure records, {slow} slow or late answers");
+    }
     println!(
         "  file rotations  rename {}, copytruncate {}",
         s.rotations[0].load(Ordering::Relaxed),
@@ -168,12 +183,9 @@ fn print_faults(s: &Shared) {
 /// The agent's own counters, request errors and log lines.
 fn print_agent(r: &Report, failed: u64) {
     let s = r.state;
-    let throttled = s.metric(
-        "shardline_put_records_entry_errors_total",
-        Some("ProvisionedThroughputExceededException"),
-    );
+    let throttled = s.metric("shardline_throttles_total", None);
     println!(
-        "  agent           {} runs; throttled entries {throttled}, misrouted {}, wrong-shard results {}, \
+        "  agent           {} runs; throttles {throttled}, misrouted {}, wrong-shard results {}, \
          shard map changes {}, retried {}, dead-lettered {failed}",
         s.incarnations.load(Ordering::Relaxed) + 1,
         s.metric("shardline_records_misrouted_total", None),
@@ -181,13 +193,18 @@ fn print_agent(r: &Report, failed: u64) {
         s.metric("shardline_shard_map_changes_total", None),
         s.metric("shardline_records_retried_total", None),
     );
-    let request_errors = s.metric_by_label("shardline_put_records_errors_total");
-    if !request_errors.is_empty() {
-        let list: Vec<String> = request_errors
-            .iter()
-            .map(|(labels, n)| format!("{labels}: {n}"))
-            .collect();
-        println!("  request errors  {}", list.join(", "));
+    for (what, family) in [
+        ("request errors", "shardline_put_records_errors_total"),
+        ("entry errors  ", "shardline_put_records_entry_errors_total"),
+    ] {
+        let by_label = s.metric_by_label(family);
+        if !by_label.is_empty() {
+            let list: Vec<String> = by_label
+                .iter()
+                .map(|(labels, n)| format!("{labels}: {n}"))
+                .collect();
+            println!("  {what}  {}", list.join(", "));
+        }
     }
     let (errors, warnings, messages) = agent_log_summary(r.work);
     println!("  agent log       {errors} ERROR, {warnings} WARN lines");

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// What the socket client knows about each record it sent, by sequence number.
 /// Written by the socket client (`load`) only.
@@ -54,6 +55,12 @@ pub(crate) struct Shared {
     pub(crate) injected_throttles: AtomicU64,
     pub(crate) injected_500s: AtomicU64,
     pub(crate) injected_resets: AtomicU64,
+    /// Firehose records refused with `InternalFailure`.
+    pub(crate) injected_failures: AtomicU64,
+    /// Firehose requests answered slowly or after the agent's timeout.
+    pub(crate) injected_slow: AtomicU64,
+    /// When the schedule stopped the agent, and how (`SIGKILL`, `SIGTERM`).
+    pub(crate) stops: Mutex<Vec<(Instant, &'static str)>>,
     pub(crate) incarnations: AtomicUsize,
 }
 

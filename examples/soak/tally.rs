@@ -1,8 +1,9 @@
 //! Reading the stream back once the spool drained. [`read_back`] reads every shard
 //! (open and closed) from TRIM_HORIZON, takes the aggregates apart and counts each
 //! user record's copies into a [`Tally`], which owns those counts; `main` calls it
-//! (through [`read_back_settled`]) and the report asks the tally what it found
-//! against what `Shared` says was sent.
+//! (through `destination`, [`read_back_settled`]) and the report asks the tally
+//! what it found against what `Shared` says was sent. The Firehose endpoint
+//! (`firehose`) counts the lines it accepts into a `Tally` itself.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::shared::{Shared, SocketState};
 const READ_LIMIT: i32 = 200;
 
 /// Copies of each record found in the stream, by source and sequence number.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Tally {
     /// Deliveries of each id.
     copies: [Vec<u32>; 3],
@@ -31,7 +32,9 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn note(&mut self, data: &[u8], in_range: bool) {
+    /// Counts one delivered copy of the record `data` (kept by a KCL consumer
+    /// if `in_range`).
+    pub(crate) fn note(&mut self, data: &[u8], in_range: bool) {
         let Some((source, seq)) = parse_id(data) else {
             self.unreadable += 1;
             return;
@@ -45,7 +48,7 @@ impl Tally {
         }
     }
 
-    fn copies(&self, source: Source, seq: u64) -> u32 {
+    pub(crate) fn copies(&self, source: Source, seq: u64) -> u32 {
         self.copies[source as usize]
             .get(seq as usize)
             .copied()

@@ -208,9 +208,13 @@ impl Dispatcher {
     }
 
     /// Before waiting (not draining): reads spilled entries back while there is
-    /// room, and seals everything when the window is full — a full window brings
-    /// no more records to the open aggregates, and waiting out their linger would
-    /// only stall (many shards share the window).
+    /// room, and seals everything when the window is full and nothing else holds
+    /// it — a full window brings no more records to the open aggregates, and
+    /// waiting out their linger would only stall (many shards share the window).
+    /// While requests are in flight or aggregates queued, their answers bring
+    /// room back and the open aggregates keep filling: a Firehose record (up to
+    /// 1,000 KiB, an eighth of the default window) sealed at every full window
+    /// left a third of the records a tenth full.
     async fn prepare(&mut self) {
         if self.has_room() {
             let budget = self.options.max_inflight_bytes - self.ledger.loaded_bytes();
@@ -226,7 +230,7 @@ impl Dispatcher {
                 }
             }
         }
-        if !self.has_room() {
+        if !self.has_room() && self.workers.in_flight() == 0 && self.router.queue_is_empty() {
             self.router.seal_all();
         }
     }
