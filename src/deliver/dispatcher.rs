@@ -468,9 +468,12 @@ impl Dispatcher {
         self.verify_landings(&map);
         let shards = map.len();
         if self.router.apply_map(map) {
-            self.metrics.shard_map_changed(&self.stream);
-            tracing::info!(stream = %self.stream, shards, "Shard map changed");
             self.pacing.forget_shards();
+            // A Firehose stream's one-shard map is made once, at start: no reshard.
+            if super::firehose::stream_name(&self.stream).is_none() {
+                self.metrics.shard_map_changed(&self.stream);
+                tracing::info!(stream = %self.stream, shards, "Shard map changed");
+            }
         }
     }
 }
