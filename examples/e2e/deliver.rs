@@ -43,8 +43,14 @@ pub(crate) fn run(args: &Args) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let cpu_before = common::cpu_seconds("self");
     let started = Instant::now();
-    let mut delivered =
-        runtime.block_on(deliver(config, args, &endpoint, lines, work.path(), started));
+    let mut delivered = runtime.block_on(deliver(
+        config,
+        args,
+        &endpoint,
+        lines,
+        work.path(),
+        started,
+    ));
     let drained = started.elapsed();
     let cpu = common::cpu_seconds("self") - cpu_before;
     delivered.arrived = endpoint.arrived();

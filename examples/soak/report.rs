@@ -171,7 +171,9 @@ fn print_faults(s: &Shared) {
         s.injected_slow.load(Ordering::Relaxed),
     );
     if failures + slow > 0 {
-        println!("                  {failures} InternalFailure records, {slow} slow or late answers");
+        println!(
+            "                  {failures} InternalFailure records, {slow} slow or late answers"
+        );
     }
     println!(
         "  file rotations  rename {}, copytruncate {}",

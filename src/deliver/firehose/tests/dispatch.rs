@@ -305,7 +305,14 @@ async fn a_full_window_does_not_cut_the_open_record_while_requests_are_in_flight
     let mut lines = h.lines();
     lines.sort_by_key(|l| l[5..].parse::<u32>().unwrap());
     assert_eq!(lines, expected(0..3000), "every line once");
-    let sizes: Vec<usize> = h.firehose.accepted.lock().unwrap().iter().map(Vec::len).collect();
+    let sizes: Vec<usize> = h
+        .firehose
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
     let (last, full) = sizes.split_last().expect("records");
     // "line NNNN\n" is at most 10 bytes: a full record has no room for another.
     assert!(
