@@ -1,0 +1,157 @@
+//! The presets: formats with fixed, documented keys (docs/parsing.md), each a
+//! hand-written reader of one line (no regex on the hot path).
+//!
+//! The upper-case presets read exactly what the Amazon Kinesis Agent's
+//! `LOGTOJSON` options read, into the same keys and values (every value a
+//! string; `-` as null in the Apache formats), so that consumers of a migrated
+//! flow see the records they saw.
+
+use super::value::{Failure, Fields};
+
+mod agent;
+mod apache;
+pub(crate) mod container;
+pub(crate) mod csv;
+mod logfmt;
+mod nginx;
+mod syslog;
+
+/// A preset by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Preset {
+    ApacheCommon,
+    ApacheCombined,
+    ApacheError,
+    NginxAccess,
+    NginxError,
+    SyslogRfc3164,
+    SyslogRfc5424,
+    Logfmt,
+    Cri,
+    Docker,
+    /// The Kinesis Agent's `COMMONAPACHELOG`.
+    AgentCommonApache,
+    /// `COMBINEDAPACHELOG`.
+    AgentCombinedApache,
+    /// `APACHEERRORLOG`.
+    AgentApacheError,
+    /// `SYSLOG`.
+    AgentSyslog,
+    /// `RFC3339SYSLOG`.
+    AgentRfc3339Syslog,
+}
+
+/// Every preset, in the order the docs list them.
+pub(crate) const ALL: [Preset; 15] = [
+    Preset::ApacheCommon,
+    Preset::ApacheCombined,
+    Preset::ApacheError,
+    Preset::NginxAccess,
+    Preset::NginxError,
+    Preset::SyslogRfc3164,
+    Preset::SyslogRfc5424,
+    Preset::Logfmt,
+    Preset::Cri,
+    Preset::Docker,
+    Preset::AgentCommonApache,
+    Preset::AgentCombinedApache,
+    Preset::AgentApacheError,
+    Preset::AgentSyslog,
+    Preset::AgentRfc3339Syslog,
+];
+
+impl Preset {
+    /// The name written in the config.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Preset::ApacheCommon => "apache_common",
+            Preset::ApacheCombined => "apache_combined",
+            Preset::ApacheError => "apache_error",
+            Preset::NginxAccess => "nginx_access",
+            Preset::NginxError => "nginx_error",
+            Preset::SyslogRfc3164 => "syslog_rfc3164",
+            Preset::SyslogRfc5424 => "syslog_rfc5424",
+            Preset::Logfmt => "logfmt",
+            Preset::Cri => "cri",
+            Preset::Docker => "docker",
+            Preset::AgentCommonApache => "COMMONAPACHELOG",
+            Preset::AgentCombinedApache => "COMBINEDAPACHELOG",
+            Preset::AgentApacheError => "APACHEERRORLOG",
+            Preset::AgentSyslog => "SYSLOG",
+            Preset::AgentRfc3339Syslog => "RFC3339SYSLOG",
+        }
+    }
+
+    /// The preset named `name`.
+    pub(crate) fn from_name(name: &str) -> Option<Preset> {
+        ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The keys the preset writes, in order (a key whose value is absent may be
+    /// left out or null, as docs/parsing.md says per preset). Empty for
+    /// `logfmt`, whose keys are the line's.
+    pub(crate) fn keys(self) -> &'static [&'static str] {
+        match self {
+            Preset::ApacheCommon => apache::COMMON_KEYS,
+            Preset::ApacheCombined => apache::COMBINED_KEYS,
+            Preset::ApacheError => apache::ERROR_KEYS,
+            Preset::NginxAccess => nginx::ACCESS_KEYS,
+            Preset::NginxError => nginx::ERROR_KEYS,
+            Preset::SyslogRfc3164 => syslog::RFC3164_KEYS,
+            Preset::SyslogRfc5424 => syslog::RFC5424_KEYS,
+            Preset::Logfmt => &[],
+            Preset::Cri => container::CRI_KEYS,
+            Preset::Docker => container::DOCKER_KEYS,
+            Preset::AgentCommonApache => agent::COMMON_KEYS,
+            Preset::AgentCombinedApache => agent::COMBINED_KEYS,
+            Preset::AgentApacheError => agent::ERROR_KEYS,
+            Preset::AgentSyslog | Preset::AgentRfc3339Syslog => agent::SYSLOG_KEYS,
+        }
+    }
+
+    /// The preset's time key and the `time_format` it is written in, used when
+    /// a block sets `time_key` to it without a `time_format`.
+    pub(crate) fn time(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Preset::ApacheCommon | Preset::ApacheCombined => Some(apache::TIME),
+            Preset::ApacheError => Some(apache::ERROR_TIME),
+            Preset::NginxAccess => Some(nginx::ACCESS_TIME),
+            Preset::NginxError => Some(nginx::ERROR_TIME),
+            Preset::SyslogRfc3164 => Some(syslog::RFC3164_TIME),
+            Preset::SyslogRfc5424 => Some(syslog::RFC5424_TIME),
+            Preset::Logfmt => None,
+            Preset::Cri => Some(container::CRI_TIME),
+            Preset::Docker => Some(container::DOCKER_TIME),
+            Preset::AgentCommonApache | Preset::AgentCombinedApache => Some(agent::APACHE_TIME),
+            Preset::AgentApacheError => Some(agent::ERROR_TIME),
+            Preset::AgentSyslog => Some(agent::SYSLOG_TIME),
+            Preset::AgentRfc3339Syslog => Some(agent::RFC3339_TIME),
+        }
+    }
+
+    /// Whether this is one of the Kinesis Agent's formats.
+    pub(crate) fn is_agent(self) -> bool {
+        self.name().bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    }
+
+    /// Reads `line` (without its newline) into `out`.
+    pub(crate) fn parse<'a>(self, line: &'a str, out: &mut Fields<'a>) -> Result<(), Failure> {
+        match self {
+            Preset::ApacheCommon => apache::common(line, out),
+            Preset::ApacheCombined => apache::combined(line, out),
+            Preset::ApacheError => apache::error(line, out),
+            Preset::NginxAccess => nginx::access(line, out),
+            Preset::NginxError => nginx::error(line, out),
+            Preset::SyslogRfc3164 => syslog::rfc3164(line, out),
+            Preset::SyslogRfc5424 => syslog::rfc5424(line, out),
+            Preset::Logfmt => logfmt::parse(line, out),
+            Preset::Cri => container::cri(line, out),
+            Preset::Docker => container::docker(line, out),
+            Preset::AgentCommonApache => agent::common_apache(line, out),
+            Preset::AgentCombinedApache => agent::combined_apache(line, out),
+            Preset::AgentApacheError => agent::apache_error(line, out),
+            Preset::AgentSyslog => agent::syslog(line, out),
+            Preset::AgentRfc3339Syslog => agent::rfc3339_syslog(line, out),
+        }
+    }
+}
