@@ -10,4 +10,5 @@ pub(crate) mod format;
 pub(crate) mod journald;
 mod json;
 pub(crate) mod log_limit;
+pub(crate) mod parse;
 pub(crate) mod socket;

@@ -32,7 +32,8 @@ impl<'a> Fields<'a> {
 
     /// Appends a string field borrowed from the line.
     pub(crate) fn str(&mut self, key: &'static str, value: &'a str) {
-        self.entries.push((Cow::Borrowed(key), Value::Str(Cow::Borrowed(value))));
+        self.entries
+            .push((Cow::Borrowed(key), Value::Str(Cow::Borrowed(value))));
     }
 
     /// The value of `key`, if a field has it.

@@ -131,7 +131,9 @@ impl Preset {
 
     /// Whether this is one of the Kinesis Agent's formats.
     pub(crate) fn is_agent(self) -> bool {
-        self.name().bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        self.name()
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     }
 
     /// Reads `line` (without its newline) into `out`.
