@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
+use super::parse::RawParse;
 use super::raw::{FormatName, JsonFormat, RecordFormat};
 use super::BUILT_IN_KEYS;
 
@@ -18,26 +21,44 @@ pub(super) fn check_absolute(path: &Path, field: &str, problems: &mut Vec<String
 /// beside some of the line.
 pub(super) const MIN_JSON_RECORD_BYTES: usize = 1024;
 
-/// A block's `format`, `fields` and `json_merge`.
+/// The keys of a line block that shape its json records, as written.
+pub(super) struct JsonKeys<'a> {
+    pub format: FormatName,
+    pub fields: &'a BTreeMap<String, String>,
+    pub merge: bool,
+    pub ec2_identity: bool,
+    pub rename: &'a BTreeMap<String, String>,
+    pub timestamp_format: Option<&'a str>,
+    pub parse: Option<&'a RawParse>,
+    /// The block reads files (a csv header needs a first line).
+    pub file: bool,
+}
+
+/// A block's `format`, `fields`, `json_merge`, `ec2_identity`, `rename`,
+/// `timestamp_format` and `parse` (which makes the records json).
 pub(super) fn record_format(
     field: &str,
-    name: FormatName,
-    fields: &std::collections::BTreeMap<String, String>,
-    [merge, ec2_identity]: [bool; 2],
+    k: JsonKeys<'_>,
     problems: &mut Vec<String>,
 ) -> RecordFormat {
-    if name == FormatName::Raw {
-        if !fields.is_empty() {
+    if k.format == FormatName::Raw && k.parse.is_none() {
+        if !k.fields.is_empty() {
             problems.push(format!("{field}.fields needs format = \"json\""));
         }
-        for (set, key) in [(merge, "json_merge"), (ec2_identity, "ec2_identity")] {
+        let set = [
+            (k.merge, "json_merge"),
+            (k.ec2_identity, "ec2_identity"),
+            (!k.rename.is_empty(), "rename"),
+            (k.timestamp_format.is_some(), "timestamp_format"),
+        ];
+        for (set, key) in set {
             if set {
                 problems.push(format!("{field}.{key} needs format = \"json\""));
             }
         }
         return RecordFormat::Raw;
     }
-    for key in fields.keys() {
+    for key in k.fields.keys() {
         if key.is_empty() {
             problems.push(format!("{field}.fields has an empty key"));
         } else if BUILT_IN_KEYS.contains(&key.as_str()) {
@@ -47,9 +68,22 @@ pub(super) fn record_format(
             ));
         }
     }
+    if k.merge && k.parse.is_some() {
+        problems.push(format!(
+            "{field}.json_merge and a parse table exclude each other (a parsed line is never merged)"
+        ));
+    }
+    let (rename, timestamp_format) =
+        super::parse::json_keys(field, k.rename, k.timestamp_format, problems);
+    let parse = k
+        .parse
+        .and_then(|p| super::parse::parse_table(field, p, k.file, problems));
     RecordFormat::Json(JsonFormat {
-        fields: fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        merge,
-        ec2_identity,
+        fields: k.fields.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+        merge: k.merge,
+        ec2_identity: k.ec2_identity,
+        rename,
+        timestamp_format,
+        parse,
     })
 }

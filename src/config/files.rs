@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checks::{record_format, MIN_JSON_RECORD_BYTES};
+use super::checks::{record_format, JsonKeys, MIN_JSON_RECORD_BYTES};
 use super::quote::written_value;
 use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
 use super::{glob_base, is_pseudo_fs, FileConfig, MAX_FILE_RECORD_BYTES};
@@ -134,9 +134,16 @@ pub(super) fn validate_file(
     }
     let format = record_format(
         &field,
-        f.format,
-        &f.fields,
-        [f.json_merge, f.ec2_identity],
+        JsonKeys {
+            format: f.format,
+            fields: &f.fields,
+            merge: f.json_merge,
+            ec2_identity: f.ec2_identity,
+            rename: &f.rename,
+            timestamp_format: f.timestamp_format.as_deref(),
+            parse: f.parse.as_ref(),
+            file: true,
+        },
         problems,
     );
     if format != RecordFormat::Raw && f.max_record_bytes < MIN_JSON_RECORD_BYTES {

@@ -19,6 +19,7 @@ mod checks;
 mod destination;
 mod files;
 pub mod journald;
+pub mod parse;
 mod paths;
 mod quote;
 mod raw;

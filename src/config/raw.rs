@@ -288,6 +288,18 @@ pub(crate) struct RawSocket {
     /// `az`, read once at start from the instance metadata service (IMDSv2).
     #[serde(default)]
     pub ec2_identity: bool,
+    /// With `format = "json"` (or a `parse` table): new names for top-level keys
+    /// of the record, added or parsed (`{ timestamp = "@timestamp", message =
+    /// "log" }`); a key renamed to `""` is left out.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// With `format = "json"`: how `timestamp` is written: `rfc3339` (UTC,
+    /// milliseconds), `epoch_s`, `epoch_ms`, `epoch_us` (numbers) or a strftime
+    /// format (UTC). None: `rfc3339`.
+    pub timestamp_format: Option<String>,
+    /// Reads each line into the keys of a json record (implies `format =
+    /// "json"`); see docs/parsing.md.
+    pub parse: Option<super::parse::RawParse>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -413,6 +425,18 @@ pub(crate) struct RawFile {
     /// `az`, read once at start from the instance metadata service (IMDSv2).
     #[serde(default)]
     pub ec2_identity: bool,
+    /// With `format = "json"` (or a `parse` table): new names for top-level keys
+    /// of the record, added or parsed (`{ timestamp = "@timestamp", message =
+    /// "log" }`); a key renamed to `""` is left out.
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// With `format = "json"`: how `timestamp` is written: `rfc3339` (UTC,
+    /// milliseconds), `epoch_s`, `epoch_ms`, `epoch_us` (numbers) or a strftime
+    /// format (UTC). None: `rfc3339`.
+    pub timestamp_format: Option<String>,
+    /// Reads each line into the keys of a json record (implies `format =
+    /// "json"`); see docs/parsing.md.
+    pub parse: Option<super::parse::RawParse>,
 }
 
 /// `format` as written.
@@ -442,6 +466,12 @@ pub struct JsonFormat {
     pub merge: bool,
     /// Add the EC2 instance identity.
     pub ec2_identity: bool,
+    /// Keys renamed (to `""`: left out), in key order.
+    pub rename: Vec<(String, String)>,
+    /// How `timestamp` is written.
+    pub timestamp_format: super::parse::TimeFormat,
+    /// The line's parser, if any.
+    pub parse: Option<std::sync::Arc<super::parse::ParseConfig>>,
 }
 
 /// Where to start in a file found at start-up without a checkpoint.

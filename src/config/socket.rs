@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::checks::{check_absolute, record_format};
+use super::checks::{check_absolute, record_format, JsonKeys};
 use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
 use super::SocketConfig;
 use crate::record::MAX_RECORD_BYTES;
@@ -58,9 +58,16 @@ pub(super) fn validate_socket(
     check_socket_limits(&field, s, problems);
     let format = record_format(
         &field,
-        s.format,
-        &s.fields,
-        [s.json_merge, s.ec2_identity],
+        JsonKeys {
+            format: s.format,
+            fields: &s.fields,
+            merge: s.json_merge,
+            ec2_identity: s.ec2_identity,
+            rename: &s.rename,
+            timestamp_format: s.timestamp_format.as_deref(),
+            parse: s.parse.as_ref(),
+            file: false,
+        },
         problems,
     );
     if format != RecordFormat::Raw && s.framing == Framing::Frames {

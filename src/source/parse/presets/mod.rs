@@ -16,77 +16,9 @@ mod logfmt;
 mod nginx;
 mod syslog;
 
-/// A preset by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Preset {
-    ApacheCommon,
-    ApacheCombined,
-    ApacheError,
-    NginxAccess,
-    NginxError,
-    SyslogRfc3164,
-    SyslogRfc5424,
-    Logfmt,
-    Cri,
-    Docker,
-    /// The Kinesis Agent's `COMMONAPACHELOG`.
-    AgentCommonApache,
-    /// `COMBINEDAPACHELOG`.
-    AgentCombinedApache,
-    /// `APACHEERRORLOG`.
-    AgentApacheError,
-    /// `SYSLOG`.
-    AgentSyslog,
-    /// `RFC3339SYSLOG`.
-    AgentRfc3339Syslog,
-}
-
-/// Every preset, in the order the docs list them.
-pub(crate) const ALL: [Preset; 15] = [
-    Preset::ApacheCommon,
-    Preset::ApacheCombined,
-    Preset::ApacheError,
-    Preset::NginxAccess,
-    Preset::NginxError,
-    Preset::SyslogRfc3164,
-    Preset::SyslogRfc5424,
-    Preset::Logfmt,
-    Preset::Cri,
-    Preset::Docker,
-    Preset::AgentCommonApache,
-    Preset::AgentCombinedApache,
-    Preset::AgentApacheError,
-    Preset::AgentSyslog,
-    Preset::AgentRfc3339Syslog,
-];
+pub(crate) use crate::config::parse::{Preset, PRESETS as ALL};
 
 impl Preset {
-    /// The name written in the config.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Preset::ApacheCommon => "apache_common",
-            Preset::ApacheCombined => "apache_combined",
-            Preset::ApacheError => "apache_error",
-            Preset::NginxAccess => "nginx_access",
-            Preset::NginxError => "nginx_error",
-            Preset::SyslogRfc3164 => "syslog_rfc3164",
-            Preset::SyslogRfc5424 => "syslog_rfc5424",
-            Preset::Logfmt => "logfmt",
-            Preset::Cri => "cri",
-            Preset::Docker => "docker",
-            Preset::AgentCommonApache => "COMMONAPACHELOG",
-            Preset::AgentCombinedApache => "COMBINEDAPACHELOG",
-            Preset::AgentApacheError => "APACHEERRORLOG",
-            Preset::AgentSyslog => "SYSLOG",
-            Preset::AgentRfc3339Syslog => "RFC3339SYSLOG",
-        }
-    }
-
-    /// The preset named `name`.
-    pub(crate) fn from_name(name: &str) -> Option<Preset> {
-        ALL.into_iter().find(|p| p.name() == name)
-    }
-
     /// The keys the preset writes, in order (a key whose value is absent may be
     /// left out or null, as docs/parsing.md says per preset). Empty for
     /// `logfmt`, whose keys are the line's.
