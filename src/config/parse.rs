@@ -78,6 +78,11 @@ impl Preset {
         PRESETS.into_iter().find(|p| p.name() == name)
     }
 
+    /// Whether this is one of the Kinesis Agent's formats.
+    pub fn is_agent(self) -> bool {
+        self.agent_key_count().is_some()
+    }
+
     /// How many keys a Kinesis Agent format writes (what `field_names` must
     /// name); `None` for shardline's own presets.
     pub fn agent_key_count(self) -> Option<usize> {

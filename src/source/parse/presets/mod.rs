@@ -61,13 +61,6 @@ impl Preset {
         }
     }
 
-    /// Whether this is one of the Kinesis Agent's formats.
-    pub(crate) fn is_agent(self) -> bool {
-        self.name()
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-    }
-
     /// Reads `line` (without its newline) into `out`.
     pub(crate) fn parse<'a>(self, line: &'a str, out: &mut Fields<'a>) -> Result<(), Failure> {
         match self {
