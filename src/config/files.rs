@@ -156,6 +156,7 @@ pub(super) fn validate_file(
         return None;
     }
     Some(FileConfig {
+        block: field,
         include: f.include,
         exclude: f.exclude,
         include_set: include_set?,

@@ -101,6 +101,8 @@ pub struct KinesisConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SocketConfig {
+    /// The block's name in metrics and logs (`socket[0]`).
+    pub block: String,
     pub path: PathBuf,
     pub mode: SocketMode,
     pub framing: Framing,
@@ -121,6 +123,8 @@ pub struct SocketConfig {
 /// A validated `[[file]]` block.
 #[derive(Debug, Clone)]
 pub struct FileConfig {
+    /// The block's name in metrics and logs (`file[0]`).
+    pub block: String,
     /// The include patterns as written (their literal leading directories are
     /// watched).
     pub include: Vec<String>,

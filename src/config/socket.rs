@@ -76,6 +76,7 @@ pub(super) fn validate_socket(
         ));
     }
     Some(SocketConfig {
+        block: field,
         path: s.path.clone()?,
         mode: s.mode,
         framing: s.framing,

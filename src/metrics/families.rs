@@ -9,7 +9,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
 use super::labels::{
-    CodeLabels, FileEventLabels, LineLabels, RejectLabels, SourceErrorLabels, SourceLabels,
+    BlockLabels, CodeLabels, FileEventLabels, ParseLabels, LineLabels, RejectLabels, SourceErrorLabels, SourceLabels,
     StreamLabels,
 };
 use super::{latency_histogram, packing_histogram};
@@ -30,6 +30,8 @@ pub(super) struct SourceMetrics {
     pub(super) oversized: Family<LineLabels, Counter>,
     pub(super) invalid_utf8: Family<LineLabels, Counter>,
     pub(super) key_fallbacks: Family<SourceLabels, Counter>,
+    pub(super) parsed: Family<BlockLabels, Counter>,
+    pub(super) parse_errors: Family<ParseLabels, Counter>,
     pub(super) file_events: Family<FileEventLabels, Counter>,
     pub(super) ingest_memory: Gauge,
     pub(super) ingest_memory_max: Gauge,
@@ -47,6 +49,8 @@ impl SourceMetrics {
             oversized: reg(r, "shardline_lines_oversized", "Lines longer than the record limit, split into several records or truncated", Default::default()),
             invalid_utf8: reg(r, "shardline_lines_invalid_utf8", "Lines that are not valid UTF-8, passed as they are, replaced or rejected", Default::default()),
             key_fallbacks: reg(r, "shardline_partition_key_fallbacks", "Records that got a random partition key because their key field was missing", Default::default()),
+            parsed: reg(r, "shardline_lines_parsed", "Lines a block's parser read into a record", Default::default()),
+            parse_errors: reg(r, "shardline_parse_errors", "Lines a block's parser could not read (or read with a field that did not convert or a time that could not be read), by reason and what was done", Default::default()),
             file_events: reg(r, "shardline_file_events", "Tailed files opened, replaced, removed, truncated and closed", Default::default()),
             ingest_memory: reg(r, "shardline_ingest_memory_bytes", "Bytes of the ingest memory budget charged by partly read input and decoded records", Default::default()),
             ingest_memory_max: reg(r, "shardline_ingest_memory_max_bytes", "The ingest memory budget (ingest.max_memory_bytes)", Default::default()),

@@ -133,3 +133,17 @@ pub struct CodeLabels {
     /// Kinesis error code.
     pub code: String,
 }
+
+/// A line block (`file[0]`, `socket[1]`, `journald[0]`), a failure reason and
+/// what was done: all bounded (blocks by the config, the rest by the code).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ParseLabels {
+    pub block: String,
+    pub reason: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlockLabels {
+    pub block: String,
+}

@@ -34,7 +34,7 @@ mod process;
 use families::{DeliveryMetrics, SourceMetrics};
 pub use health::{DestinationHealth, LastError, SourceHealth, Trouble};
 pub use labels::{
-    CodeLabels, FileEvent, FileEventLabels, LineAction, LineLabels, RejectLabels, RejectReason,
+    BlockLabels, CodeLabels, FileEvent, ParseLabels, FileEventLabels, LineAction, LineLabels, RejectLabels, RejectReason,
     Source, SourceError, SourceErrorLabels, SourceLabels, StreamLabels,
 };
 
@@ -555,6 +555,25 @@ impl Metrics {
             .key_fallbacks
             .get_or_create(&SourceLabels { source })
             .inc_by(n);
+    }
+
+    /// `n` lines of `block` parsed.
+    pub fn parsed(&self, block: &str, n: u64) {
+        let labels = BlockLabels {
+            block: block.to_owned(),
+        };
+        self.inner.sources.parsed.get_or_create(&labels).inc_by(n);
+    }
+
+    /// `n` lines of `block` its parser could not read for `reason`, and what
+    /// was done with them (`action`).
+    pub fn parse_errors(&self, block: &str, reason: &str, action: &str, n: u64) {
+        let labels = ParseLabels {
+            block: block.to_owned(),
+            reason: reason.to_owned(),
+            action: action.to_owned(),
+        };
+        self.inner.sources.parse_errors.get_or_create(&labels).inc_by(n);
     }
 
     /// A tailed file event.

@@ -77,7 +77,30 @@ impl Batch {
     /// The file is read at `path` now: its key and json source follow it.
     pub(super) fn set_path(&mut self, path: &Path) {
         self.path_key = key_tail(&path.to_string_lossy());
-        self.format = JsonFormatter::for_source(&self.block.format, &path.to_string_lossy());
+        let old = self.format.take();
+        self.format = JsonFormatter::for_source(
+            &self.block.format,
+            &path.to_string_lossy(),
+            &self.block.block,
+        );
+        if let (Some(new), Some(old)) = (self.format.as_mut(), old) {
+            new.keep_state_of(old);
+        }
+    }
+
+    /// The file is read from `pos`: a CSV parser whose columns the file's first
+    /// line names reads that line again from the start, or is given it now.
+    pub(super) fn read_from(&mut self, pos: u64, file: &std::fs::File) {
+        let Some(format) = self.format.as_mut() else {
+            return;
+        };
+        if pos == 0 {
+            format.forget_header();
+        } else if format.wants_header() {
+            if let Some(line) = first_line(file) {
+                format.set_header(&line);
+            }
+        }
     }
 
     /// The consumed offset the spool holds for this file.
@@ -206,7 +229,21 @@ impl Batch {
         if c.key_fallbacks > 0 {
             m.partition_key_fallback(KIND, c.key_fallbacks);
         }
+        if let Some(f) = self.format.as_mut() {
+            f.report(m);
+        }
     }
+}
+
+/// The first line of `file` (at most 64 KiB of it), without its newline.
+fn first_line(file: &std::fs::File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let line = &buf[..n];
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(n);
+    let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+    Some(String::from_utf8_lossy(line).into_owned())
 }
 
 /// The framer's records going into a file's batch, which is spooled through the

@@ -135,6 +135,7 @@ impl Tailed {
         self.reader.reset_to(pos)?;
         self.framer.reset();
         self.batch.clear();
+        self.batch.read_from(pos, self.reader.file());
         self.identity.fingerprint_mut().forget_from(pos);
         Ok(())
     }

@@ -41,11 +41,20 @@
 use crate::source::json::JsonKey;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::config::parse::TimeFormat;
 use crate::config::{JsonFormat, Oversized, RecordFormat};
+use crate::source::log_limit::LogLimit;
+use crate::source::parse::{EventTime, Parser};
+
+mod clock;
+mod parsed;
+
+use clock::Clock;
+
+pub(crate) use parsed::{ParseCounts, Tried};
 
 /// Most bytes one byte of a line takes in a JSON string (`\u0001`).
 pub(crate) const MAX_ESCAPE_GROWTH: usize = 6;
@@ -78,6 +87,14 @@ pub(crate) struct JsonFormatter {
     clock: Clock,
     /// Where records are written (see [`ARENA_BYTES`]).
     arena: BytesMut,
+    /// The rendered `timestamp` value of the line being formatted.
+    stamp: Vec<u8>,
+    /// The block's parser (one per file: it holds the file's CSV header).
+    parser: Option<Parser>,
+    /// Parse outcomes not yet counted.
+    counts: ParseCounts,
+    /// Why the last line that did not parse failed (for `shardline parse`).
+    last_failure: Option<String>,
 }
 
 /// What every record of a source shares, rendered once.
@@ -87,39 +104,61 @@ struct Statics {
     /// `"host":…,"source":…` and `,"key":"value"` per field: the end of every
     /// record but its closing brace.
     tail: String,
-    /// The same entries one by one (key, `"key":value`), for merging: a key the
-    /// line has is left out.
+    /// The same entries one by one (key as written, `"key":value`), for
+    /// merging: a key the line has is left out.
     entries: Vec<(String, String)>,
+    /// The name of `message` and of `timestamp` (`None`: renamed to `""`,
+    /// left out).
+    message: Option<String>,
+    timestamp: Option<String>,
+    timestamp_format: TimeFormat,
+    /// `rename`, applied to parsed keys.
+    rename: Vec<(String, String)>,
+    /// The block's metric label (`file[0]`).
+    block: Arc<str>,
+    /// The block's warnings about lines that did not parse.
+    log: Arc<LogLimit>,
 }
 
 impl JsonFormatter {
-    /// The formatter of a source reading from `source` (a file or socket path);
-    /// `None` for the raw format.
-    pub(crate) fn for_source(format: &RecordFormat, source: &str) -> Option<JsonFormatter> {
+    /// The formatter of a source of `block` (its metric label) reading from
+    /// `source` (a file or socket path); `None` for the raw format.
+    pub(crate) fn for_source(
+        format: &RecordFormat,
+        source: &str,
+        block: &str,
+    ) -> Option<JsonFormatter> {
         match format {
             RecordFormat::Raw => None,
-            RecordFormat::Json(f) => Some(JsonFormatter::new(f, host_name(), source)),
+            RecordFormat::Json(f) => Some(JsonFormatter::new(f, host_name(), source, block)),
         }
     }
 
-    fn new(format: &JsonFormat, host: &str, source: &str) -> JsonFormatter {
-        let mut entries = vec![
-            ("host".to_owned(), entry("host", host)),
-            ("source".to_owned(), entry("source", source)),
-        ];
+    fn new(format: &JsonFormat, host: &str, source: &str, block: &str) -> JsonFormatter {
+        let name = |key: &str| -> Option<String> {
+            match format.rename.iter().find(|(from, _)| from == key) {
+                Some((_, to)) if to.is_empty() => None,
+                Some((_, to)) => Some(to.clone()),
+                None => Some(key.to_owned()),
+            }
+        };
+        let mut entries = Vec::new();
+        let mut add = |k: &str, v: &str| {
+            if let Some(n) = name(k) {
+                entries.push((n.clone(), entry(&n, v)));
+            }
+        };
+        add("host", host);
+        add("source", source);
         if format.ec2_identity {
             if let Some(Some(id)) = EC2_IDENTITY.get() {
-                for (k, v) in [
-                    ("instance_id", &id.instance_id),
-                    ("region", &id.region),
-                    ("az", &id.az),
-                ] {
-                    entries.push((k.to_owned(), entry(k, v)));
-                }
+                add("instance_id", &id.instance_id);
+                add("region", &id.region);
+                add("az", &id.az);
             }
         }
         for (k, v) in &format.fields {
-            entries.push((k.clone(), entry(k, v)));
+            add(k, v);
         }
         let tail = entries
             .iter()
@@ -131,16 +170,49 @@ impl JsonFormatter {
                 merge: format.merge,
                 tail,
                 entries,
+                message: name("message"),
+                timestamp: name("timestamp"),
+                timestamp_format: format.timestamp_format.clone(),
+                rename: format.rename.clone(),
+                block: Arc::from(block),
+                log: parsed::block_log(block),
             }),
             clock: Clock::default(),
             arena: BytesMut::new(),
+            stamp: Vec::new(),
+            parser: format.parse.clone().map(Parser::new),
+            counts: ParseCounts::default(),
+            last_failure: None,
         }
     }
 
-    /// Bytes a wrapped record takes besides the escaped message (without quotes).
+    /// Renders the `timestamp` value (`None`: the read time) into `self.stamp`.
+    fn set_stamp(&mut self, at: Option<EventTime>) {
+        self.stamp.clear();
+        if self.statics.timestamp_format == TimeFormat::Rfc3339 {
+            let now = match at {
+                None => self.clock.now(),
+                Some(t) => {
+                    let (secs, millis) = t.secs_millis();
+                    self.clock.at(secs, millis)
+                }
+            };
+            self.stamp.push(b'"');
+            self.stamp.extend_from_slice(&now);
+            self.stamp.push(b'"');
+        } else {
+            at.unwrap_or_else(EventTime::now)
+                .write(&self.statics.timestamp_format, &mut self.stamp);
+        }
+    }
+
+    /// Bytes a wrapped record takes besides the escaped message (without quotes)
+    /// and an error text.
     fn overhead(&self) -> usize {
-        // {"message":"…","timestamp":"…",<tail>}
-        r#"{"message":"","timestamp":"","#.len() + TIMESTAMP_BYTES + self.statics.tail.len() + 1
+        let s = &self.statics;
+        // {"message":"…","timestamp":…,<tail>}
+        let key = |k: &Option<String>| k.as_ref().map_or(0, |k| k.len() + 4);
+        2 + key(&s.message) + 2 + key(&s.timestamp) + self.stamp.len() + s.tail.len() + 3
     }
 
     /// Formats `line` into records of at most `limit` bytes, handed to `emit` in
@@ -150,11 +222,27 @@ impl JsonFormatter {
         line: &[u8],
         limit: usize,
         oversized: Oversized,
+        emit: impl FnMut(Bytes),
+    ) -> Cut {
+        if self.parser.is_some() {
+            return self.parse_line(line, limit, oversized, emit);
+        }
+        self.set_stamp(None);
+        self.wrap(line, limit, oversized, None, emit)
+    }
+
+    /// Wraps `line` (or merges it, with `json_merge`) with the added keys and
+    /// `error` as `parse_error`; the stamp is set.
+    fn wrap(
+        &mut self,
+        line: &[u8],
+        limit: usize,
+        oversized: Oversized,
+        error: Option<&str>,
         mut emit: impl FnMut(Bytes),
     ) -> Cut {
-        let now = self.clock.now();
         if self.statics.merge {
-            if let Some(merged) = self.merged(line, &now) {
+            if let Some(merged) = self.merged(line) {
                 if merged.len() <= limit {
                     emit(merged.into());
                     return Cut::None;
@@ -165,7 +253,8 @@ impl JsonFormatter {
             Ok(t) => Cow::Borrowed(t),
             Err(_) => String::from_utf8_lossy(line),
         };
-        let room = limit.saturating_sub(self.overhead());
+        let error_len = error.map_or(0, |e| r#","parse_error":"#.len() + 2 + e.len() * 2);
+        let room = limit.saturating_sub(self.overhead() + error_len);
         let mut rest: &str = &text;
         let mut cut = Cut::None;
         loop {
@@ -175,7 +264,7 @@ impl JsonFormatter {
                 // limit): one goes anyway, so a line always makes progress.
                 n = rest.chars().next().map_or(rest.len(), char::len_utf8);
             }
-            emit(self.wrapped(&rest[..n], &now));
+            emit(self.wrapped(&rest[..n], error));
             if n == rest.len() {
                 return cut;
             }
@@ -189,30 +278,49 @@ impl JsonFormatter {
         }
     }
 
-    /// `message` wrapped with the added keys.
-    fn wrapped(&mut self, message: &str, now: &[u8; TIMESTAMP_BYTES]) -> Bytes {
-        let need = self.overhead() + message.len() + message.len() / 8;
+    /// `message` wrapped with the added keys (and `error` as `parse_error`).
+    fn wrapped(&mut self, message: &str, error: Option<&str>) -> Bytes {
+        let need = self.overhead() + message.len() + message.len() / 8 + error.map_or(0, str::len) * 2 + 16;
         if self.arena.capacity() < need {
             self.arena = BytesMut::with_capacity(need.max(ARENA_BYTES));
         }
+        let s = &self.statics;
         let out = &mut self.arena;
-        out.extend_from_slice(br#"{"message":"#);
-        escape_into(out, message.as_bytes());
-        out.extend_from_slice(br#","timestamp":""#);
-        out.extend_from_slice(now);
-        out.extend_from_slice(b"\",");
-        out.extend_from_slice(self.statics.tail.as_bytes());
+        out.extend_from_slice(b"{");
+        let mut sep = Separator::default();
+        if let Some(k) = &s.message {
+            sep.put(out);
+            escape_into(out, k.as_bytes());
+            out.extend_from_slice(b":");
+            escape_into(out, message.as_bytes());
+        }
+        if let Some(k) = &s.timestamp {
+            sep.put(out);
+            escape_into(out, k.as_bytes());
+            out.extend_from_slice(b":");
+            out.extend_from_slice(&self.stamp);
+        }
+        if !s.tail.is_empty() {
+            sep.put(out);
+            out.extend_from_slice(s.tail.as_bytes());
+        }
+        if let Some(e) = error {
+            sep.put(out);
+            out.extend_from_slice(br#""parse_error":"#);
+            escape_into(out, e.as_bytes());
+        }
         out.extend_from_slice(b"}");
         out.split().freeze()
     }
 
     /// The line with the added keys it lacks, when it is a JSON object.
-    fn merged(&self, line: &[u8], now: &[u8; TIMESTAMP_BYTES]) -> Option<Vec<u8>> {
+    fn merged(&self, line: &[u8]) -> Option<Vec<u8>> {
         let line = line.trim_ascii();
         if line.first() != Some(&b'{') {
             return None;
         }
-        let (has, keys) = top_level_keys(line, &self.statics.entries)?;
+        let s = &self.statics;
+        let (has, keys) = top_level_keys(line, s.timestamp.as_deref(), &s.entries)?;
         // The object without its closing brace (and the blanks before it).
         let body = line[..line.len() - 1].trim_ascii_end();
         let mut out = Vec::with_capacity(line.len() + self.overhead());
@@ -225,19 +333,35 @@ impl JsonFormatter {
             first = false;
             out.extend_from_slice(e);
         };
-        if !has.timestamp {
-            let mut e = br#""timestamp":""#.to_vec();
-            e.extend_from_slice(now);
-            e.push(b'"');
+        if let (Some(k), false) = (&s.timestamp, has.timestamp) {
+            let mut e = Vec::new();
+            escape(&mut e, k);
+            e.push(b':');
+            e.extend_from_slice(&self.stamp);
             add(&mut out, &e);
         }
-        for (i, (_, e)) in self.statics.entries.iter().enumerate() {
+        for (i, (_, e)) in s.entries.iter().enumerate() {
             if !has.entries.get(i).copied().unwrap_or(false) {
                 add(&mut out, e.as_bytes());
             }
         }
         out.push(b'}');
         Some(out)
+    }
+}
+
+/// Writes the commas between a record's entries.
+#[derive(Default)]
+pub(super) struct Separator {
+    started: bool,
+}
+
+impl Separator {
+    pub(super) fn put(&mut self, out: &mut BytesMut) {
+        if self.started {
+            out.extend_from_slice(b",");
+        }
+        self.started = true;
     }
 }
 
@@ -297,10 +421,14 @@ impl<'de> serde::de::Visitor<'de> for Checked {
 /// The added keys a JSON object line already has, and how many keys it has;
 /// `None` when the line is not exactly one JSON object that any JSON reader
 /// reads (see [`Checked`]).
-fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usize)> {
+fn top_level_keys(
+    line: &[u8],
+    timestamp: Option<&str>,
+    entries: &[(String, String)],
+) -> Option<(Has, usize)> {
     use serde::de::{Deserializer as _, MapAccess, Visitor};
 
-    struct Keys<'e>(&'e [(String, String)]);
+    struct Keys<'e>(Option<&'e str>, &'e [(String, String)]);
     impl<'de> Visitor<'de> for Keys<'_> {
         type Value = (Has, usize);
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -309,14 +437,14 @@ fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usi
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(Has, usize), A::Error> {
             let mut has = Has {
                 timestamp: false,
-                entries: vec![false; self.0.len()],
+                entries: vec![false; self.1.len()],
             };
             let mut n = 0;
             while let Some(JsonKey(k)) = map.next_key::<JsonKey<'de>>()? {
                 n += 1;
-                if k == "timestamp" {
+                if Some(k.as_ref()) == self.0 {
                     has.timestamp = true;
-                } else if let Some(i) = self.0.iter().position(|(name, _)| *name == k) {
+                } else if let Some(i) = self.1.iter().position(|(name, _)| *name == k) {
                     has.entries[i] = true;
                 }
                 map.next_value::<Checked>()?;
@@ -326,7 +454,7 @@ fn top_level_keys(line: &[u8], entries: &[(String, String)]) -> Option<(Has, usi
     }
 
     let mut de = serde_json::Deserializer::from_slice(line);
-    let found = de.deserialize_map(Keys(entries)).ok()?;
+    let found = de.deserialize_map(Keys(timestamp, entries)).ok()?;
     de.end().ok()?;
     Some(found)
 }
@@ -350,7 +478,7 @@ fn escape(out: &mut Vec<u8>, s: &str) {
 /// which the compiler turns into vector compares) and copied whole while none of
 /// its bytes needs an escape; only a block that has one is gone through byte by
 /// byte.
-fn escape_into(out: &mut BytesMut, s: &[u8]) {
+pub(super) fn escape_into(out: &mut BytesMut, s: &[u8]) {
     out.extend_from_slice(b"\"");
     let mut start = 0;
     for (n, block) in s.chunks(ESCAPE_BLOCK).enumerate() {
@@ -512,64 +640,6 @@ pub(crate) fn host_name() -> &'static str {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         String::from_utf8_lossy(&buf[..end]).into_owned()
     })
-}
-
-/// The time a line was read, as RFC 3339 UTC with milliseconds; the date and
-/// time of day are rendered once per second.
-#[derive(Debug, Clone, Default)]
-struct Clock {
-    second: Option<u64>,
-    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
-    prefix: [u8; TIMESTAMP_BYTES - 4],
-}
-
-impl Clock {
-    fn now(&mut self) -> [u8; TIMESTAMP_BYTES] {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        self.at(since.as_secs(), since.subsec_millis())
-    }
-
-    fn at(&mut self, secs: u64, millis: u32) -> [u8; TIMESTAMP_BYTES] {
-        if self.second != Some(secs) {
-            self.second = Some(secs);
-            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-            let t = secs % 86_400;
-            let text = format!(
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.",
-                t / 3600,
-                t / 60 % 60,
-                t % 60
-            );
-            // Years past 9999 do not fit the format: never on a running host.
-            let n = text.len().min(self.prefix.len());
-            self.prefix[..n].copy_from_slice(&text.as_bytes()[..n]);
-        }
-        let mut out = [0u8; TIMESTAMP_BYTES];
-        out[..self.prefix.len()].copy_from_slice(&self.prefix);
-        let ms = millis.min(999);
-        out[20] = b'0' + (ms / 100) as u8;
-        out[21] = b'0' + (ms / 10 % 10) as u8;
-        out[22] = b'0' + (ms % 10) as u8;
-        out[23] = b'Z';
-        out
-    }
-}
-
-/// Year, month and day of a day count since 1970-01-01 (the proleptic Gregorian
-/// calendar; Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = (z - era * 146_097) as u64;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe as i64 + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

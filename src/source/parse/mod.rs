@@ -18,7 +18,7 @@ pub(crate) mod presets;
 mod time;
 pub(crate) mod value;
 
-pub(crate) use diagnose::explain;
+pub(crate) use diagnose::{explain, reason_text};
 pub(crate) use time::{read_time, EventTime};
 use value::{Failure, Fields, Value};
 
@@ -33,15 +33,6 @@ pub(crate) struct Read<'a> {
     pub time_failed: bool,
     /// Fields whose value did not convert to their `types` (kept as strings).
     pub type_failures: u32,
-}
-
-/// What a line was.
-#[derive(Debug)]
-pub(crate) enum Outcome<'a> {
-    /// Its fields.
-    Fields(Read<'a>),
-    /// A CSV header line: it named the columns and is not a record.
-    Header,
 }
 
 /// One source's parser.
@@ -77,10 +68,20 @@ impl Parser {
         &self.config
     }
 
+    /// The field the event time is read from.
+    pub(crate) fn time_key(&self) -> Option<&str> {
+        self.time.as_ref().map(|(k, _)| k.as_str())
+    }
+
     /// Whether the parser waits for a header line (CSV with `header = true`
     /// and none read yet).
     pub(crate) fn wants_header(&self) -> bool {
         matches!(self.config.kind, ParserKind::Csv { columns: None, .. }) && self.header.is_none()
+    }
+
+    /// Drops the header read (the file is read again from its first line).
+    pub(crate) fn forget_header(&mut self) {
+        self.header = None;
     }
 
     /// Takes the column names from a header line.
@@ -97,13 +98,9 @@ impl Parser {
         Ok(())
     }
 
-    /// Reads `line`.
-    pub(crate) fn read<'a>(&'a mut self, line: &'a str) -> Result<Outcome<'a>, Failure> {
-        if self.wants_header() {
-            self.set_header(line)?;
-            return Ok(Outcome::Header);
-        }
-        let this: &'a Parser = self;
+    /// Reads `line` (a CSV header line goes to [`Parser::set_header`] first).
+    pub(crate) fn read<'a>(&'a self, line: &'a str) -> Result<Read<'a>, Failure> {
+        let this = self;
         let mut fields = Fields::default();
         this.fields(line, &mut fields)?;
         let type_failures = this.convert(&mut fields);
@@ -114,12 +111,12 @@ impl Parser {
                 None => (None, true),
             },
         };
-        Ok(Outcome::Fields(Read {
+        Ok(Read {
             fields,
             time,
             time_failed,
             type_failures,
-        }))
+        })
     }
 
     /// The parser's fields of `line`.

@@ -222,7 +222,7 @@ pub(crate) async fn serve(
         budget,
         warnings: Warnings::default(),
         per_uid: Mutex::new(HashMap::new()),
-        format: JsonFormatter::for_source(&config.format, &config.path.to_string_lossy()),
+        format: JsonFormatter::for_source(&config.format, &config.path.to_string_lossy(), &config.block),
         config,
     });
     match bound {
@@ -421,6 +421,9 @@ async fn lines_connection(
             lines.rejected = 0;
         }
         shared.truncated(truncated);
+        if let Some(f) = format.as_mut() {
+            f.report(&metrics);
+        }
         send(shared, batch).await?;
         if eof {
             return Ok(());
@@ -559,6 +562,9 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
             }
         }
         shared.truncated(truncated);
+        if let Some(f) = format.as_mut() {
+            f.report(&metrics);
+        }
         let n = batch.len() as u64;
         match send(shared, batch).await {
             Ok(()) => {}

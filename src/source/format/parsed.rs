@@ -1,0 +1,310 @@
+//! The json record of a parsed line, and what happens to a line its parser
+//! cannot read: `wrap` (the json record of the line, with `parse_error`),
+//! `raw` or `drop`, per the block's `on_error`; every case counted per block
+//! and reason, the first of a block and then one per interval logged with an
+//! excerpt and the part of the format that failed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::parse::OnError;
+use crate::config::Oversized;
+use crate::metrics::Metrics;
+use crate::record::excerpt;
+use crate::source::log_limit::LogLimit;
+use crate::source::parse::value::{Failure, Value};
+use crate::source::parse::{explain, Read};
+
+use super::{escape_into, Cut, JsonFormatter, Separator, ARENA_BYTES};
+
+/// Parse outcomes of a source not yet counted in the metrics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ParseCounts {
+    parsed: u64,
+    /// (reason, action) → lines.
+    errors: Vec<((&'static str, &'static str), u64)>,
+}
+
+impl ParseCounts {
+    fn add(&mut self, reason: &'static str, action: &'static str, n: u64) {
+        match self.errors.iter_mut().find(|(k, _)| *k == (reason, action)) {
+            Some((_, c)) => *c += n,
+            None => self.errors.push(((reason, action), n)),
+        }
+    }
+}
+
+/// The warning limit of `block`, shared by its files.
+pub(super) fn block_log(block: &str) -> Arc<LogLimit> {
+    static LIMITS: OnceLock<Mutex<HashMap<String, Arc<LogLimit>>>> = OnceLock::new();
+    let mut limits = LIMITS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("the log limits' lock is never poisoned");
+    limits.entry(block.to_owned()).or_default().clone()
+}
+
+/// What a line became, for `shardline parse`.
+#[derive(Debug)]
+pub(crate) enum Tried {
+    /// Its records.
+    Records(Vec<Bytes>),
+    /// A CSV header: it named the columns.
+    Header,
+    /// It did not parse: why, and the records `on_error` made of it.
+    Failed { why: String, records: Vec<Bytes> },
+}
+
+impl JsonFormatter {
+    /// Counts the parse outcomes since the last call into `metrics`.
+    pub(crate) fn report(&mut self, metrics: &Metrics) {
+        let c = std::mem::take(&mut self.counts);
+        let block = &self.statics.block;
+        if c.parsed > 0 {
+            metrics.parsed(block, c.parsed);
+        }
+        for ((reason, action), n) in c.errors {
+            metrics.parse_errors(block, reason, action, n);
+        }
+    }
+
+    /// Whether the parser waits for a CSV header line (a file read from the
+    /// middle must give it its first line).
+    pub(crate) fn wants_header(&self) -> bool {
+        self.parser.as_ref().is_some_and(|p| p.wants_header())
+    }
+
+    /// Keeps what `old` (the formatter of the same file under its former path)
+    /// holds: its parser's header and its counts.
+    pub(crate) fn keep_state_of(&mut self, old: JsonFormatter) {
+        self.parser = old.parser;
+        self.counts = old.counts;
+    }
+
+    /// The file is read again from its start: its first line is the header
+    /// again.
+    pub(crate) fn forget_header(&mut self) {
+        if let Some(p) = self.parser.as_mut() {
+            p.forget_header();
+        }
+    }
+
+    /// Gives the parser its CSV header line.
+    pub(crate) fn set_header(&mut self, line: &str) {
+        if let Some(p) = self.parser.as_mut() {
+            if let Err(f) = p.set_header(line) {
+                tracing::warn!(block = %self.statics.block, error = %f.part, "Cannot read the CSV header line");
+            }
+        }
+    }
+
+    /// What `line` becomes, for `shardline parse`: exactly what a source does.
+    pub(crate) fn try_line(&mut self, line: &[u8], limit: usize, oversized: Oversized) -> Tried {
+        let mut records = Vec::new();
+        let before = self.counts.errors.iter().map(|(_, n)| n).sum::<u64>();
+        let header = self.wants_header();
+        self.format(line, limit, oversized, |r| records.push(r));
+        if header && !self.wants_header() {
+            return Tried::Header;
+        }
+        let failed = self.counts.errors.iter().map(|(_, n)| n).sum::<u64>() > before;
+        match self.last_failure.take() {
+            Some(why) if failed => Tried::Failed { why, records },
+            _ => Tried::Records(records),
+        }
+    }
+
+    /// Parses `line` into a record, or handles its failure.
+    pub(super) fn parse_line(
+        &mut self,
+        line: &[u8],
+        limit: usize,
+        oversized: Oversized,
+        mut emit: impl FnMut(Bytes),
+    ) -> Cut {
+        let text = String::from_utf8_lossy(line);
+        // Taken out while the line is read, so the record can be written
+        // beside the fields that borrow it.
+        let Some(mut parser) = self.parser.take() else {
+            return Cut::None;
+        };
+        if parser.wants_header() {
+            if let Err(f) = parser.set_header(&text) {
+                tracing::warn!(block = %self.statics.block, error = %f.part, "Cannot read the CSV header line");
+            }
+            self.parser = Some(parser);
+            return Cut::None;
+        }
+        let failure = match parser.read(&text) {
+            Ok(read) => {
+                self.counts.parsed += 1;
+                if read.type_failures > 0 {
+                    self.counts
+                        .add("type", "kept_string", u64::from(read.type_failures));
+                }
+                if read.time_failed {
+                    self.counts.add("time", "read_time", 1);
+                }
+                let line = parser.config().keep_line.then_some(&*text);
+                let record = render(self, &read, line, parser.time_key());
+                if record.len() <= limit {
+                    drop(read);
+                    self.parser = Some(parser);
+                    emit(record);
+                    return Cut::None;
+                }
+                Failure {
+                    reason: "too_large",
+                    part: format!(
+                        "the parsed record of {} bytes is over the {limit}-byte limit",
+                        record.len()
+                    )
+                    .into(),
+                    at: 0,
+                }
+            }
+            Err(f) => f,
+        };
+        self.parser = Some(parser);
+        self.failed(line, &text, failure, limit, oversized, emit)
+    }
+
+    /// A line its parser could not read: counted, logged (limited) and handled
+    /// per `on_error`.
+    fn failed(
+        &mut self,
+        line: &[u8],
+        text: &str,
+        failure: Failure,
+        limit: usize,
+        oversized: Oversized,
+        mut emit: impl FnMut(Bytes),
+    ) -> Cut {
+        let Some(parser) = self.parser.as_ref() else {
+            return Cut::None;
+        };
+        let on_error = parser.config().on_error;
+        let action = match on_error {
+            OnError::Wrap => "wrapped",
+            OnError::Raw => "raw",
+            OnError::Drop => "dropped",
+        };
+        self.counts.add(failure.reason, action, 1);
+        let why = explain(&parser.config().kind, text, &failure);
+        if let Some(held) = self.statics.log.check() {
+            tracing::warn!(
+                block = %self.statics.block,
+                reason = failure.reason,
+                action,
+                error = %why,
+                line = %excerpt(text),
+                held_back = held,
+                "A line did not parse"
+            );
+        }
+        self.last_failure = Some(why);
+        match on_error {
+            OnError::Wrap => {
+                self.set_stamp(None);
+                let error = format!("{}: {}", crate::source::parse::reason_text(failure.reason), failure.part);
+                self.wrap(line, limit, oversized, Some(&error), emit)
+            }
+            OnError::Raw => {
+                let n = line.len().min(limit);
+                emit(Bytes::copy_from_slice(&line[..n]));
+                if n < line.len() {
+                    Cut::Truncated
+                } else {
+                    Cut::None
+                }
+            }
+            OnError::Drop => Cut::None,
+        }
+    }
+}
+
+/// The record of a parsed line: its fields (renamed), the line under
+/// `message` with `keep_line`, then the added keys a field does not already
+/// name. The event time, when read, is the `timestamp`, and replaces the field
+/// it was read from when that field has the timestamp's name.
+fn render(f: &mut JsonFormatter, read: &Read<'_>, line: Option<&str>, time_key: Option<&str>) -> Bytes {
+    f.set_stamp(read.time);
+    let s = &f.statics;
+    let need = f.stamp.len() + s.tail.len() + line.map_or(0, str::len) * 2 + 256;
+    if f.arena.capacity() < need {
+        f.arena = BytesMut::with_capacity(need.max(ARENA_BYTES));
+    }
+    let out = &mut f.arena;
+    let mut names: Vec<&str> = Vec::with_capacity(read.fields.entries.len() + 2);
+    let mut sep = Separator::default();
+    out.extend_from_slice(b"{");
+    let stamp_name = s.timestamp.as_deref();
+    for (k, v) in &read.fields.entries {
+        let Some(name) = renamed(&s.rename, k) else {
+            continue;
+        };
+        if names.contains(&name) {
+            continue;
+        }
+        sep.put(out);
+        escape_into(out, name.as_bytes());
+        out.extend_from_slice(b":");
+        let replaced =
+            read.time.is_some() && Some(k.as_ref()) == time_key && Some(name) == stamp_name;
+        if replaced {
+            out.extend_from_slice(&f.stamp);
+        } else {
+            write_value(out, v);
+        }
+        names.push(name);
+    }
+    if let (Some(line), Some(k)) = (line, &s.message) {
+        if !names.contains(&k.as_str()) {
+            sep.put(out);
+            escape_into(out, k.as_bytes());
+            out.extend_from_slice(b":");
+            escape_into(out, line.as_bytes());
+            names.push(k);
+        }
+    }
+    if let Some(k) = &s.timestamp {
+        if !names.contains(&k.as_str()) {
+            sep.put(out);
+            escape_into(out, k.as_bytes());
+            out.extend_from_slice(b":");
+            out.extend_from_slice(&f.stamp);
+        }
+    }
+    for (k, e) in &s.entries {
+        if !names.contains(&k.as_str()) {
+            sep.put(out);
+            out.extend_from_slice(e.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"}");
+    out.split().freeze()
+}
+
+/// The name `rename` gives key `k` (`None`: left out).
+fn renamed<'k>(rename: &'k [(String, String)], k: &'k str) -> Option<&'k str> {
+    match rename.iter().find(|(from, _)| from == k) {
+        Some((_, to)) if to.is_empty() => None,
+        Some((_, to)) => Some(to),
+        None => Some(k),
+    }
+}
+
+/// A field's value as JSON.
+fn write_value(out: &mut BytesMut, v: &Value<'_>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Str(s) => escape_into(out, s.as_bytes()),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Float(x) if x.is_finite() => out.extend_from_slice(x.to_string().as_bytes()),
+        Value::Float(_) => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Json(j) => out.extend_from_slice(j.as_bytes()),
+    }
+}
