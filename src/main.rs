@@ -81,6 +81,20 @@ enum Command {
         #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
         config: PathBuf,
     },
+    /// Try a block's parser on sample lines (a file, or stdin): prints the
+    /// record each line becomes, or why it did not parse; exits with 1 when a
+    /// line did not parse.
+    Parse {
+        /// Config file.
+        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        config: PathBuf,
+        /// The block, as `validate` names it: `file[0]`, `socket[1]`,
+        /// `journald[0]` (default: the one block with a parse table).
+        #[arg(long)]
+        source: Option<String>,
+        /// File of sample lines (default: stdin).
+        sample: Option<PathBuf>,
+    },
     /// Show a running agent's backlog, delivery rate and last error; exits with 3
     /// when nothing listens at its address (not running), 4 when something listens
     /// but does not answer in time (running, stuck or busy).
@@ -143,6 +157,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Parse {
+            config,
+            source,
+            sample,
+        } => match parse(&config, source.as_deref(), sample) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Status { config, addr, json } => match status(config, addr, json) {
             Ok(code) => code,
             Err(e) => {
@@ -151,6 +176,39 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `shardline parse`: 0 when every line parsed, 1 when one did not.
+fn parse(
+    config: &std::path::Path,
+    source: Option<&str>,
+    sample: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = shardline::config::load(config)?;
+    let mut input: Box<dyn std::io::BufRead> = match &sample {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut out = std::io::stdout().lock();
+    let report =
+        shardline::try_lines(&config, source, &mut input, &mut out).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "{} parsed, {} did not parse{}",
+        report.parsed,
+        report.failed,
+        if report.headers > 0 {
+            format!(", {} header", report.headers)
+        } else {
+            String::new()
+        }
+    );
+    Ok(if report.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run(config: PathBuf, status_file: Option<PathBuf>) -> anyhow::Result<()> {

@@ -79,7 +79,11 @@ pub(super) fn record_format(
         .parse
         .and_then(|p| super::parse::parse_table(field, p, k.file, problems));
     RecordFormat::Json(JsonFormat {
-        fields: k.fields.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+        fields: k
+            .fields
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect(),
         merge: k.merge,
         ec2_identity: k.ec2_identity,
         rename,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::quote::written_value;
-use super::{Oversized, MAX_FILE_RECORD_BYTES};
+use super::{Oversized, RecordFormat, MAX_FILE_RECORD_BYTES};
 
 /// A `[[journald]]` block as written.
 #[derive(Debug, Deserialize)]
@@ -77,6 +77,16 @@ pub(crate) struct RawJournald {
     /// always cut. Either way it is counted.
     #[serde(default)]
     pub oversized: Oversized,
+    /// Reads each entry's `MESSAGE` into the keys of a json record (the keys a
+    /// file's parsed line gets; `source` is the block's `name`), instead of
+    /// `format`; see docs/parsing.md.
+    pub parse: Option<super::parse::RawParse>,
+    /// With `parse`: new names for top-level keys of the record (`""`: left out).
+    #[serde(default)]
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// With `parse`: how `timestamp` is written (`rfc3339`, `epoch_s`,
+    /// `epoch_ms`, `epoch_us` or a strftime format). None: `rfc3339`.
+    pub timestamp_format: Option<String>,
 }
 
 fn default_name() -> String {
@@ -207,6 +217,8 @@ pub enum Fields {
 /// A validated `[[journald]]` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournaldConfig {
+    /// The block's name in parse metrics (`journald[0]`).
+    pub block: String,
     pub name: String,
     pub directory: Option<PathBuf>,
     pub journalctl: PathBuf,
@@ -218,6 +230,43 @@ pub struct JournaldConfig {
     pub partition_key: JournalKey,
     pub max_record_bytes: usize,
     pub oversized: Oversized,
+    /// With a `parse` table: the json format its `MESSAGE` is parsed into
+    /// (raw otherwise).
+    pub parse_format: RecordFormat,
+}
+
+/// The json format of a block with a `parse` table.
+fn parse_format(field: &str, j: &RawJournald, problems: &mut Vec<String>) -> RecordFormat {
+    if j.parse.is_none() {
+        for (set, key) in [
+            (!j.rename.is_empty(), "rename"),
+            (j.timestamp_format.is_some(), "timestamp_format"),
+        ] {
+            if set {
+                problems.push(format!("{field}.{key} needs a parse table"));
+            }
+        }
+        return RecordFormat::Raw;
+    }
+    if j.format == Format::Json {
+        problems.push(format!(
+            "{field}: a parse table and format = \"json\" exclude each other (a parsed MESSAGE makes the record)"
+        ));
+    }
+    super::checks::record_format(
+        field,
+        super::checks::JsonKeys {
+            format: super::raw::FormatName::Json,
+            fields: &Default::default(),
+            merge: false,
+            ec2_identity: false,
+            rename: &j.rename,
+            timestamp_format: j.timestamp_format.as_deref(),
+            parse: j.parse.as_ref(),
+            file: false,
+        },
+        problems,
+    )
 }
 
 /// A unit name as `_SYSTEMD_UNIT` holds it (`journalctl -u` adds `.service` the
@@ -266,6 +315,7 @@ pub(crate) fn validate(
     }
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
     let fields = validate_fields(&field, &j.fields, problems);
+    let parse_format = parse_format(&field, &j, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
     let (stream, max_record_bytes) = super::streams::target(
         &field,
@@ -288,6 +338,8 @@ pub(crate) fn validate(
         return None;
     }
     Some(JournaldConfig {
+        block: field,
+        parse_format,
         name: j.name,
         directory: j.directory,
         journalctl: j.journalctl,

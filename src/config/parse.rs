@@ -246,18 +246,48 @@ impl PartialEq for ParserKind {
     fn eq(&self, other: &ParserKind) -> bool {
         use ParserKind::*;
         match (self, other) {
-            (Preset { preset: a, field_names: x }, Preset { preset: b, field_names: y }) => {
-                a == b && x == y
-            }
-            (Pattern { regex: a, field_names: x }, Pattern { regex: b, field_names: y }) => {
-                a.as_str() == b.as_str() && x == y
-            }
-            (Csv { columns: a, delimiter: d, quote: q }, Csv { columns: b, delimiter: e, quote: r }) => {
-                a == b && d == e && q == r
-            }
-            (AgentCsv { field_names: a, delimiter: d }, AgentCsv { field_names: b, delimiter: e }) => {
-                a == b && d.as_str() == e.as_str()
-            }
+            (
+                Preset {
+                    preset: a,
+                    field_names: x,
+                },
+                Preset {
+                    preset: b,
+                    field_names: y,
+                },
+            ) => a == b && x == y,
+            (
+                Pattern {
+                    regex: a,
+                    field_names: x,
+                },
+                Pattern {
+                    regex: b,
+                    field_names: y,
+                },
+            ) => a.as_str() == b.as_str() && x == y,
+            (
+                Csv {
+                    columns: a,
+                    delimiter: d,
+                    quote: q,
+                },
+                Csv {
+                    columns: b,
+                    delimiter: e,
+                    quote: r,
+                },
+            ) => a == b && d == e && q == r,
+            (
+                AgentCsv {
+                    field_names: a,
+                    delimiter: d,
+                },
+                AgentCsv {
+                    field_names: b,
+                    delimiter: e,
+                },
+            ) => a == b && d.as_str() == e.as_str(),
             _ => false,
         }
     }
@@ -351,20 +381,36 @@ fn parser_kind(
         }
         (None, Some(p)) => {
             only(&csv_keys, "a pattern", problems);
-            only(&[("delimiter", raw.delimiter.is_some())], "a pattern", problems);
+            only(
+                &[("delimiter", raw.delimiter.is_some())],
+                "a pattern",
+                problems,
+            );
             pattern(field, p, raw.field_names.clone(), problems)
         }
         (Some("csv"), None) => {
-            only(&[("field_names", raw.field_names.is_some())], "csv (use columns)", problems);
+            only(
+                &[("field_names", raw.field_names.is_some())],
+                "csv (use columns)",
+                problems,
+            );
             csv(field, raw, file, problems)
         }
         (Some("CSVTOJSON"), None) => {
-            only(&csv_keys, "CSVTOJSON (its columns are field_names)", problems);
+            only(
+                &csv_keys,
+                "CSVTOJSON (its columns are field_names)",
+                problems,
+            );
             agent_csv(field, raw, problems)
         }
         (Some(name), None) => {
             only(&csv_keys, "a preset", problems);
-            only(&[("delimiter", raw.delimiter.is_some())], "a preset", problems);
+            only(
+                &[("delimiter", raw.delimiter.is_some())],
+                "a preset",
+                problems,
+            );
             let Some(preset) = Preset::from_name(name) else {
                 let names: Vec<_> = PRESETS.iter().map(|p| p.name()).collect();
                 problems.push(format!(
@@ -403,7 +449,9 @@ fn pattern(
     let regex = match regex::Regex::new(p) {
         Ok(r) => r,
         Err(e) => {
-            problems.push(format!("{field}.pattern {p:?} is not a regular expression: {e}"));
+            problems.push(format!(
+                "{field}.pattern {p:?} is not a regular expression: {e}"
+            ));
             return None;
         }
     };
@@ -424,13 +472,20 @@ fn pattern(
 
 /// A `csv` table.
 fn csv(field: &str, raw: &RawParse, file: bool, problems: &mut Vec<String>) -> Option<ParserKind> {
-    let delimiter = single_byte(field, "delimiter", raw.delimiter.as_deref().unwrap_or(","), problems);
+    let delimiter = single_byte(
+        field,
+        "delimiter",
+        raw.delimiter.as_deref().unwrap_or(","),
+        problems,
+    );
     let quote = match raw.quote.as_deref() {
         Some("") => Some(None),
         q => single_byte(field, "quote", q.unwrap_or("\""), problems).map(Some),
     };
     match (&raw.columns, raw.header) {
-        (Some(_), true) => problems.push(format!("{field} sets both columns and header = true; choose one")),
+        (Some(_), true) => problems.push(format!(
+            "{field} sets both columns and header = true; choose one"
+        )),
         (None, false) => problems.push(format!("{field}: csv needs columns or header = true")),
         (None, true) if !file => problems.push(format!(
             "{field}.header = true needs a [[file]] block (only a file has a first line)"
@@ -450,10 +505,16 @@ fn csv(field: &str, raw: &RawParse, file: bool, problems: &mut Vec<String>) -> O
 fn agent_csv(field: &str, raw: &RawParse, problems: &mut Vec<String>) -> Option<ParserKind> {
     let d = raw.delimiter.as_deref().unwrap_or(",");
     let delimiter = regex::Regex::new(d)
-        .map_err(|e| problems.push(format!("{field}.delimiter {d:?} is not a regular expression: {e}")))
+        .map_err(|e| {
+            problems.push(format!(
+                "{field}.delimiter {d:?} is not a regular expression: {e}"
+            ))
+        })
         .ok();
     let Some(field_names) = raw.field_names.clone().filter(|n| !n.is_empty()) else {
-        problems.push(format!("{field}: CSVTOJSON needs field_names (its customFieldNames)"));
+        problems.push(format!(
+            "{field}: CSVTOJSON needs field_names (its customFieldNames)"
+        ));
         return None;
     };
     names_ok(field, Some(&field_names), problems);

@@ -9,8 +9,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
 use super::labels::{
-    BlockLabels, CodeLabels, FileEventLabels, ParseLabels, LineLabels, RejectLabels, SourceErrorLabels, SourceLabels,
-    StreamLabels,
+    BlockLabels, CodeLabels, FileEventLabels, LineLabels, ParseLabels, RejectLabels,
+    SourceErrorLabels, SourceLabels, StreamLabels,
 };
 use super::{latency_histogram, packing_histogram};
 

@@ -34,8 +34,8 @@ mod process;
 use families::{DeliveryMetrics, SourceMetrics};
 pub use health::{DestinationHealth, LastError, SourceHealth, Trouble};
 pub use labels::{
-    BlockLabels, CodeLabels, FileEvent, ParseLabels, FileEventLabels, LineAction, LineLabels, RejectLabels, RejectReason,
-    Source, SourceError, SourceErrorLabels, SourceLabels, StreamLabels,
+    BlockLabels, CodeLabels, FileEvent, FileEventLabels, LineAction, LineLabels, ParseLabels,
+    RejectLabels, RejectReason, Source, SourceError, SourceErrorLabels, SourceLabels, StreamLabels,
 };
 
 fn latency_histogram() -> Histogram {
@@ -573,7 +573,11 @@ impl Metrics {
             reason: reason.to_owned(),
             action: action.to_owned(),
         };
-        self.inner.sources.parse_errors.get_or_create(&labels).inc_by(n);
+        self.inner
+            .sources
+            .parse_errors
+            .get_or_create(&labels)
+            .inc_by(n);
     }
 
     /// A tailed file event.

@@ -280,7 +280,11 @@ impl JsonFormatter {
 
     /// `message` wrapped with the added keys (and `error` as `parse_error`).
     fn wrapped(&mut self, message: &str, error: Option<&str>) -> Bytes {
-        let need = self.overhead() + message.len() + message.len() / 8 + error.map_or(0, str::len) * 2 + 16;
+        let need = self.overhead()
+            + message.len()
+            + message.len() / 8
+            + error.map_or(0, str::len) * 2
+            + 16;
         if self.arena.capacity() < need {
             self.arena = BytesMut::with_capacity(need.max(ARENA_BYTES));
         }

@@ -208,7 +208,11 @@ impl JsonFormatter {
         match on_error {
             OnError::Wrap => {
                 self.set_stamp(None);
-                let error = format!("{}: {}", crate::source::parse::reason_text(failure.reason), failure.part);
+                let error = format!(
+                    "{}: {}",
+                    crate::source::parse::reason_text(failure.reason),
+                    failure.part
+                );
                 self.wrap(line, limit, oversized, Some(&error), emit)
             }
             OnError::Raw => {
@@ -229,7 +233,12 @@ impl JsonFormatter {
 /// `message` with `keep_line`, then the added keys a field does not already
 /// name. The event time, when read, is the `timestamp`, and replaces the field
 /// it was read from when that field has the timestamp's name.
-fn render(f: &mut JsonFormatter, read: &Read<'_>, line: Option<&str>, time_key: Option<&str>) -> Bytes {
+fn render(
+    f: &mut JsonFormatter,
+    read: &Read<'_>,
+    line: Option<&str>,
+    time_key: Option<&str>,
+) -> Bytes {
     f.set_stamp(read.time);
     let s = &f.statics;
     let need = f.stamp.len() + s.tail.len() + line.map_or(0, str::len) * 2 + 256;

@@ -110,27 +110,35 @@ impl Entry {
         }
     }
 
-    /// The records this entry becomes under `config`.
+    /// The partition key of the entry's records, and whether its field was
+    /// missing (the key is random then).
+    pub(crate) fn partition_key(&self, config: &JournaldConfig) -> (String, bool) {
+        match &config.partition_key {
+            JournalKey::Random => (random_partition_key(), false),
+            JournalKey::Field(f) => match self.text(f).filter(|k| !k.is_empty()) {
+                Some(k) => (k.chars().take(MAX_PARTITION_KEY_CHARS).collect(), false),
+                None => (random_partition_key(), true),
+            },
+        }
+    }
+
+    /// The `MESSAGE` field's bytes (empty when it has none).
+    pub(crate) fn message(&self) -> Vec<u8> {
+        self.fields
+            .get("MESSAGE")
+            .and_then(value_bytes)
+            .unwrap_or_default()
+    }
+
+    /// The records this entry becomes under `config` (without a parse table).
     pub(crate) fn records(&self, config: &JournaldConfig) -> Made {
         let mut made = Made::default();
-        let key = match &config.partition_key {
-            JournalKey::Random => random_partition_key(),
-            JournalKey::Field(f) => match self.text(f).filter(|k| !k.is_empty()) {
-                Some(k) => k.chars().take(MAX_PARTITION_KEY_CHARS).collect(),
-                None => {
-                    made.key_fallback = true;
-                    random_partition_key()
-                }
-            },
-        };
+        let (key, fallback) = self.partition_key(config);
+        made.key_fallback = fallback;
         let max = config.max_record_bytes;
         match config.format {
             Format::Message => {
-                let message = self
-                    .fields
-                    .get("MESSAGE")
-                    .and_then(value_bytes)
-                    .unwrap_or_default();
+                let message = self.message();
                 if message.len() <= max {
                     made.records.push((key, Bytes::from(message)));
                 } else if config.oversized == Oversized::Split {

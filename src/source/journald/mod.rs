@@ -42,6 +42,7 @@ use crate::metrics::{LineAction, RejectReason, Source as SourceKind, SourceError
 use crate::producer::Checkpoint;
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::UserRecord;
+use crate::source::format::{Cut, JsonFormatter};
 
 /// Source kind, as it appears in metrics.
 pub(crate) const KIND: SourceKind = SourceKind::Journald;
@@ -192,7 +193,9 @@ async fn run(
         cursor = cursor.as_deref().unwrap_or("none"),
         "Journald source started"
     );
+    let format = JsonFormatter::for_source(&config.parse_format, &config.name, &config.block);
     let mut source = Source {
+        format,
         name,
         cursor,
         warnings: LogLimit::default(),
@@ -267,6 +270,8 @@ struct Source {
     /// The cursor of the last entry whose records are in the spool.
     cursor: Option<String>,
     warnings: LogLimit,
+    /// With a parse table: its formatter (`MESSAGE` parsed into a json record).
+    format: Option<JsonFormatter>,
 }
 
 impl Source {
@@ -351,7 +356,7 @@ impl Source {
     }
 
     /// Adds an output line to the batch.
-    fn add(&self, line: &[u8], batch: &mut Batch) {
+    fn add(&mut self, line: &[u8], batch: &mut Batch) {
         if line.starts_with(b"-- ") {
             // An informational line ("-- No entries --"), not an entry.
             return;
@@ -371,6 +376,22 @@ impl Source {
         batch.since.get_or_insert_with(Instant::now);
         batch.cursor = Some(entry.cursor().to_owned());
         if !entry.selected(&self.config.select) {
+            return;
+        }
+        if let Some(format) = self.format.as_mut() {
+            let (key, fallback) = entry.partition_key(&self.config);
+            batch.key_fallbacks += u64::from(fallback);
+            let message = entry.message();
+            let (max, oversized) = (self.config.max_record_bytes, self.config.oversized);
+            let cut = format.format(&message, max, oversized, |data| {
+                batch.bytes += key.len() + data.len();
+                batch.records.push(UserRecord::new(key.clone(), data));
+            });
+            match cut {
+                Cut::None => {}
+                Cut::Split => batch.oversized.push("split"),
+                Cut::Truncated => batch.oversized.push("truncated"),
+            }
             return;
         }
         let made = entry.records(&self.config);
@@ -401,6 +422,9 @@ impl Source {
         };
         let b = std::mem::take(batch);
         let metrics = self.producer.metrics();
+        if let Some(f) = self.format.as_mut() {
+            f.report(&metrics);
+        }
         let n = b.records.len() as u64;
         metrics.received(KIND, n);
         for (text, action) in [

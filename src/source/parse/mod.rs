@@ -16,6 +16,7 @@ use crate::config::parse::{FieldType, ParseConfig, ParserKind, TimeFormat};
 mod diagnose;
 pub(crate) mod presets;
 mod time;
+pub(crate) mod try_it;
 pub(crate) mod value;
 
 pub(crate) use diagnose::{explain, reason_text};
@@ -141,9 +142,9 @@ impl Parser {
                 match field_names {
                     Some(names) => {
                         for (i, name) in names.iter().enumerate() {
-                            let v = caps.get(i + 1).map_or(Value::Null, |m| {
-                                Value::Str(Cow::Borrowed(m.as_str()))
-                            });
+                            let v = caps
+                                .get(i + 1)
+                                .map_or(Value::Null, |m| Value::Str(Cow::Borrowed(m.as_str())));
                             out.push(name.as_str(), v);
                         }
                     }
@@ -173,12 +174,8 @@ impl Parser {
                 if cells.len() != names.len() {
                     return Err(Failure {
                         reason: "columns",
-                        part: format!(
-                            "{} columns where {} are named",
-                            cells.len(),
-                            names.len()
-                        )
-                        .into(),
+                        part: format!("{} columns where {} are named", cells.len(), names.len())
+                            .into(),
                         at: 0,
                     });
                 }

@@ -87,13 +87,17 @@ fn text<'v>(v: &'v Value<'_>) -> Option<&'v str> {
 /// else as UTC; a format without a year takes the current one (or the last,
 /// for a date more than a day ahead: December's lines read in January).
 fn strftime(s: &str, f: &str) -> Option<EventTime> {
-    let zoned = ["%z", "%:z", "%::z", "%#z", "%Z"].iter().any(|z| f.contains(z));
+    let zoned = ["%z", "%:z", "%::z", "%#z", "%Z"]
+        .iter()
+        .any(|z| f.contains(z));
     let dated = ["%Y", "%y", "%G", "%C", "%F", "%D", "%x", "%c", "%s", "%+"]
         .iter()
         .any(|d| f.contains(d));
     let parse = |s: &str, f: &str| -> Option<i64> {
         if zoned {
-            DateTime::parse_from_str(s, f).ok().map(|t| t.timestamp_micros())
+            DateTime::parse_from_str(s, f)
+                .ok()
+                .map(|t| t.timestamp_micros())
         } else {
             NaiveDateTime::parse_from_str(s, f)
                 .ok()

@@ -76,7 +76,7 @@ const LINES_RECORDS_BYTES: usize = 2 * BATCH_BYTES;
 const RESPONSE_QUEUE: usize = 1024;
 /// Largest json record of a line or datagram: the Kinesis limit less the random
 /// partition key (16 characters).
-const JSON_RECORD_BYTES: usize = MAX_RECORD_BYTES - 16;
+pub(crate) const JSON_RECORD_BYTES: usize = MAX_RECORD_BYTES - 16;
 
 /// Errors of the socket source.
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +222,11 @@ pub(crate) async fn serve(
         budget,
         warnings: Warnings::default(),
         per_uid: Mutex::new(HashMap::new()),
-        format: JsonFormatter::for_source(&config.format, &config.path.to_string_lossy(), &config.block),
+        format: JsonFormatter::for_source(
+            &config.format,
+            &config.path.to_string_lossy(),
+            &config.block,
+        ),
         config,
     });
     match bound {
