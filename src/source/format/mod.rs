@@ -95,6 +95,9 @@ pub(crate) struct JsonFormatter {
     counts: ParseCounts,
     /// Why the last line that did not parse failed (for `shardline parse`).
     last_failure: Option<String>,
+    /// What was off in the fields of the line parsed (`shardline parse` only;
+    /// `None` in a source).
+    notes: Option<Vec<String>>,
 }
 
 /// What every record of a source shares, rendered once.
@@ -183,6 +186,7 @@ impl JsonFormatter {
             parser: format.parse.clone().map(Parser::new),
             counts: ParseCounts::default(),
             last_failure: None,
+            notes: None,
         }
     }
 

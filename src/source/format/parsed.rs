@@ -49,8 +49,9 @@ pub(super) fn block_log(block: &str) -> Arc<LogLimit> {
 /// What a line became, for `shardline parse`.
 #[derive(Debug)]
 pub(crate) enum Tried {
-    /// Its records.
-    Records(Vec<Bytes>),
+    /// Its records, and what was off in its fields (a value that did not
+    /// convert, a time that could not be read).
+    Records(Vec<Bytes>, Vec<String>),
     /// A CSV header: it named the columns.
     Header,
     /// It did not parse: why, and the records `on_error` made of it.
@@ -105,15 +106,18 @@ impl JsonFormatter {
         let mut records = Vec::new();
         let before = self.counts.errors.iter().map(|(_, n)| n).sum::<u64>();
         let header = self.wants_header();
+        self.notes = Some(Vec::new());
         self.format(line, limit, oversized, |r| records.push(r));
         if header && !self.wants_header() {
             return Tried::Header;
         }
-        let failed = self.counts.errors.iter().map(|(_, n)| n).sum::<u64>() > before;
-        match self.last_failure.take() {
-            Some(why) if failed => Tried::Failed { why, records },
-            _ => Tried::Records(records),
+        let errors = &self.counts.errors;
+        let failed = errors.iter().map(|(_, n)| n).sum::<u64>() > before
+            && !errors.iter().all(|((r, _), _)| *r == "type" || *r == "time");
+        if let (true, Some(why)) = (failed, self.last_failure.take()) {
+            return Tried::Failed { why, records };
         }
+        Tried::Records(records, self.notes.take().unwrap_or_default())
     }
 
     /// Parses `line` into a record, or handles its failure.
@@ -143,9 +147,21 @@ impl JsonFormatter {
                 if read.type_failures > 0 {
                     self.counts
                         .add("type", "kept_string", u64::from(read.type_failures));
+                    if let Some(notes) = self.notes.as_mut() {
+                        notes.push(format!(
+                            "{} value(s) did not convert to their types and stay strings",
+                            read.type_failures
+                        ));
+                    }
                 }
                 if read.time_failed {
                     self.counts.add("time", "read_time", 1);
+                    if let Some(notes) = self.notes.as_mut() {
+                        notes.push(format!(
+                            "the time in {:?} could not be read; the read time is the timestamp",
+                            parser.time_key().unwrap_or_default()
+                        ));
+                    }
                 }
                 let line = parser.config().keep_line.then_some(&*text);
                 let record = render(self, &read, line, parser.time_key());
@@ -311,6 +327,10 @@ fn write_value(out: &mut BytesMut, v: &Value<'_>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Str(s) => escape_into(out, s.as_bytes()),
         Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        // With a fraction or an exponent, so a consumer reads a float.
+        Value::Float(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => {
+            out.extend_from_slice(format!("{x:.1}").as_bytes())
+        }
         Value::Float(x) if x.is_finite() => out.extend_from_slice(x.to_string().as_bytes()),
         Value::Float(_) => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),

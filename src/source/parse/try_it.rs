@@ -106,9 +106,13 @@ pub fn try_lines(
                 writeln!(out, "line {}: header (names the columns)", i + 1).map_err(io)?;
                 continue;
             }
-            Tried::Records(records) => {
+            Tried::Records(records, notes) => {
                 report.parsed += 1;
-                writeln!(out, "line {}: ok", i + 1).map_err(io)?;
+                match notes.is_empty() {
+                    true => writeln!(out, "line {}: ok", i + 1),
+                    false => writeln!(out, "line {}: ok, but {}", i + 1, notes.join("; ")),
+                }
+                .map_err(io)?;
                 records
             }
             Tried::Failed { why, records } => {
