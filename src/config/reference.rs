@@ -31,6 +31,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::forward_to_deserialize_any;
 
 use super::journald::RawJournald;
+use super::parse::RawParse;
 use super::raw::{
     RawConfig, RawDelivery, RawDestination, RawFile, RawIngest, RawKinesis, RawMetrics, RawSocket,
     RawSpool,
@@ -106,7 +107,7 @@ fn section<T: DeserializeOwned + Debug>(name: &'static str, base: &'static str) 
 }
 
 /// Every section of the file, the top-level keys first.
-fn sections() -> [Section; 10] {
+fn sections() -> [Section; 11] {
     [
         section::<RawConfig>("", ""),
         section::<RawKinesis>("kinesis", ""),
@@ -116,6 +117,9 @@ fn sections() -> [Section; 10] {
         section::<RawSocket>("socket", ""),
         section::<RawFile>("file", ""),
         section::<RawJournald>("journald", ""),
+        // A line block's sub-table (`[file.parse]`, `[socket.parse]`,
+        // `[journald.parse]`), documented once.
+        section::<RawParse>("parse", "preset = \"logfmt\"\n"),
         section::<RawMetrics>("metrics", ""),
         section::<RawIngest>("ingest", ""),
     ]
@@ -299,7 +303,11 @@ fn example_keys(text: &str) -> BTreeMap<String, BTreeSet<String>> {
         let line = line.strip_prefix("# ").unwrap_or(line).trim();
         let header = line.trim_start_matches('[').trim_end_matches(']');
         if line.starts_with('[') && line.ends_with(']') {
-            current = header.to_owned();
+            // `[file.parse]` and its kin are the one `parse` section.
+            current = match header.split_once('.') {
+                Some((_, "parse")) => "parse".to_owned(),
+                _ => header.to_owned(),
+            };
             continue;
         }
         let Some((key, _)) = line.split_once(" = ") else {

@@ -203,6 +203,7 @@ fn json_format_is_read_per_source() {
             fields: vec![],
             merge: true,
             ec2_identity: false,
+            ..Default::default()
         })
     );
     assert_eq!(c.sockets[1].format, RecordFormat::Raw);
@@ -212,6 +213,7 @@ fn json_format_is_read_per_source() {
             fields: vec![("env".into(), "prod".into()), ("team".into(), "web".into())],
             merge: false,
             ec2_identity: false,
+            ..Default::default()
         })
     );
 }

@@ -211,12 +211,16 @@ impl JsonFormatter {
     }
 
     /// Bytes a wrapped record takes besides the escaped message (without quotes)
-    /// and an error text.
+    /// and an error entry.
     fn overhead(&self) -> usize {
         let s = &self.statics;
         // {"message":"…","timestamp":…,<tail>}
-        let key = |k: &Option<String>| k.as_ref().map_or(0, |k| k.len() + 4);
-        2 + key(&s.message) + 2 + key(&s.timestamp) + self.stamp.len() + s.tail.len() + 3
+        let message = s.message.as_ref().map(|k| k.len() + 5);
+        let timestamp = s.timestamp.as_ref().map(|k| k.len() + 3 + self.stamp.len());
+        let tail = (!s.tail.is_empty()).then_some(s.tail.len());
+        let parts = [message, timestamp, tail];
+        let commas = parts.iter().flatten().count().saturating_sub(1);
+        2 + parts.iter().flatten().sum::<usize>() + commas
     }
 
     /// Formats `line` into records of at most `limit` bytes, handed to `emit` in

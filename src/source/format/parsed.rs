@@ -113,7 +113,9 @@ impl JsonFormatter {
         }
         let errors = &self.counts.errors;
         let failed = errors.iter().map(|(_, n)| n).sum::<u64>() > before
-            && !errors.iter().all(|((r, _), _)| *r == "type" || *r == "time");
+            && !errors
+                .iter()
+                .all(|((r, _), _)| *r == "type" || *r == "time");
         if let (true, Some(why)) = (failed, self.last_failure.take()) {
             return Tried::Failed { why, records };
         }

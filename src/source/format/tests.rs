@@ -11,8 +11,9 @@ fn formatter(merge: bool, fields: &[(&str, &str)]) -> JsonFormatter {
             .collect(),
         merge,
         ec2_identity: false,
+        ..Default::default()
     };
-    JsonFormatter::new(&format, "web-1", "/var/log/app.log")
+    JsonFormatter::new(&format, "web-1", "/var/log/app.log", "file[0]")
 }
 
 /// Every record of `line`, with the cut.

@@ -264,6 +264,8 @@ mod tests {
 
     fn config(format: Format, max: usize) -> JournaldConfig {
         JournaldConfig {
+            block: "journald[0]".into(),
+            parse_format: crate::config::RecordFormat::Raw,
             name: "j".into(),
             directory: None,
             journalctl: "journalctl".into(),

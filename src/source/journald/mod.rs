@@ -485,6 +485,8 @@ mod tests {
 
     fn config(since: Since) -> JournaldConfig {
         JournaldConfig {
+            block: "journald[0]".into(),
+            parse_format: crate::config::RecordFormat::Raw,
             name: "j".into(),
             directory: Some("/var/log/other".into()),
             journalctl: "/usr/bin/journalctl".into(),

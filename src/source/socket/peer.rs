@@ -120,6 +120,7 @@ mod tests {
 
     fn socket(uids: Vec<u32>, gids: Vec<u32>) -> SocketConfig {
         SocketConfig {
+            block: "socket[0]".into(),
             path: "/x".into(),
             mode: SocketMode::Stream,
             framing: Framing::Frames,
