@@ -580,3 +580,6 @@ pub(super) fn json_keys(
         format,
     )
 }
+
+#[cfg(test)]
+mod tests;

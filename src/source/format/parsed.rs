@@ -339,3 +339,6 @@ fn write_value(out: &mut BytesMut, v: &Value<'_>) {
         Value::Json(j) => out.extend_from_slice(j.as_bytes()),
     }
 }
+
+#[cfg(test)]
+mod tests;
