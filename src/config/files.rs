@@ -146,6 +146,13 @@ pub(super) fn validate_file(
         },
         problems,
     );
+    if let (RecordFormat::Json(j), Some(_)) = (&format, &f.multiline_start) {
+        if j.parse.as_ref().is_some_and(|p| p.joins_lines()) {
+            problems.push(format!(
+                "{field}.multiline_start and a parse preset that joins lines (cri, docker, csv with quotes) exclude each other"
+            ));
+        }
+    }
     if format != RecordFormat::Raw && f.max_record_bytes < MIN_JSON_RECORD_BYTES {
         problems.push(format!(
             "{field}.max_record_bytes {} is below {MIN_JSON_RECORD_BYTES}, too small for format = \"json\" (the added keys need room)",

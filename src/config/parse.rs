@@ -240,6 +240,20 @@ pub struct ParseConfig {
     pub keep_line: bool,
 }
 
+impl ParseConfig {
+    /// Whether the parser's records may span lines that a file's framer joins
+    /// (container partial lines, a CSV quoted field holding a line break).
+    pub fn joins_lines(&self) -> bool {
+        matches!(
+            self.kind,
+            ParserKind::Preset {
+                preset: Preset::Cri | Preset::Docker,
+                ..
+            } | ParserKind::Csv { quote: Some(_), .. }
+        )
+    }
+}
+
 /// Two tables are the same when they were written the same: patterns are
 /// compared by their source text.
 impl PartialEq for ParserKind {
