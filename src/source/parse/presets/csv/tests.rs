@@ -45,7 +45,9 @@ fn splits_as_python_csv_reader() {
 #[test]
 fn fields_are_borrowed_unless_a_quote_was_doubled() {
     let mut out = Vec::new();
-    COMMA.split("plain,\"quoted\",\"dou\"\"bled\"", &mut out).unwrap();
+    COMMA
+        .split("plain,\"quoted\",\"dou\"\"bled\"", &mut out)
+        .unwrap();
     assert!(matches!(out[0], Cow::Borrowed("plain")));
     assert!(matches!(out[1], Cow::Borrowed("quoted")));
     assert!(matches!(&out[2], Cow::Owned(s) if s == "dou\"bled"));
