@@ -212,6 +212,19 @@ impl Join {
             Join::CsvQuote(q) => memchr::memchr_iter(q, record_so_far).count() % 2 == 1,
         }
     }
+
+    /// [`continues`](Self::continues) taken line by line: whether a record
+    /// that continued (`open`) or is new (`!open`) still continues once `line`
+    /// is added to it. Folded over a record's lines it gives `continues` of the
+    /// record, without reading the record again for each line (and it reads
+    /// the line as it came, also when an oversized record kept only its head).
+    pub(crate) fn continues_after(&self, open: bool, line: &[u8]) -> bool {
+        match self {
+            Join::Cri | Join::Docker => self.continues(line),
+            // An odd number of quotes in the line opens or closes a field.
+            Join::CsvQuote(_) => open != self.continues(line),
+        }
+    }
 }
 
 /// Whether a json-file line's `log` value does not end with a newline

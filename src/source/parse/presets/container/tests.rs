@@ -167,6 +167,20 @@ fn join_rules() {
 
 proptest! {
     #[test]
+    fn continues_after_is_continues_line_by_line(
+        lines in proptest::collection::vec("[\"a ]{0,6}|t stdout [PF] x|\\{\"log\":\"a(\\\\n)?\"\\}", 1..6),
+    ) {
+        for join in [Join::Cri, Join::Docker, Join::CsvQuote(b'"')] {
+            let mut open = false;
+            for (n, line) in lines.iter().enumerate() {
+                open = join.continues_after(open, line.as_bytes());
+                let record = lines[..=n].join("\n");
+                prop_assert_eq!(open, join.continues(record.as_bytes()), "{:?} {:?}", join, record);
+            }
+        }
+    }
+
+    #[test]
     fn never_panics(line in any::<String>()) {
         let _ = cri(&line, &mut Fields::default());
         let _ = docker(&line, &mut Fields::default());
