@@ -1,6 +1,6 @@
 //! The line framer of one open file: lines cut at newlines, oversized lines split
 //! or truncated, invalid UTF-8 passed, replaced or rejected, and lines joined into
-//! multiline records.
+//! multiline or joined records.
 //!
 //! State: a [`Framer`] is owned by its file's `Tailed` (tailed.rs). It owns what
 //! is between lines: the multiline record collecting lines, the head of a line
@@ -9,6 +9,15 @@
 //! reader (reader.rs, which moves the offsets) and gives records to an [`Emit`]
 //! (batch.rs's, in the agent) together with the consumed offset they reach.
 //! Callers: tailed.rs only.
+//!
+//! Two ways of joining lines into one record, never both in one block: a
+//! multiline record starts at each line that matches `multiline_start` and is
+//! sent when the next one starts (or after `multiline_timeout`); a joined record
+//! ([`Join`], for formats whose records span physical lines: CRI and Docker
+//! partial lines, CSV quoted fields with newlines) takes lines while its format
+//! says it is not complete and is sent as soon as it is (or, incomplete, after
+//! `multiline_timeout`). Both are held the same way, under the same record
+//! limit, and count as "a multiline record in progress" below.
 //!
 //! Invariant: [`Framer::consumed`] never passes a byte that is held here (a
 //! multiline record in progress, a line being truncated, a line taken from the
@@ -22,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use regex::bytes::Regex;
 
 use crate::config::{FileConfig, InvalidUtf8, Oversized};
+use crate::source::parse::presets::container::Join;
 
 use super::reader::Reader;
 use super::FileError;
@@ -39,7 +49,7 @@ pub(super) trait Emit {
     fn path(&self) -> &Path;
 }
 
-/// A multiline record collecting lines.
+/// A multiline or joined record collecting lines.
 #[derive(Debug)]
 struct Multiline {
     data: BytesMut,
@@ -48,6 +58,8 @@ struct Multiline {
     /// When its last line was added.
     last: Instant,
     truncated: bool,
+    /// A joined record: whether it is still open (always, while it is held).
+    open: bool,
 }
 
 impl Multiline {
@@ -57,6 +69,7 @@ impl Multiline {
             start,
             last: Instant::now(),
             truncated: false,
+            open: false,
         }
     }
 }
@@ -77,6 +90,9 @@ pub(super) struct Framer {
     oversized: Oversized,
     invalid_utf8: InvalidUtf8,
     multiline_start: Option<Regex>,
+    /// How lines of a record that spans lines are joined (not with
+    /// `multiline_start`).
+    join: Option<Join>,
     multiline_timeout: Duration,
     multiline: Option<Multiline>,
     truncating: Option<Truncating>,
@@ -96,6 +112,7 @@ impl Framer {
             oversized: block.oversized,
             invalid_utf8: block.invalid_utf8,
             multiline_start: block.multiline_start.clone(),
+            join: None,
             multiline_timeout: block.multiline_timeout,
             multiline: None,
             truncating: None,
@@ -104,6 +121,13 @@ impl Framer {
             logged_utf8: false,
             logged_oversized: false,
         }
+    }
+
+    /// Joins the lines of records that span lines by the rule of the block's
+    /// format. Set before the first line; the block has no `multiline_start`.
+    pub(super) fn set_join(&mut self, join: Option<Join>) {
+        debug_assert!(join.is_none() || self.multiline_start.is_none());
+        self.join = join;
     }
 
     /// Everything before this offset is in a record or was skipped, given that
@@ -361,6 +385,9 @@ impl Framer {
         let Some(line) = self.valid_utf8(reader, out, line, line_start)? else {
             return Ok(());
         };
+        if let Some(join) = self.join {
+            return self.joined(reader, out, join, line, line_start);
+        }
         let Some(start_re) = &self.multiline_start else {
             if line.is_empty() {
                 return Ok(());
@@ -379,6 +406,38 @@ impl Framer {
             return Ok(());
         }
         self.continue_multiline(reader, out, line, line_start)
+    }
+
+    /// A line of a joined record: it starts one or continues the open one,
+    /// and the record is sent as soon as its format says it is complete.
+    fn joined(
+        &mut self,
+        reader: &Reader,
+        out: &mut impl Emit,
+        join: Join,
+        line: Bytes,
+        line_start: u64,
+    ) -> Result<(), FileError> {
+        let was_open = self.multiline.as_ref().is_some_and(|p| p.open);
+        if !was_open && line.is_empty() {
+            return Ok(());
+        }
+        // Read from the line as it came: the record may keep only its head.
+        let open = join.continues_after(was_open, &line);
+        if was_open {
+            // Past the record limit, split or truncated as a multiline record.
+            self.continue_multiline(reader, out, line, line_start)?;
+        } else {
+            self.multiline = Some(Multiline::new(&line, line_start));
+        }
+        if open {
+            let p = self.multiline.as_mut().expect("a joined record is open");
+            p.open = true;
+            return Ok(());
+        }
+        // The line is in the record: the consumed offset passes it.
+        self.in_hand = None;
+        self.emit_multiline(reader, out)
     }
 
     /// The line as the `invalid_utf8` policy has it; `None`: nothing more to send

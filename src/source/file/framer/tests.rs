@@ -230,3 +230,149 @@ fn a_reset_drops_what_is_held_and_resumes_at_its_offset() {
     assert_eq!(f.out.records, [(Bytes::from("new"), 4)]);
     assert_eq!(f.consumed(), 4);
 }
+
+/// A framer joining the lines of records that span lines by `join`.
+fn joining(extra: &str, join: Join) -> Framed {
+    let mut f = Framed::new(extra);
+    f.framer.set_join(Some(join));
+    f
+}
+
+const T: &str = "2016-10-06T00:17:09.669794202Z";
+
+#[test]
+fn cri_partial_lines_are_joined_and_sent_at_the_full_line() {
+    let mut f = joining("", Join::Cri);
+    let lines = format!("{T} stdout P one \n{T} stdout P two \n{T} stdout F three\n");
+    f.append(lines.as_bytes());
+    // Sent at its full line, without waiting for the next line or the timeout.
+    let joined = format!("{T} stdout P one \n{T} stdout P two \n{T} stdout F three");
+    let end = lines.len() as u64;
+    assert_eq!(f.out.records, [(Bytes::from(joined.clone()), end)]);
+    assert_eq!(f.consumed(), end);
+    assert!(f.framer.multiline_deadline().is_none());
+    let mut fields = crate::source::parse::value::Fields::default();
+    crate::source::parse::presets::container::cri(&joined, &mut fields).unwrap();
+    assert_eq!(
+        fields.get("message"),
+        Some(&crate::source::parse::value::Value::Str(
+            "one two three".into()
+        ))
+    );
+    f.append(format!("{T} stderr F alone\n").as_bytes());
+    assert_eq!(f.out.records[1].0, format!("{T} stderr F alone"));
+}
+
+#[test]
+fn docker_partial_lines_are_joined() {
+    let mut f = joining("", Join::Docker);
+    let lines = concat!(
+        r#"{"log":"one ","stream":"stdout","time":"2019-04-10T08:12:13Z"}"#,
+        "\n",
+        r#"{"log":"two\n","stream":"stdout","time":"2019-04-10T08:12:14Z"}"#,
+        "\n",
+        r#"{"log":"next\n","stream":"stdout","time":"2019-04-10T08:12:15Z"}"#,
+        "\n",
+    );
+    f.append(lines.as_bytes());
+    let mut records = lines.trim_end().splitn(3, '\n');
+    let first = format!("{}\n{}", records.next().unwrap(), records.next().unwrap());
+    let next = records.next().unwrap();
+    let end = lines.len() as u64;
+    assert_eq!(
+        f.out.records,
+        [
+            (Bytes::from(first.clone()), first.len() as u64 + 1),
+            (Bytes::from(next.to_string()), end)
+        ]
+    );
+}
+
+#[test]
+fn csv_quoted_newlines_are_joined() {
+    let mut f = joining("", Join::CsvQuote(b'"'));
+    f.append(b"a,\"b\r\n\nc\"\"\",d\ne,f\n\"open");
+    assert_eq!(
+        f.out.records,
+        [
+            (Bytes::from("a,\"b\n\nc\"\"\",d"), 14),
+            (Bytes::from("e,f"), 18)
+        ]
+    );
+    // The last line is not complete yet: nothing of it is consumed.
+    assert_eq!(f.consumed(), 18);
+    f.append(b"\n,x\"\n");
+    assert_eq!(f.out.records[2], (Bytes::from("\"open\n,x\""), 28));
+}
+
+#[test]
+fn the_offset_stays_at_an_open_joined_record_until_it_is_complete() {
+    let mut f = joining("", Join::Cri);
+    let first = format!("{T} stdout F a\n");
+    let start = first.len() as u64;
+    f.append(first.as_bytes());
+    f.append(format!("{T} stdout P b\n").as_bytes());
+    assert_eq!(f.out.records.len(), 1);
+    assert_eq!(f.consumed(), start);
+    f.append(format!("{T} stdout P c\n").as_bytes());
+    assert_eq!(
+        f.consumed(),
+        start,
+        "an open record's lines are not consumed"
+    );
+    // Read again from the checkpoint: the record is read again whole.
+    f.reader.reset_to(f.consumed()).unwrap();
+    f.framer.reset();
+    f.append(format!("{T} stdout F d\n").as_bytes());
+    let joined = format!("{T} stdout P b\n{T} stdout P c\n{T} stdout F d");
+    let end = start + joined.len() as u64 + 1;
+    assert_eq!(f.out.records[1], (Bytes::from(joined), end));
+    assert_eq!(f.consumed(), end);
+}
+
+#[test]
+fn the_timeout_sends_a_joined_record_that_never_completes() {
+    let mut f = joining("multiline_timeout_ms = 1000", Join::Cri);
+    let line = format!("{T} stdout P never ends\n");
+    f.append(line.as_bytes());
+    assert!(f.out.records.is_empty());
+    let now = Instant::now();
+    assert!(!f
+        .framer
+        .emit_multiline_due(&f.reader, &mut f.out, now)
+        .unwrap());
+    let later = now + Duration::from_secs(2);
+    assert!(f
+        .framer
+        .emit_multiline_due(&f.reader, &mut f.out, later)
+        .unwrap());
+    let record = line.trim_end().to_string();
+    assert_eq!(
+        f.out.records,
+        [(Bytes::from(record.clone()), line.len() as u64)]
+    );
+    let mut fields = crate::source::parse::value::Fields::default();
+    let e = crate::source::parse::presets::container::cri(&record, &mut fields).unwrap_err();
+    assert_eq!(e.reason, "incomplete");
+    // The next line starts a record of its own.
+    f.append(format!("{T} stdout F x\n").as_bytes());
+    assert_eq!(f.out.records.len(), 2);
+}
+
+/// A joined record over the limit keeps its head, and its full line (dropped
+/// from the record) still ends it.
+#[test]
+fn an_oversized_joined_record_is_truncated_and_still_ends() {
+    let mut f = joining(
+        "max_record_bytes = 1000\noversized = \"truncate\"",
+        Join::Cri,
+    );
+    let part = format!("{T} stdout P {}\n", "x".repeat(600));
+    let lines = format!("{part}{part}{T} stdout F end\n{T} stdout F next\n");
+    f.append(lines.as_bytes());
+    assert_eq!(f.out.records.len(), 2);
+    assert_eq!(f.out.records[0].0.len(), 1000);
+    assert_eq!(f.out.records[1].0, format!("{T} stdout F next"));
+    assert_eq!(f.out.oversized, 1);
+    assert_eq!(f.consumed(), lines.len() as u64);
+}
