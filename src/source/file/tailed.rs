@@ -61,8 +61,10 @@ impl Tailed {
         file: File,
         draining: Option<Instant>,
     ) -> Tailed {
+        let mut framer = Framer::new(&block);
+        framer.set_join(crate::source::parse::join_of(&block.format));
         Tailed {
-            framer: Framer::new(&block),
+            framer,
             batch: Batch::new(block.clone(), &path, 0),
             identity: Identity::new(id, checkpoint_id, path, tailed_path),
             reader: Reader::new(file),

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::parse::{FieldType, ParseConfig, ParserKind, TimeFormat};
+use crate::config::RecordFormat;
 
 mod diagnose;
 pub(crate) mod presets;
@@ -44,10 +45,14 @@ pub(crate) struct Parser {
     header: Option<Vec<String>>,
     /// The time key and format, the preset's default filled in.
     time: Option<(String, TimeFormat)>,
+    /// The format is a preset's: a time written in RFC 3339 instead (rsyslog's
+    /// high-precision syslog lines) is read too.
+    time_fallback: bool,
 }
 
 impl Parser {
     pub(crate) fn new(config: Arc<ParseConfig>) -> Parser {
+        let time_fallback = matches!(config.time, Some((_, None)));
         let time = config.time.as_ref().map(|(key, format)| {
             let format = format.clone().unwrap_or_else(|| match &config.kind {
                 ParserKind::Preset { preset, .. } => preset
@@ -62,6 +67,7 @@ impl Parser {
             config,
             header: None,
             time,
+            time_fallback,
         }
     }
 
@@ -107,7 +113,13 @@ impl Parser {
         let type_failures = this.convert(&mut fields);
         let (time, time_failed) = match &this.time {
             None => (None, false),
-            Some((key, format)) => match fields.get(key).and_then(|v| read_time(v, format)) {
+            Some((key, format)) => match fields.get(key).and_then(|v| {
+                read_time(v, format).or_else(|| {
+                    this.time_fallback
+                        .then(|| read_time(v, &TimeFormat::Rfc3339))
+                        .flatten()
+                })
+            }) {
                 Some(t) => (Some(t), false),
                 None => (None, true),
             },
@@ -214,6 +226,27 @@ impl Parser {
             }
         }
         failed
+    }
+}
+
+/// The lines a file's framer joins into one record for `format`'s parser.
+pub(crate) fn join_of(format: &RecordFormat) -> Option<presets::container::Join> {
+    use presets::container::Join;
+    use presets::Preset;
+    let RecordFormat::Json(j) = format else {
+        return None;
+    };
+    match &j.parse.as_ref()?.kind {
+        ParserKind::Preset {
+            preset: Preset::Cri,
+            ..
+        } => Some(Join::Cri),
+        ParserKind::Preset {
+            preset: Preset::Docker,
+            ..
+        } => Some(Join::Docker),
+        ParserKind::Csv { quote: Some(q), .. } => Some(Join::CsvQuote(*q)),
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{BufRead, Write};
 
 use crate::config::{Config, Oversized, RecordFormat};
 use crate::source::format::{JsonFormatter, Tried};
+use crate::source::parse::join_of;
 
 /// What the sample lines became.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +26,8 @@ struct Block<'c> {
     format: &'c RecordFormat,
     limit: usize,
     oversized: Oversized,
+    /// A file's `multiline_start`.
+    multiline: Option<&'c regex::bytes::Regex>,
 }
 
 /// The line blocks of `config`.
@@ -34,18 +37,21 @@ fn blocks(config: &Config) -> Vec<Block<'_>> {
         format: &f.format,
         limit: f.max_record_bytes,
         oversized: f.oversized,
+        multiline: f.multiline_start.as_ref(),
     });
     let sockets = config.sockets.iter().map(|s| Block {
         name: &s.block,
         format: &s.format,
         limit: crate::source::socket::JSON_RECORD_BYTES,
         oversized: Oversized::Truncate,
+        multiline: None,
     });
     let journald = config.journald.iter().map(|j| Block {
         name: &j.block,
         format: &j.parse_format,
         limit: j.max_record_bytes,
         oversized: j.oversized,
+        multiline: None,
     });
     files.chain(sockets).chain(journald).collect()
 }
@@ -94,42 +100,95 @@ pub fn try_lines(
         ));
     };
     let mut report = TryReport::default();
-    let io = |e: std::io::Error| format!("cannot write the output: {e}");
-    for (i, line) in input.split(b'\n').enumerate() {
+    let join = (block.name.starts_with("file["))
+        .then(|| join_of(block.format))
+        .flatten();
+    let mut records = Records::default();
+    for line in input.split(b'\n') {
         let mut line = line.map_err(|e| format!("cannot read the sample: {e}"))?;
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        let records = match format.try_line(&line, block.limit, block.oversized) {
-            Tried::Header => {
-                report.headers += 1;
-                writeln!(out, "line {}: header (names the columns)", i + 1).map_err(io)?;
-                continue;
-            }
-            Tried::Records(records, notes) => {
-                report.parsed += 1;
-                match notes.is_empty() {
-                    true => writeln!(out, "line {}: ok", i + 1),
-                    false => writeln!(out, "line {}: ok, but {}", i + 1, notes.join("; ")),
-                }
-                .map_err(io)?;
-                records
-            }
-            Tried::Failed { why, records } => {
-                report.failed += 1;
-                let sent = if records.is_empty() {
-                    "dropped"
-                } else {
-                    "sent as"
-                };
-                writeln!(out, "line {}: failed: {why}; {sent}", i + 1).map_err(io)?;
-                records
-            }
+        records.line += 1;
+        let starts = match (&join, block.multiline) {
+            (Some(_), _) => records.pending.is_none(),
+            (None, Some(start)) => start.is_match(&line),
+            (None, None) => true,
         };
-        for r in records {
-            out.write_all(&r).map_err(io)?;
-            out.write_all(b"\n").map_err(io)?;
+        if starts {
+            if let Some((at, record)) = records.pending.take() {
+                try_one(&mut format, &block, at, &record, &mut report, out)?;
+            }
+            records.pending = Some((records.line, line));
+        } else if let Some((_, record)) = records.pending.as_mut() {
+            record.push(b'\n');
+            record.extend_from_slice(&line);
+        }
+        let done = join.as_ref().is_some_and(|j| {
+            records
+                .pending
+                .as_ref()
+                .is_some_and(|(_, r)| !j.continues(r))
+        });
+        if done || (join.is_none() && block.multiline.is_none()) {
+            if let Some((at, record)) = records.pending.take() {
+                try_one(&mut format, &block, at, &record, &mut report, out)?;
+            }
         }
     }
+    if let Some((at, record)) = records.pending.take() {
+        try_one(&mut format, &block, at, &record, &mut report, out)?;
+    }
     Ok(report)
+}
+
+/// The record being joined from sample lines (its first line's number).
+#[derive(Default)]
+struct Records {
+    line: usize,
+    pending: Option<(usize, Vec<u8>)>,
+}
+
+/// Tries one record (one line, or lines joined as a file's framer joins them)
+/// and writes what it became.
+fn try_one(
+    format: &mut JsonFormatter,
+    block: &Block<'_>,
+    at: usize,
+    line: &[u8],
+    report: &mut TryReport,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("cannot write the output: {e}");
+    let records = match format.try_line(line, block.limit, block.oversized) {
+        Tried::Header => {
+            report.headers += 1;
+            writeln!(out, "line {at}: header (names the columns)").map_err(io)?;
+            return Ok(());
+        }
+        Tried::Records(records, notes) => {
+            report.parsed += 1;
+            match notes.is_empty() {
+                true => writeln!(out, "line {at}: ok"),
+                false => writeln!(out, "line {at}: ok, but {}", notes.join("; ")),
+            }
+            .map_err(io)?;
+            records
+        }
+        Tried::Failed { why, records } => {
+            report.failed += 1;
+            let sent = if records.is_empty() {
+                "dropped"
+            } else {
+                "sent as"
+            };
+            writeln!(out, "line {at}: failed: {why}; {sent}").map_err(io)?;
+            records
+        }
+    };
+    for r in records {
+        out.write_all(&r).map_err(io)?;
+        out.write_all(b"\n").map_err(io)?;
+    }
+    Ok(())
 }
