@@ -43,7 +43,7 @@ pub(super) const ERROR_TIME: (&str, &str) = ("time", "%Y/%m/%d %H:%M:%S");
 ///   two spaces, as in `apache_common`: a request that is not exactly three
 ///   parts is all in `path` with `method` and `protocol` null; `-` or `""` is
 ///   three nulls.
-/// - `code` (integer): `$status`.
+/// - `code` (integer; `-` is null): `$status`.
 /// - `size` (integer; `-` is null): `$body_bytes_sent`.
 /// - `referer`, `agent` (strings; `-` is null).
 ///
