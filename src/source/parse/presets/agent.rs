@@ -110,7 +110,7 @@ fn patterns() -> [String; 5] {
 
 /// One of the agent's formats, compiled.
 struct Format {
-    /// The name, for failures.
+    /// The failure's part: the whole pattern, as the agent says no more.
     name: &'static str,
     /// The pattern, anchored at both ends.
     regex: Regex,
@@ -130,11 +130,16 @@ static FORMATS: LazyLock<[Format; 5]> = LazyLock::new(|| {
         dash_is_null,
     };
     [
-        format("COMMONAPACHELOG", common, COMMON_KEYS, true),
-        format("COMBINEDAPACHELOG", combined, COMBINED_KEYS, true),
-        format("APACHEERRORLOG", error, ERROR_KEYS, true),
-        format("SYSLOG", syslog, SYSLOG_KEYS, false),
-        format("RFC3339SYSLOG", rfc3339, SYSLOG_KEYS, false),
+        format("the COMMONAPACHELOG pattern", common, COMMON_KEYS, true),
+        format(
+            "the COMBINEDAPACHELOG pattern",
+            combined,
+            COMBINED_KEYS,
+            true,
+        ),
+        format("the APACHEERRORLOG pattern", error, ERROR_KEYS, true),
+        format("the SYSLOG pattern", syslog, SYSLOG_KEYS, false),
+        format("the RFC3339SYSLOG pattern", rfc3339, SYSLOG_KEYS, false),
     ]
 });
 

@@ -211,7 +211,10 @@ fn the_error_and_syslog_patterns_corners_match_as_in_java() {
 fn a_line_that_does_not_match_names_the_format() {
     let mut out = Fields::default();
     let e = syslog("nope", &mut out).unwrap_err();
-    assert_eq!((e.reason, &*e.part, e.at), ("no_match", "SYSLOG", 0));
+    assert_eq!(
+        (e.reason, &*e.part, e.at),
+        ("no_match", "the SYSLOG pattern", 0)
+    );
     assert!(out.entries.is_empty());
 }
 
