@@ -93,6 +93,6 @@ pub use deliver::{DeliveryOptions, Failure};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;
-pub use source::parse::try_it::{try_lines, TryReport};
+pub use source::parse::try_it::{presets_table, try_lines, TryReport};
 pub use source::socket::client::{send_lines, ClientError, SendReport};
 pub use spool::SpoolOptions;

@@ -94,6 +94,9 @@ enum Command {
         source: Option<String>,
         /// File of sample lines (default: stdin).
         sample: Option<PathBuf>,
+        /// Print the presets, their keys and time formats, and exit.
+        #[arg(long)]
+        presets: bool,
     },
     /// Show a running agent's backlog, delivery rate and last error; exits with 3
     /// when nothing listens at its address (not running), 4 when something listens
@@ -157,10 +160,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Parse { presets: true, .. } => {
+            print!("{}", shardline::presets_table());
+            ExitCode::SUCCESS
+        }
         Command::Parse {
             config,
             source,
             sample,
+            ..
         } => match parse(&config, source.as_deref(), sample) {
             Ok(code) => code,
             Err(e) => {

@@ -201,6 +201,16 @@ pub(crate) struct RawParse {
     /// Also put the whole line under `message`.
     #[serde(default)]
     pub keep_line: bool,
+    /// Add the keys every json record gets (`timestamp`, `host`, `source`, the
+    /// EC2 identity, `fields`) to a parsed record. Off: the record holds the
+    /// parsed keys only (and `message` with `keep_line`), as the Kinesis
+    /// Agent's LOGTOJSON records do.
+    #[serde(default = "yes")]
+    pub add_keys: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a parser reads a line.
@@ -238,6 +248,8 @@ pub struct ParseConfig {
     pub time: Option<(String, Option<TimeFormat>)>,
     pub on_error: OnError,
     pub keep_line: bool,
+    /// Add the keys every json record gets to a parsed one.
+    pub add_keys: bool,
 }
 
 impl ParseConfig {
@@ -314,6 +326,7 @@ impl PartialEq for ParseConfig {
             && self.time == other.time
             && self.on_error == other.on_error
             && self.keep_line == other.keep_line
+            && self.add_keys == other.add_keys
     }
 }
 
@@ -362,6 +375,7 @@ pub(super) fn parse_table(
         time,
         on_error: raw.on_error,
         keep_line: raw.keep_line,
+        add_keys: raw.add_keys,
     }))
 }
 

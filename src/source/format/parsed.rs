@@ -166,7 +166,8 @@ impl JsonFormatter {
                     }
                 }
                 let line = parser.config().keep_line.then_some(&*text);
-                let record = render(self, &read, line, parser.time_key());
+                let add = parser.config().add_keys;
+                let record = render(self, &read, line, parser.time_key(), add);
                 if record.len() <= limit {
                     drop(read);
                     self.parser = Some(parser);
@@ -249,13 +250,14 @@ impl JsonFormatter {
 
 /// The record of a parsed line: its fields (renamed), the line under
 /// `message` with `keep_line`, then the added keys a field does not already
-/// name. The event time, when read, is the `timestamp`, and replaces the field
+/// name (none without `add_keys`). The event time, when read, is the `timestamp`, and replaces the field
 /// it was read from when that field has the timestamp's name.
 fn render(
     f: &mut JsonFormatter,
     read: &Read<'_>,
     line: Option<&str>,
     time_key: Option<&str>,
+    add: bool,
 ) -> Bytes {
     f.set_stamp(read.time);
     let s = &f.statics;
@@ -296,7 +298,8 @@ fn render(
             names.push(k);
         }
     }
-    if let Some(k) = &s.timestamp {
+    let added = if add { s.entries.as_slice() } else { &[] };
+    if let (Some(k), true) = (&s.timestamp, add) {
         if !names.contains(&k.as_str()) {
             sep.put(out);
             escape_into(out, k.as_bytes());
@@ -304,7 +307,7 @@ fn render(
             out.extend_from_slice(&f.stamp);
         }
     }
-    for (k, e) in &s.entries {
+    for (k, e) in added {
         if !names.contains(&k.as_str()) {
             sep.put(out);
             out.extend_from_slice(e.as_bytes());

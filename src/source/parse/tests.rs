@@ -26,6 +26,7 @@ fn parser(
         time: time.map(|(k, f)| (k.to_string(), Some(f))),
         on_error: OnError::Wrap,
         keep_line: false,
+        add_keys: true,
     }))
 }
 

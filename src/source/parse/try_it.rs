@@ -8,6 +8,21 @@ use crate::config::{Config, Oversized, RecordFormat};
 use crate::source::format::{JsonFormatter, Tried};
 use crate::source::parse::join_of;
 
+/// The presets, one table row each: name, what it reads, its keys, its time
+/// key and format.
+pub fn presets_table() -> String {
+    let mut out = String::from(
+        "| Preset | Reads | Keys | Event time (`time_key` as `time_format`) |\n|---|---|---|---|\n",
+    );
+    for p in crate::config::parse::PRESETS {
+        out.push_str(&p.row());
+        out.push('\n');
+    }
+    out.push_str("| `csv` | CSV (RFC 4180): columns named by `columns` or a header line | the columns' | none |\n");
+    out.push_str("| `CSVTOJSON` | the Kinesis Agent's CSVTOJSON | `field_names` | none |\n");
+    out
+}
+
 /// What the sample lines became.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TryReport {
@@ -191,4 +206,21 @@ fn try_one(
         out.write_all(b"\n").map_err(io)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_docs_list_every_preset_with_its_keys() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/parsing.md"))
+            .unwrap();
+        assert!(
+            doc.contains(&super::presets_table()),
+            "docs/parsing.md's preset table differs from `shardline parse --presets`:\n{}",
+            super::presets_table()
+        );
+        for p in crate::config::parse::PRESETS {
+            assert!(doc.contains(&format!("### `{}`", p.name())), "{}", p.name());
+        }
+    }
 }

@@ -26,6 +26,7 @@ fn formatter(
         time: None,
         on_error,
         keep_line: false,
+        add_keys: true,
     };
     let mut format = JsonFormat {
         fields: vec![("env".into(), "prod".into())],

@@ -19,6 +19,43 @@ mod syslog;
 pub(crate) use crate::config::parse::{Preset, PRESETS as ALL};
 
 impl Preset {
+    /// What the preset reads, in a few words.
+    pub(crate) fn reads(self) -> &'static str {
+        match self {
+            Preset::ApacheCommon => "Apache httpd access log, Common Log Format",
+            Preset::ApacheCombined => "Apache httpd access log, Combined Log Format",
+            Preset::ApacheError => "Apache httpd error log (2.2 and 2.4)",
+            Preset::NginxAccess => "nginx access log, the default `combined` format",
+            Preset::NginxError => "nginx error log",
+            Preset::SyslogRfc3164 => "BSD syslog (RFC 3164), as rsyslog writes files",
+            Preset::SyslogRfc5424 => "syslog (RFC 5424), structured data included",
+            Preset::Logfmt => "`key=value` pairs (the line's own keys)",
+            Preset::Cri => "CRI container logs (containerd, CRI-O), partial lines joined",
+            Preset::Docker => "Docker json-file lines, partial lines joined",
+            Preset::AgentCommonApache => "the Kinesis Agent's LOGTOJSON `COMMONAPACHELOG`",
+            Preset::AgentCombinedApache => "the Kinesis Agent's LOGTOJSON `COMBINEDAPACHELOG`",
+            Preset::AgentApacheError => "the Kinesis Agent's LOGTOJSON `APACHEERRORLOG`",
+            Preset::AgentSyslog => "the Kinesis Agent's LOGTOJSON `SYSLOG`",
+            Preset::AgentRfc3339Syslog => "the Kinesis Agent's LOGTOJSON `RFC3339SYSLOG`",
+        }
+    }
+
+    /// The preset's row of the table in docs/parsing.md (and `shardline parse
+    /// --presets`).
+    pub(crate) fn row(self) -> String {
+        let keys: Vec<String> = self.keys().iter().map(|k| format!("`{k}`")).collect();
+        let keys = if keys.is_empty() {
+            "the line's".to_owned()
+        } else {
+            keys.join(", ")
+        };
+        let time = match self.time() {
+            Some((key, format)) => format!("`{key}` as `{format}`"),
+            None => "none".to_owned(),
+        };
+        format!("| `{}` | {} | {keys} | {time} |", self.name(), self.reads())
+    }
+
     /// The keys the preset writes, in order (a key whose value is absent may be
     /// left out or null, as docs/parsing.md says per preset). Empty for
     /// `logfmt`, whose keys are the line's.
