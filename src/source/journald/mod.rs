@@ -423,7 +423,7 @@ impl Source {
         let b = std::mem::take(batch);
         let metrics = self.producer.metrics();
         if let Some(f) = self.format.as_mut() {
-            f.report(&metrics);
+            f.report(metrics);
         }
         let n = b.records.len() as u64;
         metrics.received(KIND, n);

@@ -73,7 +73,7 @@ pub(crate) fn read_time(v: &Value<'_>, format: &TimeFormat) -> Option<EventTime>
         _ => text(v)?.trim().parse::<f64>().ok()?,
     };
     let micros = n * scale;
-    (micros.is_finite() && micros.abs() < 1e17).then(|| EventTime(micros as i64))
+    (micros.is_finite() && micros.abs() < 1e17).then_some(EventTime(micros as i64))
 }
 
 fn text<'v>(v: &'v Value<'_>) -> Option<&'v str> {

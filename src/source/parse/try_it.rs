@@ -132,7 +132,7 @@ pub fn try_lines(
         };
         if starts {
             if let Some((at, record)) = records.pending.take() {
-                try_one(&mut format, &block, at, &record, &mut report, out)?;
+                try_one(&mut format, block, at, &record, &mut report, out)?;
             }
             records.pending = Some((records.line, line));
         } else if let Some((_, record)) = records.pending.as_mut() {
@@ -147,12 +147,12 @@ pub fn try_lines(
         });
         if done || (join.is_none() && block.multiline.is_none()) {
             if let Some((at, record)) = records.pending.take() {
-                try_one(&mut format, &block, at, &record, &mut report, out)?;
+                try_one(&mut format, block, at, &record, &mut report, out)?;
             }
         }
     }
     if let Some((at, record)) = records.pending.take() {
-        try_one(&mut format, &block, at, &record, &mut report, out)?;
+        try_one(&mut format, block, at, &record, &mut report, out)?;
     }
     Ok(report)
 }
