@@ -92,7 +92,7 @@ pub fn kinesis_agent(json: &str, from: &str) -> Result<Imported, ImportError> {
     let mut log = Log::default();
     let mut top = Section::new("");
     top.comment(&format!(
-        "shardline configuration imported from the Amazon Kinesis Agent's {from} by `shardline import kinesis-agent`. Comments say where each setting came from and what had no counterpart; check the file with `shardline validate --config FILE` and read docs/migration.md before switching over."
+        "shardline configuration imported by `shardline import kinesis-agent` from\n{from}\n\nComments say where each setting came from and what had no counterpart; check the file with `shardline validate --config FILE` and read docs/migration.md before switching over."
     ));
     let general = general::read(&root, &mut top, &mut log);
     let (kinesis, blocks) = destinations::sections(&root, &flows, &general);
