@@ -229,3 +229,36 @@ fn an_agent_json_that_cannot_be_imported_exits_2() {
         text(&out.stderr)
     );
 }
+
+/// The fenced block of `kind` after `heading` in `text`.
+fn block_after<'a>(text: &'a str, heading: &str, kind: &str) -> &'a str {
+    let from = text.find(heading).unwrap_or_else(|| panic!("no {heading}"));
+    let open = format!("```{kind}\n");
+    let start = from + text[from..].find(&open).unwrap() + open.len();
+    let end = start + text[start..].find("```").unwrap();
+    &text[start..end]
+}
+
+/// docs/migration.md's worked example is what the command writes, comments
+/// aside.
+#[test]
+fn the_worked_example_in_the_migration_guide_is_the_commands_output() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/migration.md"))
+            .unwrap();
+    let json = block_after(&doc, "### A worked example", "json");
+    let shown = block_after(&doc, "### A worked example", "toml");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("agent.json");
+    std::fs::write(&agent, json).unwrap();
+    let out = import(&[agent.as_os_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "the example maps whole");
+    let settings = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(settings(shown), settings(&text(&out.stdout)));
+}

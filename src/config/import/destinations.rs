@@ -72,12 +72,11 @@ pub(super) fn sections(
         if firehose_ep.region.is_none() {
             d.comment("firehose.endpoint names no region: the region is [kinesis]'s.");
         }
+        if !general.role.is_empty() {
+            d.comment("The role again: a block does not inherit [kinesis]'s.");
+        }
         for (key, value, note) in &general.role {
-            d.key_noted(
-                key,
-                value.clone(),
-                &format!("{note} (a block does not inherit [kinesis]'s role)"),
-            );
+            d.key_noted(key, value.clone(), note);
         }
         packing(name, flows, &mut d);
         out.push(d);
