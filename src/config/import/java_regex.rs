@@ -32,7 +32,8 @@ fn java_only(pattern: &str) -> Vec<&'static str> {
     let mut class = 0usize;
     let mut i = 0;
     while i < b.len() {
-        let rest = &pattern[i..];
+        // `i` may be inside a character after an escape: no text there.
+        let rest = pattern.get(i..).unwrap_or_default();
         match b[i] {
             b'\\' if i + 1 < b.len() => {
                 if let Some(what) = escape(b[i + 1], class > 0) {
@@ -135,6 +136,7 @@ mod tests {
     fn a_digit_in_a_class_is_not_a_backreference_and_quoted_text_is_skipped() {
         assert_eq!(java_only(r"[\1-\9]"), Vec::<&str>::new());
         assert_eq!(java_only(r"\Q(?=\E"), vec!["quoting (\\Q...\\E)"]);
+        assert_eq!(java_only(r"\é(?=x)"), vec!["lookahead (?=...)"]);
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Section {
                         out.push_str("#\n");
                     }
                     after_comment = true;
-                    for l in wrap(text, WIDTH - 2) {
+                    for l in wrap(&printable(text, '\n'), WIDTH - 2) {
                         out.push_str(if l.is_empty() { "#" } else { "# " });
                         out.push_str(&l);
                         out.push('\n');
@@ -91,13 +91,28 @@ impl Section {
                     after_comment = false;
                     let _ = write!(out, "{} = {value}", bare_or_quoted(key));
                     if let Some(note) = note {
-                        let _ = write!(out, "  # {note}");
+                        let _ = write!(out, "  # {}", printable(note, '\t'));
                     }
                     out.push('\n');
                 }
             }
         }
     }
+}
+
+/// `text` with control characters escaped (`\r` as `\\r`), but `keep`: a
+/// comment holds none (TOML refuses them), and a line break in a value quoted
+/// in a comment must not end the comment.
+fn printable(text: &str, keep: char) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != keep {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `text` cut into lines of at most `width` characters at spaces (a longer word

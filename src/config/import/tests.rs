@@ -585,3 +585,21 @@ fn toml_strings_read_back_as_written() {
         assert_eq!(t["v"].as_str(), Some(s), "{text}");
     }
 }
+
+#[test]
+fn values_quoted_in_comments_cannot_end_the_comment() {
+    let (t, i) = import(
+        r#"{"kinesis.endpoint": "https://x.example\n[evil]\nkey = 1",
+            "userDefinedCredentialsProvider.classname": "a\r\n[evil2]",
+            "flows": [{"filePattern": "/x/a\n[evil3]", "kinesisStream": "k",
+                       "fileFooterPattern": "\u0007"}]}"#,
+    );
+    for table in ["evil", "evil2", "evil3"] {
+        assert!(t.get(table).is_none(), "{}", i.toml);
+    }
+    assert!(
+        !i.toml.contains('\r') && !i.toml.contains('\u{7}'),
+        "{}",
+        i.toml
+    );
+}
