@@ -14,13 +14,34 @@ use super::Log;
 
 /// The agent's log formats (`ProcessingUtilsFactory.LogFormat`) with the
 /// number of keys each names; shardline's presets of the same names.
-const LOG_FORMATS: [(&str, usize); 5] = [
-    ("COMMONAPACHELOG", 7),
-    ("COMBINEDAPACHELOG", 9),
-    ("APACHEERRORLOG", 7),
-    ("SYSLOG", 5),
-    ("RFC3339SYSLOG", 5),
+const LOG_FORMATS: [(&str, &[&str]); 5] = [
+    ("COMMONAPACHELOG", &COMMON_KEYS),
+    ("COMBINEDAPACHELOG", &COMBINED_KEYS),
+    (
+        "APACHEERRORLOG",
+        &[
+            "timestamp",
+            "module",
+            "severity",
+            "processid",
+            "threadid",
+            "client",
+            "message",
+        ],
+    ),
+    ("SYSLOG", &SYSLOG_KEYS),
+    ("RFC3339SYSLOG", &SYSLOG_KEYS),
 ];
+const COMMON_KEYS: [&str; 7] = [
+    "host", "ident", "authuser", "datetime", "request", "response", "bytes",
+];
+const COMBINED_KEYS: [&str; 9] = [
+    "host", "ident", "authuser", "datetime", "request", "response", "bytes", "referer", "agent",
+];
+const SYSLOG_KEYS: [&str; 5] = ["timestamp", "hostname", "program", "processid", "message"];
+
+/// The keys shardline adds to a json record that the agent's records lacked.
+const ADDED_KEYS: [&str; 3] = ["timestamp", "host", "source"];
 
 /// What the options make of a block's records.
 #[derive(Default)]
@@ -39,6 +60,10 @@ pub(super) struct Record {
     keep_timestamp: Option<&'static str>,
     /// The line stays as `message`, under this name (ADDMETADATA).
     message_as: Option<&'static str>,
+    /// The keys the parse makes (which win over the keys shardline adds).
+    parsed_keys: Vec<String>,
+    /// A preset reads the event time from its `timestamp` field.
+    preset_timestamp: bool,
 }
 
 impl Record {
@@ -107,7 +132,7 @@ pub(super) fn plan(flow: &Object, place: &str, file: &mut Section, log: &mut Log
             other => log.lost(file, &place, &format!("optionName {other:?} is not one the agent knows (it refuses the config): ignored")),
         }
     }
-    finish(&mut rec);
+    finish(&mut rec, file, log, place);
     rec
 }
 
@@ -136,8 +161,10 @@ fn check_keys(o: &Object, name: &str, place: &str, log: &mut Log) {
 }
 
 /// The keys shardline adds that the agent's records did not have, left out
-/// with `rename`; the EC2 keys under the agent's names.
-fn finish(rec: &mut Record) {
+/// with `rename`; the EC2 keys under the agent's names. A parsed key of the
+/// same name wins over an added one and stays. With `json_merge` the line's
+/// own keys are unknown, and a rename would take them too: a warning instead.
+fn finish(rec: &mut Record, file: &mut Section, log: &mut Log, place: &str) {
     if !rec.is_json() {
         return;
     }
@@ -145,10 +172,24 @@ fn finish(rec: &mut Record) {
     if let Some(name) = rec.message_as {
         rename.push(("message".to_owned(), name.to_owned()));
     }
-    let ts = rec.keep_timestamp.unwrap_or("");
-    rename.push(("timestamp".to_owned(), ts.to_owned()));
-    rename.push(("host".to_owned(), String::new()));
-    rename.push(("source".to_owned(), String::new()));
+    if rec.json_merge {
+        log.lost(file, place, "shardline adds timestamp, host and source to a JSON line that lacks them, which the agent did not; a rename would remove the line's own keys of those names too, so they stay");
+    } else {
+        for key in ADDED_KEYS
+            .iter()
+            .filter(|k| !rec.parsed_keys.iter().any(|p| p == *k))
+        {
+            let to = if *key == "timestamp" {
+                rec.keep_timestamp.unwrap_or("")
+            } else {
+                ""
+            };
+            rename.push(((*key).to_owned(), to.to_owned()));
+        }
+    }
+    if rec.preset_timestamp {
+        log.lost(file, place, "the agent kept `timestamp` as the line wrote it; shardline reads it as the event time and writes it as timestamp_format says (RFC 3339 in UTC by default)");
+    }
     if rec.ec2_identity {
         rename.push(("instance_id".to_owned(), "instanceId".to_owned()));
         rename.push(("az".to_owned(), "availabilityZone".to_owned()));
@@ -160,7 +201,7 @@ fn finish(rec: &mut Record) {
 /// LOGTOJSON: a preset of the agent's format, or its `matchPattern`.
 fn log_to_json(o: &Object, rec: &mut Record, file: &mut Section, log: &mut Log, place: &str) {
     let format = text(o, "logFormat").unwrap_or_default();
-    let Some(&(_, keys)) = LOG_FORMATS.iter().find(|(n, _)| *n == format) else {
+    let Some(&(_, preset_keys)) = LOG_FORMATS.iter().find(|(n, _)| *n == format) else {
         let known: Vec<&str> = LOG_FORMATS.iter().map(|(n, _)| *n).collect();
         log.lost(file, place, &format!("logFormat {format:?} is not one of {} (the agent refuses it): lines are sent as they are", known.join(", ")));
         return;
@@ -191,12 +232,16 @@ fn log_to_json(o: &Object, rec: &mut Record, file: &mut Section, log: &mut Log, 
         }
         None => {
             parse.key("preset", out::string(&format));
+            rec.parsed_keys = preset_keys.iter().map(|k| (*k).to_owned()).collect();
             if let Some(names) = names {
+                let keys = preset_keys.len();
                 if names.len() != keys {
                     log.warn(format!("{place}: customFieldNames has {} names, {format} has {keys} fields (the agent refuses it)", names.len()));
                 }
                 parse.key_noted("field_names", out::strings(&names), "customFieldNames");
+                rec.parsed_keys = names;
             }
+            rec.preset_timestamp = rec.parsed_keys.iter().any(|k| k == "timestamp");
         }
     }
     parse.comment("The agent skipped a line that did not parse, silently; shardline drops it too, but counts it (shardline_parse_errors_total) and logs it. on_error = \"wrap\" would send it as a JSON record with the line and the parse error instead.");
@@ -218,6 +263,7 @@ fn csv_to_json(o: &Object, rec: &mut Record, file: &mut Section, log: &mut Log, 
     parse.comment("CSVTOJSON: each line becomes a JSON object of its columns, as in the agent (no quoting; missing columns are null, extra ones ignored).");
     parse.key("preset", out::string("CSVTOJSON"));
     parse.key_noted("field_names", out::strings(&names), "customFieldNames");
+    rec.parsed_keys = names.clone();
     if let Some(delimiter) = text(o, "delimiter").filter(|d| d != ",") {
         if let Some(why) = java_regex::unsupported(&delimiter) {
             log.lost(

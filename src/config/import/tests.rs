@@ -457,7 +457,11 @@ fn logtojson_is_a_preset_with_the_agents_names_and_keys() {
     assert_eq!(get(&t, "file.0.parse.on_error").as_str(), Some("drop"));
     let rename = get(&t, "file.0.rename").as_table().unwrap();
     for key in ["timestamp", "host", "source"] {
-        assert_eq!(rename[key].as_str(), Some(""), "{key}");
+        assert_eq!(
+            rename[key].as_str(),
+            Some(""),
+            "{key}: customFieldNames named no such key"
+        );
     }
     assert!(
         get(&t, "file.0").get("format").is_none(),
@@ -538,6 +542,15 @@ fn singleline_and_ec2_metadata() {
     let rename = get(&t, "file.0.rename").as_table().unwrap();
     assert_eq!(rename["instance_id"].as_str(), Some("instanceId"));
     assert_eq!(rename["az"].as_str(), Some("availabilityZone"));
+    assert!(
+        rename.get("host").is_none(),
+        "a merged line's own host stays"
+    );
+    assert!(
+        has_warning(&i, "a rename would remove the line's own keys"),
+        "{:?}",
+        i.warnings
+    );
 }
 
 #[test]
@@ -602,4 +615,39 @@ fn values_quoted_in_comments_cannot_end_the_comment() {
         "{}",
         i.toml
     );
+}
+
+#[test]
+fn a_parsed_key_named_like_an_added_one_is_kept() {
+    let (t, i) = import(
+        r#"{"flows": [{"filePattern": "/x/a", "kinesisStream": "k", "dataProcessingOptions": [
+            {"optionName": "LOGTOJSON", "logFormat": "SYSLOG"}]}]}"#,
+    );
+    let rename = get(&t, "file.0.rename").as_table().unwrap();
+    assert!(
+        rename.get("timestamp").is_none(),
+        "SYSLOG has a timestamp field: {rename:?}"
+    );
+    assert_eq!(rename["host"].as_str(), Some(""));
+    assert!(
+        has_warning(&i, "the agent kept `timestamp` as the line wrote it"),
+        "{:?}",
+        i.warnings
+    );
+    let (t, _) = import(
+        r#"{"flows": [{"filePattern": "/x/a", "kinesisStream": "k", "dataProcessingOptions": [
+            {"optionName": "LOGTOJSON", "logFormat": "COMMONAPACHELOG"}]}]}"#,
+    );
+    let rename = get(&t, "file.0.rename").as_table().unwrap();
+    assert!(
+        rename.get("host").is_none(),
+        "the Apache client is `host`: {rename:?}"
+    );
+    assert_eq!(rename["timestamp"].as_str(), Some(""));
+    let (t, _) = import(
+        r#"{"flows": [{"filePattern": "/x/a", "kinesisStream": "k", "dataProcessingOptions": [
+            {"optionName": "CSVTOJSON", "customFieldNames": ["source", "n"]}]}]}"#,
+    );
+    let rename = get(&t, "file.0.rename").as_table().unwrap();
+    assert!(rename.get("source").is_none(), "{rename:?}");
 }
