@@ -186,22 +186,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Parse { presets: true, .. } => {
-            print!("{}", shardline::presets_table());
-            ExitCode::SUCCESS
-        }
         Command::Parse {
             config,
             source,
             sample,
-            ..
-        } => match parse(&config, source.as_deref(), sample) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+            presets,
+        } => parse_command(&config, source.as_deref(), sample, presets),
         Command::Import {
             from:
                 ImportFrom::KinesisAgent {
@@ -223,6 +213,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `shardline parse`, with its exit status.
+fn parse_command(
+    config: &std::path::Path,
+    source: Option<&str>,
+    sample: Option<PathBuf>,
+    presets: bool,
+) -> ExitCode {
+    if presets {
+        print!("{}", shardline::presets_table());
+        return ExitCode::SUCCESS;
+    }
+    match parse(config, source, sample) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -91,3 +91,42 @@ pub(super) fn record_format(
         parse,
     })
 }
+
+/// The json format of a `[[journald]]` block: its `parse` table's (raw without
+/// one); `json`: its `format` is `"json"`, which a parse table replaces.
+pub(super) fn journald_parse_format(
+    field: &str,
+    json: bool,
+    parse: Option<&RawParse>,
+    rename: &BTreeMap<String, String>,
+    timestamp_format: Option<&str>,
+    problems: &mut Vec<String>,
+) -> RecordFormat {
+    if parse.is_none() {
+        for (set, key) in [
+            (!rename.is_empty(), "rename"),
+            (timestamp_format.is_some(), "timestamp_format"),
+        ] {
+            if set {
+                problems.push(format!("{field}.{key} needs a parse table"));
+            }
+        }
+        return RecordFormat::Raw;
+    }
+    if json {
+        problems.push(format!(
+            "{field}: a parse table and format = \"json\" exclude each other (a parsed MESSAGE makes the record)"
+        ));
+    }
+    let keys = JsonKeys {
+        format: FormatName::Json,
+        fields: &BTreeMap::new(),
+        merge: false,
+        ec2_identity: false,
+        rename,
+        timestamp_format,
+        parse,
+        file: false,
+    };
+    record_format(field, keys, problems)
+}

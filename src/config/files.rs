@@ -118,6 +118,7 @@ pub(super) fn validate_file(
         ),
         problems,
     );
+    let format = file_format(&field, &f, problems);
     let partition_key = file_partition_key(&field, f.partition_key, problems);
     let multiline_start = multiline_start(&field, f.multiline_start.as_deref(), problems);
     if f.multiline_timeout_ms == 0 {
@@ -132,8 +133,35 @@ pub(super) fn validate_file(
     if f.rescan_interval_ms == 0 {
         problems.push(format!("{field}.rescan_interval_ms must be at least 1"));
     }
+    if problems.len() > before {
+        return None;
+    }
+    Some(FileConfig {
+        block: field,
+        include: f.include,
+        exclude: f.exclude,
+        include_set: include_set?,
+        exclude_set: exclude_set?,
+        stream: stream?,
+        read_from: f.read_from,
+        partition_key: partition_key?,
+        multiline_start,
+        multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
+        max_record_bytes,
+        oversized: f.oversized,
+        invalid_utf8: f.invalid_utf8,
+        ignore_older: f.ignore_older_secs.map(Duration::from_secs),
+        rescan_interval: Duration::from_millis(f.rescan_interval_ms),
+        rotate_wait: Duration::from_millis(f.rotate_wait_ms),
+        follow_symlinks: f.follow_symlinks,
+        format,
+    })
+}
+
+/// A file block's record format, checked against its line options.
+fn file_format(field: &str, f: &RawFile, problems: &mut Vec<String>) -> RecordFormat {
     let format = record_format(
-        &field,
+        field,
         JsonKeys {
             format: f.format,
             fields: &f.fields,
@@ -159,29 +187,7 @@ pub(super) fn validate_file(
             f.max_record_bytes
         ));
     }
-    if problems.len() > before {
-        return None;
-    }
-    Some(FileConfig {
-        block: field,
-        include: f.include,
-        exclude: f.exclude,
-        include_set: include_set?,
-        exclude_set: exclude_set?,
-        stream: stream?,
-        read_from: f.read_from,
-        partition_key: partition_key?,
-        multiline_start,
-        multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
-        max_record_bytes,
-        oversized: f.oversized,
-        invalid_utf8: f.invalid_utf8,
-        ignore_older: f.ignore_older_secs.map(Duration::from_secs),
-        rescan_interval: Duration::from_millis(f.rescan_interval_ms),
-        rotate_wait: Duration::from_millis(f.rotate_wait_ms),
-        follow_symlinks: f.follow_symlinks,
-        format,
-    })
+    format
 }
 
 /// A file block's `partition_key`.

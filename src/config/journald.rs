@@ -235,40 +235,6 @@ pub struct JournaldConfig {
     pub parse_format: RecordFormat,
 }
 
-/// The json format of a block with a `parse` table.
-fn parse_format(field: &str, j: &RawJournald, problems: &mut Vec<String>) -> RecordFormat {
-    if j.parse.is_none() {
-        for (set, key) in [
-            (!j.rename.is_empty(), "rename"),
-            (j.timestamp_format.is_some(), "timestamp_format"),
-        ] {
-            if set {
-                problems.push(format!("{field}.{key} needs a parse table"));
-            }
-        }
-        return RecordFormat::Raw;
-    }
-    if j.format == Format::Json {
-        problems.push(format!(
-            "{field}: a parse table and format = \"json\" exclude each other (a parsed MESSAGE makes the record)"
-        ));
-    }
-    super::checks::record_format(
-        field,
-        super::checks::JsonKeys {
-            format: super::raw::FormatName::Json,
-            fields: &Default::default(),
-            merge: false,
-            ec2_identity: false,
-            rename: &j.rename,
-            timestamp_format: j.timestamp_format.as_deref(),
-            parse: j.parse.as_ref(),
-            file: false,
-        },
-        problems,
-    )
-}
-
 /// A unit name as `_SYSTEMD_UNIT` holds it (`journalctl -u` adds `.service` the
 /// same way).
 fn unit_name(name: &str) -> String {
@@ -315,7 +281,6 @@ pub(crate) fn validate(
     }
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
     let fields = validate_fields(&field, &j.fields, problems);
-    let parse_format = parse_format(&field, &j, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
     let (stream, max_record_bytes) = super::streams::target(
         &field,
@@ -339,7 +304,8 @@ pub(crate) fn validate(
     }
     Some(JournaldConfig {
         block: field,
-        parse_format,
+        // Set by the caller, which reads the parse table.
+        parse_format: RecordFormat::Raw,
         name: j.name,
         directory: j.directory,
         journalctl: j.journalctl,

@@ -439,32 +439,41 @@ fn parser_kind(
                 "a preset",
                 problems,
             );
-            let Some(preset) = Preset::from_name(name) else {
-                let names: Vec<_> = PRESETS.iter().map(|p| p.name()).collect();
-                problems.push(format!(
-                    "{field}.preset {name:?} is not one of {}, csv, CSVTOJSON",
-                    names.join(", ")
-                ));
-                return None;
-            };
-            let field_names = raw.field_names.clone();
-            match (preset.agent_key_count(), &field_names) {
-                (Some(n), Some(names)) if names.len() != n => problems.push(format!(
-                    "{field}.field_names names {} keys; {name} writes {n}",
-                    names.len()
-                )),
-                (None, Some(_)) => problems.push(format!(
-                    "{field}.field_names applies to a pattern, CSVTOJSON and the Kinesis Agent presets; rename keys of {name} with the block's rename"
-                )),
-                _ => {}
-            }
-            names_ok(field, field_names.as_deref(), problems);
-            Some(ParserKind::Preset {
-                preset,
-                field_names,
-            })
+            preset_kind(field, name, raw.field_names.clone(), problems)
         }
     }
+}
+
+/// A named preset and its `field_names`.
+fn preset_kind(
+    field: &str,
+    name: &str,
+    field_names: Option<Vec<String>>,
+    problems: &mut Vec<String>,
+) -> Option<ParserKind> {
+    let Some(preset) = Preset::from_name(name) else {
+        let names: Vec<_> = PRESETS.iter().map(|p| p.name()).collect();
+        problems.push(format!(
+            "{field}.preset {name:?} is not one of {}, csv, CSVTOJSON",
+            names.join(", ")
+        ));
+        return None;
+    };
+    match (preset.agent_key_count(), &field_names) {
+        (Some(n), Some(names)) if names.len() != n => problems.push(format!(
+            "{field}.field_names names {} keys; {name} writes {n}",
+            names.len()
+        )),
+        (None, Some(_)) => problems.push(format!(
+            "{field}.field_names applies to a pattern, CSVTOJSON and the Kinesis Agent presets; rename keys of {name} with the block's rename"
+        )),
+        _ => {}
+    }
+    names_ok(field, field_names.as_deref(), problems);
+    Some(ParserKind::Preset {
+        preset,
+        field_names,
+    })
 }
 
 /// A `pattern` and its names.

@@ -56,25 +56,7 @@ pub(super) fn validate_socket(
             .ok()
     });
     check_socket_limits(&field, s, problems);
-    let format = record_format(
-        &field,
-        JsonKeys {
-            format: s.format,
-            fields: &s.fields,
-            merge: s.json_merge,
-            ec2_identity: s.ec2_identity,
-            rename: &s.rename,
-            timestamp_format: s.timestamp_format.as_deref(),
-            parse: s.parse.as_ref(),
-            file: false,
-        },
-        problems,
-    );
-    if format != RecordFormat::Raw && s.framing == Framing::Frames {
-        problems.push(format!(
-            "{field}: format = \"json\" needs framing = \"lines\" (frames carry their own records)"
-        ));
-    }
+    let format = socket_format(&field, s, problems);
     Some(SocketConfig {
         block: field,
         path: s.path.clone()?,
@@ -130,6 +112,30 @@ fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
 }
 
 /// Resolves a user or group (name or number) with the system's database file.
+/// A socket's record format, checked against its framing.
+fn socket_format(field: &str, s: &RawSocket, problems: &mut Vec<String>) -> RecordFormat {
+    let format = record_format(
+        field,
+        JsonKeys {
+            format: s.format,
+            fields: &s.fields,
+            merge: s.json_merge,
+            ec2_identity: s.ec2_identity,
+            rename: &s.rename,
+            timestamp_format: s.timestamp_format.as_deref(),
+            parse: s.parse.as_ref(),
+            file: false,
+        },
+        problems,
+    );
+    if format != RecordFormat::Raw && s.framing == Framing::Frames {
+        problems.push(format!(
+            "{field}: format = \"json\" needs framing = \"lines\" (frames carry their own records)"
+        ));
+    }
+    format
+}
+
 pub(super) fn lookup_id(db: &str, name: &str) -> Result<u32, String> {
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);

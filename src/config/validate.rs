@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::checks::check_absolute;
+use super::checks::{check_absolute, journald_parse_format};
 use super::files::{check_files_miss_own, validate_file};
 use super::journald;
 use super::raw::{
@@ -59,15 +59,8 @@ impl RawConfig {
         for (i, f) in self.file.into_iter().enumerate() {
             files.extend(validate_file(i, f, default_stream.as_ref(), &mut problems));
         }
-        let mut journald_blocks = Vec::new();
-        for (i, j) in self.journald.into_iter().enumerate() {
-            journald_blocks.extend(journald::validate(
-                i,
-                j,
-                default_stream.as_ref(),
-                &mut problems,
-            ));
-        }
+        let journald_blocks =
+            journald_blocks(self.journald, default_stream.as_ref(), &mut problems);
         journald::check_names(&journald_blocks, &mut problems);
         if let Some(dir) = spool.as_ref().and_then(|s| s.dir.as_ref()) {
             check_files_miss_own(&files, dir, dead_letter_path.as_deref(), &mut problems);
@@ -316,4 +309,26 @@ fn validate_ingest(i: &RawIngest, problems: &mut Vec<String>) -> IngestConfig {
     IngestConfig {
         max_memory_bytes: usize::try_from(i.max_memory_bytes).unwrap_or(usize::MAX),
     }
+}
+
+/// The `[[journald]]` blocks, each with the json format of its parse table.
+fn journald_blocks(
+    raw: Vec<journald::RawJournald>,
+    default_stream: Option<&String>,
+    problems: &mut Vec<String>,
+) -> Vec<journald::JournaldConfig> {
+    let mut blocks = Vec::new();
+    for (i, j) in raw.into_iter().enumerate() {
+        let parse_format = journald_parse_format(
+            &format!("journald[{i}]"),
+            j.format == journald::Format::Json,
+            j.parse.as_ref(),
+            &j.rename,
+            j.timestamp_format.as_deref(),
+            problems,
+        );
+        let block = journald::validate(i, j, default_stream, problems);
+        blocks.extend(block.map(|b| journald::JournaldConfig { parse_format, ..b }));
+    }
+    blocks
 }

@@ -71,18 +71,9 @@ fn blocks(config: &Config) -> Vec<Block<'_>> {
     files.chain(sockets).chain(journald).collect()
 }
 
-/// Runs every line of `input` through the block named `source` (`file[0]`,
-/// `socket[1]`, `journald[0]`; `None`: the one block with a `parse` table) and
-/// writes what each became to `out`: `line N: ok` or `line N: failed: why`,
-/// then its records, one JSON text per line.
-pub fn try_lines(
-    config: &Config,
-    source: Option<&str>,
-    input: &mut dyn BufRead,
-    out: &mut dyn Write,
-) -> Result<TryReport, String> {
-    let all = blocks(config);
-    let block = match source {
+/// The block `source` names, or the one block with a parse table.
+fn choose<'a, 'c>(all: &'a [Block<'c>], source: Option<&str>) -> Result<&'a Block<'c>, String> {
+    Ok(match source {
         Some(name) => all.iter().find(|b| b.name == name).ok_or_else(|| {
             let names: Vec<_> = all.iter().map(|b| b.name).collect();
             format!(
@@ -107,7 +98,21 @@ pub fn try_lines(
                 }
             }
         }
-    };
+    })
+}
+
+/// Runs every line of `input` through the block named `source` (`file[0]`,
+/// `socket[1]`, `journald[0]`; `None`: the one block with a `parse` table) and
+/// writes what each became to `out`: `line N: ok` or `line N: failed: why`,
+/// then its records, one JSON text per line.
+pub fn try_lines(
+    config: &Config,
+    source: Option<&str>,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<TryReport, String> {
+    let all = blocks(config);
+    let block = choose(&all, source)?;
     let Some(mut format) = JsonFormatter::for_source(block.format, "sample", block.name) else {
         return Err(format!(
             "{} sends lines raw (format = \"raw\", no parse table): nothing to try",
