@@ -245,7 +245,11 @@ pub(crate) fn join_of(format: &RecordFormat) -> Option<presets::container::Join>
             preset: Preset::Docker,
             ..
         } => Some(Join::Docker),
-        ParserKind::Csv { quote: Some(q), .. } => Some(Join::CsvQuote(*q)),
+        ParserKind::Csv {
+            quote: Some(q),
+            delimiter,
+            ..
+        } => Some(Join::CsvQuote(*q, *delimiter)),
         _ => None,
     }
 }

@@ -290,7 +290,7 @@ fn docker_partial_lines_are_joined() {
 
 #[test]
 fn csv_quoted_newlines_are_joined() {
-    let mut f = joining("", Join::CsvQuote(b'"'));
+    let mut f = joining("", Join::CsvQuote(b'"', b','));
     f.append(b"a,\"b\r\n\nc\"\"\",d\ne,f\n\"open");
     assert_eq!(
         f.out.records,

@@ -188,16 +188,18 @@ pub(crate) enum Join {
     Cri,
     /// Docker json-file: a `log` value not ending in a newline continues.
     Docker,
-    /// CSV with this quote byte: a record with an open quoted field continues
-    /// (a newline inside quotes is data, RFC 4180 §2.6).
-    CsvQuote(u8),
+    /// CSV with this quote byte and delimiter: a record with an open quoted
+    /// field continues (a newline inside quotes is data, RFC 4180 §2.6).
+    CsvQuote(u8, u8),
 }
 
 impl Join {
     /// Whether `record_so_far` (physical lines joined by `\n`) is not complete:
     /// the next line belongs to it. Looks at its last line only, except for
-    /// CSV, where an odd number of quote bytes means a quoted field is open
-    /// (quotes in a well-formed record come in pairs: `"a ""b"""`).
+    /// CSV, where a quoted field is open at the end: read as the csv preset
+    /// reads a record, a quote opens a field only at the field's start (a
+    /// quote inside an unquoted field is data) and a doubled quote inside one
+    /// is data.
     pub(crate) fn continues(&self, record_so_far: &[u8]) -> bool {
         let last = match memchr::memrchr(b'\n', record_so_far) {
             Some(i) => &record_so_far[i + 1..],
@@ -209,7 +211,9 @@ impl Join {
                 tag.split(|&b| b == b':').next() == Some(b"P")
             }
             Join::Docker => docker_partial(last),
-            Join::CsvQuote(q) => memchr::memchr_iter(q, record_so_far).count() % 2 == 1,
+            Join::CsvQuote(..) => record_so_far
+                .split(|&b| b == b'\n')
+                .fold(false, |open, line| self.continues_after(open, line)),
         }
     }
 
@@ -221,10 +225,35 @@ impl Join {
     pub(crate) fn continues_after(&self, open: bool, line: &[u8]) -> bool {
         match self {
             Join::Cri | Join::Docker => self.continues(line),
-            // An odd number of quotes in the line opens or closes a field.
-            Join::CsvQuote(_) => open != self.continues(line),
+            Join::CsvQuote(quote, delimiter) => csv_open(open, line, *quote, *delimiter),
         }
     }
+}
+
+/// Whether a quoted field is open at the end of `line`, which starts inside
+/// one when `open` (else it starts a record).
+fn csv_open(mut open: bool, line: &[u8], quote: u8, delimiter: u8) -> bool {
+    let mut field_start = !open;
+    // Inside quotes, just after a quote: a closing one or the first of two.
+    let mut after_quote = false;
+    for &b in line {
+        if open {
+            if after_quote {
+                after_quote = false;
+                if b != quote {
+                    open = false;
+                    field_start = b == delimiter;
+                }
+            } else if b == quote {
+                after_quote = true;
+            }
+        } else if field_start && b == quote {
+            open = true;
+        } else {
+            field_start = b == delimiter;
+        }
+    }
+    open && !after_quote
 }
 
 /// Whether a json-file line's `log` value does not end with a newline

@@ -55,7 +55,8 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// A line whose word after the host does not end with `:` has no tag: `ident`
 /// and `pid` are left out and `message` is everything after the host.
 /// Fails (`no_match`) on a malformed or out-of-range PRI, a time in neither
-/// form, or no host.
+/// form (a BSD time with a day past 31, an hour past 23 or a minute or
+/// second past 59 is none, §4.1.2), or no host.
 ///
 /// `<34>Oct 11 22:14:15 mymachine su[230]: 'su root' failed` gives
 /// `{"pri":34,"facility":4,"severity":2,"time":"Oct 11 22:14:15","host":"mymachine","ident":"su","pid":230,"message":"'su root' failed"}`.
@@ -110,7 +111,11 @@ pub(super) fn rfc3164<'a>(line: &'a str, out: &mut Fields<'a>) -> Result<(), Fai
 ///   the line ends after the structured data.
 ///
 /// Fails (`no_match`) on a missing or malformed PRI, version, header field
-/// or structured data (an unclosed element or value, a bad name).
+/// or structured data (an unclosed element or value, a bad name). A header
+/// field is malformed (§6) when it holds a byte outside printable US-ASCII
+/// or is longer than its limit (host 255, app 48, procid 128, msgid 32), and
+/// a timestamp when it is not RFC 3339 as §6.2.3 restricts it (upper-case `T`
+/// and `Z`, at most 6 fraction digits, no leap second).
 ///
 /// `<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47
 /// [exampleSDID@32473 iut="3" eventSource="Application"] An application event`
@@ -131,20 +136,28 @@ pub(super) fn rfc5424<'a>(line: &'a str, out: &mut Fields<'a>) -> Result<(), Fai
     };
     out.push("version", int_or_str(version));
     at += version_len + 1;
-    for (key, part) in [
-        ("time", "the timestamp"),
-        ("host", "the hostname"),
-        ("app", "the app name"),
-        ("procid", "the procid"),
-        ("msgid", "the msgid"),
+    // §6: each header field is the NILVALUE or 1 to `max` printable US-ASCII
+    // bytes, the timestamp an RFC 3339 time as §6.2.3 restricts it.
+    for (key, part, max) in [
+        ("time", "the timestamp", 0),
+        ("host", "the hostname", 255),
+        ("app", "the app name", 48),
+        ("procid", "the procid", 128),
+        ("msgid", "the msgid", 32),
     ] {
         let rest = &line[at..];
         let len = rest.find(' ').unwrap_or(rest.len());
-        if len == 0 || len == rest.len() {
+        let field = &rest[..len];
+        let valid = match field {
+            "-" => true,
+            _ if max == 0 => rfc5424_time(field.as_bytes()),
+            _ => len <= max && field.bytes().all(|b| b.is_ascii_graphic()),
+        };
+        if len == 0 || len == rest.len() || !valid {
             return Err(Failure::no_match(part, at));
         }
-        if &rest[..len] != "-" {
-            out.str(key, &rest[..len]);
+        if field != "-" {
+            out.str(key, field);
         }
         at += len + 1;
     }
@@ -204,8 +217,56 @@ fn bsd_time(s: &str) -> Option<usize> {
     if !(1..=2).contains(&day) || b.get(i + day) != Some(&b' ') {
         return None;
     }
+    let day_ok = in_range(&b[i..i + day], 1, 31);
     i += day + 1;
-    shape(b.get(i..i + 8)?, b"00:00:00").then_some(i + 8)
+    let time = b.get(i..i + 8)?;
+    // §4.1.2: hours 00 to 23, minutes and seconds 00 to 59.
+    (day_ok && shape(time, b"00:00:00") && clock(time, 59)).then_some(i + 8)
+}
+
+/// RFC 5424 §6.2.3's TIMESTAMP (not the NILVALUE): `FULL-DATE "T"
+/// FULL-TIME` of RFC 3339, with an upper-case `T` and `Z`, a fraction of 1 to
+/// 6 digits, and no leap second.
+fn rfc5424_time(b: &[u8]) -> bool {
+    let Some(date) = b.get(..19) else {
+        return false;
+    };
+    if !shape(date, b"0000-00-00T00:00:00")
+        || !in_range(&date[5..7], 1, 12)
+        || !in_range(&date[8..10], 1, 31)
+        || !clock(&date[11..], 59)
+    {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let digits = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=6).contains(&digits) {
+            return false;
+        }
+        rest = &fraction[digits..];
+    }
+    match rest {
+        b"Z" => true,
+        [b'+' | b'-', offset @ ..] => {
+            offset.len() == 5 && shape(offset, b"00:00") && clock(offset, 0)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `hh:mm:ss` (its digits checked) has hours up to 23, minutes up
+/// to 59 and seconds up to `max_second`; with `max_second` 0, `hh:mm` only.
+fn clock(t: &[u8], max_second: u32) -> bool {
+    in_range(&t[..2], 0, 23)
+        && in_range(&t[3..5], 0, 59)
+        && (max_second == 0 || in_range(&t[6..8], 0, max_second))
+}
+
+/// Whether the ASCII digits `d` make a number from `min` to `max`.
+fn in_range(d: &[u8], min: u32, max: u32) -> bool {
+    let n = d.iter().fold(0, |n, c| n * 10 + u32::from(c - b'0'));
+    (min..=max).contains(&n)
 }
 
 /// The length of the RFC 3339 time at the start of `s`: its date and time

@@ -158,19 +158,26 @@ fn join_rules() {
     assert!(!d.continues(br#"{"log":"x \"log\":\"y\n"}"#));
     assert!(!d.continues(b"not json"));
     assert!(!d.continues(br#"{"log":"open"#));
-    let q = Join::CsvQuote(b'"');
+    let q = Join::CsvQuote(b'"', b',');
     assert!(q.continues(b"a,\"b"));
     assert!(!q.continues(b"a,\"b\nc\",d"));
     assert!(!q.continues(b"a,\"b \"\"x\"\"\""));
-    assert!(Join::CsvQuote(b'\'').continues(b"'a\n''b"));
+    assert!(Join::CsvQuote(b'\'', b',').continues(b"'a\n''b"));
+    // A quote opens a field only at the field's start, as the csv preset
+    // (and Python's csv module) reads it: a stray one is data.
+    assert!(!q.continues(b"5,a\"b,c"));
+    assert!(!q.continues(b"6,\"x\"y,z"));
+    assert!(q.continues(b"7,x\"y,\"open"));
+    assert!(q.continues(b"a,\"b\nc,d"));
+    assert!(!Join::CsvQuote(b'"', b';').continues(b"a,\"b;c"));
 }
 
 proptest! {
     #[test]
     fn continues_after_is_continues_line_by_line(
-        lines in proptest::collection::vec("[\"a ]{0,6}|t stdout [PF] x|\\{\"log\":\"a(\\\\n)?\"\\}", 1..6),
+        lines in proptest::collection::vec("[\"a ,]{0,6}|t stdout [PF] x|\\{\"log\":\"a(\\\\n)?\"\\}", 1..6),
     ) {
-        for join in [Join::Cri, Join::Docker, Join::CsvQuote(b'"')] {
+        for join in [Join::Cri, Join::Docker, Join::CsvQuote(b'"', b',')] {
             let mut open = false;
             for (n, line) in lines.iter().enumerate() {
                 open = join.continues_after(open, line.as_bytes());
@@ -181,10 +188,19 @@ proptest! {
     }
 
     #[test]
+    fn csv_join_agrees_with_the_csv_split(line in "[\"a ,]{0,10}") {
+        // The framer joins exactly the records the csv preset would find
+        // unclosed.
+        let csv = super::super::csv::Csv { delimiter: b',', quote: Some(b'"') };
+        let unclosed = csv.split(&line, &mut Vec::new()).is_err();
+        prop_assert_eq!(Join::CsvQuote(b'"', b',').continues(line.as_bytes()), unclosed);
+    }
+
+    #[test]
     fn never_panics(line in any::<String>()) {
         let _ = cri(&line, &mut Fields::default());
         let _ = docker(&line, &mut Fields::default());
-        for join in [Join::Cri, Join::Docker, Join::CsvQuote(b'"')] {
+        for join in [Join::Cri, Join::Docker, Join::CsvQuote(b'"', b',')] {
             let _ = join.continues(line.as_bytes());
         }
     }

@@ -68,6 +68,12 @@ fn rfc3164_failures_name_the_part() {
         ("<1a>Oct 11 22:14:15 h t: m", "the PRI"),
         ("Okt 11 22:14:15 h t: m", "the time"),
         ("Oct 11 22:14 h t: m", "the time"),
+        // §4.1.2: day 1 to 31, hour 00 to 23, minute and second 00 to 59.
+        ("<34>Oct 11 25:14:15 h t: m", "the time"),
+        ("<34>Oct 11 22:60:15 h t: m", "the time"),
+        ("<34>Oct 11 22:14:60 h t: m", "the time"),
+        ("<34>Oct 32 22:14:15 h t: m", "the time"),
+        ("<34>Oct  0 22:14:15 h t: m", "the time"),
         ("<3>Oct 11 22:14:15", "the host"),
         ("Oct 11 22:14:15  h", "the host"),
         ("", "the time"),
@@ -128,6 +134,30 @@ fn rfc5424_failures_name_the_part() {
         ("<1>0 - - - - - -", "the version"),
         ("<1>1234 - - - - - -", "the version"),
         ("<1>1 - - - - -", "the msgid"),
+        // §6.2.3: RFC 3339 with upper-case T and Z, 1 to 6 fraction digits,
+        // no leap second.
+        ("<1>1 yesterday h a - - -", "the timestamp"),
+        ("<1>1 2026-12-06t16:22:03Z h a - - -", "the timestamp"),
+        ("<1>1 2026-12-06T16:22:03z h a - - -", "the timestamp"),
+        (
+            "<1>1 2026-12-06T16:22:03.1234567Z h a - - -",
+            "the timestamp",
+        ),
+        ("<1>1 2026-12-06T16:22:03. h a - - -", "the timestamp"),
+        ("<1>1 2026-12-31T23:59:60Z h a - - -", "the timestamp"),
+        ("<1>1 2026-13-06T16:22:03Z h a - - -", "the timestamp"),
+        ("<1>1 2026-12-06T16:22:03+0100 h a - - -", "the timestamp"),
+        ("<1>1 2026-12-06T16:22:03 h a - - -", "the timestamp"),
+        // §6: printable US-ASCII, within each field's limit.
+        ("<1>1 - h\u{f4}st a - - -", "the hostname"),
+        (
+            "<1>1 - h aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa - - -",
+            "the app name",
+        ),
+        (
+            "<1>1 - h a - mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm -",
+            "the msgid",
+        ),
         ("<1>1 - - - - - x", "the structured data"),
         ("<1>1 - - - - - [a", "the structured data"),
         ("<1>1 - - - - - [a b]", "a value in the structured data"),
