@@ -1,11 +1,20 @@
 //! Parse throughput: every preset of `presets::ALL` reads a realistic line of
 //! about 200 bytes into fields, one set of fields reused between lines as a
-//! block's parser does. Throughput is in bytes of lines (newline excluded);
-//! the target is 250 MiB/s per core for `apache_combined`.
+//! block's parser does (group `parse`); `csv`, `CSVTOJSON` and a `pattern` (the
+//! Apache combined format as a regex, for comparison) read theirs through a
+//! block's parser, `types` and the event time included (`parse/table:…`).
+//! Throughput is in bytes of lines (newline excluded); the target is 250 MiB/s
+//! per core for `apache_combined`.
+//!
+//! Group `record`: the whole path a source runs per line, line to json record
+//! (the block's json formatter with its parser, the added keys, the record
+//! written into its buffer): `apache_combined` with `time_key = "time"`, the
+//! same regex `pattern`, and `json`, the plain json wrap of the same line.
 //!
 //! ```text
 //! cargo bench --bench parse
 //! cargo bench --bench parse -- --quick apache
+//! cargo bench --bench parse -- record
 //! ```
 //!
 //! A preset whose sample line does not parse is still timed (it measures its
@@ -14,7 +23,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardline::testkit::ParsePreset;
+use shardline::config::RecordFormat;
+use shardline::testkit::{LineFormatter, LineParser, ParsePreset};
 
 /// Lines read per timed iteration.
 const BATCH: usize = 64;
@@ -56,8 +66,89 @@ fn presets(c: &mut Criterion) {
             b.iter(|| preset.read_lines(black_box(&lines)))
         });
     }
+    for (name, table, line) in tables() {
+        let parser = LineParser::new(&format(&table)).expect("a parse table");
+        let lines = vec![line; BATCH];
+        assert_eq!(parser.read_lines(&lines[..1]).1, 0, "{name}: no parse");
+        group.throughput(Throughput::Bytes((line.len() * BATCH) as u64));
+        group.bench_function(format!("table:{name}"), |b| {
+            b.iter(|| parser.read_lines(black_box(&lines)))
+        });
+    }
     group.finish();
 }
 
-criterion_group!(benches, presets);
+/// Line to json record, as a file source formats it.
+fn records(c: &mut Criterion) {
+    let line = sample("apache_combined");
+    let apache = "[file.parse]\npreset = \"apache_combined\"\ntime_key = \"time\"\n";
+    let pattern = format!("[file.parse]\n{}\n", tables()[2].1);
+    let cases = [
+        ("json", "format = \"json\"\n".to_owned()),
+        ("apache_combined", apache.to_owned()),
+        ("pattern (apache combined)", pattern),
+    ];
+    let lines = vec![line; BATCH];
+    let mut group = c.benchmark_group("record");
+    group.throughput(Throughput::Bytes((line.len() * BATCH) as u64));
+    for (name, block) in cases {
+        let mut f = LineFormatter::new(&file_format(&block), "/var/log/httpd/access_log")
+            .expect("a json format");
+        let records = f.records(line);
+        assert!(
+            records.len() == 1 && !records[0].contains("parse_error"),
+            "{name}: {records:?}"
+        );
+        group.bench_function(name, |b| b.iter(|| f.format_lines(black_box(&lines))));
+    }
+    group.finish();
+}
+
+/// The CSV sample line (no delimiter inside its quotes, so `CSVTOJSON`, which
+/// does not unquote, reads as many columns).
+const CSV_LINE: &str = r#"2023-10-10T13:55:36.123Z,web-01,checkout,info,203.0.113.195,GET,/api/v1/orders/88412/items?expand=true,200,5124,12.7,"Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Firefox/118.0",7f3c9a2e-1b4d-4e8f"#;
+const CSV_COLUMNS: &str = r#"["time", "host", "service", "level", "client", "method", "path", "status", "bytes", "duration_ms", "agent", "request_id"]"#;
+
+/// The Apache combined format as a regex (TOML literal string), with the
+/// preset's keys.
+const APACHE_PATTERN: &str = r#"'^(?P<remote>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>[^ "]*)(?: (?P<protocol>[^"]*))?" (?P<status>\d{3}) (?P<size>\S+) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)"$'"#;
+
+/// Parse tables read through a block's parser: name, table body, sample line.
+fn tables() -> [(&'static str, String, &'static str); 3] {
+    let time = "time_key = \"time\"";
+    [
+        (
+            "csv",
+            format!("preset = \"csv\"\ncolumns = {CSV_COLUMNS}\ntypes = {{ status = \"int\", bytes = \"int\", duration_ms = \"float\" }}\n{time}\ntime_format = \"rfc3339\""),
+            CSV_LINE,
+        ),
+        (
+            "CSVTOJSON",
+            format!("preset = \"CSVTOJSON\"\nfield_names = {CSV_COLUMNS}"),
+            CSV_LINE,
+        ),
+        (
+            "pattern (apache combined)",
+            format!("pattern = {APACHE_PATTERN}\ntypes = {{ status = \"int\", size = \"int\" }}\n{time}\ntime_format = \"%d/%b/%Y:%H:%M:%S %z\""),
+            sample("apache_combined"),
+        ),
+    ]
+}
+
+/// The record format of a `[[file]]` block with the given parse table body.
+fn format(table: &str) -> RecordFormat {
+    file_format(&format!("[file.parse]\n{table}\n"))
+}
+
+/// The record format of a `[[file]]` block ending with `rest`.
+fn file_format(rest: &str) -> RecordFormat {
+    let text = format!(
+        "[kinesis]\nstream = \"bench\"\nregion = \"us-east-1\"\n\
+         [spool]\ndir = \"/tmp/parse-bench\"\n[[file]]\ninclude = [\"/var/log/httpd/access_log\"]\n{rest}"
+    );
+    let config = shardline::config::parse(&text, "bench.toml".as_ref()).expect("bench config");
+    config.files[0].format.clone()
+}
+
+criterion_group!(benches, presets, records);
 criterion_main!(benches);

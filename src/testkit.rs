@@ -1,11 +1,11 @@
 //! **Unstable.** The internals the agent's own tests, benchmarks and examples
 //! drive directly: the Kinesis client trait (to put a fault-injecting or scripted
 //! Kinesis behind the agent), the framed protocol's codec, the spool opened by
-//! hand, the file tailer with a memory sink, shard maps, the batch MD5 and the
-//! parse presets. None of this is part of the supported API: names and
-//! signatures change in any release without notice. Programs that embed
-//! shardline use the items re-exported at the crate's root and the documented
-//! modules.
+//! hand, the file tailer with a memory sink, shard maps, the batch MD5, the
+//! parse presets, a block's parser and a source's json formatter. None of this
+//! is part of the supported API: names and signatures change in any release
+//! without notice. Programs that embed shardline use the items re-exported at
+//! the crate's root and the documented modules.
 
 /// The Kinesis client delivery calls, and the SDK's implementation of it.
 pub use crate::deliver::kinesis::{
@@ -81,5 +81,75 @@ impl ParsePreset {
             .parse(line, &mut fields)
             .err()
             .map(|e| e.part.into_owned())
+    }
+}
+
+use crate::config::{Oversized, RecordFormat};
+use crate::source::format::JsonFormatter;
+use crate::source::parse::Parser;
+
+/// A block's parser (its `parse` table: a preset, a pattern, csv or
+/// CSVTOJSON), driven by hand: a line into fields, `types` applied and the
+/// event time read, as a source's formatter reads it.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LineParser(Parser);
+
+impl LineParser {
+    /// The parser of `format` (`None` without a `parse` table).
+    pub fn new(format: &RecordFormat) -> Option<LineParser> {
+        match format {
+            RecordFormat::Json(j) => j.parse.clone().map(|p| LineParser(Parser::new(p))),
+            RecordFormat::Raw => None,
+        }
+    }
+
+    /// Reads every line: the number of fields read in all and the number of
+    /// lines that did not parse.
+    pub fn read_lines(&self, lines: &[&str]) -> (usize, usize) {
+        let (mut read, mut failed) = (0, 0);
+        for line in lines {
+            match self.0.read(line) {
+                Ok(r) => read += r.fields.entries.len(),
+                Err(_) => failed += 1,
+            }
+        }
+        (read, failed)
+    }
+}
+
+/// A source's json formatter (with the block's parser, if it has one), driven
+/// by hand: what a file or socket source runs per line, line to record.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LineFormatter(JsonFormatter);
+
+impl LineFormatter {
+    /// The formatter of `format` for lines read from `source` (`None`: raw).
+    pub fn new(format: &RecordFormat, source: &str) -> Option<LineFormatter> {
+        JsonFormatter::for_source(format, source, "file[0]").map(LineFormatter)
+    }
+
+    /// Formats every line (without its newline) into records of at most 1 MiB,
+    /// dropped as they are made: the bytes of records made.
+    pub fn format_lines(&mut self, lines: &[&str]) -> usize {
+        let mut bytes = 0;
+        for line in lines {
+            self.0
+                .format(line.as_bytes(), 1 << 20, Oversized::Split, |r| {
+                    bytes += r.len()
+                });
+        }
+        bytes
+    }
+
+    /// The records of `line`, for a look at what is measured.
+    pub fn records(&mut self, line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.0
+            .format(line.as_bytes(), 1 << 20, Oversized::Split, |r| {
+                out.push(String::from_utf8_lossy(&r).into_owned())
+            });
+        out
     }
 }

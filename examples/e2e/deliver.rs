@@ -37,7 +37,11 @@ pub(crate) fn run(args: &Args) {
     let lines = args.lines.unwrap_or(2_000_000);
     let endpoint = Endpoint::start(args.endpoint, args.destination, args.shards);
     let work = tempfile::tempdir().expect("temp dir");
-    let record_format = std::env::var("E2E_FORMAT").unwrap_or_else(|_| "raw".into());
+    // A parse table makes the records json.
+    let record_format = match std::env::var("E2E_PARSE") {
+        Ok(p) if !p.is_empty() => "json".to_owned(),
+        _ => std::env::var("E2E_FORMAT").unwrap_or_else(|_| "raw".into()),
+    };
     let source = source_section(args, work.path(), lines, &record_format);
     let config = config(args.destination, &endpoint.url(), work.path(), &source);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -71,14 +75,24 @@ fn source_section(args: &Args, work: &Path, lines: u64, record_format: &str) -> 
     let socket = work.join(SOCKET);
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs).expect("log dir");
-    let section = match args.source {
+    let (section, table) = match args.source {
         SourceKind::File => {
             write_lines(&logs.join("app.log"), lines, args.line_bytes);
-            format!("[[file]]\ninclude = [\"{}/*.log\"]\n", logs.display())
+            let include = format!("[[file]]\ninclude = [\"{}/*.log\"]\n", logs.display());
+            (include, "file")
         }
-        SourceKind::Socket => format!("[[socket]]\npath = \"{}\"\n", socket.display()),
+        SourceKind::Socket => {
+            let path = format!("[[socket]]\npath = \"{}\"\n", socket.display());
+            (path, "socket")
+        }
     };
-    section + &format!("format = \"{record_format}\"\n")
+    let section = section + &format!("format = \"{record_format}\"\n");
+    match std::env::var("E2E_PARSE") {
+        Ok(preset) if !preset.is_empty() => {
+            section + &format!("[{table}.parse]\npreset = \"{preset}\"\ntime_key = \"time\"\n")
+        }
+        _ => section,
+    }
 }
 
 /// Starts the agent (and the socket client), samples until every line is
@@ -171,7 +185,16 @@ fn print_report(
             (_, EndpointKind::Emulator) => "ferrokinesis emulator",
         }
     );
-    println!("record format    {record_format}");
+    let parse = match std::env::var("E2E_PARSE") {
+        Ok(p) if !p.is_empty() => format!(", parsed ({p})"),
+        _ => String::new(),
+    };
+    let kind = if crate::lines::apache() {
+        ", Apache combined lines"
+    } else {
+        ""
+    };
+    println!("record format    {record_format}{parse}{kind}");
     println!("delivered in     {secs:.2} s");
     println!("lines/s          {:.0}", lines as f64 / secs);
     println!("MiB/s            {:.1}", mib(payload) / secs);

@@ -15,6 +15,8 @@
 //! cargo run --release --example e2e -- --backlog [--crash]
 //! E2E_DELIVERY="max_inflight_bytes = 8388608" cargo run --release --example e2e
 //! E2E_FORMAT=json cargo run --release --example e2e -- 2000000 256 4
+//! E2E_PARSE=apache_combined cargo run --release --example e2e -- 2000000 200 4
+//! E2E_LINES=apache E2E_FORMAT=json cargo run --release --example e2e -- 2000000 200 4
 //! ```
 //!
 //! `LINES` lines (default 2,000,000; 10,000,000 with `--backlog`) of `LINE_BYTES`
@@ -35,6 +37,16 @@
 //! `E2E_FORMAT` sets the source's record `format`: `raw` (default) or `json` (each
 //! line wrapped in an object with `message`, `timestamp`, `host` and `source`). CPU
 //! per GiB counts the line bytes either way, so the two compare directly.
+//!
+//! `E2E_PARSE` names a preset (`apache_combined`) and gives the source a parse
+//! table with it: `[file.parse]` (or `[socket.parse]`) with `preset` and
+//! `time_key = "time"`; the records are json (`E2E_FORMAT` does not apply). The
+//! lines are then Apache combined access lines of exactly `LINE_BYTES` bytes
+//! (160 at least; 200 is typical): client address, user, method, path, status,
+//! size, referer and user agent varied per line, the line's number in the path
+//! (every line is unique), a query string padding the line to its length.
+//! `E2E_LINES=apache` makes the same lines without a parse table, to compare
+//! with `E2E_FORMAT=json` and raw.
 //!
 //! # Endpoints (`--endpoint`)
 //!

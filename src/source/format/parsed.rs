@@ -4,6 +4,7 @@
 //! and reason, the first of a block and then one per interval logged with an
 //! excerpt and the part of the format that failed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -130,7 +131,11 @@ impl JsonFormatter {
         oversized: Oversized,
         mut emit: impl FnMut(Bytes),
     ) -> Cut {
-        let text = String::from_utf8_lossy(line);
+        // Checked whole first: the lossy reader goes byte by byte.
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         // Taken out while the line is read, so the record can be written
         // beside the fields that borrow it.
         let Some(mut parser) = self.parser.take() else {
@@ -266,7 +271,7 @@ fn render(
         f.arena = BytesMut::with_capacity(need.max(ARENA_BYTES));
     }
     let out = &mut f.arena;
-    let mut names: Vec<&str> = Vec::with_capacity(read.fields.entries.len() + 2);
+    let mut names = Written::with_capacity(read.fields.entries.len() + 2);
     let mut sep = Separator::default();
     out.extend_from_slice(b"{");
     let stamp_name = s.timestamp.as_deref();
@@ -274,14 +279,13 @@ fn render(
         let Some(name) = renamed(&s.rename, k) else {
             continue;
         };
-        if names.contains(&name) {
+        if names.contains(name) {
             continue;
         }
         sep.put(out);
-        escape_into(out, name.as_bytes());
-        out.extend_from_slice(b":");
+        put_key(out, name);
         let replaced =
-            read.time.is_some() && Some(k.as_ref()) == time_key && Some(name) == stamp_name;
+            read.time.is_some() && Some(name) == stamp_name && Some(k.as_ref()) == time_key;
         if replaced {
             out.extend_from_slice(&f.stamp);
         } else {
@@ -290,31 +294,74 @@ fn render(
         names.push(name);
     }
     if let (Some(line), Some(k)) = (line, &s.message) {
-        if !names.contains(&k.as_str()) {
+        if !names.contains(k) {
             sep.put(out);
-            escape_into(out, k.as_bytes());
-            out.extend_from_slice(b":");
+            put_key(out, k);
             escape_into(out, line.as_bytes());
             names.push(k);
         }
     }
     let added = if add { s.entries.as_slice() } else { &[] };
     if let (Some(k), true) = (&s.timestamp, add) {
-        if !names.contains(&k.as_str()) {
+        if !names.contains(k) {
             sep.put(out);
-            escape_into(out, k.as_bytes());
-            out.extend_from_slice(b":");
+            put_key(out, k);
             out.extend_from_slice(&f.stamp);
         }
     }
     for (k, e) in added {
-        if !names.contains(&k.as_str()) {
+        if !names.contains(k) {
             sep.put(out);
             out.extend_from_slice(e.as_bytes());
         }
     }
     out.extend_from_slice(b"}");
     out.split().freeze()
+}
+
+/// The keys a record has so far, to write each once: a mask of their
+/// lengths and first and last bytes rules most keys out without a compare.
+struct Written<'k> {
+    names: Vec<&'k str>,
+    mask: u64,
+}
+
+impl<'k> Written<'k> {
+    fn with_capacity(n: usize) -> Written<'k> {
+        Written {
+            names: Vec::with_capacity(n),
+            mask: 0,
+        }
+    }
+
+    fn bit(k: &str) -> u64 {
+        let b = k.as_bytes();
+        let (first, last) = (b.first().copied(), b.last().copied());
+        let h = k.len() * 7 + usize::from(first.unwrap_or(0)) * 3 + usize::from(last.unwrap_or(0));
+        1 << (h % 64)
+    }
+
+    fn contains(&self, k: &str) -> bool {
+        self.mask & Self::bit(k) != 0 && self.names.contains(&k)
+    }
+
+    fn push(&mut self, k: &'k str) {
+        self.mask |= Self::bit(k);
+        self.names.push(k);
+    }
+}
+
+/// `"k":`, escaped only when `k` needs it (keys seldom do).
+fn put_key(out: &mut BytesMut, k: &str) {
+    if k.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        escape_into(out, k.as_bytes());
+        out.extend_from_slice(b":");
+        return;
+    }
+    out.reserve(k.len() + 3);
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// The name `rename` gives key `k` (`None`: left out).
@@ -331,7 +378,7 @@ fn write_value(out: &mut BytesMut, v: &Value<'_>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Str(s) => escape_into(out, s.as_bytes()),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Int(i) => write_int(out, *i),
         // With a fraction or an exponent, so a consumer reads a float.
         Value::Float(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 => {
             out.extend_from_slice(format!("{x:.1}").as_bytes())
@@ -341,6 +388,25 @@ fn write_value(out: &mut BytesMut, v: &Value<'_>) {
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Json(j) => out.extend_from_slice(j.as_bytes()),
     }
+}
+
+/// `i` in decimal, without an allocation.
+fn write_int(out: &mut BytesMut, i: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = i.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if i < 0 {
+        out.extend_from_slice(b"-");
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]

@@ -108,7 +108,10 @@ impl Parser {
     /// Reads `line` (a CSV header line goes to [`Parser::set_header`] first).
     pub(crate) fn read<'a>(&'a self, line: &'a str) -> Result<Read<'a>, Failure> {
         let this = self;
-        let mut fields = Fields::default();
+        // Room for a preset's keys, so the fields are allocated once.
+        let mut fields = Fields {
+            entries: Vec::with_capacity(16),
+        };
         this.fields(line, &mut fields)?;
         let type_failures = this.convert(&mut fields);
         let (time, time_failed) = match &this.time {

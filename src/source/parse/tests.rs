@@ -155,6 +155,41 @@ fn times_in_every_format() {
 }
 
 #[test]
+fn apache_times_read_as_chrono_reads_them() {
+    let f = "%d/%b/%Y:%H:%M:%S %z";
+    let texts = [
+        "10/Oct/2000:13:55:36 -0700",
+        "01/Jan/1970:00:00:00 +0000",
+        "31/Dec/1969:23:59:59 +0000",
+        "29/Feb/2024:12:00:00 +0530",
+        "29/Feb/2023:12:00:00 +0000",
+        "31/Apr/2023:12:00:00 +0000",
+        "31/Dec/9999:23:59:59 -1200",
+        "01/Jan/0000:00:00:00 +1400",
+        "30/Jun/2015:23:59:60 +0000",
+        "10/oct/2000:13:55:36 -0700",
+        "10/October/2000:13:55:36 -0700",
+        "1/Oct/2000:13:55:36 -0700",
+        "10/Oct/2000:13:55:36 -07:00",
+        "10/Oct/2000:24:00:00 +0000",
+        "10/Oct/2000:13:60:00 +0000",
+        "10/Oct/2000:13:55:36 +2400",
+        "10/Oct/2000:13:55:36 -0061",
+        "10/Oct/2000 13:55:36 +0000",
+        "10/Oct/2000:13:55:36 Z0000",
+        "00/Oct/2000:13:55:36 +0000",
+        "10/Oct/2000:13:55:3a +0000",
+    ];
+    for text in texts {
+        let chrono = chrono::DateTime::parse_from_str(text, f)
+            .ok()
+            .map(|t| t.timestamp_micros());
+        let read = read_time(&Value::Str(text.into()), &TimeFormat::Strftime(f.into()));
+        assert_eq!(read.map(|t| t.0), chrono, "{text}");
+    }
+}
+
+#[test]
 fn a_time_without_a_year_is_this_years_or_last_years() {
     use chrono::{Datelike, Duration};
     let f = TimeFormat::Strftime("%b %e %H:%M:%S".into());

@@ -26,11 +26,13 @@ pub(crate) struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Appends a field.
+    #[inline]
     pub(crate) fn push(&mut self, key: impl Into<Cow<'a, str>>, value: Value<'a>) {
         self.entries.push((key.into(), value));
     }
 
     /// Appends a string field borrowed from the line.
+    #[inline]
     pub(crate) fn str(&mut self, key: &'static str, value: &'a str) {
         self.entries
             .push((Cow::Borrowed(key), Value::Str(Cow::Borrowed(value))));

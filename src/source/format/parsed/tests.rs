@@ -226,3 +226,12 @@ fn trying_a_line_says_why_it_failed() {
         Tried::Records(r, notes) if r.len() == 1 && notes.is_empty()
     ));
 }
+
+#[test]
+fn integers_are_written_in_decimal() {
+    for i in [0, 7, -7, 10, -10, 4096, 1 << 40, i64::MAX, i64::MIN] {
+        let mut out = bytes::BytesMut::new();
+        super::write_int(&mut out, i);
+        assert_eq!(&out[..], i.to_string().as_bytes());
+    }
+}

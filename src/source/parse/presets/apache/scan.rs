@@ -75,7 +75,7 @@ impl<'a> Scanner<'a> {
     /// (the space is left).
     pub(in super::super) fn token(&mut self, part: &'static str) -> Result<&'a str, Failure> {
         let bytes = &self.line.as_bytes()[self.at..];
-        let len = bytes.iter().position(|&c| c == b' ').unwrap_or(bytes.len());
+        let len = memchr::memchr(b' ', bytes).unwrap_or(bytes.len());
         if len == 0 {
             return Err(self.fail(part));
         }
@@ -89,7 +89,7 @@ impl<'a> Scanner<'a> {
         part: &'static str,
     ) -> Result<&'a str, Failure> {
         let bytes = &self.line.as_bytes()[self.at..];
-        match bytes.iter().position(|&c| c == b) {
+        match memchr::memchr(b, bytes) {
             Some(len) => {
                 let s = self.take(len);
                 self.at += 1;
@@ -112,8 +112,10 @@ impl<'a> Scanner<'a> {
         let start = self.at;
         let mut i = start;
         let mut escaped = false;
-        while let Some(&c) = bytes.get(i) {
-            match c {
+        // To the next quote or backslash at once.
+        while let Some(n) = bytes.get(i..).and_then(|b| memchr::memchr2(b'"', b'\\', b)) {
+            i += n;
+            match bytes[i] {
                 b'"' => {
                     let raw = &self.line[start..i];
                     self.at = i + 1;
