@@ -30,7 +30,8 @@
 //!                                     └──── acks ◄── workers ── PutRecords ──► Kinesis
 //! ```
 //!
-//! - [`config`]: the TOML file, validated with every problem listed at once.
+//! - [`config`]: the TOML file, validated with every problem listed at once;
+//!   `config::import` writes one from the Amazon Kinesis Agent's `agent.json`.
 //! - [`record`]: user records, their limits and their hash keys.
 //! - `source`: where records come from (`file`, tailed with its read position
 //!   in the spool; `socket`; `journald`, with its journal cursor in the spool;

@@ -95,6 +95,11 @@ enum Command {
         /// File of sample lines (default: stdin).
         sample: Option<PathBuf>,
     },
+    /// Write a shardline config from another agent's configuration.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Show a running agent's backlog, delivery rate and last error; exits with 3
     /// when nothing listens at its address (not running), 4 when something listens
     /// but does not answer in time (running, stuck or busy).
@@ -110,6 +115,27 @@ enum Command {
         json: bool,
     },
 }
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// From the Amazon Kinesis Agent's agent.json: prints the TOML (or writes it
+    /// to --output), and a `warning:` line on stderr for each setting with no
+    /// counterpart; exits with 2 when the file cannot be imported.
+    KinesisAgent {
+        /// The agent's configuration (/etc/aws-kinesis/agent.json), or `-` for stdin.
+        file: PathBuf,
+        /// Write the config here instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Replace --output if it exists.
+        #[arg(long, requires = "output")]
+        force: bool,
+    },
+}
+
+/// Exit status of `shardline import` when the input cannot be imported or the
+/// output cannot be written (as clap's usage errors).
+const EXIT_IMPORT_FAILED: u8 = 2;
 
 fn main() -> ExitCode {
     shardline::agent::tune_allocator();
@@ -168,6 +194,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Import {
+            from:
+                ImportFrom::KinesisAgent {
+                    file,
+                    output,
+                    force,
+                },
+        } => match import_kinesis_agent(&file, output.as_deref(), force) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_IMPORT_FAILED)
+            }
+        },
         Command::Status { config, addr, json } => match status(config, addr, json) {
             Ok(code) => code,
             Err(e) => {
@@ -223,6 +263,54 @@ fn run(config: PathBuf, status_file: Option<PathBuf>) -> anyhow::Result<()> {
         shardline::agent::run_with(config, shutdown_signal(), options).await?;
         Ok(())
     })
+}
+
+/// `shardline import kinesis-agent`: reads `file` (`-`: stdin), writes the
+/// config to `output` (never over an existing file unless `force`) or stdout,
+/// the warnings to stderr.
+fn import_kinesis_agent(
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+    force: bool,
+) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let (json, from) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read stdin")?;
+        (text, "agent.json (stdin)".to_owned())
+    } else {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        (text, file.display().to_string())
+    };
+    let imported = shardline::config::kinesis_agent(&json, &from)?;
+    match output {
+        Some(path) => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true);
+            if force {
+                options.create(true).truncate(true);
+            } else {
+                options.create_new(true);
+            }
+            let mut f = options.open(path).with_context(|| {
+                if path.exists() && !force {
+                    format!("{} exists: pass --force to replace it", path.display())
+                } else {
+                    format!("cannot create {}", path.display())
+                }
+            })?;
+            f.write_all(imported.toml.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => print!("{}", imported.toml),
+    }
+    for w in &imported.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
 }
 
 /// `shardline send`: true when every record was taken.

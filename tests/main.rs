@@ -12,6 +12,7 @@ mod destination;
 mod file;
 mod firehose;
 mod format;
+mod import;
 mod journald;
 mod layout;
 mod monitoring;

@@ -18,6 +18,7 @@ use crate::spool::SpoolOptions;
 mod checks;
 mod destination;
 mod files;
+mod import;
 pub mod journald;
 pub mod parse;
 mod paths;
@@ -31,6 +32,7 @@ mod streams;
 mod tests;
 mod validate;
 
+pub use import::{kinesis_agent, ImportError, Imported};
 pub use journald::{JournaldConfig, Since};
 pub(crate) use paths::{glob_base, is_pseudo_fs};
 pub(crate) use raw::RawConfig;
