@@ -17,6 +17,7 @@ mod journald;
 mod layout;
 mod monitoring;
 mod packaging;
+mod parsing;
 mod pipeline;
 mod producer;
 mod proxy;
