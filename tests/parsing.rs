@@ -97,6 +97,15 @@ async fn objects_when(
     }
 }
 
+/// Opens `path` for appending, creating it if needed.
+fn open_append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
 /// `m` as a JSON value, for messages and comparisons.
 fn obj(m: &Map<String, Value>) -> Value {
     Value::Object(m.clone())
