@@ -39,6 +39,9 @@ pub(super) struct Record {
     keep_timestamp: Option<&'static str>,
     /// The line stays as `message`, under this name (ADDMETADATA).
     message_as: Option<&'static str>,
+    /// The keys the parser writes: an added key of the same name is left out
+    /// by the agent (a parsed key wins), so `rename` must not drop it.
+    parsed_keys: Vec<String>,
 }
 
 impl Record {
@@ -147,8 +150,12 @@ fn finish(rec: &mut Record) {
     }
     let ts = rec.keep_timestamp.unwrap_or("");
     rename.push(("timestamp".to_owned(), ts.to_owned()));
-    rename.push(("host".to_owned(), String::new()));
-    rename.push(("source".to_owned(), String::new()));
+    for key in ["host", "source"] {
+        rename.push((key.to_owned(), String::new()));
+    }
+    // `rename` applies to parsed keys too: a parsed `host` (the Apache
+    // formats' client) or `timestamp` (the error log's and syslog's) stays.
+    rename.retain(|(k, v)| !(v.is_empty() && rec.parsed_keys.contains(k)));
     if rec.ec2_identity {
         rename.push(("instance_id".to_owned(), "instanceId".to_owned()));
         rename.push(("az".to_owned(), "availabilityZone".to_owned()));
@@ -188,15 +195,22 @@ fn log_to_json(o: &Object, rec: &mut Record, file: &mut Section, log: &mut Log, 
                 out::strings(&names),
                 "customFieldNames, by group position",
             );
+            rec.parsed_keys = names;
         }
         None => {
             parse.key("preset", out::string(&format));
-            if let Some(names) = names {
+            if let Some(names) = &names {
                 if names.len() != keys {
                     log.warn(format!("{place}: customFieldNames has {} names, {format} has {keys} fields (the agent refuses it)", names.len()));
                 }
-                parse.key_noted("field_names", out::strings(&names), "customFieldNames");
+                parse.key_noted("field_names", out::strings(names), "customFieldNames");
             }
+            rec.parsed_keys = match names {
+                Some(names) => names,
+                None => crate::config::parse::Preset::from_name(&format)
+                    .map(|p| p.keys().iter().map(|k| (*k).to_owned()).collect())
+                    .unwrap_or_default(),
+            };
         }
     }
     parse.comment("The agent skipped a line that did not parse, silently; shardline drops it too, but counts it (shardline_parse_errors_total) and logs it. on_error = \"wrap\" would send it as a JSON record with the line and the parse error instead.");
@@ -218,6 +232,7 @@ fn csv_to_json(o: &Object, rec: &mut Record, file: &mut Section, log: &mut Log, 
     parse.comment("CSVTOJSON: each line becomes a JSON object of its columns, as in the agent (no quoting; missing columns are null, extra ones ignored).");
     parse.key("preset", out::string("CSVTOJSON"));
     parse.key_noted("field_names", out::strings(&names), "customFieldNames");
+    rec.parsed_keys = names;
     if let Some(delimiter) = text(o, "delimiter").filter(|d| d != ",") {
         if let Some(why) = java_regex::unsupported(&delimiter) {
             log.lost(

@@ -603,3 +603,33 @@ fn values_quoted_in_comments_cannot_end_the_comment() {
         i.toml
     );
 }
+
+/// `rename` applies to parsed keys too: leaving out the `host` or `timestamp`
+/// shardline adds must not drop a parsed key of that name (a parsed key wins
+/// over an added one, so the added key is not there anyway).
+#[test]
+fn parsed_keys_named_like_added_ones_are_not_renamed_away() {
+    let flow = |options: &str| {
+        let (t, _) = import(&format!(
+            r#"{{"flows": [{{"filePattern": "/x/a", "kinesisStream": "k",
+                "dataProcessingOptions": [{options}]}}]}}"#
+        ));
+        let rename = get(&t, "file.0.rename").as_table().unwrap().clone();
+        rename
+    };
+    let combined = flow(r#"{"optionName": "LOGTOJSON", "logFormat": "COMBINEDAPACHELOG"}"#);
+    assert!(!combined.contains_key("host"), "{combined:?}");
+    assert_eq!(combined["timestamp"].as_str(), Some(""));
+    let syslog = flow(r#"{"optionName": "LOGTOJSON", "logFormat": "SYSLOG"}"#);
+    assert!(!syslog.contains_key("timestamp"), "{syslog:?}");
+    assert_eq!(syslog["host"].as_str(), Some(""));
+    let csv = flow(r#"{"optionName": "CSVTOJSON", "customFieldNames": ["source", "value"]}"#);
+    assert!(!csv.contains_key("source"), "{csv:?}");
+    assert_eq!(csv["host"].as_str(), Some(""));
+    let pattern = flow(
+        r#"{"optionName": "LOGTOJSON", "logFormat": "SYSLOG", "matchPattern": "(\\S+) (.*)",
+            "customFieldNames": ["host", "msg"]}"#,
+    );
+    assert!(!pattern.contains_key("host"), "{pattern:?}");
+    assert_eq!(pattern["timestamp"].as_str(), Some(""));
+}
