@@ -67,7 +67,7 @@ impl Written {
             let g = self.next_group;
             self.next_group += 1;
             let t = cri_time(g);
-            if g % 3 == 0 {
+            if g.is_multiple_of(3) {
                 k.push_str(&format!("{t} stderr F single-{g}\n"));
                 self.messages.insert(format!("single-{g}"));
             } else {
