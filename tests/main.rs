@@ -18,6 +18,7 @@ mod layout;
 mod monitoring;
 mod packaging;
 mod parse;
+mod parsing;
 mod pipeline;
 mod producer;
 mod proxy;
