@@ -216,19 +216,27 @@ impl JsonFormatter {
             OnError::Drop => "dropped",
         };
         self.counts.add(failure.reason, action, 1);
-        let why = explain(&parser.config().kind, text, &failure);
-        if let Some(held) = self.statics.log.check() {
-            tracing::warn!(
-                block = %self.statics.block,
-                reason = failure.reason,
-                action,
-                error = %why,
-                line = %excerpt(text),
-                held_back = held,
-                "A line did not parse"
-            );
+        // Explaining a pattern's failure tries parts of it: done only for the
+        // log line let through and for `shardline parse`, never per line.
+        let log = self.statics.log.check();
+        let trying = self.notes.is_some();
+        if log.is_some() || trying {
+            let why = explain(&parser.config().kind, text, &failure);
+            if let Some(held) = log {
+                tracing::warn!(
+                    block = %self.statics.block,
+                    reason = failure.reason,
+                    action,
+                    error = %why,
+                    line = %excerpt(text),
+                    held_back = held,
+                    "A line did not parse"
+                );
+            }
+            if trying {
+                self.last_failure = Some(why);
+            }
         }
-        self.last_failure = Some(why);
         match on_error {
             OnError::Wrap => {
                 self.set_stamp(None);
