@@ -35,7 +35,9 @@
 //! - [`record`]: user records, their limits and their hash keys.
 //! - `source`: where records come from (`file`, tailed with its read position
 //!   in the spool; `socket`; `journald`, with its journal cursor in the spool;
-//!   `format`, the raw or json record a file or socket line becomes).
+//!   `format`, the raw or json record a line becomes; `parse`, the presets,
+//!   patterns and CSV readers that make a line the keys of a json record, and
+//!   `shardline parse`).
 //! - [`producer`]: the handle every source (and an embedding program) writes through.
 //! - `intake`: the only door to the spool: the spool write and the
 //!   hand-over-or-spill decision per stream, the checkpoint type sources speak,
