@@ -6,24 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::util::{
     aws_env, config, create_stream, file_toml, send_lines, socket_toml, start_agent, stream_data,
-    wait_for, Emulator, Workdir,
+    stream_objects as objects, wait_for, Emulator, Workdir,
 };
-
-/// Every record of `stream`, parsed as a JSON object.
-async fn objects(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Map<String, Value>> {
-    stream_data(client, stream)
-        .await
-        .iter()
-        .map(|d| match serde_json::from_slice(d) {
-            Ok(Value::Object(o)) => o,
-            other => panic!("record {d:?} is not a JSON object: {other:?}"),
-        })
-        .collect()
-}
 
 /// RFC 3339, UTC, milliseconds: `2026-12-01T04:06:34.123Z`, within a minute of now.
 fn check_timestamp(v: &Value) {

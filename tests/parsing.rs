@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::util::{stream_data, Emulator, Workdir};
+use crate::util::{stream_objects as objects, Emulator, Workdir};
 
 /// How long a test waits for the agent before it fails.
 const LONG: Duration = Duration::from_secs(45);
@@ -59,18 +59,6 @@ fn sample(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0)
-}
-
-/// Every record of `stream`, parsed as a JSON object (sorted by their bytes).
-async fn objects(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Map<String, Value>> {
-    stream_data(client, stream)
-        .await
-        .iter()
-        .map(|d| match serde_json::from_slice(d) {
-            Ok(Value::Object(o)) => o,
-            other => panic!("record {d:?} is not a JSON object: {other:?}"),
-        })
-        .collect()
 }
 
 /// The records of `stream` once there are at least `count`, or a failure

@@ -32,6 +32,27 @@ pub enum Preset {
     AgentRfc3339Syslog,
 }
 
+/// The keys of the Kinesis Agent's `COMMONAPACHELOG` (its
+/// `ApacheLogParser.java`), `COMBINEDAPACHELOG`, `APACHEERRORLOG`, and of
+/// `SYSLOG` and `RFC3339SYSLOG` (`SysLogParser.java`).
+pub const AGENT_COMMON_KEYS: &[&str] = &[
+    "host", "ident", "authuser", "datetime", "request", "response", "bytes",
+];
+pub const AGENT_COMBINED_KEYS: &[&str] = &[
+    "host", "ident", "authuser", "datetime", "request", "response", "bytes", "referer", "agent",
+];
+pub const AGENT_ERROR_KEYS: &[&str] = &[
+    "timestamp",
+    "module",
+    "severity",
+    "processid",
+    "threadid",
+    "client",
+    "message",
+];
+pub const AGENT_SYSLOG_KEYS: &[&str] =
+    &["timestamp", "hostname", "program", "processid", "message"];
+
 /// Every preset, in the order the docs list them.
 pub const PRESETS: [Preset; 15] = [
     Preset::ApacheCommon,
@@ -83,15 +104,22 @@ impl Preset {
         self.agent_key_count().is_some()
     }
 
-    /// How many keys a Kinesis Agent format writes (what `field_names` must
-    /// name); `None` for shardline's own presets.
-    pub fn agent_key_count(self) -> Option<usize> {
+    /// The keys a Kinesis Agent format writes, in its order (what
+    /// `field_names` renames); `None` for shardline's own presets.
+    pub fn agent_keys(self) -> Option<&'static [&'static str]> {
         match self {
-            Preset::AgentCommonApache | Preset::AgentApacheError => Some(7),
-            Preset::AgentCombinedApache => Some(9),
-            Preset::AgentSyslog | Preset::AgentRfc3339Syslog => Some(5),
+            Preset::AgentCommonApache => Some(AGENT_COMMON_KEYS),
+            Preset::AgentCombinedApache => Some(AGENT_COMBINED_KEYS),
+            Preset::AgentApacheError => Some(AGENT_ERROR_KEYS),
+            Preset::AgentSyslog | Preset::AgentRfc3339Syslog => Some(AGENT_SYSLOG_KEYS),
             _ => None,
         }
+    }
+
+    /// How many keys a Kinesis Agent format writes; `None` for shardline's own
+    /// presets.
+    pub fn agent_key_count(self) -> Option<usize> {
+        self.agent_keys().map(<[_]>::len)
     }
 }
 

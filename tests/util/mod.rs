@@ -594,6 +594,22 @@ impl Drop for AgentProcess {
 }
 
 /// Every user record's data in `stream`, sorted (duplicates kept).
+/// Every record of `stream`, parsed as a JSON object (in the order
+/// [`stream_data`] gives them).
+pub async fn stream_objects(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    stream_data(client, stream)
+        .await
+        .iter()
+        .map(|d| match serde_json::from_slice(d) {
+            Ok(serde_json::Value::Object(o)) => o,
+            other => panic!("record {d:?} is not a JSON object: {other:?}"),
+        })
+        .collect()
+}
+
 pub async fn stream_data(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Bytes> {
     let (_, mut data) = check_shards_and_collect(client, stream).await;
     data.sort();

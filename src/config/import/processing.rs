@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::super::parse::{Preset, PRESETS};
 use super::java_regex;
 use super::out::{self, Section};
 use super::read::{self, strings, text, Object};
@@ -14,33 +15,6 @@ use super::Log;
 
 /// The agent's log formats (`ProcessingUtilsFactory.LogFormat`) with the
 /// number of keys each names; shardline's presets of the same names.
-const LOG_FORMATS: [(&str, &[&str]); 5] = [
-    ("COMMONAPACHELOG", &COMMON_KEYS),
-    ("COMBINEDAPACHELOG", &COMBINED_KEYS),
-    (
-        "APACHEERRORLOG",
-        &[
-            "timestamp",
-            "module",
-            "severity",
-            "processid",
-            "threadid",
-            "client",
-            "message",
-        ],
-    ),
-    ("SYSLOG", &SYSLOG_KEYS),
-    ("RFC3339SYSLOG", &SYSLOG_KEYS),
-];
-const COMMON_KEYS: [&str; 7] = [
-    "host", "ident", "authuser", "datetime", "request", "response", "bytes",
-];
-const COMBINED_KEYS: [&str; 9] = [
-    "host", "ident", "authuser", "datetime", "request", "response", "bytes", "referer", "agent",
-];
-const SYSLOG_KEYS: [&str; 5] = ["timestamp", "hostname", "program", "processid", "message"];
-
-/// The keys shardline adds to a json record that the agent's records lacked.
 const ADDED_KEYS: [&str; 3] = ["timestamp", "host", "source"];
 
 /// What the options make of a block's records.
@@ -201,8 +175,12 @@ fn finish(rec: &mut Record, file: &mut Section, log: &mut Log, place: &str) {
 /// LOGTOJSON: a preset of the agent's format, or its `matchPattern`.
 fn log_to_json(o: &Object, rec: &mut Record, file: &mut Section, log: &mut Log, place: &str) {
     let format = text(o, "logFormat").unwrap_or_default();
-    let Some(&(_, preset_keys)) = LOG_FORMATS.iter().find(|(n, _)| *n == format) else {
-        let known: Vec<&str> = LOG_FORMATS.iter().map(|(n, _)| *n).collect();
+    let Some(preset_keys) = Preset::from_name(&format).and_then(Preset::agent_keys) else {
+        let known: Vec<&str> = PRESETS
+            .iter()
+            .filter(|p| p.is_agent())
+            .map(|p| p.name())
+            .collect();
         log.lost(file, place, &format!("logFormat {format:?} is not one of {} (the agent refuses it): lines are sent as they are", known.join(", ")));
         return;
     };

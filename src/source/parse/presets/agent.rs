@@ -19,23 +19,10 @@ use regex::Regex;
 
 use super::super::value::{Failure, Fields, Value};
 
-pub(super) const COMMON_KEYS: &[&str] = &[
-    "host", "ident", "authuser", "datetime", "request", "response", "bytes",
-];
-pub(super) const COMBINED_KEYS: &[&str] = &[
-    "host", "ident", "authuser", "datetime", "request", "response", "bytes", "referer", "agent",
-];
-pub(super) const ERROR_KEYS: &[&str] = &[
-    "timestamp",
-    "module",
-    "severity",
-    "processid",
-    "threadid",
-    "client",
-    "message",
-];
-pub(super) const SYSLOG_KEYS: &[&str] =
-    &["timestamp", "hostname", "program", "processid", "message"];
+pub(super) use crate::config::parse::{
+    AGENT_COMBINED_KEYS as COMBINED_KEYS, AGENT_COMMON_KEYS as COMMON_KEYS,
+    AGENT_ERROR_KEYS as ERROR_KEYS, AGENT_SYSLOG_KEYS as SYSLOG_KEYS,
+};
 /// HTTPDATE: `27/Oct/2000:09:27:09 -0400`.
 pub(super) const APACHE_TIME: (&str, &str) = ("datetime", "%d/%b/%Y:%H:%M:%S %z");
 /// APACHEERRORLOGTIMESTAMP: `Fri Sep 09 10:42:29.902022 2011`, or without
