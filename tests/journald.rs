@@ -52,7 +52,7 @@ fn boot_id() -> String {
 
 /// One entry to write.
 #[derive(Debug, Clone, Default)]
-struct Written {
+pub struct Written {
     message: Vec<u8>,
     unit: Option<String>,
     identifier: Option<String>,
@@ -62,7 +62,7 @@ struct Written {
 }
 
 impl Written {
-    fn new(message: impl Into<Vec<u8>>) -> Written {
+    pub fn new(message: impl Into<Vec<u8>>) -> Written {
         Written {
             message: message.into(),
             ..Written::default()
@@ -84,7 +84,7 @@ impl Written {
 
 /// A journal directory a test owns and appends entries to; only
 /// [`Journal::append`] writes into it.
-struct Journal {
+pub struct Journal {
     /// Where `systemd-journal-remote` writes `remote.journal`.
     dir: PathBuf,
     /// This boot's ID, which entries carry unless they are another boot's.
@@ -94,7 +94,7 @@ struct Journal {
 }
 
 impl Journal {
-    fn new(dir: PathBuf) -> Journal {
+    pub fn new(dir: PathBuf) -> Journal {
         std::fs::create_dir_all(&dir).unwrap();
         Journal {
             dir,
@@ -143,7 +143,7 @@ impl Journal {
     }
 
     /// Appends entries to the journal file (one `systemd-journal-remote` run).
-    fn append(&mut self, entries: &[Written]) {
+    pub fn append(&mut self, entries: &[Written]) {
         let export = self.export(entries);
         let mut child = Command::new(journal_remote())
             .arg(format!(

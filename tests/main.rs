@@ -22,6 +22,7 @@ mod parsing;
 mod pipeline;
 mod producer;
 mod proxy;
+mod release;
 mod service;
 mod sizes;
 mod socket;

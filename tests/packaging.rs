@@ -1,14 +1,13 @@
 //! The systemd unit (hardening score, `systemd-analyze verify`), the Debian
-//! package (built by `cargo deb` from the test build's binary, unpacked into a
-//! scratch root, its agent checking its own shipped config) and the RPM (built by
-//! `cargo generate-rpm`, read back with `rpm -qp`). `.ci/test` installs
-//! `systemd-analyze`, `cargo-deb`, `cargo-generate-rpm` and `rpm` when they are
-//! missing.
+//! package of the release (unpacked into a scratch root, its agent checking its
+//! own shipped config) and its RPM (read back with `rpm -qp`): both made by
+//! `packaging/release.sh` from the release's one binary. `.ci/test` runs it and
+//! installs `systemd-analyze` and `rpm` when they are missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::util::shardline_bin;
+use crate::release::{artifact, release_binary, GLIBC_FLOOR};
 
 /// Highest `systemd-analyze security` exposure the unit may have ("OK" is up to
 /// 4.9; this is the project's own bar).
@@ -75,7 +74,7 @@ fn systemd_unit_exposure_is_at_most_2_5() {
 
 /// The unit, with its commands pointed at `binary`, passes `systemd-analyze verify`
 /// with nothing to say (it exits 0 even for unknown keys, so warnings count too).
-fn verify_unit(unit_text: &str, binary: &Path) {
+pub fn verify_unit(unit_text: &str, binary: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shardline.service");
     std::fs::write(
@@ -107,36 +106,6 @@ fn systemd_verify_catches_a_misspelt_key() {
         verify_unit(&unit_text, Path::new(env!("CARGO_BIN_EXE_shardline")))
     });
     assert!(result.is_err(), "a misspelt key passed verification");
-}
-
-/// A target directory of our own in `dir` holding the binary under test as
-/// `debug/shardline` (the packagers take it from there), whatever else shares the
-/// real one.
-fn own_target(dir: &Path) -> PathBuf {
-    let target = dir.join("target");
-    std::fs::create_dir_all(target.join("debug")).unwrap();
-    std::os::unix::fs::symlink(shardline_bin(), target.join("debug/shardline")).unwrap();
-    target
-}
-
-/// `cargo deb` without a build; returns the package's path in `dir`.
-fn build_deb(dir: &Path) -> PathBuf {
-    let deb = dir.join("shardline.deb");
-    let target = own_target(dir);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = run(Command::new(cargo)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["deb", "--no-build", "--profile", "dev", "--fast", "--quiet"])
-        .arg("--manifest-path")
-        .arg(root().join("Cargo.toml"))
-        .arg("--output")
-        .arg(&deb));
-    assert!(
-        out.status.success(),
-        "cargo deb failed (.ci/test installs cargo-deb):\n{}",
-        text(&out)
-    );
-    deb
 }
 
 /// The package's control data: its name and dependency, the config as its only
@@ -185,6 +154,11 @@ fn check_deb_contents(dir: &Path, deb: &Path) {
     let x = run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root));
     assert!(x.status.success(), "{}", text(&x));
     let binary = root.join("usr/bin/shardline");
+    assert_eq!(
+        std::fs::read(&binary).unwrap(),
+        std::fs::read(release_binary(dir)).unwrap(),
+        "the package holds the release's binary"
+    );
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&binary).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o755);
@@ -231,41 +205,17 @@ fn doc_pages() -> Vec<String> {
     pages
 }
 
-/// `cargo deb` from the binary this test build made (debug profile: no second,
-/// release build), unpacked into a scratch root.
+/// The release's Debian package, unpacked into a scratch root.
 #[test]
 fn debian_package_installs_the_binary_unit_config_and_maintainer_scripts() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = build_deb(dir.path());
+    let deb = artifact(".deb");
     check_deb_control(dir.path(), &deb);
     check_deb_contents(dir.path(), &deb);
 }
 
 fn root_file(p: &str) -> PathBuf {
     root().join(p)
-}
-
-/// `cargo generate-rpm` from the binary under test; returns the package's path in
-/// `dir`.
-fn build_rpm(dir: &Path) -> PathBuf {
-    let rpm = dir.join("shardline.rpm");
-    let target = own_target(dir);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = run(Command::new(cargo)
-        .current_dir(root())
-        .args(["generate-rpm", "--profile", "dev", "--auto-req", "builtin"])
-        // The debug binary is large: no compression keeps this test quick.
-        .args(["--payload-compress", "none"])
-        .arg("--target-dir")
-        .arg(&target)
-        .arg("--output")
-        .arg(&rpm));
-    assert!(
-        out.status.success(),
-        "cargo generate-rpm failed (.ci/test installs cargo-generate-rpm):\n{}",
-        text(&out)
-    );
-    rpm
 }
 
 /// `rpm -qp FLAG` of the package: its standard output.
@@ -355,8 +305,8 @@ fn check_rpm_scripts(rpm: &Path) {
     }
 }
 
-/// What it needs of the host: useradd, systemd, and a glibc that Amazon Linux
-/// 2023 and RHEL 9 have (2.34).
+/// What it needs of the host: useradd, systemd, and a glibc no newer than the
+/// release's floor (RHEL 8's 2.28).
 fn check_rpm_requires(rpm: &Path) {
     let requires = rpm_query(rpm, "--requires");
     assert!(requires.lines().any(|l| l == "shadow-utils"), "{requires}");
@@ -372,17 +322,28 @@ fn check_rpm_requires(rpm: &Path) {
         })
         .max()
         .expect("glibc requirements listed");
-    assert!(newest <= vec![2, 34], "needs glibc {newest:?}:\n{requires}");
+    assert!(
+        newest <= GLIBC_FLOOR.to_vec(),
+        "needs glibc {newest:?}:\n{requires}"
+    );
 }
 
-/// `cargo generate-rpm` from the binary this test build made, read back with
-/// `rpm -qp` (Debian's `rpm`): the package Amazon Linux 2023 and RHEL 9 hosts
-/// install. `.ci/test` installs both tools.
+/// The release's RPM, read back with `rpm -qp` (Debian's `rpm`): the package
+/// RHEL 8 and 9 and Amazon Linux 2023 hosts install.
 #[test]
 fn rpm_package_holds_the_binary_unit_config_and_scripts() {
     let dir = tempfile::tempdir().unwrap();
-    let rpm = build_rpm(dir.path());
+    let rpm = artifact(".rpm");
     check_rpm_files(&rpm);
     check_rpm_scripts(&rpm);
     check_rpm_requires(&rpm);
+    // The release's one binary.
+    let dir = tempfile::tempdir().unwrap();
+    let digest = run(Command::new("sha256sum").arg(release_binary(dir.path())));
+    let digest = text(&digest).split_whitespace().next().unwrap().to_owned();
+    let digests = rpm_query(&rpm, "--qf=[%{FILENAMES} %{FILEDIGESTS}\n]");
+    assert!(
+        digests.lines().any(|l| l == format!("/usr/bin/shardline {digest}")),
+        "{digests}"
+    );
 }

@@ -1,0 +1,246 @@
+//! The release's container image (`shardline-VERSION-ARCH-oci.tar`), read back
+//! with buildah and run: `podman run` cannot start containers in a sandbox that
+//! refuses crun's `setrlimit`, so the image's root is mounted (`buildah mount`)
+//! and its agent run with `chroot` as the image's user, with `/proc` mounted as a
+//! container runtime would. It validates its configs, delivers records sent
+//! through the socket it shares and entries of a journal mounted into it to an
+//! emulator on 127.0.0.1, serves metrics, and stops cleanly. Root only (CI).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{artifact, run, text};
+use crate::journald::{Journal, Written};
+use crate::util::{aws_env, create_stream, send_lines, stream_data, AgentProcess, Emulator};
+
+/// The user the image runs as.
+const UID: u32 = 10001;
+
+/// A working container made from the release's image archive, its root mounted;
+/// removed on drop.
+struct Mounted {
+    id: String,
+    root: PathBuf,
+    proc_mounted: bool,
+}
+
+impl Mounted {
+    fn new() -> Mounted {
+        assert_eq!(effective_uid(), 0, "the image tests need root (CI runs as root)");
+        let archive = artifact("-oci.tar");
+        let from = run(Command::new("buildah")
+            .args(["from", "--quiet", "--pull-never"])
+            .arg(format!("oci-archive:{}", archive.display())));
+        assert!(from.status.success(), "buildah from: {}", text(&from));
+        let id = String::from_utf8_lossy(&from.stdout).trim().to_owned();
+        let mount = run(Command::new("buildah").arg("mount").arg(&id));
+        assert!(mount.status.success(), "buildah mount: {}", text(&mount));
+        let root = PathBuf::from(String::from_utf8_lossy(&mount.stdout).trim());
+        Mounted {
+            id,
+            root,
+            proc_mounted: false,
+        }
+    }
+
+    /// `/proc` inside the root, as a runtime mounts it.
+    fn mount_proc(&mut self) {
+        std::fs::create_dir_all(self.root.join("proc")).unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(self.root.join("proc")));
+        assert!(out.status.success(), "mount proc: {}", text(&out));
+        self.proc_mounted = true;
+    }
+
+    /// `program args` run inside the image as its user.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(format!("--userspec={UID}:{UID}"))
+            .arg(&self.root)
+            .arg(program)
+            .env_clear()
+            .env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
+        c
+    }
+
+    fn inspect(&self, format: &str) -> String {
+        let out = run(Command::new("buildah")
+            .args(["inspect", "--type", "container", "--format", format])
+            .arg(&self.id));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.proc_mounted {
+            let _ = Command::new("umount").arg(self.root.join("proc")).status();
+        }
+        let _ = Command::new("buildah").arg("rm").arg(&self.id).output();
+    }
+}
+
+/// The effective user id of this process (from /proc, without `unsafe`).
+fn effective_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Every file (not directory) under `root`, as absolute paths inside it.
+fn files(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.is_symlink() {
+                dirs.push(p);
+            } else {
+                found.push(format!("/{}", p.strip_prefix(root).unwrap().display()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn image_holds_only_the_agent_what_it_links_and_its_configs() {
+    let image = Mounted::new();
+    let expected = [
+        "/etc/group",
+        "/etc/nsswitch.conf",
+        "/etc/passwd",
+        "/etc/shardline/host-logs.toml",
+        "/etc/shardline/shardline.toml",
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/usr/bin/journalctl",
+        "/usr/bin/shardline",
+        "/usr/share/doc/shardline/LICENSE",
+    ];
+    let all = files(&image.root);
+    let others: Vec<&String> = all
+        .iter()
+        .filter(|f| !expected.contains(&f.as_str()))
+        .collect();
+    // Anything else is a shared library a program links (no shell, no package
+    // manager).
+    for f in &others {
+        assert!(f.contains(".so"), "{f} in the image: {all:?}");
+    }
+    for f in expected {
+        assert!(all.iter().any(|a| a == f), "{f} missing: {all:?}");
+    }
+    assert!(!image.root.join("bin/sh").exists());
+    assert_eq!(
+        std::fs::read(image.root.join("usr/bin/shardline")).unwrap(),
+        std::fs::read(super::release_binary(tempfile::tempdir().unwrap().path())).unwrap()
+    );
+
+    assert_eq!(image.inspect("{{.OCIv1.Config.User}}"), format!("{UID}:{UID}"));
+    assert!(image.inspect("{{.OCIv1.Config.Volumes}}").contains("/var/lib/shardline"));
+    assert!(image.inspect("{{.OCIv1.Config.ExposedPorts}}").contains("9717/tcp"));
+    assert_eq!(image.inspect("{{.OCIv1.Config.Entrypoint}}"), "[/usr/bin/shardline]");
+    let spool = std::fs::metadata(image.root.join("var/lib/shardline")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&spool), UID);
+
+    for config in ["shardline.toml", "host-logs.toml"] {
+        let out = run(image
+            .command("/usr/bin/shardline")
+            .args(["validate", "--config"])
+            .arg(format!("/etc/shardline/{config}")));
+        assert!(out.status.success(), "{config}: {}", text(&out));
+    }
+    // journalctl finds every library it needs inside the image.
+    let out = run(image.command("/usr/bin/journalctl").arg("--version"));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The image's own socket config with the emulator's endpoint and a journal.
+fn test_config(endpoint: &str) -> String {
+    format!(
+        "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
+         [delivery]\nlinger_ms = 20\n\
+         [spool]\ndir = \"/var/lib/shardline\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [[socket]]\npath = \"/run/shardline/ingest.sock\"\nfile_mode = \"0666\"\n\
+         [[journald]]\ndirectory = \"/var/log/journal\"\nsince = \"beginning\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
+    aws_env();
+    let mut image = Mounted::new();
+    image.mount_proc();
+    let emulator = Emulator::start().await;
+    let client = emulator.client().await;
+    create_stream(&client, "logs", 1).await;
+
+    std::fs::write(
+        image.root.join("etc/shardline/test.toml"),
+        test_config(&emulator.endpoint),
+    )
+    .unwrap();
+    let mut journal = Journal::new(image.root.join("var/log/journal"));
+    journal.append(&[Written::new("from the journal")]);
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("agent.log");
+    let mut c = image.command("/usr/bin/shardline");
+    c.args(["run", "--config", "/etc/shardline/test.toml"])
+        .args(["--status-file", "/var/lib/shardline/status.json"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut agent = AgentProcess {
+        child: c.spawn().unwrap(),
+        log,
+        status_file: image.root.join("var/lib/shardline/status.json"),
+    };
+    let metrics = agent.metrics_addr().await;
+
+    // The socket the image shares, reached from outside it.
+    let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+    send_lines(&image.root.join("run/shardline/ingest.sock"), lines.clone()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = stream_data(&client, "logs").await;
+        if got.len() > lines.len() {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} records:\n{}",
+            got.len(),
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Metrics are served from inside the image.
+    let (_, body) = shardline::status::get(metrics, "/metrics", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(body.contains("shardline_records_delivered_total 1001"), "{body}");
+    let log = agent.stop().await;
+
+    let mut expected: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+    expected.push(b"from the journal".to_vec());
+    expected.sort();
+    let mut got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
+    got.sort();
+    assert_eq!(got, expected, "{log}");
+}
