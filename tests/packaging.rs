@@ -114,7 +114,17 @@ fn check_deb_control(dir: &Path, deb: &Path) {
     let info = run(Command::new("dpkg-deb").arg("--info").arg(deb));
     let info = text(&info);
     assert!(info.contains("Package: shardline"), "{info}");
-    assert!(info.contains("Depends: adduser"), "{info}");
+    let depends = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .unwrap_or_else(|| panic!("no Depends:\n{info}"));
+    let libc = depends
+        .split(", ")
+        .find_map(|d| d.strip_prefix("libc6 (>= ")?.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no libc6 version in {depends}"));
+    let libc: Vec<u32> = libc.split('.').map(|n| n.parse().unwrap()).collect();
+    assert!(libc <= GLIBC_FLOOR.to_vec(), "{depends}");
+    assert!(depends.split(", ").any(|d| d == "adduser"), "{depends}");
     let conffiles = run(Command::new("dpkg-deb").args(["--ctrl-tarfile"]).arg(deb));
     let ctrl = dir.join("control");
     std::fs::create_dir(&ctrl).unwrap();
@@ -332,7 +342,6 @@ fn check_rpm_requires(rpm: &Path) {
 /// RHEL 8 and 9 and Amazon Linux 2023 hosts install.
 #[test]
 fn rpm_package_holds_the_binary_unit_config_and_scripts() {
-    let dir = tempfile::tempdir().unwrap();
     let rpm = artifact(".rpm");
     check_rpm_files(&rpm);
     check_rpm_scripts(&rpm);
@@ -343,7 +352,9 @@ fn rpm_package_holds_the_binary_unit_config_and_scripts() {
     let digest = text(&digest).split_whitespace().next().unwrap().to_owned();
     let digests = rpm_query(&rpm, "--qf=[%{FILENAMES} %{FILEDIGESTS}\n]");
     assert!(
-        digests.lines().any(|l| l == format!("/usr/bin/shardline {digest}")),
+        digests
+            .lines()
+            .any(|l| l == format!("/usr/bin/shardline {digest}")),
         "{digests}"
     );
 }

@@ -34,7 +34,9 @@ root=$(buildah mount "$ctr")
 copy_with_libraries() { # program destination
   install -D -m 0755 "$1" "$root$2"
   ldd "$1" | awk '/=> \//{print $3} /^\t\//{print $1}' | while read -r lib; do
-    [ -e "$root$lib" ] || install -D -m 0644 "$(readlink -f "$lib")" "$root$lib"
+    real=$(readlink -f "$lib")
+    # Its own mode: the loader must stay executable.
+    [ -e "$root$lib" ] || install -D -m "$(stat -c %a "$real")" "$real" "$root$lib"
   done
 }
 copy_with_libraries "$tree/shardline" /usr/bin/shardline
@@ -62,6 +64,7 @@ buildah config \
   --workingdir /var/lib/shardline \
   --volume /var/lib/shardline \
   --port 9717/tcp \
+  --env PATH=/usr/bin \
   --env SSL_CERT_FILE="$certs" \
   --stop-signal SIGTERM \
   --entrypoint '["/usr/bin/shardline"]' \

@@ -1,8 +1,8 @@
 //! The release's container image (`shardline-VERSION-ARCH-oci.tar`), read back
 //! with buildah and run: `podman run` cannot start containers in a sandbox that
 //! refuses crun's `setrlimit`, so the image's root is mounted (`buildah mount`)
-//! and its agent run with `chroot` as the image's user, with `/proc` mounted as a
-//! container runtime would. It validates its configs, delivers records sent
+//! and its agent run with `chroot` as the image's user, with `/proc` and `/dev`
+//! mounted as a container runtime would. It validates its configs, delivers records sent
 //! through the socket it shares and entries of a journal mounted into it to an
 //! emulator on 127.0.0.1, serves metrics, and stops cleanly. Root only (CI).
 
@@ -17,17 +17,26 @@ use crate::util::{aws_env, create_stream, send_lines, stream_data, AgentProcess,
 /// The user the image runs as.
 const UID: u32 = 10001;
 
+/// The group that may read the journal mounted into the image (a host's
+/// systemd-journal).
+const JOURNAL_GID: u32 = 10190;
+
 /// A working container made from the release's image archive, its root mounted;
 /// removed on drop.
 struct Mounted {
     id: String,
     root: PathBuf,
-    proc_mounted: bool,
+    /// What was mounted into the root, to unmount in reverse.
+    mounts: Vec<PathBuf>,
 }
 
 impl Mounted {
     fn new() -> Mounted {
-        assert_eq!(effective_uid(), 0, "the image tests need root (CI runs as root)");
+        assert_eq!(
+            effective_uid(),
+            0,
+            "the image tests need root (CI runs as root)"
+        );
         let archive = artifact("-oci.tar");
         let from = run(Command::new("buildah")
             .args(["from", "--quiet", "--pull-never"])
@@ -40,28 +49,59 @@ impl Mounted {
         Mounted {
             id,
             root,
-            proc_mounted: false,
+            mounts: Vec::new(),
         }
     }
 
-    /// `/proc` inside the root, as a runtime mounts it.
-    fn mount_proc(&mut self) {
-        std::fs::create_dir_all(self.root.join("proc")).unwrap();
-        let out = run(Command::new("mount")
-            .args(["-t", "proc", "proc"])
-            .arg(self.root.join("proc")));
-        assert!(out.status.success(), "mount proc: {}", text(&out));
-        self.proc_mounted = true;
+    /// `mount ARGS… SOURCE ROOT/inside`, undone on drop.
+    fn mount(&mut self, args: &[&str], source: &Path, inside: &str) {
+        let target = self.root.join(inside);
+        std::fs::create_dir_all(&target).unwrap();
+        let out = run(Command::new("mount").args(args).arg(source).arg(&target));
+        assert!(out.status.success(), "mount {inside}: {}", text(&out));
+        self.mounts.push(target);
     }
 
-    /// `program args` run inside the image as its user.
+    /// `/proc` and `/dev` inside the root, as a container runtime mounts them.
+    fn mount_runtime(&mut self) {
+        self.mount(&["-t", "proc"], Path::new("proc"), "proc");
+        self.mount(&["--bind"], Path::new("/dev"), "dev");
+    }
+
+    /// A host directory as a volume at `inside`, read-only if asked.
+    fn volume(&mut self, host: &Path, inside: &str, read_only: bool) {
+        self.mount(&["--bind"], host, inside);
+        if read_only {
+            let target = self.root.join(inside);
+            let out = run(Command::new("mount")
+                .args(["-o", "remount,bind,ro"])
+                .arg(&target));
+            assert!(out.status.success(), "read-only {inside}: {}", text(&out));
+        }
+    }
+
+    /// `program` run inside the image as its user, with the image's environment.
     fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("chroot");
-        c.arg(format!("--userspec={UID}:{UID}"))
-            .arg(&self.root)
-            .arg(program)
-            .env_clear()
-            .env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt");
+        self.command_in_groups(program, &[])
+    }
+
+    /// `program` run inside the image as its user, also in `groups` (as
+    /// `--group-add` gives them).
+    fn command_in_groups(&self, program: &str, groups: &[u32]) -> Command {
+        let mut c = Command::new("/usr/sbin/chroot");
+        c.arg(format!("--userspec={UID}:{UID}"));
+        if !groups.is_empty() {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            c.arg(format!("--groups={}", list.join(",")));
+        }
+        c.arg(&self.root).arg(program).env_clear();
+        for var in self
+            .inspect("{{range .OCIv1.Config.Env}}{{println .}}{{end}}")
+            .lines()
+        {
+            let (name, value) = var.split_once('=').unwrap();
+            c.env(name, value);
+        }
         c
     }
 
@@ -76,8 +116,8 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if self.proc_mounted {
-            let _ = Command::new("umount").arg(self.root.join("proc")).status();
+        for target in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg(target).status();
         }
         let _ = Command::new("buildah").arg("rm").arg(&self.id).output();
     }
@@ -146,10 +186,20 @@ fn image_holds_only_the_agent_what_it_links_and_its_configs() {
         std::fs::read(super::release_binary(tempfile::tempdir().unwrap().path())).unwrap()
     );
 
-    assert_eq!(image.inspect("{{.OCIv1.Config.User}}"), format!("{UID}:{UID}"));
-    assert!(image.inspect("{{.OCIv1.Config.Volumes}}").contains("/var/lib/shardline"));
-    assert!(image.inspect("{{.OCIv1.Config.ExposedPorts}}").contains("9717/tcp"));
-    assert_eq!(image.inspect("{{.OCIv1.Config.Entrypoint}}"), "[/usr/bin/shardline]");
+    assert_eq!(
+        image.inspect("{{.OCIv1.Config.User}}"),
+        format!("{UID}:{UID}")
+    );
+    assert!(image
+        .inspect("{{.OCIv1.Config.Volumes}}")
+        .contains("/var/lib/shardline"));
+    assert!(image
+        .inspect("{{.OCIv1.Config.ExposedPorts}}")
+        .contains("9717/tcp"));
+    assert_eq!(
+        image.inspect("{{.OCIv1.Config.Entrypoint}}"),
+        "[/usr/bin/shardline]"
+    );
     let spool = std::fs::metadata(image.root.join("var/lib/shardline")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&spool), UID);
 
@@ -181,7 +231,7 @@ fn test_config(endpoint: &str) -> String {
 async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
     aws_env();
     let mut image = Mounted::new();
-    image.mount_proc();
+    image.mount_runtime();
     let emulator = Emulator::start().await;
     let client = emulator.client().await;
     create_stream(&client, "logs", 1).await;
@@ -191,11 +241,27 @@ async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
         test_config(&emulator.endpoint),
     )
     .unwrap();
-    let mut journal = Journal::new(image.root.join("var/log/journal"));
-    journal.append(&[Written::new("from the journal")]);
+    // The socket's directory shared as a volume (a short path on the host, as
+    // socket addresses are short), and a journal mounted read-only.
     let work = tempfile::tempdir().unwrap();
+    let shared = work.path().join("run");
+    std::fs::create_dir(&shared).unwrap();
+    let chown = run(Command::new("chown")
+        .arg(format!("{UID}:{UID}"))
+        .arg(&shared));
+    assert!(chown.status.success(), "{}", text(&chown));
+    image.volume(&shared, "run/shardline", false);
+    // The host's journal is readable by its group (systemd-journal), which the
+    // container is given.
+    let mut journal = Journal::new(work.path().join("journal"));
+    journal.append(&[Written::new("from the journal")]);
+    let chgrp = run(Command::new("chgrp")
+        .args(["-R", &JOURNAL_GID.to_string()])
+        .arg(work.path().join("journal")));
+    assert!(chgrp.status.success(), "{}", text(&chgrp));
+    image.volume(&work.path().join("journal"), "var/log/journal", true);
     let log = work.path().join("agent.log");
-    let mut c = image.command("/usr/bin/shardline");
+    let mut c = image.command_in_groups("/usr/bin/shardline", &[JOURNAL_GID]);
     c.args(["run", "--config", "/etc/shardline/test.toml"])
         .args(["--status-file", "/var/lib/shardline/status.json"])
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -214,7 +280,7 @@ async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
 
     // The socket the image shares, reached from outside it.
     let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
-    send_lines(&image.root.join("run/shardline/ingest.sock"), lines.clone()).await;
+    send_lines(&shared.join("ingest.sock"), lines.clone()).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let got = loop {
         let got = stream_data(&client, "logs").await;
@@ -234,7 +300,10 @@ async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
         .await
         .unwrap();
     let body = String::from_utf8_lossy(&body).into_owned();
-    assert!(body.contains("shardline_records_delivered_total 1001"), "{body}");
+    assert!(
+        body.contains("shardline_records_delivered_total{stream=\"logs\"} 1001"),
+        "{body}"
+    );
     let log = agent.stop().await;
 
     let mut expected: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
