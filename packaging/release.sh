@@ -97,10 +97,14 @@ if [ "$(printf '%s\n%s\n' "$newest" "$GLIBC_FLOOR" | sort -V | tail -n1)" != "$G
   exit 1
 fi
 
-rm -rf "$out" "$build/stage"
-mkdir -p "$out" "$build/stage/$target/release"
+# Only this release's own files are replaced in DIR.
+mkdir -p "$out"
+rm -f "$out"/shardline[-_]* "$out/SHA256SUMS"
+rm -rf "$build/stage"
+mkdir -p "$build/stage/$target/release"
 stripped=$build/stage/$target/release/shardline
 objcopy --only-keep-debug --compress-debug-sections=zlib "$built" "$out/$name.debug"
+chmod 0644 "$out/$name.debug"
 objcopy --strip-all --add-gnu-debuglink="$out/$name.debug" "$built" "$stripped"
 "$stripped" --version >/dev/null
 

@@ -227,6 +227,48 @@ fn test_config(endpoint: &str) -> String {
     )
 }
 
+/// The socket's directory shared as a volume (a short path on the host, as
+/// socket addresses are short), and a journal holding one entry mounted
+/// read-only, readable by its group (a host's systemd-journal), which the
+/// agent is given. Returns the shared directory.
+fn share_volumes(image: &mut Mounted, work: &Path) -> PathBuf {
+    let shared = work.join("run");
+    std::fs::create_dir(&shared).unwrap();
+    let chown = run(Command::new("chown")
+        .arg(format!("{UID}:{UID}"))
+        .arg(&shared));
+    assert!(chown.status.success(), "{}", text(&chown));
+    image.volume(&shared, "run/shardline", false);
+    let mut journal = Journal::new(work.join("journal"));
+    journal.append(&[Written::new("from the journal")]);
+    let chgrp = run(Command::new("chgrp")
+        .args(["-R", &JOURNAL_GID.to_string()])
+        .arg(work.join("journal")));
+    assert!(chgrp.status.success(), "{}", text(&chgrp));
+    image.volume(&work.join("journal"), "var/log/journal", true);
+    shared
+}
+
+/// The image's agent on its test config, as its user in the journal's group,
+/// logging to `log`.
+fn spawn_agent(image: &Mounted, log: PathBuf) -> AgentProcess {
+    let mut c = image.command_in_groups("/usr/bin/shardline", &[JOURNAL_GID]);
+    c.args(["run", "--config", "/etc/shardline/test.toml"])
+        .args(["--status-file", "/var/lib/shardline/status.json"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    AgentProcess {
+        child: c.spawn().unwrap(),
+        log,
+        status_file: image.root.join("var/lib/shardline/status.json"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
     aws_env();
@@ -241,41 +283,9 @@ async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
         test_config(&emulator.endpoint),
     )
     .unwrap();
-    // The socket's directory shared as a volume (a short path on the host, as
-    // socket addresses are short), and a journal mounted read-only.
     let work = tempfile::tempdir().unwrap();
-    let shared = work.path().join("run");
-    std::fs::create_dir(&shared).unwrap();
-    let chown = run(Command::new("chown")
-        .arg(format!("{UID}:{UID}"))
-        .arg(&shared));
-    assert!(chown.status.success(), "{}", text(&chown));
-    image.volume(&shared, "run/shardline", false);
-    // The host's journal is readable by its group (systemd-journal), which the
-    // container is given.
-    let mut journal = Journal::new(work.path().join("journal"));
-    journal.append(&[Written::new("from the journal")]);
-    let chgrp = run(Command::new("chgrp")
-        .args(["-R", &JOURNAL_GID.to_string()])
-        .arg(work.path().join("journal")));
-    assert!(chgrp.status.success(), "{}", text(&chgrp));
-    image.volume(&work.path().join("journal"), "var/log/journal", true);
-    let log = work.path().join("agent.log");
-    let mut c = image.command_in_groups("/usr/bin/shardline", &[JOURNAL_GID]);
-    c.args(["run", "--config", "/etc/shardline/test.toml"])
-        .args(["--status-file", "/var/lib/shardline/status.json"])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut agent = AgentProcess {
-        child: c.spawn().unwrap(),
-        log,
-        status_file: image.root.join("var/lib/shardline/status.json"),
-    };
+    let shared = share_volumes(&mut image, work.path());
+    let mut agent = spawn_agent(&image, work.path().join("agent.log"));
     let metrics = agent.metrics_addr().await;
 
     // The socket the image shares, reached from outside it.
