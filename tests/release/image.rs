@@ -1,10 +1,12 @@
 //! The release's container image (`shardline-VERSION-ARCH-oci.tar`), read back
 //! with buildah and run: `podman run` cannot start containers in a sandbox that
 //! refuses crun's `setrlimit`, so the image's root is mounted (`buildah mount`)
-//! and its agent run with `chroot` as the image's user, with `/proc` and `/dev`
-//! mounted as a container runtime would. It validates its configs, delivers records sent
-//! through the socket it shares and entries of a journal mounted into it to an
-//! emulator on 127.0.0.1, serves metrics, and stops cleanly. Root only (CI).
+//! and its entry point run with `chroot` as the image's user, with `/proc` and
+//! `/dev` mounted and volumes bound in as a container runtime would. Its files,
+//! user and configs are checked; run as shipped it delivers lines sent through
+//! the socket it shares to an emulator on 127.0.0.1 and publishes its metrics,
+//! and run on a host's `/var/log` mounted read-only it delivers a file's lines
+//! and the journal's entries. Root only (CI).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,8 +19,9 @@ use crate::util::{aws_env, create_stream, send_lines, stream_data, AgentProcess,
 /// The user the image runs as.
 const UID: u32 = 10001;
 
-/// The group that may read the journal mounted into the image (a host's
-/// systemd-journal).
+/// The groups that may read the host's logs and journal mounted into the image
+/// (a host's adm and systemd-journal, given with `--group-add`).
+const LOG_GID: u32 = 10189;
 const JOURNAL_GID: u32 = 10190;
 
 /// A working container made from the release's image archive, its root mounted;
@@ -95,22 +98,26 @@ impl Mounted {
             c.arg(format!("--groups={}", list.join(",")));
         }
         c.arg(&self.root).arg(program).env_clear();
-        for var in self
-            .inspect("{{range .OCIv1.Config.Env}}{{println .}}{{end}}")
-            .lines()
-        {
+        for var in self.config_list("Env") {
             let (name, value) = var.split_once('=').unwrap();
             c.env(name, value);
         }
         c
     }
 
-    fn inspect(&self, format: &str) -> String {
+    /// The image's configuration (`buildah inspect`: `OCIv1.config`).
+    fn config(&self) -> serde_json::Value {
         let out = run(Command::new("buildah")
-            .args(["inspect", "--type", "container", "--format", format])
+            .args(["inspect", "--type", "container"])
             .arg(&self.id));
         assert!(out.status.success(), "{}", text(&out));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        all["OCIv1"]["config"].clone()
+    }
+
+    /// A list of strings in the image's configuration.
+    fn config_list(&self, key: &str) -> Vec<String> {
+        serde_json::from_value(self.config()[key].clone()).unwrap_or_else(|e| panic!("{key}: {e}"))
     }
 }
 
@@ -186,19 +193,17 @@ fn image_holds_only_the_agent_what_it_links_and_its_configs() {
         std::fs::read(super::release_binary(tempfile::tempdir().unwrap().path())).unwrap()
     );
 
-    assert_eq!(
-        image.inspect("{{.OCIv1.Config.User}}"),
-        format!("{UID}:{UID}")
+    let config = image.config();
+    assert_eq!(config["User"], format!("{UID}:{UID}"));
+    assert!(
+        config["Volumes"].get("/var/lib/shardline").is_some(),
+        "{config}"
     );
-    assert!(image
-        .inspect("{{.OCIv1.Config.Volumes}}")
-        .contains("/var/lib/shardline"));
-    assert!(image
-        .inspect("{{.OCIv1.Config.ExposedPorts}}")
-        .contains("9717/tcp"));
+    assert!(config["ExposedPorts"].get("9717/tcp").is_some(), "{config}");
+    assert_eq!(image.config_list("Entrypoint"), ["/usr/bin/shardline"]);
     assert_eq!(
-        image.inspect("{{.OCIv1.Config.Entrypoint}}"),
-        "[/usr/bin/shardline]"
+        image.config_list("Cmd"),
+        ["run", "--config", "/etc/shardline/shardline.toml"]
     );
     let spool = std::fs::metadata(image.root.join("var/lib/shardline")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&spool), UID);
@@ -215,46 +220,64 @@ fn image_holds_only_the_agent_what_it_links_and_its_configs() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// The image's own socket config with the emulator's endpoint and a journal.
-fn test_config(endpoint: &str) -> String {
-    format!(
-        "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-         [delivery]\nlinger_ms = 20\n\
-         [spool]\ndir = \"/var/lib/shardline\"\n\
-         [metrics]\nlisten = \"127.0.0.1:0\"\n\
-         [[socket]]\npath = \"/run/shardline/ingest.sock\"\nfile_mode = \"0666\"\n\
-         [[journald]]\ndirectory = \"/var/log/journal\"\nsince = \"beginning\"\n"
-    )
-}
-
-/// The socket's directory shared as a volume (a short path on the host, as
-/// socket addresses are short), and a journal holding one entry mounted
-/// read-only, readable by its group (a host's systemd-journal), which the
-/// agent is given. Returns the shared directory.
-fn share_volumes(image: &mut Mounted, work: &Path) -> PathBuf {
-    let shared = work.join("run");
-    std::fs::create_dir(&shared).unwrap();
-    let chown = run(Command::new("chown")
-        .arg(format!("{UID}:{UID}"))
-        .arg(&shared));
+/// A directory on the host the image's user owns, mounted at `inside` (as a
+/// named volume would be). Its host path is short, as socket addresses are.
+fn owned_volume(image: &mut Mounted, work: &Path, inside: &str) -> PathBuf {
+    let host = work.join(inside.replace('/', "-"));
+    std::fs::create_dir(&host).unwrap();
+    let chown = run(Command::new("chown").arg(format!("{UID}:{UID}")).arg(&host));
     assert!(chown.status.success(), "{}", text(&chown));
-    image.volume(&shared, "run/shardline", false);
-    let mut journal = Journal::new(work.join("journal"));
-    journal.append(&[Written::new("from the journal")]);
-    let chgrp = run(Command::new("chgrp")
-        .args(["-R", &JOURNAL_GID.to_string()])
-        .arg(work.join("journal")));
-    assert!(chgrp.status.success(), "{}", text(&chgrp));
-    image.volume(&work.join("journal"), "var/log/journal", true);
-    shared
+    image.volume(&host, inside, false);
+    host
 }
 
-/// The image's agent on its test config, as its user in the journal's group,
-/// logging to `log`.
-fn spawn_agent(image: &Mounted, log: PathBuf) -> AgentProcess {
-    let mut c = image.command_in_groups("/usr/bin/shardline", &[JOURNAL_GID]);
-    c.args(["run", "--config", "/etc/shardline/test.toml"])
+/// A host's `/var/log` with an application's log and a journal holding one
+/// entry, both readable only by their groups (adm and systemd-journal, here
+/// LOG_GID and JOURNAL_GID), mounted read-only. Returns the application log.
+fn host_logs(image: &mut Mounted, work: &Path) -> PathBuf {
+    let var_log = work.join("var-log");
+    std::fs::create_dir_all(var_log.join("app")).unwrap();
+    let app_log = var_log.join("app/app.log");
+    std::fs::write(&app_log, "").unwrap();
+    let mut journal = Journal::new(var_log.join("journal"));
+    journal.append(&[Written::new("from the journal")]);
+    for (gid, path) in [
+        (LOG_GID, var_log.join("app")),
+        (JOURNAL_GID, var_log.join("journal")),
+    ] {
+        let chgrp = run(Command::new("chgrp")
+            .arg("-R")
+            .arg(gid.to_string())
+            .arg(&path));
+        assert!(chgrp.status.success(), "{}", text(&chgrp));
+        let chmod = run(Command::new("chmod").args(["-R", "o-rwx"]).arg(&path));
+        assert!(chmod.status.success(), "{}", text(&chmod));
+    }
+    image.volume(&var_log, "var/log", true);
+    app_log
+}
+
+/// The image's entry point and command, with `args` in place of the command
+/// when given, run as its user in `groups`, the emulator as the endpoint
+/// (AWS_ENDPOINT_URL, as the config names no endpoint), logging to `log`.
+fn spawn_image(
+    image: &Mounted,
+    args: &[&str],
+    groups: &[u32],
+    endpoint: &str,
+    log: PathBuf,
+) -> AgentProcess {
+    let entrypoint = image.config_list("Entrypoint");
+    let cmd = if args.is_empty() {
+        image.config_list("Cmd")
+    } else {
+        args.iter().map(|a| a.to_string()).collect()
+    };
+    let mut c = image.command_in_groups(&entrypoint[0], groups);
+    c.args(&entrypoint[1..])
+        .args(&cmd)
         .args(["--status-file", "/var/lib/shardline/status.json"])
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -262,40 +285,29 @@ fn spawn_agent(image: &Mounted, log: PathBuf) -> AgentProcess {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
+    let status_file = image.root.join("var/lib/shardline/status.json");
+    let _ = std::fs::remove_file(&status_file);
     AgentProcess {
         child: c.spawn().unwrap(),
         log,
-        status_file: image.root.join("var/lib/shardline/status.json"),
+        status_file,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
-    aws_env();
-    let mut image = Mounted::new();
-    image.mount_runtime();
-    let emulator = Emulator::start().await;
-    let client = emulator.client().await;
-    create_stream(&client, "logs", 1).await;
-
-    std::fs::write(
-        image.root.join("etc/shardline/test.toml"),
-        test_config(&emulator.endpoint),
-    )
-    .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let shared = share_volumes(&mut image, work.path());
-    let mut agent = spawn_agent(&image, work.path().join("agent.log"));
-    let metrics = agent.metrics_addr().await;
-
-    // The socket the image shares, reached from outside it.
-    let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
-    send_lines(&shared.join("ingest.sock"), lines.clone()).await;
+/// Waits until `stream` holds `count` records; returns them sorted.
+async fn records(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    count: usize,
+    agent: &AgentProcess,
+) -> Vec<Vec<u8>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let got = loop {
-        let got = stream_data(&client, "logs").await;
-        if got.len() > lines.len() {
-            break got;
+    loop {
+        let got = stream_data(client, stream).await;
+        if got.len() >= count {
+            let mut got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
+            got.sort();
+            return got;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -304,22 +316,80 @@ async fn image_runs_the_agent_delivering_socket_lines_and_journal_entries() {
             agent.log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Metrics are served from inside the image.
-    let (_, body) = shardline::status::get(metrics, "/metrics", Duration::from_secs(10))
+    }
+}
+
+/// `/metrics` of the image's agent, from outside it on the port it publishes.
+async fn published_metrics() -> String {
+    let addr = "127.0.0.1:9717".parse().unwrap();
+    let (_, body) = shardline::status::get(addr, "/metrics", Duration::from_secs(10))
         .await
         .unwrap();
-    let body = String::from_utf8_lossy(&body).into_owned();
-    assert!(
-        body.contains("shardline_records_delivered_total{stream=\"logs\"} 1001"),
-        "{body}"
-    );
-    let log = agent.stop().await;
+    String::from_utf8_lossy(&body).into_owned()
+}
 
+/// The image run as shipped (its entry point, command and default config):
+/// lines sent through the socket it shares arrive, and its metrics are
+/// reachable on the port it publishes. Then the documented run on the host's
+/// logs (`host-logs.toml`, /var/log mounted read-only): a file's lines and a
+/// journal entry arrive. Both stop cleanly on SIGTERM, as `podman stop` sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_runs_as_shipped_and_on_the_hosts_logs() {
+    aws_env();
+    let mut image = Mounted::new();
+    image.mount_runtime();
+    let emulator = Emulator::start().await;
+    let client = emulator.client().await;
+    create_stream(&client, "app-logs", 1).await;
+    let work = tempfile::tempdir().unwrap();
+    owned_volume(&mut image, work.path(), "var/lib/shardline");
+    let shared = owned_volume(&mut image, work.path(), "run/shardline");
+
+    let agent = spawn_image(
+        &image,
+        &[],
+        &[],
+        &emulator.endpoint,
+        work.path().join("default.log"),
+    );
+    let lines: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+    wait_for_socket(&shared.join("ingest.sock"), &agent).await;
+    send_lines(&shared.join("ingest.sock"), lines.clone()).await;
     let mut expected: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
-    expected.push(b"from the journal".to_vec());
     expected.sort();
-    let mut got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
-    got.sort();
-    assert_eq!(got, expected, "{log}");
+    assert_eq!(records(&client, "app-logs", 1000, &agent).await, expected);
+    let body = published_metrics().await;
+    let delivered = "shardline_records_delivered_total{stream=\"app-logs\"} 1000";
+    assert!(body.contains(delivered), "{body}");
+    agent.stop().await;
+
+    let app_log = host_logs(&mut image, work.path());
+    let host = ["run", "--config", "/etc/shardline/host-logs.toml"];
+    let mut agent = spawn_image(
+        &image,
+        &host,
+        &[LOG_GID, JOURNAL_GID],
+        &emulator.endpoint,
+        work.path().join("host.log"),
+    );
+    agent.metrics_addr().await;
+    std::fs::write(&app_log, "from a file\n").unwrap();
+    expected.extend([b"from a file".to_vec(), b"from the journal".to_vec()]);
+    expected.sort();
+    assert_eq!(records(&client, "app-logs", 1002, &agent).await, expected);
+    agent.stop().await;
+}
+
+/// Waits until the agent's socket exists (its status file is written inside
+/// the image's spool, which the test reads through the volume too).
+async fn wait_for_socket(path: &Path, agent: &AgentProcess) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no socket:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
