@@ -46,6 +46,11 @@ while [ $# -gt 0 ]; do
 done
 
 arch=${target%%-*}
+if [ "$image" = true ] && [ "$arch" != "$(uname -m)" ]; then
+  # The image takes its C library and journalctl from this machine.
+  echo "release.sh: --image builds only for this machine's architecture ($(uname -m))" >&2
+  exit 2
+fi
 case "$target" in
   x86_64-unknown-linux-gnu|aarch64-unknown-linux-gnu) ;;
   *) echo "release.sh: $target is not a release target (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu)" >&2; exit 2 ;;
@@ -106,7 +111,9 @@ stripped=$build/stage/$target/release/shardline
 objcopy --only-keep-debug --compress-debug-sections=zlib "$built" "$out/$name.debug"
 chmod 0644 "$out/$name.debug"
 objcopy --strip-all --add-gnu-debuglink="$out/$name.debug" "$built" "$stripped"
-"$stripped" --version >/dev/null
+if [ "$arch" = "$(uname -m)" ]; then
+  "$stripped" --version >/dev/null
+fi
 
 # --- the tarball -------------------------------------------------------------
 tree=$build/stage/$name
@@ -129,8 +136,7 @@ cargo generate-rpm --target "$target" --target-dir "$build/stage" \
 
 # --- the container image -----------------------------------------------------
 if [ "$image" = true ]; then
-  packaging/container/build.sh "$tree" "$out/$name" "$version"
-  mv "$out/$name" "$out/shardline-$version-$arch-oci.tar"
+  packaging/container/build.sh "$tree" "$out/shardline-$version-$arch-oci.tar" "$version"
 fi
 
 (cd "$out" && rm -f SHA256SUMS && sha256sum -- * > SHA256SUMS)

@@ -30,7 +30,7 @@ purge=false
 while [ $# -gt 0 ]; do
     case "$1" in
     --prefix) prefix=$2; shift 2 ;;
-    --root) root=${2%/}; shift 2 ;;
+    --root) root=$(cd "$2" && pwd) || exit 2; shift 2 ;;
     --uninstall) action=uninstall; shift ;;
     --purge) purge=true; shift ;;
     -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -69,9 +69,25 @@ account() {
     fi
 }
 
-has_user() { grep -q "^$1:" "$root/etc/passwd"; }
-has_group() { grep -q "^$1:" "$root/etc/group"; }
-in_group() { grep "^$2:" "$root/etc/group" | cut -d: -f4 | tr ',' '\n' | grep -qx "$1"; }
+# The live root asks NSS (users may come from a directory service); another
+# root has only its files.
+has_user() {
+    if [ -n "$root" ]; then grep -q "^$1:" "$root/etc/passwd"; else getent passwd "$1" >/dev/null; fi
+}
+has_group() {
+    if [ -n "$root" ]; then grep -q "^$1:" "$root/etc/group"; else getent group "$1" >/dev/null; fi
+}
+in_group() {
+    if [ -n "$root" ]; then
+        grep "^$2:" "$root/etc/group" | cut -d: -f4 | tr ',' '\n' | grep -qx "$1"
+    else
+        id -nG "$1" | tr ' ' '\n' | grep -qx "$2"
+    fi
+}
+# uid or gid (field 3) of an account in the root's passwd or group.
+account_id() {
+    if [ -n "$root" ]; then grep "^$2:" "$root/etc/$1" | cut -d: -f3; else getent "$1" "$2" | cut -d: -f3; fi
+}
 nologin() {
     for s in /usr/sbin/nologin /sbin/nologin; do
         [ -x "$root$s" ] && { echo "$s"; return; }
@@ -112,8 +128,8 @@ install_agent() {
     install -m 0644 "$here"/docs/*.md "$root$doc/docs/"
     # systemd's StateDirectory= makes it too; this is for `shardline run` by hand.
     install -d -m 0750 "$root$spool"
-    uid=$(grep "^shardline:" "$root/etc/passwd" | cut -d: -f3)
-    gid=$(grep "^shardline:" "$root/etc/group" | cut -d: -f3)
+    uid=$(account_id passwd shardline)
+    gid=$(account_id group shardline)
     chown "$uid:$gid" "$root$spool"
 
     if [ "$live" = true ]; then
