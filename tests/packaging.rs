@@ -5,9 +5,9 @@
 //! installs `systemd-analyze` and `rpm` when they are missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::release::{artifact, release_binary, GLIBC_FLOOR};
+use crate::release::{artifact, release_binary, run, text, GLIBC_FLOOR};
 
 /// Highest `systemd-analyze security` exposure the unit may have ("OK" is up to
 /// 4.9; this is the project's own bar).
@@ -19,15 +19,6 @@ fn root() -> &'static Path {
 
 fn unit() -> PathBuf {
     root().join("packaging/systemd/shardline.service")
-}
-
-fn run(c: &mut Command) -> Output {
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {c:?} ({e}); .ci/test installs it"))
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 /// Regression (issue 14, row 3): the unit set no `LimitNOFILE` (systemd's soft
@@ -193,10 +184,10 @@ fn check_deb_contents(dir: &Path, deb: &Path) {
     assert!(text(&validate).contains(": ok"));
     // The pages the README links to sit beside it, so its links resolve.
     for page in doc_pages() {
-        assert_eq!(
-            std::fs::read(root.join("usr/share/doc/shardline/docs").join(&page)).unwrap(),
-            std::fs::read(root_file("docs").join(&page)).unwrap(),
-            "{page}"
+        let packaged = std::fs::read(root.join("usr/share/doc/shardline/docs").join(&page));
+        assert!(
+            packaged.unwrap() == std::fs::read(root_file("docs").join(&page)).unwrap(),
+            "docs/{page} differs in the package (a release older than the tree?)"
         );
     }
     // The unit as packaged, with the packaged binary.

@@ -309,21 +309,31 @@ fn check_installed(tree: &Path, root: &Path) {
     );
 }
 
-/// Files left under `root` other than the account files (and their backups).
-fn leftovers(root: &Path) -> Vec<PathBuf> {
-    let mut left = Vec::new();
+/// Every file (not directory) under `root`, as paths inside it (`/etc/passwd`),
+/// sorted; symbolic links are listed, not followed.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() {
+            if p.is_dir() && !p.is_symlink() {
                 dirs.push(p);
-            } else if p.parent() != Some(&root.join("etc")) {
-                left.push(p);
+            } else {
+                found.push(format!("/{}", p.strip_prefix(root).unwrap().display()));
             }
         }
     }
-    left
+    found.sort();
+    found
+}
+
+/// Files left under `root` other than the account files (and their backups).
+fn leftovers(root: &Path) -> Vec<String> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| !f.starts_with("/etc/") || f.matches('/').count() > 2)
+        .collect()
 }
 
 #[test]
@@ -364,7 +374,7 @@ fn tarball_installer_installs_upgrades_and_uninstalls_in_a_scratch_root() {
 
     // --purge removes the rest: config, spool, user and group.
     install(&tree, &root, &["--uninstall", "--purge"]);
-    assert_eq!(leftovers(&root), Vec::<PathBuf>::new());
+    assert_eq!(leftovers(&root), Vec::<String>::new());
     assert!(account(&root, "passwd", "shardline").is_none());
     assert!(account(&root, "group", "shardline").is_none());
     let adm = account(&root, "group", "adm").unwrap();

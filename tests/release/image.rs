@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{artifact, run, text};
+use super::{artifact, files_under, run, text};
 use crate::journald::{Journal, Written};
 use crate::util::{aws_env, create_stream, send_lines, stream_data, AgentProcess, Emulator};
 
@@ -142,24 +142,6 @@ fn effective_uid() -> u32 {
         .unwrap()
 }
 
-/// Every file (not directory) under `root`, as absolute paths inside it.
-fn files(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() && !p.is_symlink() {
-                dirs.push(p);
-            } else {
-                found.push(format!("/{}", p.strip_prefix(root).unwrap().display()));
-            }
-        }
-    }
-    found.sort();
-    found
-}
-
 #[test]
 fn image_holds_only_the_agent_what_it_links_and_its_configs() {
     let image = Mounted::new();
@@ -174,7 +156,7 @@ fn image_holds_only_the_agent_what_it_links_and_its_configs() {
         "/usr/bin/shardline",
         "/usr/share/doc/shardline/LICENSE",
     ];
-    let all = files(&image.root);
+    let all = files_under(&image.root);
     let others: Vec<&String> = all
         .iter()
         .filter(|f| !expected.contains(&f.as_str()))
