@@ -21,8 +21,9 @@
 #   SHA256SUMS                            `sha256sum -c SHA256SUMS` checks them all
 #
 # What it needs comes from the package registries, pinned below, and is
-# installed under target/release-tools on first use: Zig (PyPI), cargo-zigbuild,
-# cargo-deb and cargo-generate-rpm (crates.io); binutils for objcopy and objdump.
+# installed under target/release-tools on first use: Zig and cargo-zigbuild
+# (PyPI), cargo-deb and cargo-generate-rpm (crates.io); binutils for objcopy and
+# objdump.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,12 +73,15 @@ need_cargo_tool() { # crate version command
     env -u CARGO_TARGET_DIR cargo install --quiet --locked --root "$tools" "$1" --version "$2"
   fi
 }
-if ! "$tools/zig/bin/python" -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION"; then
+# Zig and cargo-zigbuild both come from PyPI as built wheels, in one virtual
+# environment (cargo-zigbuild finds Zig through its python3).
+if ! "$tools/zig/bin/python" -m ziglang version 2>/dev/null | grep -qx "$ZIGLANG_VERSION" ||
+   ! "$tools/zig/bin/cargo-zigbuild" --version 2>/dev/null | grep -q "$CARGO_ZIGBUILD_VERSION"; then
   rm -rf "$tools/zig"
   python3 -m venv "$tools/zig"
-  "$tools/zig/bin/python" -m pip install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
+  "$tools/zig/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION"
 fi
-need_cargo_tool cargo-zigbuild "$CARGO_ZIGBUILD_VERSION" cargo-zigbuild
 need_cargo_tool cargo-deb "$CARGO_DEB_VERSION" cargo-deb
 need_cargo_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION" cargo-generate-rpm
 for tool in objcopy objdump readelf; do
