@@ -4,6 +4,7 @@
 
 mod util;
 
+mod aggregation;
 mod cli;
 mod codec;
 mod cycles;

@@ -110,23 +110,36 @@ pub(super) fn destination(t: RawTarget<'_>, problems: &mut Vec<String>) -> Desti
     }
 }
 
-/// The packing of each Firehose stream that sets one, by its name inside the agent.
-type Packings = Vec<(String, Packing)>;
+/// What the `[kinesis]` and `[[destination]]` blocks set for their own stream,
+/// by its name inside the agent.
+#[derive(Default)]
+pub(super) struct PerStream {
+    /// The packing of each Firehose stream that sets one.
+    pub(super) packing: Vec<(String, Packing)>,
+    /// Whether each Kinesis stream that says so is aggregated.
+    pub(super) aggregate: Vec<(String, bool)>,
+}
 
 /// Checks the `[[destination]]` blocks against `[kinesis]` and the streams the
 /// sources write; fills in what a block leaves to `[kinesis]`. Returns the
-/// destinations, and the packing of every Firehose stream that sets one.
+/// destinations, and what each block sets for its own stream.
 pub(super) fn destinations(
     blocks: Vec<RawDestination>,
     kinesis: Option<&KinesisConfig>,
     written: &HashSet<&str>,
     problems: &mut Vec<String>,
-) -> (Vec<(String, Destination)>, Packings) {
+) -> (Vec<(String, Destination)>, PerStream) {
     let mut out: Vec<(String, Destination)> = Vec::new();
-    let mut packings: Vec<(String, Packing)> = kinesis
-        .and_then(|k| Some((k.stream.clone(), k.packing?)))
-        .into_iter()
-        .collect();
+    let mut per_stream = PerStream {
+        packing: kinesis
+            .and_then(|k| Some((k.stream.clone(), k.packing?)))
+            .into_iter()
+            .collect(),
+        aggregate: kinesis
+            .and_then(|k| Some((k.stream.clone(), k.aggregate?)))
+            .into_iter()
+            .collect(),
+    };
     let default_is_firehose = kinesis.is_some_and(|k| firehose::stream_name(&k.stream).is_some());
     for (i, d) in blocks.into_iter().enumerate() {
         let field = format!("destination[{i}]");
@@ -156,7 +169,10 @@ pub(super) fn destinations(
             problems,
         );
         if let Some(p) = packing {
-            packings.push((route.clone(), p));
+            per_stream.packing.push((route.clone(), p));
+        }
+        if let Some(a) = super::streams::aggregate(&field, is_firehose, d.aggregate, problems) {
+            per_stream.aggregate.push((route.clone(), a));
         }
         let own_region = d.region.is_some() || d.endpoint.is_some();
         let mut dest = destination(
@@ -189,7 +205,7 @@ pub(super) fn destinations(
     if let Some(k) = kinesis {
         check_other_kind(k, &out, written, problems);
     }
-    (out, packings)
+    (out, per_stream)
 }
 
 /// A stream name as the config writes it: `delivery_stream "x"` or `stream "x"`.

@@ -94,6 +94,9 @@ pub struct KinesisConfig {
     pub stream: String,
     /// How the default destination packs lines, when it is a Firehose stream.
     pub packing: Option<crate::deliver::firehose::Packing>,
+    /// Whether the default destination's records are KPL-aggregated, when it
+    /// sets its own (`[delivery]`'s `aggregate` otherwise).
+    pub aggregate: Option<bool>,
     /// The default stream's region, endpoint, credentials and role.
     pub destination: Destination,
     pub request_timeout: Duration,

@@ -54,6 +54,10 @@ pub(crate) struct RawKinesis {
     pub stream: Option<String>,
     /// ...or a Firehose stream.
     pub delivery_stream: Option<String>,
+    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s
+    /// `aggregate`); `false`: one user record per Kinesis record, for consumers
+    /// that do not deaggregate. Only for a Kinesis stream.
+    pub aggregate: Option<bool>,
     /// Several lines per Firehose record, each ending in a newline (default);
     /// `false`: one line per record. Only for a Firehose stream.
     pub packing: Option<bool>,
@@ -101,6 +105,10 @@ pub(crate) struct RawDestination {
     pub stream: Option<String>,
     /// ...or the Firehose stream (sources name it in their `delivery_stream`).
     pub delivery_stream: Option<String>,
+    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s
+    /// `aggregate`); `false`: one user record per Kinesis record, for consumers
+    /// that do not deaggregate. Only for a Kinesis stream.
+    pub aggregate: Option<bool>,
     /// Several lines per Firehose record, each ending in a newline (default);
     /// `false`: one line per record. Only for a Firehose stream.
     pub packing: Option<bool>,
@@ -146,6 +154,11 @@ pub(crate) struct RawDelivery {
     /// Most user records in one aggregate (kinesis-producer: `AggregateBatchCount`).
     #[serde(default = "default_aggregation_max_records")]
     pub aggregation_max_records: usize,
+    /// KPL aggregation of Kinesis streams' records (default `true`); `false`: one
+    /// user record per Kinesis record, for consumers that do not deaggregate.
+    /// `[kinesis]` and `[[destination]]` may set their stream's own.
+    #[serde(default = "default_aggregate")]
+    pub aggregate: bool,
     /// Most Kinesis records in one PutRecords request, at most 500
     /// (kinesis-producer: `BatchCount`).
     #[serde(default = "default_batch_max_records")]
@@ -183,6 +196,7 @@ impl Default for RawDelivery {
             linger_ms: default_linger_ms(),
             aggregation_max_bytes: default_aggregation_max_bytes(),
             aggregation_max_records: default_aggregation_max_records(),
+            aggregate: default_aggregate(),
             batch_max_records: default_batch_max_records(),
             batch_max_bytes: default_batch_max_bytes(),
             shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
@@ -628,6 +642,10 @@ pub(super) fn default_aggregation_max_bytes() -> usize {
     // buffers come from the allocator's heap, not fresh pages.
     51_200
 }
+fn default_aggregate() -> bool {
+    true
+}
+
 pub(super) fn default_aggregation_max_records() -> usize {
     10_000
 }

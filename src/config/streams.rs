@@ -114,6 +114,23 @@ pub(super) struct RawPacking {
 
 /// Checks a section's packing keys: `None` when it names a Kinesis stream (and
 /// then they must not be set), else the packing of its Firehose stream.
+/// Checks a section's `aggregate` key: only a Kinesis stream's records are
+/// aggregated.
+pub(super) fn aggregate(
+    field: &str,
+    firehose_stream: bool,
+    aggregate: Option<bool>,
+    problems: &mut Vec<String>,
+) -> Option<bool> {
+    if firehose_stream && aggregate.is_some() {
+        problems.push(format!(
+            "{field}.aggregate is for a Kinesis stream (stream); a Firehose stream's lines are packed instead (packing)"
+        ));
+        return None;
+    }
+    aggregate
+}
+
 pub(super) fn packing(
     field: &str,
     firehose_stream: bool,

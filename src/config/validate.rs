@@ -69,14 +69,15 @@ impl RawConfig {
             .chain(files.iter().map(|f| f.stream.as_str()))
             .chain(journald_blocks.iter().map(|j| j.stream.as_str()))
             .collect();
-        let (destinations, packing) = super::destination::destinations(
+        let (destinations, per_stream) = super::destination::destinations(
             self.destination,
             kinesis.as_ref(),
             &written,
             &mut problems,
         );
         let mut delivery = delivery;
-        delivery.packing = packing;
+        delivery.packing = per_stream.packing;
+        delivery.aggregate_streams = per_stream.aggregate;
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -133,6 +134,12 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         },
         problems,
     );
+    let aggregate = super::streams::aggregate(
+        "kinesis",
+        k.delivery_stream.is_some(),
+        k.aggregate,
+        problems,
+    );
     let destination = super::destination::destination(
         super::destination::RawTarget {
             field: "kinesis",
@@ -155,6 +162,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
     Some(KinesisConfig {
         stream: stream?,
         packing,
+        aggregate,
         destination,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         proxy,
@@ -220,6 +228,8 @@ fn validate_delivery(
             max_records: d.aggregation_max_records,
             format: Format::Kpl,
         },
+        aggregate: d.aggregate,
+        aggregate_streams: Vec::new(),
         batch_max_records: d.batch_max_records,
         batch_max_bytes: d.batch_max_bytes,
         shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),

@@ -98,6 +98,22 @@ pub struct DeliveryOptions {
     /// How lines are packed for each Firehose stream (by its name inside the
     /// agent); a Firehose stream not listed gets the default packing.
     pub packing: Vec<(String, firehose::Packing)>,
+    /// Whether Kinesis streams' records are KPL-aggregated; `false`: one user
+    /// record per Kinesis record (`aggregation` then holds one record).
+    pub aggregate: bool,
+    /// Kinesis streams (by name inside the agent) that set `aggregate` for
+    /// themselves.
+    pub aggregate_streams: Vec<(String, bool)>,
+}
+
+impl DeliveryOptions {
+    /// Whether the records of Kinesis stream `route` are aggregated.
+    pub fn aggregates(&self, route: &str) -> bool {
+        self.aggregate_streams
+            .iter()
+            .find(|(r, _)| r == route)
+            .map_or(self.aggregate, |&(_, a)| a)
+    }
 }
 
 /// What every stream's dispatcher shares; made by the producer, handed to
@@ -144,6 +160,10 @@ pub(crate) fn spawn_stream(
         // Marked changed: the dispatcher takes it in its first turn.
         map_tx.send_replace(Some(Arc::new(one)));
     } else {
+        if !ctx.options.aggregates(outlet.stream()) {
+            // A lone user record is sent as itself (not KPL-encoded).
+            ctx.options.aggregation.max_records = 1;
+        }
         tracker.spawn(refresh::refresh_shard_map(
             outlet.stream().clone(),
             ctx.kinesis.clone(),

@@ -216,6 +216,8 @@ pub(super) fn options() -> DeliveryOptions {
         shard_rate_factor: 0.0,
         max_record_age: None,
         packing: Vec::new(),
+        aggregate: true,
+        aggregate_streams: Vec::new(),
     }
 }
 

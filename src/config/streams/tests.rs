@@ -242,3 +242,58 @@ fn packing_keys_in_kinesis_need_a_delivery_stream() {
         "{all}"
     );
 }
+
+#[test]
+fn aggregation_is_set_per_kinesis_stream_and_refused_for_firehose() {
+    let base = r#"
+        [spool]
+        dir = "/tmp/x"
+        [[socket]]
+        path = "/run/a.sock"
+        [[socket]]
+        path = "/run/b.sock"
+        stream = "other"
+        [[socket]]
+        path = "/run/c.sock"
+        stream = "third"
+        [[destination]]
+        stream = "other"
+        aggregate = true
+    "#;
+    let config = check(&format!(
+        "[kinesis]\nstream = \"logs\"\nregion = \"eu-west-1\"\naggregate = false\n{base}"
+    ))
+    .unwrap();
+    let d = &config.delivery;
+    assert!(d.aggregate, "the default stays on");
+    assert!(!d.aggregates("logs"));
+    assert!(d.aggregates("other"));
+    assert!(d.aggregates("third"));
+
+    // [delivery]'s is every stream's default; a block still overrides it.
+    let config = check(&format!(
+        "[kinesis]\nstream = \"logs\"\nregion = \"eu-west-1\"\n[delivery]\naggregate = false\n{base}"
+    ))
+    .unwrap();
+    let d = &config.delivery;
+    assert!(!d.aggregates("logs"));
+    assert!(d.aggregates("other"));
+    assert!(!d.aggregates("third"));
+
+    let all = problems(
+        r#"
+        [kinesis]
+        region = "eu-west-1"
+        delivery_stream = "fh"
+        aggregate = false
+        [spool]
+        dir = "/tmp/x"
+        [[socket]]
+        path = "/run/a.sock"
+        "#,
+    );
+    assert!(
+        all.contains("kinesis.aggregate is for a Kinesis stream (stream); a Firehose stream's lines are packed instead (packing)"),
+        "{all}"
+    );
+}
