@@ -112,12 +112,27 @@ pub(super) fn destination(t: RawTarget<'_>, problems: &mut Vec<String>) -> Desti
 
 /// What the `[kinesis]` and `[[destination]]` blocks set for their own stream,
 /// by its name inside the agent.
-#[derive(Default)]
 pub(super) struct PerStream {
     /// The packing of each Firehose stream that sets one.
     pub(super) packing: Vec<(String, Packing)>,
     /// Whether each Kinesis stream that says so is aggregated.
     pub(super) aggregate: Vec<(String, bool)>,
+}
+
+impl PerStream {
+    /// What `[kinesis]` sets for the default stream.
+    fn of_default(kinesis: Option<&KinesisConfig>) -> PerStream {
+        PerStream {
+            packing: kinesis
+                .and_then(|k| Some((k.stream.clone(), k.packing?)))
+                .into_iter()
+                .collect(),
+            aggregate: kinesis
+                .and_then(|k| Some((k.stream.clone(), k.aggregate?)))
+                .into_iter()
+                .collect(),
+        }
+    }
 }
 
 /// Checks the `[[destination]]` blocks against `[kinesis]` and the streams the
@@ -130,16 +145,7 @@ pub(super) fn destinations(
     problems: &mut Vec<String>,
 ) -> (Vec<(String, Destination)>, PerStream) {
     let mut out: Vec<(String, Destination)> = Vec::new();
-    let mut per_stream = PerStream {
-        packing: kinesis
-            .and_then(|k| Some((k.stream.clone(), k.packing?)))
-            .into_iter()
-            .collect(),
-        aggregate: kinesis
-            .and_then(|k| Some((k.stream.clone(), k.aggregate?)))
-            .into_iter()
-            .collect(),
-    };
+    let mut per_stream = PerStream::of_default(kinesis);
     let default_is_firehose = kinesis.is_some_and(|k| firehose::stream_name(&k.stream).is_some());
     for (i, d) in blocks.into_iter().enumerate() {
         let field = format!("destination[{i}]");

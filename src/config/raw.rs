@@ -54,9 +54,8 @@ pub(crate) struct RawKinesis {
     pub stream: Option<String>,
     /// ...or a Firehose stream.
     pub delivery_stream: Option<String>,
-    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s
-    /// `aggregate`); `false`: one user record per Kinesis record, for consumers
-    /// that do not deaggregate. Only for a Kinesis stream.
+    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s);
+    /// `false`: one user record per Kinesis record. Only for a Kinesis stream.
     pub aggregate: Option<bool>,
     /// Several lines per Firehose record, each ending in a newline (default);
     /// `false`: one line per record. Only for a Firehose stream.
@@ -105,9 +104,8 @@ pub(crate) struct RawDestination {
     pub stream: Option<String>,
     /// ...or the Firehose stream (sources name it in their `delivery_stream`).
     pub delivery_stream: Option<String>,
-    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s
-    /// `aggregate`); `false`: one user record per Kinesis record, for consumers
-    /// that do not deaggregate. Only for a Kinesis stream.
+    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s);
+    /// `false`: one user record per Kinesis record. Only for a Kinesis stream.
     pub aggregate: Option<bool>,
     /// Several lines per Firehose record, each ending in a newline (default);
     /// `false`: one line per record. Only for a Firehose stream.
