@@ -92,32 +92,7 @@ fn value(line: &str, at: usize) -> Result<(Cow<'_, str>, usize), Failure> {
 /// A quoted value from `at` (after its opening quote): the value decoded and
 /// the offset after its closing quote.
 fn quoted(line: &str, at: usize) -> Result<(Cow<'_, str>, usize), Failure> {
-    let b = line.as_bytes();
-    let mut owned: Option<String> = None;
-    let mut from = at;
-    let mut i = at;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'"' => {
-                let value = match owned {
-                    Some(mut s) => {
-                        s.push_str(&line[from..i]);
-                        Cow::Owned(s)
-                    }
-                    None => Cow::Borrowed(&line[at..i]),
-                };
-                return Ok((value, i + 1));
-            }
-            b'\\' => {
-                let s = owned.get_or_insert_with(String::new);
-                s.push_str(&line[from..i]);
-                i = unescape(line, i, s);
-                from = i;
-            }
-            _ => i += 1,
-        }
-    }
-    Err(Failure {
+    super::quoted_value(line, at, unescape).ok_or(Failure {
         reason: "incomplete",
         part: Cow::Borrowed("a quoted value (no closing quote)"),
         at: at - 1,

@@ -18,6 +18,44 @@ mod syslog;
 
 pub(crate) use crate::config::parse::{Preset, PRESETS as ALL};
 
+/// A double-quoted value from `at` (after its opening quote): the value, with
+/// each backslash decoded by `escape` (which appends what the escape stands for
+/// and returns the offset after it), and the offset after the closing quote.
+/// Borrowed from the line when it holds no backslash; `None` when no quote
+/// closes it.
+fn quoted_value(
+    line: &str,
+    at: usize,
+    mut escape: impl FnMut(&str, usize, &mut String) -> usize,
+) -> Option<(std::borrow::Cow<'_, str>, usize)> {
+    let b = line.as_bytes();
+    let mut owned: Option<String> = None;
+    let mut from = at;
+    let mut i = at;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                let value = match owned {
+                    Some(mut s) => {
+                        s.push_str(&line[from..i]);
+                        std::borrow::Cow::Owned(s)
+                    }
+                    None => std::borrow::Cow::Borrowed(&line[at..i]),
+                };
+                return Some((value, i + 1));
+            }
+            b'\\' => {
+                let s = owned.get_or_insert_with(String::new);
+                s.push_str(&line[from..i]);
+                i = escape(line, i, s);
+                from = i;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 impl Preset {
     /// What the preset reads, in a few words.
     pub(crate) fn reads(self) -> &'static str {

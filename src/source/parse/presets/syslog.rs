@@ -379,35 +379,19 @@ fn sd_params<'a>(
 /// A PARAM-VALUE from `at` (after its opening quote): the value unescaped and
 /// the offset after its closing quote.
 fn sd_value(line: &str, at: usize) -> Result<(Cow<'_, str>, usize), Failure> {
-    let b = line.as_bytes();
-    let mut owned: Option<String> = None;
-    let mut from = at;
-    let mut i = at;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'"' => {
-                let value = match owned {
-                    Some(mut s) => {
-                        s.push_str(&line[from..i]);
-                        Cow::Owned(s)
-                    }
-                    None => Cow::Borrowed(&line[at..i]),
-                };
-                return Ok((value, i + 1));
-            }
-            b'\\' if matches!(b.get(i + 1), Some(b'"' | b'\\' | b']')) => {
-                let s = owned.get_or_insert_with(String::new);
-                s.push_str(&line[from..i]);
-                from = i + 1;
-                i += 2;
-            }
-            _ => i += 1,
+    // RFC 5424 escapes only `"`, `\` and `]`; any other backslash is itself.
+    let escape = |line: &str, i: usize, s: &mut String| match line.as_bytes().get(i + 1) {
+        Some(&c @ (b'"' | b'\\' | b']')) => {
+            s.push(char::from(c));
+            i + 2
         }
-    }
-    Err(Failure::no_match(
-        "a value in the structured data (no closing quote)",
-        at,
-    ))
+        _ => {
+            s.push('\\');
+            i + 1
+        }
+    };
+    super::quoted_value(line, at, escape)
+        .ok_or_else(|| Failure::no_match("a value in the structured data (no closing quote)", at))
 }
 
 /// The elements as a JSON object of objects; a parameter with several values
