@@ -1,0 +1,168 @@
+//! The stream sections as written: `[kinesis]`, each `[[destination]]` and
+//! `[delivery]`, with their defaults (the default functions live in the parent).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKinesis {
+    /// Default destination for sources that do not name their own: a Kinesis
+    /// data stream...
+    pub stream: Option<String>,
+    /// ...or a Firehose stream.
+    pub delivery_stream: Option<String>,
+    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s);
+    /// `false`: one user record per Kinesis record. Only for a Kinesis stream.
+    pub aggregate: Option<bool>,
+    /// Several lines per Firehose record, each ending in a newline (default);
+    /// `false`: one line per record. Only for a Firehose stream.
+    pub packing: Option<bool>,
+    /// Largest Firehose record, in bytes: 1..=1024000 (default 1024000).
+    pub packing_max_bytes: Option<usize>,
+    /// Longest a line waits for its Firehose record to fill, in milliseconds
+    /// (default 1000).
+    pub packing_linger_ms: Option<u64>,
+    /// AWS region; when absent, the standard aws-config chain decides
+    /// (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint override (an emulator, a VPC endpoint).
+    pub endpoint: Option<String>,
+    /// Profile of `~/.aws/credentials` / `~/.aws/config` to take credentials
+    /// from; absent: the default chain (environment, profile, web identity,
+    /// ECS, instance role).
+    pub profile: Option<String>,
+    /// IAM role to assume (with the credentials above) for writing:
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// Session name of the assumed role (what CloudTrail shows); default
+    /// `shardline`.
+    pub session_name: Option<String>,
+    /// STS endpoint override; default: the region's STS.
+    pub sts_endpoint: Option<String>,
+    /// Time limit of one Kinesis request.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// HTTP(S) proxy URL, or `"none"`; absent: `HTTPS_PROXY` and friends.
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy (as `NO_PROXY`, which it replaces).
+    pub no_proxy: Option<String>,
+}
+
+/// A `[[destination]]` block: one stream's own region, endpoint, credentials
+/// profile and role. What it leaves out comes from `[kinesis]`, except the role
+/// (a destination without `role_arn` assumes none) and the endpoint when the
+/// block names its own region.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDestination {
+    /// The Kinesis data stream (sources name it in their `stream`)...
+    pub stream: Option<String>,
+    /// ...or the Firehose stream (sources name it in their `delivery_stream`).
+    pub delivery_stream: Option<String>,
+    /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s);
+    /// `false`: one user record per Kinesis record. Only for a Kinesis stream.
+    pub aggregate: Option<bool>,
+    /// Several lines per Firehose record, each ending in a newline (default);
+    /// `false`: one line per record. Only for a Firehose stream.
+    pub packing: Option<bool>,
+    /// Largest Firehose record, in bytes: 1..=1024000 (default 1024000).
+    pub packing_max_bytes: Option<usize>,
+    /// Longest a line waits for its Firehose record to fill, in milliseconds
+    /// (default 1000).
+    pub packing_linger_ms: Option<u64>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub profile: Option<String>,
+    /// IAM role to assume (with the credentials above) for writing:
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// Session name of the assumed role (what CloudTrail shows); default
+    /// `shardline`.
+    pub session_name: Option<String>,
+    /// STS endpoint override; default: the region's STS.
+    pub sts_endpoint: Option<String>,
+    /// No source writes this stream any more: deliver what the spool still
+    /// holds for it (records spooled before a source was removed or renamed).
+    #[serde(default)]
+    pub drain: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelivery {
+    /// Most concurrent PutRecords requests, across all streams
+    /// (kinesis-producer: `MaxConnections`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Longest time a user record waits for its aggregate to fill before it is sent
+    /// (kinesis-producer: `FlushInterval`).
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Largest aggregate, in bytes of Kinesis record, at most 1048576
+    /// (kinesis-producer: `AggregateBatchSize`).
+    #[serde(default = "default_aggregation_max_bytes")]
+    pub aggregation_max_bytes: usize,
+    /// Most user records in one aggregate (kinesis-producer: `AggregateBatchCount`).
+    #[serde(default = "default_aggregation_max_records")]
+    pub aggregation_max_records: usize,
+    /// KPL aggregation of Kinesis streams' records (default `true`); `false`: one
+    /// user record per Kinesis record, for consumers that do not deaggregate.
+    /// `[kinesis]` and `[[destination]]` may set their stream's own.
+    #[serde(default = "default_aggregate")]
+    pub aggregate: bool,
+    /// Most Kinesis records in one PutRecords request, at most 500
+    /// (kinesis-producer: `BatchCount`).
+    #[serde(default = "default_batch_max_records")]
+    pub batch_max_records: usize,
+    /// Most bytes in one PutRecords request, at most 5242880
+    /// (kinesis-producer: `BatchSize`).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// How often the shard map is reloaded with ListShards; it is also reloaded at
+    /// once when results show it is stale (kinesis-producer: `ShardRefreshInterval`).
+    #[serde(default = "default_shard_refresh_interval_secs")]
+    pub shard_refresh_interval_secs: u64,
+    /// Most bytes of spooled records held in memory per stream for delivery; the rest
+    /// waits in the spool (kinesis-producer: `BacklogCount`, in bytes).
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
+    /// File (JSON lines) that receives records Kinesis refuses for good, before
+    /// they leave the spool. Default: `dead-letter.ndjson` in the spool directory.
+    pub dead_letter_path: Option<PathBuf>,
+    /// Fraction of each shard's write limits (1 MiB/s and 1000 records/s) that
+    /// delivery uses, so that throttling is rare in the first place; 0 < f <= 1, or 0
+    /// for no limit (an endpoint without shard limits).
+    #[serde(default = "default_shard_rate_factor")]
+    pub shard_rate_factor: f64,
+    /// Give up records not delivered this long after they were spooled: they go to
+    /// the dead-letter file with a clear log line. Default: never (records wait in
+    /// the spool as long as it takes).
+    pub max_record_age_secs: Option<u64>,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        RawDelivery {
+            max_connections: default_max_connections(),
+            linger_ms: default_linger_ms(),
+            aggregation_max_bytes: default_aggregation_max_bytes(),
+            aggregation_max_records: default_aggregation_max_records(),
+            aggregate: default_aggregate(),
+            batch_max_records: default_batch_max_records(),
+            batch_max_bytes: default_batch_max_bytes(),
+            shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
+            max_inflight_bytes: default_max_inflight_bytes(),
+            dead_letter_path: None,
+            shard_rate_factor: default_shard_rate_factor(),
+            max_record_age_secs: None,
+        }
+    }
+}
