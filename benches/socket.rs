@@ -69,6 +69,7 @@ async fn client(path: &Path, requests: u64, payload: Bytes) {
             partition_key: format!("key-{i}"),
             explicit_hash_key: None,
             data: payload.clone(),
+            record_id: None,
         })
         .collect();
     let mut out = BytesMut::new();

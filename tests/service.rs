@@ -400,6 +400,7 @@ fn numbered_frame(id: u64) -> Vec<u8> {
                 partition_key: "k".into(),
                 explicit_hash_key: None,
                 data: vec![b'y'; 60_000].into(),
+                record_id: None,
             }],
             ack: true,
         },

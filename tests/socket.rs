@@ -39,6 +39,7 @@ fn request(id: u64, records: Vec<(&str, &str)>, ack: bool) -> Request {
                 partition_key: k.into(),
                 explicit_hash_key: None,
                 data: Bytes::copy_from_slice(d.as_bytes()),
+                record_id: None,
             })
             .collect(),
         ack,

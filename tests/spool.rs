@@ -64,6 +64,7 @@ fn numbered_request(next: u64, per: usize, size: usize) -> (Vec<Bytes>, Request)
                 partition_key: format!("k{}", fastrand::u32(..)),
                 explicit_hash_key: None,
                 data: d.clone(),
+                record_id: None,
             })
             .collect(),
         ack: true,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::source::record_id::ID_ROOM;
 use super::checks::{record_format, JsonKeys, MIN_JSON_RECORD_BYTES};
 use super::quote::written_value;
 use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
@@ -147,7 +148,11 @@ pub(super) fn validate_file(
         partition_key: partition_key?,
         multiline_start,
         multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
-        max_record_bytes,
+        max_record_bytes: match (&format, f.record_id) {
+            (RecordFormat::Raw, true) => max_record_bytes.saturating_sub(ID_ROOM).max(1),
+            _ => max_record_bytes,
+        },
+        record_id: f.record_id,
         oversized: f.oversized,
         invalid_utf8: f.invalid_utf8,
         ignore_older: f.ignore_older_secs.map(Duration::from_secs),
@@ -171,6 +176,8 @@ fn file_format(field: &str, f: &RawFile, problems: &mut Vec<String>) -> RecordFo
             timestamp_format: f.timestamp_format.as_deref(),
             parse: f.parse.as_ref(),
             file: true,
+            record_id: f.record_id,
+            record_id_key: &f.record_id_key,
         },
         problems,
     );

@@ -87,6 +87,13 @@ pub(crate) struct RawJournald {
     /// With `parse`: how `timestamp` is written (`rfc3339`, `epoch_s`,
     /// `epoch_ms`, `epoch_us` or a strftime format). None: `rfc3339`.
     pub timestamp_format: Option<String>,
+    /// An id per record, from the entry's place in the journal: under
+    /// `record_id_key` in json records, before `MESSAGE` and a space otherwise.
+    #[serde(default)]
+    pub record_id: bool,
+    /// The key of the record id in json records.
+    #[serde(default = "super::checks::default_record_id_key")]
+    pub record_id_key: String,
 }
 
 fn default_name() -> String {
@@ -233,6 +240,8 @@ pub struct JournaldConfig {
     /// With a `parse` table: the json format its `MESSAGE` is parsed into
     /// (raw otherwise).
     pub parse_format: RecordFormat,
+    /// The record id's key (`Some`: every record gets an id).
+    pub record_id: Option<String>,
 }
 
 /// A unit name as `_SYSTEMD_UNIT` holds it (`journalctl -u` adds `.service` the
@@ -282,6 +291,9 @@ pub(crate) fn validate(
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
     let fields = validate_fields(&field, &j.fields, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
+    let none = std::collections::BTreeMap::new();
+    super::checks::check_record_id(&field, j.record_id, &j.record_id_key, &none, problems);
+    let record_id = j.record_id.then(|| j.record_id_key.clone());
     let (stream, max_record_bytes) = super::streams::target(
         &field,
         [j.stream.as_ref(), j.delivery_stream.as_ref()],
@@ -323,6 +335,7 @@ pub(crate) fn validate(
         partition_key: partition_key?,
         max_record_bytes,
         oversized: j.oversized,
+        record_id,
     })
 }
 

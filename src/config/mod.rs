@@ -123,6 +123,8 @@ pub struct SocketConfig {
     pub idle_timeout: Duration,
     pub on_full: OnFull,
     pub format: RecordFormat,
+    /// Every record gets an id (see [`FileConfig::record_id`]).
+    pub record_id: bool,
 }
 
 /// A validated `[[file]]` block.
@@ -150,6 +152,9 @@ pub struct FileConfig {
     pub rotate_wait: Duration,
     pub follow_symlinks: bool,
     pub format: RecordFormat,
+    /// Every record gets an id (in raw records, before the line; a line then
+    /// has `record_id::ID_ROOM` bytes less room).
+    pub record_id: bool,
 }
 
 /// Two blocks are the same when they were written the same: the compiled globs and
@@ -172,6 +177,7 @@ impl PartialEq for FileConfig {
             && self.rotate_wait == other.rotate_wait
             && self.follow_symlinks == other.follow_symlinks
             && self.format == other.format
+            && self.record_id == other.record_id
     }
 }
 

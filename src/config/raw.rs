@@ -139,6 +139,14 @@ pub(crate) struct RawSocket {
     /// With `format = "json"`: a line that already is a JSON object gets the keys
     /// added to it (keys the line has win) instead of being nested as `message`;
     /// a line that is not one is wrapped as usual.
+    /// An id per record, the same in every copy of it (see the README, "What
+    /// consumers see"): under `record_id_key` in json records, before the
+    /// line and a space in raw ones.
+    #[serde(default)]
+    pub record_id: bool,
+    /// The key of the record id in json records.
+    #[serde(default = "super::checks::default_record_id_key")]
+    pub record_id_key: String,
     #[serde(default)]
     pub json_merge: bool,
     /// With `format = "json"`: add the EC2 instance's `instance_id`, `region` and
@@ -276,6 +284,14 @@ pub(crate) struct RawFile {
     /// With `format = "json"`: a line that already is a JSON object gets the keys
     /// added to it (keys the line has win) instead of being nested as `message`;
     /// a line that is not one is wrapped as usual.
+    /// An id per record, the same in every copy of it (see the README, "What
+    /// consumers see"): under `record_id_key` in json records, before the
+    /// line and a space in raw ones.
+    #[serde(default)]
+    pub record_id: bool,
+    /// The key of the record id in json records.
+    #[serde(default = "super::checks::default_record_id_key")]
+    pub record_id_key: String,
     #[serde(default)]
     pub json_merge: bool,
     /// With `format = "json"`: add the EC2 instance's `instance_id`, `region` and
@@ -329,6 +345,8 @@ pub struct JsonFormat {
     pub timestamp_format: super::parse::TimeFormat,
     /// The line's parser, if any.
     pub parse: Option<std::sync::Arc<super::parse::ParseConfig>>,
+    /// The key of the record id (`record_id = true`); `None`: no id.
+    pub id_key: Option<String>,
 }
 
 /// Where to start in a file found at start-up without a checkpoint.

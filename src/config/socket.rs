@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::source::record_id::ID_ROOM;
 use super::checks::{check_absolute, record_format, JsonKeys};
 use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
 use super::SocketConfig;
@@ -63,7 +64,11 @@ pub(super) fn validate_socket(
         mode: s.mode,
         framing: s.framing,
         stream: stream?,
-        max_line_bytes,
+        max_line_bytes: if format == RecordFormat::Raw && s.record_id && s.framing != Framing::Frames {
+            max_line_bytes.saturating_sub(ID_ROOM).max(1)
+        } else {
+            max_line_bytes
+        },
         file_mode: file_mode?,
         owner,
         group,
@@ -74,6 +79,7 @@ pub(super) fn validate_socket(
         idle_timeout: Duration::from_secs(s.idle_timeout_secs),
         on_full: s.on_full,
         format,
+        record_id: s.record_id,
     })
 }
 
@@ -125,6 +131,8 @@ fn socket_format(field: &str, s: &RawSocket, problems: &mut Vec<String>) -> Reco
             timestamp_format: s.timestamp_format.as_deref(),
             parse: s.parse.as_ref(),
             file: false,
+            record_id: s.record_id,
+            record_id_key: &s.record_id_key,
         },
         problems,
     );

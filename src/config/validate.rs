@@ -329,7 +329,7 @@ fn journald_blocks(
 ) -> Vec<journald::JournaldConfig> {
     let mut blocks = Vec::new();
     for (i, j) in raw.into_iter().enumerate() {
-        let parse_format = journald_parse_format(
+        let mut parse_format = journald_parse_format(
             &format!("journald[{i}]"),
             j.format == journald::Format::Json,
             j.parse.as_ref(),
@@ -338,7 +338,12 @@ fn journald_blocks(
             problems,
         );
         let block = journald::validate(i, j, default_stream, problems);
-        blocks.extend(block.map(|b| journald::JournaldConfig { parse_format, ..b }));
+        blocks.extend(block.map(|b| {
+            if let super::RecordFormat::Json(j) = &mut parse_format {
+                j.id_key = b.record_id.clone();
+            }
+            journald::JournaldConfig { parse_format, ..b }
+        }));
     }
     blocks
 }

@@ -11,4 +11,5 @@ pub(crate) mod journald;
 mod json;
 pub(crate) mod log_limit;
 pub(crate) mod parse;
+pub(crate) mod record_id;
 pub(crate) mod socket;

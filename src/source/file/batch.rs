@@ -23,7 +23,8 @@ use bytes::Bytes;
 use crate::config::{FileConfig, InvalidUtf8, Oversized, PartitionKey};
 use crate::metrics::{LineAction, Metrics, RejectReason};
 use crate::record::{random_partition_key, UserRecord};
-use crate::source::format::{Cut, JsonFormatter};
+use crate::source::format::{host_name, Cut, JsonFormatter};
+use crate::source::record_id;
 
 use super::checkpoint::checkpoint;
 use super::framer::Emit;
@@ -55,6 +56,18 @@ pub(super) struct Batch {
     path_key: String,
     /// The block's json format for this path; `None`: raw.
     format: Option<JsonFormatter>,
+    /// Record ids: the file's origin (computed at its first record), the id of
+    /// the last record and its position, and which piece of that line it was.
+    ids: Option<Ids>,
+}
+
+/// The record ids of a file (`record_id = true`).
+#[derive(Debug, Default)]
+struct Ids {
+    origin: Option<String>,
+    id: Vec<u8>,
+    at: u64,
+    piece: usize,
 }
 
 impl Batch {
@@ -62,13 +75,14 @@ impl Batch {
     /// `committed`.
     pub(super) fn new(block: Arc<FileConfig>, path: &Path, committed: u64) -> Batch {
         let mut batch = Batch {
-            block,
+            block: block.clone(),
             records: Vec::new(),
             bytes: 0,
             counts: Counts::default(),
             committed,
             path_key: String::new(),
             format: None,
+            ids: block.record_id.then(Ids::default),
         };
         batch.set_path(path);
         batch
@@ -95,6 +109,11 @@ impl Batch {
             return;
         };
         if pos == 0 {
+            // A file read from its start again (truncated) may begin with
+            // another line: its origin is taken again.
+            if let Some(ids) = self.ids.as_mut() {
+                ids.origin = None;
+            }
             format.forget_header();
         } else if format.wants_header() {
             if let Some(line) = first_line(file) {
@@ -124,10 +143,18 @@ impl Batch {
     /// Adds the record of a line (in the json format, the records: a line that
     /// overflows once wrapped is cut per `oversized`, and counted). Returns
     /// whether the batch is full.
-    pub(super) fn push(&mut self, data: Bytes) -> bool {
+    /// `at`: where the line ends in the file, its record id's position.
+    pub(super) fn push(&mut self, data: Bytes, at: u64, identity: &Identity) -> bool {
         let partition_key = self.partition_key(&data);
+        if let Some(ids) = self.ids.as_mut() {
+            ids.next(identity, at);
+        }
         match self.format.as_mut() {
             None => {
+                let data = match &self.ids {
+                    Some(ids) => record_id::prefixed(&ids.id, ids.piece, &data),
+                    None => data,
+                };
                 self.bytes += data.len() + partition_key.len();
                 self.records.push(UserRecord {
                     partition_key,
@@ -138,6 +165,9 @@ impl Batch {
             Some(format) => {
                 let (records, bytes) = (&mut self.records, &mut self.bytes);
                 let (max, oversized) = (self.block.max_record_bytes, self.block.oversized);
+                if let Some(ids) = &self.ids {
+                    format.set_id(&ids.id);
+                }
                 let cut = format.format(&data, max, oversized, |data| {
                     *bytes += data.len() + partition_key.len();
                     records.push(UserRecord {
@@ -235,6 +265,40 @@ impl Batch {
     }
 }
 
+impl Ids {
+    /// Sets the id of a record of the line ending at `at`: a record at the
+    /// same position as the last is the next piece of a cut line.
+    fn next(&mut self, identity: &Identity, at: u64) {
+        let origin = self.origin.get_or_insert_with(|| file_origin(identity));
+        if at == self.at && !self.id.is_empty() {
+            self.piece += 1;
+            return;
+        }
+        self.at = at;
+        self.piece = 0;
+        record_id::write(&mut self.id, origin, at);
+    }
+}
+
+/// A file's origin: the host, the file's device and inode (the original's, for
+/// a copy of a truncated file) and its first line (at most 64 bytes of it), so
+/// a new file that reuses an inode gets another.
+fn file_origin(identity: &Identity) -> String {
+    let id = identity.checkpoint_id();
+    let head = identity.fingerprint().bytes();
+    let head = &head[..head.len().min(64)];
+    let first = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head, |end| &head[..end]);
+    record_id::origin(&[
+        host_name().as_bytes(),
+        &id.dev.to_le_bytes(),
+        &id.ino.to_le_bytes(),
+        first,
+    ])
+}
+
 /// The first line of `file` (at most 64 KiB of it), without its newline.
 fn first_line(file: &std::fs::File) -> Option<String> {
     use std::os::unix::fs::FileExt;
@@ -258,7 +322,7 @@ pub(super) struct Spooling<'a, S> {
 impl<S: Sink> Emit for Spooling<'_, S> {
     #[inline]
     fn record(&mut self, data: Bytes, consumed: u64) -> Result<(), FileError> {
-        if self.batch.push(data) {
+        if self.batch.push(data, consumed, self.identity) {
             self.batch
                 .spool(self.sink, self.metrics, self.identity, consumed)?;
         }
@@ -324,8 +388,8 @@ mod tests {
     fn the_checkpoint_goes_with_the_records_and_moves_only_when_spooled() {
         let (sink, metrics, identity) = (MemorySink::default(), Metrics::new(), identity());
         let mut batch = Batch::new(block(), identity.path(), 0);
-        assert!(!batch.push(Bytes::from("one")));
-        assert!(!batch.push(Bytes::from("two")));
+        assert!(!batch.push(Bytes::from("one"), 4, &identity));
+        assert!(!batch.push(Bytes::from("two"), 8, &identity));
         batch
             .spool(&mut sink.clone(), &metrics, &identity, 8)
             .unwrap();
@@ -340,7 +404,7 @@ mod tests {
             .spool(&mut sink.clone(), &metrics, &identity, 8)
             .unwrap();
         // A refused write leaves the committed position where it was.
-        batch.push(Bytes::from("three"));
+        batch.push(Bytes::from("three"), 14, &identity);
         let refused = batch.spool(&mut sink.clone(), &metrics, &identity, 14);
         assert!(matches!(refused, Err(FileError::Stopped)));
         assert_eq!((batch.committed(), spooled_at(&sink)), (8, Some(8)));

@@ -75,7 +75,6 @@ impl Fingerprint {
         Fingerprint { head }
     }
 
-    #[cfg(test)]
     pub(super) fn bytes(&self) -> &[u8] {
         &self.head
     }

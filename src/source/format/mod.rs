@@ -98,6 +98,13 @@ pub(crate) struct JsonFormatter {
     /// What was off in the fields of the line parsed (`shardline parse` only;
     /// `None` in a source).
     notes: Option<Vec<String>>,
+    /// The record id of the line being formatted (empty: none), and which
+    /// record of it comes next (a split line's pieces after the first get
+    /// `.1`, `.2`, ...).
+    id: Vec<u8>,
+    piece: u32,
+    /// The id entry of the record being written (`"record_id":"…"`).
+    id_entry: Vec<u8>,
 }
 
 /// What every record of a source shares, rendered once.
@@ -117,6 +124,10 @@ struct Statics {
     timestamp_format: TimeFormat,
     /// `rename`, applied to parsed keys.
     rename: Vec<(String, String)>,
+    /// The record id's key, rendered with its colon (`"record_id":`), and as
+    /// written.
+    id_key: Option<String>,
+    id_name: Option<String>,
     /// The block's metric label (`file[0]`).
     block: Arc<str>,
     /// The block's warnings about lines that did not parse.
@@ -177,6 +188,13 @@ impl JsonFormatter {
                 timestamp: name("timestamp"),
                 timestamp_format: format.timestamp_format.clone(),
                 rename: format.rename.clone(),
+                id_key: format.id_key.as_ref().map(|k| {
+                    let mut e = Vec::new();
+                    escape(&mut e, k);
+                    e.push(b':');
+                    String::from_utf8(e).expect("an escaped key is UTF-8")
+                }),
+                id_name: format.id_key.clone(),
                 block: Arc::from(block),
                 log: parsed::block_log(block),
             }),
@@ -187,7 +205,47 @@ impl JsonFormatter {
             counts: ParseCounts::default(),
             last_failure: None,
             notes: None,
+            id: Vec::new(),
+            piece: 0,
+            id_entry: Vec::new(),
         }
+    }
+
+    /// Sets the record id of the next line (ASCII letters, digits, `-`, `.`,
+    /// `:` and `_`); ignored unless the block asks for ids.
+    pub(crate) fn set_id(&mut self, id: &[u8]) {
+        self.id.clear();
+        self.piece = 0;
+        if self.statics.id_key.is_some() {
+            self.id.extend_from_slice(id);
+        }
+    }
+
+    /// Bytes the id entry takes (with a split piece's suffix, at most 11 more).
+    fn id_len(&self) -> Option<usize> {
+        let k = self.statics.id_key.as_ref()?;
+        (!self.id.is_empty()).then_some(k.len() + self.id.len() + 2 + 11)
+    }
+
+    /// Renders the id entry of the next record into `id_entry` (empty: none).
+    fn next_id(&mut self) {
+        self.id_entry.clear();
+        let Some(k) = &self.statics.id_key else {
+            return;
+        };
+        if self.id.is_empty() {
+            return;
+        }
+        self.id_entry.extend_from_slice(k.as_bytes());
+        self.id_entry.push(b'"');
+        self.id_entry.extend_from_slice(&self.id);
+        if self.piece > 0 {
+            self.id_entry.push(b'.');
+            self.id_entry
+                .extend_from_slice(self.piece.to_string().as_bytes());
+        }
+        self.id_entry.push(b'"');
+        self.piece += 1;
     }
 
     /// Renders the `timestamp` value (`None`: the read time) into `self.stamp`.
@@ -218,7 +276,7 @@ impl JsonFormatter {
         let message = s.message.as_ref().map(|k| k.len() + 5);
         let timestamp = s.timestamp.as_ref().map(|k| k.len() + 3 + self.stamp.len());
         let tail = (!s.tail.is_empty()).then_some(s.tail.len());
-        let parts = [message, timestamp, tail];
+        let parts = [message, timestamp, self.id_len(), tail];
         let commas = parts.iter().flatten().count().saturating_sub(1);
         2 + parts.iter().flatten().sum::<usize>() + commas
     }
@@ -250,12 +308,14 @@ impl JsonFormatter {
         mut emit: impl FnMut(Bytes),
     ) -> Cut {
         if self.statics.merge {
+            self.next_id();
             if let Some(merged) = self.merged(line) {
                 if merged.len() <= limit {
                     emit(merged.into());
                     return Cut::None;
                 }
             }
+            self.piece = 0;
         }
         let text = match std::str::from_utf8(line) {
             Ok(t) => Cow::Borrowed(t),
@@ -288,6 +348,7 @@ impl JsonFormatter {
 
     /// `message` wrapped with the added keys (and `error` as `parse_error`).
     fn wrapped(&mut self, message: &str, error: Option<&str>) -> Bytes {
+        self.next_id();
         let need = self.overhead()
             + message.len()
             + message.len() / 8
@@ -312,6 +373,10 @@ impl JsonFormatter {
             out.extend_from_slice(b":");
             out.extend_from_slice(&self.stamp);
         }
+        if !self.id_entry.is_empty() {
+            sep.put(out);
+            out.extend_from_slice(&self.id_entry);
+        }
         if !s.tail.is_empty() {
             sep.put(out);
             out.extend_from_slice(s.tail.as_bytes());
@@ -332,7 +397,11 @@ impl JsonFormatter {
             return None;
         }
         let s = &self.statics;
-        let (has, keys) = top_level_keys(line, s.timestamp.as_deref(), &s.entries)?;
+        let (has, keys) = top_level_keys(
+            line,
+            [s.timestamp.as_deref(), s.id_name.as_deref()],
+            &s.entries,
+        )?;
         // The object without its closing brace (and the blanks before it).
         let body = line[..line.len() - 1].trim_ascii_end();
         let mut out = Vec::with_capacity(line.len() + self.overhead());
@@ -351,6 +420,9 @@ impl JsonFormatter {
             e.push(b':');
             e.extend_from_slice(&self.stamp);
             add(&mut out, &e);
+        }
+        if !has.id && !self.id_entry.is_empty() {
+            add(&mut out, &self.id_entry);
         }
         for (i, (_, e)) in s.entries.iter().enumerate() {
             if !has.entries.get(i).copied().unwrap_or(false) {
@@ -380,6 +452,7 @@ impl Separator {
 /// Which added keys a line has.
 struct Has {
     timestamp: bool,
+    id: bool,
     entries: Vec<bool>,
 }
 
@@ -435,12 +508,12 @@ impl<'de> serde::de::Visitor<'de> for Checked {
 /// reads (see [`Checked`]).
 fn top_level_keys(
     line: &[u8],
-    timestamp: Option<&str>,
+    [timestamp, id]: [Option<&str>; 2],
     entries: &[(String, String)],
 ) -> Option<(Has, usize)> {
     use serde::de::{Deserializer as _, MapAccess, Visitor};
 
-    struct Keys<'e>(Option<&'e str>, &'e [(String, String)]);
+    struct Keys<'e>([Option<&'e str>; 2], &'e [(String, String)]);
     impl<'de> Visitor<'de> for Keys<'_> {
         type Value = (Has, usize);
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -449,13 +522,16 @@ fn top_level_keys(
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(Has, usize), A::Error> {
             let mut has = Has {
                 timestamp: false,
+                id: false,
                 entries: vec![false; self.1.len()],
             };
             let mut n = 0;
             while let Some(JsonKey(k)) = map.next_key::<JsonKey<'de>>()? {
                 n += 1;
-                if Some(k.as_ref()) == self.0 {
+                if Some(k.as_ref()) == self.0[0] {
                     has.timestamp = true;
+                } else if Some(k.as_ref()) == self.0[1] {
+                    has.id = true;
                 } else if let Some(i) = self.1.iter().position(|(name, _)| *name == k) {
                     has.entries[i] = true;
                 }
@@ -466,7 +542,7 @@ fn top_level_keys(
     }
 
     let mut de = serde_json::Deserializer::from_slice(line);
-    let found = de.deserialize_map(Keys(timestamp, entries)).ok()?;
+    let found = de.deserialize_map(Keys([timestamp, id], entries)).ok()?;
     de.end().ok()?;
     Some(found)
 }

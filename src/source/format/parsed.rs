@@ -273,6 +273,7 @@ fn render(
     add: bool,
 ) -> Bytes {
     f.set_stamp(read.time);
+    f.next_id();
     let s = &f.statics;
     let need = f.stamp.len() + s.tail.len() + line.map_or(0, str::len) * 2 + 256;
     if f.arena.capacity() < need {
@@ -316,6 +317,10 @@ fn render(
             put_key(out, k);
             out.extend_from_slice(&f.stamp);
         }
+    }
+    if !f.id_entry.is_empty() && !s.id_name.as_deref().is_some_and(|k| names.contains(k)) {
+        sep.put(out);
+        out.extend_from_slice(&f.id_entry);
     }
     for (k, e) in added {
         if !names.contains(k) {

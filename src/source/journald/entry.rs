@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::config::journald::{Fields, Format, JournalKey, JournaldConfig, Selection};
 use crate::config::Oversized;
 use crate::record::{random_partition_key, MAX_PARTITION_KEY_CHARS};
+use crate::source::record_id::{self, ID_ROOM};
 
 /// A parsed entry.
 #[derive(Debug)]
@@ -131,11 +132,14 @@ impl Entry {
     }
 
     /// The records this entry becomes under `config` (without a parse table).
-    pub(crate) fn records(&self, config: &JournaldConfig) -> Made {
+    /// `id`: the record id (with `record_id = true`), before `MESSAGE` or
+    /// under its key.
+    pub(crate) fn records(&self, config: &JournaldConfig, id: Option<&[u8]>) -> Made {
         let mut made = Made::default();
         let (key, fallback) = self.partition_key(config);
         made.key_fallback = fallback;
-        let max = config.max_record_bytes;
+        let room = if id.is_some() { ID_ROOM } else { 0 };
+        let max = config.max_record_bytes.saturating_sub(room).max(1);
         match config.format {
             Format::Message => {
                 let message = self.message();
@@ -154,14 +158,44 @@ impl Entry {
                 }
             }
             Format::Json => {
-                let object = self.json_object(&config.fields);
+                let mut object = self.json_object(&config.fields);
+                let id = config.record_id.as_ref().zip(id).map(|(k, id)| {
+                    let id = String::from_utf8_lossy(id).into_owned();
+                    object.insert(k.clone(), Value::String(id.clone()));
+                    (k.as_str(), id)
+                });
                 if config.oversized == Oversized::Split {
-                    return split_json(made, key, object, max);
+                    return split_json(made, key, object, max, id);
                 }
                 return finish_json(made, key, object, max);
             }
         }
+        if let Some(id) = id {
+            for (piece, (_, data)) in made.records.iter_mut().enumerate() {
+                *data = record_id::prefixed(id, piece, data);
+            }
+        }
         made
+    }
+
+    /// The record id of this entry: the origin of its journal's sequence
+    /// number id (`s=` of the cursor) and its sequence number (`i=`, hex).
+    pub(crate) fn record_id(&self, out: &mut Vec<u8>) {
+        let cursor = self.cursor();
+        let part = |name: &str| {
+            cursor
+                .split(';')
+                .find_map(|p| p.strip_prefix(name))
+                .unwrap_or_default()
+        };
+        let (seqnum_id, seqnum) = (part("s="), part("i="));
+        match u64::from_str_radix(seqnum, 16) {
+            Ok(n) if !seqnum_id.is_empty() => {
+                record_id::write(out, &record_id::origin(&[seqnum_id.as_bytes()]), n)
+            }
+            // A cursor without them (not one journald writes): the whole cursor.
+            _ => record_id::write(out, &record_id::origin(&[cursor.as_bytes()]), 0),
+        }
     }
 
     fn json_object(&self, fields: &Fields) -> Map<String, Value> {
@@ -179,7 +213,13 @@ impl Entry {
 /// parts, each record the whole object with the next part of the message, so
 /// nothing is lost (as a file's json lines are split). A `MESSAGE` that is not
 /// text (bytes that are not UTF-8, an array of numbers) is cut.
-fn split_json(mut made: Made, key: String, mut object: Map<String, Value>, max: usize) -> Made {
+fn split_json(
+    mut made: Made,
+    key: String,
+    mut object: Map<String, Value>,
+    max: usize,
+    id: Option<(&str, String)>,
+) -> Made {
     let whole = serde_json::to_vec(&object).expect("a JSON value serializes");
     if whole.len() <= max {
         made.records.push((key, Bytes::from(whole)));
@@ -189,7 +229,12 @@ fn split_json(mut made: Made, key: String, mut object: Map<String, Value>, max: 
         return finish_json(made, key, object, max);
     };
     let mut rest: &str = &message;
+    let mut piece = 0;
     while !rest.is_empty() {
+        if let (Some((k, id)), true) = (&id, piece > 0) {
+            object.insert((*k).to_owned(), Value::String(format!("{id}.{piece}")));
+        }
+        piece += 1;
         // The longest prefix that fits once escaped: start from all of it and
         // take away what overflowed (escaping only grows a part).
         let mut n = rest.len();
@@ -277,6 +322,7 @@ mod tests {
             partition_key: JournalKey::Field("_SYSTEMD_UNIT".into()),
             max_record_bytes: max,
             oversized: Oversized::Split,
+            record_id: None,
         }
     }
 
@@ -317,7 +363,7 @@ mod tests {
     #[test]
     fn messages_in_bytes_and_repeated_fields_are_read() {
         let e = entry(r#","MESSAGE":[104,105,255],"_SYSTEMD_UNIT":["x.service","y.service"]"#);
-        let made = e.records(&config(Format::Message, 100));
+        let made = e.records(&config(Format::Message, 100), None);
         assert_eq!(
             made.records,
             [("x.service".to_owned(), Bytes::from_static(b"hi\xff"))]
@@ -328,7 +374,7 @@ mod tests {
     #[test]
     fn long_messages_are_split_or_truncated_and_missing_keys_fall_back() {
         let e = entry(r#","MESSAGE":"abcdefghij""#);
-        let made = e.records(&config(Format::Message, 4));
+        let made = e.records(&config(Format::Message, 4), None);
         let data: Vec<&[u8]> = made.records.iter().map(|(_, d)| &d[..]).collect();
         assert_eq!(data, [&b"abcd"[..], b"efgh", b"ij"]);
         assert_eq!(made.oversized, Some("split"));
@@ -336,7 +382,7 @@ mod tests {
         assert_eq!(made.records[0].0.len(), 16);
         let mut c = config(Format::Message, 4);
         c.oversized = Oversized::Truncate;
-        let made = e.records(&c);
+        let made = e.records(&c, None);
         assert_eq!(made.records.len(), 1);
         assert_eq!(&made.records[0].1[..], b"abcd");
     }
@@ -344,7 +390,7 @@ mod tests {
     #[test]
     fn json_records_hold_the_chosen_fields_and_stay_valid_when_cut() {
         let e = entry(r#","MESSAGE":"h\u00e9llo \"w\"","_SYSTEMD_UNIT":"a.service","_PID":"1""#);
-        let made = e.records(&config(Format::Json, 1000));
+        let made = e.records(&config(Format::Json, 1000), None);
         let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
         assert_eq!(
             v,
@@ -353,7 +399,7 @@ mod tests {
         // Regression (issue 22, N11): `split` truncated a json record's
         // MESSAGE without a word. Now every part is sent, each a whole object.
         for max in 30..45 {
-            let made = e.records(&config(Format::Json, max));
+            let made = e.records(&config(Format::Json, max), None);
             if made.too_large {
                 continue;
             }
@@ -372,7 +418,7 @@ mod tests {
         truncate.oversized = Oversized::Truncate;
         for max in 30..45 {
             truncate.max_record_bytes = max;
-            let made = e.records(&truncate);
+            let made = e.records(&truncate, None);
             if made.too_large {
                 continue;
             }
@@ -382,9 +428,9 @@ mod tests {
             assert!("h\u{e9}llo \"w\"".starts_with(v["MESSAGE"].as_str().unwrap()));
             assert_eq!(made.oversized, Some("truncated"));
         }
-        assert!(e.records(&config(Format::Json, 10)).too_large);
+        assert!(e.records(&config(Format::Json, 10), None).too_large);
         let bytes = entry(&format!(r#","MESSAGE":{:?}"#, vec![255u8; 1000]));
-        let made = bytes.records(&config(Format::Json, 500));
+        let made = bytes.records(&config(Format::Json, 500), None);
         assert_eq!(made.oversized, Some("truncated"));
         assert!(made.records[0].1.len() <= 500);
         let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();

@@ -378,7 +378,15 @@ impl Source {
         if !entry.selected(&self.config.select) {
             return;
         }
+        let mut id = Vec::new();
+        if self.config.record_id.is_some() {
+            entry.record_id(&mut id);
+        }
+        let id = (!id.is_empty()).then_some(id.as_slice());
         if let Some(format) = self.format.as_mut() {
+            if let Some(id) = id {
+                format.set_id(id);
+            }
             let (key, fallback) = entry.partition_key(&self.config);
             batch.key_fallbacks += u64::from(fallback);
             let message = entry.message();
@@ -394,7 +402,7 @@ impl Source {
             }
             return;
         }
-        let made = entry.records(&self.config);
+        let made = entry.records(&self.config, id);
         batch.oversized.extend(made.oversized);
         batch.key_fallbacks += u64::from(made.key_fallback);
         batch.too_large += u64::from(made.too_large);
@@ -498,6 +506,7 @@ mod tests {
             partition_key: JournalKey::Random,
             max_record_bytes: 100,
             oversized: Oversized::Split,
+            record_id: None,
         }
     }
 

@@ -82,6 +82,7 @@ pub async fn send_lines(
                     partition_key: partition_key.map_or_else(random_partition_key, str::to_owned),
                     explicit_hash_key: None,
                     data: Bytes::copy_from_slice(&line),
+                    record_id: None,
                 });
             }
         }

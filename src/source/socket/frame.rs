@@ -48,6 +48,10 @@ pub struct Record {
     pub explicit_hash_key: Option<String>,
     #[prost(bytes = "bytes", tag = "3")]
     pub data: Bytes,
+    /// The record's id, for a block with `record_id = true` (1 to 64 ASCII
+    /// letters, digits and `-._:`); without one the agent gives it one.
+    #[prost(string, optional, tag = "4")]
+    pub record_id: Option<String>,
 }
 
 /// The agent's answer to a request.
@@ -198,11 +202,13 @@ mod tests {
                     partition_key: "k".into(),
                     explicit_hash_key: Some("42".into()),
                     data: Bytes::from_static(b"hello"),
+                    record_id: Some("order-1".into()),
                 },
                 Record {
                     partition_key: "ключ".into(),
                     explicit_hash_key: None,
                     data: Bytes::new(),
+                    record_id: None,
                 },
             ],
             ack: true,

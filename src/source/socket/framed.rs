@@ -19,6 +19,7 @@ use crate::metrics::{RejectReason, SourceError};
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::{parse_explicit_hash_key, RecordError, UserRecord};
 use crate::source::budget::{BudgetError, Charge, RECORD_OVERHEAD};
+use crate::source::record_id::{self, Counter};
 
 /// What a frames connection owes its client, in request order.
 enum Owed {
@@ -38,24 +39,32 @@ fn error_response(id: u64, status: Status, message: String) -> Response {
 }
 
 /// Turns a request's records into user records, or the error answer for it.
-fn request_records(req: &mut Request) -> Result<Vec<UserRecord>, Response> {
+fn request_records(
+    req: &mut Request,
+    mut ids: Option<&mut Counter>,
+) -> Result<Vec<UserRecord>, Response> {
     let mut out = Vec::with_capacity(req.records.len());
     for (i, r) in std::mem::take(&mut req.records).into_iter().enumerate() {
+        let invalid = |e: String| {
+            error_response(req.id, Status::InvalidRecord, format!("record {i}: {e}"))
+        };
+        let data = match (ids.as_deref_mut(), &r.record_id) {
+            (None, _) => r.data,
+            (Some(_), Some(id)) => {
+                record_id::check_client_id(id).map_err(invalid)?;
+                record_id::prefixed(id.as_bytes(), 0, &r.data)
+            }
+            (Some(c), None) => record_id::prefixed(c.next_id(), 0, &r.data),
+        };
         let ehk = match r.explicit_hash_key.as_deref().map(parse_explicit_hash_key) {
             None => None,
             Some(Ok(k)) => Some(k),
-            Some(Err(e)) => {
-                return Err(error_response(
-                    req.id,
-                    Status::InvalidRecord,
-                    format!("record {i}: {e}"),
-                ))
-            }
+            Some(Err(e)) => return Err(invalid(e.to_string())),
         };
         let record = UserRecord {
             partition_key: r.partition_key,
             explicit_hash_key: ehk,
-            data: r.data,
+            data,
         };
         if let Err(e) = record.validate() {
             let status = match e {
@@ -101,6 +110,8 @@ pub(super) async fn frames_connection(
     let mut buf = BytesMut::new();
     let mut reader = Reader::new(shared);
     let mut charge = shared.budget.charge();
+    let config = &shared.config;
+    let mut ids = config.record_id.then(|| Counter::new(&config.block));
     'read: loop {
         // The bytes held and read, or the whole frame in progress once its header
         // came: it is charged (and given room) before its bytes are taken in.
@@ -140,7 +151,7 @@ pub(super) async fn frames_connection(
                 Step::Read => break,
                 Step::Stop => break 'read,
             };
-            let Some(owed) = spool_request(shared, req).await else {
+            let Some(owed) = spool_request(shared, req, ids.as_mut()).await else {
                 continue;
             };
             if tx.send(owed).await.is_err() {
@@ -238,12 +249,16 @@ async fn decode_frame(
 
 /// Spools a request's records; returns what the client is owed for it (`None`:
 /// nothing, it asked for no ack).
-async fn spool_request(shared: &Shared, mut req: Request) -> Option<Owed> {
+async fn spool_request(
+    shared: &Shared,
+    mut req: Request,
+    ids: Option<&mut Counter>,
+) -> Option<Owed> {
     let (config, producer) = (&shared.config, &shared.producer);
     let metrics = producer.metrics();
     let n_records = req.records.len();
     metrics.received(KIND, n_records as u64);
-    let records = match request_records(&mut req) {
+    let records = match request_records(&mut req, ids) {
         Ok(records) => records,
         Err(resp) => {
             let status = Status::try_from(resp.status).unwrap_or(Status::InvalidRecord);

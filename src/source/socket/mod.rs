@@ -54,6 +54,7 @@ use crate::record::{random_partition_key, UserRecord, MAX_RECORD_BYTES};
 use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
 use crate::source::format::{Cut, JsonFormatter};
 use crate::source::log_limit::LogLimit;
+use crate::source::record_id::{self, Counter};
 pub(crate) use bind::{bind, Bound};
 use framed::frames_connection;
 use lines::LineSplitter;
@@ -376,6 +377,7 @@ async fn lines_connection(
     let mut charge = shared.budget.charge();
     let mut lines = LineSplitter::new(config.max_line_bytes);
     let mut format = shared.format.clone();
+    let mut ids = config.record_id.then(|| Counter::new(&config.block));
     let metrics = shared.producer.metrics().clone();
     loop {
         // The bytes held and read, the spool's copy of their data, and the
@@ -401,7 +403,7 @@ async fn lines_connection(
         let mut batch_bytes = 0;
         let mut truncated = 0;
         while let Some(line) = lines.next_line(&mut buf, eof) {
-            let (bytes, cut) = push_line(&mut format, line, &mut batch);
+            let (bytes, cut) = push_line(&mut format, &mut ids, line, &mut batch);
             batch_bytes += bytes;
             truncated += u64::from(cut);
             if batch_bytes >= BATCH_BYTES || batch.len() * RECORD_OVERHEAD >= LINES_RECORDS_BYTES {
@@ -449,11 +451,17 @@ fn release(buf: &mut BytesMut, charge: &mut Charge, keep: usize) {
 /// returns its size and whether it had to be truncated to fit once wrapped.
 fn push_line(
     format: &mut Option<JsonFormatter>,
+    ids: &mut Option<Counter>,
     line: bytes::Bytes,
     batch: &mut Vec<UserRecord>,
 ) -> (usize, bool) {
     let partition_key = random_partition_key();
+    let id = ids.as_mut().map(Counter::next_id);
     let Some(format) = format else {
+        let line = match id {
+            Some(id) => record_id::prefixed(id, 0, &line),
+            None => line,
+        };
         let n = line.len();
         batch.push(UserRecord {
             partition_key,
@@ -462,6 +470,9 @@ fn push_line(
         });
         return (n, false);
     };
+    if let Some(id) = id {
+        format.set_id(id);
+    }
     let mut n = 0;
     // A socket has no `oversized` setting: a line that only overflows once
     // escaped keeps its head, the way an over-long frame is never split.
@@ -517,6 +528,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
     // One more byte than accepted: a datagram that fills it is too long.
     let mut buf = vec![0u8; config.max_line_bytes + 1];
     let mut format = shared.format.clone();
+    let mut ids = config.record_id.then(|| Counter::new(&config.block));
     let metrics = shared.producer.metrics().clone();
     loop {
         let mut batch = Vec::new();
@@ -536,7 +548,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
                 Ok(0) => {}
                 Ok(n) => {
                     let line = bytes::Bytes::copy_from_slice(&buf[..n]);
-                    let (bytes, cut) = push_line(&mut format, line, &mut batch);
+                    let (bytes, cut) = push_line(&mut format, &mut ids, line, &mut batch);
                     batch_bytes += bytes;
                     truncated += u64::from(cut);
                 }

@@ -136,6 +136,7 @@ mod tests {
             idle_timeout: std::time::Duration::from_secs(1),
             on_full: OnFull::Wait,
             format: Default::default(),
+            record_id: false,
         }
     }
 
