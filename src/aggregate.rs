@@ -26,6 +26,7 @@ mod aggregator;
 mod decode;
 mod encode;
 mod key_hash;
+mod pack;
 
 use bytes::Bytes;
 
@@ -37,6 +38,7 @@ pub use self::decode::{deaggregate, is_aggregated, DecodeError};
 pub use self::encode::{encode_all, Aggregate};
 
 pub use self::key_hash::{KeyHash, KeyHasher};
+pub use self::pack::{unpack, Codec, Packs};
 
 /// The four bytes every KPL aggregate starts with.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -112,6 +114,8 @@ pub struct Limits {
     pub max_records: usize,
     /// How the user records are put together.
     pub format: Format,
+    /// Records packed and compressed into fewer user records (Kinesis only).
+    pub packs: Option<Packs>,
 }
 
 /// How an aggregate's user records are put together into one record.

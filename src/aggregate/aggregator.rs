@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use super::encode::{decimal_len, field_len, record_body_len};
+use super::pack::{compress, Packs, Sealed};
 use super::{Aggregate, Format, KeyHash, Limits, Pending, FRAMING_LEN};
 use crate::record::MAX_RECORD_BYTES;
 
@@ -18,6 +19,8 @@ pub struct Aggregator {
     /// string itself is compared on a hit, so a collision only costs a table entry.
     pk_index: HashMap<u64, u32, KeyHash>,
     ehk_index: HashMap<u128, u32, KeyHash>,
+    /// With packs: bytes of the open pack's data and the newlines between.
+    open_bytes: usize,
 }
 
 impl Aggregator {
@@ -41,6 +44,12 @@ impl Aggregator {
     /// What the aggregate's size would become with `record` added, and the keys it
     /// would get.
     fn size_with(&self, p: &Pending) -> (usize, (u32, Option<u32>), bool, bool) {
+        self.size_with_data(p, p.record.data.len())
+    }
+
+    /// [`size_with`](Self::size_with) for a user record of `data_len` bytes
+    /// whose keys are `p`'s (a pack, keyed by its first record).
+    fn size_with_data(&self, p: &Pending, data_len: usize) -> (usize, (u32, Option<u32>), bool, bool) {
         let mut body = self.agg.body_len;
         let pk = &p.record.partition_key;
         let (pk_idx, new_pk) = match self.lookup_pk(p) {
@@ -60,7 +69,7 @@ impl Aggregator {
                 }
             },
         };
-        body += field_len(record_body_len(pk_idx, ehk_idx, p.record.data.len()));
+        body += field_len(record_body_len(pk_idx, ehk_idx, data_len));
         let outer_pk = self
             .agg
             .records
@@ -93,6 +102,9 @@ impl Aggregator {
     pub fn try_add(&mut self, p: Pending, limits: &Limits) -> Result<(), Pending> {
         if limits.format == Format::Lines {
             return self.try_add_line(p, limits);
+        }
+        if let Some(packs) = limits.packs {
+            return self.try_add_packed(p, limits, packs);
         }
         let (size, keys, new_pk, new_ehk) = self.size_with(&p);
         if !self.is_empty()
@@ -142,8 +154,82 @@ impl Aggregator {
             })
     }
 
+    /// Where the open pack starts in the records.
+    fn open_start(&self) -> usize {
+        self.agg.packs.last().map_or(0, |s| s.end)
+    }
+
+    /// The aggregate's size with the open pack (first record `first`) holding
+    /// `bytes`, counted at its compression bound.
+    fn size_packed(&self, first: &Pending, bytes: usize, packs: Packs) -> usize {
+        let bound = packs.codec.bound(bytes);
+        if self.agg.packs.is_empty() {
+            // A lone pack goes as itself.
+            return bound + first.record.partition_key.len();
+        }
+        self.size_with_data(first, bound).0
+    }
+
+    /// [`try_add`](Self::try_add) with packs: the record joins the open pack
+    /// while it has room, else the open pack is compressed and the record
+    /// starts the next one, if the aggregate has room for it.
+    #[allow(clippy::result_large_err)]
+    fn try_add_packed(&mut self, p: Pending, limits: &Limits, packs: Packs) -> Result<(), Pending> {
+        let max = limits.max_bytes.min(MAX_RECORD_BYTES);
+        let start = self.open_start();
+        if start < self.agg.records.len() {
+            let bytes = self.open_bytes + 1 + p.record.data.len();
+            if bytes <= packs.max_bytes
+                && self.size_packed(&self.agg.records[start], bytes, packs) <= max
+            {
+                self.open_bytes = bytes;
+                self.agg.records.push(p);
+                return Ok(());
+            }
+            self.seal_pack(packs);
+        }
+        if !self.is_empty()
+            && (self.agg.packs.len() >= limits.max_records
+                || self.size_packed(&p, p.record.data.len(), packs) > max)
+        {
+            return Err(p);
+        }
+        self.agg.pack = Some(packs);
+        self.open_bytes = p.record.data.len();
+        self.agg.records.push(p);
+        Ok(())
+    }
+
+    /// Compresses the open pack into a user record of the aggregate.
+    fn seal_pack(&mut self, packs: Packs) {
+        let start = self.open_start();
+        let end = self.agg.records.len();
+        if start == end {
+            return;
+        }
+        let data = compress(packs.codec, &self.agg.records[start..end]);
+        let first = &self.agg.records[start];
+        let (size, keys, new_pk, new_ehk) = self.size_with_data(first, data.len());
+        if new_pk {
+            self.pk_index.entry(Self::pk_hash(first)).or_insert(keys.0);
+            self.agg.pk_owners.push(start as u32);
+        }
+        if let (true, Some(k)) = (new_ehk, first.record.explicit_hash_key) {
+            self.ehk_index.insert(k, self.agg.ehk_table.len() as u32);
+            self.agg.ehk_table.push(k);
+        }
+        let outer_pk = self.agg.records[0].record.partition_key.len();
+        self.agg.body_len = size - FRAMING_LEN - outer_pk;
+        self.agg.keys.push(keys);
+        self.agg.packs.push(Sealed { end, data });
+        self.open_bytes = 0;
+    }
+
     /// Takes the aggregate out, leaving the aggregator empty.
     pub fn take(&mut self) -> Aggregate {
+        if let Some(packs) = self.agg.pack {
+            self.seal_pack(packs);
+        }
         self.pk_index.clear();
         self.ehk_index.clear();
         std::mem::take(&mut self.agg)

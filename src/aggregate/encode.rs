@@ -6,6 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::encoded_len_varint;
 
+use super::pack::{Packs, Sealed};
 use super::{Encoded, Format, Pending, FRAMING_LEN, MAGIC};
 
 /// A sealed set of user records of one shard, ready to encode. Only the
@@ -25,6 +26,10 @@ pub struct Aggregate {
     pub(super) body_len: usize,
     /// How the records are put together (set by the aggregator).
     pub(super) format: Format,
+    /// With packs: how they are made, and the sealed ones (each a user record;
+    /// `keys` then has one entry per pack).
+    pub(super) pack: Option<Packs>,
+    pub(super) packs: Vec<Sealed>,
 }
 
 /// Bytes of a length-delimited protobuf field of `len` bytes (tag, length,
@@ -74,6 +79,14 @@ impl Aggregate {
         if self.format == Format::Lines {
             return self.body_len;
         }
+        if self.pack.is_some() {
+            let pk = self.records.first().map_or(0, |r| r.record.partition_key.len());
+            return match self.packs.as_slice() {
+                [] => 0,
+                [one] => one.data.len() + pk,
+                _ => FRAMING_LEN + self.body_len + pk,
+            };
+        }
         match self.records.as_slice() {
             [] => 0,
             [one] => one.record.size(),
@@ -101,6 +114,9 @@ impl Aggregate {
     fn unsigned(&self) -> Unsigned {
         if self.format == Format::Lines {
             return Unsigned::Done(self.lines());
+        }
+        if self.pack.is_some() {
+            return self.unsigned_packs();
         }
         let first = match self.records.as_slice() {
             [] => {
@@ -132,16 +148,7 @@ impl Aggregate {
             put_bytes_field(&mut buf, 2, k.to_string().as_bytes());
         }
         for (r, &(pk_idx, ehk_idx)) in self.records.iter().zip(&self.keys) {
-            let len = record_body_len(pk_idx, ehk_idx, r.record.data.len());
-            put_key(&mut buf, 3, 2);
-            put_varint(&mut buf, len as u64);
-            put_key(&mut buf, 1, 0);
-            put_varint(&mut buf, pk_idx as u64);
-            if let Some(i) = ehk_idx {
-                put_key(&mut buf, 2, 0);
-                put_varint(&mut buf, i as u64);
-            }
-            put_bytes_field(&mut buf, 3, &r.record.data);
+            put_record(&mut buf, pk_idx, ehk_idx, &r.record.data);
         }
         debug_assert_eq!(buf.len(), MAGIC.len() + self.body_len);
         Unsigned::Body {
@@ -156,6 +163,51 @@ impl Aggregate {
     /// How the records are put together.
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// How the records are packed and compressed, if they are.
+    pub fn packs(&self) -> Option<Packs> {
+        self.pack
+    }
+
+    /// [`unsigned`](Self::unsigned) with packs: each sealed pack is a user
+    /// record, keyed by its first record; a lone pack goes as itself.
+    fn unsigned_packs(&self) -> Unsigned {
+        let Some(first) = self.records.first() else {
+            return Unsigned::Done(Encoded {
+                partition_key: String::new(),
+                explicit_hash_key: None,
+                data: Bytes::new(),
+            });
+        };
+        if let [one] = self.packs.as_slice() {
+            return Unsigned::Done(Encoded {
+                partition_key: first.record.partition_key.clone(),
+                explicit_hash_key: Some(first.hash_key.to_string()),
+                data: one.data.clone(),
+            });
+        }
+        let mut buf = BytesMut::with_capacity(FRAMING_LEN + self.body_len);
+        buf.put_slice(&MAGIC);
+        for &owner in &self.pk_owners {
+            put_bytes_field(
+                &mut buf,
+                1,
+                self.records[owner as usize].record.partition_key.as_bytes(),
+            );
+        }
+        for k in &self.ehk_table {
+            put_bytes_field(&mut buf, 2, k.to_string().as_bytes());
+        }
+        for (pack, &(pk_idx, ehk_idx)) in self.packs.iter().zip(&self.keys) {
+            put_record(&mut buf, pk_idx, ehk_idx, &pack.data);
+        }
+        debug_assert_eq!(buf.len(), MAGIC.len() + self.body_len);
+        Unsigned::Body {
+            partition_key: first.record.partition_key.clone(),
+            explicit_hash_key: first.hash_key.to_string(),
+            buf,
+        }
     }
 
     /// The [`Format::Lines`] record: each record's data and a newline.
@@ -217,6 +269,20 @@ pub fn encode_all(aggs: &[&Aggregate]) -> Vec<Encoded> {
             }
         })
         .collect()
+}
+
+/// One `Record` message of the aggregate.
+fn put_record(buf: &mut BytesMut, pk_idx: u32, ehk_idx: Option<u32>, data: &[u8]) {
+    let len = record_body_len(pk_idx, ehk_idx, data.len());
+    put_key(buf, 3, 2);
+    put_varint(buf, len as u64);
+    put_key(buf, 1, 0);
+    put_varint(buf, pk_idx as u64);
+    if let Some(i) = ehk_idx {
+        put_key(buf, 2, 0);
+        put_varint(buf, i as u64);
+    }
+    put_bytes_field(buf, 3, data);
 }
 
 fn put_key(buf: &mut BytesMut, tag: u32, wire_type: u32) {

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::{
-    deaggregate, encode_all, is_aggregated, proto, Aggregate, Aggregator, DecodeError, Format,
-    Limits, Pending,
+    deaggregate, encode_all, is_aggregated, proto, Aggregate, Aggregator, Codec, DecodeError,
+    Format, Limits, Packs, Pending,
 };
 use crate::record::{UserRecord, MAX_RECORD_BYTES};
 
@@ -27,6 +27,7 @@ const NO_LIMIT: Limits = Limits {
     max_bytes: MAX_RECORD_BYTES,
     max_records: usize::MAX,
     format: Format::Kpl,
+    packs: None,
 };
 
 fn aggregate(records: Vec<Pending>, limits: &Limits) -> Vec<Aggregate> {
@@ -155,7 +156,7 @@ proptest! {
         max_bytes in prop_oneof![Just(MAX_RECORD_BYTES), 64usize..60_000],
         max_records in prop_oneof![Just(usize::MAX), 1usize..50],
     ) {
-        let limits = Limits { max_bytes, max_records, format: Format::Kpl };
+        let limits = Limits { max_bytes, max_records, format: Format::Kpl, packs: None };
         let records: Vec<Pending> = xs
             .iter()
             .map(|(pk, ehk, data)| pending(pk, *ehk, data))
@@ -224,6 +225,7 @@ const LINES: Limits = Limits {
     max_bytes: 1_024_000,
     max_records: usize::MAX,
     format: Format::Lines,
+    packs: None,
 };
 
 /// Packs records into line aggregates the way the router does: seal when one
@@ -308,4 +310,71 @@ fn encode_all_mixes_line_and_kpl_aggregates_in_order() {
     assert!(is_aggregated(&out[1].data));
     let back = deaggregate(&out[1].partition_key, None, &out[1].data).unwrap();
     assert_eq!(back.len(), 2);
+}
+
+fn lines(n: usize) -> Vec<Pending> {
+    (0..n)
+        .map(|i| {
+            let line = format!("2026-12-06T21:{:02}:00Z GET /api/items/{i} 200 {} ms", i % 60, i * 7);
+            pending(&format!("k{}", i % 5), None, line.as_bytes())
+        })
+        .collect()
+}
+
+/// The lines an aggregate carries, read as a consumer does: deaggregate, then
+/// decompress each user record and split it at its newlines.
+fn unpacked(agg: &Aggregate, codec: Codec) -> Vec<Bytes> {
+    roundtrip(agg)
+        .iter()
+        .flat_map(|r| super::unpack(codec, &r.data).unwrap())
+        .collect()
+}
+
+#[test]
+fn packs_read_back_as_their_lines_with_every_codec() {
+    for codec in [Codec::None, Codec::Gzip(6), Codec::Zstd(3)] {
+        for max_bytes in [0, 300, 4096] {
+            let limits = Limits {
+                max_bytes: 8192,
+                max_records: usize::MAX,
+                format: Format::Kpl,
+                packs: Some(Packs { codec, max_bytes }),
+            };
+            let records = lines(500);
+            let want: Vec<Bytes> = records.iter().map(|r| r.record.data.clone()).collect();
+            let aggs = aggregate(records, &limits);
+            let mut got = Vec::new();
+            for agg in &aggs {
+                assert!(agg.size() <= 8192, "{codec:?} {max_bytes}: {}", agg.size());
+                assert_eq!(agg.encode().size(), agg.size(), "{codec:?} {max_bytes}");
+                got.extend(unpacked(agg, codec));
+            }
+            assert_eq!(got, want, "{codec:?} {max_bytes}");
+            assert_eq!(aggs.iter().map(Aggregate::len).sum::<usize>(), 500);
+        }
+    }
+}
+
+#[test]
+fn packed_lines_compress_and_a_lone_pack_goes_as_itself() {
+    let limits = Limits {
+        max_bytes: MAX_RECORD_BYTES,
+        max_records: 1,
+        format: Format::Kpl,
+        packs: Some(Packs {
+            codec: Codec::Zstd(3),
+            max_bytes: 64 * 1024,
+        }),
+    };
+    let records = lines(1000);
+    let raw: usize = records.iter().map(|r| r.record.data.len() + 1).sum();
+    let aggs = aggregate(records, &limits);
+    // One pack per aggregate (max_records = 1), each a zstd frame, not KPL.
+    for agg in &aggs {
+        let e = agg.encode();
+        assert!(!is_aggregated(&e.data));
+        assert_eq!(&e.data[..4], &[0x28, 0xB5, 0x2F, 0xFD]);
+    }
+    let sent: usize = aggs.iter().map(Aggregate::size).sum();
+    assert!(raw > 4 * sent, "{raw} bytes became {sent}");
 }

@@ -117,6 +117,8 @@ pub(super) struct PerStream {
     pub(super) packing: Vec<(String, Packing)>,
     /// Whether each Kinesis stream that says so is aggregated.
     pub(super) aggregate: Vec<(String, bool)>,
+    /// The compression of each Kinesis stream that sets its own.
+    pub(super) compression: Vec<(String, Option<crate::aggregate::Packs>)>,
 }
 
 impl PerStream {
@@ -129,6 +131,10 @@ impl PerStream {
                 .collect(),
             aggregate: kinesis
                 .and_then(|k| Some((k.stream.clone(), k.aggregate?)))
+                .into_iter()
+                .collect(),
+            compression: kinesis
+                .and_then(|k| Some((k.stream.clone(), k.compression?)))
                 .into_iter()
                 .collect(),
         }
@@ -179,6 +185,14 @@ pub(super) fn destinations(
         }
         if let Some(a) = super::streams::aggregate(&field, is_firehose, d.aggregate, problems) {
             per_stream.aggregate.push((route.clone(), a));
+        }
+        let compression = super::streams::RawCompression {
+            name: d.compression.as_deref(),
+            level: d.compression_level,
+            pack_bytes: d.compression_pack_bytes,
+        };
+        if let Some(c) = super::streams::compression(&field, is_firehose, compression, problems) {
+            per_stream.compression.push((route.clone(), c));
         }
         let own_region = d.region.is_some() || d.endpoint.is_some();
         let mut dest = destination(

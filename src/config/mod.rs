@@ -97,6 +97,8 @@ pub struct KinesisConfig {
     /// Whether the default destination's records are KPL-aggregated, when it
     /// sets its own (`[delivery]`'s `aggregate` otherwise).
     pub aggregate: Option<bool>,
+    /// Its compression, when it sets its own.
+    pub compression: Option<Option<crate::aggregate::Packs>>,
     /// The default stream's region, endpoint, credentials and role.
     pub destination: Destination,
     pub request_timeout: Duration,

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
+use crate::aggregate::{Codec, Packs};
 use crate::deliver::firehose::{self, Packing};
+use crate::record::MAX_RECORD_BYTES;
 
 /// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
 pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
@@ -112,8 +114,72 @@ pub(super) struct RawPacking {
     pub(super) linger_ms: Option<u64>,
 }
 
-/// Checks a section's packing keys: `None` when it names a Kinesis stream (and
-/// then they must not be set), else the packing of its Firehose stream.
+/// The compression keys of a section as written.
+pub(super) struct RawCompression<'a> {
+    pub(super) name: Option<&'a str>,
+    pub(super) level: Option<i32>,
+    pub(super) pack_bytes: Option<usize>,
+}
+
+/// Checks a section's compression keys: `None` when it sets none (its stream
+/// takes `[delivery]`'s), else its stream's packs (`Some(None)`: none).
+pub(super) fn compression(
+    field: &str,
+    firehose_stream: bool,
+    c: RawCompression<'_>,
+    problems: &mut Vec<String>,
+) -> Option<Option<Packs>> {
+    let Some(name) = c.name else {
+        for (key, set) in [
+            ("compression_level", c.level.is_some()),
+            ("compression_pack_bytes", c.pack_bytes.is_some()),
+        ] {
+            if set {
+                problems.push(format!("{field}.{key} needs compression in the same section"));
+            }
+        }
+        return None;
+    };
+    if firehose_stream {
+        problems.push(format!(
+            "{field}.compression is for a Kinesis stream (stream); a Firehose stream compresses on its own side (its CompressionFormat)"
+        ));
+        return None;
+    }
+    let (codec, levels) = match name {
+        "none" => (Codec::None, None),
+        "gzip" => (Codec::Gzip(c.level.unwrap_or(6) as u32), Some(0..=9)),
+        "zstd" => (Codec::Zstd(c.level.unwrap_or(3)), Some(1..=22)),
+        other => {
+            problems.push(format!(
+                "{field}.compression {other:?} is not \"none\", \"gzip\" or \"zstd\""
+            ));
+            return None;
+        }
+    };
+    match (levels, c.level) {
+        (Some(range), Some(l)) if !range.contains(&l) => problems.push(format!(
+            "{field}.compression_level {l} is outside {}..={} for {name}",
+            range.start(),
+            range.end()
+        )),
+        (None, Some(_)) => problems.push(format!(
+            "{field}.compression_level needs compression = \"gzip\" or \"zstd\""
+        )),
+        _ => {}
+    }
+    let max_bytes = c.pack_bytes.unwrap_or(0);
+    if max_bytes > MAX_RECORD_BYTES {
+        problems.push(format!(
+            "{field}.compression_pack_bytes {max_bytes} is above {MAX_RECORD_BYTES} (a Kinesis record)"
+        ));
+    }
+    if codec == Codec::None && max_bytes == 0 {
+        return Some(None);
+    }
+    Some(Some(Packs { codec, max_bytes }))
+}
+
 /// Checks a section's `aggregate` key: only a Kinesis stream's records are
 /// aggregated.
 pub(super) fn aggregate(
@@ -131,6 +197,8 @@ pub(super) fn aggregate(
     aggregate
 }
 
+/// Checks a section's packing keys: `None` when it names a Kinesis stream (and
+/// then they must not be set), else the packing of its Firehose stream.
 pub(super) fn packing(
     field: &str,
     firehose_stream: bool,

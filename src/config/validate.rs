@@ -78,6 +78,7 @@ impl RawConfig {
         let mut delivery = delivery;
         delivery.packing = per_stream.packing;
         delivery.aggregate_streams = per_stream.aggregate;
+        delivery.compression_streams = per_stream.compression;
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -140,6 +141,16 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         k.aggregate,
         problems,
     );
+    let compression = super::streams::compression(
+        "kinesis",
+        k.delivery_stream.is_some(),
+        super::streams::RawCompression {
+            name: k.compression.as_deref(),
+            level: k.compression_level,
+            pack_bytes: k.compression_pack_bytes,
+        },
+        problems,
+    );
     let destination = super::destination::destination(
         super::destination::RawTarget {
             field: "kinesis",
@@ -163,6 +174,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         stream: stream?,
         packing,
         aggregate,
+        compression,
         destination,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         proxy,
@@ -227,9 +239,22 @@ fn validate_delivery(
             max_bytes: d.aggregation_max_bytes,
             max_records: d.aggregation_max_records,
             format: Format::Kpl,
+            packs: None,
         },
         aggregate: d.aggregate,
         aggregate_streams: Vec::new(),
+        compression: super::streams::compression(
+            "delivery",
+            false,
+            super::streams::RawCompression {
+                name: d.compression.as_deref(),
+                level: d.compression_level,
+                pack_bytes: d.compression_pack_bytes,
+            },
+            problems,
+        )
+        .flatten(),
+        compression_streams: Vec::new(),
         batch_max_records: d.batch_max_records,
         batch_max_bytes: d.batch_max_bytes,
         shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),

@@ -83,6 +83,7 @@ pub(super) fn options(route: &str, base: &DeliveryOptions) -> DeliveryOptions {
             max_bytes: packing.max_bytes.min(MAX_RECORD_BYTES),
             max_records: if packing.enabled { usize::MAX } else { 1 },
             format: Format::Lines,
+            packs: None,
         },
         // PutRecordBatch's own limit: one packed record alone is nearly 1 MiB,
         // the default request size of Kinesis.

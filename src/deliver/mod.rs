@@ -104,6 +104,10 @@ pub struct DeliveryOptions {
     /// Kinesis streams (by name inside the agent) that set `aggregate` for
     /// themselves.
     pub aggregate_streams: Vec<(String, bool)>,
+    /// How Kinesis streams' records are packed and compressed (`None`: not).
+    pub compression: Option<crate::aggregate::Packs>,
+    /// Kinesis streams (by name inside the agent) that set it for themselves.
+    pub compression_streams: Vec<(String, Option<crate::aggregate::Packs>)>,
 }
 
 impl DeliveryOptions {
@@ -113,6 +117,14 @@ impl DeliveryOptions {
             .iter()
             .find(|(r, _)| r == route)
             .map_or(self.aggregate, |&(_, a)| a)
+    }
+
+    /// How the records of Kinesis stream `route` are packed and compressed.
+    pub fn packs(&self, route: &str) -> Option<crate::aggregate::Packs> {
+        self.compression_streams
+            .iter()
+            .find(|(r, _)| r == route)
+            .map_or(self.compression, |&(_, c)| c)
     }
 }
 
@@ -164,6 +176,7 @@ pub(crate) fn spawn_stream(
             // A lone user record is sent as itself (not KPL-encoded).
             ctx.options.aggregation.max_records = 1;
         }
+        ctx.options.aggregation.packs = ctx.options.packs(outlet.stream());
         tracker.spawn(refresh::refresh_shard_map(
             outlet.stream().clone(),
             ctx.kinesis.clone(),

@@ -418,6 +418,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_records: 1000,
             format: Format::Kpl,
+            packs: None,
         };
         let mut agg = Aggregator::new();
         for p in records {

@@ -117,7 +117,9 @@ impl Router {
                     .expect("an empty aggregator takes any valid record");
             }
         }
-        if self.aggs[shard].len() >= limits.max_records {
+        // Packs fill by size: an aggregate of them is sealed when a record
+        // does not fit, or when its linger ends.
+        if limits.packs.is_none() && self.aggs[shard].len() >= limits.max_records {
             self.seal(shard);
         } else if self.open_since[shard].is_none() {
             let now = Instant::now();
@@ -321,6 +323,7 @@ impl Router {
             max_bytes: usize::MAX,
             max_records: 1,
             format: item.agg.format(),
+            packs: item.agg.packs(),
         };
         for p in item.agg.into_records().into_iter().rev() {
             let mut one = Aggregator::new();
@@ -447,6 +450,7 @@ mod tests {
                 max_bytes: 1 << 20,
                 max_records,
                 format: Format::Kpl,
+                packs: None,
             },
         )
     }

@@ -208,6 +208,7 @@ pub(super) fn options() -> DeliveryOptions {
             max_bytes: 1 << 20,
             max_records: 1000,
             format: Format::Kpl,
+            packs: None,
         },
         batch_max_records: MAX_BATCH_RECORDS,
         batch_max_bytes: MAX_BATCH_BYTES,
@@ -218,6 +219,8 @@ pub(super) fn options() -> DeliveryOptions {
         packing: Vec::new(),
         aggregate: true,
         aggregate_streams: Vec::new(),
+        compression: None,
+        compression_streams: Vec::new(),
     }
 }
 

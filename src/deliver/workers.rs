@@ -209,6 +209,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_records: 1,
             format: Format::Kpl,
+            packs: None,
         };
         one.try_add(Pending::new(1, 0, UserRecord::new(key, "data")), &limits)
             .expect("an empty aggregator takes a record");

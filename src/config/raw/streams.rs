@@ -18,6 +18,12 @@ pub(crate) struct RawKinesis {
     /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s);
     /// `false`: one user record per Kinesis record. Only for a Kinesis stream.
     pub aggregate: Option<bool>,
+    /// Compression of this Kinesis stream's user records (default:
+    /// `[delivery]`'s): `"none"`, `"gzip"` or `"zstd"`; with it, the level and the
+    /// pack size (unset: their defaults, not `[delivery]`'s).
+    pub compression: Option<String>,
+    pub compression_level: Option<i32>,
+    pub compression_pack_bytes: Option<usize>,
     /// Several lines per Firehose record, each ending in a newline (default);
     /// `false`: one line per record. Only for a Firehose stream.
     pub packing: Option<bool>,
@@ -68,6 +74,12 @@ pub(crate) struct RawDestination {
     /// KPL aggregation of this Kinesis stream's records (default: `[delivery]`'s);
     /// `false`: one user record per Kinesis record. Only for a Kinesis stream.
     pub aggregate: Option<bool>,
+    /// Compression of this Kinesis stream's user records (default:
+    /// `[delivery]`'s): `"none"`, `"gzip"` or `"zstd"`; with it, the level and the
+    /// pack size (unset: their defaults, not `[delivery]`'s).
+    pub compression: Option<String>,
+    pub compression_level: Option<i32>,
+    pub compression_pack_bytes: Option<usize>,
     /// Several lines per Firehose record, each ending in a newline (default);
     /// `false`: one line per record. Only for a Firehose stream.
     pub packing: Option<bool>,
@@ -118,6 +130,14 @@ pub(crate) struct RawDelivery {
     /// `[kinesis]` and `[[destination]]` may set their stream's own.
     #[serde(default = "default_aggregate")]
     pub aggregate: bool,
+    /// Compression of each Kinesis stream's user records: `"none"`, `"gzip"`
+    /// or `"zstd"` (consumers deaggregate, then decompress).
+    pub compression: Option<String>,
+    /// Level of `compression` (gzip 0..=9, default 6; zstd 1..=22, default 3).
+    pub compression_level: Option<i32>,
+    /// Lines packed (newline-separated) into one compressed user record, up to
+    /// this many bytes before compression; 0: each record alone.
+    pub compression_pack_bytes: Option<usize>,
     /// Most Kinesis records in one PutRecords request, at most 500
     /// (kinesis-producer: `BatchCount`).
     #[serde(default = "default_batch_max_records")]
@@ -156,6 +176,9 @@ impl Default for RawDelivery {
             aggregation_max_bytes: default_aggregation_max_bytes(),
             aggregation_max_records: default_aggregation_max_records(),
             aggregate: default_aggregate(),
+            compression: None,
+            compression_level: None,
+            compression_pack_bytes: None,
             batch_max_records: default_batch_max_records(),
             batch_max_bytes: default_batch_max_bytes(),
             shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
