@@ -158,6 +158,7 @@ fn node_aws_kinesis_agg_decodes_our_aggregates() {
         max_bytes: MAX_RECORD_BYTES,
         max_records: usize::MAX,
         format: Format::Kpl,
+        packs: None,
     };
     let mut encoded = Vec::new();
     let mut expected = Vec::new();

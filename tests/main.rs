@@ -5,6 +5,7 @@
 mod util;
 
 mod aggregation;
+mod compression;
 mod cli;
 mod codec;
 mod cycles;

@@ -247,9 +247,9 @@ fn validate_delivery(
             "delivery",
             false,
             super::streams::RawCompression {
-                name: d.compression.as_deref(),
+                name: Some(&d.compression),
                 level: d.compression_level,
-                pack_bytes: d.compression_pack_bytes,
+                pack_bytes: Some(d.compression_pack_bytes),
             },
             problems,
         )

@@ -18,7 +18,7 @@ pub fn venv() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv")
 }
 
-fn venv_bin(name: &str) -> PathBuf {
+pub fn venv_bin(name: &str) -> PathBuf {
     let path = venv().join("bin").join(name);
     assert!(
         path.exists(),

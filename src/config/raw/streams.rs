@@ -132,12 +132,14 @@ pub(crate) struct RawDelivery {
     pub aggregate: bool,
     /// Compression of each Kinesis stream's user records: `"none"`, `"gzip"`
     /// or `"zstd"` (consumers deaggregate, then decompress).
-    pub compression: Option<String>,
+    #[serde(default = "default_compression")]
+    pub compression: String,
     /// Level of `compression` (gzip 0..=9, default 6; zstd 1..=22, default 3).
     pub compression_level: Option<i32>,
     /// Lines packed (newline-separated) into one compressed user record, up to
     /// this many bytes before compression; 0: each record alone.
-    pub compression_pack_bytes: Option<usize>,
+    #[serde(default)]
+    pub compression_pack_bytes: usize,
     /// Most Kinesis records in one PutRecords request, at most 500
     /// (kinesis-producer: `BatchCount`).
     #[serde(default = "default_batch_max_records")]
@@ -176,9 +178,9 @@ impl Default for RawDelivery {
             aggregation_max_bytes: default_aggregation_max_bytes(),
             aggregation_max_records: default_aggregation_max_records(),
             aggregate: default_aggregate(),
-            compression: None,
+            compression: default_compression(),
             compression_level: None,
-            compression_pack_bytes: None,
+            compression_pack_bytes: 0,
             batch_max_records: default_batch_max_records(),
             batch_max_bytes: default_batch_max_bytes(),
             shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
@@ -188,4 +190,8 @@ impl Default for RawDelivery {
             max_record_age_secs: None,
         }
     }
+}
+
+fn default_compression() -> String {
+    "none".into()
 }
