@@ -10,6 +10,7 @@
 //! This module holds only what they all share: the time limit and how a test
 //! appends to a file.
 
+mod ids;
 mod model;
 mod oversized;
 mod process;
