@@ -269,6 +269,7 @@ async fn tiny_records(sock: &Path) -> String {
                 partition_key: "k".into(),
                 explicit_hash_key: None,
                 data: Bytes::new(),
+                record_id: None,
             };
             1_600_000
         ],

@@ -150,6 +150,10 @@ pub fn random_partition_key() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
+/// Room a record keeps for its record id (`record_id = true`): the id with a
+/// cut piece's suffix, its key, quotes and separators.
+pub const RECORD_ID_ROOM: usize = 128;
+
 /// Longest part of a user-supplied value quoted in a log line or an answer.
 pub const EXCERPT_BYTES: usize = 64;
 

@@ -5,9 +5,9 @@
 mod util;
 
 mod aggregation;
-mod compression;
 mod cli;
 mod codec;
+mod compression;
 mod cycles;
 mod delivery;
 mod destination;

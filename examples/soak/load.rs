@@ -253,6 +253,7 @@ impl SocketClient {
                 partition_key: format!("{:016x}", self.rng.u64(..)),
                 explicit_hash_key: (s % 8 == 0).then(|| self.rng.u128(..).to_string()),
                 data: Bytes::from(record_data(Source::Socket, s, self.record_bytes)),
+                record_id: None,
             })
             .collect();
         self.ledger

@@ -49,7 +49,11 @@ impl Aggregator {
 
     /// [`size_with`](Self::size_with) for a user record of `data_len` bytes
     /// whose keys are `p`'s (a pack, keyed by its first record).
-    fn size_with_data(&self, p: &Pending, data_len: usize) -> (usize, (u32, Option<u32>), bool, bool) {
+    fn size_with_data(
+        &self,
+        p: &Pending,
+        data_len: usize,
+    ) -> (usize, (u32, Option<u32>), bool, bool) {
         let mut body = self.agg.body_len;
         let pk = &p.record.partition_key;
         let (pk_idx, new_pk) = match self.lookup_pk(p) {

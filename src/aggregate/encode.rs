@@ -80,7 +80,10 @@ impl Aggregate {
             return self.body_len;
         }
         if self.pack.is_some() {
-            let pk = self.records.first().map_or(0, |r| r.record.partition_key.len());
+            let pk = self
+                .records
+                .first()
+                .map_or(0, |r| r.record.partition_key.len());
             return match self.packs.as_slice() {
                 [] => 0,
                 [one] => one.data.len() + pk,

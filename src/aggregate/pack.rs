@@ -52,7 +52,13 @@ impl Codec {
             Codec::Gzip(_) => n + 5 * (n / 16_000 + 1) + 18 + 16,
             // ZSTD_COMPRESSBOUND.
             Codec::Zstd(_) => {
-                n + (n >> 8) + if n < 128 << 10 { ((128 << 10) - n) >> 11 } else { 0 } + 16
+                n + (n >> 8)
+                    + if n < 128 << 10 {
+                        ((128 << 10) - n) >> 11
+                    } else {
+                        0
+                    }
+                    + 16
             }
         }
     }

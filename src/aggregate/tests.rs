@@ -315,7 +315,11 @@ fn encode_all_mixes_line_and_kpl_aggregates_in_order() {
 fn lines(n: usize) -> Vec<Pending> {
     (0..n)
         .map(|i| {
-            let line = format!("2026-12-06T21:{:02}:00Z GET /api/items/{i} 200 {} ms", i % 60, i * 7);
+            let line = format!(
+                "2026-12-06T21:{:02}:00Z GET /api/items/{i} 200 {} ms",
+                i % 60,
+                i * 7
+            );
             pending(&format!("k{}", i % 5), None, line.as_bytes())
         })
         .collect()

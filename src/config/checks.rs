@@ -44,7 +44,7 @@ pub(super) fn record_format(
     k: JsonKeys<'_>,
     problems: &mut Vec<String>,
 ) -> RecordFormat {
-    check_record_id(field, k.record_id, k.record_id_key, k.fields, problems);
+    super::check_record_id(field, k.record_id, k.record_id_key, k.fields, problems);
     if k.format == FormatName::Raw && k.parse.is_none() {
         if !k.fields.is_empty() {
             problems.push(format!("{field}.fields needs format = \"json\""));
@@ -95,32 +95,6 @@ pub(super) fn record_format(
         parse,
         id_key: k.record_id.then(|| k.record_id_key.to_owned()),
     })
-}
-
-/// The record id's key when a block names none.
-pub(super) fn default_record_id_key() -> String {
-    "record_id".into()
-}
-
-/// Checks `record_id_key` against the keys every json record has and the
-/// block's `fields`.
-pub(super) fn check_record_id(
-    field: &str,
-    record_id: bool,
-    key: &str,
-    fields: &BTreeMap<String, String>,
-    problems: &mut Vec<String>,
-) {
-    if !record_id {
-        return;
-    }
-    if key.is_empty() {
-        problems.push(format!("{field}.record_id_key is empty"));
-    } else if BUILT_IN_KEYS.contains(&key) || fields.contains_key(key) {
-        problems.push(format!(
-            "{field}.record_id_key {key:?} collides with another key of the record"
-        ));
-    }
 }
 
 /// The json format of a `[[journald]]` block: its `parse` table's (raw without

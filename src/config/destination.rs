@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::raw::RawDestination;
+use super::streams::RawCompression;
 use super::KinesisConfig;
 use crate::deliver::destination::{
     check_external_id, check_role_arn, check_session_name, AssumeRole, Destination,
@@ -141,6 +142,37 @@ impl PerStream {
     }
 }
 
+impl PerStream {
+    /// What block `field` (`d`, for stream `route`) sets for its own stream.
+    fn add(&mut self, field: &str, route: &str, d: &RawDestination, problems: &mut Vec<String>) {
+        let is_firehose = d.delivery_stream.is_some();
+        let packing = super::streams::packing(
+            field,
+            is_firehose,
+            super::streams::RawPacking {
+                packing: d.packing,
+                max_bytes: d.packing_max_bytes,
+                linger_ms: d.packing_linger_ms,
+            },
+            problems,
+        );
+        if let Some(p) = packing {
+            self.packing.push((route.to_owned(), p));
+        }
+        if let Some(a) = super::streams::aggregate(field, is_firehose, d.aggregate, problems) {
+            self.aggregate.push((route.to_owned(), a));
+        }
+        let compression = RawCompression::new(
+            d.compression.as_deref(),
+            d.compression_level,
+            d.compression_pack_bytes,
+        );
+        if let Some(c) = super::streams::compression(field, is_firehose, compression, problems) {
+            self.compression.push((route.to_owned(), c));
+        }
+    }
+}
+
 /// Checks the `[[destination]]` blocks against `[kinesis]` and the streams the
 /// sources write; fills in what a block leaves to `[kinesis]`. Returns the
 /// destinations, and what each block sets for its own stream.
@@ -170,30 +202,7 @@ pub(super) fn destinations(
                 shown(&route)
             ));
         }
-        let packing = super::streams::packing(
-            &field,
-            is_firehose,
-            super::streams::RawPacking {
-                packing: d.packing,
-                max_bytes: d.packing_max_bytes,
-                linger_ms: d.packing_linger_ms,
-            },
-            problems,
-        );
-        if let Some(p) = packing {
-            per_stream.packing.push((route.clone(), p));
-        }
-        if let Some(a) = super::streams::aggregate(&field, is_firehose, d.aggregate, problems) {
-            per_stream.aggregate.push((route.clone(), a));
-        }
-        let compression = super::streams::RawCompression {
-            name: d.compression.as_deref(),
-            level: d.compression_level,
-            pack_bytes: d.compression_pack_bytes,
-        };
-        if let Some(c) = super::streams::compression(&field, is_firehose, compression, problems) {
-            per_stream.compression.push((route.clone(), c));
-        }
+        per_stream.add(&field, &route, &d, problems);
         let own_region = d.region.is_some() || d.endpoint.is_some();
         let mut dest = destination(
             RawTarget {

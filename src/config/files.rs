@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::source::record_id::ID_ROOM;
 use super::checks::{record_format, JsonKeys, MIN_JSON_RECORD_BYTES};
 use super::quote::written_value;
 use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
 use super::{glob_base, is_pseudo_fs, FileConfig, MAX_FILE_RECORD_BYTES};
+use crate::record::RECORD_ID_ROOM;
 
 /// Compiles glob patterns as the file source matches them: `*` stays within one
 /// path component.
@@ -149,7 +149,7 @@ pub(super) fn validate_file(
         multiline_start,
         multiline_timeout: Duration::from_millis(f.multiline_timeout_ms),
         max_record_bytes: match (&format, f.record_id) {
-            (RecordFormat::Raw, true) => max_record_bytes.saturating_sub(ID_ROOM).max(1),
+            (RecordFormat::Raw, true) => max_record_bytes.saturating_sub(RECORD_ID_ROOM).max(1),
             _ => max_record_bytes,
         },
         record_id: f.record_id,

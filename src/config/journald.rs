@@ -92,7 +92,7 @@ pub(crate) struct RawJournald {
     #[serde(default)]
     pub record_id: bool,
     /// The key of the record id in json records.
-    #[serde(default = "super::checks::default_record_id_key")]
+    #[serde(default = "super::default_record_id_key")]
     pub record_id_key: String,
 }
 
@@ -291,9 +291,6 @@ pub(crate) fn validate(
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
     let fields = validate_fields(&field, &j.fields, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
-    let none = std::collections::BTreeMap::new();
-    super::checks::check_record_id(&field, j.record_id, &j.record_id_key, &none, problems);
-    let record_id = j.record_id.then(|| j.record_id_key.clone());
     let (stream, max_record_bytes) = super::streams::target(
         &field,
         [j.stream.as_ref(), j.delivery_stream.as_ref()],
@@ -335,7 +332,7 @@ pub(crate) fn validate(
         partition_key: partition_key?,
         max_record_bytes,
         oversized: j.oversized,
-        record_id,
+        record_id: j.record_id.then_some(j.record_id_key),
     })
 }
 

@@ -155,7 +155,7 @@ pub struct FileConfig {
     pub follow_symlinks: bool,
     pub format: RecordFormat,
     /// Every record gets an id (in raw records, before the line; a line then
-    /// has `record_id::ID_ROOM` bytes less room).
+    /// has `record::RECORD_ID_ROOM` bytes less room).
     pub record_id: bool,
 }
 
@@ -209,6 +209,32 @@ pub fn same_spool(a: &SpoolOptions, b: &SpoolOptions) -> bool {
         &b.segment_bytes,
         &b.min_free_bytes,
     )
+}
+
+/// Checks `record_id_key` against the keys every json record has and the
+/// block's `fields`.
+pub(crate) fn check_record_id(
+    field: &str,
+    record_id: bool,
+    key: &str,
+    fields: &std::collections::BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) {
+    if !record_id {
+        return;
+    }
+    if key.is_empty() {
+        problems.push(format!("{field}.record_id_key is empty"));
+    } else if BUILT_IN_KEYS.contains(&key) || fields.contains_key(key) {
+        problems.push(format!(
+            "{field}.record_id_key {key:?} collides with another key of the record"
+        ));
+    }
+}
+
+/// The record id's key when a block names none.
+pub(crate) fn default_record_id_key() -> String {
+    "record_id".into()
 }
 
 impl FileConfig {

@@ -50,7 +50,6 @@ pub(crate) struct RawConfig {
     pub shutdown_timeout_secs: u64,
 }
 
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSpool {
@@ -145,7 +144,7 @@ pub(crate) struct RawSocket {
     #[serde(default)]
     pub record_id: bool,
     /// The key of the record id in json records.
-    #[serde(default = "super::checks::default_record_id_key")]
+    #[serde(default = "super::default_record_id_key")]
     pub record_id_key: String,
     #[serde(default)]
     pub json_merge: bool,
@@ -290,7 +289,7 @@ pub(crate) struct RawFile {
     #[serde(default)]
     pub record_id: bool,
     /// The key of the record id in json records.
-    #[serde(default = "super::checks::default_record_id_key")]
+    #[serde(default = "super::default_record_id_key")]
     pub record_id_key: String,
     #[serde(default)]
     pub json_merge: bool,

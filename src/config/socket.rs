@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::source::record_id::ID_ROOM;
 use super::checks::{check_absolute, record_format, JsonKeys};
 use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
 use super::SocketConfig;
 use crate::record::MAX_RECORD_BYTES;
+use crate::record::RECORD_ID_ROOM;
 
 /// Checks one `[[socket]]` block; `paths` holds the paths of the blocks before it.
 pub(super) fn validate_socket(
@@ -64,8 +64,11 @@ pub(super) fn validate_socket(
         mode: s.mode,
         framing: s.framing,
         stream: stream?,
-        max_line_bytes: if format == RecordFormat::Raw && s.record_id && s.framing != Framing::Frames {
-            max_line_bytes.saturating_sub(ID_ROOM).max(1)
+        max_line_bytes: if format == RecordFormat::Raw
+            && s.record_id
+            && s.framing != Framing::Frames
+        {
+            max_line_bytes.saturating_sub(RECORD_ID_ROOM).max(1)
         } else {
             max_line_bytes
         },

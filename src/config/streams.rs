@@ -121,6 +121,20 @@ pub(super) struct RawCompression<'a> {
     pub(super) pack_bytes: Option<usize>,
 }
 
+impl<'a> RawCompression<'a> {
+    pub(super) fn new(
+        name: Option<&'a str>,
+        level: Option<i32>,
+        pack_bytes: Option<usize>,
+    ) -> Self {
+        RawCompression {
+            name,
+            level,
+            pack_bytes,
+        }
+    }
+}
+
 /// Checks a section's compression keys: `None` when it sets none (its stream
 /// takes `[delivery]`'s), else its stream's packs (`Some(None)`: none).
 pub(super) fn compression(
@@ -135,7 +149,9 @@ pub(super) fn compression(
             ("compression_pack_bytes", c.pack_bytes.is_some()),
         ] {
             if set {
-                problems.push(format!("{field}.{key} needs compression in the same section"));
+                problems.push(format!(
+                    "{field}.{key} needs compression in the same section"
+                ));
             }
         }
         return None;

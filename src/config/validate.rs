@@ -246,11 +246,7 @@ fn validate_delivery(
         compression: super::streams::compression(
             "delivery",
             false,
-            super::streams::RawCompression {
-                name: Some(&d.compression),
-                level: d.compression_level,
-                pack_bytes: Some(d.compression_pack_bytes),
-            },
+            delivery_compression(&d),
             problems,
         )
         .flatten(),
@@ -354,6 +350,8 @@ fn journald_blocks(
 ) -> Vec<journald::JournaldConfig> {
     let mut blocks = Vec::new();
     for (i, j) in raw.into_iter().enumerate() {
+        let (field, none) = (format!("journald[{i}]"), Default::default());
+        super::check_record_id(&field, j.record_id, &j.record_id_key, &none, problems);
         let mut parse_format = journald_parse_format(
             &format!("journald[{i}]"),
             j.format == journald::Format::Json,
@@ -371,4 +369,10 @@ fn journald_blocks(
         }));
     }
     blocks
+}
+
+/// `[delivery]`'s compression keys.
+fn delivery_compression(d: &RawDelivery) -> super::streams::RawCompression<'_> {
+    let pack_bytes = Some(d.compression_pack_bytes);
+    super::streams::RawCompression::new(Some(&d.compression), d.compression_level, pack_bytes)
 }

@@ -21,9 +21,7 @@ use md5::{Digest, Md5};
 
 use crate::source::format::host_name;
 
-/// Room kept in a record for its id: the id (with a cut piece's suffix), its
-/// key, quotes and separators.
-pub(crate) const ID_ROOM: usize = 128;
+pub(crate) use crate::record::RECORD_ID_ROOM as ID_ROOM;
 /// Longest id a framed client may give.
 pub(crate) const MAX_CLIENT_ID: usize = 64;
 
@@ -157,7 +155,10 @@ mod tests {
 
     #[test]
     fn connections_get_distinct_origins() {
-        assert_ne!(connection_origin("socket[0]"), connection_origin("socket[0]"));
+        assert_ne!(
+            connection_origin("socket[0]"),
+            connection_origin("socket[0]")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +62,17 @@ async fn ids_by_line(client: &aws_sdk_kinesis::Client) -> (HashMap<String, Vec<S
     (out, records)
 }
 
+/// A json file block and a raw lines socket, both with record ids.
+fn config(emu: &Emulator, work: &Workdir, logs: &Path, sock: &Path) -> String {
+    let blocks = format!(
+        "[[file]]\ninclude = [\"{}/app.log*\"]\nformat = \"json\"\nrecord_id = true\nrotate_wait_ms = 500\n\
+         [[socket]]\npath = \"{}\"\nrecord_id = true\n",
+        logs.display(),
+        sock.display()
+    );
+    base_toml(emu, work, &blocks)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
     let emu = Emulator::start().await;
@@ -71,17 +83,7 @@ async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
     std::fs::create_dir_all(&logs).unwrap();
     let sock = work.path("in.sock");
     let conf = work.path("agent.toml");
-    let text = base_toml(
-        &emu,
-        &work,
-        &format!(
-            "[[file]]\ninclude = [\"{}/app.log*\"]\nformat = \"json\"\nrecord_id = true\nrotate_wait_ms = 500\n\
-             [[socket]]\npath = \"{}\"\nrecord_id = true\n",
-            logs.display(),
-            sock.display()
-        ),
-    );
-    std::fs::write(&conf, text).unwrap();
+    std::fs::write(&conf, config(&emu, &work, &logs, &sock)).unwrap();
     let log = work.path("agent.log");
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(logs.clone(), stop.clone());
@@ -92,14 +94,18 @@ async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
         emu.faults.delay_ms.store(150, Ordering::Relaxed);
         let mut child = spawn_binary(&conf, &log, "warn");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let lines: Vec<String> = (0..500).map(|i| format!("socket-{run:02}-{i:04}")).collect();
+        let lines: Vec<String> = (0..500)
+            .map(|i| format!("socket-{run:02}-{i:04}"))
+            .collect();
         if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
             send_lines(&sock, lines).await;
             sent += 500;
         }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(100..900))).await;
         child.kill().unwrap();
-        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();
@@ -122,13 +128,19 @@ async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
     assert!(sigterm_and_wait(child).await.success());
     let mut owner: HashMap<&str, &str> = HashMap::new();
     for (line, ids) in &by_line {
-        assert!(ids.iter().all(|id| id == &ids[0]), "{line}: copies with ids {ids:?}");
+        assert!(
+            ids.iter().all(|id| id == &ids[0]),
+            "{line}: copies with ids {ids:?}"
+        );
         if let Some(other) = owner.insert(&ids[0], line) {
             panic!("{line} and {other} share the id {}", ids[0]);
         }
     }
     let sockets = by_line.keys().filter(|l| l.starts_with("socket-")).count();
-    assert!(sockets > 0 && sockets <= sent, "{sockets} socket lines of {sent} sent");
+    assert!(
+        sockets > 0 && sockets <= sent,
+        "{sockets} socket lines of {sent} sent"
+    );
     eprintln!(
         "{} lines, {} records read back ({} copies)",
         by_line.len(),

@@ -45,9 +45,8 @@ fn request_records(
 ) -> Result<Vec<UserRecord>, Response> {
     let mut out = Vec::with_capacity(req.records.len());
     for (i, r) in std::mem::take(&mut req.records).into_iter().enumerate() {
-        let invalid = |e: String| {
-            error_response(req.id, Status::InvalidRecord, format!("record {i}: {e}"))
-        };
+        let invalid =
+            |e: String| error_response(req.id, Status::InvalidRecord, format!("record {i}: {e}"));
         let data = match (ids.as_deref_mut(), &r.record_id) {
             (None, _) => r.data,
             (Some(_), Some(id)) => {
