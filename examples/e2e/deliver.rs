@@ -86,7 +86,9 @@ fn source_section(args: &Args, work: &Path, lines: u64, record_format: &str) -> 
             (path, "socket")
         }
     };
-    let section = section + &format!("format = \"{record_format}\"\n");
+    // `E2E_SOURCE` lines (e.g. `record_id = true`) go to the source block.
+    let extra = std::env::var("E2E_SOURCE").unwrap_or_default();
+    let section = section + &format!("format = \"{record_format}\"\n{extra}\n");
     match std::env::var("E2E_PARSE") {
         Ok(preset) if !preset.is_empty() => {
             section + &format!("[{table}.parse]\npreset = \"{preset}\"\ntime_key = \"time\"\n")

@@ -48,6 +48,10 @@
 //! `E2E_LINES=apache` makes the same lines without a parse table, to compare
 //! with `E2E_FORMAT=json` and raw.
 //!
+//! `E2E_SOURCE` adds lines to the source block (`record_id = true`); with
+//! `E2E_DELIVERY='compression = "zstd"'` (and `compression_pack_bytes`) the
+//! Kinesis records are compressed.
+//!
 //! # Endpoints (`--endpoint`)
 //!
 //! - `ack` (default): a minimal PutRecords endpoint that parses each request (JSON)

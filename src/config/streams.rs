@@ -265,4 +265,6 @@ pub(super) fn packing(
 }
 
 #[cfg(test)]
+mod compression_tests;
+#[cfg(test)]
 mod tests;

@@ -359,3 +359,53 @@ fn every_record_of_a_hostile_line_is_valid_json() {
     let v = one(&mut f, b"{\"a\":\"\xff\"}");
     assert_eq!(v["message"], "{\"a\":\"\u{FFFD}\"}");
 }
+
+fn with_ids(merge: bool) -> JsonFormatter {
+    let format = JsonFormat {
+        merge,
+        id_key: Some("rid".into()),
+        ..Default::default()
+    };
+    JsonFormatter::new(&format, "web-1", "/var/log/app.log", "file[0]")
+}
+
+#[test]
+fn record_ids_are_a_key_and_a_cut_lines_pieces_get_suffixes() {
+    let mut f = with_ids(false);
+    f.set_id(b"ab12-40");
+    let v = one(&mut f, b"GET / 200");
+    assert_eq!(v["rid"], "ab12-40");
+    assert_eq!(v["message"], "GET / 200");
+    // Split: every piece within the limit, the id unique per piece.
+    f.set_id(b"ab12-99");
+    let line = "x".repeat(1000);
+    let (out, cut) = records(&mut f, line.as_bytes(), 400, Oversized::Split);
+    assert_eq!(cut, Cut::Split);
+    let ids: Vec<String> = out
+        .iter()
+        .map(|r| {
+            assert!(r.len() <= 400, "{}", r.len());
+            let v: Value = serde_json::from_slice(r).unwrap();
+            v["rid"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids[..3], ["ab12-99", "ab12-99.1", "ab12-99.2"]);
+    // A formatter of a block without ids ignores them.
+    let mut plain = formatter(false, &[]);
+    plain.set_id(b"ab12-1");
+    assert!(one(&mut plain, b"x").get("record_id").is_none());
+}
+
+#[test]
+fn a_merged_line_gets_the_id_unless_it_has_the_key() {
+    let mut f = with_ids(true);
+    f.set_id(b"cd34-7");
+    let v = one(&mut f, br#"{"level":"info"}"#);
+    assert_eq!(
+        (v["rid"].as_str(), v["level"].as_str()),
+        (Some("cd34-7"), Some("info"))
+    );
+    f.set_id(b"cd34-8");
+    let v = one(&mut f, br#"{"rid":"mine"}"#);
+    assert_eq!(v["rid"], "mine");
+}

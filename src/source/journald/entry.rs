@@ -436,4 +436,41 @@ mod tests {
         let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
         assert!(v["MESSAGE"].as_array().unwrap().len() > 100);
     }
+
+    #[test]
+    fn ids_come_from_the_journal_sequence_and_go_before_message_or_under_a_key() {
+        let e =
+            Entry::parse(br#"{"__CURSOR":"s=abc;i=1f;b=x;m=1;t=2;x=3","MESSAGE":"hello world"}"#)
+                .unwrap();
+        let mut id = Vec::new();
+        e.record_id(&mut id);
+        let other = Entry::parse(br#"{"__CURSOR":"s=abc;i=20;b=y","MESSAGE":"x"}"#).unwrap();
+        let mut next = Vec::new();
+        other.record_id(&mut next);
+        let text = String::from_utf8(id.clone()).unwrap();
+        assert!(text.ends_with("-31"), "{text}");
+        assert_eq!(
+            text.split('-').next(),
+            String::from_utf8(next).unwrap().split('-').next()
+        );
+        // Message: the id, a space, then the pieces, each with its own suffix.
+        let mut c = config(Format::Message, 8 + ID_ROOM);
+        c.record_id = Some("record_id".into());
+        let made = e.records(&c, Some(&id));
+        let pieces: Vec<String> = made
+            .records
+            .iter()
+            .map(|(_, d)| String::from_utf8(d.to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            pieces,
+            [format!("{text} hello wo"), format!("{text}.1 rld")]
+        );
+        // Json: under the key, and every piece keeps the whole object.
+        let mut c = config(Format::Json, 1000);
+        c.record_id = Some("rid".into());
+        let made = e.records(&c, Some(&id));
+        let v: Value = serde_json::from_slice(&made.records[0].1).unwrap();
+        assert_eq!(v["rid"], text.as_str());
+    }
 }
