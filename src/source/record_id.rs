@@ -62,6 +62,7 @@ pub(crate) struct Counter {
     origin: String,
     next: u64,
     id: Vec<u8>,
+    prefixer: Prefixer,
 }
 
 impl Counter {
@@ -71,6 +72,7 @@ impl Counter {
             origin: connection_origin(block),
             next: 0,
             id: Vec::new(),
+            prefixer: Prefixer::default(),
         }
     }
 
@@ -79,6 +81,13 @@ impl Counter {
         write(&mut self.id, &self.origin, self.next);
         self.next += 1;
         &self.id
+    }
+
+    /// `data` as a raw record with the next id before it.
+    pub(crate) fn prefix_next(&mut self, data: &[u8]) -> Bytes {
+        write(&mut self.id, &self.origin, self.next);
+        self.next += 1;
+        self.prefixer.prefixed(&self.id, 0, data)
     }
 }
 
@@ -104,7 +113,29 @@ pub(crate) fn write(out: &mut Vec<u8>, origin: &str, position: u64) {
 /// A raw record with its id: the id, with `.piece` after the first piece of a
 /// cut line, a space, then the data.
 pub(crate) fn prefixed(id: &[u8], piece: usize, data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(id.len() + 12 + data.len());
+    prefix_into(&mut BytesMut::new(), id, piece, data)
+}
+
+/// Raw records with their ids, written into shared buffers of 16 KiB split off
+/// as they are done: one allocation for some fifty records of a few hundred
+/// bytes, not one each.
+#[derive(Debug, Default)]
+pub(crate) struct Prefixer {
+    arena: BytesMut,
+}
+
+impl Prefixer {
+    /// [`prefixed`], from the arena.
+    pub(crate) fn prefixed(&mut self, id: &[u8], piece: usize, data: &[u8]) -> Bytes {
+        prefix_into(&mut self.arena, id, piece, data)
+    }
+}
+
+fn prefix_into(out: &mut BytesMut, id: &[u8], piece: usize, data: &[u8]) -> Bytes {
+    let need = id.len() + 12 + data.len();
+    if out.capacity() < need {
+        *out = BytesMut::with_capacity(need.max(16 * 1024));
+    }
     out.put_slice(id);
     if piece > 0 {
         out.put_u8(b'.');
@@ -112,7 +143,7 @@ pub(crate) fn prefixed(id: &[u8], piece: usize, data: &[u8]) -> Bytes {
     }
     out.put_u8(b' ');
     out.put_slice(data);
-    out.freeze()
+    out.split().freeze()
 }
 
 /// Checks an id a framed client gives: 1 to [`MAX_CLIENT_ID`] bytes of ASCII

@@ -68,6 +68,7 @@ struct Ids {
     id: Vec<u8>,
     at: u64,
     piece: usize,
+    prefixer: record_id::Prefixer,
 }
 
 impl Batch {
@@ -151,8 +152,8 @@ impl Batch {
         }
         match self.format.as_mut() {
             None => {
-                let data = match &self.ids {
-                    Some(ids) => record_id::prefixed(&ids.id, ids.piece, &data),
+                let data = match self.ids.as_mut() {
+                    Some(ids) => ids.prefixer.prefixed(&ids.id, ids.piece, &data),
                     None => data,
                 };
                 self.bytes += data.len() + partition_key.len();

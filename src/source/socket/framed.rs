@@ -53,7 +53,7 @@ fn request_records(
                 record_id::check_client_id(id).map_err(invalid)?;
                 record_id::prefixed(id.as_bytes(), 0, &r.data)
             }
-            (Some(c), None) => record_id::prefixed(c.next_id(), 0, &r.data),
+            (Some(c), None) => c.prefix_next(&r.data),
         };
         let ehk = match r.explicit_hash_key.as_deref().map(parse_explicit_hash_key) {
             None => None,

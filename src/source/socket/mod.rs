@@ -54,7 +54,7 @@ use crate::record::{random_partition_key, UserRecord, MAX_RECORD_BYTES};
 use crate::source::budget::{Budget, BudgetError, Charge, RECORD_OVERHEAD};
 use crate::source::format::{Cut, JsonFormatter};
 use crate::source::log_limit::LogLimit;
-use crate::source::record_id::{self, Counter};
+use crate::source::record_id::Counter;
 pub(crate) use bind::{bind, Bound};
 use framed::frames_connection;
 use lines::LineSplitter;
@@ -456,10 +456,9 @@ fn push_line(
     batch: &mut Vec<UserRecord>,
 ) -> (usize, bool) {
     let partition_key = random_partition_key();
-    let id = ids.as_mut().map(Counter::next_id);
     let Some(format) = format else {
-        let line = match id {
-            Some(id) => record_id::prefixed(id, 0, &line),
+        let line = match ids {
+            Some(ids) => ids.prefix_next(&line),
             None => line,
         };
         let n = line.len();
@@ -470,8 +469,8 @@ fn push_line(
         });
         return (n, false);
     };
-    if let Some(id) = id {
-        format.set_id(id);
+    if let Some(ids) = ids {
+        format.set_id(ids.next_id());
     }
     let mut n = 0;
     // A socket has no `oversized` setting: a line that only overflows once
