@@ -1,21 +1,32 @@
 //! Compression ratio and CPU of packing 256-byte log lines per codec, through
 //! the aggregator delivery uses: `cargo run --release --example compression`.
+//! The lines are the end-to-end benchmark's Apache combined lines
+//! (`E2E_LINES=apache`): addresses, paths, sizes, referers and agents varied
+//! per line.
 
 use std::time::Instant;
+
+#[allow(dead_code)]
+#[path = "e2e/lines.rs"]
+mod lines;
 
 use shardline::aggregate::{Aggregator, Codec, Format, Limits, Packs, Pending};
 use shardline::record::UserRecord;
 
 fn main() {
-    let lines: Vec<Pending> = (0..400_000u64)
-        .map(|i| {
-            let mut line = format!(
-                "203.0.113.{} - - [06/Dec/2026:21:{:02}:{:02} +0000] \"GET /api/v2/items/{} HTTP/1.1\" {} {} \"https://example.com/shop\" \"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\" req={:016x}",
-                i % 251, (i / 60) % 60, i % 60, i * 7919 % 100_000, [200, 200, 200, 404, 500][i as usize % 5], i * 37 % 50_000, i.wrapping_mul(0x9E3779B97F4A7C15)
-            );
-            line.truncate(256);
-            while line.len() < 256 { line.push(' '); }
-            Pending::new(i, 0, UserRecord::new(format!("{:016x}", i % 64), line))
+    // SAFETY: set before any other thread starts.
+    unsafe { std::env::set_var("E2E_LINES", "apache") };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    lines::write_lines(&path, 400_000, 256);
+    let text = std::fs::read(&path).unwrap();
+    let lines: Vec<Pending> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            let key = format!("{:016x}", i % 64);
+            Pending::new(i as u64, 0, UserRecord::new(key, l.to_vec()))
         })
         .collect();
     let raw: usize = lines.iter().map(|p| p.record.data.len()).sum();
