@@ -161,6 +161,34 @@ impl Feeds {
     }
 }
 
+/// One id for every copy of a line, no id for two lines, a framed client's
+/// own ids kept, and lines of every source read back.
+fn check_ids(by_line: &HashMap<String, Vec<String>>, feeds: &Feeds) {
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    for (line, ids) in by_line {
+        assert!(
+            ids.iter().all(|id| id == &ids[0]),
+            "{line}: copies with ids {ids:?}"
+        );
+        if let Some(other) = owner.insert(&ids[0], line) {
+            panic!("{line} and {other} share the id {}", ids[0]);
+        }
+    }
+    for (line, id) in &feeds.client_ids {
+        if let Some(ids) = by_line.get(line) {
+            assert_eq!(&ids[0], id, "{line}");
+        }
+    }
+    for prefix in ["file-", "journal-", "frame-", "socket-"] {
+        let n = by_line.keys().filter(|l| l.starts_with(prefix)).count();
+        assert!(
+            n > 0 && n <= feeds.sent[prefix],
+            "{prefix}: {n} of {:?}",
+            feeds.sent
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
     let emu = Emulator::start().await;
@@ -217,29 +245,7 @@ async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert!(sigterm_and_wait(child).await.success());
-    let mut owner: HashMap<&str, &str> = HashMap::new();
-    for (line, ids) in &by_line {
-        assert!(
-            ids.iter().all(|id| id == &ids[0]),
-            "{line}: copies with ids {ids:?}"
-        );
-        if let Some(other) = owner.insert(&ids[0], line) {
-            panic!("{line} and {other} share the id {}", ids[0]);
-        }
-    }
-    for (line, id) in &feeds.client_ids {
-        if let Some(ids) = by_line.get(line) {
-            assert_eq!(&ids[0], id, "{line}");
-        }
-    }
-    for prefix in ["file-", "journal-", "frame-", "socket-"] {
-        let n = count(&by_line, prefix);
-        assert!(
-            n > 0 && n <= feeds.sent[prefix],
-            "{prefix}: {n} of {:?}",
-            feeds.sent
-        );
-    }
+    check_ids(&by_line, &feeds);
     eprintln!(
         "{} lines, {} records read back ({} copies)",
         by_line.len(),
