@@ -36,8 +36,9 @@ pub(super) fn check_delivery_stream_name(name: &str, field: &str, problems: &mut
     }
 }
 
-/// The destination a section names, as known inside the agent: its Kinesis
-/// `stream`, its Firehose `delivery_stream` (`firehose:NAME`), else `default`.
+/// The destination a section names: its Kinesis `stream` (a name or an ARN,
+/// turned into its key by [`super::arn::StreamArns`] once every section is
+/// read), its Firehose `delivery_stream` (`firehose:NAME`), else `default`.
 pub(super) fn destination_of(
     field: &str,
     stream: Option<&String>,
@@ -53,7 +54,7 @@ pub(super) fn destination_of(
             None
         }
         (Some(s), None) => {
-            check_stream_name(s, &format!("{field}.stream"), problems);
+            super::arn::check(s, &format!("{field}.stream"), problems);
             Some(s.clone())
         }
         (None, Some(d)) => {
