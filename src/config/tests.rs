@@ -143,7 +143,7 @@ fn every_file_problem_is_listed() {
         include = ["relative/*.log", "/a/[z.log"]
         partition_key = "shard"
         multiline_start = "("
-        max_record_bytes = 1048576
+        max_record_bytes = 10485505
         [[file]]
         stream = "bad name"
     "#,
@@ -158,7 +158,7 @@ fn every_file_problem_is_listed() {
         "file[0].include pattern \"/a/[z.log\" is not a valid glob",
         "file[0].partition_key \"shard\"",
         "file[0].multiline_start \"(\"",
-        "file[0].max_record_bytes 1048576",
+        "file[0].max_record_bytes 10485505 is outside 1..=10485504",
         "file[1].include is missing",
         "file[1].stream \"bad name\"",
     ] {

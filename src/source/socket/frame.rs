@@ -20,8 +20,10 @@ use prost::Message;
 
 /// Protocol version byte.
 pub const VERSION: u8 = 1;
-/// Longest frame accepted: a few maximum-size records.
-pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Longest frame accepted: a record of the largest size a stream takes (10 MiB,
+/// raised with UpdateMaxRecordSize) with its keys and room to spare, or a few
+/// records of the default 1 MiB.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const HEADER_BYTES: usize = 4;
 
 /// A batch of records from a client.
@@ -256,7 +258,7 @@ mod tests {
         assert!(!e.recoverable());
         assert_eq!(
             e.to_string(),
-            "frame of 4294967295 bytes exceeds the 8388608-byte frame limit"
+            "frame of 4294967295 bytes exceeds the 16777216-byte frame limit"
         );
         // Nothing was allocated for the claimed size.
         assert!(buf.capacity() < 1024);
