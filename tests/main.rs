@@ -29,3 +29,4 @@ mod sizes;
 mod socket;
 mod spool;
 mod status;
+mod streams;
