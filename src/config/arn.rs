@@ -9,11 +9,24 @@
 //! would share a key: refused. The ARN itself is what the client sends
 //! (`StreamARN`), and its region is the stream's when its destination sets none.
 //!
-//! The sections check the ARN's form as they read it ([`check`]); once every
+//! The sections check a stream's name or ARN as they read it ([`check`]); once every
 //! section is read, [`StreamArns`] turns the ARNs into keys and settles regions.
 
-use super::streams::check_stream_name;
 use crate::deliver::destination::Destination;
+
+/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
+fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    {
+        problems.push(format!(
+            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
+        ));
+    }
+}
 
 /// A Kinesis stream ARN, taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]

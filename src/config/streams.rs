@@ -8,20 +8,6 @@ use std::time::Duration;
 
 use crate::deliver::firehose::{self, Packing};
 
-/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
-pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-    {
-        problems.push(format!(
-            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
-        ));
-    }
-}
-
 /// Firehose stream names: 1–64 characters of `a-zA-Z0-9_.-`.
 pub(super) fn check_delivery_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
     if name.is_empty()

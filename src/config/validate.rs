@@ -35,7 +35,7 @@ impl RawConfig {
     pub(crate) fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         let mut kinesis = validate_kinesis(self.kinesis, &mut problems);
-        let (delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
+        let (mut delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
         let spool = validate_spool(self.spool, &mut problems);
         // Beside the spool unless set.
         let dead_letter_path = dead_letter_path.or_else(|| {
@@ -83,7 +83,6 @@ impl RawConfig {
         if let Some(k) = kinesis.as_mut() {
             settle_regions(&arns, k, &written_regions, &mut destinations, &mut problems);
         }
-        let mut delivery = delivery;
         delivery.packing = per_stream.packing;
         delivery.aggregate_streams = per_stream.aggregate;
         if !problems.is_empty() {

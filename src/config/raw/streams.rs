@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::*;
+use super::{
+    default_aggregate, default_aggregation_max_bytes, default_aggregation_max_records,
+    default_batch_max_bytes, default_batch_max_records, default_linger_ms, default_max_connections,
+    default_max_inflight_bytes, default_request_timeout_ms, default_shard_rate_factor,
+    default_shard_refresh_interval_secs,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
