@@ -43,7 +43,6 @@ impl RawConfig {
             Some(dir.join("dead-letter.ndjson"))
         });
         let metrics = validate_metrics(&self.metrics, &mut problems);
-        let ingest = validate_ingest(&self.ingest, &mut problems);
         if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
             problems
                 .push("no sources: add at least one [[socket]], [[file]] or [[journald]]".into());
@@ -55,6 +54,7 @@ impl RawConfig {
             let socket = validate_socket(i, s, default_stream.as_ref(), &mut paths, &mut problems);
             sockets.extend(socket);
         }
+        let ingest = validate_ingest(&self.ingest, &sockets, &mut problems);
         let mut files = Vec::new();
         for (i, f) in self.file.into_iter().enumerate() {
             files.extend(validate_file(i, f, default_stream.as_ref(), &mut problems));
@@ -384,11 +384,28 @@ fn validate_metrics(m: &RawMetrics, problems: &mut Vec<String>) -> Option<Metric
 }
 
 /// Checks `[ingest]`.
-fn validate_ingest(i: &RawIngest, problems: &mut Vec<String>) -> IngestConfig {
+fn validate_ingest(
+    i: &RawIngest,
+    sockets: &[super::SocketConfig],
+    problems: &mut Vec<String>,
+) -> IngestConfig {
     if i.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
         problems.push(format!(
             "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
             i.max_memory_bytes
+        ));
+    }
+    // As the smallest budget is for a 1 MiB line: a line raised towards 10 MiB
+    // needs its read, its record and the spool's copy at once.
+    let ratio = MIN_INGEST_MEMORY_BYTES / (1 << 20);
+    let widest = sockets.iter().max_by_key(|s| s.max_line_bytes);
+    if let Some(s) = widest.filter(|s| i.max_memory_bytes < ratio * s.max_line_bytes as u64) {
+        problems.push(format!(
+            "ingest.max_memory_bytes {} is below {ratio} times {}.max_line_bytes ({}): raise it to at least {} for lines that long",
+            i.max_memory_bytes,
+            s.block,
+            s.max_line_bytes,
+            ratio * s.max_line_bytes as u64
         ));
     }
     IngestConfig {
