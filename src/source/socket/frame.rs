@@ -231,6 +231,24 @@ mod tests {
         assert_eq!(count_records(&[0, 0, 0, 3, 1, 0x12, 0x7F]), 1);
     }
 
+    /// A record of the largest size a stream takes (10 MiB, data and key) fits
+    /// a frame.
+    #[test]
+    fn a_10_mib_record_fits_a_frame() {
+        let large = Request {
+            id: 1,
+            records: vec![Record {
+                partition_key: "k".repeat(256),
+                explicit_hash_key: Some(u128::MAX.to_string()),
+                data: Bytes::from(vec![7u8; crate::record::MAX_LARGE_RECORD_BYTES - 256]),
+            }],
+            ack: true,
+        };
+        let mut wire = BytesMut::new();
+        encode(&large, &mut wire);
+        assert_eq!(decode::<Request>(&mut wire).unwrap(), Some(large));
+    }
+
     #[test]
     fn frames_roundtrip_across_partial_reads() {
         let mut wire = BytesMut::new();
