@@ -147,6 +147,7 @@ impl ProducerOptions {
             client: ClientOptions {
                 destination: config.kinesis.destination.clone(),
                 streams: config.destinations.clone(),
+                stream_arns: config.stream_arns.clone(),
                 request_timeout: Some(config.kinesis.request_timeout),
                 proxy: config.kinesis.proxy.clone(),
                 no_proxy: config.kinesis.no_proxy.clone(),

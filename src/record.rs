@@ -7,8 +7,14 @@
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-/// Largest Kinesis record: data plus partition key, in bytes.
+/// Largest Kinesis record of a stream as created (1 MiB): data plus partition
+/// key, in bytes. Aggregates never pass it, and the sources' limits default to it.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Largest Kinesis record of any stream (10 MiB, a stream raised with
+/// UpdateMaxRecordSize): data plus partition key, in bytes. A record between
+/// the two is accepted here and checked against its stream's own limit when it
+/// is sent.
+pub const MAX_LARGE_RECORD_BYTES: usize = 10 * 1024 * 1024;
 /// Longest partition key, in Unicode scalar values.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 
@@ -31,7 +37,7 @@ pub enum RecordError {
     EmptyPartitionKey,
     #[error("partition key of {chars} characters exceeds the {MAX_PARTITION_KEY_CHARS}-character Kinesis limit")]
     PartitionKeyTooLong { chars: usize },
-    #[error("record of {bytes} bytes exceeds the {MAX_RECORD_BYTES}-byte Kinesis limit")]
+    #[error("record of {bytes} bytes exceeds the {MAX_LARGE_RECORD_BYTES}-byte Kinesis limit")]
     TooLarge { bytes: usize },
     /// Larger than its destination takes (a Firehose record holds at most
     /// 1,023,999 bytes of data and its newline).
@@ -55,11 +61,12 @@ impl UserRecord {
         }
     }
 
-    /// Checks the record against the Kinesis limits.
+    /// Checks the record against the Kinesis limits (the largest any stream
+    /// takes: its own stream's is checked when it is sent).
     pub fn validate(&self) -> Result<(), RecordError> {
         validate_partition_key(&self.partition_key)?;
         let bytes = self.size();
-        if bytes > MAX_RECORD_BYTES {
+        if bytes > MAX_LARGE_RECORD_BYTES {
             return Err(RecordError::TooLarge { bytes });
         }
         Ok(())
@@ -220,20 +227,24 @@ mod tests {
         );
     }
 
+    /// Up to the 10 MiB of a stream raised with UpdateMaxRecordSize: the
+    /// stream's own limit is checked when the record is sent.
     #[test]
     fn record_size_limit_counts_the_partition_key() {
-        let ok = UserRecord::new("ab", vec![0u8; MAX_RECORD_BYTES - 2]);
+        let ok = UserRecord::new("ab", vec![0u8; MAX_LARGE_RECORD_BYTES - 2]);
         assert!(ok.validate().is_ok());
-        let big = UserRecord::new("abc", vec![0u8; MAX_RECORD_BYTES - 2]);
+        let over_default = UserRecord::new("ab", vec![0u8; MAX_RECORD_BYTES]);
+        assert!(over_default.validate().is_ok());
+        let big = UserRecord::new("abc", vec![0u8; MAX_LARGE_RECORD_BYTES - 2]);
         assert_eq!(
             big.validate(),
             Err(RecordError::TooLarge {
-                bytes: MAX_RECORD_BYTES + 1
+                bytes: MAX_LARGE_RECORD_BYTES + 1
             })
         );
         assert_eq!(
             big.validate().unwrap_err().to_string(),
-            "record of 1048577 bytes exceeds the 1048576-byte Kinesis limit"
+            "record of 10485761 bytes exceeds the 10485760-byte Kinesis limit"
         );
     }
 

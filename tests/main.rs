@@ -30,3 +30,4 @@ mod sizes;
 mod socket;
 mod spool;
 mod status;
+mod streams;

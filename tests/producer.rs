@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use shardline::producer::{Producer, ProducerOptions};
-use shardline::record::{RecordError, UserRecord, MAX_RECORD_BYTES};
+use shardline::record::{RecordError, UserRecord, MAX_LARGE_RECORD_BYTES, MAX_RECORD_BYTES};
 use shardline::DeliveryError;
 use shardline::ProduceError;
 
@@ -65,10 +65,10 @@ async fn invalid_records_and_puts_after_shutdown_get_typed_errors() {
         "{e:?}"
     );
     let e = err(producer
-        .put(UserRecord::new("k", vec![0u8; MAX_RECORD_BYTES]))
+        .put(UserRecord::new("k", vec![0u8; MAX_LARGE_RECORD_BYTES]))
         .await);
     assert!(
-        matches!(e, ProduceError::InvalidRecord { source: RecordError::TooLarge { bytes }, .. } if bytes == MAX_RECORD_BYTES + 1),
+        matches!(e, ProduceError::InvalidRecord { source: RecordError::TooLarge { bytes }, .. } if bytes == MAX_LARGE_RECORD_BYTES + 1),
         "{e:?}"
     );
     let e = err(producer

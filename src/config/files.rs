@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::checks::{record_format, JsonKeys, MIN_JSON_RECORD_BYTES};
 use super::quote::written_value;
 use super::raw::{KeyName, PartitionKey, RawFile, RawJsonField, RawPartitionKey, RecordFormat};
-use super::{glob_base, is_pseudo_fs, FileConfig, MAX_FILE_RECORD_BYTES};
+use super::{glob_base, is_pseudo_fs, FileConfig, MAX_LARGE_FILE_RECORD_BYTES};
 use crate::record::RECORD_ID_ROOM;
 
 /// Compiles glob patterns as the file source matches them: `*` stays within one
@@ -125,9 +125,9 @@ pub(super) fn validate_file(
     if f.multiline_timeout_ms == 0 {
         problems.push(format!("{field}.multiline_timeout_ms must be at least 1"));
     }
-    if f.max_record_bytes == 0 || f.max_record_bytes > MAX_FILE_RECORD_BYTES {
+    if f.max_record_bytes == 0 || f.max_record_bytes > MAX_LARGE_FILE_RECORD_BYTES {
         problems.push(format!(
-            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
+            "{field}.max_record_bytes {} is outside 1..={MAX_LARGE_FILE_RECORD_BYTES} (the largest Kinesis record, 10 MiB, less a 256-byte partition key)",
             f.max_record_bytes
         ));
     }

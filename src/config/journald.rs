@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::quote::written_value;
-use super::{Oversized, RecordFormat, MAX_FILE_RECORD_BYTES};
+use super::{Oversized, RecordFormat, MAX_LARGE_FILE_RECORD_BYTES};
 
 /// A `[[journald]]` block as written.
 #[derive(Debug, Deserialize)]
@@ -66,8 +66,9 @@ pub(crate) struct RawJournald {
     /// entry does not have it).
     #[serde(default)]
     pub partition_key: RawJournalKey,
-    /// Largest record, in bytes. At most 1048320: the Kinesis record limit less
-    /// the longest partition key (256 bytes).
+    /// Largest record, in bytes. Default 1048320: the 1 MiB record limit less the
+    /// longest partition key (256 bytes); at most 10485504, for a stream raised
+    /// to 10 MiB records.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
     /// What happens to a longer message: `"split"` (into records of
@@ -302,9 +303,9 @@ pub(crate) fn validate(
         ),
         problems,
     );
-    if j.max_record_bytes == 0 || j.max_record_bytes > MAX_FILE_RECORD_BYTES {
+    if j.max_record_bytes == 0 || j.max_record_bytes > MAX_LARGE_FILE_RECORD_BYTES {
         problems.push(format!(
-            "{field}.max_record_bytes {} is outside 1..={MAX_FILE_RECORD_BYTES} (the record limit less a 256-byte partition key)",
+            "{field}.max_record_bytes {} is outside 1..={MAX_LARGE_FILE_RECORD_BYTES} (the largest Kinesis record, 10 MiB, less a 256-byte partition key)",
             j.max_record_bytes
         ));
     }

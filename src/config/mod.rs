@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use crate::deliver::destination::Destination;
 use crate::deliver::DeliveryOptions;
-use crate::record::MAX_RECORD_BYTES;
+use crate::record::{MAX_LARGE_RECORD_BYTES, MAX_RECORD_BYTES};
 use crate::spool::SpoolOptions;
 
+mod arn;
 mod checks;
 mod destination;
 mod files;
@@ -56,14 +57,24 @@ pub const BUILT_IN_KEYS: [&str; 7] = [
 /// Largest file record: the Kinesis limit less 256 bytes, the longest partition key
 /// the file source makes (it cuts a path or a JSON field to that).
 pub const MAX_FILE_RECORD_BYTES: usize = MAX_RECORD_BYTES - 256;
+/// Most `max_record_bytes` may be: the largest record of a stream raised to
+/// 10 MiB, less the same 256 bytes.
+pub const MAX_LARGE_FILE_RECORD_BYTES: usize = MAX_LARGE_RECORD_BYTES - 256;
+/// Most a socket's `max_line_bytes` may be: the largest record of a stream
+/// raised to 10 MiB, less a 16-character random partition key.
+pub const MAX_LARGE_LINE_BYTES: usize = MAX_LARGE_RECORD_BYTES - 16;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub kinesis: KinesisConfig,
-    /// Streams with a destination of their own (`[[destination]]`), what they
-    /// leave out filled in from `[kinesis]`.
+    /// Streams with a destination of their own (`[[destination]]`, or a stream
+    /// named by an ARN of another region than `[kinesis]`'s), what they leave out
+    /// filled in from `[kinesis]`.
     pub destinations: Vec<(String, Destination)>,
+    /// Kinesis streams named by ARN: (key inside the agent, ARN). Requests name
+    /// them by the ARN.
+    pub stream_arns: Vec<(String, String)>,
     pub delivery: DeliveryOptions,
     pub dead_letter_path: PathBuf,
     pub spool: SpoolOptions,

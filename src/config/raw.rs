@@ -92,7 +92,8 @@ pub(crate) struct RawSocket {
     /// Destination Firehose stream, instead of a Kinesis `stream`.
     pub delivery_stream: Option<String>,
     /// Longest line or datagram accepted, in bytes; a longer one is refused with an
-    /// error and counted. At most 1048576 minus the partition key.
+    /// error and counted. Default 1048560, a 1 MiB record less the partition key;
+    /// at most 10485744, for a stream raised to 10 MiB records.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// Permissions of the socket file: 3 or 4 octal digits (`"0660"`).
@@ -240,8 +241,9 @@ pub(crate) struct RawFile {
     /// A multiline record is sent once no line was added to it for this long.
     #[serde(default = "default_multiline_timeout_ms")]
     pub multiline_timeout_ms: u64,
-    /// Largest record (line), in bytes. At most 1048320: the Kinesis record limit
-    /// less the longest partition key this source makes (256 bytes).
+    /// Largest record (line), in bytes. Default 1048320: the 1 MiB record limit
+    /// less the longest partition key this source makes (256 bytes); at most
+    /// 10485504, for a stream raised to 10 MiB records.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
     /// What happens to a longer line: `"split"` (into records of

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::checks::{check_absolute, record_format, JsonKeys};
 use super::raw::{Framing, RawSocket, RecordFormat, SocketMode};
 use super::SocketConfig;
-use crate::record::MAX_RECORD_BYTES;
+use super::MAX_LARGE_LINE_BYTES;
 use crate::record::RECORD_ID_ROOM;
 
 /// Checks one `[[socket]]` block; `paths` holds the paths of the blocks before it.
@@ -88,11 +88,10 @@ pub(super) fn validate_socket(
 
 /// A socket's mode against its framing and peer checks, and its limits.
 fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
-    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_RECORD_BYTES - 16 {
+    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_LARGE_LINE_BYTES {
         problems.push(format!(
-            "{field}.max_line_bytes {} is outside 1..={} (the record limit less a 16-character partition key)",
+            "{field}.max_line_bytes {} is outside 1..={MAX_LARGE_LINE_BYTES} (the largest Kinesis record, 10 MiB, less a 16-character partition key)",
             s.max_line_bytes,
-            MAX_RECORD_BYTES - 16
         ));
     }
     if s.mode == SocketMode::Datagram {

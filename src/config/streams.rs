@@ -10,20 +10,6 @@ use crate::aggregate::{Codec, Packs};
 use crate::deliver::firehose::{self, Packing};
 use crate::record::MAX_RECORD_BYTES;
 
-/// Kinesis stream names: 1–128 characters of `a-zA-Z0-9_.-`.
-pub(super) fn check_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-    {
-        problems.push(format!(
-            "{field} {name:?} is not a valid stream name (1-128 characters of a-z, A-Z, 0-9, '_', '.', '-')"
-        ));
-    }
-}
-
 /// Firehose stream names: 1–64 characters of `a-zA-Z0-9_.-`.
 pub(super) fn check_delivery_stream_name(name: &str, field: &str, problems: &mut Vec<String>) {
     if name.is_empty()
@@ -38,8 +24,9 @@ pub(super) fn check_delivery_stream_name(name: &str, field: &str, problems: &mut
     }
 }
 
-/// The destination a section names, as known inside the agent: its Kinesis
-/// `stream`, its Firehose `delivery_stream` (`firehose:NAME`), else `default`.
+/// The destination a section names: its Kinesis `stream` (a name or an ARN,
+/// turned into its key by [`super::arn::StreamArns`] once every section is
+/// read), its Firehose `delivery_stream` (`firehose:NAME`), else `default`.
 pub(super) fn destination_of(
     field: &str,
     stream: Option<&String>,
@@ -55,7 +42,7 @@ pub(super) fn destination_of(
             None
         }
         (Some(s), None) => {
-            check_stream_name(s, &format!("{field}.stream"), problems);
+            super::arn::check(s, &format!("{field}.stream"), problems);
             Some(s.clone())
         }
         (None, Some(d)) => {

@@ -143,7 +143,7 @@ fn every_file_problem_is_listed() {
         include = ["relative/*.log", "/a/[z.log"]
         partition_key = "shard"
         multiline_start = "("
-        max_record_bytes = 1048576
+        max_record_bytes = 10485505
         [[file]]
         stream = "bad name"
     "#,
@@ -158,7 +158,7 @@ fn every_file_problem_is_listed() {
         "file[0].include pattern \"/a/[z.log\" is not a valid glob",
         "file[0].partition_key \"shard\"",
         "file[0].multiline_start \"(\"",
-        "file[0].max_record_bytes 1048576",
+        "file[0].max_record_bytes 10485505 is outside 1..=10485504",
         "file[1].include is missing",
         "file[1].stream \"bad name\"",
     ] {
@@ -469,4 +469,30 @@ fn validate_refuses_what_run_would_refuse_or_what_harms_the_spool() {
         .to_string();
         assert!(e.contains("names no host"), "{url}: {e}");
     }
+}
+
+/// Lines raised towards 10 MiB (a stream raised with UpdateMaxRecordSize) are
+/// accepted up to the largest record, and need the ingest budget to hold them.
+#[test]
+fn raised_line_limits_reach_10_mib_and_need_ingest_room() {
+    let raised = MINIMAL.replace(
+        "path = \"/tmp/a.sock\"",
+        "path = \"/tmp/a.sock\"\n    max_line_bytes = 10485744",
+    );
+    assert_eq!(
+        check(&raised).unwrap().sockets[0].max_line_bytes,
+        10_485_744
+    );
+    let over = raised.replace("10485744", "10485745");
+    let e = check(&over).unwrap_err().to_string();
+    assert!(
+        e.contains("socket[0].max_line_bytes 10485745 is outside 1..=10485744"),
+        "{e}"
+    );
+    let small = format!("{raised}\n    [ingest]\n    max_memory_bytes = 33554432\n");
+    let e = check(&small).unwrap_err().to_string();
+    assert!(
+        e.contains("ingest.max_memory_bytes 33554432 is below 4 times socket[0].max_line_bytes (10485744): raise it to at least 41942976"),
+        "{e}"
+    );
 }

@@ -34,8 +34,8 @@ impl RawConfig {
     /// Checks everything and lists every problem.
     pub(crate) fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        let kinesis = validate_kinesis(self.kinesis, &mut problems);
-        let (delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
+        let mut kinesis = validate_kinesis(self.kinesis, &mut problems);
+        let (mut delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
         let spool = validate_spool(self.spool, &mut problems);
         // Beside the spool unless set.
         let dead_letter_path = dead_letter_path.or_else(|| {
@@ -43,7 +43,6 @@ impl RawConfig {
             Some(dir.join("dead-letter.ndjson"))
         });
         let metrics = validate_metrics(&self.metrics, &mut problems);
-        let ingest = validate_ingest(&self.ingest, &mut problems);
         if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
             problems
                 .push("no sources: add at least one [[socket]], [[file]] or [[journald]]".into());
@@ -55,27 +54,35 @@ impl RawConfig {
             let socket = validate_socket(i, s, default_stream.as_ref(), &mut paths, &mut problems);
             sockets.extend(socket);
         }
+        let ingest = validate_ingest(&self.ingest, &sockets, &mut problems);
         let mut files = Vec::new();
         for (i, f) in self.file.into_iter().enumerate() {
             files.extend(validate_file(i, f, default_stream.as_ref(), &mut problems));
         }
-        let journald_blocks =
+        let mut journald_blocks =
             journald_blocks(self.journald, default_stream.as_ref(), &mut problems);
         journald::check_names(&journald_blocks, &mut problems);
         if let Some(dir) = spool.as_ref().and_then(|s| s.dir.as_ref()) {
             check_files_miss_own(&files, dir, dead_letter_path.as_deref(), &mut problems);
         }
+        let mut arns = super::arn::StreamArns::default();
+        let mut blocks = self.destination;
+        let written_regions = stream_keys(
+            &mut arns,
+            &mut kinesis,
+            (&mut sockets, &mut files, &mut journald_blocks),
+            &mut blocks,
+            &mut problems,
+        );
         let written: HashSet<&str> = (sockets.iter().map(|s| s.stream.as_str()))
             .chain(files.iter().map(|f| f.stream.as_str()))
             .chain(journald_blocks.iter().map(|j| j.stream.as_str()))
             .collect();
-        let (destinations, per_stream) = super::destination::destinations(
-            self.destination,
-            kinesis.as_ref(),
-            &written,
-            &mut problems,
-        );
-        let mut delivery = delivery;
+        let (mut destinations, per_stream) =
+            super::destination::destinations(blocks, kinesis.as_ref(), &written, &mut problems);
+        if let Some(k) = kinesis.as_mut() {
+            settle_regions(&arns, k, &written_regions, &mut destinations, &mut problems);
+        }
         delivery.packing = per_stream.packing;
         delivery.aggregate_streams = per_stream.aggregate;
         delivery.compression_streams = per_stream.compression;
@@ -86,6 +93,7 @@ impl RawConfig {
             dead_letter_path: dead_letter_path.expect("checked above"),
             kinesis: kinesis.expect("checked above"),
             destinations,
+            stream_arns: arns.into_pairs(),
             delivery,
             spool: spool.expect("checked above"),
             sockets,
@@ -105,6 +113,73 @@ impl RawConfig {
         }
         Ok(config)
     }
+}
+
+/// Where a region was written for a stream: (`kinesis` or `destination[i]`, the
+/// block's stream key (`None`: `[kinesis]`'s), the region as written).
+type WrittenRegions = Vec<(String, Option<String>, Option<String>)>;
+
+/// The sources, as validated.
+type Sources<'a> = (
+    &'a mut Vec<super::SocketConfig>,
+    &'a mut Vec<super::FileConfig>,
+    &'a mut Vec<super::JournaldConfig>,
+);
+
+/// Turns every Kinesis stream written as an ARN into its key (an ARN's region
+/// becoming `[kinesis]`'s when it sets none, so that blocks inherit it), and
+/// notes where each Kinesis stream's region is written.
+fn stream_keys(
+    arns: &mut super::arn::StreamArns,
+    kinesis: &mut Option<KinesisConfig>,
+    (sockets, files, journald): Sources<'_>,
+    blocks: &mut [super::raw::RawDestination],
+    problems: &mut Vec<String>,
+) -> WrittenRegions {
+    let mut written = Vec::new();
+    if let Some(k) = kinesis.as_mut() {
+        written.push(("kinesis".to_owned(), None, k.destination.region.clone()));
+        k.stream = arns.key("kinesis.stream", &k.stream, problems);
+        if k.destination.region.is_none() {
+            k.destination.region = arns.region(&k.stream);
+        }
+    }
+    for s in sockets.iter_mut() {
+        s.stream = arns.key(&format!("{}.stream", s.block), &s.stream, problems);
+    }
+    for f in files.iter_mut() {
+        f.stream = arns.key(&format!("{}.stream", f.block), &f.stream, problems);
+    }
+    for j in journald.iter_mut() {
+        j.stream = arns.key(&format!("{}.stream", j.block), &j.stream, problems);
+    }
+    for (i, d) in blocks.iter_mut().enumerate() {
+        if let Some(s) = &mut d.stream {
+            let field = format!("destination[{i}]");
+            *s = arns.key(&format!("{field}.stream"), s, problems);
+            written.push((field, Some(s.clone()), d.region.clone()));
+        }
+    }
+    written
+}
+
+/// [`super::arn::StreamArns::settle_regions`] with the regions as written.
+fn settle_regions(
+    arns: &super::arn::StreamArns,
+    k: &mut KinesisConfig,
+    written: &WrittenRegions,
+    destinations: &mut Vec<(String, crate::deliver::destination::Destination)>,
+    problems: &mut Vec<String>,
+) {
+    let written: Vec<_> = written
+        .iter()
+        .map(|(field, key, region)| super::arn::WrittenRegion {
+            field: field.clone(),
+            key: key.as_deref().unwrap_or(&k.stream),
+            region: region.as_deref(),
+        })
+        .collect();
+    arns.settle_regions(&written, &mut k.destination, destinations, problems);
 }
 
 /// Checks `[kinesis]`; `None` if it is missing or unusable.
@@ -330,11 +405,28 @@ fn validate_metrics(m: &RawMetrics, problems: &mut Vec<String>) -> Option<Metric
 }
 
 /// Checks `[ingest]`.
-fn validate_ingest(i: &RawIngest, problems: &mut Vec<String>) -> IngestConfig {
+fn validate_ingest(
+    i: &RawIngest,
+    sockets: &[super::SocketConfig],
+    problems: &mut Vec<String>,
+) -> IngestConfig {
     if i.max_memory_bytes < MIN_INGEST_MEMORY_BYTES {
         problems.push(format!(
             "ingest.max_memory_bytes {} is below {MIN_INGEST_MEMORY_BYTES} (a maximum-size line with its read and batch)",
             i.max_memory_bytes
+        ));
+    }
+    // As the smallest budget is for a 1 MiB line: a line raised towards 10 MiB
+    // needs its read, its record and the spool's copy at once.
+    let ratio = MIN_INGEST_MEMORY_BYTES / (1 << 20);
+    let widest = sockets.iter().max_by_key(|s| s.max_line_bytes);
+    if let Some(s) = widest.filter(|s| i.max_memory_bytes < ratio * s.max_line_bytes as u64) {
+        problems.push(format!(
+            "ingest.max_memory_bytes {} is below {ratio} times {}.max_line_bytes ({}): raise it to at least {} for lines that long",
+            i.max_memory_bytes,
+            s.block,
+            s.max_line_bytes,
+            ratio * s.max_line_bytes as u64
         ));
     }
     IngestConfig {

@@ -17,6 +17,9 @@ pub struct ClientOptions {
     pub destination: Destination,
     /// Streams with a destination of their own (`[[destination]]`).
     pub streams: Vec<(String, Destination)>,
+    /// Kinesis streams named by ARN: (name inside the agent, ARN). Their
+    /// requests carry `StreamARN` instead of `StreamName`.
+    pub stream_arns: Vec<(String, String)>,
     /// Time limit of one request.
     pub request_timeout: Option<Duration>,
     /// The proxy (`kinesis.proxy`, else the environment).

@@ -69,6 +69,13 @@ impl Kinesis for PerStream {
         self.client(stream).list_shards(stream)
     }
 
+    fn max_record_bytes<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, KinesisError>> {
+        self.client(stream).max_record_bytes(stream)
+    }
+
     fn put_records<'a>(
         &'a self,
         stream: &'a str,

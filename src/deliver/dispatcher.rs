@@ -67,6 +67,9 @@ pub(super) struct Dispatcher {
     outlet: Outlet,
     /// The latest shard map, from the refresh task.
     map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
+    /// The stream's maximum record size, from the refresh task (`None`: not
+    /// known, Kinesis judges).
+    max_record_bytes: watch::Receiver<Option<usize>>,
     /// Asks the refresh task for a new map now.
     refresh: Arc<Notify>,
     /// Routing and aggregation per shard, and the queue of sealed aggregates.
@@ -85,7 +88,10 @@ impl Dispatcher {
     pub(super) fn new(
         outlet: Outlet,
         ctx: Context,
-        map_rx: watch::Receiver<Option<Arc<ShardMap>>>,
+        (map_rx, max_record_bytes): (
+            watch::Receiver<Option<Arc<ShardMap>>>,
+            watch::Receiver<Option<usize>>,
+        ),
         refresh: Arc<Notify>,
     ) -> Dispatcher {
         let stream = outlet.stream().clone();
@@ -117,6 +123,7 @@ impl Dispatcher {
             metrics: ctx.metrics,
             outlet,
             map_rx,
+            max_record_bytes,
             refresh,
         }
     }
@@ -266,8 +273,10 @@ impl Dispatcher {
         self.route_fresh(pending);
     }
 
-    /// Routes records, after giving up those older than `max_record_age`.
+    /// Routes records, after giving up those older than `max_record_age` and
+    /// those larger than the stream takes.
     fn route_fresh(&mut self, records: Vec<Pending>) {
+        let records = self.give_up_too_large(records);
         let sorted = self.policy.expire(records, &mut self.ledger);
         self.router.wait_for_map(sorted.kept);
         for p in sorted.fresh {
@@ -463,8 +472,25 @@ impl Dispatcher {
         self.ledger.commit();
     }
 
-    /// Takes a new shard map into use.
+    /// Gives up the records larger than the stream's maximum record size, when
+    /// it is known; returns the others. Those the dead-letter file could not
+    /// take wait for the next map, still spooled.
+    fn give_up_too_large(&mut self, records: Vec<Pending>) -> Vec<Pending> {
+        let limit = *self.max_record_bytes.borrow();
+        let Some(limit) = limit.filter(|&l| records.iter().any(|p| p.record.size() > l)) else {
+            return records;
+        };
+        let sorted = self.policy.too_large(records, limit, &mut self.ledger);
+        self.router.wait_for_map(sorted.kept);
+        sorted.fresh
+    }
+
+    /// Takes a new shard map into use (after the records waiting for it are
+    /// checked against the stream's maximum record size, read just before it).
     fn apply_map(&mut self, map: Arc<ShardMap>) {
+        let waiting = self.router.take_waiting();
+        let waiting = self.give_up_too_large(waiting);
+        self.router.wait_for_map(waiting);
         self.verify_landings(&map);
         let shards = map.len();
         if self.router.apply_map(map) {

@@ -1,4 +1,5 @@
-//! What delivery needs from Kinesis (ListShards, PutRecords), behind a small trait,
+//! What delivery needs from Kinesis (ListShards, DescribeStreamSummary's maximum
+//! record size, PutRecords), behind a small trait,
 //! and its implementation on `aws-sdk-kinesis`.
 //!
 //! The trait exists so the producer benchmark can measure the pipeline alone with a
@@ -61,6 +62,8 @@ pub enum ErrorCode {
     InvalidShardMap,
     /// A record was not delivered within `max_record_age_secs`.
     Expired,
+    /// A record is larger than its stream's maximum record size.
+    TooLarge,
     /// An aggregate landed in a shard whose range does not hold all its records.
     WrongShard,
 }
@@ -79,7 +82,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Kinesis { class, .. } => *class,
             ErrorCode::Credentials => ErrorClass::Environment,
-            ErrorCode::Expired => ErrorClass::Permanent,
+            ErrorCode::Expired | ErrorCode::TooLarge => ErrorClass::Permanent,
             ErrorCode::Transport
             | ErrorCode::Timeout
             | ErrorCode::InvalidResponse
@@ -110,6 +113,7 @@ impl ErrorCode {
             ErrorCode::InvalidResponse => "InvalidResponse",
             ErrorCode::InvalidShardMap => "InvalidShardMap",
             ErrorCode::Expired => "Expired",
+            ErrorCode::TooLarge => "RecordTooLarge",
             ErrorCode::WrongShard => "WrongShard",
         }
     }
@@ -207,6 +211,15 @@ pub trait Kinesis: Send + Sync + 'static {
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>>;
 
+    /// The stream's maximum record size in bytes (DescribeStreamSummary's
+    /// `MaxRecordSizeInKiB`); `None` when the answer does not say.
+    fn max_record_bytes<'a>(
+        &'a self,
+        _stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, KinesisError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Sends one PutRecords request; on success, one result per entry, in order.
     ///
     /// The entries are given, not lent: a client that must copy them into a
@@ -226,6 +239,8 @@ pub struct SdkKinesis {
     client: aws_sdk_kinesis::Client,
     /// The role the credentials come from, named in credential errors.
     role: Option<String>,
+    /// Streams named by ARN: (name inside the agent, ARN).
+    arns: Arc<[(String, String)]>,
 }
 
 impl SdkKinesis {
@@ -253,7 +268,17 @@ impl SdkKinesis {
         SdkKinesis {
             client: aws_sdk_kinesis::Client::from_conf(config),
             role: destination.role.as_ref().map(|r| r.role_arn.clone()),
+            arns: options.stream_arns.clone().into(),
         }
+    }
+
+    /// How requests name `stream`: by its ARN when it has one (`StreamARN`),
+    /// else by its name.
+    fn stream_arn(&self, stream: &str) -> Option<&str> {
+        self.arns
+            .iter()
+            .find(|(name, _)| name == stream)
+            .map(|(_, arn)| arn.as_str())
     }
 
     /// The underlying client (tests and tools use it to read streams back).
@@ -342,7 +367,10 @@ impl Kinesis for SdkKinesis {
                 // With a token, the stream name must not be sent again.
                 let request = match &next_token {
                     Some(token) => self.client.list_shards().next_token(token),
-                    None => self.client.list_shards().stream_name(stream),
+                    None => match self.stream_arn(stream) {
+                        Some(arn) => self.client.list_shards().stream_arn(arn),
+                        None => self.client.list_shards().stream_name(stream),
+                    },
                 };
                 let page = request
                     .send()
@@ -374,6 +402,26 @@ impl Kinesis for SdkKinesis {
         })
     }
 
+    fn max_record_bytes<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, KinesisError>> {
+        Box::pin(async move {
+            let request = match self.stream_arn(stream) {
+                Some(arn) => self.client.describe_stream_summary().stream_arn(arn),
+                None => self.client.describe_stream_summary().stream_name(stream),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| self.error("DescribeStreamSummary", e))?;
+            let kib = out
+                .stream_description_summary()
+                .and_then(|s| s.max_record_size_in_kib());
+            Ok(kib.and_then(|k| usize::try_from(k).ok()).map(|k| k * 1024))
+        })
+    }
+
     fn put_records<'a>(
         &'a self,
         stream: &'a str,
@@ -394,10 +442,11 @@ impl Kinesis for SdkKinesis {
                         .expect("data and partition key are always set")
                 })
                 .collect();
-            let out = self
-                .client
-                .put_records()
-                .stream_name(stream)
+            let request = match self.stream_arn(stream) {
+                Some(arn) => self.client.put_records().stream_arn(arn),
+                None => self.client.put_records().stream_name(stream),
+            };
+            let out = request
                 .set_records(Some(records))
                 .send()
                 .await

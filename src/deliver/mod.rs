@@ -73,7 +73,10 @@ pub use dead_letter::Failure;
 
 /// Most entries in one PutRecords request (a Kinesis limit).
 pub(crate) const MAX_BATCH_RECORDS: usize = 500;
-/// Most bytes in one PutRecords request (a Kinesis limit).
+/// Most bytes in one PutRecords request of several records (a Kinesis limit).
+/// A record larger than this (up to 10 MiB, on a stream raised with
+/// UpdateMaxRecordSize) goes in a request of its own, which Kinesis takes up to
+/// 10 MiB.
 pub(crate) const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// How often the same kind of delivery problem is logged at most.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -165,6 +168,7 @@ pub(crate) fn spawn_stream(
     tracker: &TaskTracker,
 ) -> tokio::task::JoinHandle<()> {
     let (map_tx, map_rx) = watch::channel(None);
+    let (size_tx, size_rx) = watch::channel(None);
     let refresh = Arc::new(Notify::new());
     if firehose::stream_name(outlet.stream()).is_some() {
         ctx.options = firehose::options(outlet.stream(), &ctx.options);
@@ -181,7 +185,10 @@ pub(crate) fn spawn_stream(
             outlet.stream().clone(),
             ctx.kinesis.clone(),
             ctx.options.shard_refresh_interval,
-            map_tx,
+            refresh::Published {
+                map: map_tx,
+                max_record_bytes: size_tx,
+            },
             refresh.clone(),
             ctx.metrics.clone(),
             ctx.shutdown.clone(),
@@ -189,6 +196,6 @@ pub(crate) fn spawn_stream(
     }
     let shutdown = ctx.shutdown.clone();
     let drain_deadline = ctx.drain_deadline.clone();
-    let dispatcher = Dispatcher::new(outlet, ctx, map_rx, refresh);
+    let dispatcher = Dispatcher::new(outlet, ctx, (map_rx, size_rx), refresh);
     tracker.spawn(dispatcher.run(shutdown, drain_deadline))
 }

@@ -313,6 +313,37 @@ mod tests {
         assert_eq!(p.shard_blocked_until(&a, 1000, after), None);
     }
 
+    /// A record of 5 MiB (on a stream raised to large records) is more than any
+    /// bucket holds: it goes once the bucket is full, and the shard then waits
+    /// the five seconds it owes at 1 MiB/s, no longer.
+    #[test]
+    fn a_large_record_goes_at_a_full_bucket_and_the_shard_then_waits_its_time() {
+        let now = Instant::now();
+        let mut p = Pacing::new(1.0);
+        let a: Arc<str> = Arc::from("a");
+        let large = 5 * 1024 * 1024;
+        p.take_tokens(a.clone(), 1000, now);
+        let full = p
+            .shard_blocked_until(&a, large, now)
+            .expect("waits to fill");
+        assert!(full - now < Duration::from_millis(2), "{:?}", full - now);
+        let full = full + Duration::from_millis(1);
+        assert_eq!(p.shard_blocked_until(&a, large, full), None);
+        p.take_tokens(a.clone(), large, full);
+        let next = p
+            .shard_blocked_until(&a, 1000, full)
+            .expect("owes its bytes");
+        let wait = next - full;
+        assert!(
+            wait > Duration::from_millis(4900) && wait < Duration::from_millis(5000),
+            "{wait:?}"
+        );
+        assert_eq!(
+            p.shard_blocked_until(&a, large, next + Duration::from_millis(101)),
+            None
+        );
+    }
+
     #[test]
     fn an_environment_failure_waits_the_long_interval_and_success_resets() {
         let now = Instant::now();

@@ -8,6 +8,8 @@
 //!   for good, each of its aggregates is sent again in a request of its own, to
 //!   find the one Kinesis objects to.
 //! - A record older than `max_record_age` is given up instead of being retried.
+//! - A record larger than its stream's maximum record size is given up before it
+//!   is sent.
 //! - Giving up writes the records to the dead-letter file (fsynced), counts them
 //!   (`shardline_records_failed_total`), reports them on the failure channel and
 //!   acks them in the ledger, which retires them at its next commit. If the
@@ -228,6 +230,31 @@ impl Policy {
             kept = self.give_up(expired, &ErrorCode::Expired, &message, ledger);
             ledger.commit();
         }
+        Sorted { fresh, kept }
+    }
+
+    /// Gives up the records larger than `limit`, the stream's maximum record size
+    /// (and commits the ledger if any was); returns the others to route, and
+    /// those that could not be given up.
+    pub(super) fn too_large(
+        &mut self,
+        records: Vec<Pending>,
+        limit: usize,
+        ledger: &mut Ledger,
+    ) -> Sorted {
+        let (large, fresh): (Vec<Pending>, Vec<Pending>) =
+            records.into_iter().partition(|p| p.record.size() > limit);
+        let mut kept = Vec::new();
+        for p in large {
+            let message = format!(
+                "record of {} bytes exceeds the {limit}-byte maximum record size of stream {:?} (MaxRecordSizeInKiB {}); raise it with UpdateMaxRecordSize, or lower the source's max_record_bytes or max_line_bytes",
+                p.record.size(),
+                self.stream,
+                limit / 1024
+            );
+            kept.extend(self.give_up(vec![p], &ErrorCode::TooLarge, &message, ledger));
+        }
+        ledger.commit();
         Sorted { fresh, kept }
     }
 

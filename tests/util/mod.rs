@@ -9,6 +9,7 @@ pub mod faults;
 pub mod firehose;
 pub mod moto;
 pub mod proxy;
+pub mod shim;
 pub mod sts;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,9 @@ pub struct Emulator {
     pub store: ferrokinesis::store::Store,
     /// Faults to inject between the agent and the emulator.
     pub faults: Arc<faults::Faults>,
+    /// What the emulator lacks of today's Kinesis, and how requests named
+    /// their stream.
+    pub shim: Arc<shim::Shim>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -79,15 +83,20 @@ impl Emulator {
     ) -> Emulator {
         aws_env();
         let faults = Arc::new(faults::Faults::default());
-        let f = faults.clone();
+        let shim = Arc::new(shim::Shim::default());
+        let (f, s) = (faults.clone(), shim.clone());
         let served = emulator::serve(listener, options, |app| {
-            app.layer(axum::middleware::from_fn_with_state(f, faults::layer))
+            app.layer(axum::middleware::from_fn_with_state(s, shim::layer))
+                .layer(axum::middleware::from_fn_with_state(f, faults::layer))
         });
+        // Before any request: the server has only just started.
+        let _ = shim.store.set(served.store.clone());
         Emulator {
             endpoint: served.endpoint,
             addr: served.addr,
             store: served.store,
             faults,
+            shim,
             task: served.task,
         }
     }

@@ -20,8 +20,10 @@ use prost::Message;
 
 /// Protocol version byte.
 pub const VERSION: u8 = 1;
-/// Longest frame accepted: a few maximum-size records.
-pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+/// Longest frame accepted: a record of the largest size a stream takes (10 MiB,
+/// raised with UpdateMaxRecordSize) with its keys and room to spare, or a few
+/// records of the default 1 MiB.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 const HEADER_BYTES: usize = 4;
 
 /// A batch of records from a client.
@@ -235,6 +237,25 @@ mod tests {
         assert_eq!(count_records(&[0, 0, 0, 3, 1, 0x12, 0x7F]), 1);
     }
 
+    /// A record of the largest size a stream takes (10 MiB, data and key) fits
+    /// a frame.
+    #[test]
+    fn a_10_mib_record_fits_a_frame() {
+        let large = Request {
+            id: 1,
+            records: vec![Record {
+                partition_key: "k".repeat(256),
+                explicit_hash_key: Some(u128::MAX.to_string()),
+                data: Bytes::from(vec![7u8; crate::record::MAX_LARGE_RECORD_BYTES - 256]),
+                record_id: None,
+            }],
+            ack: true,
+        };
+        let mut wire = BytesMut::new();
+        encode(&large, &mut wire);
+        assert_eq!(decode::<Request>(&mut wire).unwrap(), Some(large));
+    }
+
     #[test]
     fn frames_roundtrip_across_partial_reads() {
         let mut wire = BytesMut::new();
@@ -262,7 +283,7 @@ mod tests {
         assert!(!e.recoverable());
         assert_eq!(
             e.to_string(),
-            "frame of 4294967295 bytes exceeds the 8388608-byte frame limit"
+            "frame of 4294967295 bytes exceeds the 16777216-byte frame limit"
         );
         // Nothing was allocated for the claimed size.
         assert!(buf.capacity() < 1024);

@@ -124,6 +124,41 @@ fn checkpoints_are_written_with_their_records_and_outlive_their_segment() {
     assert!(all(&s).is_empty());
 }
 
+/// The largest record a stream can be raised to take (10 MiB) fits a frame,
+/// and a segment rolled at the smallest `segment_bytes` (1 MiB) still holds it
+/// whole: it comes back intact after a reopen.
+#[test]
+fn records_of_10_mib_go_through_segments_smaller_than_them() {
+    use crate::record::MAX_LARGE_RECORD_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let options = SpoolOptions {
+        dir: Some(dir.path().to_owned()),
+        max_bytes: 256 << 20,
+        segment_bytes: 1 << 20,
+        min_free_bytes: 0,
+        ..SpoolOptions::default()
+    };
+    let large = |i: u8| UserRecord::new("pk", vec![i; MAX_LARGE_RECORD_BYTES - 2]);
+    {
+        let spool = Spool::open(&options).unwrap();
+        let s = spool.stream("a").unwrap();
+        for i in 0..3 {
+            append_committing(&spool, &s, &[large(i), rec("k", "small")]);
+        }
+        commit(&spool);
+    }
+    let spool = Spool::open(&options).unwrap();
+    let records: Vec<UserRecord> = all(&spool.stream("a").unwrap())
+        .into_iter()
+        .flat_map(|e| e.records)
+        .collect();
+    assert_eq!(records.len(), 6);
+    for i in 0..3u8 {
+        assert_eq!(records[2 * i as usize], large(i));
+        assert_eq!(records[2 * i as usize + 1], rec("k", "small"));
+    }
+}
+
 #[test]
 fn full_spool_refuses_and_read_respects_budget() {
     let dir = tempfile::tempdir().unwrap();
