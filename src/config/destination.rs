@@ -143,6 +143,13 @@ impl PerStream {
 }
 
 impl PerStream {
+    /// Hands each stream's own settings to delivery.
+    pub(super) fn set_in(self, delivery: &mut crate::deliver::DeliveryOptions) {
+        delivery.packing = self.packing;
+        delivery.aggregate_streams = self.aggregate;
+        delivery.compression_streams = self.compression;
+    }
+
     /// What block `field` (`d`, for stream `route`) sets for its own stream.
     fn add(&mut self, field: &str, route: &str, d: &RawDestination, problems: &mut Vec<String>) {
         let is_firehose = d.delivery_stream.is_some();

@@ -83,9 +83,7 @@ impl RawConfig {
         if let Some(k) = kinesis.as_mut() {
             settle_regions(&arns, k, &written_regions, &mut destinations, &mut problems);
         }
-        delivery.packing = per_stream.packing;
-        delivery.aggregate_streams = per_stream.aggregate;
-        delivery.compression_streams = per_stream.compression;
+        per_stream.set_in(&mut delivery);
         if !problems.is_empty() {
             return Err(problems);
         }
