@@ -138,6 +138,12 @@ impl Aggregate {
             }
             [first, ..] => first,
         };
+        self.body(first, self.records.iter().map(|r| &r.record.data[..]))
+    }
+
+    /// Magic, key tables and one `Record` per entry of `data` (a record's data,
+    /// or a pack's), keyed by `keys`; the MD5 trailer comes later.
+    fn body<'d>(&self, first: &Pending, data: impl Iterator<Item = &'d [u8]>) -> Unsigned {
         let mut buf = BytesMut::with_capacity(FRAMING_LEN + self.body_len);
         buf.put_slice(&MAGIC);
         for &owner in &self.pk_owners {
@@ -150,8 +156,8 @@ impl Aggregate {
         for k in &self.ehk_table {
             put_bytes_field(&mut buf, 2, k.to_string().as_bytes());
         }
-        for (r, &(pk_idx, ehk_idx)) in self.records.iter().zip(&self.keys) {
-            put_record(&mut buf, pk_idx, ehk_idx, &r.record.data);
+        for (d, &(pk_idx, ehk_idx)) in data.zip(&self.keys) {
+            put_record(&mut buf, pk_idx, ehk_idx, d);
         }
         debug_assert_eq!(buf.len(), MAGIC.len() + self.body_len);
         Unsigned::Body {
@@ -190,27 +196,7 @@ impl Aggregate {
                 data: one.data.clone(),
             });
         }
-        let mut buf = BytesMut::with_capacity(FRAMING_LEN + self.body_len);
-        buf.put_slice(&MAGIC);
-        for &owner in &self.pk_owners {
-            put_bytes_field(
-                &mut buf,
-                1,
-                self.records[owner as usize].record.partition_key.as_bytes(),
-            );
-        }
-        for k in &self.ehk_table {
-            put_bytes_field(&mut buf, 2, k.to_string().as_bytes());
-        }
-        for (pack, &(pk_idx, ehk_idx)) in self.packs.iter().zip(&self.keys) {
-            put_record(&mut buf, pk_idx, ehk_idx, &pack.data);
-        }
-        debug_assert_eq!(buf.len(), MAGIC.len() + self.body_len);
-        Unsigned::Body {
-            partition_key: first.record.partition_key.clone(),
-            explicit_hash_key: first.hash_key.to_string(),
-            buf,
-        }
+        self.body(first, self.packs.iter().map(|p| &p.data[..]))
     }
 
     /// The [`Format::Lines`] record: each record's data and a newline.

@@ -254,4 +254,4 @@ pub(super) fn packing(
 #[cfg(test)]
 mod compression_tests;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -1,25 +1,10 @@
 //! Tests of streams named by ARN: the form, the key inside the agent, the
 //! region, and two ARNs that would share a key.
 
-use std::path::Path;
-
 use super::parse as parse_arn;
-use crate::config::*;
+use crate::config::streams::tests::{check, problems};
 
 const ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/logs";
-
-fn check(text: &str) -> Result<Config, ConfigError> {
-    parse(text, Path::new("test.toml"))
-}
-
-/// The problems of `text`, joined.
-fn problems(text: &str) -> String {
-    match check(text) {
-        Ok(_) => panic!("accepted:\n{text}"),
-        Err(ConfigError::Invalid { problems, .. }) => problems.join("\n"),
-        Err(e) => e.to_string(),
-    }
-}
 
 /// A config whose `[kinesis]` holds `kinesis` and which ends with `rest`.
 fn config(kinesis: &str, rest: &str) -> String {

@@ -1,22 +1,9 @@
 //! Tests of the compression keys per Kinesis stream and of the record id keys
 //! of the sources: what a valid file gives, and a message for every mistake.
 
-use std::path::Path;
-
 use crate::aggregate::{Codec, Packs};
+use crate::config::streams::tests::{check, problems};
 use crate::config::*;
-
-fn check(text: &str) -> Result<Config, ConfigError> {
-    parse(text, Path::new("test.toml"))
-}
-
-fn problems(text: &str) -> String {
-    match check(text) {
-        Ok(_) => panic!("accepted:\n{text}"),
-        Err(ConfigError::Invalid { problems, .. }) => problems.join("\n"),
-        Err(e) => e.to_string(),
-    }
-}
 
 const BASE: &str = "[kinesis]\nregion = \"eu-west-1\"\nstream = \"logs\"\n[spool]\ndir = \"/tmp/x\"\n\
                     [[socket]]\npath = \"/tmp/a.sock\"\n[[socket]]\npath = \"/tmp/b.sock\"\nstream = \"other\"\n";

@@ -7,12 +7,12 @@ use crate::config::*;
 use crate::deliver::firehose::{Packing, MAX_LINE_BYTES};
 use std::path::Path;
 
-fn check(text: &str) -> Result<Config, ConfigError> {
+pub(in crate::config) fn check(text: &str) -> Result<Config, ConfigError> {
     parse(text, Path::new("test.toml"))
 }
 
 /// The problems of `text`, joined.
-fn problems(text: &str) -> String {
+pub(in crate::config) fn problems(text: &str) -> String {
     match check(text) {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(ConfigError::Invalid { problems, .. }) => problems.join("\n"),
