@@ -308,6 +308,9 @@ impl JsonFormatter {
         error: Option<&str>,
         mut emit: impl FnMut(Bytes),
     ) -> Cut {
+        // The line's first record gets the plain id, also after a parsed record
+        // that did not fit.
+        self.piece = 0;
         if self.statics.merge {
             self.next_id();
             if let Some(merged) = self.merged(line) {

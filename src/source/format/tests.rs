@@ -390,6 +390,9 @@ fn record_ids_are_a_key_and_a_cut_lines_pieces_get_suffixes() {
         })
         .collect();
     assert_eq!(ids[..3], ["ab12-99", "ab12-99.1", "ab12-99.2"]);
+    // The next line starts over.
+    f.set_id(b"ab12-100");
+    assert_eq!(one(&mut f, b"y")["rid"], "ab12-100");
     // A formatter of a block without ids ignores them.
     let mut plain = formatter(false, &[]);
     plain.set_id(b"ab12-1");
