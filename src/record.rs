@@ -2,7 +2,11 @@
 //! Kinesis limits, and the 128-bit hash key that decides its shard.
 //!
 //! Validation happens once, at the edge, before a record reaches the spool: a record
-//! that Kinesis would refuse for good must never occupy the spool or block a queue.
+//! that no Kinesis stream would take (a bad key, over 10 MiB) never occupies the
+//! spool. One between 1 MiB and 10 MiB is taken here, and given up when it is
+//! sent if its own stream has not been raised to take it (dead-letter file and
+//! failure channel, never retried, never blocking the records behind it; tested in
+//! tests/streams.rs).
 
 use bytes::Bytes;
 use md5::{Digest, Md5};

@@ -91,6 +91,25 @@ impl Counter {
     }
 }
 
+/// The origin of the last key asked for, kept: the entries of one journal
+/// share one, so its MD5 is computed once, not per entry.
+#[derive(Debug, Default)]
+pub(crate) struct LastOrigin {
+    key: String,
+    origin: String,
+}
+
+impl LastOrigin {
+    /// The origin of `key` alone.
+    pub(crate) fn of(&mut self, key: &str) -> &str {
+        if self.origin.is_empty() || self.key != key {
+            self.key = key.to_owned();
+            self.origin = origin(&[key.as_bytes()]);
+        }
+        &self.origin
+    }
+}
+
 /// Writes `origin-position` into `out` (cleared first).
 pub(crate) fn write(out: &mut Vec<u8>, origin: &str, position: u64) {
     out.clear();
@@ -182,6 +201,14 @@ mod tests {
         assert_eq!(out, format!("{o}-0").as_bytes());
         write(&mut out, &o, u64::MAX);
         assert_eq!(out, format!("{o}-{}", u64::MAX).as_bytes());
+    }
+
+    #[test]
+    fn the_last_origin_is_kept_and_follows_its_key() {
+        let mut last = LastOrigin::default();
+        assert_eq!(last.of("s1"), origin(&[b"s1"]));
+        assert_eq!(last.of("s1"), origin(&[b"s1"]));
+        assert_eq!(last.of("s2"), origin(&[b"s2"]));
     }
 
     #[test]

@@ -5,44 +5,19 @@
 //! distinct ids.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::open_append;
 use super::process::{base_toml, sigterm_and_wait, spawn_binary};
+use super::sigkill::spawn_writer;
 use shardline::testkit::frame::{self, Record, Request, Response, Status};
 
 use crate::journald::{Journal, Written};
 use crate::util::{create_stream, read_stream, send_lines, Emulator, Workdir};
 
 const KILLS: usize = 10;
-
-/// Appends lines to `app.log` (rotating it every second) until `stop`.
-fn spawn_writer(dir: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let path = dir.join("app.log");
-        let mut file = open_append(&path);
-        let (mut n, mut rotations, start) = (0, 0, Instant::now());
-        while !stop.load(Ordering::Relaxed) {
-            let mut buf = String::new();
-            for _ in 0..20 {
-                buf.push_str(&format!("file-{n:07}\n"));
-                n += 1;
-            }
-            file.write_all(buf.as_bytes()).unwrap();
-            if start.elapsed() > Duration::from_millis(1000 * (rotations + 1)) {
-                rotations += 1;
-                std::fs::rename(&path, dir.join(format!("app.log.{rotations}"))).unwrap();
-                file = open_append(&path);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        n
-    })
-}
 
 /// Each line read back (a json record's `message`, or a raw record after its
 /// id and space) with the ids of its copies.
@@ -202,7 +177,8 @@ async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
     std::fs::write(&conf, feeds.config(&emu, &work, &logs)).unwrap();
     let log = work.path("agent.log");
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(logs.clone(), stop.clone());
+    let line = |n| format!("file-{n:07}");
+    let writer = spawn_writer(logs.clone(), stop.clone(), line, 1000);
     for run in 0..KILLS {
         // Slow answers: requests are in flight when the agent dies, and what
         // Kinesis stored of them is sent again by the next run.
@@ -217,7 +193,7 @@ async fn every_copy_of_a_line_carries_its_id_across_sigkills() {
             .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
-    let written = writer.join().unwrap();
+    let written = writer.join().unwrap().len();
     emu.faults.delay_ms.store(0, Ordering::Relaxed);
     let child = spawn_binary(&conf, &log, "warn");
     let deadline = Instant::now() + Duration::from_secs(120);

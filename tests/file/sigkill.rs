@@ -55,9 +55,14 @@ async fn stream_with_epochs(client: &aws_sdk_kinesis::Client) -> Vec<(Bytes, Str
     out
 }
 
-/// The writer: ~4000 lines/s, a rename rotation every 1.5 s, until `stop` is set.
-/// Returns every line it wrote.
-fn spawn_writer(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<Vec<String>> {
+/// The writer: ~4000 lines/s (`line(n)` is the n-th), a rename rotation every
+/// `rotate_ms`, until `stop` is set. Returns every line it wrote.
+pub(super) fn spawn_writer(
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    line: fn(usize) -> String,
+    rotate_ms: u64,
+) -> JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let path = dir.join("app.log");
         let mut file = open_append(&path);
@@ -67,13 +72,13 @@ fn spawn_writer(dir: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<Vec<String>> 
         while !stop.load(Ordering::Relaxed) {
             let mut buf = String::new();
             for _ in 0..40 {
-                let line = format!("crash-{:07}-{}", lines.len(), "c".repeat(50));
+                let line = line(lines.len());
                 buf.push_str(&line);
                 buf.push('\n');
                 lines.push(line);
             }
             file.write_all(buf.as_bytes()).unwrap();
-            if start.elapsed() > Duration::from_millis(1500 * (rotations + 1)) {
+            if start.elapsed() > Duration::from_millis(rotate_ms * (rotations + 1)) {
                 rotations += 1;
                 std::fs::rename(&path, dir.join(format!("app.log.{rotations}"))).unwrap();
                 file = open_append(&path);
@@ -263,7 +268,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_spools_no_line_twice() {
     .unwrap();
     let agent_log = work.path("agent.log");
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = spawn_writer(logs.clone(), stop.clone());
+    let line = |n| format!("crash-{n:07}-{}", "c".repeat(50));
+    let writer = spawn_writer(logs.clone(), stop.clone(), line, 1500);
     let mut audit = SpoolAudit::default();
     let kills = 12;
     killed_runs(&emu, &client, &conf, &agent_log, &work, kills, &mut audit).await;

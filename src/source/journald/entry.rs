@@ -180,7 +180,7 @@ impl Entry {
 
     /// The record id of this entry: the origin of its journal's sequence
     /// number id (`s=` of the cursor) and its sequence number (`i=`, hex).
-    pub(crate) fn record_id(&self, out: &mut Vec<u8>) {
+    pub(crate) fn record_id(&self, out: &mut Vec<u8>, origins: &mut record_id::LastOrigin) {
         let cursor = self.cursor();
         let part = |name: &str| {
             cursor
@@ -190,11 +190,9 @@ impl Entry {
         };
         let (seqnum_id, seqnum) = (part("s="), part("i="));
         match u64::from_str_radix(seqnum, 16) {
-            Ok(n) if !seqnum_id.is_empty() => {
-                record_id::write(out, &record_id::origin(&[seqnum_id.as_bytes()]), n)
-            }
+            Ok(n) if !seqnum_id.is_empty() => record_id::write(out, origins.of(seqnum_id), n),
             // A cursor without them (not one journald writes): the whole cursor.
-            _ => record_id::write(out, &record_id::origin(&[cursor.as_bytes()]), 0),
+            _ => record_id::write(out, origins.of(cursor), 0),
         }
     }
 
@@ -442,11 +440,11 @@ mod tests {
         let e =
             Entry::parse(br#"{"__CURSOR":"s=abc;i=1f;b=x;m=1;t=2;x=3","MESSAGE":"hello world"}"#)
                 .unwrap();
-        let mut id = Vec::new();
-        e.record_id(&mut id);
+        let (mut id, mut origins) = (Vec::new(), record_id::LastOrigin::default());
+        e.record_id(&mut id, &mut origins);
         let other = Entry::parse(br#"{"__CURSOR":"s=abc;i=20;b=y","MESSAGE":"x"}"#).unwrap();
         let mut next = Vec::new();
-        other.record_id(&mut next);
+        other.record_id(&mut next, &mut origins);
         let text = String::from_utf8(id.clone()).unwrap();
         assert!(text.ends_with("-31"), "{text}");
         assert_eq!(

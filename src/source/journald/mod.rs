@@ -43,6 +43,7 @@ use crate::producer::Checkpoint;
 use crate::producer::{Pace, ProduceError, Producer};
 use crate::record::UserRecord;
 use crate::source::format::{Cut, JsonFormatter};
+use crate::source::record_id::LastOrigin;
 
 /// Source kind, as it appears in metrics.
 pub(crate) const KIND: SourceKind = SourceKind::Journald;
@@ -202,6 +203,8 @@ async fn run(
         config,
         producer,
         stop,
+        id: Vec::new(),
+        origins: LastOrigin::default(),
     };
     let mut backoff = RESTART_MIN;
     loop {
@@ -272,6 +275,9 @@ struct Source {
     warnings: LogLimit,
     /// With a parse table: its formatter (`MESSAGE` parsed into a json record).
     format: Option<JsonFormatter>,
+    /// With `record_id`: the id of the entry being read, and its journal's origin.
+    id: Vec<u8>,
+    origins: LastOrigin,
 }
 
 impl Source {
@@ -378,11 +384,11 @@ impl Source {
         if !entry.selected(&self.config.select) {
             return;
         }
-        let mut id = Vec::new();
+        self.id.clear();
         if self.config.record_id.is_some() {
-            entry.record_id(&mut id);
+            entry.record_id(&mut self.id, &mut self.origins);
         }
-        let id = (!id.is_empty()).then_some(id.as_slice());
+        let id = (!self.id.is_empty()).then_some(self.id.as_slice());
         if let Some(format) = self.format.as_mut() {
             if let Some(id) = id {
                 format.set_id(id);
