@@ -174,6 +174,8 @@ class Agent:
             RUST_LOG="info",
         )
         self.starts += 1
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)  # left by a killed agent: wait for the new one's
         with open(self.log, "ab") as log:
             log.write(b"--- start %d\n" % self.starts)
             log.flush()
