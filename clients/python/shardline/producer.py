@@ -433,14 +433,19 @@ class Producer:
                 continue
             encode = _wire.encode_frame
             data = b"".join([encode(b.id, b.entries, b.nbytes, b.tail) for b in batches])
+            failed = False
             try:
                 conn.sock.sendall(data)
             except OSError as e:
                 log.debug("writing to %s failed: %s", self.socket_path, e)
-                _shutdown(conn.sock)
+                failed = True
             with lock:
                 conn.writing = False
                 close = conn.dead
+                # A draining connection closed its own side: its reader still takes
+                # what the agent owes.
+                if failed and not close and not conn.draining:
+                    _shutdown(conn.sock)
             if close:
                 conn.sock.close()
 

@@ -316,3 +316,39 @@ def test_options_are_checked():
     ):
         with pytest.raises((ValueError, InvalidRecord)):
             Producer("/nonexistent.sock", **bad)
+
+
+def test_put_from_a_callback_does_not_block_on_a_full_queue(fake):
+    # "b" is never answered and fills the byte bound: the callback of "a" (on the
+    # reader thread, which alone could free room) gets QueueFull instead of blocking.
+    # ("b" is answered by nothing, so answers stay in order: "a" is first.)
+    agent = fake(lambda req: "silent" if req.records[0].data.startswith(b"b") else None)
+    outcomes = []
+
+    def again(_fut):
+        try:
+            p.put(b"c" * 3000)
+            outcomes.append("queued")
+        except QueueFull:
+            outcomes.append("full")
+
+    agent.hold.set()
+    p = Producer(agent.path, linger=0, max_batch_records=1, max_queued_bytes=5000)
+    p.put(b"a").add_done_callback(again)
+    blocker = p.put(b"b" * 4000)
+    wait_until(lambda: len(agent.requests) == 2, T, "both frames written")
+    agent.release()
+    wait_until(lambda: outcomes, T, "the callback")
+    assert outcomes == ["full"]
+    assert p.close(0.2) is False
+    assert isinstance(blocker.exception(0), ConnectionLost)
+
+
+def test_close_twice_and_exit_on_error(fake):
+    agent = fake()
+    with pytest.raises(RuntimeError):
+        with Producer(agent.path) as p:
+            fut = p.put(b"x")
+            raise RuntimeError("boom")
+    assert fut.result(0) is None  # the exit flushed it
+    assert p.close() is True
