@@ -1,6 +1,7 @@
 # A frame's shared completion state (_Batch) and the cheap per-record handle that put
 # returns (RecordFuture): one event per frame, one slot per record.
 import threading
+import time
 
 PENDING, SUCCEEDED, FAILED = 0, 1, 2
 
@@ -14,6 +15,7 @@ class _Batch:
         "entries",  # encoded records (Request field-2 entries)
         "nbytes",  # their total length
         "created",  # monotonic time of its first record (for linger)
+        "limit",  # bytes of records it takes, at most
         "tail",  # the request's fields after the records (ack, stream), encoded
         "id",  # the request id of its latest writing, 0 before
         "state",
@@ -23,11 +25,12 @@ class _Batch:
         "lock",  # the producer's lock (guards state and callbacks)
     )
 
-    def __init__(self, stream, tail, created, lock):
+    def __init__(self, stream, tail, limit, lock):
         self.stream = stream
         self.entries = []
         self.nbytes = 0
-        self.created = created
+        self.created = time.monotonic()
+        self.limit = limit
         self.tail = tail
         self.id = 0
         self.state = PENDING

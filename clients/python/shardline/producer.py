@@ -184,20 +184,17 @@ class Producer:
             self._out_records += 1
             self._out_bytes += size
             b = self._open.get(stream)
-            if b is None or b.nbytes + size > self._max_batch_bytes - _FRAME_OVERHEAD - len(tail):
+            if b is None or b.nbytes + size > b.limit:
                 if b is not None:
                     self._ready.append(b)
-                b = _Batch(stream, tail, _monotonic(), self._lock)
+                b = _Batch(stream, tail, self._max_batch_bytes - _FRAME_OVERHEAD - len(tail), self._lock)
                 self._open[stream] = b
                 self._pending[b] = None
                 if self._writer_waiting:
                     self._wake.notify()
             b.entries.append(entry)
             b.nbytes += size
-            if (
-                len(b.entries) >= self._max_batch_records
-                or b.nbytes >= self._max_batch_bytes - _FRAME_OVERHEAD - len(tail)
-            ):
+            if len(b.entries) >= self._max_batch_records or b.nbytes >= b.limit:
                 del self._open[stream]
                 self._ready.append(b)
                 if self._writer_waiting:
