@@ -149,6 +149,7 @@ async fn read(client: &aws_sdk_kinesis::Client, stream: &str, path: &str) -> Res
             }
         }
     }
-    out.flush().map_err(|e| format!("cannot write {path}: {e}"))?;
+    out.flush()
+        .map_err(|e| format!("cannot write {path}: {e}"))?;
     Ok(n)
 }
