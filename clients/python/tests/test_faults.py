@@ -63,8 +63,8 @@ def test_sigkill_mid_stream(emulator, agent):
     a.signal(signal.SIGSTOP)
     wait_until(lambda: p.outstanding_records >= 2000, T, "records outstanding")
     a.kill()
-    wait_until(lambda: p.in_doubt_records > 0, T, "the written frames reported")
-    in_doubt_at_kill = p.in_doubt_records
+    wait_until(lambda: p.stats()["in_doubt_records"] > 0, T, "the written frames reported")
+    in_doubt_at_kill = p.stats()["in_doubt_records"]  # all at once, under the lock
     a.start()
     putter.join(T)
     assert p.flush(T)
