@@ -573,6 +573,8 @@ class Producer:
             self._wake.notify_all()
         if close:
             conn.sock.close()
+        else:
+            _shutdown(conn.sock)  # the writer is inside sendall: it fails, then closes it
         if lost:
             log.warning(
                 "connection to %s lost with %d frames unanswered (in doubt)", self.socket_path, len(lost)
