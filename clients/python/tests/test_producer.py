@@ -352,3 +352,24 @@ def test_close_twice_and_exit_on_error(fake):
             raise RuntimeError("boom")
     assert fut.result(0) is None  # the exit flushed it
     assert p.close() is True
+
+
+def test_many_threads_put_at_once(fake):
+    agent = fake()
+    with Producer(agent.path, max_queued_records=3000) as p:
+        futs = {}
+
+        def putter(t):
+            futs[t] = [p.put(b"%d-%d" % (t, i), stream=("a", "b")[t % 2]) for i in range(5000)]
+
+        threads = [threading.Thread(target=putter, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T)
+        assert p.flush(T)
+        assert all(f.exception(0) is None for fs in futs.values() for f in fs)
+        assert p.acknowledged_records == 20_000 and p.outstanding_records == 0
+    for t in range(4):
+        mine = [r.data for r in agent.records() if r.data.startswith(b"%d-" % t)]
+        assert mine == [b"%d-%d" % (t, i) for i in range(5000)]  # each once, in order
