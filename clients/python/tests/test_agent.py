@@ -144,17 +144,8 @@ def test_put_blocks_while_the_agent_is_stopped(emulator, agent):
     assert len(read_back(emulator, tag, 3001)) == 3001
 
 
-def _agent_with_streams(agent):
-    try:
-        return agent(streams=["audit"])
-    except AssertionError as e:
-        if "streams" in str(e):
-            pytest.skip("this agent binary does not know [[socket]] streams")
-        raise
-
-
 def test_streams_route_records_and_unknown_ones_are_refused(emulator, agent):
-    a = _agent_with_streams(agent)
+    a = agent(streams=["audit"])
     tag = _tag()
     with Producer(a.socket) as p:
         futs = [p.put(tag + b"-audit-%d" % i, stream="audit") for i in range(10)]
