@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    create_stream, file_toml, full_spool_config, send_lines, stream_data, wait_for,
+    create_stream, file_toml, full_spool_config, send_lines, spool_contents, stream_data, wait_for,
     write_binary_config, AgentProcess, Emulator, Workdir,
 };
 
@@ -467,4 +467,103 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
         .count();
     assert!(ok > 0, "{answers:?}");
     assert!(stopping > 0, "no SHUTTING_DOWN answer: {answers:?}\n{log}");
+}
+
+/// A client that keeps sending while the agent stops is told, frame by frame,
+/// what was spooled: every frame it wrote gets an answer, in order, `OK` for
+/// those spooled before the stop and `SHUTTING_DOWN` after (never `OK` again),
+/// until it closes its side at the first `SHUTTING_DOWN`, as the client
+/// libraries do. So a clean restart leaves no record in doubt, and the spool
+/// holds exactly the records answered `OK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_agent_answers_every_frame_until_the_client_closes() {
+    use shardline::testkit::frame::{self, Response, Status};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Arc;
+
+    let work = Workdir::new();
+    let config = work.path("shardline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "shutdown_timeout_secs = 5\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n\
+             endpoint = \"http://127.0.0.1:9\"\nrequest_timeout_ms = 1000\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nmin_free_bytes = 0\n{}",
+            work.spool().display(),
+            socket_block(&work, "frames")
+        ),
+    )
+    .unwrap();
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
+    agent.metrics_addr().await;
+    let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
+    let refused = Arc::new(AtomicBool::new(false));
+    let mut w = socket.try_clone().unwrap();
+    let stop = refused.clone();
+    let writer = std::thread::spawn(move || {
+        let mut written = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            if w.write_all(&numbered_frame(written + 1)).is_err() {
+                break;
+            }
+            written += 1;
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+        written
+    });
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (mut r, seen, count) = (socket, refused.clone(), answered.clone());
+    let reader = std::thread::spawn(move || {
+        let (mut buf, mut got) = (bytes::BytesMut::new(), Vec::<Response>::new());
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(a) = frame::decode::<Response>(&mut buf).unwrap() {
+                if a.status == Status::ShuttingDown as i32 {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                got.push(a);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    wait_for("frames acknowledged", Duration::from_secs(60), || {
+        answered.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    agent.signal("TERM");
+    let (status, _, log) = agent.wait(Duration::from_secs(60)).await;
+    assert!(status.success(), "{log}");
+    let written = writer.join().unwrap();
+    let answers = reader.join().unwrap();
+    let ids: Vec<u64> = answers.iter().map(|a| a.id).collect();
+    assert_eq!(
+        ids,
+        (1..=written).collect::<Vec<_>>(),
+        "every frame written is answered, in order"
+    );
+    let ok = answers
+        .iter()
+        .take_while(|a| a.status == Status::Ok as i32)
+        .count();
+    assert!(ok > 0, "nothing was spooled before the stop");
+    for a in &answers[ok..] {
+        assert_eq!(
+            a.status,
+            Status::ShuttingDown as i32,
+            "after the first refusal: {a:?}"
+        );
+    }
+    assert!(ok < answers.len(), "no SHUTTING_DOWN answer");
+    eprintln!("{ok} frames spooled, {} refused", answers.len() - ok);
+    let (spooled, _) = spool_contents(&work.spool(), "logs");
+    assert_eq!(
+        spooled.len(),
+        ok,
+        "the spool holds exactly the records answered OK"
+    );
 }

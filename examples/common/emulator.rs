@@ -96,7 +96,9 @@ pub async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
             .send()
             .await
             .unwrap_or_else(|e| panic!("DescribeStreamSummary {name} failed: {e:?}"));
-        let status = d.stream_description_summary().map(|s| s.stream_status().clone());
+        let status = d
+            .stream_description_summary()
+            .map(|s| s.stream_status().clone());
         if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
             return;
         }

@@ -159,6 +159,40 @@ pub fn count_records(frame: &[u8]) -> usize {
     records
 }
 
+/// The id of the request in `frame` (a whole frame, header included), read from
+/// the protobuf wire without decoding the records; 0 if it has none or is
+/// malformed before it.
+pub fn request_id(frame: &[u8]) -> u64 {
+    let Some(mut body) = frame.get(HEADER_BYTES + 1..) else {
+        return 0;
+    };
+    let mut id = 0;
+    while let Ok(key) = prost::encoding::decode_varint(&mut body) {
+        let skip = match key & 7 {
+            0 => match prost::encoding::decode_varint(&mut body) {
+                Ok(v) if key >> 3 == 1 => {
+                    id = v; // the last one wins, as when decoding
+                    0
+                }
+                Ok(_) => 0,
+                Err(_) => break,
+            },
+            1 => 8,
+            2 => match prost::encoding::decode_varint(&mut body) {
+                Ok(len) => len as usize,
+                Err(_) => break,
+            },
+            5 => 4,
+            _ => break,
+        };
+        if skip > body.len() {
+            break;
+        }
+        body = &body[skip..];
+    }
+    id
+}
+
 /// Takes the next complete frame off `buf` and decodes it with `M`. `Ok(None)`: more
 /// bytes are needed (the caller makes room for them: see [`pending_len`]).
 pub fn decode<M: Message + Default>(buf: &mut BytesMut) -> Result<Option<M>, FrameError> {
@@ -229,6 +263,7 @@ mod tests {
         assert_eq!(pending_len(&wire), Some(wire.len()));
         assert_eq!(pending_len(&wire[..3]), None);
         assert_eq!(count_records(&wire), 2);
+        assert_eq!(request_id(&wire), 7);
         let many = Request {
             id: u64::MAX,
             records: vec![request().records[1].clone(); 1000],
@@ -238,6 +273,7 @@ mod tests {
         let mut wire = BytesMut::new();
         encode(&many, &mut wire);
         assert_eq!(count_records(&wire), 1000);
+        assert_eq!(request_id(&wire), u64::MAX);
         // Garbage counts what was readable, without panicking.
         assert_eq!(count_records(&[0, 0, 0, 3, 1, 0xFF, 0xFF]), 0);
         assert_eq!(count_records(&[0, 0, 0, 3, 1, 0x12, 0x7F]), 1);

@@ -5,7 +5,9 @@
 //! Owns nothing past one connection: its buffer, its budget charge and the
 //! answers it owes. Called by the socket's accept loop (`frames_connection`).
 
-use bytes::BytesMut;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -180,7 +182,8 @@ pub(super) async fn frames_connection(
             }
         }
         if n == 0 {
-            if !buf.is_empty() {
+            // Stopping: the frame in progress is read on and refused below.
+            if !buf.is_empty() && !shutdown.is_cancelled() {
                 truncated_frame(shared, buf.len());
             }
             break;
@@ -190,6 +193,9 @@ pub(super) async fn frames_connection(
         // connection once per read.
         let in_progress = frame::pending_len(&buf).unwrap_or(0);
         release(&mut buf, &mut charge, in_progress);
+    }
+    if shutdown.is_cancelled() {
+        refuse_rest(shared, &rd, &mut buf, &mut charge, &tx).await;
     }
     drop(tx);
     let _ = writer.await;
@@ -333,6 +339,85 @@ async fn spool_request(
                 _ => Status::Internal,
             };
             Some(Owed::Error(error_response(req.id, status, e.to_string())))
+        }
+    }
+}
+
+/// How long a stopping agent goes on answering `SHUTTING_DOWN` to a client that
+/// keeps sending, at most.
+const REFUSE_FOR: Duration = Duration::from_secs(2);
+/// A client that sends nothing for this long while the agent stops is done.
+const REFUSE_QUIET: Duration = Duration::from_millis(250);
+
+/// Once the agent stops and what was waiting has been spooled, what the client
+/// still sends is not: each whole frame is answered `SHUTTING_DOWN` (its records
+/// are surely not in the spool, so the client may send them again without
+/// doubt) until the client closes its side (as a client does at its first
+/// `SHUTTING_DOWN`), goes quiet for [`REFUSE_QUIET`], or [`REFUSE_FOR`] passes.
+/// Whatever it sent after that gets no answer.
+async fn refuse_rest(
+    shared: &Shared,
+    rd: &tokio::net::unix::OwnedReadHalf,
+    buf: &mut BytesMut,
+    charge: &mut Charge,
+    tx: &mpsc::Sender<Owed>,
+) {
+    let deadline = tokio::time::Instant::now() + REFUSE_FOR;
+    loop {
+        while let Some(len) = frame::pending_len(buf).filter(|&l| l <= buf.len()) {
+            let (id, records) = (
+                frame::request_id(&buf[..len]),
+                frame::count_records(&buf[..len]),
+            );
+            bytes::Buf::advance(buf, len);
+            let metrics = shared.producer.metrics();
+            metrics.rejected(KIND, RejectReason::ShuttingDown, records as u64);
+            let message =
+                "the agent is stopping: this request was not spooled; send it again".into();
+            if tx
+                .send(Owed::Error(error_response(
+                    id,
+                    Status::ShuttingDown,
+                    message,
+                )))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // The frame in progress, if it can be read whole at all, and room to read.
+        let pending = frame::pending_len(buf).unwrap_or(0);
+        if pending > frame::MAX_FRAME_BYTES + 4 {
+            return;
+        }
+        let room = pending.max(buf.len() + READ_BYTES);
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let ready = async {
+            charge.set(room).await.ok()?;
+            rd.readable().await.ok()
+        };
+        if wait.is_zero()
+            || tokio::time::timeout(wait.min(REFUSE_QUIET), ready)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+        {
+            return;
+        }
+        let free = room - buf.len();
+        buf.reserve(free);
+        match rd.try_read_buf(&mut (&mut *buf).limit(free)) {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    truncated_frame(shared, buf.len());
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
 }
