@@ -26,7 +26,7 @@ const (
 // run connects whenever there is something to send, until Close is done.
 func (p *Producer) run() {
 	defer close(p.runDone)
-	jitter := rand.New(rand.NewSource(int64(p.keyBase)))
+	jitter := rand.New(rand.NewSource(p.jitterSeed))
 	backoff := p.cfg.backoffMin
 	wait := false // sleep the backoff before the next attempt
 	for {

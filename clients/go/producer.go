@@ -107,6 +107,8 @@ type Producer struct {
 	path    string
 	cfg     config
 	keyBase uint64 // random-key generator's state (atomic)
+	// jitterSeed seeds the reconnect backoff's jitter.
+	jitterSeed int64
 
 	mu          sync.Mutex
 	defaultSt   *streamState
@@ -147,14 +149,15 @@ func New(socketPath string, opts ...Option) (*Producer, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	var seed [8]byte
+	var seed [16]byte
 	if _, err := crand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("shardline: seeding partition keys: %w", err)
 	}
 	p := &Producer{
 		path:        socketPath,
 		cfg:         cfg,
-		keyBase:     binary.LittleEndian.Uint64(seed[:]),
+		keyBase:     binary.LittleEndian.Uint64(seed[:8]),
+		jitterSeed:  int64(binary.LittleEndian.Uint64(seed[8:])),
 		streams:     make(map[string]*streamState),
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
