@@ -13,6 +13,10 @@ import (
 	"time"
 )
 
+// answerGrace bounds the wait for the agent's last answers once a connection
+// stops writing.
+const answerGrace = 5 * time.Second
+
 // How a connection's write loop ended.
 type loopEnd int
 
@@ -76,7 +80,8 @@ func (p *Producer) run() {
 	}
 }
 
-// serve runs one connection to its end; true if it got an OK answer.
+// serve runs one connection to its end; true if it went well (the next attempt
+// may come at once).
 func (p *Producer) serve(conn net.Conn) bool {
 	p.mu.Lock()
 	if p.aborted {
@@ -84,18 +89,41 @@ func (p *Producer) serve(conn net.Conn) bool {
 		conn.Close()
 		return false
 	}
-	p.conn, p.nextID, p.broken, p.draining, p.sawOK, p.connErr = conn, 0, false, false, false, nil
+	p.conn, p.broken, p.draining, p.sawOK, p.probed, p.connErr = conn, false, false, false, false, nil
+	p.window = 1
 	p.stats.Connects++
+	p.tracef("connected")
+	// The first request is empty: records are written only once the agent has
+	// answered on this connection. A connection the agent never serves (one
+	// queued on the socket of an agent that is stopping) leaves no record in doubt.
+	probe := &batch{st: p.defaultSt, probe: true, sealed: true, state: complete, id: 1}
+	p.nextID = 1
+	p.inflight = append(p.inflight[:0], probe)
 	p.mu.Unlock()
 	readerDone := make(chan struct{})
 	go p.readLoop(conn, readerDone)
-	end := p.writeLoop(conn)
-	if uc, ok := conn.(*net.UnixConn); ok && end == endDrain {
-		// The agent answers what it owes, then closes its side.
-		if uc.CloseWrite() != nil {
+	end := endBroken
+	frame := appendHeader(nil, probe.id, 0, len(probe.st.trailer))
+	if _, err := conn.Write(append(frame, probe.st.trailer...)); err != nil {
+		p.mu.Lock()
+		if !p.broken {
+			p.broken, p.connErr, p.stats.LastError = true, err, err
+		}
+		p.mu.Unlock()
+	} else {
+		end = p.writeLoop(conn)
+	}
+	switch end {
+	case endDrain, endBroken:
+		// The agent may still answer what it read (a failed write only says it
+		// reads no more): its answers are read until it closes, for a while.
+		// The write deadline that may have stopped the writer has no hold on
+		// CloseWrite.
+		conn.SetReadDeadline(time.Now().Add(answerGrace))
+		if uc, ok := conn.(*net.UnixConn); !ok || uc.CloseWrite() != nil {
 			conn.Close()
 		}
-	} else {
+	default:
 		conn.Close()
 	}
 	<-readerDone
@@ -111,8 +139,13 @@ func (p *Producer) teardown() bool {
 	defer p.mu.Unlock()
 	cause := p.connErr
 	back := p.requeue
+	lost := 0
 	for _, b := range p.inflight {
+		if b.probe {
+			continue
+		}
 		if b.state == complete {
+			lost++
 			p.resolve(b, &ConnectionLostError{Message: "the connection ended before the agent answered", Cause: cause})
 		} else {
 			back = append(back, b)
@@ -124,8 +157,12 @@ func (p *Producer) teardown() bool {
 	if len(back) > 0 {
 		p.queue = append(back, p.queue...)
 	}
+	p.tracef("connection ended (%v): %d frames sent again, %d in doubt", cause, len(back), lost)
 	p.inflight, p.requeue, p.conn = nil, nil, nil
-	return p.sawOK
+	// An agent that is stopping (it answered SHUTTING_DOWN, or closed the
+	// connection with frames unanswered) is given time to go before the next
+	// attempt: while it stops it still takes connections that come quickly.
+	return p.sawOK && !p.draining && lost == 0
 }
 
 // writeLoop writes frames as they become ready, while the in-flight bound allows.
@@ -159,7 +196,7 @@ func (p *Producer) writeLoop(conn net.Conn) loopEnd {
 				break
 			}
 			linger := time.Duration(-1)
-			if len(p.queue) > 0 && len(p.inflight) < p.cfg.maxInFlight {
+			if p.probed && len(p.queue) > 0 && len(p.inflight) < p.window {
 				linger = p.queue[0].created.Add(p.cfg.linger).Sub(now)
 			}
 			p.mu.Unlock()
@@ -202,6 +239,7 @@ func (p *Producer) writeLoop(conn net.Conn) loopEnd {
 		}
 		w := bufs
 		n, err := w.WriteTo(conn)
+		p.tracef("wrote %d frames from id %d: %d of %d bytes, %v", len(out), out[0].id, n, off, err)
 		p.mu.Lock()
 		for i, b := range out {
 			if ends[i] <= n {
@@ -211,13 +249,17 @@ func (p *Producer) writeLoop(conn net.Conn) loopEnd {
 			}
 			p.recycle(b)
 		}
-		if err != nil && !p.broken {
+		draining := p.draining
+		if err != nil && !p.broken && !draining {
 			p.broken = true
 			p.connErr = err
 			p.stats.LastError = err
 		}
 		p.mu.Unlock()
 		if err != nil {
+			if draining {
+				return endDrain // stopped by the write deadline
+			}
 			return endBroken
 		}
 	}
@@ -225,7 +267,7 @@ func (p *Producer) writeLoop(conn net.Conn) loopEnd {
 
 // take hands the writer the frames ready at the front of the queue (p.mu held).
 func (p *Producer) take(out []*batch, now time.Time) []*batch {
-	for len(p.queue) > 0 && len(p.inflight) < p.cfg.maxInFlight {
+	for p.probed && len(p.queue) > 0 && len(p.inflight) < p.window {
 		b := p.queue[0]
 		ready := b.sealed || len(p.queue) > 1 || b.seq <= p.flushSeq || p.closed ||
 			now.Sub(b.created) >= p.cfg.linger
@@ -292,16 +334,49 @@ func (p *Producer) answer(r Response) error {
 	}
 	p.inflight[0] = nil
 	p.inflight = p.inflight[1:]
+	p.tracef("answer %d %s to frame %d of %d records", r.ID, r.Status, b.id, b.records)
+	if b.probe {
+		switch r.Status {
+		case StatusOK:
+			p.sawOK = true
+		case StatusShuttingDown:
+			p.stopWriting()
+		}
+		p.probed = true
+		p.signal()
+		return nil
+	}
 	switch r.Status {
 	case StatusOK:
 		p.sawOK = true
+		// The window opens as the agent answers (slow start): a connection to
+		// an agent that stops right away has little written on it.
+		if p.window < p.cfg.maxInFlight {
+			p.window *= 2
+			if p.window > p.cfg.maxInFlight {
+				p.window = p.cfg.maxInFlight
+			}
+		}
 		p.resolve(b, nil)
 	case StatusShuttingDown:
 		p.requeue = append(p.requeue, b)
-		p.draining = true
+		p.stopWriting()
 	default:
 		p.resolve(b, agentError(r))
 	}
 	p.signal()
 	return nil
+}
+
+// stopWriting: the agent is stopping. The write in progress ends at once (a frame
+// cut short cannot be spooled: it goes again), so that what was written fits in
+// what the agent still reads and answers SHUTTING_DOWN (p.mu held).
+func (p *Producer) stopWriting() {
+	if p.draining {
+		return
+	}
+	p.draining = true
+	if p.conn != nil {
+		p.conn.SetWriteDeadline(time.Now())
+	}
 }

@@ -71,6 +71,7 @@ type batch struct {
 	seq     uint64
 	res     *Result
 	sealed  bool // takes no more records
+	probe   bool // a connection's first request: empty, to learn the agent answers
 	state   batchState
 	id      uint64 // id on the connection it was last written to
 }
@@ -129,6 +130,9 @@ type Producer struct {
 	connErr     error // why
 	draining    bool  // the agent is stopping: write nothing more on this connection
 	sawOK       bool  // the current connection got an OK answer
+	probed      bool  // the current connection's probe was answered
+	window      int   // frames the current connection may have in flight
+	trace       func(format string, args ...interface{}) // tests' trace of connection events
 	stats       Stats
 	failures    *failureQueue
 	bodies      sync.Pool
@@ -295,6 +299,12 @@ func (p *Producer) seal(b *batch) {
 		b.st.open = nil
 	}
 	p.signal()
+}
+
+func (p *Producer) tracef(format string, args ...interface{}) {
+	if p.trace != nil {
+		p.trace(format, args...)
+	}
 }
 
 // signal wakes the run goroutine.

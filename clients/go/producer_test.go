@@ -61,7 +61,7 @@ func TestRecordsAreBatchedInOrderWithIds(t *testing.T) {
 	}
 	n := 0
 	for i, q := range reqs {
-		if q.id != uint64(i+1) || !q.ack || q.stream != nil {
+		if q.id != uint64(i+2) || !q.ack || q.stream != nil { // 1 is the probe
 			t.Fatalf("frame %d: id %d ack %v", i, q.id, q.ack)
 		}
 		for _, r := range q.records {
@@ -251,7 +251,7 @@ func TestAgentErrorsAreTyped(t *testing.T) {
 func TestShuttingDownSendsAgain(t *testing.T) {
 	agent := startFakeAgent(t, func(c *fakeConn, q request) {
 		if c.index == 0 {
-			if q.id == 1 {
+			if q.id == 2 {
 				c.ok(q)
 				return
 			}
@@ -274,10 +274,10 @@ func TestShuttingDownSendsAgain(t *testing.T) {
 	if agent.connections() != 2 || p.Stats().InDoubt != 0 || p.Stats().Acked != 100 {
 		t.Fatalf("%d connections, %+v", agent.connections(), p.Stats())
 	}
-	// Connection 2 gets records 10..99, in order, in frames numbered from 1.
+	// Connection 2 gets records 10..99, in order, in frames numbered from 2.
 	var second []string
 	for i, q := range agent.receivedOn(1) {
-		if q.id != uint64(i+1) {
+		if q.id != uint64(i+2) {
 			t.Fatalf("frame %d has id %d", i, q.id)
 		}
 		for _, r := range q.records {
@@ -301,7 +301,7 @@ func TestLostConnectionLeavesWrittenFramesInDoubt(t *testing.T) {
 	var once sync.Once
 	agent := startFakeAgent(t, func(c *fakeConn, q request) {
 		if c.index == 0 {
-			if q.id == 1 {
+			if q.id == 2 {
 				c.ok(q)
 				return
 			}
@@ -554,5 +554,40 @@ func TestConcurrentPuts(t *testing.T) {
 	}
 	if len(seen) != 40000 || p.Stats().Acked != 40000 {
 		t.Fatalf("%d records", len(seen))
+	}
+}
+
+// Records are written only once the agent has answered the connection's empty
+// first request: a connection the agent drops unanswered, or answers
+// SHUTTING_DOWN, leaves nothing in doubt.
+func TestProbeKeepsRecordsOffUnservedConnections(t *testing.T) {
+	agent := startFakeAgent(t, func(c *fakeConn, q request) {
+		switch {
+		case c.index == 0:
+			c.conn.Close() // the probe is never answered
+		case c.index == 1 && len(q.records) == 0:
+			c.reply(Response{ID: q.id, Status: StatusShuttingDown})
+		default:
+			c.ok(q)
+		}
+	})
+	agent.holdProbes = true
+	p := newProducer(t, agent.path, WithLinger(0), WithBackoff(time.Millisecond, 10*time.Millisecond))
+	r := mustPut(t, p, []byte("x"))
+	if err := r.Wait(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1} {
+		for _, q := range agent.receivedOn(i) {
+			if len(q.records) > 0 || q.id != 1 {
+				t.Fatalf("connection %d got frame %d with %d records", i, q.id, len(q.records))
+			}
+		}
+	}
+	if got := agent.receivedOn(2); len(got) != 2 || got[1].id != 2 || string(got[1].records[0].Data) != "x" {
+		t.Fatalf("third connection: %+v", got)
+	}
+	if s := p.Stats(); s.InDoubt != 0 || s.Connects != 3 {
+		t.Fatalf("%+v", s)
 	}
 }
