@@ -126,12 +126,12 @@ type Producer struct {
 	aborted     bool          // Close's deadline passed: everything failed
 	conn        net.Conn
 	nextID      uint64
-	broken      bool  // the current connection failed
-	connErr     error // why
-	draining    bool  // the agent is stopping: write nothing more on this connection
-	sawOK       bool  // the current connection got an OK answer
-	probed      bool  // the current connection's probe was answered
-	window      int   // frames the current connection may have in flight
+	broken      bool                                     // the current connection failed
+	connErr     error                                    // why
+	draining    bool                                     // the agent is stopping: write nothing more on this connection
+	sawOK       bool                                     // the current connection got an OK answer
+	probed      bool                                     // the current connection's probe was answered
+	window      int                                      // frames the current connection may have in flight
 	trace       func(format string, args ...interface{}) // tests' trace of connection events
 	stats       Stats
 	failures    *failureQueue
