@@ -196,6 +196,12 @@ func TestPutRefusesBadInputBeforeSending(t *testing.T) {
 	if _, err := p.Put(make([]byte, MaxRecordBytes-2), PartitionKey("ab")); err != nil {
 		t.Fatalf("largest record: %v", err)
 	}
+	// A hash key of millions of leading zeros is a valid number, but no frame
+	// could hold the record.
+	zeros := strings.Repeat("0", 7<<20)
+	if _, err := p.Put(make([]byte, MaxRecordBytes-2), PartitionKey("ab"), ExplicitHashKey(zeros)); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("record over a frame: %v", err)
+	}
 	p.Flush(ctxT(t))
 	n := 0
 	for _, q := range agent.received() {
