@@ -205,12 +205,14 @@ func (p *Producer) PutContext(ctx context.Context, data []byte, opts ...PutOptio
 	if stream == nil {
 		stream = p.cfg.stream
 	}
-	if size > MaxRecordBytes {
-		// Long hash keys (leading zeros) or stream names could still overflow a frame.
-		if frame := maxHeaderBytes + size + len(appendTrailer(nil, true, stream)); frame > MaxFrameBytes {
-			return nil, &RecordError{Status: StatusRecordTooLarge, Field: "data",
-				Message: fmt.Sprintf("a frame holding this record alone would be %d bytes, over the %d-byte frame limit", frame, MaxFrameBytes)}
-		}
+	// Long hash keys (leading zeros) or stream names could still overflow a frame.
+	frame := maxHeaderBytes + size + 2
+	if stream != nil {
+		frame += 1 + varintLen(uint64(len(*stream))) + len(*stream)
+	}
+	if frame > MaxFrameBytes {
+		return nil, &RecordError{Status: StatusRecordTooLarge, Field: "data",
+			Message: fmt.Sprintf("a frame holding this record alone would be %d bytes, over the %d-byte frame limit", frame, MaxFrameBytes)}
 	}
 	p.mu.Lock()
 	if err := p.reserve(ctx, size); err != nil {
