@@ -1,6 +1,7 @@
 // Integration tests against the real agent and the Kinesis emulator: records
 // acked and read back, SIGKILL and SIGTERM of the agent mid-stream, SPOOL_FULL,
 // queue bounds with the agent paused, streams and record ids.
+
 package shardline
 
 import (
@@ -183,6 +184,7 @@ func TestAgentCleanRestartLosesNothing(t *testing.T) {
 	emu := startEmulator(t)
 	ag := startAgent(t, agentConfig{endpoint: emu.endpoint})
 	p := newProducer(t, ag.socket, WithMaxQueueRecords(20000))
+	// SHARDLINE_TEST_TRACE=1 logs the producer's connection events.
 	if os.Getenv("SHARDLINE_TEST_TRACE") != "" {
 		p.mu.Lock()
 		p.trace = func(f string, args ...interface{}) { t.Logf(time.Now().Format("15:04:05.000 ")+f, args...) }
@@ -221,10 +223,6 @@ func TestAgentCleanRestartLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d records in doubt arrived all the same", arrived, len(o.inDoubt))
-	if os.Getenv("SHARDLINE_TEST_AGENT_LOG") != "" {
-		log, _ := os.ReadFile(ag.logf)
-		t.Logf("%s", log)
-	}
 }
 
 func TestAgentSpoolFull(t *testing.T) {
@@ -376,7 +374,9 @@ func agentTakesStreams(t *testing.T) bool {
 }
 
 func TestAgentStreamsAndRecordIDs(t *testing.T) {
-	if !agentTakesStreams(t) {
+	// An older agent build does not know them; where the agent is required (CI),
+	// the test runs all the same, and fails.
+	if os.Getenv("SHARDLINE_CLIENT_TESTS_REQUIRED") != "1" && !agentTakesStreams(t) {
 		t.Skip("this agent binary does not know [[socket]] streams (an older build)")
 	}
 	emu := startEmulator(t, "logs:4", "audit:1")

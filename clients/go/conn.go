@@ -2,6 +2,7 @@
 // backoff) and writes frames, pipelined up to the in-flight bound; another reads
 // the answers and matches them in order. SHUTTING_DOWN answers put frames back at
 // the front of the queue; frames written and never answered fail in doubt.
+
 package shardline
 
 import (

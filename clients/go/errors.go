@@ -1,6 +1,7 @@
 // Status codes and the typed errors a record can fail with, usable with errors.Is
 // and errors.As, plus helpers that tell any of them's status and whether it is in
 // doubt.
+
 package shardline
 
 import (

@@ -1,6 +1,7 @@
 // NotifyFailures: a channel of failed frames with their records, for programs
 // written against a8m/kinesis-producer's NotifyFailures rather than per-record
 // Results.
+
 package shardline
 
 import "sync"

@@ -1,6 +1,7 @@
 // The integration tests' harness: runs the real agent (SHARDLINE_BIN) against the
 // Kinesis emulator (SHARDLINE_EMULATOR), stops, kills, pauses and restarts it, and
 // reads back what reached each stream.
+
 package shardline
 
 import (

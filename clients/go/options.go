@@ -1,5 +1,6 @@
 // The producer's options (functional options for New) and the per-record options
 // of Put, with their defaults and limits.
+
 package shardline
 
 import (

@@ -1,6 +1,7 @@
 // The Producer: Put queues records into per-stream frames (encoded as they are
 // put), Flush and Close wait for the agent's answers, and counters say what is
 // outstanding, acknowledged, failed and in doubt.
+
 package shardline
 
 import (

@@ -1,6 +1,7 @@
 // Unit tests of the producer against the stand-in agent: batching and ids,
 // streams, the outcome of every kind of answer, SHUTTING_DOWN and lost
 // connections, queue bounds, Flush, Close and NotifyFailures.
+
 package shardline
 
 import (

@@ -1,5 +1,6 @@
 // Record validation done by Put before anything is queued: the agent's own rules,
 // so that a bad record is refused at once with a typed error.
+
 package shardline
 
 import (

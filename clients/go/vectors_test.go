@@ -2,6 +2,7 @@
 // encodes to its frame byte for byte, every response decodes (and a canonical one
 // encodes back), bad frames are refused with their kind, records are validated
 // as the agent does.
+
 package shardline
 
 import (

@@ -1,6 +1,7 @@
 // The framed protocol's wire format, version 1, written by hand: request frames
 // byte-identical with the agent's own (prost) encoding, and a response decoder that
 // skips unknown fields and refuses what the agent refuses.
+
 package shardline
 
 import (

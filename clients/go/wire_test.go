@@ -1,5 +1,6 @@
 // Tests of the wire format against frames worked out by hand, of the response
 // decoder on odd input, and a benchmark of the record encoder.
+
 package shardline
 
 import (
@@ -194,9 +195,9 @@ func BenchmarkAppendRecord256(b *testing.B) {
 }
 
 func BenchmarkPutEncode256(b *testing.B) {
-	// Put's own cost (validation, random key, encoding, queueing), with the
-	// frames answered by a stand-in agent.
-	agent := startFakeAgent(b, okHandler)
+	// Put's own cost (validation, random key, encoding, queueing, writing), with
+	// the frames answered by a stand-in agent that reads only their ids.
+	agent := startFakeAgent(b, nil)
 	p, err := New(agent.path)
 	if err != nil {
 		b.Fatal(err)

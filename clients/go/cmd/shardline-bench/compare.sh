@@ -1,7 +1,9 @@
 #!/bin/sh
 # Throughput of the Go client beside `shardline send --ack`, in the same run:
 # starts an agent (spool in a temp dir, Kinesis endpoint unreachable so that the
-# agent only spools), then alternates one round of each, ROUNDS times.
+# agent only spools: what is timed is the path to a durable ack), then
+# alternates one round of each, ROUNDS times. (clients/bench.sh does the same for
+# every client library at once.)
 #
 #   SHARDLINE_BIN=path/to/shardline cmd/shardline-bench/compare.sh [RECORDS] [SIZE] [ROUNDS]
 #
@@ -16,20 +18,23 @@ if [ ! -x "$bin" ]; then
   echo "no agent binary at $bin: set SHARDLINE_BIN" >&2
   exit 2
 fi
-dir=$(mktemp -d)
+dir=$(mktemp -d /var/tmp/shardline-go-bench.XXXXXX)
 trap 'kill "$agent" 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 
 go build -o "$dir/shardline-bench" ./cmd/shardline-bench
 cat >"$dir/shardline.toml" <<EOF
-shutdown_timeout_secs = 5
+shutdown_timeout_secs = 2
 [kinesis]
 stream = "logs"
 region = "us-east-1"
 endpoint = "http://127.0.0.1:9"
+request_timeout_ms = 1000
 [metrics]
 listen = "127.0.0.1:0"
 [spool]
 dir = "$dir/spool"
+max_bytes = 17179869184
+min_free_bytes = 0
 [[socket]]
 path = "$dir/agent.sock"
 framing = "frames"
