@@ -6,7 +6,7 @@
 
 const net = require('node:net');
 const fs = require('node:fs');
-const { encodeResponse, Status } = require('../../lib/wire');
+const { encodeResponse, Status } = require('../lib/wire');
 
 function varint(buf, pos) {
   let v = 0;
