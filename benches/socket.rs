@@ -80,6 +80,7 @@ async fn client(path: &Path, requests: u64, payload: Bytes) {
                 id,
                 records: records.clone(),
                 ack: true,
+                stream: None,
             },
             &mut out,
         );

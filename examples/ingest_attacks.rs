@@ -274,6 +274,7 @@ async fn tiny_records(sock: &Path) -> String {
             1_600_000
         ],
         ack: true,
+        stream: None,
     };
     let mut wire = BytesMut::new();
     frame::encode(&request, &mut wire);

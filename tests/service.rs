@@ -403,6 +403,7 @@ fn numbered_frame(id: u64) -> Vec<u8> {
                 record_id: None,
             }],
             ack: true,
+            stream: None,
         },
         &mut out,
     );

@@ -43,6 +43,7 @@ fn request(id: u64, records: Vec<(&str, &str)>, ack: bool) -> Request {
             })
             .collect(),
         ack,
+        stream: None,
     }
 }
 

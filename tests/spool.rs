@@ -68,6 +68,7 @@ fn numbered_request(next: u64, per: usize, size: usize) -> (Vec<Bytes>, Request)
             })
             .collect(),
         ack: true,
+        stream: None,
     };
     (data, req)
 }

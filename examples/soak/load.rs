@@ -270,6 +270,7 @@ impl SocketClient {
             id: self.id,
             records,
             ack: true,
+            stream: None,
         }
     }
 }

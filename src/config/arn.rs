@@ -200,6 +200,12 @@ impl StreamArns {
         Some(n.region.clone())
     }
 
+    /// The ARN of the stream with `key`, if it is named by one.
+    pub(super) fn arn(&self, key: &str) -> Option<&str> {
+        let n = self.named.iter().find(|n| n.key == key)?;
+        Some(&n.arn)
+    }
+
     /// Each stream named by ARN: (its key, its ARN).
     pub(super) fn into_pairs(self) -> Vec<(String, String)> {
         self.named.into_iter().map(|n| (n.key, n.arn)).collect()

@@ -125,6 +125,10 @@ pub struct SocketConfig {
     pub mode: SocketMode,
     pub framing: Framing,
     pub stream: String,
+    /// What a framed client may name in a request's `stream`, as it may name it
+    /// (a stream's name, or its ARN when it was written as one), with the
+    /// stream's key: the socket's own stream and its `streams`.
+    pub streams: Vec<(String, String)>,
     pub max_line_bytes: usize,
     pub file_mode: u32,
     pub owner: Option<u32>,
@@ -279,6 +283,11 @@ impl Config {
     pub fn streams(&self) -> Vec<String> {
         let mut out = vec![self.kinesis.stream.clone()];
         let sources = self.sockets.iter().map(|s| &s.stream);
+        let sources = sources.chain(
+            self.sockets
+                .iter()
+                .flat_map(|s| s.streams.iter().map(|(_, k)| k)),
+        );
         let sources = sources.chain(self.files.iter().map(|f| &f.stream));
         let sources = sources.chain(self.journald.iter().map(|j| &j.stream));
         // A drained destination has no source but is delivered.

@@ -91,6 +91,11 @@ pub(crate) struct RawSocket {
     pub stream: Option<String>,
     /// Destination Firehose stream, instead of a Kinesis `stream`.
     pub delivery_stream: Option<String>,
+    /// With `framing = "frames"`: further Kinesis streams (names or ARNs) a
+    /// client may name in a request's `stream`; a request without one goes to
+    /// the socket's own stream.
+    #[serde(default)]
+    pub streams: Vec<String>,
     /// Longest line or datagram accepted, in bytes; a longer one is refused with an
     /// error and counted. Default 1048560, a 1 MiB record less the partition key;
     /// at most 10485744, for a stream raised to 10 MiB records.

@@ -39,6 +39,7 @@ pub(super) fn validate_socket(
         ),
         problems,
     );
+    let streams = allowed_streams(&field, s, problems);
     let file_mode = parse_mode(&s.file_mode);
     if file_mode.is_none() {
         problems.push(format!(
@@ -64,6 +65,7 @@ pub(super) fn validate_socket(
         mode: s.mode,
         framing: s.framing,
         stream: stream?,
+        streams,
         max_line_bytes: if format == RecordFormat::Raw
             && s.record_id
             && s.framing != Framing::Frames
@@ -84,6 +86,28 @@ pub(super) fn validate_socket(
         format,
         record_id: s.record_id,
     })
+}
+
+/// The further streams a framed client may name, as written (their keys are
+/// set with every other stream's, and the socket's own is added then).
+fn allowed_streams(
+    field: &str,
+    s: &RawSocket,
+    problems: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    if !s.streams.is_empty() && s.framing != Framing::Frames {
+        problems.push(format!(
+            "{field}.streams needs framing = \"frames\" (only a framed request can name its stream)"
+        ));
+    }
+    for (i, name) in s.streams.iter().enumerate() {
+        if name.is_empty() {
+            problems.push(format!("{field}.streams[{i}] is empty"));
+        } else {
+            super::arn::check(name, &format!("{field}.streams[{i}]"), problems);
+        }
+    }
+    s.streams.iter().map(|n| (n.clone(), n.clone())).collect()
 }
 
 /// A socket's mode against its framing and peer checks, and its limits.

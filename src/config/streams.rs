@@ -254,4 +254,6 @@ pub(super) fn packing(
 #[cfg(test)]
 mod compression_tests;
 #[cfg(test)]
+mod socket_streams_tests;
+#[cfg(test)]
 pub(super) mod tests;

@@ -74,10 +74,7 @@ impl RawConfig {
             &mut blocks,
             &mut problems,
         );
-        let written: HashSet<&str> = (sockets.iter().map(|s| s.stream.as_str()))
-            .chain(files.iter().map(|f| f.stream.as_str()))
-            .chain(journald_blocks.iter().map(|j| j.stream.as_str()))
-            .collect();
+        let written = written_streams((&sockets, &files, &journald_blocks));
         let (mut destinations, per_stream) =
             super::destination::destinations(blocks, kinesis.as_ref(), &written, &mut problems);
         if let Some(k) = kinesis.as_mut() {
@@ -144,6 +141,9 @@ fn stream_keys(
     }
     for s in sockets.iter_mut() {
         s.stream = arns.key(&format!("{}.stream", s.block), &s.stream, problems);
+        for (i, (_, key)) in s.streams.iter_mut().enumerate() {
+            *key = arns.key(&format!("{}.streams[{i}]", s.block), key, problems);
+        }
     }
     for f in files.iter_mut() {
         f.stream = arns.key(&format!("{}.stream", f.block), &f.stream, problems);
@@ -158,7 +158,48 @@ fn stream_keys(
             written.push((field, Some(s.clone()), d.region.clone()));
         }
     }
+    for s in sockets.iter_mut() {
+        allow_own_stream(s, arns);
+    }
     written
+}
+
+/// Every stream a source writes to (a socket's own and those its clients may
+/// name).
+fn written_streams<'a>(
+    (sockets, files, journald): (
+        &'a [super::SocketConfig],
+        &'a [super::FileConfig],
+        &'a [super::JournaldConfig],
+    ),
+) -> HashSet<&'a str> {
+    let allowed = sockets
+        .iter()
+        .flat_map(|s| s.streams.iter().map(|(_, k)| k.as_str()));
+    (sockets.iter().map(|s| s.stream.as_str()))
+        .chain(allowed)
+        .chain(files.iter().map(|f| f.stream.as_str()))
+        .chain(journald.iter().map(|j| j.stream.as_str()))
+        .collect()
+}
+
+/// Completes what a framed client of `socket` may name: its own stream too, and
+/// each allowed stream both by name and, when it was written as one, by ARN.
+fn allow_own_stream(socket: &mut super::SocketConfig, arns: &super::arn::StreamArns) {
+    let mut keys: Vec<String> = vec![socket.stream.clone()];
+    for (_, key) in &socket.streams {
+        if !keys.contains(key) {
+            keys.push(key.clone());
+        }
+    }
+    let mut names = Vec::new();
+    for key in keys {
+        if let Some(arn) = arns.arn(&key) {
+            names.push((arn.to_owned(), key.clone()));
+        }
+        names.push((key.clone(), key));
+    }
+    socket.streams = names;
 }
 
 /// [`super::arn::StreamArns::settle_regions`] with the regions as written.

@@ -118,6 +118,7 @@ impl Feeds {
                 id: 1,
                 records,
                 ack: true,
+                stream: None,
             },
             &mut wire,
         );

@@ -139,3 +139,86 @@ fn send_reports_refusals_with_a_failing_exit() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+/// A framed request may name its stream: the socket's own, one of its
+/// `streams` (by name, or by the ARN it was written as); any other is refused
+/// with `INVALID_RECORD` and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_names_its_stream_among_those_the_socket_allows() {
+    use shardline::testkit::frame::Status;
+
+    use super::{encoded, exchange, request, status};
+
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    for (name, shards) in [("logs", 1), ("audit", 1), ("metrics", 1), ("other", 1)] {
+        create_stream(&client, name, shards).await;
+    }
+    let work = Workdir::new();
+    let sock = work.path("frames.sock");
+    let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/metrics";
+    let extra = frames_socket(&sock, &format!("streams = [\"audit\", \"{arn}\"]"));
+    let agent = start_agent(config(&work, &emu.endpoint, "logs", &extra)).await;
+    let named = |id, stream: Option<&str>, data: &str| {
+        let mut r = request(id, vec![("k", data)], true);
+        r.stream = stream.map(str::to_owned);
+        encoded(&r)
+    };
+    let mut wire = named(1, None, "to logs");
+    wire.extend(named(2, Some("logs"), "to logs by name"));
+    wire.extend(named(3, Some("audit"), "to audit"));
+    wire.extend(named(4, Some(arn), "to metrics by ARN"));
+    wire.extend(named(5, Some("metrics"), "to metrics by name"));
+    wire.extend(named(6, Some("other"), "refused"));
+    wire.extend(named(
+        7,
+        Some("arn:aws:kinesis:us-east-1:999999999999:stream/audit"),
+        "refused",
+    ));
+    wire.extend(named(8, None, "after the refusals"));
+    let answers = exchange(&sock, &wire).await;
+    let got: Vec<(u64, Status)> = answers.iter().map(|a| (a.id, status(a))).collect();
+    use Status::{InvalidRecord as Refused, Ok};
+    assert_eq!(
+        got,
+        [
+            (1, Ok),
+            (2, Ok),
+            (3, Ok),
+            (4, Ok),
+            (5, Ok),
+            (6, Refused),
+            (7, Refused),
+            (8, Ok)
+        ]
+    );
+    assert!(answers[5]
+        .message
+        .contains("\"other\" is not one this socket may write to"));
+    let m = agent.metrics().clone();
+    wait_for("records delivered", Duration::from_secs(60), || {
+        m.delivered_count("logs") >= 3
+            && m.delivered_count("audit") >= 1
+            && m.delivered_count("metrics") >= 2
+    })
+    .await;
+    for (stream, want) in [
+        (
+            "logs",
+            vec!["after the refusals", "to logs", "to logs by name"],
+        ),
+        ("audit", vec!["to audit"]),
+        ("metrics", vec!["to metrics by ARN", "to metrics by name"]),
+        ("other", vec![]),
+    ] {
+        let mut data: Vec<String> = check_shards_and_collect(&client, stream)
+            .await
+            .1
+            .into_iter()
+            .map(|d| String::from_utf8(d.to_vec()).unwrap())
+            .collect();
+        data.sort();
+        assert_eq!(data, want, "{stream}");
+    }
+    agent.stop().await.unwrap();
+}

@@ -96,6 +96,7 @@ pub async fn send_lines(
                     id,
                     records: std::mem::take(&mut records),
                     ack,
+                    stream: None,
                 },
                 &mut out,
             );

@@ -37,6 +37,10 @@ pub struct Request {
     /// Answer once the records are durable.
     #[prost(bool, tag = "3")]
     pub ack: bool,
+    /// The stream the records go to, by name or ARN: one the socket allows
+    /// (its own, or one of its `streams`). None: the socket's own.
+    #[prost(string, optional, tag = "4")]
+    pub stream: Option<String>,
 }
 
 /// One record of a request.
@@ -214,6 +218,7 @@ mod tests {
                 },
             ],
             ack: true,
+            stream: Some("audit".into()),
         }
     }
 
@@ -228,6 +233,7 @@ mod tests {
             id: u64::MAX,
             records: vec![request().records[1].clone(); 1000],
             ack: false,
+            stream: None,
         };
         let mut wire = BytesMut::new();
         encode(&many, &mut wire);
@@ -250,6 +256,7 @@ mod tests {
                 record_id: None,
             }],
             ack: true,
+            stream: None,
         };
         let mut wire = BytesMut::new();
         encode(&large, &mut wire);

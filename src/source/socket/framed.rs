@@ -39,7 +39,7 @@ fn error_response(id: u64, status: Status, message: String) -> Response {
 }
 
 /// Turns a request's records into user records, or the error answer for it.
-fn request_records(
+pub(super) fn request_records(
     req: &mut Request,
     mut ids: Option<&mut Counter>,
 ) -> Result<Vec<UserRecord>, Response> {
@@ -75,6 +75,28 @@ fn request_records(
         out.push(record);
     }
     Ok(out)
+}
+
+/// The key of the stream a request's records go to: the socket's own, or one
+/// its `streams` allow (by name, or by ARN where it was written as one).
+fn request_stream<'a>(
+    config: &'a crate::config::SocketConfig,
+    req: &Request,
+) -> Result<&'a str, Response> {
+    let Some(name) = req.stream.as_deref() else {
+        return Ok(&config.stream);
+    };
+    match config.streams.iter().find(|(n, _)| n == name) {
+        Some((_, key)) => Ok(key),
+        None => Err(error_response(
+            req.id,
+            Status::InvalidRecord,
+            format!(
+                "stream {:?} is not one this socket may write to (its own, or one in its `streams`)",
+                crate::record::excerpt(name)
+            ),
+        )),
+    }
 }
 
 fn reject_reason(status: Status) -> RejectReason {
@@ -257,6 +279,16 @@ async fn spool_request(
     let metrics = producer.metrics();
     let n_records = req.records.len();
     metrics.received(KIND, n_records as u64);
+    let stream = match request_stream(config, &req) {
+        Ok(stream) => stream,
+        Err(resp) => {
+            metrics.rejected(KIND, RejectReason::InvalidRecord, n_records as u64);
+            if let Some(suppressed) = shared.warnings.refused_records.check() {
+                tracing::warn!(path = %shared.path(), error = %resp.message, suppressed, "Refused a frame's records");
+            }
+            return Some(Owed::Error(resp));
+        }
+    };
     let records = match request_records(&mut req, ids) {
         Ok(records) => records,
         Err(resp) => {
@@ -272,17 +304,10 @@ async fn spool_request(
     let result = match config.on_full {
         OnFull::Wait => {
             producer
-                .spool_batch(
-                    &config.stream,
-                    KIND,
-                    records,
-                    None,
-                    None,
-                    Some(Pace::HANDOVER),
-                )
+                .spool_batch(stream, KIND, records, None, None, Some(Pace::HANDOVER))
                 .await
         }
-        OnFull::Refuse => producer.try_spool_batch(&config.stream, KIND, records, None),
+        OnFull::Refuse => producer.try_spool_batch(stream, KIND, records, None),
     };
     match result {
         Ok(()) if req.ack => Some(Owed::Ack {

@@ -30,6 +30,8 @@
 
 mod bind;
 pub(crate) mod client;
+#[cfg(test)]
+mod conformance;
 pub mod frame;
 mod framed;
 mod lines;

@@ -125,6 +125,7 @@ mod tests {
             mode: SocketMode::Stream,
             framing: Framing::Frames,
             stream: "s".into(),
+            streams: Vec::new(),
             max_line_bytes: 10,
             file_mode: 0o660,
             owner: None,
