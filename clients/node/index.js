@@ -4,7 +4,7 @@
 const errors = require('./lib/errors');
 const { Producer, DEFAULTS } = require('./lib/producer');
 const wire = require('./lib/wire');
-const { randomPartitionKey } = require('./lib/validate');
+const { randomPartitionKey } = wire;
 
 module.exports = {
   Producer,
