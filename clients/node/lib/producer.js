@@ -12,6 +12,9 @@ const { encodeFrame, frameOverhead, ResponseReader, MAX_FRAME_BYTES, Status } = 
 const { ClosedError, QueueFullError, ConnectionLostError, AgentError, InvalidRecordError,
   RecordTooLargeError, SpoolFullError } = errors;
 
+/** Small frames due together share one write up to this many bytes. */
+const CORK_BYTES = 64 * 1024;
+
 const DEFAULTS = Object.freeze({
   lingerMs: 10,
   maxRecordsPerFrame: 500,
@@ -150,6 +153,7 @@ class Producer extends EventEmitter {
     this._seq = 0;
     this._inflight = []; // frames written and unanswered, oldest first: {id, recs, stream}
     this._requeue = []; // frames answered SHUTTING_DOWN on the current connection
+    this._writing = false; // a write is in progress on the current connection
     this._sock = null;
     this._state = 'idle'; // idle | wait | connecting | open | draining | closed
     this._nextId = 1;
@@ -357,25 +361,34 @@ class Producer extends EventEmitter {
 
   // ---- writing ----
 
-  /** Writes the frames that are due, up to maxInFlight, corked into one write. */
+  /**
+   * Writes the frames that are due, up to maxInFlight. One write is in progress at a time:
+   * frames are made only when the socket has taken the previous write (records wait in the
+   * queue meanwhile and fill fuller frames), so that when a connection is lost, only the
+   * frames of writes handed to the socket are in doubt; the rest were never sent. Small
+   * frames due together are corked into one write, up to CORK_BYTES.
+   */
   _pump() {
-    if (this._state !== 'open') return;
+    if (this._state !== 'open' || this._writing || !this._sock.writable) return;
     const partial = this._lingerDue || this._closing || this._flushWaiters.length > 0;
-    let sock = null;
-    while (this._inflight.length < this._maxInFlight && this._queued > 0) {
-      let wrote = false;
+    let frames = null;
+    let bytes = 0;
+    while (this._inflight.length < this._maxInFlight && this._queued > 0 && bytes < CORK_BYTES) {
+      let made = false;
       for (const [key, q] of this._queues) {
-        if (this._inflight.length >= this._maxInFlight) break;
+        if (this._inflight.length >= this._maxInFlight || bytes >= CORK_BYTES) break;
         const n = q.count;
         if (n === 0) { this._queues.delete(key); continue; }
         if (!partial && n < this._maxRecords && q.bytes < this._maxFrameBytes) continue;
-        if (sock === null) { sock = this._sock; sock.cork(); }
-        this._writeFrame(q);
-        wrote = true;
+        const frame = this._makeFrame(q);
+        bytes += frame.length;
+        if (frames === null) frames = [frame];
+        else frames.push(frame);
+        made = true;
       }
-      if (!wrote) break;
+      if (!made) break;
     }
-    if (sock !== null) sock.uncork();
+    if (frames !== null) this._write(frames);
     if (this._queued === 0) {
       this._lingerDue = false;
       if (this._lingerTimer !== null) { clearTimeout(this._lingerTimer); this._lingerTimer = null; }
@@ -384,8 +397,30 @@ class Producer extends EventEmitter {
     }
   }
 
-  /** Takes one frame's worth of q's oldest records and writes it. */
-  _writeFrame(q) {
+  /** Hands frames to the socket as one write; the next write waits for it. */
+  _write(frames) {
+    const sock = this._sock;
+    this._writing = true;
+    const done = (err) => {
+      // A broken socket writes nothing more (Node reports a write cut short by the
+      // socket's end as done: the frames handed over stay in doubt).
+      if (this._sock !== sock || err || !sock.writable) return;
+      this._writing = false;
+      this._pump();
+    };
+    if (frames.length === 1) {
+      sock.write(frames[0], done);
+      return;
+    }
+    sock.cork();
+    const last = frames.length - 1;
+    for (let i = 0; i < last; i++) sock.write(frames[i]);
+    sock.write(frames[last], done);
+    sock.uncork();
+  }
+
+  /** Takes one frame's worth of q's oldest records: the frame, now in flight. */
+  _makeFrame(q) {
     const id = this._nextId++;
     const recs = q.recs;
     const max = Math.min(q.count, this._maxRecords);
@@ -400,9 +435,8 @@ class Producer extends EventEmitter {
     }
     const taken = q.take(n, payload);
     this._queued -= n;
-    const frame = encodeFrame(id, true, q.stream, taken, 0, n, bytes);
     this._inflight.push({ id, recs: taken, stream: q.stream });
-    this._sock.write(frame);
+    return encodeFrame(id, true, q.stream, taken, 0, n, bytes);
   }
 
   // ---- the connection ----
@@ -418,6 +452,7 @@ class Producer extends EventEmitter {
       if (this._sock !== sock) return;
       this._state = 'open';
       this._nextId = 1;
+      this._writing = false;
       this._reader = new ResponseReader();
       this.emit('connect');
       this._pump();

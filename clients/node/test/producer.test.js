@@ -164,6 +164,28 @@ test('a connection the agent closes: written records in doubt, queued ones sent 
   assert.deepEqual(producer.stats.inDoubt, 10);
 });
 
+test('only frames handed to the socket are in doubt when it breaks; the rest wait in the queue and go later', T, async (t) => {
+  const dir = tempDir();
+  const sock = path.join(dir, 'stuck.sock');
+  // The first connection never reads: the socket's buffers fill, then it is broken.
+  const agent = await startFakeAgent(sock, undefined, { onConnection: (conn, i) => { if (i === 0) conn.sock.pause(); } });
+  const producer = new Producer(sock, { maxRecordsPerFrame: 1, maxInFlight: 16, reconnectMinMs: 1 });
+  t.after(async () => { await producer.close({ timeout: 0 }); await agent.close(); });
+  const N = 64;
+  const acks = [];
+  for (let i = 0; i < N; i++) acks.push(producer.put(Buffer.alloc(100000, i)));
+  await waitFor(() => agent.connections.length === 1, 'the connection');
+  await sleep(200);
+  const handed = producer.stats.inFlight;
+  assert.ok(handed > 0 && handed < 16, `frames handed to the socket: ${handed}`);
+  agent.connections[0].sock.destroy();
+  const results = await settle(acks);
+  const inDoubt = results.filter((r) => r.status === 'rejected');
+  assert.ok(inDoubt.every((r) => r.reason instanceof ConnectionLostError && r.reason.inDoubt));
+  assert.equal(inDoubt.length, handed);
+  assert.equal(producer.stats.acked, N - handed);
+});
+
 test('SHUTTING_DOWN: the frame and those after it are sent again, in order, after reconnecting; nothing in doubt', T, async (t) => {
   let conn1 = null;
   const { producer, agent } = await setup(t, (req, conn) => {

@@ -67,10 +67,11 @@ function decodeRecord(buf) {
  * Starts a fake agent on `path`. handler(req, conn) returns what to do with a request:
  * undefined/'ok' (answer OK), a response object for encodeResponse ({statusCode, message}; id
  * filled in), 'hold' (answer nothing now; conn.answer(req, resp) later), 'close' (close the
- * connection without answering), or a Buffer (written as is). Resolves to
+ * connection without answering), or a Buffer (written as is). onConnection(conn, index) is
+ * called for each new connection (e.g. to pause reading). Resolves to
  * {server, requests, connections, close()}.
  */
-function startFakeAgent(path, handler = () => undefined) {
+function startFakeAgent(path, handler = () => undefined, { onConnection = null } = {}) {
   try { fs.unlinkSync(path); } catch { /* none */ }
   const state = { requests: [], connections: [], server: null };
   const server = net.createServer((sock) => {
@@ -81,6 +82,7 @@ function startFakeAgent(path, handler = () => undefined) {
       },
     };
     state.connections.push(conn);
+    if (onConnection) onConnection(conn, state.connections.length - 1);
     let parts = [];
     let held = 0;
     sock.on('error', () => {});
