@@ -50,7 +50,7 @@ async fn main() {
     .await;
     let client = common::emulator::client(&served.endpoint, None).await;
     for (name, shards) in &streams {
-        create_stream(&client, name, *shards).await;
+        common::emulator::create_stream(&client, name, *shards).await;
     }
     answer(&serde_json::json!({"endpoint": served.endpoint, "region": "us-east-1"}));
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -93,31 +93,6 @@ fn answer(value: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{value}");
     let _ = out.flush();
-}
-
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateStream {name} failed: {e:?}"));
-    loop {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DescribeStreamSummary {name} failed: {e:?}"));
-        let active = d
-            .stream_description_summary()
-            .is_some_and(|s| s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active);
-        if active {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// Writes every user record of `stream` to `path`; returns how many.

@@ -73,6 +73,41 @@ pub async fn client(endpoint: &str, request_timeout: Option<Duration>) -> aws_sd
     .clone()
 }
 
+/// Creates stream `name` with `shards` shards and waits until it is active
+/// (panics on an error, or after 30 s).
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateStream {name} failed: {e:?}"));
+    wait_active(client, name).await;
+}
+
+/// Waits until stream `name` is active (panics on an error, or after 30 s).
+pub async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DescribeStreamSummary {name} failed: {e:?}"));
+        let status = d.stream_description_summary().map(|s| s.stream_status().clone());
+        if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream {name} not active: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every Kinesis record of one shard, from `TRIM_HORIZON` to its end, `limit`
 /// records per GetRecords: the partition key and the data as stored
 /// (aggregated or not).

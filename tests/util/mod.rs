@@ -115,41 +115,7 @@ pub async fn client(endpoint: &str) -> aws_sdk_kinesis::Client {
     emulator::client(endpoint, Some(Duration::from_secs(30))).await
 }
 
-pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(name)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap();
-    wait_active(client, name).await;
-}
-
-pub async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap();
-        let status = d
-            .stream_description_summary()
-            .unwrap()
-            .stream_status()
-            .clone();
-        if status == aws_sdk_kinesis::types::StreamStatus::Active {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stream {name} not active: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use emulator::{create_stream, wait_active};
 
 /// One Kinesis record as read back, with its user records.
 #[derive(Debug, Clone)]
