@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -360,25 +358,7 @@ func TestAgentPausedQueueFull(t *testing.T) {
 	emu.waitFor("logs", want)
 }
 
-// agentTakesStreams reports whether the agent knows [[socket]] streams.
-func agentTakesStreams(t *testing.T) bool {
-	bin := findBinary(t, "SHARDLINE_BIN", fallbackAgent)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "v.toml")
-	text := fmt.Sprintf("[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n[spool]\ndir = %q\n"+
-		"[[socket]]\npath = %q\nframing = \"frames\"\nstreams = [\"audit\"]\n", filepath.Join(dir, "spool"), filepath.Join(dir, "s.sock"))
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return exec.Command(bin, "validate", "--config", cfg).Run() == nil
-}
-
 func TestAgentStreamsAndRecordIDs(t *testing.T) {
-	// An older agent build does not know them; where the agent is required (CI),
-	// the test runs all the same, and fails.
-	if os.Getenv("SHARDLINE_CLIENT_TESTS_REQUIRED") != "1" && !agentTakesStreams(t) {
-		t.Skip("this agent binary does not know [[socket]] streams (an older build)")
-	}
 	emu := startEmulator(t, "logs:4", "audit:1")
 	ag := startAgent(t, agentConfig{endpoint: emu.endpoint, streams: []string{"audit"}, socket: "record_id = true\n"})
 	p := newProducer(t, ag.socket, WithLinger(time.Millisecond))

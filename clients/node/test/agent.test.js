@@ -5,7 +5,7 @@
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { realParts, tempDir, waitFor, Emulator, Agent, agentConfig, agentAccepts } = require('../testing/harness');
+const { realParts, tempDir, waitFor, Emulator, Agent, agentConfig } = require('../testing/harness');
 const { newTag, byIndex, putAll, tagged } = require('../testing/records');
 const { Producer, InvalidRecordError, RecordTooLargeError, SpoolFullError } = require('..');
 
@@ -128,12 +128,6 @@ describe('with the real agent', { skip: parts.skip }, () => {
     const dir = tempDir();
     dirs.push(dir);
     const config = agentConfig(dir, { endpoint: emulator.endpoint, streams: ['audit'] });
-    if (!agentAccepts(parts.bin, dir, config)) {
-      const why = `the agent binary ${parts.bin} predates [[socket]] streams`;
-      if (process.env.SHARDLINE_CLIENT_TESTS_REQUIRED === '1') assert.fail(why);
-      t.skip(why);
-      return;
-    }
     const agent = new Agent(parts.bin, dir, config);
     agents.push(agent);
     await agent.start();

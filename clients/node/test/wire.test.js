@@ -11,15 +11,13 @@ const { makeRecord } = require('../lib/validate');
 const { InvalidRecordError, RecordTooLargeError } = require('../lib/errors');
 
 const VECTORS = path.resolve(__dirname, '../../vectors/protocol.json');
-const vectors = fs.existsSync(VECTORS) ? JSON.parse(fs.readFileSync(VECTORS, 'utf8')) : null;
-const noVectors = vectors === null && process.env.SHARDLINE_CLIENT_TESTS_REQUIRED !== '1'
-  ? `no vectors at ${VECTORS}` : false;
+const vectors = JSON.parse(fs.readFileSync(VECTORS, 'utf8'));
 
 function vectorData(r) {
   return r.data_len !== undefined ? Buffer.alloc(r.data_len, 0x61) : Buffer.from(r.data ?? '', 'hex');
 }
 
-test('shared vectors: every request encodes to exactly its frame', { skip: noVectors }, () => {
+test('shared vectors: every request encodes to exactly its frame', () => {
   assert.ok(vectors.requests.length > 0);
   for (const v of vectors.requests) {
     const req = { ...v.request, records: v.request.records.map((r) => ({ ...r, data: Buffer.from(r.data, 'hex') })) };
@@ -27,7 +25,7 @@ test('shared vectors: every request encodes to exactly its frame', { skip: noVec
   }
 });
 
-test('shared vectors: the producer\'s own records encode to the same frames', { skip: noVectors }, () => {
+test('shared vectors: the producer\'s own records encode to the same frames', () => {
   for (const v of vectors.requests) {
     const { id, ack, stream = null, records } = v.request;
     if (!ack || id === '0' || records.length === 0 || BigInt(id) > BigInt(Number.MAX_SAFE_INTEGER)) continue;
@@ -40,7 +38,7 @@ test('shared vectors: the producer\'s own records encode to the same frames', { 
   }
 });
 
-test('shared vectors: every response decodes (canonical ones encode back)', { skip: noVectors }, () => {
+test('shared vectors: every response decodes (canonical ones encode back)', () => {
   assert.ok(vectors.responses.length > 0);
   for (const v of vectors.responses) {
     const got = wire.decodeResponseFrame(Buffer.from(v.frame, 'hex'));
@@ -57,7 +55,7 @@ test('shared vectors: every response decodes (canonical ones encode back)', { sk
   }
 });
 
-test('shared vectors: every bad frame is refused with its kind', { skip: noVectors }, () => {
+test('shared vectors: every bad frame is refused with its kind', () => {
   assert.ok(vectors.bad_frames.length > 0);
   for (const v of vectors.bad_frames) {
     const reader = new wire.ResponseReader();
@@ -71,7 +69,7 @@ test('shared vectors: every bad frame is refused with its kind', { skip: noVecto
   }
 });
 
-test('shared vectors: invalid records are refused with their status, valid ones accepted', { skip: noVectors }, () => {
+test('shared vectors: invalid records are refused with their status, valid ones accepted', () => {
   for (const v of vectors.invalid_records) {
     const r = v.record;
     const opts = { partitionKey: r.partition_key, explicitHashKey: r.explicit_hash_key, recordId: r.record_id, stream: r.stream };

@@ -6,7 +6,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
-const { spawn, spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const FALLBACK_BIN = path.join(REPO, 'target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline');
@@ -127,15 +127,6 @@ function agentConfig(dir, { endpoint, spoolFull = false, streams = null }) {
   return `${lines.join('\n')}\n`;
 }
 
-/** Whether the agent binary knows a config key (an older one refuses `streams`). */
-function agentAccepts(bin, dir, config) {
-  const file = path.join(dir, `probe-${process.hrtime.bigint()}.toml`);
-  fs.writeFileSync(file, config);
-  const r = spawnSync(bin, ['validate', '--config', file], { encoding: 'utf8' });
-  fs.unlinkSync(file);
-  return r.status === 0;
-}
-
 /** One agent process (restartable on the same spool). */
 class Agent {
   constructor(bin, dir, config) {
@@ -193,4 +184,4 @@ class Agent {
   }
 }
 
-module.exports = { realParts, tempDir, sleep, waitFor, Emulator, Agent, agentConfig, agentAccepts, REPO };
+module.exports = { realParts, tempDir, sleep, waitFor, Emulator, Agent, agentConfig, REPO };
