@@ -347,7 +347,7 @@ async fn spool_request(
 /// keeps sending, at most.
 const REFUSE_FOR: Duration = Duration::from_secs(2);
 /// A client that sends nothing for this long while the agent stops is done.
-const REFUSE_QUIET: Duration = Duration::from_millis(250);
+const REFUSE_QUIET: Duration = Duration::from_secs(1);
 
 /// Once the agent stops and what was waiting has been spooled, what the client
 /// still sends is not: each whole frame is answered `SHUTTING_DOWN` (its records
