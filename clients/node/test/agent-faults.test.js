@@ -168,6 +168,10 @@ describe('when the real agent fails', { skip: parts.skip }, () => {
     t.diagnostic(`acked ${acked.length}, in doubt ${inDoubt}, sent again after SHUTTING_DOWN ${producer.stats.resent}`);
     assert.equal(acked.length + inDoubt, N);
     assert.equal(producer.stats.inDoubt, inDoubt);
+    // A stopping agent answers every frame (OK, or SHUTTING_DOWN: sent again) until the
+    // producer closes its side: nothing is in doubt, but for one frame of margin for a
+    // producer stalled past the agent's second of quiet.
+    assert.ok(inDoubt <= 500, `${inDoubt} records in doubt after a clean restart`);
     const found = await readBack(tag, acked, agent.dir);
     for (const i of acked) assert.ok(found.get(i)[0].data.equals(tagged(tag, i)));
     const doubtful = outcomes.map((o, i) => (o === 'acked' ? -1 : i)).filter((i) => i >= 0);

@@ -107,7 +107,8 @@ def test_sigterm_restart_loses_nothing(emulator, agent):
     arrived = [d for _, d in rows]
     assert set(acked) <= set(arrived)
     assert set(arrived) <= set(acked) | set(in_doubt)
-    # In doubt only what was written and never answered: the frames in flight when the
-    # stopping agent closed the connection, at most max_in_flight of them.
-    assert len(in_doubt) <= 16 * 500, "%d records in doubt after a clean restart" % len(in_doubt)
+    # A stopping agent answers every frame (OK, or SHUTTING_DOWN and sent again) until
+    # the producer closes its side: nothing is in doubt, but for one frame of margin
+    # for a producer stalled past the agent's second of quiet on a loaded machine.
+    assert len(in_doubt) <= 500, "%d records in doubt after a clean restart" % len(in_doubt)
     print("clean restart: %d acked, %d in doubt" % (len(acked), len(in_doubt)))
