@@ -43,8 +43,8 @@ echo "== Python client (pytest)"
 (cd clients/python && "../../$venv/bin/python" -m pytest -q -p no:cacheprovider tests) || failed+=(python)
 echo "== Go client (go vet, go test)"
 (cd clients/go && GOFLAGS=-mod=mod go vet ./... && go test -count=1 ./...) || failed+=(go)
-echo "== Node.js client (node --test)"
-(cd clients/node && node --test) || failed+=(node)
+echo "== Node.js client (npm pack, node --test)"
+(cd clients/node && npm pack --dry-run --silent >/dev/null && node --test --test-reporter=spec) || failed+=(node)
 if [ ${#failed[@]} -gt 0 ]; then
   echo "client tests failed: ${failed[*]}" >&2
   exit 1
