@@ -68,7 +68,7 @@ import json, sys
 by = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    by.setdefault(r["client"], []).append(r["records_per_sec"])
+    by.setdefault(r["client"], []).append(round(r["records_per_sec"]))
 for client, rates in by.items():
     print(f"{client:>15}: {min(rates):,}–{max(rates):,} acked records/s over {len(rates)} rounds")
 PY
