@@ -335,6 +335,13 @@ fn markdown_pages() -> Vec<String> {
             files.push(format!("docs/{name}"));
         }
     }
+    // The client libraries' pages (their config blocks and links are the same kind).
+    for entry in std::fs::read_dir(root().join("clients")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if root().join("clients").join(&name).join("README.md").exists() {
+            files.push(format!("clients/{name}/README.md"));
+        }
+    }
     files.sort();
     files
 }
