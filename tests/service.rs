@@ -477,10 +477,7 @@ async fn sigterm_with_a_full_spool_exits_and_says_what_it_could_not_spool() {
 /// holds exactly the records answered `OK`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_agent_answers_every_frame_until_the_client_closes() {
-    use shardline::testkit::frame::{self, Response, Status};
-    use std::io::{Read, Write};
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
-    use std::sync::Arc;
+    use shardline::testkit::frame::Status;
 
     let work = Workdir::new();
     let config = work.path("shardline.toml");
@@ -498,39 +495,7 @@ async fn a_stopping_agent_answers_every_frame_until_the_client_closes() {
     let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |_| {});
     agent.metrics_addr().await;
     let socket = std::os::unix::net::UnixStream::connect(work.path("in.sock")).unwrap();
-    let refused = Arc::new(AtomicBool::new(false));
-    let mut w = socket.try_clone().unwrap();
-    let stop = refused.clone();
-    let writer = std::thread::spawn(move || {
-        let mut written = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            if w.write_all(&numbered_frame(written + 1)).is_err() {
-                break;
-            }
-            written += 1;
-        }
-        let _ = w.shutdown(std::net::Shutdown::Write);
-        written
-    });
-    let answered = Arc::new(AtomicUsize::new(0));
-    let (mut r, seen, count) = (socket, refused.clone(), answered.clone());
-    let reader = std::thread::spawn(move || {
-        let (mut buf, mut got) = (bytes::BytesMut::new(), Vec::<Response>::new());
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            while let Some(a) = frame::decode::<Response>(&mut buf).unwrap() {
-                if a.status == Status::ShuttingDown as i32 {
-                    seen.store(true, Ordering::SeqCst);
-                }
-                got.push(a);
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-            match r.read(&mut chunk) {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    });
+    let (writer, reader, answered) = send_until_refused(socket);
     wait_for("frames acknowledged", Duration::from_secs(60), || {
         answered.load(Ordering::SeqCst) >= 20
     })
@@ -566,4 +531,56 @@ async fn a_stopping_agent_answers_every_frame_until_the_client_closes() {
         ok,
         "the spool holds exactly the records answered OK"
     );
+}
+
+/// Writes numbered frames on `socket` until an answer is `SHUTTING_DOWN`, then
+/// closes its side (as the client libraries do); reads every answer until the
+/// agent closes. Returns the writer (how many frames it wrote), the reader (the
+/// answers) and the count of answers so far.
+fn send_until_refused(
+    socket: std::os::unix::net::UnixStream,
+) -> (
+    std::thread::JoinHandle<u64>,
+    std::thread::JoinHandle<Vec<shardline::testkit::frame::Response>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use shardline::testkit::frame::{self, Response, Status};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Arc;
+
+    let refused = Arc::new(AtomicBool::new(false));
+    let mut w = socket.try_clone().unwrap();
+    let stop = refused.clone();
+    let writer = std::thread::spawn(move || {
+        let mut written = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            if w.write_all(&numbered_frame(written + 1)).is_err() {
+                break;
+            }
+            written += 1;
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+        written
+    });
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (mut r, seen, count) = (socket, refused.clone(), answered.clone());
+    let reader = std::thread::spawn(move || {
+        let (mut buf, mut got) = (bytes::BytesMut::new(), Vec::<Response>::new());
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(a) = frame::decode::<Response>(&mut buf).unwrap() {
+                if a.status == Status::ShuttingDown as i32 {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                got.push(a);
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (writer, reader, answered)
 }

@@ -338,7 +338,12 @@ fn markdown_pages() -> Vec<String> {
     // The client libraries' pages (their config blocks and links are the same kind).
     for entry in std::fs::read_dir(root().join("clients")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        if root().join("clients").join(&name).join("README.md").exists() {
+        if root()
+            .join("clients")
+            .join(&name)
+            .join("README.md")
+            .exists()
+        {
             files.push(format!("clients/{name}/README.md"));
         }
     }
