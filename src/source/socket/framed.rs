@@ -133,8 +133,8 @@ pub(super) async fn frames_connection(
     let mut buf = BytesMut::new();
     let mut reader = Reader::new(shared);
     let mut charge = shared.budget.charge();
-    let config = &shared.config;
-    let mut ids = config.record_id.then(|| Counter::new(&config.block));
+    let mut ids = (shared.config.record_id).then(|| Counter::new(&shared.config.block));
+    let mut stopping = false;
     'read: loop {
         // The bytes held and read, or the whole frame in progress once its header
         // came: it is charged (and given room) before its bytes are taken in.
@@ -182,8 +182,9 @@ pub(super) async fn frames_connection(
             }
         }
         if n == 0 {
-            // Stopping: the frame in progress is read on and refused below.
-            if !buf.is_empty() && !shutdown.is_cancelled() {
+            // The drain of a stop ended: the rest is refused below.
+            stopping = shutdown.is_cancelled();
+            if !buf.is_empty() && !stopping {
                 truncated_frame(shared, buf.len());
             }
             break;
@@ -194,7 +195,7 @@ pub(super) async fn frames_connection(
         let in_progress = frame::pending_len(&buf).unwrap_or(0);
         release(&mut buf, &mut charge, in_progress);
     }
-    if shutdown.is_cancelled() {
+    if stopping {
         refuse_rest(shared, &rd, &mut buf, &mut charge, &tx).await;
     }
     drop(tx);
