@@ -21,8 +21,8 @@ import (
 
 // Local fallbacks when the environment does not name the binaries.
 var (
-	fallbackAgent    = []string{"../../target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline", "/work/main/target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline"}
-	fallbackEmulator = []string{"../../target/debug/examples/emulator", "/work/main/target/debug/examples/emulator"}
+	fallbackAgent    = []string{"../../target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline"}
+	fallbackEmulator = []string{"../../target/debug/examples/emulator"}
 )
 
 // findBinary finds a binary from env or the fallbacks; skips the test when there is

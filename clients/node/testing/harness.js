@@ -11,8 +11,6 @@ const { spawn } = require('node:child_process');
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const FALLBACK_BIN = path.join(REPO, 'target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline');
 const FALLBACK_EMULATOR = path.join(REPO, 'target/debug/examples/emulator');
-// When the worktree's own target/ has no binaries, those of the main checkout.
-const MAIN = '/work/main';
 
 function firstExisting(...paths) {
   return paths.find((p) => p && fs.existsSync(p)) ?? null;
@@ -24,9 +22,9 @@ function firstExisting(...paths) {
  */
 function realParts() {
   const bin = process.env.SHARDLINE_BIN
-    || firstExisting(FALLBACK_BIN, path.join(MAIN, 'target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline'));
+    || firstExisting(FALLBACK_BIN);
   const emulator = process.env.SHARDLINE_EMULATOR
-    || firstExisting(FALLBACK_EMULATOR, path.join(MAIN, 'target/debug/examples/emulator'));
+    || firstExisting(FALLBACK_EMULATOR);
   const missing = [];
   if (!bin || !fs.existsSync(bin)) missing.push(`agent binary (SHARDLINE_BIN=${process.env.SHARDLINE_BIN ?? ''})`);
   if (!emulator || !fs.existsSync(emulator)) missing.push(`emulator (SHARDLINE_EMULATOR=${process.env.SHARDLINE_EMULATOR ?? ''})`);

@@ -18,18 +18,14 @@ sys.path.insert(0, str(HERE))
 from fakeagent import FakeAgent  # noqa: E402
 
 REPO = HERE.parents[2]
-MAIN = Path("/work/main")
 REQUIRED = os.environ.get("SHARDLINE_CLIENT_TESTS_REQUIRED") == "1"
 
 
 def _find(env, relative):
     if os.environ.get(env):
         return Path(os.environ[env])
-    for root in (REPO, MAIN):
-        p = root / relative
-        if p.exists():
-            return p
-    return None
+    p = REPO / relative
+    return p if p.exists() else None
 
 
 SHARDLINE_BIN = _find("SHARDLINE_BIN", "target/dist-unpacked/shardline-0.2.0-x86_64-linux/shardline")
