@@ -18,6 +18,7 @@ use crate::spool::SpoolOptions;
 mod arn;
 mod checks;
 mod destination;
+mod env;
 mod files;
 mod import;
 pub mod journald;
@@ -343,6 +344,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text (`path` names it in errors).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let text = &env::expand(text, |name| std::env::var(name).ok()).map_err(|problems| {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
+    })?;
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
