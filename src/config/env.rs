@@ -30,12 +30,16 @@ pub(super) fn expand(
     let mut problems = Vec::new();
     let mut changed = false;
     for (key, item) in doc.as_table_mut().iter_mut() {
-        walk_item(item, &key.get().to_owned(), &lookup, &mut problems, &mut changed);
+        walk_item(item, key.get(), &lookup, &mut problems, &mut changed);
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(if changed { doc.to_string() } else { text.to_owned() })
+    Ok(if changed {
+        doc.to_string()
+    } else {
+        text.to_owned()
+    })
 }
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;

@@ -34,7 +34,10 @@ multiline_start = '^\d+ ${QUOTE}$'
     let doc: toml::Table = toml::from_str(&out).unwrap();
     assert_eq!(doc["kinesis"]["stream"].as_str(), Some("app-logs"));
     assert_eq!(doc["kinesis"]["region"].as_str(), Some("eu-west-1"));
-    assert_eq!(doc["kinesis"]["endpoint"].as_str(), Some("http://127.0.0.1:4567/"));
+    assert_eq!(
+        doc["kinesis"]["endpoint"].as_str(),
+        Some("http://127.0.0.1:4567/")
+    );
     // `:-` takes the default for an empty variable too, as the shell does.
     assert_eq!(doc["spool"]["dir"].as_str(), Some("/var/lib/shardline"));
     let file = &doc["file"].as_array().unwrap()[0];
