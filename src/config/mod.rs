@@ -28,6 +28,7 @@ mod quote;
 mod raw;
 #[cfg(test)]
 mod reference;
+mod snippets;
 mod socket;
 mod streams;
 #[cfg(test)]
@@ -333,13 +334,61 @@ impl fmt::Display for Problems<'_> {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, with the snippets of the `conf.d`
+/// directory beside it merged in, in name order.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let text = read(path)?;
+    let parts = snippets::files(path).map_err(|message| ConfigError::Parse {
         path: path.to_owned(),
-        source,
+        message,
     })?;
-    parse(&text, path)
+    if parts.is_empty() {
+        return parse(&text, path);
+    }
+    let (mut merged, mut origins, mut problems) = (toml::Table::new(), Vec::new(), Vec::new());
+    for (file, text) in std::iter::once((path.to_owned(), text)).chain(
+        parts
+            .into_iter()
+            .map(|p| read(&p).map(|t| (p, t)))
+            .collect::<Result<Vec<_>, _>>()?,
+    ) {
+        let table = table(&text, &file)?;
+        snippets::merge(&mut merged, table, &file, &mut origins, &mut problems);
+    }
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    };
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    let raw = <RawConfig as serde::Deserialize>::deserialize(toml::Value::Table(merged)).map_err(
+        |e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: format!("{} (with its conf.d snippets)", e.to_string().trim_end()),
+        },
+    )?;
+    raw.validate().map_err(invalid)
+}
+
+/// One file's text as a table, its `${VAR}` references expanded.
+fn table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = env::expand(text, |name| std::env::var(name).ok()).map_err(|problems| {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
 }
 
 /// Parses and validates config text (`path` names it in errors).
