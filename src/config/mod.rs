@@ -334,8 +334,8 @@ impl fmt::Display for Problems<'_> {
     }
 }
 
-/// Reads and validates a config file, with the snippets of the `conf.d`
-/// directory beside it merged in, in name order.
+/// Reads and validates a config file, with the snippets of its `include_dir`
+/// (`conf.d` beside it by default) merged in, in name order.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let read = |path: &Path| {
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -344,22 +344,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         })
     };
     let text = read(path)?;
-    let parts = snippets::files(path).map_err(|message| ConfigError::Parse {
-        path: path.to_owned(),
-        message,
+    let main = table(&text, path)?;
+    let include_dir = main.get("include_dir").and_then(|d| d.as_str()).map(PathBuf::from);
+    let parts = snippets::files(&snippets::dir(path, include_dir.as_deref())).map_err(|message| {
+        ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        }
     })?;
     if parts.is_empty() {
         return parse(&text, path);
     }
     let (mut merged, mut origins, mut problems) = (toml::Table::new(), Vec::new(), Vec::new());
-    for (file, text) in std::iter::once((path.to_owned(), text)).chain(
-        parts
-            .into_iter()
-            .map(|p| read(&p).map(|t| (p, t)))
-            .collect::<Result<Vec<_>, _>>()?,
-    ) {
-        let table = table(&text, &file)?;
-        snippets::merge(&mut merged, table, &file, &mut origins, &mut problems);
+    snippets::merge(&mut merged, main, path, &mut origins, &mut problems);
+    for part in parts {
+        let table = table(&read(&part)?, &part)?;
+        if table.contains_key("include_dir") {
+            problems.push(format!(
+                "include_dir is set in {}: only the main config file may set it",
+                part.display()
+            ));
+        }
+        snippets::merge(&mut merged, table, &part, &mut origins, &mut problems);
     }
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_owned(),

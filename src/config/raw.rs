@@ -48,6 +48,10 @@ pub(crate) struct RawConfig {
     /// in-flight requests may finish for this long; what is left stays spooled.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Directory of config snippets (`*.toml`, merged in name order); relative
+    /// to the config file's directory. Default: `conf.d` beside the config file.
+    /// Only the main file may set it.
+    pub include_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,10 +12,18 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-/// The snippet files for the config at `config`: `conf.d/*.toml` beside it, in
-/// name order (none when the directory does not exist).
-pub(super) fn files(config: &Path) -> Result<Vec<PathBuf>, String> {
-    let dir = config.parent().unwrap_or(Path::new(".")).join("conf.d");
+/// The snippet directory of the config at `config`: `include_dir` (relative to
+/// the config file's directory), or `conf.d` beside it.
+pub(super) fn dir(config: &Path, include_dir: Option<&Path>) -> PathBuf {
+    config
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(include_dir.unwrap_or(Path::new("conf.d")))
+}
+
+/// The snippet files of `dir`: its `*.toml` files in name order (none when
+/// the directory does not exist).
+pub(super) fn files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

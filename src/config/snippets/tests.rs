@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{files, merge};
+use super::{dir as snippet_dir, files, merge};
 use crate::config::{load, ConfigError};
 
 fn merged(parts: &[(&str, &str)]) -> Result<toml::Table, Vec<String>> {
@@ -70,7 +70,7 @@ fn load_reads_the_snippets_beside_the_config_in_name_order() {
     let main = dir.path().join("shardline.toml");
     std::fs::write(&main, "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n[spool]\ndir = \"/var/lib/shardline\"\n").unwrap();
     // Without conf.d: the file alone.
-    assert!(files(&main).unwrap().is_empty());
+    assert!(files(&snippet_dir(&main, None)).unwrap().is_empty());
     assert!(load(&main).is_err(), "no sources yet");
     let d = dir.path().join("conf.d");
     std::fs::create_dir(&d).unwrap();
@@ -92,6 +92,30 @@ fn load_reads_the_snippets_beside_the_config_in_name_order() {
             assert_eq!(path, d.join("30-c.toml"));
             assert!(message.contains("line 1"), "{message}");
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn include_dir_names_another_directory_and_only_the_main_file_sets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("shardline.toml");
+    let base = "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n[spool]\ndir = \"/var/lib/shardline\"\n";
+    std::fs::write(&main, format!("include_dir = \"apps\"\n{base}")).unwrap();
+    for d in ["conf.d", "apps"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+        let socket = format!("[[socket]]\npath = \"/run/{d}.sock\"\n");
+        std::fs::write(dir.path().join(d).join("a.toml"), socket).unwrap();
+    }
+    let c = load(&main).unwrap();
+    let paths: Vec<_> = c.sockets.iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, [std::path::PathBuf::from("/run/apps.sock")]);
+    std::fs::write(dir.path().join("apps/b.toml"), "include_dir = \"/etc\"\n").unwrap();
+    match load(&main) {
+        Err(ConfigError::Invalid { problems, .. }) => assert!(
+            problems.iter().any(|p| p.contains("only the main config file")),
+            "{problems:?}"
+        ),
         other => panic!("{other:?}"),
     }
 }
