@@ -81,6 +81,9 @@ impl RawConfig {
             settle_regions(&arns, k, &written_regions, &mut destinations, &mut problems);
         }
         per_stream.set_in(&mut delivery);
+        if self.include_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            problems.push("include_dir is empty (leave it out for conf.d)".into());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
