@@ -186,6 +186,7 @@ pub async fn run_with(
         Notifier::disabled()
     });
     crate::descriptors::ensure(&config)?;
+    warn_deprecated(&config);
     let agent = Agent::start(config).await?;
     if let Some(path) = &options.status_file {
         let file = StatusFile {
@@ -268,6 +269,13 @@ fn warn_of_orphans(producer: &Producer, config: &Config) {
     }
 }
 
+/// One WARN per former spelling the config uses, with the new one to write.
+fn warn_deprecated(config: &Config) {
+    for hint in &config.deprecated {
+        tracing::warn!(hint = %hint, "The configuration uses a former spelling");
+    }
+}
+
 /// Reads the config file again and applies it; on any problem the running
 /// configuration stays and the reason is logged.
 async fn reload(agent: &mut Agent, path: &Path) {
@@ -283,6 +291,7 @@ async fn reload(agent: &mut Agent, path: &Path) {
         tracing::error!(error = %e, "Reload refused; the running configuration stays");
         return;
     }
+    warn_deprecated(&config);
     match agent.reload(config).await {
         Ok(r) => {
             if !r.needs_restart.is_empty() {

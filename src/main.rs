@@ -147,6 +147,9 @@ fn main() -> ExitCode {
         Command::Validate { config } => match shardline::config::load(&config) {
             Ok(loaded) => {
                 println!("{}: ok", config.display());
+                for hint in &loaded.deprecated {
+                    println!("hint: {hint}");
+                }
                 if let Some(in_use) = shardline::agent::spool_in_use(&loaded) {
                     // Not a fault of the file: validating the running agent's
                     // own config before a reload is the common case.

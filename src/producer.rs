@@ -492,7 +492,7 @@ impl Producer {
         self.inner.no_waiting.cancel();
     }
 
-    /// Sends every partial aggregate now, without waiting for `linger_ms` (the
+    /// Sends every partial aggregate now, without waiting for `max_buffered_time_ms` (the
     /// kinesis-producer's `Flush`). Records still in the spool only are sent as
     /// they are read back.
     pub fn flush(&self) {

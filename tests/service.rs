@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    create_stream, file_toml, full_spool_config, send_lines, spool_contents, stream_data, wait_for,
-    write_binary_config, AgentProcess, Emulator, Workdir,
+    create_stream, file_toml, full_spool_config, send_lines, shardline_command, spool_contents,
+    stream_data, wait_for, write_binary_config, AgentProcess, Emulator, Workdir,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -272,13 +272,27 @@ async fn sighup_reads_a_changed_snippet_with_the_environment() {
     std::fs::create_dir_all(&conf_d).unwrap();
     std::fs::write(logs.join("a.log"), "a 1\na 2\n").unwrap();
     std::fs::write(logs.join("b.txt"), "b 1\n").unwrap();
-    let snippet = |ext: &str| format!("[[file]]\ninclude = [\"${{APP_LOGS}}/*.{ext}\"]\n");
+    // A former spelling too: it loads, with a hint.
+    let snippet = |ext: &str| {
+        format!("[[file]]\ninclude = [\"${{APP_LOGS}}/*.{ext}\"]\npartition_key = {{ json_field = \"k\" }}\n")
+    };
     std::fs::write(conf_d.join("10-app.toml"), snippet("log")).unwrap();
+    let hint = "file[0].partition_key { json_field = … } is a former spelling (read until 0.4): write partition_key = { field = \"k\" }";
+    let validate = shardline_command()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("APP_LOGS", &logs)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&validate.stdout);
+    assert!(validate.status.success(), "{out}");
+    assert!(out.contains(&format!("hint: {hint}")), "{out}");
     let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |c| {
         c.env("APP_LOGS", &logs);
     });
     agent.metrics_addr().await;
     wait_until_stream_holds(&client, 2).await;
+    assert!(agent.log_text().contains(hint), "no hint in the log");
 
     // The snippet now tails the other file.
     std::fs::write(conf_d.join("10-app.toml"), snippet("txt")).unwrap();
@@ -290,7 +304,11 @@ async fn sighup_reads_a_changed_snippet_with_the_environment() {
     wait_until_stream_holds(&client, 3).await;
 
     // A snippet setting the main file's key: refused, naming both files.
-    std::fs::write(conf_d.join("20-bad.toml"), "[kinesis]\nstream = \"other\"\n").unwrap();
+    std::fs::write(
+        conf_d.join("20-bad.toml"),
+        "[kinesis]\nstream = \"other\"\n",
+    )
+    .unwrap();
     agent.signal("HUP");
     wait_for("the refusal in the log", LIMIT, || {
         agent.log_text().contains("Reload refused")

@@ -22,7 +22,7 @@ fn spool_config(work: &Workdir, endpoint: &str, spool_extra: &str, socket_extra:
         &path,
         format!(
             "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             request_timeout_ms = 5000\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             request_timeout_ms = 5000\n[delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\n{spool_extra}\n\
              [[socket]]\npath = \"{}\"\nframing = \"frames\"\n{socket_extra}\n",
             work.spool().display(),

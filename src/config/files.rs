@@ -204,23 +204,26 @@ fn file_partition_key(
     problems: &mut Vec<String>,
 ) -> Option<PartitionKey> {
     match key {
-        RawPartitionKey::Named(KeyName::Random) => Some(PartitionKey::Random),
+        RawPartitionKey::Named(KeyName::Random | KeyName::RandomPerBatch) => {
+            Some(PartitionKey::Random)
+        }
+        RawPartitionKey::Named(KeyName::RandomPerRecord) => Some(PartitionKey::RandomPerRecord),
         RawPartitionKey::Named(KeyName::LineHash) => Some(PartitionKey::LineHash),
         RawPartitionKey::Named(KeyName::FilePath) => Some(PartitionKey::FilePath),
         RawPartitionKey::Unknown(written) => {
             let names: Vec<String> = KeyName::ALL.iter().map(|(n, _)| format!("{n:?}")).collect();
             problems.push(format!(
-                "{field}.partition_key {} is not one of {} or {{ json_field = \"...\" }}",
+                "{field}.partition_key {} is not one of {} or {{ field = \"...\" }}",
                 written_value(&written),
                 names.join(", ")
             ));
             None
         }
-        RawPartitionKey::Field(RawJsonField { json_field }) => {
-            if json_field.is_empty() {
-                problems.push(format!("{field}.partition_key.json_field is empty"));
+        RawPartitionKey::Field(RawJsonField { field: name }) => {
+            if name.is_empty() {
+                problems.push(format!("{field}.partition_key.field is empty"));
             }
-            Some(PartitionKey::JsonField(json_field))
+            Some(PartitionKey::JsonField(name))
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::spool::SpoolOptions;
 
 mod arn;
 mod checks;
+mod deprecated;
 mod destination;
 mod env;
 mod files;
@@ -86,6 +87,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub ingest: IngestConfig,
     pub shutdown_timeout: Duration,
+    /// A hint for each former spelling the file uses (the new spelling to
+    /// write): `run` logs them at WARN, `validate` prints them.
+    pub deprecated: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -345,13 +349,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let text = read(path)?;
     let main = table(&text, path)?;
-    let include_dir = main.get("include_dir").and_then(|d| d.as_str()).map(PathBuf::from);
-    let parts = snippets::files(&snippets::dir(path, include_dir.as_deref())).map_err(|message| {
-        ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        }
-    })?;
+    let include_dir = main
+        .get("include_dir")
+        .and_then(|d| d.as_str())
+        .map(PathBuf::from);
+    let parts =
+        snippets::files(&snippets::dir(path, include_dir.as_deref())).map_err(|message| {
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            }
+        })?;
     if parts.is_empty() {
         return parse(&text, path);
     }
@@ -374,13 +382,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
+    let deprecated = deprecated::hints(&merged);
     let raw = <RawConfig as serde::Deserialize>::deserialize(toml::Value::Table(merged)).map_err(
         |e| ConfigError::Parse {
             path: path.to_owned(),
             message: format!("{} (with its conf.d snippets)", e.to_string().trim_end()),
         },
     )?;
-    raw.validate().map_err(invalid)
+    let mut config = raw.validate().map_err(invalid)?;
+    config.deprecated = deprecated;
+    Ok(config)
 }
 
 /// One file's text as a table, its `${VAR}` references expanded.
@@ -409,8 +420,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })?;
-    raw.validate().map_err(|problems| ConfigError::Invalid {
+    let mut config = raw.validate().map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
         problems,
-    })
+    })?;
+    // It read as a RawConfig, so it reads as a table.
+    config.deprecated = toml::from_str(text).map_or_else(|_| Vec::new(), |t| deprecated::hints(&t));
+    Ok(config)
 }

@@ -24,7 +24,7 @@ pub(super) fn dir(config: &Path, include_dir: Option<&Path>) -> PathBuf {
 /// The snippet files of `dir`: its `*.toml` files in name order (none when
 /// the directory does not exist).
 pub(super) fn files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = match std::fs::read_dir(&dir) {
+    let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {

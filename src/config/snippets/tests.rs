@@ -113,7 +113,9 @@ fn include_dir_names_another_directory_and_only_the_main_file_sets_it() {
     std::fs::write(dir.path().join("apps/b.toml"), "include_dir = \"/etc\"\n").unwrap();
     match load(&main) {
         Err(ConfigError::Invalid { problems, .. }) => assert!(
-            problems.iter().any(|p| p.contains("only the main config file")),
+            problems
+                .iter()
+                .any(|p| p.contains("only the main config file")),
             "{problems:?}"
         ),
         other => panic!("{other:?}"),

@@ -197,6 +197,7 @@ impl Batch {
                 Some(first) => first.partition_key.clone(),
                 None => random_partition_key(),
             },
+            PartitionKey::RandomPerRecord => random_partition_key(),
             PartitionKey::LineHash => format!("{:016x}", fnv1a(data)),
             PartitionKey::FilePath => self.path_key.clone(),
             PartitionKey::JsonField(field) => match json_field(data, field) {
