@@ -163,3 +163,164 @@ impl Deletions {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::sync::oneshot;
+
+    use crate::config::FileConfig;
+    use crate::metrics::Metrics;
+    use crate::producer::{Checkpoint, ProduceError};
+    use crate::record::UserRecord;
+    use crate::DeliveryResult;
+
+    use super::super::memory::MemorySink;
+    use super::super::tailer::Tail;
+    use super::super::{Receipt, Sink};
+
+    /// A sink whose batches are delivered when the test says so.
+    #[derive(Clone, Default)]
+    struct Held {
+        memory: MemorySink,
+        receipts: Arc<Mutex<Vec<oneshot::Sender<DeliveryResult>>>>,
+    }
+
+    impl Held {
+        fn deliver_all(&self) {
+            for tx in self.receipts.lock().unwrap().drain(..) {
+                tx.send(Ok(())).unwrap();
+            }
+        }
+    }
+
+    impl Sink for Held {
+        fn spool(
+            &mut self,
+            stream: &str,
+            records: Vec<UserRecord>,
+            c: &Checkpoint,
+        ) -> Result<Option<Receipt>, ProduceError> {
+            let empty = records.is_empty();
+            self.memory.spool(stream, records, c)?;
+            if empty {
+                return Ok(None);
+            }
+            let (tx, rx) = oneshot::channel();
+            self.receipts.lock().unwrap().push(tx);
+            Ok(Some(rx))
+        }
+        fn checkpoints(&mut self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
+            self.memory.checkpoints(stream)
+        }
+        fn remove_checkpoint(&mut self, stream: &str, name: &[u8]) -> Result<(), ProduceError> {
+            self.memory.remove_checkpoint(stream, name)
+        }
+    }
+
+    fn parse(dir: &std::path::Path, extra: &str) -> Result<FileConfig, String> {
+        let text = format!(
+            "[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n[[file]]\ninclude = [\"{}/*.json\"]\n{extra}",
+            dir.display()
+        );
+        crate::config::parse(&text, std::path::Path::new("t.toml"))
+            .map(|mut c| c.files.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    fn append(path: &std::path::Path, data: &[u8]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(data).unwrap();
+    }
+
+    #[test]
+    fn a_file_goes_only_once_read_to_its_end_delivered_and_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        append(&path, b"{\"n\":1}\n{\"n\":2");
+        let block = parse(
+            dir.path(),
+            "delete_after_delivered = true\nrotate_wait_ms = 200",
+        )
+        .unwrap();
+        let sink = Held::default();
+        let mut tail = Tail::start(vec![block], sink.clone(), Metrics::new()).unwrap();
+        tail.poll().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Quiet and delivered, but its last line has no newline yet.
+        sink.deliver_all();
+        tail.poll().unwrap();
+        assert!(path.exists());
+        // Ended: read, not yet delivered.
+        append(&path, b"}\n");
+        tail.poll().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tail.poll().unwrap();
+        assert!(path.exists());
+        assert_eq!(sink.memory.lines(), ["{\"n\":1}", "{\"n\":2}"]);
+        // Delivered, but written a moment ago.
+        sink.deliver_all();
+        append(&path, b"{\"n\":3}\n");
+        tail.poll().unwrap();
+        sink.deliver_all();
+        tail.poll().unwrap();
+        assert!(path.exists(), "deleted before its quiet period");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        tail.poll().unwrap();
+        assert!(!path.exists(), "read, delivered and quiet: deleted");
+        assert_eq!(sink.memory.lines().len(), 3);
+    }
+
+    #[test]
+    fn nothing_is_deleted_at_a_path_that_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        append(&path, b"old\n");
+        let block = parse(
+            dir.path(),
+            "delete_after_delivered = true\nrotate_wait_ms = 50",
+        )
+        .unwrap();
+        let sink = Held::default();
+        let mut tail = Tail::start(vec![block], sink.clone(), Metrics::new()).unwrap();
+        tail.poll().unwrap();
+        // A new file at the path: a log that rotates, not a one-shot file.
+        std::fs::rename(&path, dir.path().join("a.json.1")).unwrap();
+        append(&path, b"new\n");
+        tail.poll().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        sink.deliver_all();
+        tail.poll().unwrap();
+        assert!(path.exists() && dir.path().join("a.json.1").exists());
+    }
+
+    #[test]
+    fn validate_refuses_deletion_where_it_would_lose_lines_or_take_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = parse(
+            dir.path(),
+            "delete_after_delivered = true\nread_from = \"end\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("read_from = \"end\""), "{e}");
+        let text = "[kinesis]\nstream = \"s\"\n[spool]\ndir = \"/x\"\n[[file]]\ninclude = [\"/var/log/syslog\"]\ndelete_after_delivered = true\n";
+        let e = crate::config::parse(text, std::path::Path::new("t.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("\"/var/log/syslog\" names one file"),
+            "{e}"
+        );
+        let e = parse(
+            dir.path(),
+            "delete_after_delivered = true\nrotate_wait_ms = 0",
+        )
+        .unwrap_err();
+        assert!(e.contains("rotate_wait_ms of at least 1"), "{e}");
+        assert!(parse(dir.path(), "delete_after_delivered = true").is_ok());
+    }
+}
