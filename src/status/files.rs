@@ -274,20 +274,29 @@ pub async fn fetch_files(addr: SocketAddr, timeout: Duration) -> Result<FilesRep
 
 /// Asks the agent at `addr` until `target` is read to its end and delivered,
 /// for up to `timeout`. An agent that stops answering meanwhile (a restart) is
-/// asked again; one that is not running at the first ask is an error at once.
+/// asked again; one that is not running at the first ask, or does not list the
+/// file then, is an error at once.
 pub async fn wait_delivered(
     addr: SocketAddr,
     target: &Target,
     timeout: Duration,
 ) -> Result<(), FilesError> {
     let start = Instant::now();
-    let mut first = true;
+    let (mut first, mut listed) = (true, false);
     let mut why;
     loop {
         match fetch_files(addr, ASK_TIMEOUT.min(timeout.max(WAIT_POLL))).await {
             Ok(report) => match judge(target, target.size_at_path(), &report) {
                 Verdict::Delivered => return Ok(()),
-                Verdict::Waiting(w) => why = w,
+                Verdict::Waiting(w) => {
+                    listed = true;
+                    why = w;
+                }
+                // Listed before: the agent restarted and has not opened it again
+                // yet, or was reloaded without it. Not delivered, as far as known.
+                Verdict::NotTailed if listed => {
+                    why = "the agent no longer lists it (restarted or reloaded)".into()
+                }
                 Verdict::NotTailed => {
                     return Err(FilesError::NotTailed {
                         path: target.path.clone(),
