@@ -219,3 +219,45 @@ async fn delete_after_delivered_waits_for_delivery_and_for_the_writer() {
         "{log}"
     );
 }
+
+/// After a restart, what the earlier run read is delivered only once nothing it
+/// spooled is left: the file is resumed at its checkpoint with nothing of its
+/// own waiting, and still not delivered while the endpoint is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_read_before_a_restart_count_only_once_they_left_the_spool() {
+    let emu = Emulator::start().await;
+    create_stream(&emu.client().await, "logs", 1).await;
+    let work = Workdir::new();
+    let (agent, addr) = agent(&emu, &work, "").await;
+    emu.faults.outage.store(true, Ordering::Release);
+    let path = work.path("in").join("app.log");
+    let sent = lines("before", 200);
+    write_lines(&path, &sent);
+    let size = std::fs::metadata(&path).unwrap().len();
+    wait_for("the file read into the spool", LONG, || {
+        let out = shardline_command()
+            .args(["files", "--json", "--addr", &addr.to_string()])
+            .output()
+            .unwrap();
+        let report: FilesReport = serde_json::from_slice(&out.stdout).unwrap();
+        report.files.iter().any(|f| f.read == size)
+    })
+    .await;
+    agent.stop().await;
+
+    let conf = work.path("shardline.toml");
+    let mut again = AgentProcess::spawn(&work, "again", &conf, &[], |_| {});
+    let addr = again.metrics_addr().await;
+    let target = path.to_str().unwrap();
+    let (code, _, err) = files(addr, &["--wait-delivered", target, "--timeout", "3"]).await;
+    assert_eq!(code, 1, "{err}");
+    let resumed = report_of(addr, &path).await;
+    assert_eq!((resumed.read, resumed.pending_batches), (size, 0));
+    assert!(!resumed.delivered, "{resumed:?}");
+
+    emu.faults.outage.store(false, Ordering::Release);
+    let (code, out, err) = files(addr, &["--wait-delivered", target, "--timeout", "90"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(held(&emu, &sent).await, sent.len());
+    again.stop().await;
+}
