@@ -75,6 +75,8 @@ pub struct Agent {
     sockets: Vec<RunningSource<SocketConfig>>,
     /// The file tailer (one for all `[[file]]` blocks), restarted when they change.
     files: Option<RunningSource<Vec<FileConfig>>>,
+    /// The tailed files' progress, kept across reloads (`GET /files`).
+    file_progress: file::Files,
     /// One reader per `[[journald]]` block; restarted when any block changes (each
     /// resumes at its checkpoint).
     journald: Option<RunningSource<Vec<JournaldConfig>>>,
@@ -393,6 +395,7 @@ impl Agent {
             config: config.clone(),
             sockets: Vec::new(),
             files: None,
+            file_progress: file::Files::default(),
             journald: None,
             metrics_addr,
             budget,
@@ -404,6 +407,7 @@ impl Agent {
             Arc::new(View::new(
                 agent.producer.clone(),
                 config.stream_destinations(),
+                agent.file_progress.clone(),
             )),
             agent.endpoint.clone(),
             agent.endpoint_tasks.clone(),
@@ -471,6 +475,7 @@ impl Agent {
         file::spawn(
             files,
             self.producer.clone(),
+            self.file_progress.clone(),
             source.stop.clone(),
             &source.tasks,
         );

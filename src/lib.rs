@@ -53,7 +53,8 @@
 //! - `deliver`: dispatchers, PutRecords workers, retries, acks, resharding, and
 //!   each stream's destination (region, endpoint, credentials, assumed role).
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
-//! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.
+//! - [`status`]: the HTTP endpoint (`/metrics`, `/status`, `/files`: each
+//!   tailed file's read and delivered positions) and its client.
 //! - `systemd`: readiness and watchdog notifications to systemd.
 //! - `descriptors`: the file descriptor limit, checked against the config at
 //!   start-up.

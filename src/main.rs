@@ -1,5 +1,5 @@
 //! The `shardline` command: parses the CLI, sets up logging, loads the config and
-//! runs the agent, or asks a running one for its status.
+//! runs the agent, or asks a running one for its status or its files.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -117,6 +117,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a running agent's tailed files: identity, read position, size and
+    /// whether everything read is delivered. With --wait-delivered PATH, wait
+    /// until that file is read to its end and delivered: exits with 1 on the
+    /// timeout, 3 or 4 as `status`, 5 when the agent does not tail the file.
+    Files(FilesArgs),
+}
+
+/// `shardline files`.
+#[derive(clap::Args)]
+struct FilesArgs {
+    /// Config file; the agent is asked at its `metrics.listen` address.
+    #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+    config: PathBuf,
+    /// Ask this address instead of the config's `metrics.listen`.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Wait until the file at this path (by its device and inode, even if
+    /// renamed meanwhile) is read to its end and everything read is delivered.
+    #[arg(long, value_name = "PATH")]
+    wait_delivered: Option<PathBuf>,
+    /// Longest wait for --wait-delivered, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "wait_delivered"
+    )]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +240,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_IMPORT_FAILED)
             }
         },
+        Command::Files(args) => files(args),
         Command::Status { config, addr, json } => match status(config, addr, json) {
             Ok(code) => code,
             Err(e) => {
@@ -385,6 +417,36 @@ fn send(
     Ok(report.refused == 0
         && report.errors.is_empty()
         && (!ack || report.acknowledged == report.sent))
+}
+
+/// `shardline files`, with its exit status.
+fn files(args: FilesArgs) -> ExitCode {
+    match agent_addr(&args.config, args.addr) {
+        Ok(addr) => ExitCode::from(shardline::status::files_command(
+            addr,
+            args.json,
+            args.wait_delivered.as_deref(),
+            Duration::from_secs(args.timeout),
+        )),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's endpoint: `addr`, or the config's `metrics.listen`.
+fn agent_addr(config: &std::path::Path, addr: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    if let Some(a) = addr {
+        return Ok(a);
+    }
+    let listen = shardline::config::load(config)?.metrics.listen;
+    anyhow::ensure!(
+        listen.port() != 0,
+        "metrics.listen in {} has port 0 (any free port): pass the agent's address with --addr",
+        config.display()
+    );
+    Ok(listen)
 }
 
 fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {

@@ -313,6 +313,18 @@ impl Producer {
         intake.checkpoints().map_err(ProduceError::Spool)
     }
 
+    /// A test of whether every entry an earlier run of the agent left in
+    /// `stream`'s spool has left it; `None` for a stream that is not configured.
+    /// A source that resumed at a checkpoint knows by it when what it read
+    /// before the restart is delivered.
+    pub(crate) fn earlier_runs(
+        &self,
+        stream: &str,
+    ) -> Option<impl Fn() -> bool + Send + Sync + 'static> {
+        let intake = self.inner.intakes.get(stream)?.clone();
+        Some(move || intake.earlier_runs_done())
+    }
+
     /// Removes a checkpoint of `stream` (its source is gone).
     pub(crate) fn remove_checkpoint(&self, stream: &str, name: &[u8]) -> Result<(), ProduceError> {
         let intake = self.intake(stream, &[])?;

@@ -178,6 +178,9 @@ pub struct FileConfig {
     /// Every record gets an id (in raw records, before the line; a line then
     /// has `record::RECORD_ID_ROOM` bytes less room).
     pub record_id: bool,
+    /// Delete a file once it is read to its end, everything read is delivered
+    /// and it was not written for `rotate_wait` (one-shot files).
+    pub delete_after_delivered: bool,
 }
 
 /// Two blocks are the same when they were written the same: the compiled globs and
@@ -201,6 +204,7 @@ impl PartialEq for FileConfig {
             && self.follow_symlinks == other.follow_symlinks
             && self.format == other.format
             && self.record_id == other.record_id
+            && self.delete_after_delivered == other.delete_after_delivered
     }
 }
 

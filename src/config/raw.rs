@@ -293,6 +293,13 @@ pub(crate) struct RawFile {
     /// the block's patterns also match, never into /proc, /sys or /dev.
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// Delete each file once it is read to its end, every line read from it has
+    /// been delivered (or refused for good and dead-lettered) and it was not
+    /// written for `rotate_wait_ms`: for one-shot files dropped in a directory,
+    /// never for a log that a program keeps writing (see docs/operations.md for
+    /// the rules that keep it safe).
+    #[serde(default)]
+    pub delete_after_delivered: bool,
     /// Record format: `"raw"` (the line as it is) or `"json"` (an object with the
     /// line as `message` plus `timestamp`, `host` and `source`; see docs/sources.md).
     #[serde(default)]
