@@ -346,21 +346,24 @@ fn create_private_paths(config: &Config) -> Result<(), AgentError> {
                 .map_err(err(dir))?;
         }
     }
-    let dead = &config.dead_letter_path;
-    if let Some(dir) = dead.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err(dir))?;
+    let own = config.delivery.overrides.iter();
+    let own = own.filter_map(|(_, o)| o.dead_letter_path.as_ref());
+    for dead in std::iter::once(&config.dead_letter_path).chain(own) {
+        if let Some(dir) = dead.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err(dir))?;
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dead)
+            .map_err(err(dead))?;
     }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dead)
-        .map_err(err(dead))?;
     Ok(())
 }
 

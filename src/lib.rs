@@ -93,7 +93,7 @@ pub use deliver::destination::{AssumeRole, Destination};
 pub use deliver::firehose::Packing;
 pub use deliver::kinesis::ClientOptions;
 pub use deliver::proxy::ProxySetting;
-pub use deliver::{DeliveryOptions, Failure};
+pub use deliver::{DeliveryOptions, Failure, StreamDelivery};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;

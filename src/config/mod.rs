@@ -24,6 +24,7 @@ mod files;
 mod import;
 pub mod journald;
 pub mod parse;
+mod overrides;
 mod paths;
 mod quote;
 mod raw;
@@ -118,6 +119,8 @@ pub struct KinesisConfig {
     pub compression: Option<Option<crate::aggregate::Packs>>,
     /// The default stream's region, endpoint, credentials and role.
     pub destination: Destination,
+    /// The default stream's own delivery settings.
+    pub overrides: crate::deliver::StreamDelivery,
     pub request_timeout: Duration,
     pub proxy: crate::deliver::proxy::ProxySetting,
     pub no_proxy: Option<String>,

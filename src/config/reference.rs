@@ -428,7 +428,7 @@ fn a_missing_or_stale_key_is_named() {
     let doc = read_file("docs/configuration.md");
     let row = doc
         .lines()
-        .find(|l| l.starts_with("| `max_buffered_time_ms`"))
+        .find(|l| l.starts_with("| `max_buffered_time_ms` | integer, milliseconds | `100`"))
         .expect("the reference documents delivery.max_buffered_time_ms");
     let without = doc.replace(&format!("{row}\n"), "");
     assert_eq!(
@@ -437,7 +437,7 @@ fn a_missing_or_stale_key_is_named() {
     );
     let stale = doc.replace(
         row,
-        &row.replace("`max_buffered_time_ms`", "`max_buffered_time_secs`"),
+        &row.replacen("`max_buffered_time_ms`", "`max_buffered_time_secs`", 1),
     );
     assert_eq!(
         key_problems(&stale),

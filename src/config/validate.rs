@@ -34,7 +34,9 @@ impl RawConfig {
     /// Checks everything and lists every problem.
     pub(crate) fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        let mut kinesis = validate_kinesis(self.kinesis, &mut problems);
+        let (mut raw_kinesis, mut blocks) = (self.kinesis, self.destination);
+        super::overrides::promote_default(&mut raw_kinesis, &mut blocks, &mut problems);
+        let mut kinesis = validate_kinesis(raw_kinesis, &mut problems);
         let (mut delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
         let spool = validate_spool(self.spool, &mut problems);
         // Beside the spool unless set.
@@ -66,7 +68,6 @@ impl RawConfig {
             check_files_miss_own(&files, dir, dead_letter_path.as_deref(), &mut problems);
         }
         let mut arns = super::arn::StreamArns::default();
-        let mut blocks = self.destination;
         let written_regions = stream_keys(
             &mut arns,
             &mut kinesis,
@@ -286,6 +287,18 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         },
         problems,
     );
+    let overrides = super::overrides::validate(
+        "kinesis",
+        k.delivery_stream.is_some(),
+        super::overrides::RawOverrides {
+            max_buffered_time_ms: k.max_buffered_time_ms,
+            rate_limit_percent: k.rate_limit_percent,
+            max_record_age_secs: k.max_record_age_secs,
+            dead_letter_path: k.dead_letter_path.clone(),
+            max_inflight_bytes: k.max_inflight_bytes,
+        },
+        problems,
+    );
     if k.request_timeout_ms == 0 {
         problems.push("kinesis.request_timeout_ms must be above 0".into());
     }
@@ -298,6 +311,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         aggregate,
         compression,
         destination,
+        overrides,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         proxy,
         no_proxy: k.no_proxy,
@@ -374,6 +388,7 @@ fn validate_delivery(
         )
         .flatten(),
         compression_streams: Vec::new(),
+        overrides: Vec::new(),
         batch_max_records: d.batch_max_records,
         batch_max_bytes: d.batch_max_bytes,
         shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),

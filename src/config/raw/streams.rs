@@ -62,6 +62,19 @@ pub(crate) struct RawKinesis {
     pub proxy: Option<String>,
     /// Hosts reached without the proxy (as `NO_PROXY`, which it replaces).
     pub no_proxy: Option<String>,
+    /// This stream's own `max_buffered_time_ms` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub max_buffered_time_ms: Option<u64>,
+    /// This stream's own `rate_limit_percent` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub rate_limit_percent: Option<f64>,
+    /// This stream's own `max_record_age_secs`; 0: never give up, whatever
+    /// `[delivery]` says.
+    pub max_record_age_secs: Option<u64>,
+    /// This stream's own dead-letter file (default: `[delivery]`'s).
+    pub dead_letter_path: Option<PathBuf>,
+    /// This stream's own `max_inflight_bytes` (default: `[delivery]`'s).
+    pub max_inflight_bytes: Option<u64>,
 }
 
 /// A `[[destination]]` block: one stream's own region, endpoint, credentials
@@ -109,6 +122,23 @@ pub(crate) struct RawDestination {
     /// holds for it (records spooled before a source was removed or renamed).
     #[serde(default)]
     pub drain: bool,
+    /// This is the default destination, for sources that name none (instead
+    /// of `[kinesis]`, which is its shorthand).
+    #[serde(default)]
+    pub default: bool,
+    /// This stream's own `max_buffered_time_ms` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub max_buffered_time_ms: Option<u64>,
+    /// This stream's own `rate_limit_percent` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub rate_limit_percent: Option<f64>,
+    /// This stream's own `max_record_age_secs`; 0: never give up, whatever
+    /// `[delivery]` says.
+    pub max_record_age_secs: Option<u64>,
+    /// This stream's own dead-letter file (default: `[delivery]`'s).
+    pub dead_letter_path: Option<PathBuf>,
+    /// This stream's own `max_inflight_bytes` (default: `[delivery]`'s).
+    pub max_inflight_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
