@@ -11,6 +11,7 @@ mod compression;
 mod cycles;
 mod delivery;
 mod destination;
+mod destination_delivery;
 mod file;
 mod firehose;
 mod format;

@@ -28,15 +28,28 @@ pub(super) fn validate(
 ) -> StreamDelivery {
     if is_firehose {
         for (key, set, instead) in [
-            ("max_buffered_time_ms", raw.max_buffered_time_ms.is_some(), "packing_linger_ms"),
-            ("rate_limit_percent", raw.rate_limit_percent.is_some(), "nothing: a Firehose stream has no shard limits"),
+            (
+                "max_buffered_time_ms",
+                raw.max_buffered_time_ms.is_some(),
+                "packing_linger_ms",
+            ),
+            (
+                "rate_limit_percent",
+                raw.rate_limit_percent.is_some(),
+                "nothing: a Firehose stream has no shard limits",
+            ),
         ] {
             if set {
-                problems.push(format!("{field}.{key} is for Kinesis streams; a Firehose stream takes {instead}"));
+                problems.push(format!(
+                    "{field}.{key} is for Kinesis streams; a Firehose stream takes {instead}"
+                ));
             }
         }
     }
-    if let Some(p) = raw.rate_limit_percent.filter(|p| !(0.0..=100.0).contains(p)) {
+    if let Some(p) = raw
+        .rate_limit_percent
+        .filter(|p| !(0.0..=100.0).contains(p))
+    {
         problems.push(format!("{field}.rate_limit_percent {p} is outside 0..=100"));
     }
     if let Some(p) = &raw.dead_letter_path {
