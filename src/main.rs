@@ -117,6 +117,54 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look at the config's spool without opening it: read-only, never takes its
+    /// lock, safe while the agent runs. Exits with 2 when it cannot be read.
+    Spool {
+        /// Config file.
+        #[arg(
+            long,
+            short,
+            global = true,
+            default_value = "/etc/shardline/shardline.toml"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+    /// Put the records of a dead-letter file back into the spool of their
+    /// streams, once, and rename it to FILE.redriven-<unix seconds>. Exits with 1
+    /// when a line is refused (nothing is redriven then), 2 on an error.
+    Redrive {
+        /// Config file.
+        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        config: PathBuf,
+        /// The dead-letter file (NDJSON, as the agent writes it).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Check every frame of every segment and ack file; exits with 1 when
+    /// something is damaged.
+    Check {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per stream: records, bytes, oldest record age, segments, checkpoints.
+    Inspect {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stream's undelivered records as NDJSON (the dead-letter file's
+    /// fields), oldest first.
+    Export {
+        /// The stream, as the config names it.
+        #[arg(long)]
+        stream: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +254,8 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_IMPORT_FAILED)
             }
         },
+        Command::Spool { config, command } => exit_code(spool(&config, command)),
+        Command::Redrive { config, file } => exit_code(redrive(&config, &file)),
         Command::Status { config, addr, json } => match status(config, addr, json) {
             Ok(code) => code,
             Err(e) => {
@@ -382,6 +432,58 @@ fn send(
     Ok(report.refused == 0
         && report.errors.is_empty()
         && (!ack || report.acknowledged == report.sent))
+}
+
+/// The exit status of `spool` and `redrive`: 2 on an error.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// `shardline redrive`: 0 when the file was redriven, 1 when a line was refused.
+fn redrive(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = shardline::redrive(&shardline::config::load(config)?, file)?;
+    print!("{}", report.render());
+    Ok(ExitCode::from(u8::from(!report.refused.is_empty())))
+}
+
+/// `shardline spool check|inspect|export`.
+fn spool(config: &std::path::Path, command: SpoolCommand) -> anyhow::Result<ExitCode> {
+    let dir = shardline::config::load(config)?
+        .spool
+        .dir
+        .with_context(|| {
+            format!(
+                "{} keeps the spool in memory (no spool.dir)",
+                config.display()
+            )
+        })?;
+    let code = match command {
+        SpoolCommand::Check { json } => {
+            let report = shardline::check_spool(&dir)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&report)?),
+                false => print!("{}", report.render()),
+            }
+            u8::from(report.damaged() > 0)
+        }
+        SpoolCommand::Inspect { json } => {
+            let streams = shardline::inspect_spool(&dir)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&streams)?),
+                false => print!("{}", shardline::inspect_table(&streams)),
+            }
+            0
+        }
+        SpoolCommand::Export { stream } => {
+            let done = shardline::export_spool(&dir, &stream, &mut std::io::stdout().lock())?;
+            eprintln!("{done}");
+            u8::from(done.unreadable_entries > 0)
+        }
+    };
+    Ok(ExitCode::from(code))
 }
 
 fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
