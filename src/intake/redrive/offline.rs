@@ -29,6 +29,7 @@ pub fn redrive(config: &Config, file: &Path) -> Result<RedriveReport, RedriveErr
     match lock_holder(dir) {
         LockState::Held { .. } => inbox::submit(dir, &file),
         LockState::Free => {
+            refuse_other_owner(dir)?;
             let report = here(config, &file)?;
             if report.refused.is_empty() {
                 inbox::forget(dir, &file);
@@ -36,6 +37,26 @@ pub fn redrive(config: &Config, file: &Path) -> Result<RedriveReport, RedriveErr
             Ok(report)
         }
     }
+}
+
+/// Refuses to write into a spool another user owns (root for the agent's
+/// `shardline` user): the files it would create could not be opened by the
+/// agent.
+fn refuse_other_owner(dir: &Path) -> Result<(), RedriveError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(RedriveError::Agent(format!(
+            "the spool {} belongs to uid {}, not to this user (uid {me}): run redrive as its owner (sudo -u shardline shardline redrive …), so that the files it writes stay the agent's",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// The redrive in this process, the spool opened here.
