@@ -435,6 +435,16 @@ impl Agent {
         for (listener, s) in bound {
             agent.serve_socket(listener, s);
         }
+        if let Some(dir) = config.spool.dir.clone() {
+            let p = agent.producer.clone();
+            let intakes = p.intakes().clone();
+            let durable = move || {
+                let p = p.clone();
+                async move { p.durable().await }
+            };
+            let inbox = crate::intake::redrive::watch(intakes, durable, dir, agent.sources.clone());
+            agent.source_tasks.spawn(inbox);
+        }
         agent.start_files(config.files.clone());
         agent.start_journald(config.journald.clone());
         tracing::info!(

@@ -94,9 +94,14 @@ pub use deliver::firehose::Packing;
 pub use deliver::kinesis::ClientOptions;
 pub use deliver::proxy::ProxySetting;
 pub use deliver::{DeliveryOptions, Failure, StreamDelivery};
+pub use intake::redrive::{redrive, RedriveError, RedriveReport};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;
 pub use source::parse::try_it::{presets_table, try_lines, TryReport};
 pub use source::socket::client::{send_lines, ClientError, SendReport};
+pub use spool::survey::{
+    check as check_spool, export as export_spool, inspect as inspect_spool, inspect_table,
+    CheckReport, Exported, Finding, FindingKind, HeldCheckpoint, StreamSummary, SurveyError,
+};
 pub use spool::SpoolOptions;

@@ -307,6 +307,12 @@ impl Producer {
         self.inner.spool.durable().await
     }
 
+    /// Each stream's intake, for a redrive (`intake::redrive`), which writes a
+    /// checkpoint of its own with its records as a source does.
+    pub(crate) fn intakes(&self) -> &HashMap<String, Intake> {
+        &self.inner.intakes
+    }
+
     /// The checkpoints kept for `stream` (sources read them at start-up).
     pub(crate) fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
         let intake = self.intake(stream, &[])?;

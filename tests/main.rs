@@ -30,5 +30,6 @@ mod service;
 mod sizes;
 mod socket;
 mod spool;
+mod spool_tools;
 mod status;
 mod streams;

@@ -290,10 +290,8 @@ pub(crate) fn validate(
             j.name
         ));
     }
-    if let Some(d) = &j.directory {
-        if !d.is_absolute() {
-            problems.push(format!("{field}.directory {d:?} is not an absolute path"));
-        }
+    if let Some(d) = j.directory.as_ref().filter(|d| !d.is_absolute()) {
+        problems.push(format!("{field}.directory {d:?} is not an absolute path"));
     }
     if j.journalctl.as_os_str().is_empty() {
         problems.push(format!("{field}.journalctl is empty"));

@@ -73,6 +73,22 @@ pub(super) fn validate(
     }
 }
 
+/// What `[kinesis]` sets for the default stream's delivery.
+pub(super) fn of_kinesis(k: &RawKinesis, problems: &mut Vec<String>) -> StreamDelivery {
+    validate(
+        "kinesis",
+        k.delivery_stream.is_some(),
+        RawOverrides {
+            max_buffered_time_ms: k.max_buffered_time_ms,
+            rate_limit_percent: k.rate_limit_percent,
+            max_record_age_secs: k.max_record_age_secs,
+            dead_letter_path: k.dead_letter_path.clone(),
+            max_inflight_bytes: k.max_inflight_bytes,
+        },
+        problems,
+    )
+}
+
 /// The `[[destination]]` with `default = true`, if any, taken out of `blocks`
 /// and written as `[kinesis]`: one place for the default stream.
 pub(super) fn promote_default(

@@ -34,16 +34,10 @@ impl RawConfig {
     /// Checks everything and lists every problem.
     pub(crate) fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        let (mut raw_kinesis, mut blocks) = (self.kinesis, self.destination);
-        super::overrides::promote_default(&mut raw_kinesis, &mut blocks, &mut problems);
-        let mut kinesis = validate_kinesis(raw_kinesis, &mut problems);
+        let (mut kinesis, mut blocks) = kinesis_and(self.kinesis, self.destination, &mut problems);
         let (mut delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
         let spool = validate_spool(self.spool, &mut problems);
-        // Beside the spool unless set.
-        let dead_letter_path = dead_letter_path.or_else(|| {
-            let dir = spool.as_ref()?.dir.as_ref()?;
-            Some(dir.join("dead-letter.ndjson"))
-        });
+        let dead_letter_path = dead_letter_beside(dead_letter_path, spool.as_ref());
         let metrics = validate_metrics(&self.metrics, &mut problems);
         if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
             problems
@@ -230,6 +224,17 @@ fn settle_regions(
     arns.settle_regions(&written, &mut k.destination, destinations, problems);
 }
 
+/// `[kinesis]` (or the `[[destination]]` that says `default = true`) and the
+/// other destination blocks.
+fn kinesis_and(
+    mut kinesis: Option<RawKinesis>,
+    mut blocks: Vec<super::raw::RawDestination>,
+    problems: &mut Vec<String>,
+) -> (Option<KinesisConfig>, Vec<super::raw::RawDestination>) {
+    super::overrides::promote_default(&mut kinesis, &mut blocks, problems);
+    (validate_kinesis(kinesis, problems), blocks)
+}
+
 /// Checks `[kinesis]`; `None` if it is missing or unusable.
 fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option<KinesisConfig> {
     let Some(k) = k else {
@@ -274,6 +279,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         },
         problems,
     );
+    let overrides = super::overrides::of_kinesis(&k, problems);
     let destination = super::destination::destination(
         super::destination::RawTarget {
             field: "kinesis",
@@ -284,18 +290,6 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
             external_id: k.external_id,
             session_name: k.session_name,
             sts_endpoint: k.sts_endpoint,
-        },
-        problems,
-    );
-    let overrides = super::overrides::validate(
-        "kinesis",
-        k.delivery_stream.is_some(),
-        super::overrides::RawOverrides {
-            max_buffered_time_ms: k.max_buffered_time_ms,
-            rate_limit_percent: k.rate_limit_percent,
-            max_record_age_secs: k.max_record_age_secs,
-            dead_letter_path: k.dead_letter_path.clone(),
-            max_inflight_bytes: k.max_inflight_bytes,
         },
         problems,
     );
@@ -530,6 +524,14 @@ fn journald_blocks(
 fn delivery_compression(d: &RawDelivery) -> super::streams::RawCompression<'_> {
     let pack_bytes = Some(d.compression_pack_bytes);
     super::streams::RawCompression::new(Some(&d.compression), d.compression_level, pack_bytes)
+}
+
+/// The dead-letter file: as set, or beside the spool.
+fn dead_letter_beside(
+    set: Option<std::path::PathBuf>,
+    spool: Option<&SpoolOptions>,
+) -> Option<std::path::PathBuf> {
+    set.or_else(|| Some(spool?.dir.as_ref()?.join("dead-letter.ndjson")))
 }
 
 /// `rate_limit_percent` (or its former spelling `shard_rate_factor`, a

@@ -30,11 +30,15 @@
 //!   pacing and the watchdog.
 //! - [`Checkpoint`] (`checkpoint.rs`): the read position sources speak of,
 //!   turned into the spool's at this door.
+//! - `redrive/`: `shardline redrive`, a dead-letter file written back through
+//!   the intakes once, with a checkpoint of its own (through the running
+//!   agent's, or intakes opened on the spool when no agent holds it).
 
 mod backlog;
 mod checkpoint;
 mod outlet;
 mod receipts;
+pub(crate) mod redrive;
 #[cfg(test)]
 mod tests;
 

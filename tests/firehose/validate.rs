@@ -154,7 +154,7 @@ fn validate_refuses_packing_max_bytes_above_the_firehose_record_limit() {
         ),
         &[
             "file[0].max_record_bytes 1048000",
-            "socket[0].max_line_bytes 1024000",
+            "socket[0].max_record_bytes 1024000",
         ],
         &config(
             "",
