@@ -32,6 +32,7 @@ mod files;
 mod io;
 mod manifest;
 mod recover;
+pub(in crate::spool) use self::recover::collect_frames;
 
 pub(crate) use files::OPEN_FILES;
 pub(super) use manifest::MANIFEST_FILE;

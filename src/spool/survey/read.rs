@@ -146,37 +146,8 @@ fn placement(look: &dyn Look, path: &Path) -> Result<Option<Placement>, SurveyEr
     let Some(b) = read_all(look, path)? else {
         return Ok(None);
     };
-    let mut placed = Vec::new();
-    let mut checkpoints = BTreeMap::new();
-    for (offset, body) in frame::walk(&b, 0).frames {
-        match body.first() {
-            Some(&frame::ENTRY) => {
-                if let Some((head, _)) = frame::entry_head(body) {
-                    placed.push(Placed {
-                        id: head.id,
-                        offset,
-                        len: (frame::FRAME_HEADER + body.len()) as u32,
-                        count: head.count,
-                        at_ms: head.at_ms,
-                    });
-                    if let Some(c) = head.checkpoint {
-                        keep_later(&mut checkpoints, c);
-                    }
-                }
-            }
-            Some(&frame::CHECKPOINT) => {
-                if let Some(c) = frame::parse_checkpoint(body) {
-                    keep_later(&mut checkpoints, c);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(Some((
-        b.len() as u64,
-        placed,
-        checkpoints.into_values().collect(),
-    )))
+    let (placed, checkpoints) = crate::spool::stream::collect_frames(&frame::walk(&b, 0).frames);
+    Ok(Some((b.len() as u64, placed, checkpoints)))
 }
 
 /// A sealed segment's footer, read without the rest of the file.

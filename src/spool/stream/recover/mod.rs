@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use self::findings::Findings;
+pub(in crate::spool) use self::segment::collect_frames;
 use self::segment::{read_sealed, read_whole, scan, Read};
 use super::manifest::Manifest;
 use super::{

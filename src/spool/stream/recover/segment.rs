@@ -152,7 +152,7 @@ fn header_ok(path: &Path, w: &Walk<'_>) -> Result<bool, SpoolError> {
 
 /// The entries and the latest record of each checkpoint in a scanned
 /// segment's good frames.
-fn collect_frames(body_frames: &[(u64, &[u8])]) -> Found {
+pub(in crate::spool) fn collect_frames(body_frames: &[(u64, &[u8])]) -> Found {
     let (mut placed, mut checkpoints) = (Vec::new(), BTreeMap::new());
     for &(offset, body) in body_frames {
         match body.first() {
