@@ -50,7 +50,7 @@ async fn emulator(shards: i32) -> String {
 fn options(endpoint: &str, dir: &std::path::Path) -> ProducerOptions {
     let text = format!(
         "[kinesis]\nstream = \"bench\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-         [delivery]\nshard_rate_factor = 0.0\n[spool]\ndir = \"{}\"\n[[socket]]\npath = \"/unused\"\n",
+         [delivery]\nrate_limit_percent = 0\n[spool]\ndir = \"{}\"\n[[socket]]\npath = \"/unused\"\n",
         dir.display()
     );
     let config = shardline::config::parse(&text, "bench.toml".as_ref()).expect("bench config");

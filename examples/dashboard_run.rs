@@ -206,7 +206,7 @@ fn write_config(work: &Path, endpoint: &str, socket: &Path, feed: &Feed) -> Path
         &config,
         format!(
             "[kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             [delivery]\nshard_rate_factor = 0.0\nshard_refresh_interval_secs = 10\n\
+             [delivery]\nrate_limit_percent = 0\nshard_refresh_interval_secs = 10\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n\
              [[socket]]\npath = \"{}\"\n[[file]]\ninclude = [\"{}\"]\n{journald_block}",
             work.join("spool").display(),

@@ -75,6 +75,8 @@ pub struct Agent {
     sockets: Vec<RunningSource<SocketConfig>>,
     /// The file tailer (one for all `[[file]]` blocks), restarted when they change.
     files: Option<RunningSource<Vec<FileConfig>>>,
+    /// The tailed files' progress, kept across reloads (`GET /files`).
+    file_progress: file::Files,
     /// One reader per `[[journald]]` block; restarted when any block changes (each
     /// resumes at its checkpoint).
     journald: Option<RunningSource<Vec<JournaldConfig>>>,
@@ -186,6 +188,7 @@ pub async fn run_with(
         Notifier::disabled()
     });
     crate::descriptors::ensure(&config)?;
+    warn_deprecated(&config);
     let agent = Agent::start(config).await?;
     if let Some(path) = &options.status_file {
         let file = StatusFile {
@@ -268,6 +271,13 @@ fn warn_of_orphans(producer: &Producer, config: &Config) {
     }
 }
 
+/// One WARN per former spelling the config uses, with the new one to write.
+fn warn_deprecated(config: &Config) {
+    for hint in &config.deprecated {
+        tracing::warn!(hint = %hint, "The configuration uses a former spelling");
+    }
+}
+
 /// Reads the config file again and applies it; on any problem the running
 /// configuration stays and the reason is logged.
 async fn reload(agent: &mut Agent, path: &Path) {
@@ -283,6 +293,7 @@ async fn reload(agent: &mut Agent, path: &Path) {
         tracing::error!(error = %e, "Reload refused; the running configuration stays");
         return;
     }
+    warn_deprecated(&config);
     match agent.reload(config).await {
         Ok(r) => {
             if !r.needs_restart.is_empty() {
@@ -335,21 +346,24 @@ fn create_private_paths(config: &Config) -> Result<(), AgentError> {
                 .map_err(err(dir))?;
         }
     }
-    let dead = &config.dead_letter_path;
-    if let Some(dir) = dead.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err(dir))?;
+    let own = config.delivery.overrides.iter();
+    let own = own.filter_map(|(_, o)| o.dead_letter_path.as_ref());
+    for dead in std::iter::once(&config.dead_letter_path).chain(own) {
+        if let Some(dir) = dead.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err(dir))?;
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dead)
+            .map_err(err(dead))?;
     }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dead)
-        .map_err(err(dead))?;
     Ok(())
 }
 
@@ -384,6 +398,7 @@ impl Agent {
             config: config.clone(),
             sockets: Vec::new(),
             files: None,
+            file_progress: file::Files::default(),
             journald: None,
             metrics_addr,
             budget,
@@ -395,6 +410,7 @@ impl Agent {
             Arc::new(View::new(
                 agent.producer.clone(),
                 config.stream_destinations(),
+                agent.file_progress.clone(),
             )),
             agent.endpoint.clone(),
             agent.endpoint_tasks.clone(),
@@ -418,6 +434,16 @@ impl Agent {
         }
         for (listener, s) in bound {
             agent.serve_socket(listener, s);
+        }
+        if let Some(dir) = config.spool.dir.clone() {
+            let p = agent.producer.clone();
+            let intakes = p.intakes().clone();
+            let durable = move || {
+                let p = p.clone();
+                async move { p.durable().await }
+            };
+            let inbox = crate::intake::redrive::watch(intakes, durable, dir, agent.sources.clone());
+            agent.source_tasks.spawn(inbox);
         }
         agent.start_files(config.files.clone());
         agent.start_journald(config.journald.clone());
@@ -462,6 +488,7 @@ impl Agent {
         file::spawn(
             files,
             self.producer.clone(),
+            self.file_progress.clone(),
             source.stop.clone(),
             &source.tasks,
         );

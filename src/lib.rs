@@ -53,7 +53,8 @@
 //! - `deliver`: dispatchers, PutRecords workers, retries, acks, resharding, and
 //!   each stream's destination (region, endpoint, credentials, assumed role).
 //! - [`metrics`]: Prometheus counters, and the spool's gauges.
-//! - [`status`]: the HTTP endpoint (`/metrics`, `/status`) and its client.
+//! - [`status`]: the HTTP endpoint (`/metrics`, `/status`, `/files`: each
+//!   tailed file's read and delivered positions) and its client.
 //! - `systemd`: readiness and watchdog notifications to systemd.
 //! - `descriptors`: the file descriptor limit, checked against the config at
 //!   start-up.
@@ -92,10 +93,15 @@ pub use deliver::destination::{AssumeRole, Destination};
 pub use deliver::firehose::Packing;
 pub use deliver::kinesis::ClientOptions;
 pub use deliver::proxy::ProxySetting;
-pub use deliver::{DeliveryOptions, Failure};
+pub use deliver::{DeliveryOptions, Failure, StreamDelivery};
+pub use intake::redrive::{redrive, RedriveError, RedriveReport};
 pub use intake::{DeliveryError, DeliveryResult};
 pub use producer::{LifecycleError, ProduceError, Producer, ProducerOptions, Receipt};
 pub use record::UserRecord;
 pub use source::parse::try_it::{presets_table, try_lines, TryReport};
 pub use source::socket::client::{send_lines, ClientError, SendReport};
+pub use spool::survey::{
+    check as check_spool, export as export_spool, inspect as inspect_spool, inspect_table,
+    CheckReport, Exported, Finding, FindingKind, HeldCheckpoint, StreamSummary, SurveyError,
+};
 pub use spool::SpoolOptions;

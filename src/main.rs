@@ -1,5 +1,5 @@
 //! The `shardline` command: parses the CLI, sets up logging, loads the config and
-//! runs the agent, or asks a running one for its status.
+//! runs the agent, or asks a running one for its status or its files.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -13,6 +13,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The config file of every command unless `--config` names another.
+const DEFAULT_CONFIG: &str = "/etc/shardline/shardline.toml";
 /// Longest wait for the agent's answer to `shardline status`.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exit status of `shardline status` when no agent answers (as `systemctl status`
@@ -54,7 +56,7 @@ enum Command {
     /// Run the agent.
     Run {
         /// Config file.
-        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Once started, write the process id and the metrics endpoint's bound
         /// address here (JSON); removed at exit.
@@ -78,7 +80,7 @@ enum Command {
     /// Check a config file and list every problem in it.
     Validate {
         /// Config file.
-        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Try a block's parser on sample lines (a file, or stdin): prints the
@@ -86,7 +88,7 @@ enum Command {
     /// line did not parse.
     Parse {
         /// Config file.
-        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The block, as `validate` names it: `file[0]`, `socket[1]`,
         /// `journald[0]` (default: the one block with a parse table).
@@ -108,7 +110,7 @@ enum Command {
     /// but does not answer in time (running, stuck or busy).
     Status {
         /// Config file; the agent is asked at its `metrics.listen` address.
-        #[arg(long, short, default_value = "/etc/shardline/shardline.toml")]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Ask this address instead of the config's `metrics.listen`.
         #[arg(long)]
@@ -116,6 +118,80 @@ enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// List a running agent's tailed files: identity, read position, size and
+    /// whether everything read is delivered. With --wait-delivered PATH, wait
+    /// until that file is read to its end and delivered: exits with 1 on the
+    /// timeout, 3 or 4 as `status`, 5 when the agent does not tail the file.
+    Files(FilesArgs),
+    /// Look at the config's spool without opening it: read-only, never takes its
+    /// lock, safe while the agent runs. Exits with 2 when it cannot be read.
+    Spool {
+        /// Config file.
+        #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+    /// Put the records of a dead-letter file back into the spool of their
+    /// streams, once, and rename it to FILE.redriven-<unix seconds>. Exits with 1
+    /// when a line is refused (nothing is redriven then), 2 on an error.
+    Redrive {
+        /// Config file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The dead-letter file (NDJSON, as the agent writes it).
+        file: PathBuf,
+    },
+}
+
+/// `shardline files`.
+#[derive(clap::Args)]
+struct FilesArgs {
+    /// Config file; the agent is asked at its `metrics.listen` address.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Ask this address instead of the config's `metrics.listen`.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Wait until the file at this path (by its device and inode, even if
+    /// renamed meanwhile) is read to its end and everything read is delivered.
+    #[arg(long, value_name = "PATH")]
+    wait_delivered: Option<PathBuf>,
+    /// Longest wait for --wait-delivered, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        requires = "wait_delivered"
+    )]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Check every frame of every segment and ack file; exits with 1 when
+    /// something is damaged.
+    Check {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per stream: records, bytes, oldest record age, segments, checkpoints.
+    Inspect {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stream's undelivered records as NDJSON (the dead-letter file's
+    /// fields), oldest first.
+    Export {
+        /// The stream, as the config names it.
+        #[arg(long)]
+        stream: String,
     },
 }
 
@@ -144,21 +220,7 @@ fn main() -> ExitCode {
     shardline::agent::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match shardline::config::load(&config) {
-            Ok(loaded) => {
-                println!("{}: ok", config.display());
-                if let Some(in_use) = shardline::agent::spool_in_use(&loaded) {
-                    // Not a fault of the file: validating the running agent's
-                    // own config before a reload is the common case.
-                    println!("note: {in_use}; `shardline run` with this config refuses to start while it holds it");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Validate { config } => validate(&config),
         Command::Send {
             socket,
             partition_key,
@@ -206,6 +268,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_IMPORT_FAILED)
             }
         },
+        Command::Files(args) => files(args),
+        Command::Spool { config, command } => exit_code(spool(&config, command)),
+        Command::Redrive { config, file } => exit_code(redrive(&config, &file)),
         Command::Status { config, addr, json } => match status(config, addr, json) {
             Ok(code) => code,
             Err(e) => {
@@ -217,6 +282,28 @@ fn main() -> ExitCode {
 }
 
 /// `shardline parse`, with its exit status.
+/// `shardline validate`: the problems, or ok with a hint per former spelling.
+fn validate(config: &std::path::Path) -> ExitCode {
+    match shardline::config::load(config) {
+        Ok(loaded) => {
+            println!("{}: ok", config.display());
+            for hint in &loaded.deprecated {
+                println!("hint: {hint}");
+            }
+            if let Some(in_use) = shardline::agent::spool_in_use(&loaded) {
+                // Not a fault of the file: validating the running agent's
+                // own config before a reload is the common case.
+                println!("note: {in_use}; `shardline run` with this config refuses to start while it holds it");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn parse_command(
     config: &std::path::Path,
     source: Option<&str>,
@@ -384,23 +471,87 @@ fn send(
         && (!ack || report.acknowledged == report.sent))
 }
 
+/// `shardline files`, with its exit status.
+fn files(args: FilesArgs) -> ExitCode {
+    match agent_addr(&args.config, args.addr) {
+        Ok(addr) => ExitCode::from(shardline::status::files_command(
+            addr,
+            args.json,
+            args.wait_delivered.as_deref(),
+            Duration::from_secs(args.timeout),
+        )),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The agent's endpoint: `addr`, or the config's `metrics.listen`.
+fn agent_addr(config: &std::path::Path, addr: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    if let Some(a) = addr {
+        return Ok(a);
+    }
+    let listen = shardline::config::load(config)?.metrics.listen;
+    anyhow::ensure!(
+        listen.port() != 0,
+        "metrics.listen in {} has port 0 (any free port): pass the agent's address with --addr",
+        config.display()
+    );
+    Ok(listen)
+}
+
+/// The exit status of `spool` and `redrive`: 2 on an error.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// `shardline redrive`: 0 when the file was redriven, 1 when a line was refused.
+fn redrive(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = shardline::redrive(&shardline::config::load(config)?, file)?;
+    print!("{}", report.render());
+    Ok(ExitCode::from(u8::from(!report.refused.is_empty())))
+}
+
+/// `shardline spool check|inspect|export`.
+fn spool(config: &std::path::Path, command: SpoolCommand) -> anyhow::Result<ExitCode> {
+    let dir = shardline::config::load(config)?.spool.dir;
+    let dir = dir.with_context(|| format!("{} has no spool.dir", config.display()))?;
+    let code = match command {
+        SpoolCommand::Check { json } => {
+            let report = shardline::check_spool(&dir)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&report)?),
+                false => print!("{}", report.render()),
+            }
+            u8::from(report.damaged() > 0)
+        }
+        SpoolCommand::Inspect { json } => {
+            let streams = shardline::inspect_spool(&dir)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&streams)?),
+                false => print!("{}", shardline::inspect_table(&streams)),
+            }
+            0
+        }
+        SpoolCommand::Export { stream } => {
+            let done = shardline::export_spool(&dir, &stream, &mut std::io::stdout().lock())?;
+            eprintln!("{done}");
+            u8::from(done.unreadable_entries > 0)
+        }
+    };
+    Ok(ExitCode::from(code))
+}
+
 fn status(config: PathBuf, addr: Option<SocketAddr>, json: bool) -> anyhow::Result<ExitCode> {
     // The spool's lock tells who runs, whatever address it listens at.
     let in_use = shardline::config::load(&config)
         .ok()
         .and_then(|c| shardline::agent::spool_in_use(&c));
-    let addr = match addr {
-        Some(a) => a,
-        None => {
-            let listen = shardline::config::load(&config)?.metrics.listen;
-            anyhow::ensure!(
-                listen.port() != 0,
-                "metrics.listen in {} has port 0 (any free port): pass the agent's address with --addr",
-                config.display()
-            );
-            listen
-        }
-    };
+    let addr = agent_addr(&config, addr)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -307,10 +307,28 @@ impl Producer {
         self.inner.spool.durable().await
     }
 
+    /// Each stream's intake, for a redrive (`intake::redrive`), which writes a
+    /// checkpoint of its own with its records as a source does.
+    pub(crate) fn intakes(&self) -> &HashMap<String, Intake> {
+        &self.inner.intakes
+    }
+
     /// The checkpoints kept for `stream` (sources read them at start-up).
     pub(crate) fn checkpoints(&self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
         let intake = self.intake(stream, &[])?;
         intake.checkpoints().map_err(ProduceError::Spool)
+    }
+
+    /// A test of whether every entry an earlier run of the agent left in
+    /// `stream`'s spool has left it; `None` for a stream that is not configured.
+    /// A source that resumed at a checkpoint knows by it when what it read
+    /// before the restart is delivered.
+    pub(crate) fn earlier_runs(
+        &self,
+        stream: &str,
+    ) -> Option<impl Fn() -> bool + Send + Sync + 'static> {
+        let intake = self.inner.intakes.get(stream)?.clone();
+        Some(move || intake.earlier_runs_done())
     }
 
     /// Removes a checkpoint of `stream` (its source is gone).
@@ -492,7 +510,7 @@ impl Producer {
         self.inner.no_waiting.cancel();
     }
 
-    /// Sends every partial aggregate now, without waiting for `linger_ms` (the
+    /// Sends every partial aggregate now, without waiting for `max_buffered_time_ms` (the
     /// kinesis-producer's `Flush`). Records still in the spool only are sent as
     /// they are read back.
     pub fn flush(&self) {

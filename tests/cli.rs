@@ -198,7 +198,7 @@ async fn binary_logs_a_refused_line_and_stops_gracefully() {
     std::fs::write(
         &conf,
         format!(
-            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{}",
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{}",
             emu.endpoint,
             work.spool().display(),
             socket_toml(&sock, None)
@@ -358,7 +358,7 @@ async fn records_of_a_removed_stream_are_named_at_start_and_drained_on_request()
     let base = |endpoint: &str, socket_stream: &str, extra: &str| {
         format!(
             "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             request_timeout_ms = 1000\n[delivery]\nlinger_ms = 20\n\
+             request_timeout_ms = 1000\n[delivery]\nmax_buffered_time_ms = 20\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{}{extra}",
             work.spool().display(),
             socket_toml(&work.path("in.sock"), Some(socket_stream)),

@@ -6,10 +6,13 @@
 //! - [`sigkill`]: the binary killed at random moments, then audited.
 //! - [`model`]: the tailer alone against a model of the files.
 //! - [`process`]: starting and stopping the binary for the two above it.
+//! - [`delivered`]: `shardline files`, `--wait-delivered` and
+//!   `delete_after_delivered` against an endpoint that goes away and comes back.
 //!
 //! This module holds only what they all share: the time limit and how a test
 //! appends to a file.
 
+mod delivered;
 mod ids;
 mod model;
 mod oversized;

@@ -134,7 +134,7 @@ fn agent_config(work: &Workdir, kinesis: &str, rest: &str) -> shardline::config:
     };
     let text = format!(
         "shutdown_timeout_secs = 10\n[kinesis]\nregion = \"us-east-1\"\n\
-         {timeout}{kinesis}\n[delivery]\nlinger_ms = 20\n\
+         {timeout}{kinesis}\n[delivery]\nmax_buffered_time_ms = 20\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nflush_interval_ms = 50\n{rest}",
         work.spool().display()
     );

@@ -35,7 +35,7 @@ fn config(emu: &Emulator, work: &Workdir, blocks: &str) -> std::path::PathBuf {
         &path,
         format!(
             "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
-             [delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\nflush_interval_ms = 20\n{blocks}",
             emu.endpoint,
             work.spool().display(),

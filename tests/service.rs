@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    create_stream, file_toml, full_spool_config, send_lines, spool_contents, stream_data, wait_for,
-    write_binary_config, AgentProcess, Emulator, Workdir,
+    create_stream, file_toml, full_spool_config, send_lines, shardline_command, spool_contents,
+    stream_data, wait_for, write_binary_config, AgentProcess, Emulator, Workdir,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -253,6 +253,87 @@ async fn sighup_adds_a_file_source_and_a_broken_config_keeps_the_old_one() {
             "file line 3"
         ]
     );
+    agent.stop().await;
+}
+
+/// Snippets in `conf.d` and `${VAR}` from the agent's environment: a reload
+/// (SIGHUP) reads a changed snippet; a snippet that sets a key the main file
+/// sets is refused naming both files, and the sources keep going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_a_changed_snippet_with_the_environment() {
+    let emu = Emulator::start().await;
+    let client = emu.client().await;
+    create_stream(&client, "logs", 1).await;
+    let work = Workdir::new();
+    let config = write_binary_config(&work, &emu.endpoint, "");
+    let logs = work.path("logs");
+    let conf_d = work.path("conf.d");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::create_dir_all(&conf_d).unwrap();
+    std::fs::write(logs.join("a.log"), "a 1\na 2\n").unwrap();
+    std::fs::write(logs.join("b.txt"), "b 1\n").unwrap();
+    // A former spelling too: it loads, with a hint.
+    let snippet = |ext: &str| {
+        format!("[[file]]\ninclude = [\"${{APP_LOGS}}/*.{ext}\"]\npartition_key = {{ json_field = \"k\" }}\n")
+    };
+    std::fs::write(conf_d.join("10-app.toml"), snippet("log")).unwrap();
+    let hint = "file[0].partition_key { json_field = … } is a former spelling (read until 0.4): write partition_key = { field = \"k\" }";
+    let validate = shardline_command()
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("APP_LOGS", &logs)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&validate.stdout);
+    assert!(validate.status.success(), "{out}");
+    assert!(out.contains(&format!("hint: {hint}")), "{out}");
+    let mut agent = AgentProcess::spawn(&work, "agent", &config, &[], |c| {
+        c.env("APP_LOGS", &logs);
+    });
+    agent.metrics_addr().await;
+    wait_until_stream_holds(&client, 2).await;
+    assert!(agent.log_text().contains(hint), "no hint in the log");
+
+    // The snippet now tails the other file.
+    std::fs::write(conf_d.join("10-app.toml"), snippet("txt")).unwrap();
+    agent.signal("HUP");
+    wait_for("the reload in the log", LIMIT, || {
+        agent.log_text().contains("Configuration reloaded")
+    })
+    .await;
+    wait_until_stream_holds(&client, 3).await;
+
+    // A snippet setting the main file's key: refused, naming both files.
+    std::fs::write(
+        conf_d.join("20-bad.toml"),
+        "[kinesis]\nstream = \"other\"\n",
+    )
+    .unwrap();
+    agent.signal("HUP");
+    wait_for("the refusal in the log", LIMIT, || {
+        agent.log_text().contains("Reload refused")
+    })
+    .await;
+    let log = agent.log_text();
+    assert!(
+        log.contains("kinesis.stream is set in") && log.contains("20-bad.toml"),
+        "the refusal does not name both files:\n{log}"
+    );
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(logs.join("b.txt"))
+            .unwrap();
+        f.write_all(b"b 2\n").unwrap();
+    }
+    let mut got: Vec<String> = wait_until_stream_holds(&client, 4)
+        .await
+        .iter()
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a 1", "a 2", "b 1", "b 2"]);
     agent.stop().await;
 }
 

@@ -16,13 +16,18 @@ use shardline::testkit::frame::{self, Record, Request, Response, Status};
 
 use crate::util::{create_stream, stream_data, AgentProcess, Emulator, Workdir};
 
-fn spool_config(work: &Workdir, endpoint: &str, spool_extra: &str, socket_extra: &str) -> PathBuf {
+pub(crate) fn spool_config(
+    work: &Workdir,
+    endpoint: &str,
+    spool_extra: &str,
+    socket_extra: &str,
+) -> PathBuf {
     let path = work.path("shardline.toml");
     std::fs::write(
         &path,
         format!(
             "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             request_timeout_ms = 5000\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             request_timeout_ms = 5000\n[delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\n{spool_extra}\n\
              [[socket]]\npath = \"{}\"\nframing = \"frames\"\n{socket_extra}\n",
             work.spool().display(),
@@ -286,7 +291,11 @@ async fn acked_records_survive_sigkills_torn_frames_and_lost_spool_state() {
 
 /// Acked records pile up in 1 MiB segments while Kinesis refuses, then the agent
 /// is SIGKILLed with every request answered. Returns what was acked.
-async fn fill_segments_and_kill(emu: &Emulator, work: &Workdir, conf: &Path) -> Vec<Bytes> {
+pub(crate) async fn fill_segments_and_kill(
+    emu: &Emulator,
+    work: &Workdir,
+    conf: &Path,
+) -> Vec<Bytes> {
     emu.faults.fail_requests.store(u32::MAX, Ordering::Relaxed);
     let mut agent = AgentProcess::spawn(work, "fill", conf, &[], |_| {});
     agent.metrics_addr().await;
@@ -305,7 +314,7 @@ async fn fill_segments_and_kill(emu: &Emulator, work: &Workdir, conf: &Path) -> 
 }
 
 /// A sealed segment cut mid-frame and the newest segment deleted.
-fn damage_segments(work: &Workdir) {
+pub(crate) fn damage_segments(work: &Workdir) {
     let streams = stream_dir(&work.spool());
     let segs = files_with(&streams, "seg");
     assert!(segs.len() >= 4, "{segs:?}");

@@ -126,7 +126,7 @@ fn large_line(tag: &str, len: usize) -> String {
 fn large_config(work: &Workdir, endpoint: &str) -> std::path::PathBuf {
     let path = write_binary_config(work, endpoint, "");
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("max_line_bytes = 10485744\n");
+    text.push_str("max_record_bytes = 10485744\n");
     text.push_str(&file_toml(
         &[&work.path("app.log")],
         "max_record_bytes = 10485504",

@@ -231,7 +231,7 @@ stream = "logs"
 region = "us-east-1"
 endpoint = %q
 [delivery]
-linger_ms = 20
+max_buffered_time_ms = 20
 [metrics]
 listen = "127.0.0.1:0"
 [spool]

@@ -69,7 +69,7 @@ def spawn(workdir, shardline_bin, emulator):
     with open(config, "w") as f:
         f.write(
             'shutdown_timeout_secs = 5\n[kinesis]\nstream = "logs"\nregion = "us-east-1"\n'
-            'endpoint = "%s"\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = "127.0.0.1:0"\n'
+            'endpoint = "%s"\n[delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = "127.0.0.1:0"\n'
             '[spool]\ndir = "%s"\n[[socket]]\npath = "%s"\nframing = "frames"\n'
             % (endpoint, os.path.join(workdir, "spool"), sock)
         )

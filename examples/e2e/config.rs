@@ -30,7 +30,7 @@ pub(crate) fn config_text(
     };
     format!(
         "[kinesis]\n{stream}\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-         [delivery]\nshard_rate_factor = 0.0\n{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [delivery]\nrate_limit_percent = 0\n{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
          [spool]\ndir = \"{}\"\n{}\n{source}",
         std::env::var("E2E_DELIVERY").unwrap_or_default(),
         work.join("spool").display(),

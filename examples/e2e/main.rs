@@ -69,7 +69,7 @@
 //!   Firehose records it received and the lines per record.
 //!
 //! Each runs in a child process (this program again), so its CPU is not counted.
-//! The per-shard rate limit of the agent is off (`shard_rate_factor = 0`): neither
+//! The per-shard rate limit of the agent is off (`rate_limit_percent = 0`): neither
 //! endpoint has shard limits.
 //!
 //! # Report

@@ -129,7 +129,7 @@ struct Args {
     /// Bytes of each record's data.
     #[arg(long, default_value_t = 120)]
     record_bytes: usize,
-    /// The agent's `delivery.shard_rate_factor`; 0 turns its own rate limit off.
+    /// The agent's `delivery.rate_limit_percent` as a fraction (0.8 is 80 %); 0 turns its own rate limit off.
     #[arg(long, default_value_t = 0.0)]
     rate_factor: f64,
     /// Seed of the fault schedule (default: from the clock).
@@ -278,12 +278,12 @@ fn write_config(
         &config,
         format!(
             "[kinesis]\n{}region = \"us-east-1\"\nendpoint = \"{}\"\n\
-             [delivery]\nshard_rate_factor = {}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [delivery]\nrate_limit_percent = {}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\n[[socket]]\npath = \"{}\"\nframing = \"frames\"\n\
              [[file]]\ninclude = [\"{}/*.log\"]\n",
             destination.config_lines(),
             destination.endpoint(),
-            args.rate_factor,
+            args.rate_factor * 100.0,
             work.join("spool").display(),
             socket.display(),
             logs.display()

@@ -120,6 +120,8 @@ pub(super) struct PerStream {
     pub(super) aggregate: Vec<(String, bool)>,
     /// The compression of each Kinesis stream that sets its own.
     pub(super) compression: Vec<(String, Option<crate::aggregate::Packs>)>,
+    /// The delivery settings of each stream that sets its own.
+    pub(super) overrides: Vec<(String, crate::deliver::StreamDelivery)>,
 }
 
 impl PerStream {
@@ -138,6 +140,11 @@ impl PerStream {
                 .and_then(|k| Some((k.stream.clone(), k.compression?)))
                 .into_iter()
                 .collect(),
+            overrides: kinesis
+                .filter(|k| !k.overrides.is_empty())
+                .map(|k| (k.stream.clone(), k.overrides.clone()))
+                .into_iter()
+                .collect(),
         }
     }
 }
@@ -148,6 +155,7 @@ impl PerStream {
         delivery.packing = self.packing;
         delivery.aggregate_streams = self.aggregate;
         delivery.compression_streams = self.compression;
+        delivery.overrides = self.overrides;
     }
 
     /// What block `field` (`d`, for stream `route`) sets for its own stream.
@@ -176,6 +184,21 @@ impl PerStream {
         );
         if let Some(c) = super::streams::compression(field, is_firehose, compression, problems) {
             self.compression.push((route.to_owned(), c));
+        }
+        let own = super::overrides::validate(
+            field,
+            is_firehose,
+            super::overrides::RawOverrides {
+                max_buffered_time_ms: d.max_buffered_time_ms,
+                rate_limit_percent: d.rate_limit_percent,
+                max_record_age_secs: d.max_record_age_secs,
+                dead_letter_path: d.dead_letter_path.clone(),
+                max_inflight_bytes: d.max_inflight_bytes,
+            },
+            problems,
+        );
+        if !own.is_empty() {
+            self.overrides.push((route.to_owned(), own));
         }
     }
 }

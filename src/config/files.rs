@@ -119,6 +119,9 @@ pub(super) fn validate_file(
         ),
         problems,
     );
+    if f.delete_after_delivered {
+        check_delete_after_delivered(&field, &f, problems);
+    }
     let format = file_format(&field, &f, problems);
     let partition_key = file_partition_key(&field, f.partition_key, problems);
     let multiline_start = multiline_start(&field, f.multiline_start.as_deref(), problems);
@@ -159,8 +162,35 @@ pub(super) fn validate_file(
         rescan_interval: Duration::from_millis(f.rescan_interval_ms),
         rotate_wait: Duration::from_millis(f.rotate_wait_ms),
         follow_symlinks: f.follow_symlinks,
+        delete_after_delivered: f.delete_after_delivered,
         format,
     })
+}
+
+/// `delete_after_delivered` is for one-shot files: refused where it would
+/// delete lines never read, or the file a program keeps writing.
+fn check_delete_after_delivered(field: &str, f: &RawFile, problems: &mut Vec<String>) {
+    if f.read_from == super::ReadFrom::End {
+        problems.push(format!(
+            "{field}.delete_after_delivered with read_from = \"end\" would delete the lines before the end, which are never read"
+        ));
+    }
+    for p in &f.include {
+        let name = Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if !name.contains(['*', '?', '[', '{']) {
+            problems.push(format!(
+                "{field}.delete_after_delivered: include pattern {p:?} names one file, which a program keeps writing (or logrotate rotates); deletion is for one-shot files matched by a wildcard, such as \"/var/spool/app/*.json\""
+            ));
+        }
+    }
+    if f.rotate_wait_ms == 0 {
+        problems.push(format!(
+            "{field}.delete_after_delivered needs rotate_wait_ms of at least 1: a file is deleted only once it was not written for that long"
+        ));
+    }
 }
 
 /// A file block's record format, checked against its line options.
@@ -204,23 +234,26 @@ fn file_partition_key(
     problems: &mut Vec<String>,
 ) -> Option<PartitionKey> {
     match key {
-        RawPartitionKey::Named(KeyName::Random) => Some(PartitionKey::Random),
+        RawPartitionKey::Named(KeyName::Random | KeyName::RandomPerBatch) => {
+            Some(PartitionKey::Random)
+        }
+        RawPartitionKey::Named(KeyName::RandomPerRecord) => Some(PartitionKey::RandomPerRecord),
         RawPartitionKey::Named(KeyName::LineHash) => Some(PartitionKey::LineHash),
         RawPartitionKey::Named(KeyName::FilePath) => Some(PartitionKey::FilePath),
         RawPartitionKey::Unknown(written) => {
             let names: Vec<String> = KeyName::ALL.iter().map(|(n, _)| format!("{n:?}")).collect();
             problems.push(format!(
-                "{field}.partition_key {} is not one of {} or {{ json_field = \"...\" }}",
+                "{field}.partition_key {} is not one of {} or {{ field = \"...\" }}",
                 written_value(&written),
                 names.join(", ")
             ));
             None
         }
-        RawPartitionKey::Field(RawJsonField { json_field }) => {
-            if json_field.is_empty() {
-                problems.push(format!("{field}.partition_key.json_field is empty"));
+        RawPartitionKey::Field(RawJsonField { field: name }) => {
+            if name.is_empty() {
+                problems.push(format!("{field}.partition_key.field is empty"));
             }
-            Some(PartitionKey::JsonField(json_field))
+            Some(PartitionKey::JsonField(name))
         }
     }
 }

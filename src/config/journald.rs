@@ -52,15 +52,19 @@ pub(crate) struct RawJournald {
     pub stream: Option<String>,
     /// Destination Firehose stream, instead of a Kinesis `stream`.
     pub delivery_stream: Option<String>,
-    /// Record data: `"message"` (the `MESSAGE` field's bytes) or `"json"` (a JSON
-    /// object of the journal fields named in `fields`, as `journalctl -o json`
-    /// writes them).
+    /// Record data: `"raw"` (the `MESSAGE` field's bytes; formerly `"message"`)
+    /// or `"json"` (a JSON object of the journal fields named in
+    /// `journal_fields`, as `journalctl -o json` writes them).
     #[serde(default)]
     pub format: Format,
     /// The journal fields a `"json"` record holds (those an entry has); `["*"]`:
-    /// every field.
-    #[serde(default = "default_fields")]
-    pub fields: Vec<String>,
+    /// every field. Default: `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER`,
+    /// `_SYSTEMD_UNIT`, `_PID`, `_HOSTNAME`, `__REALTIME_TIMESTAMP`.
+    pub journal_fields: Option<Vec<String>>,
+    /// With `"json"`: static keys added to every record (`{ env = "prod" }`),
+    /// as in the other blocks. (A list here is the former spelling of
+    /// `journal_fields`.)
+    pub fields: Option<RawJournalFields>,
     /// Partition key of each record: `"random"` (16 hex digits) or
     /// `{ field = "_SYSTEMD_UNIT" }` (the value of a journal field; random when an
     /// entry does not have it).
@@ -161,9 +165,20 @@ pub enum Since {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
+    /// The `MESSAGE` field's bytes: written `"raw"` (formerly `"message"`).
     #[default]
+    #[serde(rename = "raw", alias = "message")]
     Message,
     Json,
+}
+
+/// `fields` as written: static keys (a table), or the former spelling of
+/// `journal_fields` (a list).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawJournalFields {
+    Keys(std::collections::BTreeMap<String, String>),
+    List(Vec<String>),
 }
 
 /// `partition_key` as written: a name, or `{ field = "..." }`. Anything else is
@@ -186,8 +201,10 @@ impl Default for RawJournalKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum JournalKeyName {
-    /// 16 random hex digits.
+    /// 16 random hex digits per record.
     Random,
+    /// The same, as other blocks write it.
+    RandomPerRecord,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +252,8 @@ pub struct JournaldConfig {
     pub stream: String,
     pub format: Format,
     pub fields: Fields,
+    /// Static keys added to every json record (`fields`).
+    pub added: std::collections::BTreeMap<String, String>,
     pub partition_key: JournalKey,
     pub max_record_bytes: usize,
     pub oversized: Oversized,
@@ -271,10 +290,8 @@ pub(crate) fn validate(
             j.name
         ));
     }
-    if let Some(d) = &j.directory {
-        if !d.is_absolute() {
-            problems.push(format!("{field}.directory {d:?} is not an absolute path"));
-        }
+    if let Some(d) = j.directory.as_ref().filter(|d| !d.is_absolute()) {
+        problems.push(format!("{field}.directory {d:?} is not an absolute path"));
     }
     if j.journalctl.as_os_str().is_empty() {
         problems.push(format!("{field}.journalctl is empty"));
@@ -290,7 +307,8 @@ pub(crate) fn validate(
         }
     }
     let max_priority = validate_priority(&field, j.priority.as_ref(), problems);
-    let fields = validate_fields(&field, &j.fields, problems);
+    let (names, added) = journal_fields(&field, j.journal_fields, j.fields, j.format, problems);
+    let fields = validate_fields(&field, &names, problems);
     let partition_key = validate_key(&field, j.partition_key, problems);
     let (stream, max_record_bytes) = super::streams::target(
         &field,
@@ -330,6 +348,7 @@ pub(crate) fn validate(
         stream: stream?,
         format: j.format,
         fields,
+        added,
         partition_key: partition_key?,
         max_record_bytes,
         oversized: j.oversized,
@@ -381,13 +400,45 @@ fn validate_fields(field: &str, names: &[String], problems: &mut Vec<String>) ->
     }
 }
 
+/// The journal fields of a json record (`journal_fields`, or `fields` as a
+/// list, its former spelling) and the static keys (`fields` as a table).
+fn journal_fields(
+    field: &str,
+    names: Option<Vec<String>>,
+    fields: Option<RawJournalFields>,
+    format: Format,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, std::collections::BTreeMap<String, String>) {
+    let (listed, added) = match fields {
+        Some(RawJournalFields::List(l)) => (Some(l), Default::default()),
+        Some(RawJournalFields::Keys(k)) => (None, k),
+        None => (None, Default::default()),
+    };
+    if listed.is_some() && names.is_some() {
+        problems.push(format!(
+            "{field}.fields (a list) is the former spelling of journal_fields: set only journal_fields"
+        ));
+    }
+    if !added.is_empty() && format != Format::Json {
+        problems.push(format!(
+            "{field}.fields adds keys to json records: set format = \"json\" or leave it out"
+        ));
+    }
+    if let Some(k) = added.keys().find(|k| k.is_empty()) {
+        problems.push(format!("{field}.fields has an empty key {k:?}"));
+    }
+    (names.or(listed).unwrap_or_else(default_fields), added)
+}
+
 /// `partition_key`: `"random"` or `{ field = "..." }`.
 fn validate_key(field: &str, key: RawJournalKey, problems: &mut Vec<String>) -> Option<JournalKey> {
     match key {
-        RawJournalKey::Named(JournalKeyName::Random) => Some(JournalKey::Random),
+        RawJournalKey::Named(JournalKeyName::Random | JournalKeyName::RandomPerRecord) => {
+            Some(JournalKey::Random)
+        }
         RawJournalKey::Unknown(written) => {
             problems.push(format!(
-                "{field}.partition_key {} is not \"random\" or {{ field = \"...\" }}",
+                "{field}.partition_key {} is not \"random\", \"random_per_record\" or {{ field = \"...\" }} (a journal entry is one record: no batches, lines or paths)",
                 written_value(&written)
             ));
             None

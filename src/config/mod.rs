@@ -17,16 +17,20 @@ use crate::spool::SpoolOptions;
 
 mod arn;
 mod checks;
+mod deprecated;
 mod destination;
+mod env;
 mod files;
 mod import;
 pub mod journald;
+mod overrides;
 pub mod parse;
 mod paths;
 mod quote;
 mod raw;
 #[cfg(test)]
 mod reference;
+mod snippets;
 mod socket;
 mod streams;
 #[cfg(test)]
@@ -84,6 +88,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub ingest: IngestConfig,
     pub shutdown_timeout: Duration,
+    /// A hint for each former spelling the file uses (the new spelling to
+    /// write): `run` logs them at WARN, `validate` prints them.
+    pub deprecated: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +119,8 @@ pub struct KinesisConfig {
     pub compression: Option<Option<crate::aggregate::Packs>>,
     /// The default stream's region, endpoint, credentials and role.
     pub destination: Destination,
+    /// The default stream's own delivery settings.
+    pub overrides: crate::deliver::StreamDelivery,
     pub request_timeout: Duration,
     pub proxy: crate::deliver::proxy::ProxySetting,
     pub no_proxy: Option<String>,
@@ -172,6 +181,9 @@ pub struct FileConfig {
     /// Every record gets an id (in raw records, before the line; a line then
     /// has `record::RECORD_ID_ROOM` bytes less room).
     pub record_id: bool,
+    /// Delete a file once it is read to its end, everything read is delivered
+    /// and it was not written for `rotate_wait` (one-shot files).
+    pub delete_after_delivered: bool,
 }
 
 /// Two blocks are the same when they were written the same: the compiled globs and
@@ -195,6 +207,7 @@ impl PartialEq for FileConfig {
             && self.follow_symlinks == other.follow_symlinks
             && self.format == other.format
             && self.record_id == other.record_id
+            && self.delete_after_delivered == other.delete_after_delivered
     }
 }
 
@@ -332,23 +345,93 @@ impl fmt::Display for Problems<'_> {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, with the snippets of its `include_dir`
+/// (`conf.d` beside it by default) merged in, in name order.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let text = read(path)?;
+    let main = table(&text, path)?;
+    let include_dir = main
+        .get("include_dir")
+        .and_then(|d| d.as_str())
+        .map(PathBuf::from);
+    let parts =
+        snippets::files(&snippets::dir(path, include_dir.as_deref())).map_err(|message| {
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            }
+        })?;
+    if parts.is_empty() {
+        return parse(&text, path);
+    }
+    let (mut merged, mut origins, mut problems) = (toml::Table::new(), Vec::new(), Vec::new());
+    snippets::merge(&mut merged, main, path, &mut origins, &mut problems);
+    for part in parts {
+        let table = table(&read(&part)?, &part)?;
+        if table.contains_key("include_dir") {
+            problems.push(format!(
+                "include_dir is set in {}: only the main config file may set it",
+                part.display()
+            ));
+        }
+        snippets::merge(&mut merged, table, &part, &mut origins, &mut problems);
+    }
+    let invalid = |problems| ConfigError::Invalid {
         path: path.to_owned(),
-        source,
+        problems,
+    };
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    let deprecated = deprecated::hints(&merged);
+    let raw = <RawConfig as serde::Deserialize>::deserialize(toml::Value::Table(merged)).map_err(
+        |e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: format!("{} (with its conf.d snippets)", e.to_string().trim_end()),
+        },
+    )?;
+    let mut config = raw.validate().map_err(invalid)?;
+    config.deprecated = deprecated;
+    Ok(config)
+}
+
+/// One file's text as a table, its `${VAR}` references expanded.
+fn table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = env::expand(text, |name| std::env::var(name).ok()).map_err(|problems| {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
     })?;
-    parse(&text, path)
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
 }
 
 /// Parses and validates config text (`path` names it in errors).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let text = &env::expand(text, |name| std::env::var(name).ok()).map_err(|problems| {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }
+    })?;
     let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
     })?;
-    raw.validate().map_err(|problems| ConfigError::Invalid {
+    let mut config = raw.validate().map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
         problems,
-    })
+    })?;
+    // It read as a RawConfig, so it reads as a table.
+    config.deprecated = toml::from_str(text).map_or_else(|_| Vec::new(), |t| deprecated::hints(&t));
+    Ok(config)
 }

@@ -48,6 +48,10 @@ pub(crate) struct RawConfig {
     /// in-flight requests may finish for this long; what is left stays spooled.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Directory of config snippets (`*.toml`, merged in name order); relative
+    /// to the config file's directory. Default: `conf.d` beside the config file.
+    /// Only the main file may set it.
+    pub include_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,11 +100,20 @@ pub(crate) struct RawSocket {
     /// the socket's own stream.
     #[serde(default)]
     pub streams: Vec<String>,
-    /// Longest line or datagram accepted, in bytes; a longer one is refused with an
-    /// error and counted. Default 1048560, a 1 MiB record less the partition key;
-    /// at most 10485744, for a stream raised to 10 MiB records.
-    #[serde(default = "default_max_line_bytes")]
-    pub max_line_bytes: usize,
+    /// Largest record (line or datagram) accepted, in bytes; a longer one is
+    /// refused with an error and counted (`oversized = "reject"`). Default
+    /// 1048560, a 1 MiB record less the partition key; at most 10485744, for a
+    /// stream raised to 10 MiB records. Formerly `max_line_bytes`.
+    #[serde(default = "default_max_line_bytes", alias = "max_line_bytes")]
+    pub max_record_bytes: usize,
+    /// What happens to a longer line or datagram: `"reject"` (refused, the client
+    /// told, counted), the only policy of a socket (a client's record is never cut
+    /// behind its back).
+    pub oversized: Option<String>,
+    /// Partition key of each line or datagram: `"random"` (16 hex digits per
+    /// record, also written `"random_per_record"`); a framed client sends its
+    /// own.
+    pub partition_key: Option<RawPartitionKey>,
     /// Permissions of the socket file: 3 or 4 octal digits (`"0660"`).
     #[serde(default = "default_file_mode")]
     pub file_mode: String,
@@ -233,10 +246,12 @@ pub(crate) struct RawFile {
     /// read from its beginning.
     #[serde(default)]
     pub read_from: ReadFrom,
-    /// Partition key of each record: `"random"` (16 hex digits), `"line_hash"` (a
-    /// hash of the record, so equal lines go to one shard), `"file_path"` (every
-    /// line of a file to one shard), or `{ json_field = "name" }` (the top-level
-    /// field of a JSON line; random when the field is missing).
+    /// Partition key of each record: `"random_per_batch"` (16 hex digits per
+    /// batch of lines read together, up to 64 KiB; formerly `"random"`),
+    /// `"random_per_record"`, `"line_hash"` (a hash of the record, so equal
+    /// lines go to one shard), `"file_path"` (every line of a file to one shard),
+    /// or `{ field = "name" }` (the top-level field of a JSON line; random when
+    /// the field is missing; formerly `json_field`).
     #[serde(default)]
     pub partition_key: RawPartitionKey,
     /// Regular expression that matches the first line of a record; a line that does
@@ -278,6 +293,13 @@ pub(crate) struct RawFile {
     /// the block's patterns also match, never into /proc, /sys or /dev.
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// Delete each file once it is read to its end, every line read from it has
+    /// been delivered (or refused for good and dead-lettered) and it was not
+    /// written for `rotate_wait_ms`: for one-shot files dropped in a directory,
+    /// never for a log that a program keeps writing (see docs/operations.md for
+    /// the rules that keep it safe).
+    #[serde(default)]
+    pub delete_after_delivered: bool,
     /// Record format: `"raw"` (the line as it is) or `"json"` (an object with the
     /// line as `message` plus `timestamp`, `host` and `source`; see docs/sources.md).
     #[serde(default)]
@@ -383,7 +405,7 @@ pub enum InvalidUtf8 {
     Reject,
 }
 
-/// `partition_key` as written: a name, or `{ json_field = "..." }`. Anything else
+/// `partition_key` as written: a name, or `{ field = "..." }`. Anything else
 /// is kept as written, so that `validate` can name it among the other problems.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -395,7 +417,7 @@ pub(crate) enum RawPartitionKey {
 
 impl Default for RawPartitionKey {
     fn default() -> Self {
-        RawPartitionKey::Named(KeyName::Random)
+        RawPartitionKey::Named(KeyName::RandomPerBatch)
     }
 }
 
@@ -403,8 +425,13 @@ impl Default for RawPartitionKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum KeyName {
-    /// 16 random hex digits.
+    /// 16 random hex digits: per batch in files (deprecated there), per record
+    /// elsewhere.
     Random,
+    /// 16 random hex digits per batch of lines read together.
+    RandomPerBatch,
+    /// 16 random hex digits per record.
+    RandomPerRecord,
     /// A hash of the line.
     LineHash,
     /// The file's path.
@@ -413,8 +440,10 @@ pub(crate) enum KeyName {
 
 impl KeyName {
     /// Every name, as written in the config.
-    pub(crate) const ALL: [(&'static str, KeyName); 3] = [
+    pub(crate) const ALL: [(&'static str, KeyName); 5] = [
         ("random", KeyName::Random),
+        ("random_per_batch", KeyName::RandomPerBatch),
+        ("random_per_record", KeyName::RandomPerRecord),
         ("line_hash", KeyName::LineHash),
         ("file_path", KeyName::FilePath),
     ];
@@ -423,14 +452,19 @@ impl KeyName {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawJsonField {
-    /// Name of the top-level field of a JSON line whose value is the partition key.
-    pub json_field: String,
+    /// Name of the top-level field of a JSON line (of a journal entry, in
+    /// `[[journald]]`) whose value is the partition key; formerly `json_field`.
+    #[serde(alias = "json_field")]
+    pub field: String,
 }
 
 /// How a file record's partition key is chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionKey {
+    /// One random key per batch of lines read together.
     Random,
+    /// One random key per record.
+    RandomPerRecord,
     LineHash,
     FilePath,
     JsonField(String),
@@ -532,9 +566,8 @@ pub(super) fn default_shard_refresh_interval_secs() -> u64 {
 pub(super) fn default_max_inflight_bytes() -> u64 {
     8 << 20
 }
-pub(super) fn default_shard_rate_factor() -> f64 {
-    0.8
-}
+/// Percent of a shard's write limits delivery uses when the config sets none.
+pub(super) const DEFAULT_RATE_LIMIT_PERCENT: f64 = 80.0;
 pub(super) fn default_spool_max_bytes() -> u64 {
     8 << 30
 }

@@ -428,19 +428,22 @@ fn a_missing_or_stale_key_is_named() {
     let doc = read_file("docs/configuration.md");
     let row = doc
         .lines()
-        .find(|l| l.starts_with("| `linger_ms`"))
-        .expect("the reference documents delivery.linger_ms");
+        .find(|l| l.starts_with("| `max_buffered_time_ms` | integer, milliseconds | `100`"))
+        .expect("the reference documents delivery.max_buffered_time_ms");
     let without = doc.replace(&format!("{row}\n"), "");
     assert_eq!(
         key_problems(&without),
-        ["delivery.linger_ms is accepted but not documented"]
+        ["delivery.max_buffered_time_ms is accepted but not documented"]
     );
-    let stale = doc.replace(row, &row.replace("`linger_ms`", "`linger_secs`"));
+    let stale = doc.replace(
+        row,
+        &row.replacen("`max_buffered_time_ms`", "`max_buffered_time_secs`", 1),
+    );
     assert_eq!(
         key_problems(&stale),
         [
-            "delivery.linger_ms is accepted but not documented",
-            "delivery.linger_secs is documented but not accepted"
+            "delivery.max_buffered_time_ms is accepted but not documented",
+            "delivery.max_buffered_time_secs is documented but not accepted"
         ]
     );
 }

@@ -33,13 +33,14 @@ pub(super) fn validate_socket(
         [s.stream.as_ref(), s.delivery_stream.as_ref()],
         default_stream,
         (
-            "max_line_bytes",
-            s.max_line_bytes,
+            "max_record_bytes",
+            s.max_record_bytes,
             super::raw::default_max_line_bytes(),
         ),
         problems,
     );
     let streams = allowed_streams(&field, s, problems);
+    socket_vocabulary(&field, s, problems);
     let file_mode = parse_mode(&s.file_mode);
     if file_mode.is_none() {
         problems.push(format!(
@@ -112,10 +113,10 @@ fn allowed_streams(
 
 /// A socket's mode against its framing and peer checks, and its limits.
 fn check_socket_limits(field: &str, s: &RawSocket, problems: &mut Vec<String>) {
-    if s.max_line_bytes == 0 || s.max_line_bytes > MAX_LARGE_LINE_BYTES {
+    if s.max_record_bytes == 0 || s.max_record_bytes > MAX_LARGE_LINE_BYTES {
         problems.push(format!(
-            "{field}.max_line_bytes {} is outside 1..={MAX_LARGE_LINE_BYTES} (the largest Kinesis record, 10 MiB, less a 16-character partition key)",
-            s.max_line_bytes,
+            "{field}.max_record_bytes {} is outside 1..={MAX_LARGE_LINE_BYTES} (the largest Kinesis record, 10 MiB, less a 16-character partition key)",
+            s.max_record_bytes,
         ));
     }
     if s.mode == SocketMode::Datagram {
@@ -197,4 +198,22 @@ pub(super) fn parse_mode(text: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(digits, 8).ok()
+}
+
+/// The keys every source block has, as far as a socket can honour them: a
+/// longer record is refused, never cut; each line or datagram gets a random
+/// key (a framed client sends its own).
+fn socket_vocabulary(field: &str, s: &super::raw::RawSocket, problems: &mut Vec<String>) {
+    use super::raw::{KeyName, RawPartitionKey};
+    if let Some(o) = s.oversized.as_deref().filter(|o| *o != "reject") {
+        problems.push(format!(
+            "{field}.oversized {o:?} is not supported by a socket: a longer line or datagram is refused and the client told (\"reject\", the default)"
+        ));
+    }
+    match &s.partition_key {
+        None | Some(RawPartitionKey::Named(KeyName::Random | KeyName::RandomPerRecord)) => {}
+        Some(_) => problems.push(format!(
+            "{field}.partition_key: a socket gives each line or datagram a random key (\"random\" or \"random_per_record\"); a framed client sends its own"
+        )),
+    }
 }

@@ -98,7 +98,7 @@ fn file_block_gets_defaults_and_its_stream() {
         exclude = ["/var/log/private/**"]
         stream = "json"
         read_from = "end"
-        partition_key = { json_field = "user" }
+        partition_key = { field = "user" }
         multiline_start = '^\d{4}-'
         oversized = "truncate"
         invalid_utf8 = "replace"
@@ -477,7 +477,7 @@ fn validate_refuses_what_run_would_refuse_or_what_harms_the_spool() {
 fn raised_line_limits_reach_10_mib_and_need_ingest_room() {
     let raised = MINIMAL.replace(
         "path = \"/tmp/a.sock\"",
-        "path = \"/tmp/a.sock\"\n    max_line_bytes = 10485744",
+        "path = \"/tmp/a.sock\"\n    max_record_bytes = 10485744",
     );
     assert_eq!(
         check(&raised).unwrap().sockets[0].max_line_bytes,
@@ -486,13 +486,13 @@ fn raised_line_limits_reach_10_mib_and_need_ingest_room() {
     let over = raised.replace("10485744", "10485745");
     let e = check(&over).unwrap_err().to_string();
     assert!(
-        e.contains("socket[0].max_line_bytes 10485745 is outside 1..=10485744"),
+        e.contains("socket[0].max_record_bytes 10485745 is outside 1..=10485744"),
         "{e}"
     );
     let small = format!("{raised}\n    [ingest]\n    max_memory_bytes = 33554432\n");
     let e = check(&small).unwrap_err().to_string();
     assert!(
-        e.contains("ingest.max_memory_bytes 33554432 is below 4 times socket[0].max_line_bytes (10485744): raise it to at least 41942976"),
+        e.contains("ingest.max_memory_bytes 33554432 is below 4 times socket[0].max_record_bytes (10485744): raise it to at least 41942976"),
         "{e}"
     );
 }

@@ -34,14 +34,10 @@ impl RawConfig {
     /// Checks everything and lists every problem.
     pub(crate) fn validate(self) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
-        let mut kinesis = validate_kinesis(self.kinesis, &mut problems);
+        let (mut kinesis, mut blocks) = kinesis_and(self.kinesis, self.destination, &mut problems);
         let (mut delivery, dead_letter_path) = validate_delivery(self.delivery, &mut problems);
         let spool = validate_spool(self.spool, &mut problems);
-        // Beside the spool unless set.
-        let dead_letter_path = dead_letter_path.or_else(|| {
-            let dir = spool.as_ref()?.dir.as_ref()?;
-            Some(dir.join("dead-letter.ndjson"))
-        });
+        let dead_letter_path = dead_letter_beside(dead_letter_path, spool.as_ref());
         let metrics = validate_metrics(&self.metrics, &mut problems);
         if self.socket.is_empty() && self.file.is_empty() && self.journald.is_empty() {
             problems
@@ -66,7 +62,6 @@ impl RawConfig {
             check_files_miss_own(&files, dir, dead_letter_path.as_deref(), &mut problems);
         }
         let mut arns = super::arn::StreamArns::default();
-        let mut blocks = self.destination;
         let written_regions = stream_keys(
             &mut arns,
             &mut kinesis,
@@ -81,6 +76,13 @@ impl RawConfig {
             settle_regions(&arns, k, &written_regions, &mut destinations, &mut problems);
         }
         per_stream.set_in(&mut delivery);
+        if self
+            .include_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            problems.push("include_dir is empty (leave it out for conf.d)".into());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -97,6 +99,7 @@ impl RawConfig {
             metrics: metrics.expect("checked above"),
             ingest,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            deprecated: Vec::new(),
         };
         // What `run` would refuse at start-up, whatever the process's limit.
         let (sockets, others) = crate::descriptors::needed(&config);
@@ -221,6 +224,17 @@ fn settle_regions(
     arns.settle_regions(&written, &mut k.destination, destinations, problems);
 }
 
+/// `[kinesis]` (or the `[[destination]]` that says `default = true`) and the
+/// other destination blocks.
+fn kinesis_and(
+    mut kinesis: Option<RawKinesis>,
+    mut blocks: Vec<super::raw::RawDestination>,
+    problems: &mut Vec<String>,
+) -> (Option<KinesisConfig>, Vec<super::raw::RawDestination>) {
+    super::overrides::promote_default(&mut kinesis, &mut blocks, problems);
+    (validate_kinesis(kinesis, problems), blocks)
+}
+
 /// Checks `[kinesis]`; `None` if it is missing or unusable.
 fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option<KinesisConfig> {
     let Some(k) = k else {
@@ -265,6 +279,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         },
         problems,
     );
+    let overrides = super::overrides::of_kinesis(&k, problems);
     let destination = super::destination::destination(
         super::destination::RawTarget {
             field: "kinesis",
@@ -290,6 +305,7 @@ fn validate_kinesis(k: Option<RawKinesis>, problems: &mut Vec<String>) -> Option
         aggregate,
         compression,
         destination,
+        overrides,
         request_timeout: Duration::from_millis(k.request_timeout_ms),
         proxy,
         no_proxy: k.no_proxy,
@@ -328,12 +344,13 @@ fn validate_delivery(
     if d.shard_refresh_interval_secs == 0 {
         problems.push("delivery.shard_refresh_interval_secs must be at least 1".into());
     }
-    if !(d.shard_rate_factor >= 0.0 && d.shard_rate_factor <= 1.0) {
-        problems.push(format!(
-            "delivery.shard_rate_factor {} is outside 0..=1",
-            d.shard_rate_factor
-        ));
-    }
+    let rate = rate_limit(
+        "delivery",
+        d.rate_limit_percent,
+        d.shard_rate_factor,
+        problems,
+    )
+    .unwrap_or(super::raw::DEFAULT_RATE_LIMIT_PERCENT);
     if d.max_record_age_secs == Some(0) {
         problems.push("delivery.max_record_age_secs must be at least 1 (or left out)".into());
     }
@@ -348,7 +365,7 @@ fn validate_delivery(
     }
     let options = DeliveryOptions {
         max_connections: d.max_connections,
-        linger: Duration::from_millis(d.linger_ms),
+        linger: Duration::from_millis(d.max_buffered_time_ms),
         aggregation: Limits {
             max_bytes: d.aggregation_max_bytes,
             max_records: d.aggregation_max_records,
@@ -365,11 +382,12 @@ fn validate_delivery(
         )
         .flatten(),
         compression_streams: Vec::new(),
+        overrides: Vec::new(),
         batch_max_records: d.batch_max_records,
         batch_max_bytes: d.batch_max_bytes,
         shard_refresh_interval: Duration::from_secs(d.shard_refresh_interval_secs),
         max_inflight_bytes: d.max_inflight_bytes,
-        shard_rate_factor: d.shard_rate_factor,
+        shard_rate_factor: rate / 100.0,
         max_record_age: d.max_record_age_secs.map(Duration::from_secs),
         packing: Vec::new(),
     };
@@ -461,7 +479,7 @@ fn validate_ingest(
     let widest = sockets.iter().max_by_key(|s| s.max_line_bytes);
     if let Some(s) = widest.filter(|s| i.max_memory_bytes < ratio * s.max_line_bytes as u64) {
         problems.push(format!(
-            "ingest.max_memory_bytes {} is below {ratio} times {}.max_line_bytes ({}): raise it to at least {} for lines that long",
+            "ingest.max_memory_bytes {} is below {ratio} times {}.max_record_bytes ({}): raise it to at least {} for lines that long",
             i.max_memory_bytes,
             s.block,
             s.max_line_bytes,
@@ -506,4 +524,38 @@ fn journald_blocks(
 fn delivery_compression(d: &RawDelivery) -> super::streams::RawCompression<'_> {
     let pack_bytes = Some(d.compression_pack_bytes);
     super::streams::RawCompression::new(Some(&d.compression), d.compression_level, pack_bytes)
+}
+
+/// The dead-letter file: as set, or beside the spool.
+fn dead_letter_beside(
+    set: Option<std::path::PathBuf>,
+    spool: Option<&SpoolOptions>,
+) -> Option<std::path::PathBuf> {
+    set.or_else(|| Some(spool?.dir.as_ref()?.join("dead-letter.ndjson")))
+}
+
+/// `rate_limit_percent` (or its former spelling `shard_rate_factor`, a
+/// fraction) of `section`, as a percent in 0..=100; `None` when neither is set.
+pub(super) fn rate_limit(
+    section: &str,
+    percent: Option<f64>,
+    factor: Option<f64>,
+    problems: &mut Vec<String>,
+) -> Option<f64> {
+    if percent.is_some() && factor.is_some() {
+        problems.push(format!(
+            "{section}.shard_rate_factor is the former spelling of rate_limit_percent: set only rate_limit_percent"
+        ));
+    }
+    let p = percent.or(factor.map(|f| f * 100.0))?;
+    if !(0.0..=100.0).contains(&p) {
+        problems.push(match percent {
+            Some(p) => format!("{section}.rate_limit_percent {p} is outside 0..=100"),
+            None => format!(
+                "{section}.shard_rate_factor {} is outside 0..=1",
+                factor.unwrap_or_default()
+            ),
+        });
+    }
+    Some(p)
 }

@@ -111,6 +111,48 @@ pub struct DeliveryOptions {
     pub compression: Option<crate::aggregate::Packs>,
     /// Kinesis streams (by name inside the agent) that set it for themselves.
     pub compression_streams: Vec<(String, Option<crate::aggregate::Packs>)>,
+    /// Streams (by name inside the agent) with delivery settings of their own
+    /// (a `[[destination]]`'s, or `[kinesis]`'s for the default stream).
+    pub overrides: Vec<(String, StreamDelivery)>,
+}
+
+/// What one destination sets for itself instead of `[delivery]`'s; `None`:
+/// `[delivery]`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamDelivery {
+    /// Longest a user record waits for its aggregate (Kinesis streams).
+    pub linger: Option<Duration>,
+    /// Fraction of each shard's write limits (Kinesis streams; 0: no limit).
+    pub shard_rate_factor: Option<f64>,
+    /// Records older than this are given up; `Some(None)`: never.
+    pub max_record_age: Option<Option<Duration>>,
+    /// Most bytes of spool entries loaded into memory for this stream.
+    pub max_inflight_bytes: Option<u64>,
+    /// This stream's own dead-letter file.
+    pub dead_letter_path: Option<std::path::PathBuf>,
+}
+
+impl StreamDelivery {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == StreamDelivery::default()
+    }
+
+    /// `options` with what this sets in place of theirs.
+    fn apply(&self, options: &mut DeliveryOptions) {
+        if let Some(l) = self.linger {
+            options.linger = l;
+        }
+        if let Some(f) = self.shard_rate_factor {
+            options.shard_rate_factor = f;
+        }
+        if let Some(a) = self.max_record_age {
+            options.max_record_age = a;
+        }
+        if let Some(b) = self.max_inflight_bytes {
+            options.max_inflight_bytes = b;
+        }
+    }
 }
 
 impl DeliveryOptions {
@@ -120,6 +162,14 @@ impl DeliveryOptions {
             .iter()
             .find(|(r, _)| r == route)
             .map_or(self.aggregate, |&(_, a)| a)
+    }
+
+    /// What stream `route` sets for itself.
+    pub fn overrides_of(&self, route: &str) -> Option<&StreamDelivery> {
+        self.overrides
+            .iter()
+            .find(|(r, _)| r == route)
+            .map(|(_, o)| o)
     }
 
     /// How the records of Kinesis stream `route` are packed and compressed.
@@ -170,6 +220,12 @@ pub(crate) fn spawn_stream(
     let (map_tx, map_rx) = watch::channel(None);
     let (size_tx, size_rx) = watch::channel(None);
     let refresh = Arc::new(Notify::new());
+    if let Some(own) = ctx.options.overrides_of(outlet.stream()).cloned() {
+        own.apply(&mut ctx.options);
+        if let Some(path) = own.dead_letter_path {
+            ctx.dead_letter = Some(Arc::new(DeadLetter::new(path)));
+        }
+    }
     if firehose::stream_name(outlet.stream()).is_some() {
         ctx.options = firehose::options(outlet.stream(), &ctx.options);
         let one = ShardMap::new(vec![firehose::shard()]).expect("one shard of every key");

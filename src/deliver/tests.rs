@@ -221,6 +221,7 @@ pub(super) fn options() -> DeliveryOptions {
         aggregate_streams: Vec::new(),
         compression: None,
         compression_streams: Vec::new(),
+        overrides: Vec::new(),
     }
 }
 

@@ -30,11 +30,15 @@
 //!   pacing and the watchdog.
 //! - [`Checkpoint`] (`checkpoint.rs`): the read position sources speak of,
 //!   turned into the spool's at this door.
+//! - `redrive/`: `shardline redrive`, a dead-letter file written back through
+//!   the intakes once, with a checkpoint of its own (through the running
+//!   agent's, or intakes opened on the spool when no agent holds it).
 
 mod backlog;
 mod checkpoint;
 mod outlet;
 mod receipts;
+pub(crate) mod redrive;
 #[cfg(test)]
 mod tests;
 
@@ -119,6 +123,9 @@ pub(crate) struct Intake {
     receipts: Arc<Receipts>,
     /// Asks the dispatcher to seal its partial aggregates now.
     flush: Arc<Notify>,
+    /// The first entry id of this run: entries below it were spooled by an
+    /// earlier run of the agent.
+    first_id: u64,
 }
 
 /// Why a batch was not taken.
@@ -161,6 +168,7 @@ pub(crate) fn open(spool: StreamSpool) -> (Intake, Outlet) {
         wake: wake.clone(),
         receipts: receipts.clone(),
         flush: flush.clone(),
+        first_id: spool.next_id(),
     };
     let outlet = Outlet::new(spool, rx, switch, wake, receipts, flush);
     (intake, outlet)
@@ -171,6 +179,15 @@ impl Intake {
     /// end of its linger.
     pub(crate) fn flush(&self) {
         self.flush.notify_one();
+    }
+
+    /// Whether every entry an earlier run of the agent left in the stream's
+    /// spool has left it (delivered, dead-lettered or given up): entries of this
+    /// run resolve their receipts, those of an earlier run have none.
+    pub(crate) fn earlier_runs_done(&self) -> bool {
+        self.spool
+            .oldest_live_id()
+            .is_none_or(|id| id >= self.first_id)
     }
 
     /// The checkpoints kept in the stream's spool (sources read them at start-up).

@@ -91,6 +91,8 @@ label_values! {
         Removed => "removed",
         Truncated => "truncated",
         Closed => "closed",
+        /// Deleted once delivered (`delete_after_delivered`).
+        Deleted => "deleted",
     }
 }
 

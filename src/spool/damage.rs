@@ -86,7 +86,11 @@ pub(crate) fn read(storage: &dyn Storage, damaged_dir: &Path) -> Option<DamageRe
     let f = storage.open(&path, false).ok()?;
     let mut b = vec![0u8; f.len().ok()? as usize];
     f.read_at(0, &mut b).ok()?;
-    let text = String::from_utf8_lossy(&b);
+    Some(summed(path, &String::from_utf8_lossy(&b)))
+}
+
+/// The report's lines summed up.
+pub(crate) fn summed(path: PathBuf, text: &str) -> DamageReport {
     let mut report = DamageReport {
         path,
         events: 0,
@@ -100,7 +104,7 @@ pub(crate) fn read(storage: &dyn Storage, damaged_dir: &Path) -> Option<DamageRe
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
     }
-    Some(report)
+    report
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! (its `Outlet` and `Acks`). The producer opens and closes the spool and waits
 //! for durability (the socket's acks); gauges, status, pacing and the watchdog
 //! read it through intake's read-only `Backlog`. Sources and delivery never name
-//! it.
+//! it. `survey/` reads a spool directory from outside, without opening the spool
+//! or taking its lock (`shardline spool check|inspect|export`).
 //!
 //! # Layout
 //!
@@ -30,6 +31,8 @@
 //! <dir>/damaged/               files that could not be read, moved aside
 //! <dir>/damaged/report         every damage found and the records it lost, one
 //!                              line each, until an operator deletes the file
+//! <dir>/redrive/               `shardline redrive` requests to the running agent
+//!                              (intake's, not the spool's: see `intake/redrive/`)
 //! ```
 //!
 //! An *entry* is what one read or one socket batch produced. Its frame holds the
@@ -92,6 +95,7 @@ mod open;
 mod space;
 mod storage;
 mod stream;
+pub(crate) mod survey;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

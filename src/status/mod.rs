@@ -1,6 +1,7 @@
 //! The agent's HTTP endpoint — `GET /metrics` (Prometheus text, from
-//! [`Metrics::encode`](crate::metrics::Metrics::encode)) and `GET /status` (a
-//! JSON [`Status`]) — and the client side that `shardline status` uses.
+//! [`Metrics::encode`](crate::metrics::Metrics::encode)), `GET /status` (a
+//! JSON [`Status`]) and `GET /files` (a JSON [`FilesReport`], in `files.rs`) —
+//! and the client side that `shardline status` and `shardline files` use.
 //!
 //! It is a few lines of hyper rather than a web framework: two fixed routes do not
 //! need a router, and hyper is in the tree already through the AWS SDK. The status
@@ -34,8 +35,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::producer::Producer;
 
+mod files;
 mod report;
 
+pub use files::{
+    command as files_command, fetch_files, judge, wait_delivered, FileState, FileStatus,
+    FilesError, FilesReport, Target, Verdict, EXIT_NOT_TAILED, EXIT_TIMED_OUT,
+};
 pub use report::{
     DamageStatus, DestinationState, ErrorStatus, SourceStatus, SpoolStatus, Status, StreamStatus,
 };
@@ -122,6 +128,8 @@ pub(crate) struct View {
     streams: Vec<(String, String)>,
     started: Instant,
     rates: Mutex<RateWindow>,
+    /// The tailed files' progress (`GET /files`).
+    files: crate::source::file::Files,
 }
 
 /// Samples of the delivered counters (one per stream, in `View::streams` order).
@@ -160,7 +168,11 @@ impl RateWindow {
 }
 
 impl View {
-    pub(crate) fn new(producer: Producer, streams: Vec<(String, String)>) -> View {
+    pub(crate) fn new(
+        producer: Producer,
+        streams: Vec<(String, String)>,
+        files: crate::source::file::Files,
+    ) -> View {
         let view = View {
             producer,
             streams,
@@ -168,6 +180,7 @@ impl View {
             rates: Mutex::new(RateWindow {
                 samples: VecDeque::new(),
             }),
+            files,
         };
         view.sample_rates();
         view
@@ -499,11 +512,11 @@ fn response(
 
 fn respond(view: &View, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if !matches!(path, "/metrics" | "/status") {
+    if !matches!(path, "/metrics" | "/status" | "/files") {
         return response(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: this endpoint serves GET /metrics and GET /status\n",
+            "not found: this endpoint serves GET /metrics, GET /status and GET /files\n",
         );
     }
     if req.method() != Method::GET {
@@ -523,8 +536,15 @@ fn respond(view: &View, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             view.producer.metrics().encode(),
         );
     }
-    let mut body =
-        serde_json::to_vec_pretty(&view.status()).expect("a status always serialises to JSON");
+    let mut body = if path == "/files" {
+        let files = view.files.snapshot();
+        let report = FilesReport {
+            files: files.into_iter().map(FileStatus::of).collect(),
+        };
+        serde_json::to_vec_pretty(&report).expect("a files report always serialises to JSON")
+    } else {
+        serde_json::to_vec_pretty(&view.status()).expect("a status always serialises to JSON")
+    };
     body.push(b'\n');
     response(StatusCode::OK, "application/json", body)
 }

@@ -44,7 +44,7 @@ pub(super) fn spawn_binary(conf: &Path, log: &Path, rust_log: &str) -> Child {
 /// then `extra` (the sources).
 pub(super) fn base_toml(emu: &Emulator, work: &Workdir, extra: &str) -> String {
     format!(
-        "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{extra}",
+        "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n{extra}",
         emu.endpoint,
         work.spool().display(),
     )

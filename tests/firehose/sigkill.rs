@@ -28,7 +28,7 @@ fn write_config(work: &Workdir, fh: &FirehoseEndpoint, log: &Path) -> PathBuf {
             "shutdown_timeout_secs = 10\n[kinesis]\ndelivery_stream = \"{NAME}\"\n\
              region = \"us-east-1\"\nendpoint = \"{}\"\nrequest_timeout_ms = 10000\n\
              packing_max_bytes = 8192\npacking_linger_ms = 20\n\
-             [delivery]\nlinger_ms = 20\nmax_inflight_bytes = {MAX_INFLIGHT_BYTES}\n\
+             [delivery]\nmax_buffered_time_ms = 20\nmax_inflight_bytes = {MAX_INFLIGHT_BYTES}\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\nflush_interval_ms = 50\n{}",
             fh.endpoint,

@@ -148,13 +148,13 @@ fn validate_refuses_packing_max_bytes_above_the_firehose_record_limit() {
             &format!(
                 "[[file]]\ninclude = [\"/var/log/app/*.log\"]\ndelivery_stream = \"fh\"\n\
                  max_record_bytes = 1048000\n[[socket]]\npath = \"/tmp/a.sock\"\n\
-                 delivery_stream = \"fh\"\nmax_line_bytes = 1024000\n{}",
+                 delivery_stream = \"fh\"\nmax_record_bytes = 1024000\n{}",
                 firehose_block("fh", "")
             ),
         ),
         &[
             "file[0].max_record_bytes 1048000",
-            "socket[0].max_line_bytes 1024000",
+            "socket[0].max_record_bytes 1024000",
         ],
         &config(
             "",

@@ -21,7 +21,7 @@ fn write_config(emu: &Emulator, work: &Workdir, journal_dir: &Path) -> PathBuf {
     std::fs::write(
         &conf,
         format!(
-            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nlinger_ms = 20\n\
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n[delivery]\nmax_buffered_time_ms = 20\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\nflush_interval_ms = 50\n\
              [[journald]]\ndirectory = \"{}\"\nunits = [\"app\"]\npriority = \"info\"\n",
             emu.endpoint,

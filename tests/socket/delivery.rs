@@ -20,7 +20,7 @@ async fn datagrams_are_records_and_oversized_ones_are_refused() {
     let work = Workdir::new();
     let sock = work.path("dgram.sock");
     let extra = format!(
-        "[[socket]]\npath = \"{}\"\nmode = \"datagram\"\nmax_line_bytes = 1000\n",
+        "[[socket]]\npath = \"{}\"\nmode = \"datagram\"\nmax_record_bytes = 1000\n",
         sock.display()
     );
     let agent = start_agent(config(&work, &emu.endpoint, "logs", &extra)).await;
@@ -62,7 +62,7 @@ async fn acked_records_survive_sigkill() {
             &path,
             format!(
                 "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-                 [delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n\
+                 [delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n[spool]\ndir = \"{}\"\n\
                  # a long group-commit interval: only the acks' own flushes make records durable\n\
                  flush_interval_ms = 60000\n{}",
                 work.spool().display(),

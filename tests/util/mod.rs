@@ -260,7 +260,7 @@ region = "us-east-1"
 endpoint = "{endpoint}"
 request_timeout_ms = 10000
 [delivery]
-linger_ms = 20
+max_buffered_time_ms = 20
 shard_refresh_interval_secs = 5
 [metrics]
 listen = "127.0.0.1:0"
@@ -447,7 +447,7 @@ pub fn write_binary_config(work: &Workdir, endpoint: &str, top: &str) -> PathBuf
         &path,
         format!(
             "{top}\n[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\n\
-             request_timeout_ms = 60000\n[delivery]\nlinger_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             request_timeout_ms = 60000\n[delivery]\nmax_buffered_time_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
              [spool]\ndir = \"{}\"\nflush_interval_ms = 50\n{}",
             work.spool().display(),
             socket_toml(&work.path("in.sock"), None)

@@ -112,7 +112,7 @@ function agentConfig(dir, { endpoint, spoolFull = false, streams = null }) {
     'region = "us-east-1"',
     `endpoint = "${spoolFull ? 'http://127.0.0.1:9' : endpoint}"`,
     '[delivery]',
-    'linger_ms = 20',
+    'max_buffered_time_ms = 20',
     '[metrics]',
     'listen = "127.0.0.1:0"',
     '[spool]',

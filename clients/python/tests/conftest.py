@@ -154,7 +154,7 @@ class Agent:
         self.config.write_text(
             'shutdown_timeout_secs = 5\n'
             '[kinesis]\nstream = "logs"\nregion = "us-east-1"\nendpoint = "%s"\n'
-            "[delivery]\nlinger_ms = 20\n"
+            "[delivery]\nmax_buffered_time_ms = 20\n"
             '[metrics]\nlisten = "127.0.0.1:0"\n'
             '[spool]\ndir = "%s"\n%s'
             '[[socket]]\npath = "%s"\nframing = "frames"\n%s'

@@ -38,7 +38,7 @@ pub(super) fn section(root: &Object, flows: &[Flow], log: &mut Log) -> Section {
     };
     if let Some((ms, differ)) = smallest(&kinesis, "maxBufferAgeMillis") {
         s.key_noted(
-            "linger_ms",
+            "max_buffered_time_ms",
             ms.to_string(),
             &note("maxBufferAgeMillis", "Kinesis", differ),
         );

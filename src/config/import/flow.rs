@@ -110,7 +110,7 @@ fn start(flow: &Flow, s: &mut Section, log: &mut Log) {
 /// `partition_key` from `partitionKeyOption` (the agent's default: RANDOM).
 fn partition_key(flow: &Flow, s: &mut Section, log: &mut Log) {
     match text(flow.map, "partitionKeyOption").as_deref() {
-        None | Some("RANDOM") => s.key_noted("partition_key", out::string("random"), "RANDOM, the agent's default"),
+        None | Some("RANDOM") => s.key_noted("partition_key", out::string("random_per_record"), "RANDOM, the agent's default: a random key per record"),
         Some("DETERMINISTIC") => s.key_noted(
             "partition_key",
             out::string("line_hash"),

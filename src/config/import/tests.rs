@@ -97,7 +97,10 @@ fn a_kinesis_flow_becomes_a_file_block_that_validates() {
         Some("end"),
         "END_OF_FILE is the agent's default"
     );
-    assert_eq!(get(&t, "file.0.partition_key").as_str(), Some("random"));
+    assert_eq!(
+        get(&t, "file.0.partition_key").as_str(),
+        Some("random_per_record")
+    );
     assert_eq!(get(&t, "file.0.oversized").as_str(), Some("truncate"));
     assert!(
         get(&t, "file.0").get("exclude").is_none(),
@@ -322,7 +325,10 @@ fn buffering_takes_the_smallest_value_across_flows() {
             {"filePattern": "/x/b", "kinesisStream": "b", "maxBufferAgeMillis": "2000", "maxBufferSizeBytes": 2097152},
             {"filePattern": "/x/c", "deliveryStream": "c", "maxBufferSizeRecords": 100, "maxBufferSizeBytes": 1000}]}"#,
     );
-    assert_eq!(get(&t, "delivery.linger_ms").as_integer(), Some(2000));
+    assert_eq!(
+        get(&t, "delivery.max_buffered_time_ms").as_integer(),
+        Some(2000)
+    );
     assert_eq!(
         get(&t, "delivery.batch_max_records").as_integer(),
         Some(100)

@@ -8,8 +8,7 @@ use serde::Deserialize;
 use super::{
     default_aggregate, default_aggregation_max_bytes, default_aggregation_max_records,
     default_batch_max_bytes, default_batch_max_records, default_linger_ms, default_max_connections,
-    default_max_inflight_bytes, default_request_timeout_ms, default_shard_rate_factor,
-    default_shard_refresh_interval_secs,
+    default_max_inflight_bytes, default_request_timeout_ms, default_shard_refresh_interval_secs,
 };
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +62,19 @@ pub(crate) struct RawKinesis {
     pub proxy: Option<String>,
     /// Hosts reached without the proxy (as `NO_PROXY`, which it replaces).
     pub no_proxy: Option<String>,
+    /// This stream's own `max_buffered_time_ms` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub max_buffered_time_ms: Option<u64>,
+    /// This stream's own `rate_limit_percent` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub rate_limit_percent: Option<f64>,
+    /// This stream's own `max_record_age_secs`; 0: never give up, whatever
+    /// `[delivery]` says.
+    pub max_record_age_secs: Option<u64>,
+    /// This stream's own dead-letter file (default: `[delivery]`'s).
+    pub dead_letter_path: Option<PathBuf>,
+    /// This stream's own `max_inflight_bytes` (default: `[delivery]`'s).
+    pub max_inflight_bytes: Option<u64>,
 }
 
 /// A `[[destination]]` block: one stream's own region, endpoint, credentials
@@ -110,6 +122,23 @@ pub(crate) struct RawDestination {
     /// holds for it (records spooled before a source was removed or renamed).
     #[serde(default)]
     pub drain: bool,
+    /// This is the default destination, for sources that name none (instead
+    /// of `[kinesis]`, which is its shorthand).
+    #[serde(default)]
+    pub default: bool,
+    /// This stream's own `max_buffered_time_ms` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub max_buffered_time_ms: Option<u64>,
+    /// This stream's own `rate_limit_percent` (a Kinesis stream; default:
+    /// `[delivery]`'s).
+    pub rate_limit_percent: Option<f64>,
+    /// This stream's own `max_record_age_secs`; 0: never give up, whatever
+    /// `[delivery]` says.
+    pub max_record_age_secs: Option<u64>,
+    /// This stream's own dead-letter file (default: `[delivery]`'s).
+    pub dead_letter_path: Option<PathBuf>,
+    /// This stream's own `max_inflight_bytes` (default: `[delivery]`'s).
+    pub max_inflight_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,9 +149,10 @@ pub(crate) struct RawDelivery {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Longest time a user record waits for its aggregate to fill before it is sent
-    /// (kinesis-producer: `FlushInterval`).
-    #[serde(default = "default_linger_ms")]
-    pub linger_ms: u64,
+    /// (KPL: `RecordMaxBufferedTime`; kinesis-producer: `FlushInterval`; formerly
+    /// `linger_ms`).
+    #[serde(default = "default_linger_ms", alias = "linger_ms")]
+    pub max_buffered_time_ms: u64,
     /// Largest aggregate, in bytes of Kinesis record, at most 1048576
     /// (kinesis-producer: `AggregateBatchSize`).
     #[serde(default = "default_aggregation_max_bytes")]
@@ -164,11 +194,13 @@ pub(crate) struct RawDelivery {
     /// File (JSON lines) that receives records Kinesis refuses for good, before
     /// they leave the spool. Default: `dead-letter.ndjson` in the spool directory.
     pub dead_letter_path: Option<PathBuf>,
-    /// Fraction of each shard's write limits (1 MiB/s and 1000 records/s) that
-    /// delivery uses, so that throttling is rare in the first place; 0 < f <= 1, or 0
-    /// for no limit (an endpoint without shard limits).
-    #[serde(default = "default_shard_rate_factor")]
-    pub shard_rate_factor: f64,
+    /// Percent of each shard's write limits (1 MiB/s and 1000 records/s) that
+    /// delivery uses, so that throttling is rare in the first place; 0 < p <=
+    /// 100, or 0 for no limit (an endpoint without shard limits). Default 80
+    /// (KPL: `RateLimit`, default 150).
+    pub rate_limit_percent: Option<f64>,
+    /// The former spelling of `rate_limit_percent`, as a fraction (0.8 is 80).
+    pub shard_rate_factor: Option<f64>,
     /// Give up records not delivered this long after they were spooled: they go to
     /// the dead-letter file with a clear log line. Default: never (records wait in
     /// the spool as long as it takes).
@@ -179,7 +211,7 @@ impl Default for RawDelivery {
     fn default() -> Self {
         RawDelivery {
             max_connections: default_max_connections(),
-            linger_ms: default_linger_ms(),
+            max_buffered_time_ms: default_linger_ms(),
             aggregation_max_bytes: default_aggregation_max_bytes(),
             aggregation_max_records: default_aggregation_max_records(),
             aggregate: default_aggregate(),
@@ -191,7 +223,8 @@ impl Default for RawDelivery {
             shard_refresh_interval_secs: default_shard_refresh_interval_secs(),
             max_inflight_bytes: default_max_inflight_bytes(),
             dead_letter_path: None,
-            shard_rate_factor: default_shard_rate_factor(),
+            rate_limit_percent: None,
+            shard_rate_factor: None,
             max_record_age_secs: None,
         }
     }

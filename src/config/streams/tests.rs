@@ -84,12 +84,12 @@ fn firehose_sources_get_the_firehose_record_limit() {
     );
     let text = BOTH_KINDS.replace(
         "delivery_stream = \"web-logs\"\n    [[journald]]",
-        "delivery_stream = \"web-logs\"\n    max_line_bytes = 1048000\n    [[journald]]",
+        "delivery_stream = \"web-logs\"\n    max_record_bytes = 1048000\n    [[journald]]",
     );
     let all = problems(&text);
     assert!(
         all.contains(
-            "socket[0].max_line_bytes 1048000 is above 1023999, the most a Firehose record holds"
+            "socket[0].max_record_bytes 1048000 is above 1023999, the most a Firehose record holds"
         ),
         "{all}"
     );

@@ -30,6 +30,7 @@ use super::checkpoint::checkpoint;
 use super::framer::Emit;
 use super::identity::{fnv1a, Identity};
 use super::keys::{json_field, key_tail};
+use super::progress::Files;
 use super::{FileError, Sink, BATCH_BYTES, KIND, MAX_KEY_BYTES};
 
 /// Counts gathered since the last spool write and emitted with it.
@@ -59,6 +60,8 @@ pub(super) struct Batch {
     /// Record ids: the file's origin (computed at its first record), the id of
     /// the last record and its position, and which piece of that line it was.
     ids: Option<Ids>,
+    /// Where each spool write and its receipt are told (`shardline files`).
+    files: Files,
 }
 
 /// The record ids of a file (`record_id = true`).
@@ -74,7 +77,7 @@ struct Ids {
 impl Batch {
     /// An empty batch of a file at `path` whose checkpoint in the spool is at
     /// `committed`.
-    pub(super) fn new(block: Arc<FileConfig>, path: &Path, committed: u64) -> Batch {
+    pub(super) fn new(block: Arc<FileConfig>, path: &Path, committed: u64, files: Files) -> Batch {
         let mut batch = Batch {
             block: block.clone(),
             records: Vec::new(),
@@ -84,6 +87,7 @@ impl Batch {
             path_key: String::new(),
             format: None,
             ids: block.record_id.then(Ids::default),
+            files,
         };
         batch.set_path(path);
         batch
@@ -197,6 +201,7 @@ impl Batch {
                 Some(first) => first.partition_key.clone(),
                 None => random_partition_key(),
             },
+            PartitionKey::RandomPerRecord => random_partition_key(),
             PartitionKey::LineHash => format!("{:016x}", fnv1a(data)),
             PartitionKey::FilePath => self.path_key.clone(),
             PartitionKey::JsonField(field) => match json_field(data, field) {
@@ -232,9 +237,27 @@ impl Batch {
             metrics.received(KIND, n);
         }
         let cp = checkpoint(identity, consumed);
-        sink.spool(&self.block.stream, records, &cp)
+        let receipt = sink
+            .spool(&self.block.stream, records, &cp)
             .map_err(|e| FileError::spool(identity.path(), e))?;
+        self.files
+            .spooled(identity.checkpoint_id(), consumed, receipt);
         self.committed = consumed;
+        Ok(())
+    }
+
+    /// Writes the checkpoint at the committed position alone.
+    pub(super) fn write_committed<S: Sink>(
+        &self,
+        sink: &mut S,
+        identity: &Identity,
+    ) -> Result<(), FileError> {
+        let cp = checkpoint(identity, self.committed);
+        let receipt = sink
+            .spool(&self.block.stream, Vec::new(), &cp)
+            .map_err(|e| FileError::spool(identity.path(), e))?;
+        self.files
+            .spooled(identity.checkpoint_id(), self.committed, receipt);
         Ok(())
     }
 
@@ -388,7 +411,7 @@ mod tests {
     #[test]
     fn the_checkpoint_goes_with_the_records_and_moves_only_when_spooled() {
         let (sink, metrics, identity) = (MemorySink::default(), Metrics::new(), identity());
-        let mut batch = Batch::new(block(), identity.path(), 0);
+        let mut batch = Batch::new(block(), identity.path(), 0, Files::default());
         assert!(!batch.push(Bytes::from("one"), 4, &identity));
         assert!(!batch.push(Bytes::from("two"), 8, &identity));
         batch
@@ -421,7 +444,7 @@ mod tests {
     #[test]
     fn a_full_batch_is_spooled_with_the_offset_of_the_record_that_filled_it() {
         let (mut sink, metrics, identity) = (MemorySink::default(), Metrics::new(), identity());
-        let mut batch = Batch::new(block(), identity.path(), 0);
+        let mut batch = Batch::new(block(), identity.path(), 0, Files::default());
         let line = Bytes::from(vec![b'f'; 1000]);
         let mut out = Spooling {
             batch: &mut batch,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::producer::{Checkpoint, ProduceError};
 use crate::record::UserRecord;
 
-use super::Sink;
+use super::{Receipt, Sink};
 
 /// What a [`MemorySink`] holds.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ impl Sink for MemorySink {
         _: &str,
         records: Vec<UserRecord>,
         c: &Checkpoint,
-    ) -> Result<(), ProduceError> {
+    ) -> Result<Option<Receipt>, ProduceError> {
         for (index, r) in records.iter().enumerate() {
             r.validate()
                 .map_err(|source| ProduceError::InvalidRecord { index, source })?;
@@ -83,7 +83,8 @@ impl Sink for MemorySink {
         }
         m.records.extend(records);
         m.checkpoints.insert(c.name.clone(), c.value.clone());
-        Ok(())
+        // Nothing leaves memory: what it holds counts as delivered.
+        Ok(None)
     }
 
     fn checkpoints(&mut self, _: &str) -> Result<Vec<Checkpoint>, ProduceError> {

@@ -127,6 +127,11 @@
 //! - `checkpoint.rs`: `Position`, a checkpoint's value. `keys.rs`: partition keys.
 //!   `discovery.rs`: which paths are tailed. `memory.rs`: [`MemorySink`].
 //!   `runner.rs`: the thread, and the producer as a [`Sink`].
+//! - `progress.rs`: [`Files`], each file's progress into the spool and out of
+//!   it (the receipts of its batches), shared with the status endpoint
+//!   (`shardline files`). `cleanup.rs`: `delete_after_delivered`, a step of the
+//!   tailer, and its rules; `writers.rs`: whether another process has a file
+//!   open for writing.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -138,12 +143,14 @@ use crate::record::UserRecord;
 
 mod batch;
 mod checkpoint;
+mod cleanup;
 mod discovery;
 mod framer;
 mod identity;
 mod keys;
 mod memory;
 mod open;
+mod progress;
 mod reader;
 mod recovery;
 mod runner;
@@ -151,8 +158,10 @@ mod tailed;
 mod tailer;
 #[cfg(test)]
 mod tests;
+mod writers;
 
 pub use memory::MemorySink;
+pub(crate) use progress::{FileProgress, Files, Stage};
 pub(crate) use runner::spawn;
 pub use tailer::Tail;
 
@@ -224,17 +233,29 @@ impl FileError {
 
 /// Where the tailer's batches and checkpoints go: the producer in the agent, a
 /// model in tests. `spool` must write the records and the checkpoint atomically and
-/// may block (a full spool); an empty `records` writes the checkpoint alone.
+/// may block (a full spool); an empty `records` writes the checkpoint alone. It
+/// returns the receipt that resolves when the records have left the spool
+/// (`None`: nothing to wait for, as in memory).
 pub trait Sink {
     fn spool(
         &mut self,
         stream: &str,
         records: Vec<UserRecord>,
         checkpoint: &Checkpoint,
-    ) -> Result<(), ProduceError>;
+    ) -> Result<Option<Receipt>, ProduceError>;
     fn checkpoints(&mut self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError>;
     fn remove_checkpoint(&mut self, stream: &str, name: &[u8]) -> Result<(), ProduceError>;
+    /// Whether what an earlier run of the agent spooled for `stream` has left
+    /// the spool (`None`: nothing of an earlier run can be there).
+    fn earlier_runs(&mut self, _stream: &str) -> Option<Gate> {
+        None
+    }
 }
+
+/// The receipt of a batch's records, resolved when they have left the spool.
+pub(crate) type Receipt = tokio::sync::oneshot::Receiver<crate::DeliveryResult>;
+/// Whether every entry an earlier run left in a stream's spool has left it.
+pub(crate) type Gate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// An error with its causes, for the log.
 fn error_chain(e: &dyn std::error::Error) -> String {

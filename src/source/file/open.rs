@@ -16,7 +16,7 @@ use crate::config::{FileConfig, ReadFrom};
 use crate::metrics::FileEvent;
 
 use super::checkpoint::Position;
-use super::identity::{end_position, FileId};
+use super::identity::{end_position, FileId, Identity};
 use super::tailed::Tailed;
 use super::tailer::Tail;
 use super::{FileError, Sink};
@@ -168,15 +168,11 @@ impl<S: Sink> Tail<S> {
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut t = Tailed::new(
-            config.clone(),
-            id,
-            id,
-            path.to_owned(),
-            path.to_owned(),
-            file,
-            None,
-        );
+        let identity = Identity::new(id, id, path.to_owned(), path.to_owned());
+        let mut t = Tailed::new(config.clone(), identity, file, None, self.progress.clone());
+        // Before anything is spooled: a checkpoint found at start-up means an
+        // earlier run may have left some of the file in the spool.
+        self.track(&t, stored.is_some());
         let ignored_at = self.ignored.remove(&id);
         let (pos, resumed) = match stored {
             Some(p) => {
@@ -203,7 +199,9 @@ impl<S: Sink> Tail<S> {
             },
         };
         t.start_at(pos).map_err(read_err)?;
-        if !resumed {
+        if resumed {
+            self.progress.spooled(id, pos, None);
+        } else {
             t.write_committed(&mut self.sink)?;
         }
         self.metrics.file_event(FileEvent::Opened);

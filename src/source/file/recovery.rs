@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::metrics::FileEvent;
 
 use super::checkpoint::Position;
-use super::identity::{find_file, read_head, FileId, Fingerprint};
+use super::identity::{find_file, read_head, FileId, Fingerprint, Identity};
 use super::tailed::Tailed;
 use super::tailer::Tail;
 use super::{FileError, Sink};
@@ -196,16 +196,16 @@ impl<S: Sink> Tail<S> {
             source,
         };
         let own = FileId::of(&file.metadata().map_err(read_err)?);
+        let identity = Identity::new(own, id, path.clone(), p.path.clone());
         let mut t = Tailed::new(
             self.blocks[block].clone(),
-            own,
-            id,
-            path.clone(),
-            p.path.clone(),
+            identity,
             file,
             Some(now),
+            self.progress.clone(),
         );
         t.start_at(p.offset).map_err(read_err)?;
+        self.track(&t, true);
         if !verified {
             self.metrics.file_event(FileEvent::Truncated);
             tracing::warn!(

@@ -11,6 +11,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,8 +20,9 @@ use crate::metrics::Metrics;
 use crate::producer::{Checkpoint, Pace, ProduceError, Producer};
 use crate::record::UserRecord;
 
+use super::progress::Files;
 use super::tailer::Tail;
-use super::{error_chain, FileError, Sink, EVENT_CHANNEL, KIND, RETRY};
+use super::{error_chain, FileError, Gate, Receipt, Sink, EVENT_CHANNEL, KIND, RETRY};
 
 /// While delivery keeps up, a file is read at its pace (the file itself holds what
 /// is not read yet, so copying it ahead into the spool would only cost); when
@@ -46,18 +48,32 @@ impl Sink for ProducerSink {
         stream: &str,
         records: Vec<UserRecord>,
         checkpoint: &Checkpoint,
-    ) -> Result<(), ProduceError> {
+    ) -> Result<Option<Receipt>, ProduceError> {
         let (producer, shutdown) = (&self.producer, &self.shutdown);
+        // A batch's receipt tells when its records have left the spool
+        // (`shardline files`); a checkpoint alone has nothing to wait for.
+        let (tx, rx) = if records.is_empty() {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
         self.runtime.block_on(async {
             // A spool that stays full must not hold up the shutdown. Dropping the
             // write leaves the checkpoint where it was: the lines are read again at
             // the next start.
             tokio::select! {
                 biased;
-                r = producer.spool_batch(stream, KIND, records, None, Some(checkpoint), Some(PACE)) => r,
+                r = producer.spool_batch(stream, KIND, records, tx, Some(checkpoint), Some(PACE)) => r,
                 _ = shutdown.cancelled() => Err(ProduceError::Stopped),
             }
-        })
+        })?;
+        Ok(rx)
+    }
+
+    fn earlier_runs(&mut self, stream: &str) -> Option<Gate> {
+        let done = self.producer.earlier_runs(stream)?;
+        Some(Arc::new(done))
     }
 
     fn checkpoints(&mut self, stream: &str) -> Result<Vec<Checkpoint>, ProduceError> {
@@ -96,6 +112,7 @@ enum Wake {
 pub(crate) fn spawn(
     files: Vec<FileConfig>,
     producer: Producer,
+    progress: Files,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) {
@@ -116,13 +133,17 @@ pub(crate) fn spawn(
             runtime,
             shutdown: shutdown.clone(),
         };
+        let events = Events {
+            watcher,
+            rx,
+            overflow,
+        };
         run(
             files,
             sink,
             producer.metrics().clone(),
-            watcher,
-            rx,
-            overflow,
+            progress,
+            events,
             shutdown,
         );
     });
@@ -153,16 +174,28 @@ fn watcher(tx: SyncSender<Wake>, overflow: Arc<AtomicBool>) -> Option<notify::Re
     }
 }
 
+/// What wakes the tailer thread: inotify's watcher and the channel it (and the
+/// stop) send on, and whether events were dropped.
+struct Events {
+    watcher: Option<notify::RecommendedWatcher>,
+    rx: mpsc::Receiver<Wake>,
+    overflow: Arc<AtomicBool>,
+}
+
 /// The tailer thread.
 fn run(
     files: Vec<FileConfig>,
     sink: ProducerSink,
     metrics: Metrics,
-    watcher: Option<notify::RecommendedWatcher>,
-    rx: mpsc::Receiver<Wake>,
-    overflow: Arc<AtomicBool>,
+    progress: Files,
+    events: Events,
     shutdown: CancellationToken,
 ) {
+    let Events {
+        watcher,
+        rx,
+        overflow,
+    } = events;
     let interval = files
         .iter()
         .map(|f| f.rescan_interval)
@@ -172,7 +205,7 @@ fn run(
         watcher,
         watched: HashSet::new(),
     };
-    let Some(mut tail) = start(&files, &sink, &metrics, &rx, &shutdown) else {
+    let Some(mut tail) = start(&files, &sink, &metrics, &progress, &rx, &shutdown) else {
         return;
     };
     watches.add(&tail);
@@ -227,11 +260,17 @@ fn start(
     files: &[FileConfig],
     sink: &ProducerSink,
     metrics: &Metrics,
+    progress: &Files,
     rx: &mpsc::Receiver<Wake>,
     shutdown: &CancellationToken,
 ) -> Option<Tail<ProducerSink>> {
     loop {
-        match Tail::start(files.to_vec(), sink.clone(), metrics.clone()) {
+        match Tail::start_with(
+            files.to_vec(),
+            sink.clone(),
+            metrics.clone(),
+            progress.clone(),
+        ) {
             Ok(t) => return Some(t),
             Err(FileError::Stopped) => return None,
             Err(e) => {

@@ -18,9 +18,9 @@ use crate::config::FileConfig;
 use crate::metrics::Metrics;
 
 use super::batch::{Batch, Spooling};
-use super::checkpoint::checkpoint;
 use super::framer::Framer;
 use super::identity::{FileId, Fingerprint, Identity};
+use super::progress::Files;
 use super::reader::Reader;
 use super::{FileError, Sink};
 
@@ -54,19 +54,17 @@ impl Tailed {
     /// `draining`: rotated away already.
     pub(super) fn new(
         block: Arc<FileConfig>,
-        id: FileId,
-        checkpoint_id: FileId,
-        path: PathBuf,
-        tailed_path: PathBuf,
+        identity: Identity,
         file: File,
         draining: Option<Instant>,
+        files: Files,
     ) -> Tailed {
         let mut framer = Framer::new(&block);
         framer.set_join(crate::source::parse::join_of(&block.format));
         Tailed {
             framer,
-            batch: Batch::new(block.clone(), &path, 0),
-            identity: Identity::new(id, checkpoint_id, path, tailed_path),
+            batch: Batch::new(block.clone(), identity.path(), 0, files),
+            identity,
             reader: Reader::new(file),
             block,
             dirty: true,
@@ -94,6 +92,22 @@ impl Tailed {
 
     pub(super) fn path(&self) -> &Path {
         self.identity.path()
+    }
+
+    /// The included path it was found at.
+    pub(super) fn tailed_path(&self) -> &Path {
+        self.identity.tailed_path()
+    }
+
+    /// The file's size now (of the open handle).
+    pub(super) fn size(&self) -> io::Result<u64> {
+        self.reader.size()
+    }
+
+    /// Whether everything up to the end of the file is in the spool: read to
+    /// the end, no partial line or record held back.
+    pub(super) fn read_to_end(&self) -> io::Result<bool> {
+        Ok(self.reader.at_eof() && self.committed() >= self.size()?)
     }
 
     pub(super) fn file(&self) -> &File {
@@ -165,9 +179,7 @@ impl Tailed {
 
     /// Writes the checkpoint at the committed position alone.
     pub(super) fn write_committed<S: Sink>(&self, sink: &mut S) -> Result<(), FileError> {
-        let cp = checkpoint(&self.identity, self.batch.committed());
-        sink.spool(self.stream(), Vec::new(), &cp)
-            .map_err(|e| FileError::spool(self.path(), e))
+        self.batch.write_committed(sink, &self.identity)
     }
 
     /// After a truncation: the file is read again from its start, with a
@@ -416,14 +428,14 @@ mod tests {
             _: &str,
             records: Vec<UserRecord>,
             checkpoint: &Checkpoint,
-        ) -> Result<(), ProduceError> {
+        ) -> Result<Option<crate::source::file::Receipt>, ProduceError> {
             self.records += records.len() as u64;
             self.data.extend(records.iter().flat_map(|r| r.data.iter()));
             let at = Position::decode(&checkpoint.value).unwrap().offset;
             let whole = self.records / self.records_per;
             assert_eq!(at, whole * self.bytes_per, "after {} records", self.records);
             self.writes += 1;
-            Ok(())
+            Ok(None)
         }
         fn checkpoints(&mut self, _: &str) -> Result<Vec<Checkpoint>, ProduceError> {
             Ok(Vec::new())
@@ -439,7 +451,8 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let file = File::open(&path).unwrap();
         let id = FileId::of(&file.metadata().unwrap());
-        let mut t = Tailed::new(block, id, id, path.clone(), path, file, None);
+        let identity = Identity::new(id, id, path.clone(), path);
+        let mut t = Tailed::new(block, identity, file, None, Files::default());
         t.start_at(0).unwrap();
         (dir, t)
     }
@@ -504,7 +517,8 @@ mod tests {
         let path = dir.path().join("a.log");
         let file = File::open(&path).unwrap();
         let id = t.id();
-        let mut again = Tailed::new(block(""), id, id, path.clone(), path, file, None);
+        let identity = Identity::new(id, id, path.clone(), path);
+        let mut again = Tailed::new(block(""), identity, file, None, Files::default());
         again.start_at(checkpoint).unwrap();
         assert_eq!(
             (again.committed(), again.consumed()),

@@ -20,8 +20,10 @@ use crate::metrics::{FileEvent, Metrics};
 use crate::producer::ProduceError;
 
 use super::checkpoint::Position;
+use super::cleanup::{Deletions, DELETE_POLL};
 use super::discovery::{admit_path, walk};
 use super::identity::FileId;
+use super::progress::{Files, Seen, Stage};
 use super::tailed::{ReadEnd, Tailed};
 use super::{error_chain, FileError, Sink, READ_BUDGET_BYTES, RETRY};
 
@@ -55,12 +57,29 @@ pub struct Tail<S: Sink> {
     pub(super) skipped: HashSet<PathBuf>,
     /// Bytes searched for newlines (the cost the resumed search keeps linear).
     pub(super) scanned_bytes: u64,
+    /// Each file's progress into the spool and out of it (`shardline files`).
+    pub(super) progress: Files,
+    /// What `delete_after_delivered` remembers (paths that rotated, files held
+    /// by a writer).
+    pub(super) deletions: Deletions,
 }
 
 impl<S: Sink> Tail<S> {
     /// Reads the checkpoints, opens every file the globs match (resuming at its
     /// checkpoint) and settles the checkpoints no file matched.
     pub fn start(blocks: Vec<FileConfig>, sink: S, metrics: Metrics) -> Result<Tail<S>, FileError> {
+        Self::start_with(blocks, sink, metrics, Files::default())
+    }
+
+    /// [`start`](Self::start), telling `files` of every file's progress (a
+    /// reload's tailer takes over the progress of the files it finds again).
+    pub(crate) fn start_with(
+        blocks: Vec<FileConfig>,
+        sink: S,
+        metrics: Metrics,
+        progress: Files,
+    ) -> Result<Tail<S>, FileError> {
+        progress.begin();
         let mut tail = Tail {
             blocks: blocks.into_iter().map(Arc::new).collect(),
             sink,
@@ -74,6 +93,8 @@ impl<S: Sink> Tail<S> {
             starting: true,
             skipped: HashSet::new(),
             scanned_bytes: 0,
+            progress,
+            deletions: Deletions::default(),
         };
         let mut streams: Vec<String> = tail.blocks.iter().map(|b| b.stream.clone()).collect();
         streams.sort();
@@ -203,9 +224,24 @@ impl<S: Sink> Tail<S> {
             match serviced {
                 Ok(Serviced::Keep { more: m }) => {
                     more |= m;
+                    if !m
+                        && self.deletions.delete_if_delivered(
+                            &mut t,
+                            &self.progress,
+                            &self.metrics,
+                            now,
+                        )
+                        && self.by_path.get(t.path()) == Some(&seq)
+                    {
+                        self.by_path.remove(t.path());
+                    }
                     self.files.insert(seq, t);
                 }
                 Ok(Serviced::Closed) => {
+                    self.progress.closed(t.checkpoint_id());
+                    let open = &self.by_id;
+                    self.deletions
+                        .retain(|id| id != &t.id() && open.contains_key(id));
                     self.by_id.remove(&t.id());
                     if self.by_path.get(t.path()) == Some(&seq) {
                         self.by_path.remove(t.path());
@@ -234,7 +270,18 @@ impl<S: Sink> Tail<S> {
     /// When [`service`](Self::service) has timed work next (a multiline record to
     /// send, a rotated file to close, a retry).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.files.values().filter_map(Tailed::next_deadline).min()
+        // A file waiting to be deleted waits for its delivery, which no event
+        // announces: it is looked at again shortly.
+        let delete = self
+            .files
+            .values()
+            .any(|t| t.block().delete_after_delivered && !t.is_draining())
+            .then(|| Instant::now() + DELETE_POLL);
+        self.files
+            .values()
+            .filter_map(Tailed::next_deadline)
+            .chain(delete)
+            .min()
     }
 
     /// Rescans and services until nothing is left to read (tests, and a pass that
@@ -272,6 +319,43 @@ impl<S: Sink> Tail<S> {
             })
     }
 
+    /// Lists a file just opened in the progress, before anything of it is
+    /// spooled; `earlier`: an earlier run may have spooled part of it.
+    pub(super) fn track(&mut self, t: &Tailed, earlier: bool) {
+        let gate = if earlier {
+            self.sink.earlier_runs(t.stream())
+        } else {
+            None
+        };
+        let seen = Seen {
+            stream: t.stream().to_owned(),
+            path: t.path().to_owned(),
+            tailed_path: t.tailed_path().to_owned(),
+            stage: if t.is_draining() {
+                Stage::Draining
+            } else {
+                Stage::Tailed
+            },
+            size: t.size().unwrap_or(0),
+            read: t.committed(),
+        };
+        self.progress
+            .open(t.checkpoint_id(), seen, t.committed(), gate);
+    }
+
+    /// Tells the progress how a file looks after a pass that read it.
+    fn show(&self, t: &Tailed) {
+        let size = t.size().ok();
+        self.progress.seen(t.checkpoint_id(), |s| {
+            s.path = t.path().to_owned();
+            s.tailed_path = t.tailed_path().to_owned();
+            if let Some(size) = size {
+                s.size = size;
+            }
+            s.read = t.committed();
+        });
+    }
+
     /// Checks that an open file's path still names it; if not, the file drains.
     pub(super) fn check_path(&mut self, seq: u64) -> Result<(), FileError> {
         let Some(t) = self.files.get_mut(&seq) else {
@@ -303,6 +387,9 @@ impl<S: Sink> Tail<S> {
         );
         t.start_draining(Instant::now());
         let path = t.path().to_owned();
+        self.deletions.rotated(&path);
+        self.progress
+            .seen(t.checkpoint_id(), |s| s.stage = Stage::Draining);
         let block = self.blocks.iter().position(|b| Arc::ptr_eq(b, t.block()));
         self.by_path.remove(&path);
         if now_at_path.is_some() {
@@ -331,6 +418,7 @@ impl<S: Sink> Tail<S> {
                 ReadEnd::Eof => {}
             }
             t.spool(&mut self.sink, &self.metrics)?;
+            self.show(t);
         }
         if t.emit_multiline_due(&mut self.sink, &self.metrics, now)? {
             t.spool(&mut self.sink, &self.metrics)?;

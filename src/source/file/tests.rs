@@ -367,10 +367,7 @@ fn partition_keys_follow_the_option() {
     let sink = MemorySink::default();
     let metrics = Metrics::new();
     let mut tail = Tail::start(
-        vec![block(
-            dir.path(),
-            "partition_key = { json_field = \"user\" }",
-        )],
+        vec![block(dir.path(), "partition_key = { field = \"user\" }")],
         sink.clone(),
         metrics.clone(),
     )

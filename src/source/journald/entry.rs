@@ -159,6 +159,11 @@ impl Entry {
             }
             Format::Json => {
                 let mut object = self.json_object(&config.fields);
+                for (k, v) in &config.added {
+                    object
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::String(v.clone()));
+                }
                 let id = config.record_id.as_ref().zip(id).map(|(k, id)| {
                     let id = String::from_utf8_lossy(id).into_owned();
                     object.insert(k.clone(), Value::String(id.clone()));
@@ -317,6 +322,7 @@ mod tests {
             stream: "logs".into(),
             format,
             fields: Fields::Named(vec!["MESSAGE".into(), "_SYSTEMD_UNIT".into()]),
+            added: Default::default(),
             partition_key: JournalKey::Field("_SYSTEMD_UNIT".into()),
             max_record_bytes: max,
             oversized: Oversized::Split,

@@ -509,6 +509,7 @@ mod tests {
             stream: "logs".into(),
             format: Format::Message,
             fields: Fields::All,
+            added: Default::default(),
             partition_key: JournalKey::Random,
             max_record_bytes: 100,
             oversized: Oversized::Split,

@@ -419,7 +419,7 @@ async fn lines_connection(
                 tracing::error!(
                     path = %shared.path(),
                     error = %format!(
-                        "line of at least {} bytes exceeds the {}-byte line limit (max_line_bytes)",
+                        "line of at least {} bytes exceeds the {}-byte line limit (max_record_bytes)",
                         lines.last_rejected_len, config.max_line_bytes
                     ),
                     suppressed,
@@ -572,7 +572,7 @@ async fn datagrams(socket: UnixDatagram, shared: &Shared, shutdown: &Cancellatio
             if let Some(suppressed) = shared.warnings.too_large.check() {
                 tracing::error!(
                     path = %shared.path(),
-                    error = %format!("datagram exceeds the {}-byte limit (max_line_bytes)", config.max_line_bytes),
+                    error = %format!("datagram exceeds the {}-byte limit (max_record_bytes)", config.max_line_bytes),
                     suppressed,
                     "Refused a record"
                 );

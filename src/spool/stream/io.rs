@@ -414,6 +414,19 @@ impl StreamSpool {
             .collect())
     }
 
+    /// The id the next entry will get (nothing is reserved).
+    pub fn next_id(&self) -> u64 {
+        self.inner.next_id.load(Ordering::Relaxed)
+    }
+
+    /// The lowest id of a live entry (one not retired yet); `None` when none is
+    /// live, or in memory-only mode.
+    pub fn oldest_live_id(&self) -> Option<u64> {
+        let disk = self.inner.disk.as_ref()?;
+        let state = disk.lock();
+        state.entries.keys().next().copied()
+    }
+
     /// Number of live entries held.
     pub fn entry_count(&self) -> usize {
         self.inner

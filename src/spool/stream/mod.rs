@@ -34,6 +34,7 @@ mod manifest;
 mod recover;
 
 pub(crate) use files::OPEN_FILES;
+pub(super) use manifest::MANIFEST_FILE;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -164,13 +165,13 @@ pub(super) struct State {
     files: files::FileCache,
 }
 
-fn seg_name(seq: u64) -> String {
+pub(super) fn seg_name(seq: u64) -> String {
     format!("{seq:016x}.seg")
 }
-fn ack_name(seq: u64) -> String {
+pub(super) fn ack_name(seq: u64) -> String {
     format!("{seq:016x}.ack")
 }
-fn parse_seq(name: &str, ext: &str) -> Option<u64> {
+pub(super) fn parse_seq(name: &str, ext: &str) -> Option<u64> {
     let stem = name.strip_suffix(ext)?;
     (stem.len() == 16)
         .then(|| u64::from_str_radix(stem, 16).ok())
@@ -372,7 +373,7 @@ impl Disk {
 
 /// Keeps the later of two records of one checkpoint (by sequence, not by place:
 /// an entry copied forward carries its old checkpoint after newer ones).
-fn keep_later(table: &mut BTreeMap<Vec<u8>, CheckpointRecord>, c: CheckpointRecord) {
+pub(super) fn keep_later(table: &mut BTreeMap<Vec<u8>, CheckpointRecord>, c: CheckpointRecord) {
     if table.get(&c.name).is_none_or(|old| old.seq < c.seq) {
         table.insert(c.name.clone(), c);
     }

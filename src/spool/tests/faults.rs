@@ -8,6 +8,8 @@ use super::{
 };
 use crate::record::UserRecord;
 use crate::spool::storage::Storage as _;
+use crate::spool::survey::tests::damage_found;
+use crate::spool::survey::FindingKind::{BadHeader, CutShort, DamagedFrame, Missing};
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 
 #[test]
@@ -107,6 +109,11 @@ fn a_damaged_frame_is_reported_and_everything_around_it_delivered() {
         let at = memchr::memmem::find(&bytes, b"record 3").unwrap();
         bytes[at] ^= 0xff;
         sim.overwrite(&path, bytes);
+        assert_eq!(
+            damage_found(&sim, SIM_DIR),
+            [DamagedFrame],
+            "sealed: {sealed}"
+        );
         let spool = sim_open(&sim, 1 << 20).unwrap();
         let s = spool.stream("s").unwrap();
         let got: Vec<String> = all(&s)
@@ -143,6 +150,7 @@ fn a_truncated_segment_and_a_lost_ack_file_lose_only_what_they_held() {
     let ack = seg.with_extension("ack");
     assert!(sim.read(&ack).is_some());
     sim.overwrite(&ack, Vec::new());
+    assert_eq!(damage_found(&sim, SIM_DIR), [CutShort]);
     let spool = sim_open(&sim, 1 << 20).unwrap();
     let got: Vec<String> = all(&spool.stream("s").unwrap())
         .into_iter()
@@ -165,6 +173,7 @@ fn a_segment_without_a_readable_header_is_moved_aside() {
     crash(spool);
     let seg = seg_paths(&sim).remove(0);
     sim.overwrite(&seg, b"garbage".to_vec());
+    assert!(damage_found(&sim, SIM_DIR).contains(&BadHeader));
     let spool = sim_open(&sim, 1 << 20).unwrap();
     assert!(all(&spool.stream("s").unwrap()).is_empty());
     assert_eq!(spool.damaged(), (1, 1));
@@ -378,6 +387,7 @@ fn a_sealed_segment_cut_short_reports_exactly_the_records_it_lost() {
     let (seg, at) = find_entry(&sim, 7);
     let bytes = sim.read(&seg).unwrap();
     sim.overwrite(&seg, bytes[..at + 5].to_vec());
+    assert_eq!(damage_found(&sim, SIM_DIR), [CutShort]);
     let spool = sim_open(&sim, 1 << 20).unwrap();
     assert_eq!(held(&spool), wanted(0..7, 30));
     assert_eq!(spool.damaged(), (1, 90));
@@ -412,8 +422,9 @@ fn the_newest_segment_missing_is_reported_with_its_records() {
         .filter(|&e| find_entry(&sim, e).0 == newest)
         .collect();
     sim.delete(&newest);
-    let spool = sim_open(&sim, 4096).unwrap();
     let lost = lost_entries.len() as u64 * 10;
+    assert_eq!(damage_found(&sim, SIM_DIR), [Missing { records: lost }]);
+    let spool = sim_open(&sim, 4096).unwrap();
     assert_eq!(spool.damaged(), (1, lost));
     assert_eq!(report(&spool), (1, lost));
     assert_eq!(
@@ -454,8 +465,9 @@ fn a_missing_segment_whose_ack_file_stayed_is_reported() {
     crash(spool);
     assert!(sim.read(&middle.with_extension("ack")).is_some());
     sim.delete(&middle);
-    let spool = sim_open(&sim, 4096).unwrap();
     let lost = in_first.len() as u64 * 10 - 11;
+    assert_eq!(damage_found(&sim, SIM_DIR), [Missing { records: lost }]);
+    let spool = sim_open(&sim, 4096).unwrap();
     assert_eq!(spool.damaged(), (1, lost));
     assert_eq!(report(&spool), (1, lost));
 }
@@ -478,6 +490,7 @@ fn a_flipped_header_byte_keeps_every_entry() {
         let mut bytes = sim.read(&seg).unwrap();
         bytes[20] ^= 0x10;
         sim.overwrite(&seg, bytes);
+        assert_eq!(damage_found(&sim, SIM_DIR), [BadHeader], "sealed: {sealed}");
         let spool = sim_open(&sim, 1 << 20).unwrap();
         assert_eq!(held(&spool), wanted(0..10, 5), "sealed: {sealed}");
         assert_eq!(spool.damaged(), (1, 0), "sealed: {sealed}");
@@ -503,6 +516,7 @@ fn a_damaged_last_frame_that_was_synced_is_damage_not_a_torn_tail() {
     let mut bytes = sim.read(&seg).unwrap();
     bytes[at + 3] ^= 0x01;
     sim.overwrite(&seg, bytes);
+    assert_eq!(damage_found(&sim, SIM_DIR), [CutShort]);
     let spool = sim_open(&sim, 1 << 20).unwrap();
     assert_eq!(held(&spool), wanted(0..9, 20));
     assert_eq!(spool.damaged(), (1, 20));
@@ -529,6 +543,7 @@ fn a_torn_end_after_the_last_commit_is_not_damage() {
     let n = bytes.len();
     bytes.truncate(n - 3);
     sim.overwrite(&seg, bytes);
+    assert_eq!(damage_found(&sim, SIM_DIR), []);
     let spool = sim_open(&sim, 1 << 20).unwrap();
     assert_eq!(held(&spool), wanted(0..10, 20));
     assert_eq!(spool.damaged(), (0, 0));
@@ -560,6 +575,7 @@ fn a_removed_segment_is_never_reported_missing() {
     );
     crash(spool);
     sim.power_cut(&mut fastrand::Rng::with_seed(3));
+    assert_eq!(damage_found(&sim, SIM_DIR), []);
     let spool = sim_open(&sim, 4096).unwrap();
     assert_eq!(spool.damaged(), (0, 0));
     assert_eq!(held(&spool).len(), (12 - in_first.len()) * 10);
