@@ -69,7 +69,10 @@ def test_sigkill_mid_stream(emulator, agent):
     putter.join(T)
     assert p.flush(T)
     # Killed again with nothing written: what is queued then fails Closed at close.
+    # (Put once the producer has seen the connection end: records written to the
+    # dead connection before that would be in doubt, as they must be.)
     a.kill()
+    wait_until(lambda: not p.stats()["connected"], T, "the producer sees the agent gone")
     late = [p.put(b"%s-late-%d" % (tag, i)) for i in range(100)]
     assert p.close(timeout=0.5) is False
     assert p.outstanding_records == 0

@@ -128,69 +128,49 @@ pub fn pending_len(buf: &[u8]) -> Option<usize> {
 /// cost is known before it is paid. A malformed message counts what was readable
 /// (decoding then refuses it).
 pub fn count_records(frame: &[u8]) -> usize {
-    let Some(mut body) = frame.get(HEADER_BYTES + 1..) else {
-        return 0;
-    };
     let mut records = 0;
-    while let Ok(key) = prost::encoding::decode_varint(&mut body) {
-        let skip = match key & 7 {
-            0 => match prost::encoding::decode_varint(&mut body) {
-                Ok(_) => 0,
-                Err(_) => break,
-            },
-            1 => 8,
-            2 => {
-                if key >> 3 == 2 {
-                    records += 1;
-                }
-                match prost::encoding::decode_varint(&mut body) {
-                    Ok(len) => len as usize,
-                    Err(_) => break,
-                }
-            }
-            5 => 4,
-            _ => break,
-        };
-        if skip > body.len() {
-            break;
-        }
-        body = &body[skip..];
-    }
+    top_fields(frame, |key, _| records += usize::from(key == 2 << 3 | 2));
     records
 }
 
 /// The id of the request in `frame` (a whole frame, header included), read from
 /// the protobuf wire without decoding the records; 0 if it has none or is
-/// malformed before it.
+/// malformed before it (the last one wins, as when decoding).
 pub fn request_id(frame: &[u8]) -> u64 {
-    let Some(mut body) = frame.get(HEADER_BYTES + 1..) else {
-        return 0;
-    };
     let mut id = 0;
+    top_fields(frame, |key, value| {
+        if key == 1 << 3 {
+            id = value;
+        }
+    });
+    id
+}
+
+/// Calls `visit(key, value)` for each top-level field of the message in `frame`
+/// (a whole frame, header included), in order, up to the first that cannot be
+/// read: `value` is a varint's value, a length-delimited field's length, 0 for
+/// fixed-size fields.
+fn top_fields(frame: &[u8], mut visit: impl FnMut(u64, u64)) {
+    let Some(mut body) = frame.get(HEADER_BYTES + 1..) else {
+        return;
+    };
     while let Ok(key) = prost::encoding::decode_varint(&mut body) {
-        let skip = match key & 7 {
-            0 => match prost::encoding::decode_varint(&mut body) {
-                Ok(v) if key >> 3 == 1 => {
-                    id = v; // the last one wins, as when decoding
-                    0
-                }
-                Ok(_) => 0,
+        let (value, skip) = match key & 7 {
+            0 | 2 => match prost::encoding::decode_varint(&mut body) {
+                Ok(v) if key & 7 == 2 => (v, v as usize),
+                Ok(v) => (v, 0),
                 Err(_) => break,
             },
-            1 => 8,
-            2 => match prost::encoding::decode_varint(&mut body) {
-                Ok(len) => len as usize,
-                Err(_) => break,
-            },
-            5 => 4,
+            1 => (0, 8),
+            5 => (0, 4),
             _ => break,
         };
+        visit(key, value);
         if skip > body.len() {
             break;
         }
         body = &body[skip..];
     }
-    id
 }
 
 /// Takes the next complete frame off `buf` and decodes it with `M`. `Ok(None)`: more
