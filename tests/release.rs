@@ -16,9 +16,11 @@ use std::process::{Command, Output};
 pub const GLIBC_FLOOR: [u32; 2] = [2, 28];
 
 /// The stripped binary may be at most this large (bytes).
-/// (15 MB until compression added zstd and gzip: 0.36 MB of code; see
-/// docs/benchmarks.md, "The release binary".)
-const MAX_BINARY_BYTES: u64 = 16_000_000;
+/// (15 MB until compression added zstd and gzip: 0.36 MB of code; 16 MB until
+/// the operator's tools (spool survey, redrive, delivered files, the
+/// environment and snippets): 16.29 MB; see docs/benchmarks.md, "The release
+/// binary".)
+const MAX_BINARY_BYTES: u64 = 16_500_000;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
