@@ -55,7 +55,7 @@ pub(super) fn glob_set(
 pub(super) fn check_files_miss_own(
     files: &[FileConfig],
     spool: &Path,
-    dead_letter: Option<&Path>,
+    dead_letters: &[&Path],
     problems: &mut Vec<String>,
 ) {
     // A name of each kind the spool writes (see the spool's layout).
@@ -80,7 +80,7 @@ pub(super) fn check_files_miss_own(
                 p.display()
             ));
         }
-        if let Some(d) = dead_letter.filter(|d| matches(d)) {
+        if let Some(d) = dead_letters.iter().find(|d| matches(d)) {
             problems.push(format!(
                 "file[{i}].include matches the dead-letter file {}: its records would be sent again without end; narrow the pattern or add an exclude",
                 d.display()

@@ -58,8 +58,9 @@ impl RawConfig {
         let mut journald_blocks =
             journald_blocks(self.journald, default_stream.as_ref(), &mut problems);
         journald::check_names(&journald_blocks, &mut problems);
+        let dead = dead_letters(dead_letter_path.as_deref(), kinesis.as_ref(), &blocks);
         if let Some(dir) = spool.as_ref().and_then(|s| s.dir.as_ref()) {
-            check_files_miss_own(&files, dir, dead_letter_path.as_deref(), &mut problems);
+            check_files_miss_own(&files, dir, &dead, &mut problems);
         }
         let mut arns = super::arn::StreamArns::default();
         let written_regions = stream_keys(
@@ -524,6 +525,17 @@ fn journald_blocks(
 fn delivery_compression(d: &RawDelivery) -> super::streams::RawCompression<'_> {
     let pack_bytes = Some(d.compression_pack_bytes);
     super::streams::RawCompression::new(Some(&d.compression), d.compression_level, pack_bytes)
+}
+
+/// Every dead-letter file: `[delivery]`'s and the destinations' own.
+fn dead_letters<'a>(
+    global: Option<&'a Path>,
+    kinesis: Option<&'a KinesisConfig>,
+    blocks: &'a [super::raw::RawDestination],
+) -> Vec<&'a Path> {
+    let own = kinesis.and_then(|k| k.overrides.dead_letter_path.as_deref());
+    let blocks = blocks.iter().filter_map(|b| b.dead_letter_path.as_deref());
+    global.into_iter().chain(own).chain(blocks).collect()
 }
 
 /// The dead-letter file: as set, or beside the spool.

@@ -84,6 +84,10 @@ fn mistakes_are_named() {
             "[kinesis]\nstream = \"logs\"\n[[destination]]\nstream = \"audit\"\ndead_letter_path = \"dead.ndjson\"\n",
             "destination[0].dead_letter_path",
         ),
+        (
+            "[kinesis]\nstream = \"logs\"\n[[destination]]\nstream = \"audit\"\ndead_letter_path = \"/var/log/audit-dead.log\"\n[[file]]\ninclude = [\"/var/log/*.log\"]\n",
+            "file[0].include matches the dead-letter file /var/log/audit-dead.log",
+        ),
     ] {
         let e = parse(&format!("{text}{TAIL}"), Path::new("t.toml"))
             .unwrap_err()
