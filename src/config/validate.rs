@@ -58,7 +58,7 @@ impl RawConfig {
         let mut journald_blocks =
             journald_blocks(self.journald, default_stream.as_ref(), &mut problems);
         journald::check_names(&journald_blocks, &mut problems);
-        let dead = dead_letters(dead_letter_path.as_deref(), kinesis.as_ref(), &blocks);
+        let dead = dead_files(&dead_letter_path, &kinesis, &blocks, &mut problems);
         if let Some(dir) = spool.as_ref().and_then(|s| s.dir.as_ref()) {
             check_files_miss_own(&files, dir, &dead, &mut problems);
         }
@@ -527,15 +527,34 @@ fn delivery_compression(d: &RawDelivery) -> super::streams::RawCompression<'_> {
     super::streams::RawCompression::new(Some(&d.compression), d.compression_level, pack_bytes)
 }
 
-/// Every dead-letter file: `[delivery]`'s and the destinations' own.
-fn dead_letters<'a>(
-    global: Option<&'a Path>,
-    kinesis: Option<&'a KinesisConfig>,
+/// Every dead-letter file: `[delivery]`'s and the destinations' own. Each is
+/// one stream's alone (its writes are serialised per file), so a file named
+/// twice is a problem.
+fn dead_files<'a>(
+    global: &'a Option<PathBuf>,
+    kinesis: &'a Option<KinesisConfig>,
     blocks: &'a [super::raw::RawDestination],
+    problems: &mut Vec<String>,
 ) -> Vec<&'a Path> {
-    let own = kinesis.and_then(|k| k.overrides.dead_letter_path.as_deref());
+    let own = kinesis
+        .as_ref()
+        .and_then(|k| k.overrides.dead_letter_path.as_deref());
     let blocks = blocks.iter().filter_map(|b| b.dead_letter_path.as_deref());
-    global.into_iter().chain(own).chain(blocks).collect()
+    let all: Vec<&Path> = global
+        .as_deref()
+        .into_iter()
+        .chain(own)
+        .chain(blocks)
+        .collect();
+    for (i, p) in all.iter().enumerate() {
+        if all[..i].contains(p) {
+            problems.push(format!(
+                "dead_letter_path {} is named twice (by [delivery] or another destination): give each destination its own file, or leave it out for [delivery]'s",
+                p.display()
+            ));
+        }
+    }
+    all
 }
 
 /// The dead-letter file: as set, or beside the spool.

@@ -85,6 +85,10 @@ fn mistakes_are_named() {
             "destination[0].dead_letter_path",
         ),
         (
+            "[kinesis]\nstream = \"logs\"\ndead_letter_path = \"/d/x\"\n[delivery]\ndead_letter_path = \"/d/x\"\n",
+            "dead_letter_path /d/x is named twice",
+        ),
+        (
             "[kinesis]\nstream = \"logs\"\n[[destination]]\nstream = \"audit\"\ndead_letter_path = \"/var/log/audit-dead.log\"\n[[file]]\ninclude = [\"/var/log/*.log\"]\n",
             "file[0].include matches the dead-letter file /var/log/audit-dead.log",
         ),
