@@ -23,7 +23,9 @@ pub fn redrive(config: &Config, file: &Path) -> Result<RedriveReport, RedriveErr
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
-    if same(&file, &config.dead_letter_path) {
+    let own = config.delivery.overrides.iter();
+    let mut live = own.filter_map(|(_, o)| o.dead_letter_path.as_deref());
+    if same(&file, &config.dead_letter_path) || live.any(|d| same(&file, d)) {
         return Err(RedriveError::LiveFile { path: file });
     }
     match lock_holder(dir) {
@@ -85,4 +87,30 @@ fn here(config: &Config, file: &Path) -> Result<RedriveReport, RedriveError> {
         spool.close().await?;
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redrive, RedriveError};
+
+    /// A destination's own dead-letter file is live as `[delivery]`'s is:
+    /// refused before anything is read.
+    #[test]
+    fn a_destinations_live_dead_letter_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("audit-dead.ndjson");
+        std::fs::write(&dead, "").unwrap();
+        let text = format!(
+            "[kinesis]\nstream = \"logs\"\nregion = \"us-east-1\"\n[spool]\ndir = \"{}\"\n\
+             [[destination]]\nstream = \"audit\"\ndead_letter_path = \"{}\"\n\
+             [[socket]]\npath = \"/run/a.sock\"\nstream = \"audit\"\n",
+            dir.path().join("spool").display(),
+            dead.display()
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        match redrive(&config, &dead) {
+            Err(RedriveError::LiveFile { path }) => assert_eq!(path, dead),
+            other => panic!("{other:?}"),
+        }
+    }
 }
