@@ -11,6 +11,9 @@
 pub use crate::deliver::kinesis::{
     BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError, SdkKinesis, SharedKinesis,
 };
+/// The fleet simulation: the agents' pacing and shard map refresh on a paused
+/// clock, against a simulated stream.
+pub use crate::deliver::fleet_sim::{jain, simulate, FleetReport, FleetSpec};
 /// MD5 of many messages at once.
 pub use crate::digest::digests;
 

@@ -41,12 +41,18 @@ struct Answer {
     delivered: u64,
     /// Entries that landed in a shard other than the predicted one.
     wrong_shard: u64,
+    /// Whether a landing says the map in use is stale (the entry was built with
+    /// it, or landed in a shard it does not know); landings of aggregates built
+    /// with an older map are explained by the newer one.
+    map_stale: bool,
     /// Records of aggregates that landed out of their shard's range.
     misrouted: Vec<Pending>,
     /// Shards (as predicted) that accepted an entry: their backoff ends.
     accepted_shards: HashSet<Arc<str>>,
     /// Shards (as predicted) that refused an entry to be retried: they back off.
     refused_shards: HashSet<Arc<str>>,
+    /// Those of them that refused for throttling: they cut their share.
+    throttled_shards: HashSet<Arc<str>>,
     /// The first refusal of the response: (code, message).
     refused: Option<(ErrorCode, String)>,
     /// Aggregates to send again, in their order.
@@ -320,16 +326,22 @@ impl Dispatcher {
                 }
             }
         }
+        let now = Instant::now();
+        self.pacing
+            .shares_answered(&answer.throttled_shards, &answer.accepted_shards, now);
         self.pacing.shards_answered(
             answer.refused_shards,
+            &answer.throttled_shards,
             answer.accepted_shards,
-            Instant::now(),
+            now,
         );
         if let Some((code, message)) = answer.refused {
             self.policy.response_refused(&code, &message);
         }
         if answer.wrong_shard > 0 {
             self.metrics.wrong_shard(&self.stream, answer.wrong_shard);
+        }
+        if answer.map_stale {
             self.refresh.notify_one();
         }
         if !answer.misrouted.is_empty() {
@@ -350,18 +362,20 @@ impl Dispatcher {
         if let Some(predicted) = self.router.shard_id(&item) {
             answer.accepted_shards.insert(predicted);
         }
-        match self.router.check_placement(&item, &shard_id) {
-            Placement::Expected => {}
-            Placement::Elsewhere => answer.wrong_shard += 1,
+        let placement = self.router.check_placement(&item, &shard_id);
+        if placement != Placement::Expected {
+            answer.wrong_shard += 1;
+            answer.map_stale |= placement == Placement::Unknown || self.router.is_current(&item);
+        }
+        match placement {
+            Placement::Expected | Placement::Elsewhere => {}
             Placement::OutOfRange => {
                 // A KCL consumer drops this aggregate: send its records again,
                 // through a fresh map.
-                answer.wrong_shard += 1;
                 answer.misrouted.extend(item.agg.into_records());
                 return;
             }
             Placement::Unknown => {
-                answer.wrong_shard += 1;
                 self.router.unverified(shard_id, item.agg.into_records());
                 return;
             }
@@ -379,6 +393,9 @@ impl Dispatcher {
         {
             EntryVerdict::Retry(item) => {
                 if let Some(id) = self.router.shard_id(&item) {
+                    if code.class() == ErrorClass::Throttled {
+                        answer.throttled_shards.insert(id.clone());
+                    }
                     answer.refused_shards.insert(id);
                 }
                 answer.retry.push(item);
@@ -493,8 +510,8 @@ impl Dispatcher {
         self.router.wait_for_map(waiting);
         self.verify_landings(&map);
         let shards = map.len();
-        if self.router.apply_map(map) {
-            self.pacing.forget_shards();
+        if self.router.apply_map(map.clone()) {
+            self.pacing.keep_shards(&map);
             // A Firehose stream's one-shard map is made once, at start: no reshard.
             if super::firehose::stream_name(&self.stream).is_none() {
                 self.metrics.shard_map_changed(&self.stream);

@@ -347,6 +347,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// ListShards' filter for the shards open now.
+fn open_shards() -> aws_sdk_kinesis::types::ShardFilter {
+    aws_sdk_kinesis::types::ShardFilter::builder()
+        .r#type(aws_sdk_kinesis::types::ShardFilterType::AtLatest)
+        .build()
+        .expect("a filter with its type is complete")
+}
+
 fn parse_hash_key(shard: &str, value: &str) -> Result<u128, KinesisError> {
     value.parse::<u128>().map_err(|_| KinesisError {
         operation: "ListShards",
@@ -370,7 +378,12 @@ impl Kinesis for SdkKinesis {
                     None => match self.stream_arn(stream) {
                         Some(arn) => self.client.list_shards().stream_arn(arn),
                         None => self.client.list_shards().stream_name(stream),
-                    },
+                    }
+                    // Open shards only, all in one page where Kinesis allows:
+                    // every call counts against the stream's ListShards limit,
+                    // which a fleet of agents shares.
+                    .shard_filter(open_shards())
+                    .max_results(10_000),
                 };
                 let page = request
                     .send()

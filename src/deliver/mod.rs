@@ -7,6 +7,8 @@
 //! - `router`: routing and aggregation per shard, and the queue of sealed
 //!   aggregates;
 //! - `pacing`: token buckets, stream and shard backoff, and when to wake up;
+//!   each shard's bucket runs at the share of the shard this agent learned it may
+//!   use (`share`: additive increase, multiplicative decrease on throttles);
 //! - `ledger`: delivery progress of every loaded spool entry (ack, retire, give
 //!   up, expiry), and the acks it writes back through intake;
 //! - `policy`: what becomes of records Kinesis refuses or that grow too old
@@ -40,6 +42,7 @@ pub(crate) mod clients;
 mod dead_letter;
 pub(crate) mod destination;
 mod dispatcher;
+pub(crate) mod fleet_sim;
 pub(crate) mod firehose;
 pub(crate) mod kinesis;
 mod ledger;
@@ -49,6 +52,7 @@ pub(crate) mod proxy;
 pub(crate) mod redact;
 mod refresh;
 mod router;
+mod share;
 #[cfg(test)]
 mod tests;
 mod workers;

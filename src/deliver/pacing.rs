@@ -1,6 +1,8 @@
 //! Pacing: when a stream or a shard may be sent to next. A stream backs off after a
 //! failed request, a shard after it refused entries (throttling), and a shard's
-//! token bucket keeps its writes under the Kinesis limits.
+//! token bucket keeps its writes under the Kinesis limits, scaled by the share of
+//! the shard this agent has learned it may use (`share`: other producers may
+//! write to the same shard).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::kinesis::ErrorClass;
+use super::share::{Prior, Share};
+use crate::shard_map::ShardMap;
 
 /// Backoff after a failed request: first step and cap.
 pub(super) const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -16,6 +20,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Cap of a shard's backoff: Kinesis counts a shard's writes in one-second
 /// windows, so a throttled shard has room again within a second or so.
 const SHARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A throttled shard's wait, at most: one Kinesis window.
+const THROTTLED_WAIT: Duration = Duration::from_secs(1);
 /// Retry interval when the cause is outside the agent (credentials, missing stream).
 pub(super) const ENVIRONMENT_RETRY: Duration = Duration::from_secs(5);
 
@@ -26,6 +32,11 @@ pub(super) const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
 /// Kinesis counts a shard's writes in one-second windows and a burst on top of the
 /// steady rate would cross the limit.
 const BUCKET_BURST: f64 = 0.1;
+
+/// A shard's limits (bytes, records per second) scaled by `fraction`.
+fn rate_of(fraction: f64) -> (f64, f64) {
+    (SHARD_BYTES_PER_SEC * fraction, SHARD_RECORDS_PER_SEC * fraction)
+}
 
 /// The delay before attempt `attempts + 1`: exponential, capped, jittered.
 pub(super) fn backoff_delay(attempts: u32) -> Duration {
@@ -72,6 +83,13 @@ impl Bucket {
     }
 }
 
+/// A shard's token bucket and its share.
+#[derive(Debug, Clone, Copy)]
+struct ShardPace {
+    bucket: Bucket,
+    share: Share,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     until: Instant,
@@ -84,8 +102,11 @@ pub(super) struct Pacing {
     rate_factor: f64,
     /// Shards that refused entries, by shard id.
     shards: HashMap<Arc<str>, Backoff>,
-    /// Token buckets of shards sent to, by shard id (only with a rate limit).
-    buckets: HashMap<Arc<str>, Bucket>,
+    /// Token buckets and shares of shards sent to, by shard id (only with a rate
+    /// limit).
+    buckets: HashMap<Arc<str>, ShardPace>,
+    /// The share a shard not sent to yet starts from.
+    prior: Prior,
     /// Set after a failed request; its attempt count lasts until one succeeds.
     stream: Option<Backoff>,
 }
@@ -96,13 +117,22 @@ impl Pacing {
             rate_factor,
             shards: HashMap::new(),
             buckets: HashMap::new(),
+            prior: Prior::new(),
             stream: None,
         }
     }
 
-    fn rate(&self) -> (f64, f64) {
-        let f = self.rate_factor;
-        (SHARD_BYTES_PER_SEC * f, SHARD_RECORDS_PER_SEC * f)
+    /// The rate of a shard with `share`.
+    fn rate(&self, share: f64) -> (f64, f64) {
+        rate_of(self.rate_factor * share)
+    }
+
+    /// The share of a shard (its prior if not sent to yet); for tests and the
+    /// fleet simulation.
+    pub(super) fn share_of(&self, shard: &str) -> f64 {
+        self.buckets
+            .get(shard)
+            .map_or(self.prior.value(), |p| p.share.value())
     }
 
     fn limited(&self) -> bool {
@@ -138,10 +168,11 @@ impl Pacing {
             .buckets
             .get(shard)
             .filter(|_| self.limited())
-            .and_then(|b| {
-                let mut b = *b;
-                b.refill(now, self.rate());
-                b.ready_at(size, self.rate())
+            .and_then(|p| {
+                let rate = self.rate(p.share.value());
+                let mut b = p.bucket;
+                b.refill(now, rate);
+                b.ready_at(size, rate)
             });
         match (backoff, bucket) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -149,19 +180,62 @@ impl Pacing {
         }
     }
 
-    /// Takes `size` bytes and one record from the shard's bucket.
+    /// Takes `size` bytes and one record from the shard's bucket. A send as soon
+    /// as the bucket allowed it says this agent sends at its share.
     pub(super) fn take_tokens(&mut self, shard: Arc<str>, size: usize, now: Instant) {
         if !self.limited() {
             return;
         }
-        let rate = self.rate();
-        let b = self
-            .buckets
-            .entry(shard)
-            .or_insert_with(|| Bucket::new(now, rate));
+        let prior = self.prior.value();
+        let fresh_rate = self.rate(prior);
+        let p = self.buckets.entry(shard).or_insert_with(|| ShardPace {
+            bucket: Bucket::new(now, fresh_rate),
+            share: Share::new(prior, now),
+        });
+        let rate = rate_of(self.rate_factor * p.share.value());
+        let b = &mut p.bucket;
+        // What the bucket would hold without its cap, in bursts: an agent that
+        // sends as soon as its bucket lets it finds it at most a burst over.
+        let dt = now.saturating_duration_since(b.at).as_secs_f64();
+        let slack = ((b.bytes + dt * rate.0) / (rate.0 * BUCKET_BURST))
+            .min((b.records + dt * rate.1) / (rate.1 * BUCKET_BURST));
         b.refill(now, rate);
         b.bytes -= size as f64;
         b.records -= 1.0;
+        p.share.sent(slack < 2.0, now);
+    }
+
+    /// Once per response: shards that refused entries for throttling cut their
+    /// share (once per window), shards that took everything grow theirs.
+    pub(super) fn shares_answered(
+        &mut self,
+        throttled: &HashSet<Arc<str>>,
+        accepted: &HashSet<Arc<str>>,
+        now: Instant,
+    ) {
+        if !self.limited() {
+            return;
+        }
+        let changes = throttled
+            .iter()
+            .map(|id| (id, true))
+            .chain(accepted.difference(throttled).map(|id| (id, false)));
+        for (id, was_throttled) in changes {
+            let Some(p) = self.buckets.get_mut(id) else {
+                continue;
+            };
+            // The tokens earned so far are earned at the old rate.
+            p.bucket
+                .refill(now, rate_of(self.rate_factor * p.share.value()));
+            let changed = if was_throttled {
+                p.share.throttled(now)
+            } else {
+                p.share.accepted(now)
+            };
+            if changed {
+                self.prior.learn(p.share.value());
+            }
+        }
     }
 
     /// The stream's wait is over; its attempt count stays until a request succeeds.
@@ -203,17 +277,21 @@ impl Pacing {
 
     /// Once per shard and response: a shard that refused entries backs off
     /// (throttling needs it, and an internal failure retried at once would only
-    /// spin); one that took all of them starts over. A shard that took some and
-    /// refused others is at its limit, not failing: it waits the shortest step,
-    /// without growing.
+    /// spin); one that took all of them starts over. A throttled shard waits
+    /// half a Kinesis window to a whole one (jittered): its window is full, and
+    /// a retry within it is refused again; other producers' entries fill it
+    /// meanwhile. Otherwise a shard that took some and refused others waits the
+    /// shortest step, without growing.
     pub(super) fn shards_answered(
         &mut self,
         refused: HashSet<Arc<str>>,
+        throttled: &HashSet<Arc<str>>,
         mut accepted: HashSet<Arc<str>>,
         now: Instant,
     ) {
         for id in refused {
             let took_some = accepted.remove(&id);
+            let was_throttled = throttled.contains(&id);
             let b = self.shards.entry(id).or_insert(Backoff {
                 until: now,
                 attempts: 0,
@@ -221,7 +299,12 @@ impl Pacing {
             if took_some {
                 b.attempts = 0;
             }
-            b.until = now + backoff_delay(b.attempts).min(SHARD_BACKOFF_MAX);
+            let step = if was_throttled {
+                THROTTLED_WAIT.mul_f64(0.5 + fastrand::f64() / 2.0)
+            } else {
+                backoff_delay(b.attempts).min(SHARD_BACKOFF_MAX)
+            };
+            b.until = now + step;
             b.attempts += 1;
         }
         for id in accepted {
@@ -231,10 +314,12 @@ impl Pacing {
         }
     }
 
-    /// The shard map changed: shard ids of the old one mean nothing any more.
-    pub(super) fn forget_shards(&mut self) {
-        self.shards.clear();
-        self.buckets.clear();
+    /// The shard map changed: what was learned of shards gone from it is
+    /// forgotten; shards kept by a reshard keep their ids, and with them their
+    /// share and backoff. New shards start from the prior.
+    pub(super) fn keep_shards(&mut self, map: &ShardMap) {
+        self.shards.retain(|id, _| map.position(id).is_some());
+        self.buckets.retain(|id, _| map.position(id).is_some());
     }
 }
 
@@ -266,16 +351,16 @@ mod tests {
         let now = Instant::now();
         let mut p = Pacing::new(0.0);
         let a: Arc<str> = Arc::from("a");
-        p.shards_answered(set(&["a"]), set(&[]), now);
+        p.shards_answered(set(&["a"]), &set(&[]), set(&[]), now);
         let until = p.shard_blocked_until(&a, 10, now).expect("backing off");
         assert!(until > now && until <= now + SHARD_BACKOFF_MAX);
         assert!(!p.nothing_blocks());
         // Still refusing: the step grows (attempt 1: at least 100 ms).
-        p.shards_answered(set(&["a"]), set(&[]), now);
+        p.shards_answered(set(&["a"]), &set(&[]), set(&[]), now);
         assert!(p.shard_blocked_until(&a, 10, now).unwrap() >= now + BACKOFF_BASE);
         // Accepted everything once its wait is over: forgotten.
         let later = now + SHARD_BACKOFF_MAX;
-        p.shards_answered(set(&[]), set(&["a"]), later);
+        p.shards_answered(set(&[]), &set(&[]), set(&["a"]), later);
         assert_eq!(p.shard_blocked_until(&a, 10, later), None);
         assert!(p.nothing_blocks());
     }
@@ -286,9 +371,9 @@ mod tests {
         let mut p = Pacing::new(0.0);
         let a: Arc<str> = Arc::from("a");
         for _ in 0..5 {
-            p.shards_answered(set(&["a"]), set(&[]), now);
+            p.shards_answered(set(&["a"]), &set(&[]), set(&[]), now);
         }
-        p.shards_answered(set(&["a"]), set(&["a"]), now);
+        p.shards_answered(set(&["a"]), &set(&[]), set(&["a"]), now);
         let until = p.shard_blocked_until(&a, 10, now).unwrap();
         assert!(until <= now + BACKOFF_BASE, "{:?}", until - now);
     }

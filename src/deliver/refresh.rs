@@ -1,9 +1,10 @@
 //! The shard map refresh task: one per stream, it lists the stream's shards at
 //! start, on an interval, and whenever the dispatcher asks (a record outside every
 //! known range, an entry that landed in an unexpected shard), and publishes the map.
-//! Each time it also reads the stream's maximum record size (raised with
-//! UpdateMaxRecordSize), published before the map so that records routed through
-//! a map are checked against a limit as fresh as it.
+//! Reloads are spread and coalesced so that a fleet of agents seeing one reshard
+//! does not storm ListShards. At start, and every ten minutes or so, it also reads
+//! the stream's maximum record size (raised with UpdateMaxRecordSize), published
+//! before the map so that records routed through a map are checked against it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::kinesis::{ErrorCode, SharedKinesis};
+use super::kinesis::{ErrorClass, ErrorCode, SharedKinesis};
 use super::pacing::{backoff_delay, BACKOFF_BASE};
 use super::LOG_INTERVAL;
 use crate::metrics::Metrics;
@@ -28,8 +29,42 @@ pub(super) struct Published {
     pub(super) max_record_bytes: watch::Sender<Option<usize>>,
 }
 
-/// Keeps a stream's shard map fresh: at start, on an interval, and whenever the
-/// dispatcher asks.
+/// The longest a reload asked for by the dispatcher is put off, per open shard:
+/// every agent of a fleet sees a reshard within the same second, and the
+/// stream's ListShards limit (1,000 calls a second) is shared by all of them.
+/// A fleet's size follows its stream's: 20 ms per shard spreads ten agents per
+/// shard to half the limit.
+const SPREAD_PER_SHARD: Duration = Duration::from_millis(20);
+/// Bounds of that spread: a small stream reloads within a second, a large one
+/// within half a minute (records meanwhile keep going through the old map,
+/// and only those sent where it is wrong wait for the new one).
+const SPREAD_MIN: Duration = Duration::from_secs(1);
+const SPREAD_MAX: Duration = Duration::from_secs(30);
+/// The shortest gap between a reload and one asked for after it.
+const MIN_GAP: Duration = Duration::from_secs(1);
+/// Longest wait after ListShards was throttled (`LimitExceededException`).
+const THROTTLED_MAX: Duration = Duration::from_secs(60);
+/// How often the stream's maximum record size is read again (jittered by
+/// ±50 %): DescribeStreamSummary's limit is 20 calls a second per account.
+const SIZE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// How long a reload asked for may be put off on a stream of `shards` shards.
+pub(super) fn spread(shards: usize) -> Duration {
+    SPREAD_PER_SHARD
+        .saturating_mul(shards.min(u32::MAX as usize) as u32)
+        .clamp(SPREAD_MIN, SPREAD_MAX)
+}
+
+/// `d` scaled by a random factor in `[1 - f, 1 + f]`.
+fn jittered(d: Duration, f: f64) -> Duration {
+    d.mul_f64(1.0 - f + 2.0 * f * fastrand::f64())
+}
+
+/// Keeps a stream's shard map fresh: at start, on an interval (jittered, so
+/// agents started together do not stay in step), and whenever the dispatcher
+/// asks. Asks are put off by a random part of [`spread`] and coalesced: every
+/// ask made before a call is answered by it. A throttled call backs off,
+/// doubling from the spread; asks do not cut a backoff short.
 pub(super) async fn refresh_shard_map(
     stream: Arc<str>,
     kinesis: SharedKinesis,
@@ -39,47 +74,107 @@ pub(super) async fn refresh_shard_map(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let mut failures = 0u32;
-    let mut last_log: Option<Instant> = None;
+    let mut state = Reloads::default();
+    let mut size_due = Instant::now();
     let mut size_warned = false;
     loop {
-        read_max_record_bytes(&stream, &*kinesis, &tx.max_record_bytes, &mut size_warned).await;
+        if Instant::now() >= size_due {
+            let read =
+                read_max_record_bytes(&stream, &*kinesis, &tx.max_record_bytes, &mut size_warned)
+                    .await;
+            let every = if read { SIZE_INTERVAL } else { SIZE_INTERVAL / 2 };
+            size_due = Instant::now() + jittered(every, 0.5);
+        }
+        let called = Instant::now();
         let result = kinesis.list_shards(&stream).await;
-        let wait = match result
-            .map_err(|e| (e.code.clone(), e.to_string()))
-            .and_then(|shards| {
-                ShardMap::new(shards).map_err(|e| (ErrorCode::InvalidShardMap, e.to_string()))
-            }) {
-            Ok(map) => {
-                if failures > 0 {
-                    tracing::info!(stream = %stream, shards = map.len(), "Shard map loaded after earlier failures");
-                }
-                failures = 0;
-                metrics.shard_map_refreshed(&stream);
-                metrics.note_ok(&stream);
-                // Sent even when unchanged: records held for a refresh go then.
-                tx.map.send_replace(Some(Arc::new(map)));
-                interval
-            }
-            Err((code, e)) => {
-                failures += 1;
-                metrics.list_shards_failed(&stream, code.as_str());
-                metrics.note_error(&stream, code.as_str(), code.trouble(), &e);
-                let now = Instant::now();
-                if last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
-                    last_log = Some(now);
-                    tracing::warn!(stream = %stream, error = %e, "Listing shards failed; records stay spooled until it succeeds");
-                }
-                backoff_delay(failures.min(6)).max(BACKOFF_BASE)
-            }
+        let failed = state.answered(&stream, result, &tx, &metrics);
+        // Asks made before the call are answered by it.
+        tokio::select! {
+            biased;
+            _ = asked.notified() => {}
+            _ = std::future::ready(()) => {}
+        }
+        let wait = match failed {
+            Some(wait) => wait,
+            None => jittered(interval, 0.1),
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
-            _ = asked.notified() => {
-                // Coalesce bursts of requests.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            _ = asked.notified(), if failed.is_none() => {
+                let put_off = spread(state.shards).mul_f64(fastrand::f64());
+                let at = (Instant::now() + put_off).max(called + MIN_GAP);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(at) => {}
+                }
             }
+        }
+    }
+}
+
+/// What the refresh task remembers between calls.
+#[derive(Default)]
+struct Reloads {
+    /// Open shards in the last map (0 before the first).
+    shards: usize,
+    /// Failed calls in a row.
+    failures: u32,
+    last_log: Option<Instant>,
+}
+
+impl Reloads {
+    /// Publishes a map, or counts a failure; returns the wait after a failure.
+    fn answered(
+        &mut self,
+        stream: &Arc<str>,
+        result: Result<Vec<crate::shard_map::Shard>, super::kinesis::KinesisError>,
+        tx: &Published,
+        metrics: &Metrics,
+    ) -> Option<Duration> {
+        let map = result
+            .map_err(|e| (e.code.clone(), e.to_string()))
+            .and_then(|shards| {
+                ShardMap::new(shards).map_err(|e| (ErrorCode::InvalidShardMap, e.to_string()))
+            });
+        match map {
+            Ok(map) => {
+                if self.failures > 0 {
+                    tracing::info!(stream = %stream, shards = map.len(), "Shard map loaded after earlier failures");
+                }
+                self.failures = 0;
+                self.shards = map.len();
+                metrics.shard_map_refreshed(stream);
+                metrics.note_ok(stream);
+                // Sent even when unchanged: records held for a refresh go then.
+                tx.map.send_replace(Some(Arc::new(map)));
+                None
+            }
+            Err((code, e)) => {
+                self.failures += 1;
+                metrics.list_shards_failed(stream, code.as_str());
+                metrics.note_error(stream, code.as_str(), code.trouble(), &e);
+                let now = Instant::now();
+                if self.last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+                    self.last_log = Some(now);
+                    tracing::warn!(stream = %stream, error = %e, "Listing shards failed; records stay spooled until it succeeds");
+                }
+                Some(self.backoff(&code))
+            }
+        }
+    }
+
+    /// The wait after the latest of `failures` failed calls: a throttled call
+    /// (the stream's ListShards limit, shared by a fleet) waits long enough to
+    /// spread a fleet's retries, doubling; others back off as requests do.
+    fn backoff(&self, code: &ErrorCode) -> Duration {
+        if code.class() == ErrorClass::Throttled {
+            let base = spread(self.shards).max(2 * SPREAD_MIN);
+            let step = base.saturating_mul(1 << (self.failures - 1).min(5));
+            let cap = step.min(THROTTLED_MAX);
+            cap / 2 + cap.mul_f64(fastrand::f64() / 2.0)
+        } else {
+            backoff_delay(self.failures.min(6)).max(BACKOFF_BASE)
         }
     }
 }
@@ -88,25 +183,28 @@ pub(super) async fn refresh_shard_map(
 /// failure (a policy without `kinesis:DescribeStreamSummary`, say) keeps the
 /// last value and is logged once, at WARN: nothing is lost, Kinesis then judges
 /// each record's size itself.
+/// Returns whether it was read.
 async fn read_max_record_bytes(
     stream: &str,
     kinesis: &dyn super::kinesis::Kinesis,
     tx: &watch::Sender<Option<usize>>,
     warned: &mut bool,
-) {
+) -> bool {
     match kinesis.max_record_bytes(stream).await {
         Ok(Some(bytes)) => {
             if *tx.borrow() != Some(bytes) {
                 tracing::info!(stream = %stream, max_record_bytes = bytes, "Stream's maximum record size read");
                 tx.send_replace(Some(bytes));
             }
+            true
         }
-        Ok(None) => {}
+        Ok(None) => true,
         Err(e) => {
             if !*warned {
                 *warned = true;
                 tracing::warn!(stream = %stream, error = %e, "Reading the stream's maximum record size failed; records over 1 MiB are sent and Kinesis accepts or refuses them");
             }
+            false
         }
     }
 }

@@ -1,0 +1,230 @@
+//! A shard's share: the part of a shard's write limits this agent learns it may
+//! use when other producers write to the same shard. Nobody tells an agent how
+//! many others there are; each one learns from its own throttles, by additive
+//! increase and multiplicative decrease (AIMD, as TCP shares a link):
+//!
+//! - a shard that refused entries cuts the share to 70–90 % of itself (jittered,
+//!   so agents throttled in the same second do not stay in step), at most once per
+//!   Kinesis window (a second, plus jitter): one overloaded window is one signal,
+//!   however many answers report it;
+//! - a shard that took everything while this agent was sending at its share
+//!   grows it by [`GROWTH_PER_SEC`] of the shard per second of such sending; an
+//!   agent that sends less than its share learns nothing and keeps it;
+//! - a shard this agent has not learned about starts from the agent's
+//!   [`prior`](Prior): the mean of what its shards taught it lately, so an agent of
+//!   a large fleet does not meet each new shard (after a reshard, or in a stream
+//!   of a thousand shards) at full rate.
+//!
+//! Shares converge towards equal parts for agents that all have more to send
+//! (AIMD's fairness), while a lone agent climbs back to the whole shard.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Growth of a share per second of sending at it, as a fraction of itself,
+/// right after a cut.
+pub(super) const GROWTH_PER_SEC: f64 = 0.005;
+/// Growth doubles after this long without a cut.
+const GROWTH_DOUBLING: Duration = Duration::from_secs(30);
+/// The smallest share: an agent keeps sending something, and learns from it.
+pub(super) const MIN_SHARE: f64 = 0.0001;
+/// The cut when the shard refused more than it took since the last cut.
+const DEEP_CUT: f64 = 0.5;
+/// The cut on a throttle: the share is multiplied by a factor in
+/// `CUT_LOW..CUT_LOW + CUT_SPREAD`.
+const CUT_LOW: f64 = 0.7;
+const CUT_SPREAD: f64 = 0.2;
+/// After a cut, no further cut for a window (Kinesis counts one-second windows)
+/// plus up to half a window of jitter.
+const CALM: Duration = Duration::from_secs(1);
+/// Weight of each change in the prior's running mean.
+const PRIOR_WEIGHT: f64 = 0.1;
+
+/// What this agent knows of its part of one shard.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Share {
+    value: f64,
+    /// No cut before this.
+    calm_until: Instant,
+    /// When the share was last cut (or made).
+    cut_at: Instant,
+    /// Whether the last send went as soon as the bucket allowed it.
+    busy: bool,
+    /// When the share last grew (growth is paid per second since).
+    grown_at: Instant,
+    /// Answers about the shard since the last cut: with a refusal, and without.
+    throttled: u32,
+    accepted: u32,
+}
+
+impl Share {
+    pub(super) fn new(value: f64, now: Instant) -> Share {
+        Share {
+            value: value.clamp(MIN_SHARE, 1.0),
+            calm_until: now,
+            cut_at: now,
+            busy: false,
+            grown_at: now,
+            throttled: 0,
+            accepted: 0,
+        }
+    }
+
+    /// The fraction of the shard's limits this agent uses.
+    pub(super) fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// A send as soon as the bucket allowed it (`at_limit`): this agent has more
+    /// to send than its share allows, and may learn whether it can have more.
+    /// A send after the bucket had filled up says it sends less: nothing to
+    /// learn, and growth counts from the next send at the limit.
+    pub(super) fn sent(&mut self, at_limit: bool, now: Instant) {
+        if !at_limit || !self.busy {
+            self.grown_at = now;
+        }
+        self.busy = at_limit;
+    }
+
+    /// The shard refused entries: cut, unless cut within the window. Returns
+    /// whether it was cut. A shard that refused more answers than it took since
+    /// the last cut is far over its limit (a fleet starting, say): halved.
+    pub(super) fn throttled(&mut self, now: Instant) -> bool {
+        self.throttled += 1;
+        if now < self.calm_until {
+            return false;
+        }
+        let cut = if self.throttled > self.accepted {
+            DEEP_CUT
+        } else {
+            CUT_LOW + CUT_SPREAD * fastrand::f64()
+        };
+        self.value = (self.value * cut).max(MIN_SHARE);
+        self.calm_until = now + CALM + CALM.mul_f64(fastrand::f64() / 2.0);
+        self.cut_at = now;
+        self.grown_at = now;
+        (self.throttled, self.accepted) = (0, 0);
+        true
+    }
+
+    /// The shard took every entry sent to it: grow, if this agent was sending at
+    /// its share. Returns whether it grew. Growth is a fraction of the share per
+    /// second ([`GROWTH_PER_SEC`]) that doubles every [`GROWTH_DOUBLING`] without a
+    /// cut: gentle where the last cut found the limit, quick to take capacity
+    /// others left.
+    pub(super) fn accepted(&mut self, now: Instant) -> bool {
+        self.accepted = self.accepted.saturating_add(1);
+        if !self.busy || now < self.calm_until || self.value >= 1.0 {
+            return false;
+        }
+        let dt = now.saturating_duration_since(self.grown_at).as_secs_f64();
+        self.grown_at = now;
+        let quiet = now.saturating_duration_since(self.cut_at).as_secs_f64();
+        let rate = (GROWTH_PER_SEC * (quiet / GROWTH_DOUBLING.as_secs_f64()).exp2()).min(1.0);
+        let dt = dt.min(GROWTH_DOUBLING.as_secs_f64());
+        self.value = (self.value * (1.0 + rate * dt) + MIN_SHARE * dt).min(1.0);
+        dt > 0.0
+    }
+}
+
+/// The share a shard this agent has not learned about starts from: a running
+/// mean of its shards' shares, moved by every cut and growth.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Prior(f64);
+
+impl Prior {
+    pub(super) fn new() -> Prior {
+        Prior(1.0)
+    }
+
+    pub(super) fn value(&self) -> f64 {
+        self.0
+    }
+
+    pub(super) fn learn(&mut self, share: f64) {
+        self.0 = (self.0 * (1.0 - PRIOR_WEIGHT) + share * PRIOR_WEIGHT).clamp(MIN_SHARE, 1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_cuts_once_per_window_by_a_jittered_factor() {
+        let now = Instant::now();
+        let mut s = Share::new(1.0, now);
+        assert!(s.throttled(now));
+        let after_one = s.value();
+        assert!((CUT_LOW..=CUT_LOW + CUT_SPREAD).contains(&after_one), "{after_one}");
+        // More answers about the same overloaded window: no further cut.
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(!s.throttled(Instant::now()));
+        assert_eq!(s.value(), after_one);
+        // A later window: cut again.
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert!(s.throttled(Instant::now()));
+        assert!(s.value() < after_one);
+        // Cut after cut, the share never reaches zero.
+        for _ in 0..400 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            s.throttled(Instant::now());
+        }
+        assert_eq!(s.value(), MIN_SHARE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_grows_only_while_sent_at_its_limit() {
+        let mut s = Share::new(0.5, Instant::now());
+        // Accepted, but this agent sent less than its share: nothing learned.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!s.accepted(Instant::now()));
+        assert_eq!(s.value(), 0.5);
+        // Sending at its limit for ten seconds: +0.02 per second.
+        for _ in 0..10 {
+            s.sent_at_limit(Instant::now());
+            tokio::time::advance(Duration::from_secs(1)).await;
+            s.sent_at_limit(Instant::now());
+            assert!(s.accepted(Instant::now()));
+        }
+        assert!((s.value() - 0.7).abs() < 1e-9, "{}", s.value());
+        // Quiet for a minute, then busy again: growth counts from the new start,
+        // not for the quiet minute.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!s.accepted(Instant::now()));
+        s.sent_at_limit(Instant::now());
+        tokio::time::advance(Duration::from_millis(500)).await;
+        s.accepted(Instant::now());
+        assert!((s.value() - 0.71).abs() < 1e-9, "{}", s.value());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_growth_in_the_calm_after_a_cut_and_never_past_the_whole_shard() {
+        let mut s = Share::new(0.98, Instant::now());
+        s.sent_at_limit(Instant::now());
+        assert!(s.throttled(Instant::now()));
+        let cut = s.value();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        s.sent_at_limit(Instant::now());
+        assert!(!s.accepted(Instant::now()));
+        assert_eq!(s.value(), cut);
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            s.sent_at_limit(Instant::now());
+            s.accepted(Instant::now());
+        }
+        assert_eq!(s.value(), 1.0);
+    }
+
+    #[test]
+    fn the_prior_follows_what_shards_teach() {
+        let mut p = Prior::new();
+        for _ in 0..100 {
+            p.learn(0.1);
+        }
+        assert!((p.value() - 0.1).abs() < 0.01, "{}", p.value());
+        p.learn(0.0);
+        assert!(p.value() >= MIN_SHARE);
+    }
+}
