@@ -11,6 +11,8 @@ mod example;
 
 use clap::Parser as _;
 
+// The example's run reaches the emulator's helpers through its parent.
+use crate::util::emulator;
 use crate::util::{aws_env, shardline_bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,9 +43,16 @@ async fn a_small_fleet_shares_a_resharded_stream_without_losing_a_line() {
     assert_eq!(report.failed_stops, 0);
     assert!(report.accepted_bytes > 0);
     assert!(report.utilisation > 0.0 && report.utilisation < 1.5);
-    assert!(report.jain > 0.0 && report.jain <= 1.0, "jain {}", report.jain);
+    assert!(
+        report.jain > 0.0 && report.jain <= 1.0,
+        "jain {}",
+        report.jain
+    );
     assert_eq!(report.reshards.len(), 2, "a split and a merge");
-    assert!(report.list_shards.total >= 4, "each agent lists the shards at least once");
+    assert!(
+        report.list_shards.total >= 4,
+        "each agent lists the shards at least once"
+    );
     assert_eq!(report.list_shards.per_reshard.len(), 2);
     assert!(report.latency_ms.lines as u64 >= report.audit.written);
     assert!(report.cpu_secs.min > 0.0 && report.peak_rss_mib.min > 0.0);

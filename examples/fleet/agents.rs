@@ -127,8 +127,13 @@ impl Agent {
             .and_then(|stat| {
                 // Fields after the command name: utime and stime are the 12th
                 // and 13th, in clock ticks (100 per second on Linux).
-                let rest = stat.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
-                let ticks = rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+                let rest = stat
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .collect::<Vec<_>>();
+                let ticks =
+                    rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
                 Some(ticks / 100.0)
             })
             .unwrap_or(0.0);

@@ -82,13 +82,15 @@ impl Audit {
                     n => v.duplicates += u64::from(n - 1),
                 }
             }
-            v.unexpected += table
-                .iter()
-                .skip(w as usize)
-                .filter(|c| **c > 0)
-                .count() as u64;
+            v.unexpected += table.iter().skip(w as usize).filter(|c| **c > 0).count() as u64;
         }
-        v.unexpected += self.kept.iter().skip(written.len()).flatten().filter(|c| **c > 0).count() as u64;
+        v.unexpected += self
+            .kept
+            .iter()
+            .skip(written.len())
+            .flatten()
+            .filter(|c| **c > 0)
+            .count() as u64;
         v.duplicate_fraction = v.duplicates as f64 / v.written.max(1) as f64;
         v
     }
@@ -108,7 +110,10 @@ pub(crate) async fn read_back(client: &aws_sdk_kinesis::Client) -> Result<Audit,
         let range = shard
             .hash_key_range()
             .ok_or_else(|| format!("shard {} has no hash key range", shard.shard_id()))?;
-        let parse = |k: &str| k.parse::<u128>().map_err(|e| format!("bad hash key {k:?}: {e}"));
+        let parse = |k: &str| {
+            k.parse::<u128>()
+                .map_err(|e| format!("bad hash key {k:?}: {e}"))
+        };
         let range = parse(range.starting_hash_key())?..=parse(range.ending_hash_key())?;
         read_shard(client, shard.shard_id(), &range, &mut audit).await?;
     }
@@ -162,8 +167,8 @@ async fn read_shard(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::line::{write_line, LineId};
+    use super::*;
 
     fn line(agent: usize, seq: u64) -> Vec<u8> {
         let mut b = Vec::new();
@@ -185,6 +190,9 @@ mod tests {
         a.note(&line(0, 2), false);
         a.note(&line(1, 0), true);
         let v = a.verdict(&[3, 1]);
-        assert_eq!((v.written, v.lost, v.duplicates, v.dropped_copies), (4, 2, 1, 1));
+        assert_eq!(
+            (v.written, v.lost, v.duplicates, v.dropped_copies),
+            (4, 2, 1, 1)
+        );
     }
 }

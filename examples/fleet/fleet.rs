@@ -1,7 +1,9 @@
 //! The fleet run, shared by the example (`main.rs`) and its integration test
-//! (`tests/fleet.rs`), both of which include this file with `#[path]`: the
-//! options ([`Options`]), and [`run`], which plays the phases in order: model,
-//! agents, load with a split and a merge, drain, stop, read back, report.
+//! (`tests/fleet.rs`), both of which include this file with `#[path]` beside
+//! the emulator's module (`examples/common/emulator.rs`, which each of them
+//! already has: the parent provides it as `emulator`): the options
+//! ([`Options`]), and [`run`], which plays the phases in order: model, agents,
+//! load with a split and a merge, drain, stop, read back, report.
 //!
 //! Each part owns its state and is called from here:
 //!
@@ -16,9 +18,6 @@
 //! - `audit`: the stream read back and audited by content.
 //! - `report`: the numbers, as a table and as JSON.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod agents;
 mod audit;
 mod layer;
@@ -30,6 +29,8 @@ mod writer;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use super::emulator;
 
 use agents::{Agent, Usage};
 use layer::Latency;
@@ -131,10 +132,20 @@ impl Options {
 
     fn check(&self) -> Result<(), String> {
         if self.agents == 0 || self.agents >= line::MAX_AGENTS {
-            return Err(format!("--agents {} is not in 1..{}", self.agents, line::MAX_AGENTS));
+            return Err(format!(
+                "--agents {} is not in 1..{}",
+                self.agents,
+                line::MAX_AGENTS
+            ));
         }
-        if self.shards < 1 || self.line_bytes <= line::ID_BYTES || self.secs <= 0.0 || self.load <= 0.0 {
-            return Err("--shards, --secs, --load must be positive and --line-bytes above 34".into());
+        if self.shards < 1
+            || self.line_bytes <= line::ID_BYTES
+            || self.secs <= 0.0
+            || self.load <= 0.0
+        {
+            return Err(
+                "--shards, --secs, --load must be positive and --line-bytes above 34".into(),
+            );
         }
         Ok(())
     }
@@ -148,7 +159,7 @@ macro_rules! say {
 /// Runs the fleet of `bin` agents in `work` and reports.
 pub(crate) async fn run(opts: &Options, bin: &Path, work: &Path) -> Result<Report, String> {
     opts.check()?;
-    let seed = opts.seed.unwrap_or_else(|| line::now_us());
+    let seed = opts.seed.unwrap_or_else(line::now_us);
     let latency = Latency::new(opts.latency_ms, opts.latency_p99_ms, seed);
     let model = Model::start(opts.agents, opts.shards, latency, opts.list_shards_tps).await?;
     say!(
@@ -169,7 +180,10 @@ pub(crate) async fn run(opts: &Options, bin: &Path, work: &Path) -> Result<Repor
     let written = writer.stop()?;
     let load_end = Instant::now();
     let at_load_end = model.tap.totals();
-    say!("load stopped: {} lines written", written.iter().sum::<u64>());
+    say!(
+        "load stopped: {} lines written",
+        written.iter().sum::<u64>()
+    );
 
     let drained = drain(&model, &written, Duration::from_secs_f64(opts.drain_secs)).await;
     let drain_s = load_end.elapsed().as_secs_f64();
@@ -282,7 +296,10 @@ async fn drain(model: &Model, written: &[u64], limit: Duration) -> bool {
             return true;
         }
         if Instant::now() > deadline {
-            say!("drain timed out: {} of {total} lines placed", model.tap.placed());
+            say!(
+                "drain timed out: {} of {total} lines placed",
+                model.tap.placed()
+            );
             return false;
         }
         if Instant::now() > next_line {

@@ -198,7 +198,12 @@ impl Gate {
     }
 
     /// Counts one accepted entry stored in `shard` and the lines inside it.
-    async fn accepted(&self, entry: &InputEntry<'_>, shard: &str, out: &mut PutOutcome) -> Option<()> {
+    async fn accepted(
+        &self,
+        entry: &InputEntry<'_>,
+        shard: &str,
+        out: &mut PutOutcome,
+    ) -> Option<()> {
         let data = base64::engine::general_purpose::STANDARD
             .decode(entry.data.as_bytes())
             .ok()?;
@@ -352,7 +357,9 @@ mod tests {
     #[test]
     fn the_latency_has_its_median_and_tail() {
         let l = Latency::new(20.0, 80.0, 7);
-        let mut v: Vec<f64> = (0..20_000).map(|_| l.sample().as_secs_f64() * 1000.0).collect();
+        let mut v: Vec<f64> = (0..20_000)
+            .map(|_| l.sample().as_secs_f64() * 1000.0)
+            .collect();
         v.sort_by(f64::total_cmp);
         let (p50, p99) = (v[10_000], v[19_800]);
         assert!((17.0..23.0).contains(&p50), "median {p50}");

@@ -30,7 +30,11 @@ pub(crate) struct LineId {
 pub(crate) fn write_line(buf: &mut Vec<u8>, id: LineId, bytes: usize) {
     let start = buf.len();
     // Writing into a Vec cannot fail.
-    let _ = write!(buf, "a{:03} {:010} {:016} ", id.agent, id.seq, id.written_us);
+    let _ = write!(
+        buf,
+        "a{:03} {:010} {:016} ",
+        id.agent, id.seq, id.written_us
+    );
     let end = start + bytes.max(ID_BYTES + 1) - 1;
     buf.resize(end, b'x');
     buf.push(b'\n');

@@ -54,6 +54,8 @@
 //! was lost or an agent failed to stop cleanly. `fleet.rs` holds the run; this
 //! file parses the arguments and prints the report.
 
+#[path = "../common/emulator.rs"]
+mod emulator;
 #[path = "fleet.rs"]
 mod fleet;
 
@@ -93,7 +95,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let work = match tempfile::Builder::new().prefix("shardline-fleet-").tempdir() {
+    let work = match tempfile::Builder::new()
+        .prefix("shardline-fleet-")
+        .tempdir()
+    {
         Ok(w) => w,
         Err(e) => {
             eprintln!("fleet: cannot create a work directory: {e}");

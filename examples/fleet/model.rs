@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::common;
+use super::emulator;
 use super::layer::{layer, Gate, Latency};
 use super::tap::Tap;
 
@@ -62,7 +62,7 @@ impl Model {
             .local_addr()
             .map_err(|e| format!("no address: {e}"))?;
         let endpoint = format!("http://{addr}");
-        let client = common::emulator::client(&endpoint, Some(Duration::from_secs(60))).await;
+        let client = emulator::client(&endpoint, Some(Duration::from_secs(60))).await;
         let tap = Arc::new(Tap::new(agents));
         let gate = Arc::new(Gate::new(
             tap.clone(),
@@ -79,10 +79,10 @@ impl Model {
             enforce_limits: true,
             ..Default::default()
         };
-        let served = common::emulator::serve(listener, options, |app| {
+        let served = emulator::serve(listener, options, |app| {
             app.layer(axum::middleware::from_fn_with_state(gate, layer))
         });
-        common::emulator::create_stream(&client, STREAM, shards).await;
+        emulator::create_stream(&client, STREAM, shards).await;
         Ok(Model {
             endpoint,
             client,
@@ -168,7 +168,7 @@ impl Model {
         load_start: Instant,
     ) -> Result<Reshard, String> {
         // The stream turns UPDATING at once and ACTIVE once the shards changed.
-        common::emulator::wait_active(&self.client, STREAM).await;
+        emulator::wait_active(&self.client, STREAM).await;
         let active = Instant::now();
         let open_shards_after = self.open_shards().await?.len();
         let since = |t: Instant| t.duration_since(load_start).as_secs_f64();

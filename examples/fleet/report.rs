@@ -28,6 +28,14 @@ pub(crate) struct Spread {
 }
 
 impl Spread {
+    /// `min 1.00 median 2.00 max 3.00`, each with `unit`.
+    fn text(&self, unit: &str) -> String {
+        format!(
+            "min {:.2}{unit}  median {:.2}{unit}  max {:.2}{unit}",
+            self.min, self.median, self.max
+        )
+    }
+
     pub(crate) fn of(mut v: Vec<f64>) -> Spread {
         if v.is_empty() {
             return Spread::default();
@@ -194,74 +202,150 @@ impl Report {
 
     /// The report as a table.
     pub(crate) fn table(&self) -> String {
-        use std::fmt::Write as _;
+        let mut rows = self.load_rows();
+        rows.extend(self.agent_rows());
+        rows.extend(self.audit_rows());
+        rows.iter()
+            .map(|(k, v)| format!("  {k:<36} {v}\n"))
+            .collect()
+    }
+
+    /// The settings and what the stream took during the load.
+    fn load_rows(&self) -> Vec<(String, String)> {
         let s = &self.settings;
         let mib = |b: f64| b / SHARD_BYTES_PER_SEC;
-        let spread = |x: &Spread, unit: &str| {
-            format!("min {:.2}{unit}  median {:.2}{unit}  max {:.2}{unit}", x.min, x.median, x.max)
-        };
-        let mut t = String::new();
-        let mut row = |k: &str, v: String| {
-            let _ = writeln!(t, "  {k:<34} {v}");
-        };
-        row(
-            "run",
-            format!(
-                "{} agents, {} shards, load {:.2}, {:.0} s, {}-byte lines, {}, seed {}",
-                s.agents, s.shards, s.load, s.secs, s.line_bytes, s.partition_key, s.seed
-            ),
-        );
-        row(
-            "model",
-            format!(
-                "latency median {} ms, p99 {} ms; ListShards {} per second",
-                s.latency_ms, s.latency_p99_ms, s.list_shards_tps
-            ),
-        );
-        row("load period (drain excluded)", format!("{:.1} s", self.load_s));
-        row("offered", format!("{:.1} MiB ({:.2} MiB/s)", mib(self.offered_bytes as f64), mib(self.offered_bytes as f64) / self.load_s.max(1e-9)));
-        row("capacity (∫ open shards × 1 MiB/s)", format!("{:.1} MiB", mib(self.capacity_bytes)));
-        row("accepted (data + keys)", format!("{:.1} MiB", mib(self.accepted_bytes as f64)));
-        row("utilisation of capacity", format!("{:.1} %", self.utilisation * 100.0));
-        row(
-            "entries accepted / throttled",
-            format!(
-                "{} / {} ({:.3} throttled per accepted; {} other failures, {} failed requests)",
-                self.entries.accepted_entries,
-                self.entries.throttled_entries,
-                self.throttled_per_accepted,
-                self.entries.failed_entries,
-                self.entries.failed_requests
-            ),
-        );
-        row("fairness (Jain, accepted bytes)", format!("{:.4}", self.jain));
+        let offered = mib(self.offered_bytes as f64);
+        let e = &self.entries;
         let l = &self.latency_ms;
-        row("write → first accept", format!("p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms ({} lines)", l.p50, l.p99, l.max, l.lines));
-        let ls = &self.list_shards;
-        row("ListShards (agents)", format!("{} calls, {} LimitExceeded; per agent {}", ls.total, ls.refused, spread(&ls.per_agent, "")));
-        for (r, calls) in self.reshards.iter().zip(&ls.per_reshard) {
+        vec![
             row(
-                &format!("  after {} at {:.1} s ({:.0} s)", r.kind, r.requested_s, calls.window_s),
-                format!("{} calls, {} refused; per agent {}", calls.total, calls.refused, spread(&calls.per_agent, "")),
-            );
+                "run",
+                format!(
+                    "{} agents, {} shards, load {:.2}, {:.0} s, {}-byte lines, {}, seed {}",
+                    s.agents, s.shards, s.load, s.secs, s.line_bytes, s.partition_key, s.seed
+                ),
+            ),
+            row(
+                "model",
+                format!(
+                    "latency median {} ms, p99 {} ms; ListShards {} per second",
+                    s.latency_ms, s.latency_p99_ms, s.list_shards_tps
+                ),
+            ),
+            row(
+                "load period (drain excluded)",
+                format!("{:.1} s", self.load_s),
+            ),
+            row(
+                "offered",
+                format!(
+                    "{offered:.1} MiB ({:.2} MiB/s)",
+                    offered / self.load_s.max(1e-9)
+                ),
+            ),
+            row(
+                "capacity (∫ open shards × 1 MiB/s)",
+                format!("{:.1} MiB", mib(self.capacity_bytes)),
+            ),
+            row(
+                "accepted (data + keys)",
+                format!("{:.1} MiB", mib(self.accepted_bytes as f64)),
+            ),
+            row(
+                "utilisation of capacity",
+                format!("{:.1} %", self.utilisation * 100.0),
+            ),
+            row(
+                "entries accepted / throttled",
+                format!(
+                    "{} / {} ({:.3} throttled per accepted; {} other failures, {} failed requests)",
+                    e.accepted_entries,
+                    e.throttled_entries,
+                    self.throttled_per_accepted,
+                    e.failed_entries,
+                    e.failed_requests
+                ),
+            ),
+            row(
+                "fairness (Jain, accepted bytes)",
+                format!("{:.4}", self.jain),
+            ),
+            row(
+                "write → first accept",
+                format!(
+                    "p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms ({} lines)",
+                    l.p50, l.p99, l.max, l.lines
+                ),
+            ),
+        ]
+    }
+
+    /// ListShards calls and what the agents used.
+    fn agent_rows(&self) -> Vec<(String, String)> {
+        let ls = &self.list_shards;
+        let mut rows = vec![row(
+            "ListShards (agents)",
+            format!(
+                "{} calls, {} LimitExceeded; per agent {}",
+                ls.total,
+                ls.refused,
+                ls.per_agent.text("")
+            ),
+        )];
+        for (r, calls) in self.reshards.iter().zip(&ls.per_reshard) {
+            rows.push(row(
+                &format!(
+                    "  after {} at {:.1} s ({:.0} s)",
+                    r.kind, r.requested_s, calls.window_s
+                ),
+                format!(
+                    "{} calls, {} refused; per agent {}",
+                    calls.total,
+                    calls.refused,
+                    calls.per_agent.text("")
+                ),
+            ));
         }
-        row("CPU per agent", spread(&self.cpu_secs, " s"));
-        row("peak RSS per agent", spread(&self.peak_rss_mib, " MiB"));
-        row("drain", format!("{} in {:.1} s", if self.drained { "complete" } else { "TIMED OUT" }, self.drain_s));
+        rows.push(row("CPU per agent", self.cpu_secs.text(" s")));
+        rows.push(row("peak RSS per agent", self.peak_rss_mib.text(" MiB")));
+        rows
+    }
+
+    /// The drain and the audit.
+    fn audit_rows(&self) -> Vec<(String, String)> {
         let a = &self.audit;
-        row("lines written", a.written.to_string());
-        row("lost (never kept by a consumer)", a.lost.to_string());
-        row("duplicates", format!("{} ({:.4} % of written)", a.duplicates, a.duplicate_fraction * 100.0));
-        row("copies in dropped aggregates", a.dropped_copies.to_string());
-        row("unexpected records", a.unexpected.to_string());
-        row("failed agent stops", self.failed_stops.to_string());
-        t
+        let drain = if self.drained {
+            "complete"
+        } else {
+            "TIMED OUT"
+        };
+        vec![
+            row("drain", format!("{drain} in {:.1} s", self.drain_s)),
+            row("lines written", a.written.to_string()),
+            row("lost (never kept by a consumer)", a.lost.to_string()),
+            row(
+                "duplicates",
+                format!(
+                    "{} ({:.4} % of written)",
+                    a.duplicates,
+                    a.duplicate_fraction * 100.0
+                ),
+            ),
+            row("copies in dropped aggregates", a.dropped_copies.to_string()),
+            row("unexpected records", a.unexpected.to_string()),
+            row("failed agent stops", self.failed_stops.to_string()),
+        ]
     }
 
     /// Nothing lost, and every agent stopped cleanly.
     pub(crate) fn passed(&self) -> bool {
         self.audit.lost == 0 && self.failed_stops == 0
     }
+}
+
+/// One row of the table.
+fn row(key: &str, value: String) -> (String, String) {
+    (key.to_owned(), value)
 }
 
 /// Jain's fairness index, (Σx)² / (n·Σx²): 1 when all are equal, 1/n when one
@@ -294,7 +378,10 @@ pub(crate) fn capacity_bytes(
 ) -> f64 {
     let mut total = 0.0;
     let (mut at, mut open) = (start, shards);
-    for r in reshards.iter().filter(|r| r.active > start && r.active < end) {
+    for r in reshards
+        .iter()
+        .filter(|r| r.active > start && r.active < end)
+    {
         total += r.active.duration_since(at).as_secs_f64() * open as f64;
         (at, open) = (r.active, r.open_shards_after);
     }
@@ -314,10 +401,18 @@ fn list_shards(calls: &[ListShardsCall], reshards: &[Reshard], agents: usize) ->
                 refused += u64::from(c.refused);
             }
         }
-        (total, refused, Spread::of(n.into_iter().map(|v| v as f64).collect()))
+        (
+            total,
+            refused,
+            Spread::of(n.into_iter().map(|v| v as f64).collect()),
+        )
     };
     let far = Instant::now() + Duration::from_secs(86_400);
-    let earliest = calls.iter().map(|c| c.at).min().unwrap_or_else(Instant::now);
+    let earliest = calls
+        .iter()
+        .map(|c| c.at)
+        .min()
+        .unwrap_or_else(Instant::now);
     let (total, refused, per_agent) = by_agent(earliest, far);
     let per_reshard = reshards
         .iter()

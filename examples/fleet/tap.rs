@@ -154,7 +154,12 @@ impl Tap {
 
     /// Lines placed so far, all agents.
     pub(crate) fn placed(&self) -> u64 {
-        self.state.lock().expect("no holder panics").placed.iter().sum()
+        self.state
+            .lock()
+            .expect("no holder panics")
+            .placed
+            .iter()
+            .sum()
     }
 
     pub(crate) fn totals(&self) -> Totals {
