@@ -188,6 +188,7 @@ pub(crate) async fn run(opts: &Options, bin: &Path, work: &Path) -> Result<Repor
     let drained = drain(&model, &written, Duration::from_secs_f64(opts.drain_secs)).await;
     let drain_s = load_end.elapsed().as_secs_f64();
     let usage: Vec<Usage> = agents.iter().map(Agent::usage).collect();
+    let stopped = Instant::now();
     let failed_stops = stop_agents(&mut agents).await;
     say!("agents stopped; reading the stream back");
     let audit = audit::read_back(&model.client).await?;
@@ -195,6 +196,7 @@ pub(crate) async fn run(opts: &Options, bin: &Path, work: &Path) -> Result<Repor
     Ok(Report::new(Inputs {
         settings: opts.settings(seed),
         load: (load_start, load_end),
+        stopped,
         offered_bytes: written.iter().sum::<u64>() * opts.line_bytes as u64,
         reshards: &reshards,
         at_load_end: &at_load_end,

@@ -128,6 +128,8 @@ pub(crate) struct Report {
     pub(crate) throttled_per_accepted: f64,
     /// Jain's index over per-agent accepted bytes, load period.
     pub(crate) jain: f64,
+    /// Each agent's entries during the load period, by agent number.
+    pub(crate) per_agent: Vec<AgentCounts>,
     /// From a line's write to its first accept (all lines).
     pub(crate) latency_ms: Latencies,
     pub(crate) list_shards: ListShardsReport,
@@ -147,6 +149,8 @@ pub(crate) struct Report {
 pub(crate) struct Inputs<'a> {
     pub(crate) settings: Settings,
     pub(crate) load: (Instant, Instant),
+    /// When the agents were told to stop: the last reshard's window ends there.
+    pub(crate) stopped: Instant,
     pub(crate) offered_bytes: u64,
     pub(crate) reshards: &'a [Reshard],
     /// Counters when the load stopped.
@@ -182,8 +186,9 @@ impl Report {
                 / entries.accepted_entries.max(1) as f64,
             entries,
             jain: jain(&per_agent),
+            per_agent: i.at_load_end.agents.clone(),
             latency_ms: Latencies::of(i.latencies_us),
-            list_shards: list_shards(i.list_shards, i.reshards, agents),
+            list_shards: list_shards(i.list_shards, i.reshards, agents, i.stopped),
             reshards: i.reshards.to_vec(),
             cpu_secs: Spread::of(i.usage.iter().map(|u| u.cpu_secs).collect()),
             peak_rss_mib: Spread::of(
@@ -306,6 +311,15 @@ impl Report {
                 ),
             ));
         }
+        let spread =
+            |f: fn(&AgentCounts) -> f64| Spread::of(self.per_agent.iter().map(f).collect());
+        let accepted = spread(|a| a.accepted_bytes as f64 / SHARD_BYTES_PER_SEC);
+        rows.push(row("accepted per agent (load)", accepted.text(" MiB")));
+        let throttled = spread(|a| a.throttled_entries as f64);
+        rows.push(row(
+            "throttled entries per agent (load)",
+            throttled.text(""),
+        ));
         rows.push(row("CPU per agent", self.cpu_secs.text(" s")));
         rows.push(row("peak RSS per agent", self.peak_rss_mib.text(" MiB")));
         rows
@@ -389,8 +403,14 @@ pub(crate) fn capacity_bytes(
     total * SHARD_BYTES_PER_SEC
 }
 
-/// The agents' ListShards calls: all, and in the window after each reshard.
-fn list_shards(calls: &[ListShardsCall], reshards: &[Reshard], agents: usize) -> ListShardsReport {
+/// The agents' ListShards calls: all, and in the window after each reshard (to
+/// `stopped` at most).
+fn list_shards(
+    calls: &[ListShardsCall],
+    reshards: &[Reshard],
+    agents: usize,
+    stopped: Instant,
+) -> ListShardsReport {
     let by_agent = |from: Instant, to: Instant| {
         let mut n = vec![0u64; agents];
         let (mut total, mut refused) = (0, 0);
@@ -418,7 +438,7 @@ fn list_shards(calls: &[ListShardsCall], reshards: &[Reshard], agents: usize) ->
         .iter()
         .enumerate()
         .map(|(k, r)| {
-            let mut to = r.requested + RESHARD_WINDOW;
+            let mut to = (r.requested + RESHARD_WINDOW).min(stopped);
             if let Some(next) = reshards.get(k + 1) {
                 to = to.min(next.requested);
             }
