@@ -14,6 +14,7 @@ mod destination;
 mod destination_delivery;
 mod file;
 mod firehose;
+mod fleet;
 mod format;
 mod import;
 mod journald;

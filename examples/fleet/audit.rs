@@ -1,0 +1,198 @@
+//! The stream read back and audited by content, the way a KCL consumer reads
+//! it. [`Audit`] owns the copies of each line found; [`read_back`] fills it
+//! from every shard (closed parents too) from TRIM_HORIZON, page by page, and
+//! the report asks it what was lost and duplicated against the lines written.
+//!
+//! An aggregate holding a record outside the hash key range of the shard it is
+//! stored in is dropped whole, as the KCL's deaggregation does (the agent sends
+//! such an aggregate's records again); its copies are counted apart.
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use shardline::aggregate::{deaggregate, is_aggregated};
+
+use super::line::parse_line;
+use super::model::STREAM;
+
+/// Kinesis records per GetRecords call.
+const READ_LIMIT: i32 = 500;
+
+/// Copies of every line in the stream.
+#[derive(Default)]
+pub(crate) struct Audit {
+    /// Per agent, per line: copies a consumer keeps.
+    kept: Vec<Vec<u16>>,
+    /// Copies in aggregates a consumer drops (outside their shard's range).
+    pub(crate) dropped_copies: u64,
+    /// User records whose data is not a line of this run.
+    pub(crate) unreadable: u64,
+    /// Kinesis records read.
+    pub(crate) kinesis_records: u64,
+}
+
+/// What the audit found against what was written.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub(crate) struct Verdict {
+    pub(crate) written: u64,
+    /// Written, never kept by a consumer.
+    pub(crate) lost: u64,
+    /// Kept copies beyond each line's first.
+    pub(crate) duplicates: u64,
+    pub(crate) duplicate_fraction: f64,
+    /// Copies in aggregates a consumer drops.
+    pub(crate) dropped_copies: u64,
+    /// Lines in the stream that were never written, and records not lines.
+    pub(crate) unexpected: u64,
+}
+
+impl Audit {
+    fn note(&mut self, data: &[u8], kept: bool) {
+        let Some(id) = parse_line(data) else {
+            self.unreadable += 1;
+            return;
+        };
+        if !kept {
+            self.dropped_copies += 1;
+            return;
+        }
+        if self.kept.len() <= id.agent {
+            self.kept.resize(id.agent + 1, Vec::new());
+        }
+        let table = &mut self.kept[id.agent];
+        let seq = id.seq as usize;
+        if table.len() <= seq {
+            table.resize(seq + 1, 0);
+        }
+        table[seq] = table[seq].saturating_add(1);
+    }
+
+    /// The verdict against `written[agent]` lines per agent.
+    pub(crate) fn verdict(&self, written: &[u64]) -> Verdict {
+        let mut v = Verdict {
+            written: written.iter().sum(),
+            dropped_copies: self.dropped_copies,
+            unexpected: self.unreadable,
+            ..Default::default()
+        };
+        let empty = Vec::new();
+        for (agent, &w) in written.iter().enumerate() {
+            let table = self.kept.get(agent).unwrap_or(&empty);
+            for seq in 0..w as usize {
+                match table.get(seq).copied().unwrap_or(0) {
+                    0 => v.lost += 1,
+                    n => v.duplicates += u64::from(n - 1),
+                }
+            }
+            v.unexpected += table.iter().skip(w as usize).filter(|c| **c > 0).count() as u64;
+        }
+        v.unexpected += self
+            .kept
+            .iter()
+            .skip(written.len())
+            .flatten()
+            .filter(|c| **c > 0)
+            .count() as u64;
+        v.duplicate_fraction = v.duplicates as f64 / v.written.max(1) as f64;
+        v
+    }
+}
+
+/// Reads every shard from TRIM_HORIZON into an [`Audit`].
+pub(crate) async fn read_back(client: &aws_sdk_kinesis::Client) -> Result<Audit, String> {
+    // ferrokinesis answers every shard, closed ones too, in one page.
+    let shards = client
+        .list_shards()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .map_err(|e| format!("ListShards failed: {e:?}"))?;
+    let mut audit = Audit::default();
+    for shard in shards.shards() {
+        let range = shard
+            .hash_key_range()
+            .ok_or_else(|| format!("shard {} has no hash key range", shard.shard_id()))?;
+        let parse = |k: &str| {
+            k.parse::<u128>()
+                .map_err(|e| format!("bad hash key {k:?}: {e}"))
+        };
+        let range = parse(range.starting_hash_key())?..=parse(range.ending_hash_key())?;
+        read_shard(client, shard.shard_id(), &range, &mut audit).await?;
+    }
+    Ok(audit)
+}
+
+/// Reads one shard to its end (a closed shard) or to its tip (an open one).
+async fn read_shard(
+    client: &aws_sdk_kinesis::Client,
+    shard_id: &str,
+    range: &std::ops::RangeInclusive<u128>,
+    audit: &mut Audit,
+) -> Result<(), String> {
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(STREAM)
+        .shard_id(shard_id)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .map_err(|e| format!("GetShardIterator of {shard_id} failed: {e:?}"))?
+        .shard_iterator()
+        .map(str::to_owned);
+    while let Some(it) = iterator {
+        let page = client
+            .get_records()
+            .shard_iterator(it)
+            .limit(READ_LIMIT)
+            .send()
+            .await
+            .map_err(|e| format!("GetRecords of {shard_id} failed: {e:?}"))?;
+        for r in page.records() {
+            audit.kinesis_records += 1;
+            let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
+            let users = deaggregate(r.partition_key().unwrap_or_default(), None, &data)
+                .map_err(|e| format!("a record in {shard_id} does not decode: {e}"))?;
+            // A plain record was placed by Kinesis itself (by an explicit hash
+            // key GetRecords does not return): kept.
+            let kept = !is_aggregated(&data) || users.iter().all(|u| range.contains(&u.hash_key()));
+            for u in &users {
+                audit.note(&u.data, kept);
+            }
+        }
+        if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
+            break;
+        }
+        iterator = page.next_shard_iterator().map(str::to_owned);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::line::{write_line, LineId};
+    use super::*;
+
+    fn line(agent: usize, seq: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        let id = LineId {
+            agent,
+            seq,
+            written_us: 1,
+        };
+        write_line(&mut b, id, 64);
+        b.pop();
+        b
+    }
+
+    #[test]
+    fn lost_and_duplicated_lines_are_counted_by_content() {
+        let mut a = Audit::default();
+        a.note(&line(0, 0), true);
+        a.note(&line(0, 0), true);
+        a.note(&line(0, 2), false);
+        a.note(&line(1, 0), true);
+        let v = a.verdict(&[3, 1]);
+        assert_eq!(
+            (v.written, v.lost, v.duplicates, v.dropped_copies),
+            (4, 2, 1, 1)
+        );
+    }
+}
