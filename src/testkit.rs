@@ -7,13 +7,13 @@
 //! without notice. Programs that embed shardline use the items re-exported at
 //! the crate's root and the documented modules.
 
+/// The fleet simulation: the agents' pacing and shard map refresh on a paused
+/// clock, against a simulated stream.
+pub use crate::deliver::fleet_sim::{jain, simulate, FleetReport, FleetSpec};
 /// The Kinesis client delivery calls, and the SDK's implementation of it.
 pub use crate::deliver::kinesis::{
     BoxFuture, EntryResult, ErrorCode, Kinesis, KinesisError, SdkKinesis, SharedKinesis,
 };
-/// The fleet simulation: the agents' pacing and shard map refresh on a paused
-/// clock, against a simulated stream.
-pub use crate::deliver::fleet_sim::{jain, simulate, FleetReport, FleetSpec};
 /// MD5 of many messages at once.
 pub use crate::digest::digests;
 

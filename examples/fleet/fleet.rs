@@ -96,8 +96,10 @@ pub(crate) struct Options {
     /// ListShards calls per second the stream takes (AWS: 1000).
     #[arg(long, default_value_t = 1000)]
     pub(crate) list_shards_tps: u32,
-    /// Longest wait, once the load stopped, for every line to be accepted.
-    #[arg(long, default_value_t = 120.0)]
+    /// Longest wait, once the load stopped, for every line to be accepted
+    /// (0: 120 s plus the load's seconds times its multiple of capacity, time
+    /// enough for the backlog an overload leaves).
+    #[arg(long, default_value_t = 0.0)]
     pub(crate) drain_secs: f64,
     /// Seconds between progress lines (0: none).
     #[arg(long, default_value_t = 10.0)]
@@ -185,7 +187,11 @@ pub(crate) async fn run(opts: &Options, bin: &Path, work: &Path) -> Result<Repor
         written.iter().sum::<u64>()
     );
 
-    let drained = drain(&model, &written, Duration::from_secs_f64(opts.drain_secs)).await;
+    let drain_limit = match opts.drain_secs {
+        0.0 => 120.0 + opts.secs * opts.load,
+        s => s,
+    };
+    let drained = drain(&model, &written, Duration::from_secs_f64(drain_limit)).await;
     let drain_s = load_end.elapsed().as_secs_f64();
     let usage: Vec<Usage> = agents.iter().map(Agent::usage).collect();
     let stopped = Instant::now();

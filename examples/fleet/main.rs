@@ -22,7 +22,10 @@
 //!   the stream (AWS documents 1,000 per second per data stream); past it
 //!   `400 LimitExceededException` with `x-amzn-ErrorType`, as AWS answers.
 //! - **Reshards under load**: SplitShard of the widest shard at a third of the
-//!   run, MergeShards of two adjacent open shards at two thirds; the stream is
+//!   run, MergeShards of the narrowest adjacent pair (the split's two children)
+//!   at two thirds; with keys spread evenly, the split's children each get half
+//!   the load of the others, so while they are open at most 90 % of a 4-shard
+//!   stream's capacity can be used (4.5 of 5 MiB/s); the stream is
 //!   `UPDATING` for 1 s, then the shards change (the agents learn the new ranges
 //!   from ListShards).
 //! - Not modelled: the account-wide limits of the control plane

@@ -139,12 +139,15 @@ impl Model {
         self.settled("split", requested, load_start).await
     }
 
-    /// Merges the first two adjacent open shards.
+    /// Merges the two adjacent open shards with the narrowest ranges together
+    /// (after the split, its two children: the stream is back to even shards,
+    /// as when a scale-up is undone).
     pub(crate) async fn merge(&self, load_start: Instant) -> Result<Reshard, String> {
         let open = self.open_shards().await?;
         let (a, b) = open
             .windows(2)
-            .find(|w| w[0].end.checked_add(1) == Some(w[1].start))
+            .filter(|w| w[0].end.checked_add(1) == Some(w[1].start))
+            .min_by_key(|w| (w[0].end - w[0].start) / 2 + (w[1].end - w[1].start) / 2)
             .map(|w| (w[0].clone(), w[1].clone()))
             .ok_or("no two adjacent open shards to merge")?;
         let requested = Instant::now();

@@ -20,6 +20,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Cap of a shard's backoff: Kinesis counts a shard's writes in one-second
 /// windows, so a throttled shard has room again within a second or so.
 const SHARD_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The lowest share a shard's bucket runs at, as a part of the prior.
+const SHARE_FLOOR: f64 = 0.5;
 /// A throttled shard's wait, at most: one Kinesis window.
 const THROTTLED_WAIT: Duration = Duration::from_secs(1);
 /// Retry interval when the cause is outside the agent (credentials, missing stream).
@@ -35,7 +37,10 @@ const BUCKET_BURST: f64 = 0.1;
 
 /// A shard's limits (bytes, records per second) scaled by `fraction`.
 fn rate_of(fraction: f64) -> (f64, f64) {
-    (SHARD_BYTES_PER_SEC * fraction, SHARD_RECORDS_PER_SEC * fraction)
+    (
+        SHARD_BYTES_PER_SEC * fraction,
+        SHARD_RECORDS_PER_SEC * fraction,
+    )
 }
 
 /// The delay before attempt `attempts + 1`: exponential, capped, jittered.
@@ -73,11 +78,15 @@ impl Bucket {
     }
 
     /// When the bucket will allow a record of `size` bytes (`None`: now). A record
-    /// larger than the burst waits for a full bucket.
+    /// larger than the burst waits for a full bucket, and so does any record when
+    /// the burst holds less than one.
     fn ready_at(&self, size: usize, rate: (f64, f64)) -> Option<Instant> {
         let need_bytes = (size as f64).min(rate.0 * BUCKET_BURST);
         let wait_bytes = (need_bytes - self.bytes) / rate.0;
-        let wait_records = (1.0 - self.records) / rate.1;
+        // Below 10 records a second (a small share), the burst holds less than
+        // a record: a full bucket lets one go.
+        let need_records = (rate.1 * BUCKET_BURST).min(1.0);
+        let wait_records = (need_records - self.records) / rate.1;
         let wait = wait_bytes.max(wait_records);
         (wait > 0.0).then(|| self.at + Duration::from_secs_f64(wait))
     }
@@ -127,8 +136,17 @@ impl Pacing {
         rate_of(self.rate_factor * share)
     }
 
-    /// The share of a shard (its prior if not sent to yet); for tests and the
-    /// fleet simulation.
+    /// The share a shard's bucket runs at: its own, but not below half the
+    /// prior. Load spread over shards by random keys is the same on each, and so
+    /// is an agent's fair part of each; a shard cut deep by a run of throttles
+    /// would otherwise hold its records in the memory window long enough to
+    /// stall the others behind them.
+    fn floored(&self, share: Share) -> f64 {
+        share.value().max(self.prior.value() * SHARE_FLOOR)
+    }
+
+    /// The share of a shard (its prior if not sent to yet).
+    #[cfg(test)]
     pub(super) fn share_of(&self, shard: &str) -> f64 {
         self.buckets
             .get(shard)
@@ -169,7 +187,7 @@ impl Pacing {
             .get(shard)
             .filter(|_| self.limited())
             .and_then(|p| {
-                let rate = self.rate(p.share.value());
+                let rate = self.rate(self.floored(p.share));
                 let mut b = p.bucket;
                 b.refill(now, rate);
                 b.ready_at(size, rate)
@@ -192,7 +210,8 @@ impl Pacing {
             bucket: Bucket::new(now, fresh_rate),
             share: Share::new(prior, now),
         });
-        let rate = rate_of(self.rate_factor * p.share.value());
+        let floor = self.prior.value() * SHARE_FLOOR;
+        let rate = rate_of(self.rate_factor * p.share.value().max(floor));
         let b = &mut p.bucket;
         // What the bucket would hold without its cap, in bursts: an agent that
         // sends as soon as its bucket lets it finds it at most a burst over.
@@ -220,13 +239,14 @@ impl Pacing {
             .iter()
             .map(|id| (id, true))
             .chain(accepted.difference(throttled).map(|id| (id, false)));
+        let floor = self.prior.value() * SHARE_FLOOR;
         for (id, was_throttled) in changes {
             let Some(p) = self.buckets.get_mut(id) else {
                 continue;
             };
             // The tokens earned so far are earned at the old rate.
             p.bucket
-                .refill(now, rate_of(self.rate_factor * p.share.value()));
+                .refill(now, rate_of(self.rate_factor * p.share.value().max(floor)));
             let changed = if was_throttled {
                 p.share.throttled(now)
             } else {
@@ -440,5 +460,90 @@ mod tests {
         assert!(!p.stream_waits(now + ENVIRONMENT_RETRY));
         p.request_succeeded();
         assert_eq!(p.stream_until(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_shard_waits_a_window_and_cuts_its_share_while_others_go_on() {
+        let mut p = Pacing::new(0.8);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let now = Instant::now();
+        p.take_tokens(a.clone(), 1000, now);
+        p.take_tokens(b.clone(), 1000, now);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        let (throttled, accepted) = (set(&["a"]), set(&["b"]));
+        p.shares_answered(&throttled, &accepted, now);
+        p.shards_answered(throttled.clone(), &throttled, accepted, now);
+        let wait = p.shard_blocked_until(&a, 1000, now).expect("a waits") - now;
+        assert!(
+            wait >= THROTTLED_WAIT / 2 && wait <= THROTTLED_WAIT,
+            "{wait:?}"
+        );
+        assert_eq!(p.shard_blocked_until(&b, 1000, now), None);
+        assert!(p.share_of("a") < 1.0 && p.share_of("b") == 1.0);
+        // A new map that keeps b and drops a: b's share stays, a is forgotten.
+        let map = ShardMap::new(vec![crate::shard_map::Shard {
+            id: b.clone(),
+            start: 0,
+            end: u128::MAX,
+        }])
+        .unwrap();
+        p.keep_shards(&map);
+        assert_eq!(p.shard_blocked_until(&a, 1000, now), None);
+        assert_eq!(p.share_of("b"), 1.0);
+    }
+
+    /// An agent idle for a minute holds a tenth of a second of its rate, no
+    /// more: three 100 KiB sends at once, and the third waits.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_shard_keeps_no_large_burst() {
+        let mut p = Pacing::new(1.0);
+        let a: Arc<str> = Arc::from("a");
+        p.take_tokens(a.clone(), 1000, Instant::now());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let now = Instant::now();
+        assert_eq!(p.shard_blocked_until(&a, 100 << 10, now), None);
+        p.take_tokens(a.clone(), 100 << 10, now);
+        p.take_tokens(a.clone(), 100 << 10, now);
+        let wait = p.shard_blocked_until(&a, 100 << 10, now).expect("waits") - now;
+        assert!(wait > Duration::from_millis(190), "{wait:?}");
+    }
+
+    /// Shares learned on one shard seed the shards not sent to yet.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_shard_starts_from_what_the_others_taught() {
+        let mut p = Pacing::new(1.0);
+        let a: Arc<str> = Arc::from("a");
+        for _ in 0..30 {
+            p.take_tokens(a.clone(), 1000, Instant::now());
+            p.shares_answered(&set(&["a"]), &set(&[]), Instant::now());
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert!(p.share_of("a") < 0.01, "{}", p.share_of("a"));
+        assert!(
+            p.share_of("never-sent-to") < 0.5,
+            "{}",
+            p.share_of("never-sent-to")
+        );
+    }
+
+    /// A share so small that a tenth of a second holds less than one record
+    /// (under 10 records a second) still lets a record go once the bucket is full.
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_share_still_sends() {
+        let mut p = Pacing::new(0.005);
+        let a: Arc<str> = Arc::from("a");
+        p.take_tokens(a.clone(), 100, Instant::now());
+        let until = p
+            .shard_blocked_until(&a, 100, Instant::now())
+            .expect("waits");
+        // 5 records a second: the next one after 0.2 s at most.
+        assert!(
+            until - Instant::now() <= Duration::from_millis(200),
+            "{:?}",
+            until - Instant::now()
+        );
+        tokio::time::advance(Duration::from_millis(201)).await;
+        assert_eq!(p.shard_blocked_until(&a, 100, Instant::now()), None);
     }
 }

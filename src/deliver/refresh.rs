@@ -82,7 +82,11 @@ pub(super) async fn refresh_shard_map(
             let read =
                 read_max_record_bytes(&stream, &*kinesis, &tx.max_record_bytes, &mut size_warned)
                     .await;
-            let every = if read { SIZE_INTERVAL } else { SIZE_INTERVAL / 2 };
+            let every = if read {
+                SIZE_INTERVAL
+            } else {
+                SIZE_INTERVAL / 2
+            };
             size_due = Instant::now() + jittered(every, 0.5);
         }
         let called = Instant::now();
@@ -155,7 +159,10 @@ impl Reloads {
                 metrics.list_shards_failed(stream, code.as_str());
                 metrics.note_error(stream, code.as_str(), code.trouble(), &e);
                 let now = Instant::now();
-                if self.last_log.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+                if self
+                    .last_log
+                    .is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL)
+                {
                     self.last_log = Some(now);
                     tracing::warn!(stream = %stream, error = %e, "Listing shards failed; records stay spooled until it succeeds");
                 }
@@ -206,5 +213,168 @@ async fn read_max_record_bytes(
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::deliver::kinesis::{BoxFuture, EntryResult, Kinesis, KinesisError};
+    use crate::shard_map::Shard;
+
+    /// A stream of four shards whose ListShards takes 20 ms and refuses the
+    /// first `refuse` calls as throttled; it notes when each call came.
+    #[derive(Default)]
+    struct Counted {
+        calls: Mutex<Vec<Instant>>,
+        refuse: Mutex<u32>,
+        sizes: Mutex<u32>,
+    }
+
+    impl Kinesis for Counted {
+        fn list_shards<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
+            Box::pin(async move {
+                self.calls.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut refuse = self.refuse.lock().unwrap();
+                if *refuse > 0 {
+                    *refuse -= 1;
+                    return Err(KinesisError {
+                        operation: "ListShards",
+                        code: ErrorCode::kinesis("LimitExceededException"),
+                        message: "Rate exceeded".into(),
+                    });
+                }
+                let quarter = u128::MAX / 4;
+                Ok((0..4u128)
+                    .map(|i| Shard {
+                        id: Arc::from(format!("shardId-{i}")),
+                        start: quarter * i + i.min(1),
+                        end: if i == 3 { u128::MAX } else { quarter * (i + 1) },
+                    })
+                    .collect())
+            })
+        }
+
+        fn max_record_bytes<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<usize>, KinesisError>> {
+            *self.sizes.lock().unwrap() += 1;
+            Box::pin(async { Ok(Some(1 << 20)) })
+        }
+
+        fn put_records<'a>(
+            &'a self,
+            _: &'a str,
+            _: Vec<crate::aggregate::Encoded>,
+        ) -> BoxFuture<'a, Result<Vec<EntryResult>, KinesisError>> {
+            unreachable!("the refresh task only lists shards")
+        }
+    }
+
+    /// Starts the refresh task (interval 60 s) and waits for its first map.
+    async fn start(kinesis: Arc<Counted>) -> (Arc<Notify>, CancellationToken) {
+        let asked = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let (map, mut map_rx) = watch::channel(None);
+        let (max_record_bytes, _) = watch::channel(None);
+        tokio::spawn(refresh_shard_map(
+            Arc::from("logs"),
+            kinesis,
+            Duration::from_secs(60),
+            Published {
+                map,
+                max_record_bytes,
+            },
+            asked.clone(),
+            Metrics::new(),
+            shutdown.clone(),
+        ));
+        map_rx.wait_for(|m| m.is_some()).await.unwrap();
+        (asked, shutdown)
+    }
+
+    fn calls(k: &Counted) -> usize {
+        k.calls.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_reload_is_spread_over_more_time_on_a_larger_stream() {
+        assert_eq!(spread(4), SPREAD_MIN);
+        assert_eq!(spread(100), Duration::from_secs(2));
+        assert_eq!(spread(1000), Duration::from_secs(20));
+        assert_eq!(spread(100_000), SPREAD_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_asks_makes_one_call_within_the_spread() {
+        let k = Arc::new(Counted::default());
+        let (asked, shutdown) = start(k.clone()).await;
+        assert_eq!(calls(&k), 1);
+        let asked_at = Instant::now();
+        for _ in 0..100 {
+            asked.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let at = k.calls.lock().unwrap().clone();
+        assert_eq!(at.len(), 2, "{at:?}");
+        assert!(at[1] >= at[0] + MIN_GAP && at[1] <= asked_at + SPREAD_MIN + MIN_GAP);
+        // Asks made before that call were answered by it: none is left over.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(calls(&k), 2);
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reloads_on_the_interval_are_jittered_and_the_size_is_read_rarely() {
+        let k = Arc::new(Counted::default());
+        let (asked, shutdown) = start(k.clone()).await;
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let at = k.calls.lock().unwrap().clone();
+        let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        assert!(gaps.len() >= 4, "{gaps:?}");
+        assert!(gaps.iter().all(|&g| (54.0..=66.1).contains(&g)), "{gaps:?}");
+        assert!(
+            gaps.iter().any(|&g| (g - gaps[0]).abs() > 0.01),
+            "not jittered: {gaps:?}"
+        );
+        // Asked reloads do not read the maximum record size again.
+        for _ in 0..5 {
+            asked.notify_one();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        assert_eq!(*k.sizes.lock().unwrap(), 1);
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_backs_off_doubling_and_asks_do_not_cut_it_short() {
+        let k = Arc::new(Counted::default());
+        let (asked, shutdown) = start(k.clone()).await;
+        *k.refuse.lock().unwrap() = 3;
+        // Asks all through the backoffs (at least 1 + 2 + 4 s): they hold
+        // anyway, and the call that loads answers them all.
+        for _ in 0..60 {
+            asked.notify_one();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let at = k.calls.lock().unwrap().clone();
+        // The first map, three refused calls, then the one that loads.
+        assert_eq!(at.len(), 5, "{at:?}");
+        let gaps: Vec<Duration> = at[1..].windows(2).map(|w| w[1] - w[0]).collect();
+        // Backoff from 2 s (half of it at least, with jitter), doubling: at least
+        // 1 s, 2 s, 4 s.
+        for (i, g) in gaps.iter().enumerate() {
+            assert!(*g >= Duration::from_secs(1 << i), "gap {i}: {g:?}");
+        }
+        shutdown.cancel();
     }
 }

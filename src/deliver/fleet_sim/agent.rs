@@ -68,8 +68,8 @@ struct Agent {
 }
 
 /// Runs agent `index` from `start` until its queue is drained after the load
-/// (or the drain's end); returns the entries it still held.
-pub(super) async fn run(index: usize, start: Instant, shared: Shared) -> usize {
+/// (or the drain's end); returns the entries it still held, and when it ended.
+pub(super) async fn run(index: usize, start: Instant, shared: Shared) -> (usize, Instant) {
     tokio::time::sleep_until(start).await;
     let (map_tx, mut map_rx) = watch::channel(None);
     let (size_tx, _size_rx) = watch::channel(None);
@@ -91,10 +91,11 @@ pub(super) async fn run(index: usize, start: Instant, shared: Shared) -> usize {
         shared.shutdown.clone(),
     ));
     let Ok(map) = map_rx.wait_for(|m| m.is_some()).await.map(|m| m.clone()) else {
-        return 0;
+        return (0, Instant::now());
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let period = shared.batch_bytes as f64 / shared.per_shard_rate;
+    let shards = shared.model.lock().unwrap().open_count();
+    let period = shared.batch_bytes as f64 / (shared.per_shard_rate * shards as f64);
     let mut agent = Agent {
         index,
         pacing: Pacing::new(shared.rate_factor),
@@ -113,7 +114,7 @@ pub(super) async fn run(index: usize, start: Instant, shared: Shared) -> usize {
         if now >= agent.shared.drain_end
             || (now >= agent.shared.load_end && agent.queue.is_empty() && agent.inflight == 0)
         {
-            return agent.queue.len();
+            return (agent.queue.len(), now);
         }
         let wake = agent.next_wake(now);
         tokio::select! {
@@ -139,14 +140,17 @@ impl Agent {
             let mut i = 0;
             while i < self.queue.len().min(WINDOW) && batch.len() < MAX_ENTRIES {
                 let e = &self.queue[i];
-                let blocked = self.pacing.shard_blocked_until(&e.shard, e.bytes as usize, now);
+                let blocked = self
+                    .pacing
+                    .shard_blocked_until(&e.shard, e.bytes as usize, now);
                 if blocked.is_some() || bytes + e.bytes > MAX_REQUEST_BYTES {
                     i += 1;
                     continue;
                 }
                 let e = self.queue.remove(i).expect("in the queue");
                 bytes += e.bytes;
-                self.pacing.take_tokens(e.shard.clone(), e.bytes as usize, now);
+                self.pacing
+                    .take_tokens(e.shard.clone(), e.bytes as usize, now);
                 batch.push(e);
             }
             if batch.is_empty() {
@@ -182,7 +186,10 @@ impl Agent {
         };
         if self.inflight < self.shared.max_inflight {
             for e in self.queue.iter().take(WINDOW) {
-                if let Some(t) = self.pacing.shard_blocked_until(&e.shard, e.bytes as usize, now) {
+                if let Some(t) = self
+                    .pacing
+                    .shard_blocked_until(&e.shard, e.bytes as usize, now)
+                {
                     wake = wake.min(t);
                 }
             }
@@ -213,7 +220,10 @@ impl Agent {
     }
 
     fn route(&self, hash_key: u128) -> Arc<str> {
-        let i = self.map.lookup(hash_key).expect("the simulated stream has no gaps");
+        let i = self
+            .map
+            .lookup(hash_key)
+            .expect("the simulated stream has no gaps");
         self.map.get(i).id.clone()
     }
 

@@ -93,8 +93,11 @@ pub struct FleetReport {
     pub list_shards_peak_per_sec: u32,
     pub list_shards_limited: u64,
     pub describe_calls: u64,
-    /// Entries still queued when the drain ended (0: all accepted).
+    /// Entries still queued when the drain ended (0: all accepted), and how
+    /// long the drain took (the backlog an overload leaves, sent once the load
+    /// stops).
     pub entries_left: usize,
+    pub drain_secs: f64,
     /// Real seconds the simulation took.
     pub wall_secs: f64,
 }
@@ -123,7 +126,7 @@ async fn run(spec: FleetSpec) -> FleetReport {
         per_shard_rate: spec.load * (1 << 20) as f64 / spec.agents as f64,
         batch_bytes: spec.batch_bytes,
         load_end,
-        drain_end: load_end + Duration::from_secs(spec.secs.max(60)),
+        drain_end: load_end + Duration::from_secs((10 * spec.secs).max(600)),
         max_inflight: spec.max_inflight,
         rate_factor: spec.rate_limit_percent / 100.0,
         refresh_interval: Duration::from_secs(spec.refresh_interval_secs),
@@ -134,14 +137,23 @@ async fn run(spec: FleetSpec) -> FleetReport {
             tokio::spawn(agent::run(i, start, shared.clone()))
         })
         .collect();
-    tokio::spawn(control(model.clone(), all_started, load_end, spec.reshard_at));
-    let mut left = 0;
+    tokio::spawn(control(
+        model.clone(),
+        all_started,
+        load_end,
+        spec.reshard_at,
+    ));
+    let (mut left, mut last) = (0, load_end);
     for a in agents {
-        left += a.await.expect("an agent ran");
+        let (held, ended) = a.await.expect("an agent ran");
+        left += held;
+        last = last.max(ended);
     }
     shared.shutdown.cancel();
     let m = model.lock().unwrap();
-    report(spec, &m, left)
+    let mut report = report(spec, &m, left);
+    report.drain_secs = last.duration_since(load_end).as_secs_f64();
+    report
 }
 
 /// Measures from the last agent's start to the end of the load, counting the
@@ -191,6 +203,7 @@ fn report(spec: FleetSpec, m: &Model, entries_left: usize) -> FleetReport {
         list_shards_limited: t.list_limited,
         describe_calls: t.describe_calls,
         entries_left,
+        drain_secs: 0.0,
         wall_secs: 0.0,
         spec,
     }
@@ -209,13 +222,76 @@ pub fn jain(xs: &[u64]) -> f64 {
 impl std::fmt::Display for FleetReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = &self.spec;
-        writeln!(f, "agents {}  shards {} -> {}  load {:.2}x  {} s measured  (simulated in {:.1} s)", s.agents, s.shards, self.shards_after, s.load, s.secs, self.wall_secs)?;
-        writeln!(f, "accepted of capacity     {:6.1} %", self.accepted_fraction * 100.0)?;
-        writeln!(f, "throttled per accepted   {:6.3}", self.throttled_per_accepted)?;
+        writeln!(
+            f,
+            "agents {}  shards {} -> {}  load {:.2}x  {} s measured  (simulated in {:.1} s)",
+            s.agents, s.shards, self.shards_after, s.load, s.secs, self.wall_secs
+        )?;
+        writeln!(
+            f,
+            "accepted of capacity     {:6.1} %",
+            self.accepted_fraction * 100.0
+        )?;
+        writeln!(
+            f,
+            "throttled per accepted   {:6.3}",
+            self.throttled_per_accepted
+        )?;
         writeln!(f, "fairness (Jain)          {:6.3}", self.jain)?;
-        writeln!(f, "latency p50 / p99        {:.0} / {:.0} ms", self.latency_p50_ms, self.latency_p99_ms)?;
-        writeln!(f, "ListShards after reshard {:.2} per agent (most {}), limited {}, peak {}/s, total {}", self.list_shards_reshard_mean, self.list_shards_reshard_max, self.list_shards_limited, self.list_shards_peak_per_sec, self.list_shards_total)?;
+        writeln!(
+            f,
+            "latency p50 / p99        {:.0} / {:.0} ms",
+            self.latency_p50_ms, self.latency_p99_ms
+        )?;
+        writeln!(
+            f,
+            "ListShards after reshard {:.2} per agent (most {}), limited {}, peak {}/s, total {}",
+            self.list_shards_reshard_mean,
+            self.list_shards_reshard_max,
+            self.list_shards_limited,
+            self.list_shards_peak_per_sec,
+            self.list_shards_total
+        )?;
         writeln!(f, "DescribeStreamSummary    {}", self.describe_calls)?;
-        write!(f, "entries left after drain {}", self.entries_left)
+        write!(
+            f,
+            "drain                    {:.0} s, {} entries left",
+            self.drain_secs, self.entries_left
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small fleet through a reshard: every entry is taken in the end, the
+    /// load overruns the stream so most of it is used, every agent gets a
+    /// part, and each agent lists the shards a few times at most for the reshard.
+    #[tokio::test(start_paused = true)]
+    async fn a_small_simulated_fleet_uses_its_stream_and_lists_few_times() {
+        fastrand::seed(7);
+        let report = simulate(FleetSpec {
+            agents: 40,
+            shards: 4,
+            secs: 40,
+            reshard_at: Some(20),
+            start_spread_secs: 5,
+            ..FleetSpec::default()
+        })
+        .await;
+        assert_eq!(report.entries_left, 0, "{report}");
+        assert_eq!(report.shards_after, 8);
+        assert!(report.accepted_fraction > 0.7, "{report}");
+        assert!(report.jain > 0.8, "{report}");
+        assert!(report.list_shards_reshard_max <= 3, "{report}");
+        assert_eq!(report.list_shards_limited, 0);
+        assert_eq!(report.describe_calls, 40);
+    }
+
+    #[test]
+    fn jain_is_one_for_equal_parts_and_one_over_n_for_one_taker() {
+        assert!((jain(&[5, 5, 5, 5]) - 1.0).abs() < 1e-12);
+        assert!((jain(&[9, 0, 0]) - 1.0 / 3.0).abs() < 1e-12);
     }
 }

@@ -162,10 +162,18 @@ impl Model {
 
     /// Judges one entry of `bytes` with `hash_key` arriving now: the id of the
     /// shard that took it, or `None` if that shard's window is full.
-    pub(super) fn judge(&mut self, agent: usize, hash_key: u128, bytes: u64, now: Instant) -> Option<Arc<str>> {
+    pub(super) fn judge(
+        &mut self,
+        agent: usize,
+        hash_key: u128,
+        bytes: u64,
+        now: Instant,
+    ) -> Option<Arc<str>> {
         let at = self.open.partition_point(|&(start, _)| start <= hash_key) - 1;
         let s = &mut self.shards[self.open[at].1];
-        if s.window_start.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
+        if s.window_start
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1))
+        {
             s.window_start = Some(now);
             s.bytes = 0;
             s.records = 0;
@@ -219,7 +227,11 @@ fn even_shards(n: usize, first: usize) -> Vec<Shard> {
         .map(|i| Shard {
             id: shard_id(first + i),
             start: step * i as u128,
-            end: if i + 1 == n { u128::MAX } else { step * (i as u128 + 1) - 1 },
+            end: if i + 1 == n {
+                u128::MAX
+            } else {
+                step * (i as u128 + 1) - 1
+            },
         })
         .collect()
 }
@@ -237,7 +249,10 @@ pub(super) struct SimKinesis {
 }
 
 impl Kinesis for SimKinesis {
-    fn list_shards<'a>(&'a self, _stream: &'a str) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
+    fn list_shards<'a>(
+        &'a self,
+        _stream: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Shard>, KinesisError>> {
         Box::pin(async move {
             let latency = self.model.lock().unwrap().latency();
             tokio::time::sleep(latency / 2).await;
@@ -258,7 +273,10 @@ impl Kinesis for SimKinesis {
         })
     }
 
-    fn max_record_bytes<'a>(&'a self, _stream: &'a str) -> BoxFuture<'a, Result<Option<usize>, KinesisError>> {
+    fn max_record_bytes<'a>(
+        &'a self,
+        _stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<usize>, KinesisError>> {
         Box::pin(async move {
             self.model.lock().unwrap().tally.describe_calls += 1;
             Ok(Some(1 << 20))
