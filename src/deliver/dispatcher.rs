@@ -351,7 +351,13 @@ impl Dispatcher {
                 &ErrorCode::WrongShard,
                 "an aggregate landed in a shard whose range does not hold all its records; they are sent again after the shard map refresh",
             );
-            self.router.hold(answer.misrouted);
+            if answer.map_stale {
+                self.router.hold(answer.misrouted);
+            } else {
+                // Built with an older map: the one in use already knows where
+                // they go.
+                self.router.wait_for_map(answer.misrouted);
+            }
         }
         self.metrics.delivered(&self.stream, answer.delivered);
         self.ledger.commit();

@@ -2,7 +2,7 @@
 //! start, on an interval, and whenever the dispatcher asks (a record outside every
 //! known range, an entry that landed in an unexpected shard), and publishes the map.
 //! Reloads are spread and coalesced so that a fleet of agents seeing one reshard
-//! does not storm ListShards. At start, and every ten minutes or so, it also reads
+//! does not storm ListShards. At start, and every hour or so, it also reads
 //! the stream's maximum record size (raised with UpdateMaxRecordSize), published
 //! before the map so that records routed through a map are checked against it.
 
@@ -45,8 +45,10 @@ const MIN_GAP: Duration = Duration::from_secs(1);
 /// Longest wait after ListShards was throttled (`LimitExceededException`).
 const THROTTLED_MAX: Duration = Duration::from_secs(60);
 /// How often the stream's maximum record size is read again (jittered by
-/// ±50 %): DescribeStreamSummary's limit is 20 calls a second per account.
-const SIZE_INTERVAL: Duration = Duration::from_secs(600);
+/// ±50 %): DescribeStreamSummary's limit is 20 calls a second per account,
+/// which ten thousand agents reading every ten minutes would use up; a raised
+/// size is rare, and a restart reads it at once.
+const SIZE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How long a reload asked for may be put off on a stream of `shards` shards.
 pub(super) fn spread(shards: usize) -> Duration {
