@@ -31,6 +31,9 @@ use tokio::time::Instant;
 pub(super) const GROWTH_PER_SEC: f64 = 0.01;
 /// Growth doubles after this long without a cut.
 const GROWTH_DOUBLING: Duration = Duration::from_secs(20);
+/// Most time paid as growth in one answer: a share so small that its bucket
+/// lets a batch go only every few minutes still grows back within a few answers.
+const GROWTH_PAID_MAX: Duration = Duration::from_secs(60);
 /// The smallest share: an agent keeps sending something, and learns from it.
 pub(super) const MIN_SHARE: f64 = 0.0001;
 /// The cut when the shard refused more than it took since the last cut.
@@ -126,7 +129,7 @@ impl Share {
         self.grown_at = now;
         let quiet = now.saturating_duration_since(self.cut_at).as_secs_f64();
         let rate = (GROWTH_PER_SEC * (quiet / GROWTH_DOUBLING.as_secs_f64()).exp2()).min(1.0);
-        let dt = dt.min(GROWTH_DOUBLING.as_secs_f64());
+        let dt = dt.min(GROWTH_PAID_MAX.as_secs_f64());
         self.value = (self.value * (1.0 + rate * dt) + MIN_SHARE * dt).min(1.0);
         dt > 0.0
     }
@@ -259,5 +262,22 @@ mod tests {
         assert!((p.value() - 0.1).abs() < 0.01, "{}", p.value());
         p.learn(0.0);
         assert!(p.value() >= MIN_SHARE);
+    }
+
+    /// A share at the floor, whose bucket lets a batch go every few minutes,
+    /// grows back within ten answers once nobody throttles it.
+    #[tokio::test(start_paused = true)]
+    async fn a_share_at_the_floor_grows_back_within_ten_answers() {
+        let mut s = Share::new(MIN_SHARE, Instant::now());
+        let mut answers = 0;
+        while s.value() < 0.5 {
+            s.sent(true, Instant::now());
+            // The next batch goes when 64 KiB at the share's rate are paid.
+            let wait = 65536.0 / (s.value() * 1_048_576.0);
+            tokio::time::advance(Duration::from_secs_f64(wait)).await;
+            s.accepted(Instant::now());
+            answers += 1;
+        }
+        assert!(answers <= 10, "{answers} answers");
     }
 }
