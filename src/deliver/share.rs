@@ -32,7 +32,7 @@ pub(super) const GROWTH_PER_SEC: f64 = 0.01;
 /// Growth doubles after this long without a cut.
 const GROWTH_DOUBLING: Duration = Duration::from_secs(20);
 /// Most time paid as growth in one answer: a share so small that its bucket
-/// lets a batch go only every few minutes still grows back within a few answers.
+/// lets a batch go only every few minutes still grows back within ten answers.
 const GROWTH_PAID_MAX: Duration = Duration::from_secs(60);
 /// The smallest share: an agent keeps sending something, and learns from it.
 pub(super) const MIN_SHARE: f64 = 0.0001;
