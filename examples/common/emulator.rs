@@ -120,6 +120,23 @@ pub async fn read_shard(
     limit: i32,
 ) -> Result<Vec<(String, bytes::Bytes)>, String> {
     let mut out = Vec::new();
+    for_each_record(client, stream, shard_id, limit, |key, data| {
+        out.push((key.to_owned(), data));
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Hands every Kinesis record of one shard to `f`, page by page, as
+/// [`read_shard`] reads them (for a reader that keeps less than all of them).
+pub async fn for_each_record(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+    limit: i32,
+    mut f: impl FnMut(&str, bytes::Bytes) -> Result<(), String>,
+) -> Result<(), String> {
     let mut iterator = client
         .get_shard_iterator()
         .stream_name(stream)
@@ -139,15 +156,15 @@ pub async fn read_shard(
             .await
             .map_err(|e| format!("GetRecords of {shard_id} failed: {e:?}"))?;
         for r in page.records() {
-            out.push((
-                r.partition_key().unwrap_or_default().to_owned(),
+            f(
+                r.partition_key().unwrap_or_default(),
                 bytes::Bytes::copy_from_slice(r.data().as_ref()),
-            ));
+            )?;
         }
         if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
             break;
         }
         iterator = page.next_shard_iterator().map(str::to_owned);
     }
-    Ok(out)
+    Ok(())
 }

@@ -7,7 +7,6 @@
 //! stored in is dropped whole, as the KCL's deaggregation does (the agent sends
 //! such an aggregate's records again); its copies are counted apart.
 
-use aws_sdk_kinesis::types::ShardIteratorType;
 use shardline::aggregate::{deaggregate, is_aggregated};
 
 use super::line::parse_line;
@@ -127,42 +126,19 @@ async fn read_shard(
     range: &std::ops::RangeInclusive<u128>,
     audit: &mut Audit,
 ) -> Result<(), String> {
-    let mut iterator = client
-        .get_shard_iterator()
-        .stream_name(STREAM)
-        .shard_id(shard_id)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .map_err(|e| format!("GetShardIterator of {shard_id} failed: {e:?}"))?
-        .shard_iterator()
-        .map(str::to_owned);
-    while let Some(it) = iterator {
-        let page = client
-            .get_records()
-            .shard_iterator(it)
-            .limit(READ_LIMIT)
-            .send()
-            .await
-            .map_err(|e| format!("GetRecords of {shard_id} failed: {e:?}"))?;
-        for r in page.records() {
-            audit.kinesis_records += 1;
-            let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
-            let users = deaggregate(r.partition_key().unwrap_or_default(), None, &data)
-                .map_err(|e| format!("a record in {shard_id} does not decode: {e}"))?;
-            // A plain record was placed by Kinesis itself (by an explicit hash
-            // key GetRecords does not return): kept.
-            let kept = !is_aggregated(&data) || users.iter().all(|u| range.contains(&u.hash_key()));
-            for u in &users {
-                audit.note(&u.data, kept);
-            }
+    super::emulator::for_each_record(client, STREAM, shard_id, READ_LIMIT, |key, data| {
+        audit.kinesis_records += 1;
+        let users = deaggregate(key, None, &data)
+            .map_err(|e| format!("a record in {shard_id} does not decode: {e}"))?;
+        // A plain record was placed by Kinesis itself (by an explicit hash
+        // key GetRecords does not return): kept.
+        let kept = !is_aggregated(&data) || users.iter().all(|u| range.contains(&u.hash_key()));
+        for u in &users {
+            audit.note(&u.data, kept);
         }
-        if page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0 {
-            break;
-        }
-        iterator = page.next_shard_iterator().map(str::to_owned);
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]
