@@ -110,6 +110,35 @@ pub async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
     }
 }
 
+/// Every shard of a stream, open and closed (ferrokinesis answers them all in
+/// one page and ignores `ShardFilter`), with its hash key range.
+pub async fn every_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<(String, std::ops::RangeInclusive<u128>)>, String> {
+    let listed = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| format!("ListShards failed: {e:?}"))?;
+    let parse = |k: &str| {
+        k.parse::<u128>()
+            .map_err(|e| format!("bad hash key {k:?}: {e}"))
+    };
+    listed
+        .shards()
+        .iter()
+        .map(|shard| {
+            let range = shard
+                .hash_key_range()
+                .ok_or_else(|| format!("shard {} has no hash key range", shard.shard_id()))?;
+            let range = parse(range.starting_hash_key())?..=parse(range.ending_hash_key())?;
+            Ok((shard.shard_id().to_owned(), range))
+        })
+        .collect()
+}
+
 /// Every Kinesis record of one shard, from `TRIM_HORIZON` to its end, `limit`
 /// records per GetRecords: the partition key and the data as stored
 /// (aggregated or not).

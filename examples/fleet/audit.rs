@@ -97,24 +97,9 @@ impl Audit {
 
 /// Reads every shard from TRIM_HORIZON into an [`Audit`].
 pub(crate) async fn read_back(client: &aws_sdk_kinesis::Client) -> Result<Audit, String> {
-    // ferrokinesis answers every shard, closed ones too, in one page.
-    let shards = client
-        .list_shards()
-        .stream_name(STREAM)
-        .send()
-        .await
-        .map_err(|e| format!("ListShards failed: {e:?}"))?;
     let mut audit = Audit::default();
-    for shard in shards.shards() {
-        let range = shard
-            .hash_key_range()
-            .ok_or_else(|| format!("shard {} has no hash key range", shard.shard_id()))?;
-        let parse = |k: &str| {
-            k.parse::<u128>()
-                .map_err(|e| format!("bad hash key {k:?}: {e}"))
-        };
-        let range = parse(range.starting_hash_key())?..=parse(range.ending_hash_key())?;
-        read_shard(client, shard.shard_id(), &range, &mut audit).await?;
+    for (shard, range) in super::emulator::every_shard(client, STREAM).await? {
+        read_shard(client, &shard, &range, &mut audit).await?;
     }
     Ok(audit)
 }

@@ -199,39 +199,19 @@ pub(crate) async fn read_back_settled(
 /// Reads every shard (open and closed) from TRIM_HORIZON and counts each user
 /// record; also returns how many Kinesis records there were.
 async fn read_back(client: &aws_sdk_kinesis::Client) -> Result<(Tally, u64), String> {
-    // ferrokinesis's ListShards answers every shard in one page (no ShardFilter).
-    let shards = client
-        .list_shards()
-        .stream_name(STREAM)
-        .send()
-        .await
-        .map_err(|e| format!("ListShards failed: {e:?}"))?;
     let mut tally = Tally::default();
     let mut kinesis_records = 0;
-    for shard in shards.shards() {
-        let range = shard
-            .hash_key_range()
-            .ok_or_else(|| format!("shard {} has no hash key range", shard.shard_id()))?;
-        let parse = |k: &str| {
-            k.parse::<u128>()
-                .map_err(|e| format!("bad hash key {k:?}: {e}"))
-        };
-        let (start, end) = (
-            parse(range.starting_hash_key())?,
-            parse(range.ending_hash_key())?,
-        );
-        let records =
-            common::emulator::read_shard(client, STREAM, shard.shard_id(), READ_LIMIT).await?;
+    for (shard, range) in common::emulator::every_shard(client, STREAM).await? {
+        let records = common::emulator::read_shard(client, STREAM, &shard, READ_LIMIT).await?;
         for (pk, data) in records {
             kinesis_records += 1;
             let users = deaggregate(&pk, None, &data)
-                .map_err(|e| format!("a record in {} does not decode: {e}", shard.shard_id()))?;
+                .map_err(|e| format!("a record in {shard} does not decode: {e}"))?;
             // A KCL consumer drops an aggregate holding a record outside its
             // shard's range, whole. An unaggregated record was placed by
             // Kinesis itself (by an explicit hash key GetRecords does not
             // return): kept.
-            let kept = !is_aggregated(&data)
-                || users.iter().all(|u| (start..=end).contains(&u.hash_key()));
+            let kept = !is_aggregated(&data) || users.iter().all(|u| range.contains(&u.hash_key()));
             for u in users {
                 tally.note(&u.data, kept);
             }
