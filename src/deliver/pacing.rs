@@ -35,6 +35,15 @@ pub(super) const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
 /// steady rate would cross the limit.
 const BUCKET_BURST: f64 = 0.1;
 
+/// The rate of a shard's bucket: the shard's limits × `rate_factor` × the
+/// share, which runs no lower than half the prior. Load spread over shards by
+/// random keys is the same on each, and so is an agent's fair part of each; a
+/// shard cut deep by a run of throttles would otherwise hold its records in the
+/// memory window long enough to stall the others behind them.
+fn bucket_rate(rate_factor: f64, share: &Share, prior: f64) -> (f64, f64) {
+    rate_of(rate_factor * share.value().max(prior * SHARE_FLOOR))
+}
+
 /// A shard's limits (bytes, records per second) scaled by `fraction`.
 fn rate_of(fraction: f64) -> (f64, f64) {
     (
@@ -136,15 +145,6 @@ impl Pacing {
         rate_of(self.rate_factor * share)
     }
 
-    /// The share a shard's bucket runs at: its own, but not below half the
-    /// prior. Load spread over shards by random keys is the same on each, and so
-    /// is an agent's fair part of each; a shard cut deep by a run of throttles
-    /// would otherwise hold its records in the memory window long enough to
-    /// stall the others behind them.
-    fn floored(&self, share: Share) -> f64 {
-        share.value().max(self.prior.value() * SHARE_FLOOR)
-    }
-
     /// The share of a shard (its prior if not sent to yet).
     #[cfg(test)]
     pub(super) fn share_of(&self, shard: &str) -> f64 {
@@ -187,7 +187,7 @@ impl Pacing {
             .get(shard)
             .filter(|_| self.limited())
             .and_then(|p| {
-                let rate = self.rate(self.floored(p.share));
+                let rate = bucket_rate(self.rate_factor, &p.share, self.prior.value());
                 let mut b = p.bucket;
                 b.refill(now, rate);
                 b.ready_at(size, rate)
@@ -210,8 +210,7 @@ impl Pacing {
             bucket: Bucket::new(now, fresh_rate),
             share: Share::new(prior, now),
         });
-        let floor = self.prior.value() * SHARE_FLOOR;
-        let rate = rate_of(self.rate_factor * p.share.value().max(floor));
+        let rate = bucket_rate(self.rate_factor, &p.share, prior);
         let b = &mut p.bucket;
         // What the bucket would hold without its cap, in bursts: an agent that
         // sends as soon as its bucket lets it finds it at most a burst over.
@@ -239,14 +238,13 @@ impl Pacing {
             .iter()
             .map(|id| (id, true))
             .chain(accepted.difference(throttled).map(|id| (id, false)));
-        let floor = self.prior.value() * SHARE_FLOOR;
         for (id, was_throttled) in changes {
             let Some(p) = self.buckets.get_mut(id) else {
                 continue;
             };
             // The tokens earned so far are earned at the old rate.
-            p.bucket
-                .refill(now, rate_of(self.rate_factor * p.share.value().max(floor)));
+            let rate = bucket_rate(self.rate_factor, &p.share, self.prior.value());
+            p.bucket.refill(now, rate);
             let changed = if was_throttled {
                 p.share.throttled(now)
             } else {
